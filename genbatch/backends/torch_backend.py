@@ -1,0 +1,183 @@
+"""PyTorch backend: any diffusers text-to-image pipeline, loaded with ``from_pretrained``."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, Sequence
+
+from ..errors import GenbatchError, ModelError
+from ..latents import initial_latents
+from ..models import ModelRef
+from .base import GeneratedImage, to_uint8
+
+DTYPES = ("fp32", "fp16", "bf16")
+
+
+def quiet_hf_libraries() -> None:
+    """diffusers/transformers print progress bars and advice on every load; in a batch job
+    that is noise between our own progress lines. Users can still ask for it via the env."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def resolve_torch_device(device: str) -> str:
+    import torch
+
+    device = (device or "auto").lower()
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise GenbatchError(f"--device {device}: CUDA is not available here (torch {torch.__version__}); "
+                                "use --device cpu or auto")
+        index = device.partition(":")[2]
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            raise GenbatchError(f"--device {device}: there are {torch.cuda.device_count()} CUDA devices")
+        return device
+    if device == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise GenbatchError("--device mps: MPS is not available here; use --device cpu or auto")
+        return device
+    if device == "cpu":
+        return device
+    raise GenbatchError(f"--device {device!r}: expected auto, cpu, cuda, cuda:N or mps")
+
+
+def resolve_dtype(device: str, dtype: str) -> str:
+    dtype = (dtype or "auto").lower()
+    if dtype == "auto":
+        return "fp32" if device == "cpu" else "fp16"
+    if dtype not in DTYPES:
+        raise GenbatchError(f"--dtype {dtype!r}: expected auto, {', '.join(DTYPES)}")
+    return dtype
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+class TorchBackend:
+    name = "torch"
+
+    def resolve(self, device: str, dtype: str) -> tuple[str, str]:
+        resolved = resolve_torch_device(device)
+        return resolved, resolve_dtype(resolved, dtype)
+
+    def load(self, model: ModelRef, *, device: str, dtype: str, scheduler: str | None) -> "TorchGenerator":
+        return TorchGenerator(model, device=device, dtype=dtype, scheduler=scheduler)
+
+
+def swap_scheduler(current: Any, name: str | None) -> Any:
+    """The pipeline's scheduler, or another diffusers scheduler class built from its config."""
+    if not name or name == "default" or name == type(current).__name__:
+        return current
+    import diffusers
+
+    cls = getattr(diffusers, name, None)
+    if cls is None or not hasattr(cls, "from_config"):
+        compatible = sorted(c.__name__ for c in getattr(current, "compatibles", []))
+        raise GenbatchError(f"--scheduler {name!r}: not a diffusers scheduler; this model accepts: "
+                            + ", ".join(compatible))
+    return cls.from_config(current.config)
+
+
+class TorchGenerator:
+    backend = "torch"
+
+    def __init__(self, model: ModelRef, *, device: str, dtype: str, scheduler: str | None):
+        quiet_hf_libraries()
+        import torch
+        from diffusers import DiffusionPipeline
+
+        if (model.path / "unet" / "model.onnx").exists():
+            raise ModelError(f"{model.path} is an ONNX export; run it with --backend onnx")
+        self.device, self.dtype, self.model = device, dtype, model
+        try:
+            with warnings.catch_warnings():  # newer diffusers renames torch_dtype; both work
+                warnings.simplefilter("ignore", FutureWarning)
+                pipe = DiffusionPipeline.from_pretrained(model.path, torch_dtype=torch_dtype(dtype))
+        except Exception as err:
+            raise ModelError(f"cannot load {model.name} from {model.path}: {err}") from err
+        if not hasattr(pipe, "unet") or not hasattr(pipe, "vae"):
+            raise ModelError(f"{model.name}: {type(pipe).__name__} is not a text-to-image pipeline with a UNet "
+                             "and a VAE, which the torch backend runs")
+        pipe.scheduler = swap_scheduler(pipe.scheduler, scheduler)
+        pipe.set_progress_bar_config(disable=True)
+        pipe.to(device)
+        if device.startswith("cuda"):
+            pipe.unet.to(memory_format=torch.channels_last)
+        self.pipe = pipe
+        self.scheduler_name = type(pipe.scheduler).__name__
+
+    def describe(self) -> dict[str, Any]:
+        import torch
+
+        facts: dict[str, Any] = {"pipeline": type(self.pipe).__name__, "scheduler": self.scheduler_name}
+        if self.device.startswith("cuda"):
+            facts["gpu"] = torch.cuda.get_device_name(torch.device(self.device))
+        return facts
+
+    def generate(self, jobs: Sequence[Any]) -> list[GeneratedImage]:
+        try:
+            return self._generate(jobs)
+        except Exception as err:  # a batch failed: retry alone so one bad job (or OOM) fails alone
+            if len(jobs) == 1:
+                return [GeneratedImage(jobs[0], None, f"{type(err).__name__}: {err}")]
+            self._release_memory()
+            return [image for job in jobs for image in self.generate([job])]
+
+    def _generate(self, jobs: Sequence[Any]) -> list[GeneratedImage]:
+        import torch
+
+        first = jobs[0]
+        factor = self.pipe.vae_scale_factor
+        latents = initial_latents(
+            [j.seed for j in jobs], self.pipe.unet.config.in_channels, first.height // factor, first.width // factor
+        ).to(self.device, torch_dtype(self.dtype))
+        # Ancestral/SDE schedulers draw noise at each step: one CPU generator per image keeps
+        # that per-image too.
+        generators = [torch.Generator("cpu").manual_seed(j.seed) for j in jobs]
+        with torch.inference_mode():
+            out = self.pipe(
+                prompt=[j.prompt for j in jobs],
+                negative_prompt=[j.negative_prompt for j in jobs],
+                num_inference_steps=first.steps,
+                guidance_scale=first.guidance_scale,
+                height=first.height,
+                width=first.width,
+                latents=latents,
+                generator=generators,
+                output_type="np",
+            )
+        pixels, errors = to_uint8(out.images)
+        flagged = getattr(out, "nsfw_content_detected", None) or [False] * len(jobs)
+        results = []
+        for job, image, error, nsfw in zip(jobs, pixels, errors, flagged):
+            if nsfw:
+                image, error = None, "the model's safety checker flagged this image"
+            results.append(GeneratedImage(job, image, error))
+        return results
+
+    def _release_memory(self) -> None:
+        import torch
+
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+    def close(self) -> None:
+        self.pipe = None
+        self._release_memory()

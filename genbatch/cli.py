@@ -1,0 +1,266 @@
+"""The ``genbatch`` command. It parses options, calls the library, and turns library errors
+into one-line messages and documented exit codes; it does no work of its own."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+from . import __version__
+from .errors import EXIT_USAGE, GenbatchError, ManifestError
+from .manifest import FORMATS, parse_assignments, read_manifest
+from .plan import DEFAULT_NAME_TEMPLATE, IMAGE_FORMATS, Defaults, parse_shard
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Batch image generation from a manifest of prompts and seeds: reproducible, resumable, traceable.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Print a GenbatchError as ``error: ...`` and exit with its code, without a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except GenbatchError as err:
+            _err(f"error: {err}")
+            raise typer.Exit(err.exit_code) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"genbatch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    pass
+
+
+def _split_formats(values: list[str]) -> tuple[str | None, str]:
+    """``--format`` takes a manifest format, an image format, or one of each."""
+    manifest_format, image_format = None, "png"
+    for value in values:
+        lowered = value.lower()
+        if lowered in FORMATS:
+            manifest_format = lowered
+        elif lowered in IMAGE_FORMATS:
+            image_format = IMAGE_FORMATS[lowered]
+        else:
+            raise GenbatchError(
+                f"--format {value!r}: expected an image format (png, webp, jpg) or a manifest format "
+                f"({', '.join(FORMATS)})"
+            )
+    return manifest_format, image_format
+
+
+def _column_map(columns: list[str], prompt_column: str | None) -> dict[str, str]:
+    mapping = parse_assignments(columns, "--column")
+    if prompt_column:
+        mapping["prompt"] = prompt_column
+    return mapping
+
+
+@app.command()
+@user_errors
+def run(
+    manifest: str = typer.Argument(..., help="Manifest file (.csv .tsv .jsonl .ndjson .txt .parquet), or - for stdin."),
+    out: Path = typer.Option(Path("genbatch-out"), "--out", "-o", help="Output folder: images, ledger, reports."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Built-in name, diffusers folder, ONNX export, or hub id in the local cache. Default: the embedded model."),
+    backend: str = typer.Option("torch", help="torch (diffusers) or onnx (ONNX Runtime)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
+    dtype: str = typer.Option("auto", help="auto, fp32, fp16 or bf16 (auto: fp16 on GPU, fp32 on CPU)."),
+    scheduler: Optional[str] = typer.Option(None, help="A diffusers scheduler class name, e.g. EulerDiscreteScheduler."),
+    providers: Optional[str] = typer.Option(None, help="ONNX Runtime execution providers, comma-separated (default: best available)."),
+    batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Images per batch."),
+    steps: Optional[int] = typer.Option(None, min=1, help="Steps for rows without a steps column."),
+    guidance: Optional[float] = typer.Option(None, min=0.0, help="Guidance scale for rows without one."),
+    width: Optional[int] = typer.Option(None, min=8, help="Width for rows without one (multiple of 8)."),
+    height: Optional[int] = typer.Option(None, min=8, help="Height for rows without one (multiple of 8)."),
+    negative: str = typer.Option("", help="Negative prompt for rows without one."),
+    num_images: int = typer.Option(1, "--num-images", "-n", min=1, help="Images per row for rows without num_images."),
+    seed: int = typer.Option(0, min=0, help="Base seed from which rows without a seed derive theirs."),
+    column: list[str] = typer.Option([], help="Read a field from another column: --column seed=evaluation_seed."),
+    prompt_column: Optional[str] = typer.Option(None, help="The column that holds the prompt."),
+    set_: list[str] = typer.Option([], "--set", help="Force a value on every row: --set width=512."),
+    format_: list[str] = typer.Option([], "--format", "-f", help="Image format png|webp|jpg, and/or manifest format csv|tsv|jsonl|txt|parquet."),
+    quality: int = typer.Option(95, min=1, max=100, help="WebP/JPEG quality."),
+    compress_level: int = typer.Option(6, min=0, max=9, help="PNG compression level (0 fastest, 9 smallest)."),
+    name_template: str = typer.Option(DEFAULT_NAME_TEMPLATE, help="Output file name; fields: index, row, line, k, id, slug, prompt, seed, steps, guidance, width, height, model, key, ext, and any manifest column."),
+    workers: Optional[int] = typer.Option(None, min=1, help="Image encoding threads (default: up to 4)."),
+    limit: Optional[int] = typer.Option(None, min=0, help="Run at most N jobs of the plan."),
+    shard: Optional[str] = typer.Option(None, help="Run shard I of N (1-based), e.g. --shard 2/4."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; load no model, write nothing."),
+    force: bool = typer.Option(False, help="Regenerate images that are already done."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Run the valid rows; list invalid ones in the report."),
+    wait: bool = typer.Option(False, help="If another run holds --out, wait for it instead of exiting."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    json_: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+) -> None:
+    """Generate an image for every row (x num_images) of MANIFEST into --out.
+
+    Reruns generate only what is missing. Exit codes: 0 all done, 1 some jobs failed,
+    2 bad input, 130/143 interrupted.
+
+    \b
+    Examples:
+      genbatch run prompts.csv --out images
+      genbatch run parti.tsv --out parti --steps 30 --batch-size 16 --shard 1/4
+      genbatch run coco.jsonl --out coco --set width=512 --set height=512 --name-template "{file_name}"
+    """
+    from .runner import RunOptions, format_summary, run_manifest
+
+    manifest_format, image_format = _split_formats(format_)
+    options = RunOptions(
+        manifest=manifest,
+        out=out,
+        format=manifest_format,
+        column_map=_column_map(column, prompt_column),
+        overrides=parse_assignments(set_, "--set"),
+        defaults=Defaults(steps=steps, guidance_scale=guidance, width=width, height=height, negative_prompt=negative,
+                          num_images=num_images, seed=seed),
+        model=model,
+        backend=backend,
+        device=device,
+        dtype=dtype,
+        scheduler=scheduler,
+        providers=[p.strip() for p in providers.split(",") if p.strip()] if providers else None,
+        batch_size=batch_size,
+        name_template=name_template,
+        image_format=image_format,
+        quality=quality,
+        compress_level=compress_level,
+        workers=workers,
+        limit=limit,
+        shard=parse_shard(shard),
+        dry_run=dry_run,
+        force=force,
+        skip_invalid=skip_invalid,
+        wait=wait,
+        quiet=quiet,
+    )
+    for width_or_height, name in ((width, "--width"), (height, "--height")):
+        if width_or_height is not None and width_or_height % 8:
+            raise GenbatchError(f"{name} {width_or_height}: must be a multiple of 8")
+    result = run_manifest(options)
+    if dry_run:
+        _print_plan(result, json_)
+        return
+    if not quiet:
+        _err(format_summary(result.summary))
+    if json_:
+        print(json.dumps(result.summary, indent=2, ensure_ascii=False, default=str))
+    raise typer.Exit(result.exit_code)
+
+
+def _print_plan(result: Any, as_json: bool) -> None:
+    summary = result.summary
+    if as_json:
+        summary = dict(summary, jobs=[{"index": j.index, "key": j.key, "file": j.file, "prompt": j.prompt,
+                                       "seed": j.seed} for j in result.pending])
+        print(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
+        return
+    for warning in result.warnings:
+        _err(f"warning: {warning}")
+    models = ", ".join(f"{m['name']} ({m['fingerprint']})" for m in summary["models"])
+    print(f"plan: {summary['planned']} images, {summary['already_done']} already done, "
+          f"{summary['to_generate']} to generate in {summary['batches']} batches")
+    print(f"model: {models}; {summary['backend']}/{summary['device']}/{summary['dtype']}; out: {summary['out']}")
+    if summary["skipped_rows"]:
+        print(f"{summary['skipped_rows']} invalid rows will be skipped")
+    for job in result.pending[:20]:
+        print(f"  {job.file}  seed={job.seed} steps={job.steps} guidance={job.guidance_scale:g} "
+              f"{job.width}x{job.height}  {job.prompt[:60]!r}")
+    if len(result.pending) > 20:
+        print(f"  ... and {len(result.pending) - 20} more")
+
+
+@app.command()
+@user_errors
+def validate(
+    manifest: str = typer.Argument(..., help="Manifest file, or - for stdin."),
+    format_: Optional[str] = typer.Option(None, "--format", "-f", help=f"Manifest format: {', '.join(FORMATS)}."),
+    column: list[str] = typer.Option([], help="Read a field from another column: --column seed=evaluation_seed."),
+    prompt_column: Optional[str] = typer.Option(None, help="The column that holds the prompt."),
+    set_: list[str] = typer.Option([], "--set", help="Force a value on every row: --set width=512."),
+    json_: bool = typer.Option(False, "--json", help="Print problems as JSON on stdout."),
+) -> None:
+    """Check a manifest and report every problem as FILE:LINE:COLUMN: message. Loads no model.
+
+    Exit code 0 if the manifest is valid, 2 if not.
+
+    \b
+    Example:
+      genbatch validate prompts.csv
+    """
+    try:
+        manifest_ = read_manifest(manifest, format=format_, column_map=_column_map(column, prompt_column),
+                                  overrides=parse_assignments(set_, "--set"))
+    except ManifestError as err:
+        problems, warnings, rows, name, fmt, columns = err.problems, [], [], manifest, format_, {}
+    else:
+        problems, warnings, rows = manifest_.problems, manifest_.warnings, manifest_.rows
+        name, fmt, columns = manifest_.path, manifest_.format, manifest_.columns
+    images = sum(r.num_images or 1 for r in rows)
+    if json_:
+        print(json.dumps({
+            "file": name, "format": fmt, "valid": not problems, "rows": len(rows), "images": images,
+            "columns": columns, "warnings": warnings,
+            "problems": [{"file": p.file, "line": p.line, "column": p.column, "message": p.message} for p in problems],
+        }, indent=2, ensure_ascii=False))
+    else:
+        for warning in warnings:
+            _err(f"warning: {warning}")
+        for problem in problems:
+            print(problem)
+        if problems:
+            _err(f"{name}: {len(problems)} problem{'s' if len(problems) != 1 else ''}, {len(rows)} valid rows")
+        else:
+            _err(f"{name}: {len(rows)} rows, {images} images, valid ({fmt}; columns: "
+                 + ", ".join(f"{k}<-{v!r}" for k, v in columns.items()) + ")")
+    raise typer.Exit(EXIT_USAGE if problems else 0)
+
+
+@app.command()
+@user_errors
+def models(json_: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """List the models genbatch can use here without a download: built-ins and the local
+    Hugging Face cache, with their folders."""
+    from .models import list_models
+
+    found = list_models()
+    if json_:
+        print(json.dumps(found, indent=2))
+        return
+    for entry in found:
+        mark = "*" if entry["default"] else " "
+        state = "" if entry["present"] else " (built on first use)"
+        print(f"{mark} {entry['name']:<24} {entry['source']:<10} {entry['path']}{state}")
+        print(f"  {'':<24} {entry['description']}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

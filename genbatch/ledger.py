@@ -1,0 +1,97 @@
+"""The ledger: ``<out>/genbatch.jsonl``, one JSON line per finished (or failed, or skipped) job.
+
+A "done" line is appended and flushed only after its image is on disk under its final
+name, so the ledger never claims an image that is not there; an image is done when its
+line is here and its file exists with the recorded size. A kill can tear only the last
+line, which :func:`repair` drops. Later lines win over earlier ones for the same key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+LEDGER_NAME = "genbatch.jsonl"
+
+
+def ledger_path(out: Path) -> Path:
+    return Path(out) / LEDGER_NAME
+
+
+def repair(path: Path) -> bool:
+    """Cut a torn last line (no trailing newline) left by a killed run. True if cut."""
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    with open(path, "rb+") as handle:
+        handle.seek(-1, os.SEEK_END)
+        if handle.read(1) == b"\n":
+            return False
+        handle.seek(0)
+        data = handle.read()
+        handle.truncate(data.rfind(b"\n") + 1)
+    return True
+
+
+def iter_records(out: Path) -> Iterator[dict[str, Any]]:
+    """Every readable record in file order; a torn or hand-damaged line is passed over."""
+    path = ledger_path(out)
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            if not line.endswith("\n"):
+                break  # torn last line
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and "key" in record:
+                yield record
+
+
+def read_ledger(out: Path) -> list[dict[str, Any]]:
+    """The latest record per key, in order of first appearance."""
+    latest: dict[str, dict[str, Any]] = {}
+    for record in iter_records(out):
+        latest[record["key"]] = record
+    return list(latest.values())
+
+
+def done_records(out: Path) -> dict[str, dict[str, Any]]:
+    """Keys whose image is on disk as recorded: these need no work on a rerun."""
+    out = Path(out)
+    done: dict[str, dict[str, Any]] = {}
+    for record in read_ledger(out):
+        if record.get("status") != "done" or not record.get("file"):
+            continue
+        file = out / record["file"]
+        try:
+            size = file.stat().st_size
+        except OSError:
+            continue
+        if record.get("bytes") in (None, size):
+            done[record["key"]] = record
+    return done
+
+
+class Ledger:
+    """Appends records; safe to call from the writer threads."""
+
+    def __init__(self, out: Path):
+        self.path = ledger_path(out)
+        self.repaired = repair(self.path)
+        self._lock = threading.Lock()
+        self._handle = open(self.path, "a", encoding="utf-8")
+
+    def append(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
+        with self._lock:
+            self._handle.write(line)
+            self._handle.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._handle.close()

@@ -1,0 +1,356 @@
+"""Find a model by name, folder or Hugging Face id, fingerprint it, and read its defaults.
+
+Nothing here loads weights: planning (``--dry-run``, job keys) needs only the folder.
+Built-in models:
+
+- ``shapes``: a small text-to-image model trained on simple coloured shapes, shipped inside
+  the package (``genbatch/models/shapes``). The default when present.
+- ``tiny-random``: a tiny randomly initialised Stable Diffusion-architecture pipeline built
+  from fixed configs and a fixed seed on first use, cached under ``$GENBATCH_HOME``. Its
+  images are noise; it exists for smoke tests and for trying the machinery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelError
+
+PACKAGE_MODELS = Path(__file__).parent / "models"
+TINY_RANDOM = "tiny-random"
+SHAPES = "shapes"
+FALLBACK_STEPS = 30
+FALLBACK_GUIDANCE = 7.5
+_HASH_CHUNK = 1 << 20
+
+
+def genbatch_home() -> Path:
+    """Where genbatch keeps state of its own (built models). ``GENBATCH_HOME`` moves it."""
+    return Path(os.environ.get("GENBATCH_HOME") or Path.home() / ".cache" / "genbatch")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model located on disk, with what determines its pixels summarised as a fingerprint."""
+
+    name: str
+    path: Path
+    source: str  # "builtin", "local" or "hub"
+    fingerprint: str
+    defaults: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def scheduler(self) -> str | None:
+        return self.defaults.get("scheduler")
+
+
+def builtin_names() -> list[str]:
+    return [SHAPES, TINY_RANDOM] if _shapes_path() else [TINY_RANDOM]
+
+
+def default_model_name() -> str:
+    """The trained ``shapes`` model when the package ships it, else the noise model."""
+    return SHAPES if _shapes_path() else TINY_RANDOM
+
+
+def _shapes_path() -> Path | None:
+    path = PACKAGE_MODELS / SHAPES
+    return path if (path / "model_index.json").is_file() else None
+
+
+def resolve_model(spec: str | None) -> ModelRef:
+    """Turn ``--model`` (built-in name, folder, or hub id in the local cache) into a ModelRef."""
+    spec = spec or default_model_name()
+    if spec == SHAPES and _shapes_path():
+        return _ref(SHAPES, PACKAGE_MODELS / SHAPES, "builtin")
+    if spec == TINY_RANDOM:
+        return _ref(TINY_RANDOM, ensure_tiny_random(), "builtin")
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not (path / "model_index.json").is_file():
+            raise ModelError(
+                f"{spec}: not a diffusers model folder (no model_index.json); expected a folder saved "
+                "with save_pretrained(), an ONNX export from 'genbatch export', a Hugging Face id, "
+                f"or a built-in name ({', '.join(builtin_names())})"
+            )
+        return _ref(path.name, path.resolve(), "local")
+    if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
+        return _ref(spec, _hub_snapshot(spec), "hub")
+    raise ModelError(
+        f"no model {spec!r}: not a built-in name ({', '.join(builtin_names())}), an existing folder, "
+        "or a Hugging Face id like 'org/name'"
+    )
+
+
+def _hub_snapshot(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:
+        raise ModelError(
+            f"model {repo_id!r} is not in the local Hugging Face cache and genbatch does not download "
+            "while it runs. On a machine with network access run\n"
+            f"    huggingface-cli download {repo_id}\n"
+            "(or copy the cache folder, HF_HOME, to this machine), or pass a local folder with --model."
+        ) from None
+
+
+def _ref(name: str, path: Path, source: str) -> ModelRef:
+    return ModelRef(name=name, path=path, source=source, fingerprint=fingerprint(path), defaults=read_defaults(path))
+
+
+def fingerprint(path: Path) -> str:
+    """A hash of what determines a model's output, cheap even for multi-GB folders.
+
+    Configs and tokenizer files are hashed whole; weight files by size plus their first and
+    last MiB, which differ whenever the weights do in practice, without reading gigabytes.
+    """
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        rel = file.relative_to(path).as_posix()
+        if rel.startswith(".") or "/." in rel or rel == "genbatch.json" or rel.endswith(".lock"):
+            continue
+        digest.update(rel.encode() + b"\0")
+        size = file.stat().st_size
+        with open(file, "rb") as handle:
+            if size <= 2 * _HASH_CHUNK:
+                digest.update(handle.read())
+            else:
+                digest.update(str(size).encode())
+                digest.update(handle.read(_HASH_CHUNK))
+                handle.seek(-_HASH_CHUNK, os.SEEK_END)
+                digest.update(handle.read(_HASH_CHUNK))
+    return digest.hexdigest()[:16]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def read_defaults(path: Path) -> dict[str, Any]:
+    """Steps, guidance, size and scheduler a model is meant to run at.
+
+    ``genbatch.json`` in the folder wins; otherwise the size comes from the UNet's sample
+    size times the VAE's downsampling, and steps/guidance from common SD practice.
+    """
+    own = _read_json(path / "genbatch.json")
+    scheduler = _read_json(path / "scheduler" / "scheduler_config.json").get("_class_name")
+    unet = _read_json(path / "unet" / "config.json")
+    vae = _read_json(path / "vae" / "config.json") or _read_json(path / "vae_decoder" / "config.json")
+    factor = 2 ** (len(vae.get("block_out_channels", [0, 0, 0, 0])) - 1)
+    sample = unet.get("sample_size", 64)
+    sample = sample[0] if isinstance(sample, (list, tuple)) else sample
+    defaults = {
+        "steps": FALLBACK_STEPS,
+        "guidance_scale": FALLBACK_GUIDANCE,
+        "width": int(sample) * factor,
+        "height": int(sample) * factor,
+        "scheduler": scheduler,
+        "description": "",
+    }
+    defaults.update({k: v for k, v in own.items() if v is not None})
+    return defaults
+
+
+def list_models() -> list[dict[str, Any]]:
+    """Models genbatch can use here without a download: built-ins and the local HF cache."""
+    found: list[dict[str, Any]] = []
+    for name in builtin_names():
+        path = _shapes_path() if name == SHAPES else genbatch_home() / "models" / TINY_RANDOM
+        defaults = read_defaults(path) if path and path.exists() else {}
+        found.append(
+            {
+                "name": name,
+                "source": "builtin",
+                "path": str(path),
+                "present": bool(path and (path / "model_index.json").exists()),
+                "default": name == default_model_name(),
+                "description": defaults.get("description") or _BUILTIN_DESCRIPTIONS[name],
+            }
+        )
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        for repo in sorted(scan_cache_dir().repos, key=lambda r: r.repo_id):
+            if repo.repo_type != "model":
+                continue
+            revisions = sorted(repo.revisions, key=lambda r: r.last_modified, reverse=True)
+            if revisions and (Path(revisions[0].snapshot_path) / "model_index.json").exists():
+                found.append(
+                    {
+                        "name": repo.repo_id,
+                        "source": "hub-cache",
+                        "path": str(revisions[0].snapshot_path),
+                        "present": True,
+                        "default": False,
+                        "description": "diffusers pipeline in the local Hugging Face cache",
+                    }
+                )
+    except Exception:  # no cache folder yet, or an unreadable one: nothing to list
+        pass
+    return found
+
+
+_BUILTIN_DESCRIPTIONS = {
+    SHAPES: "small text-to-image model trained on coloured shapes, 64x64 (shipped)",
+    TINY_RANDOM: "tiny randomly initialised SD-architecture pipeline; its images are noise (for tests)",
+}
+
+
+# --- the tiny random model -------------------------------------------------------------------
+
+
+def ensure_tiny_random() -> Path:
+    """Build the tiny noise model once into the cache, then reuse it.
+
+    Built in a temporary folder and renamed into place, under a file lock, so concurrent
+    first runs neither collide nor leave a half-written model behind.
+    """
+    from filelock import FileLock
+
+    target = genbatch_home() / "models" / TINY_RANDOM
+    if (target / "model_index.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / "model_index.json").is_file():
+            return target
+        staging = Path(tempfile.mkdtemp(prefix=".tiny-random-", dir=target.parent))
+        try:
+            build_tiny_random(staging)
+            os.replace(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _byte_level_alphabet() -> list[str]:
+    """The 256 printable characters byte-level BPE (GPT-2, CLIP) uses for the 256 bytes."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = iter(range(256, 512))
+    return [chr(b) if b in printable else chr(next(extra)) for b in range(256)]
+
+
+def write_clip_tokenizer(folder: Path, *, max_length: int = 77) -> None:
+    """A byte-level CLIP BPE tokenizer with no merges, written offline.
+
+    Every byte is a token, so any prompt tokenizes; without ``tokenizer_config.json``'s
+    ``model_max_length`` prompts would pad to ~1e30 tokens.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = _byte_level_alphabet()
+    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"model_max_length": max_length, "tokenizer_class": "CLIPTokenizer"}), encoding="utf-8"
+    )
+    (folder / "special_tokens_map.json").write_text(
+        json.dumps(
+            {
+                "bos_token": "<|startoftext|>",
+                "eos_token": "<|endoftext|>",
+                "unk_token": "<|endoftext|>",
+                "pad_token": "<|endoftext|>",
+            }
+        ),
+        encoding="utf-8",
+    )
+
+
+def build_tiny_random(folder: Path) -> None:
+    """Save a deterministic tiny SD pipeline (64x64 images) to ``folder``.
+
+    Configs follow diffusers' own fast tests; ``torch.manual_seed(0)`` before each component
+    makes the weights, and so every test image, the same on every machine.
+    """
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    tokenizer_dir = folder / "tokenizer"
+    write_clip_tokenizer(tokenizer_dir)
+    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(4, 8),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=8,
+        attention_head_dim=2,
+        norm_num_groups=2,
+    )
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        block_out_channels=[4, 8],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        latent_channels=4,
+        norm_num_groups=2,
+        sample_size=64,
+    )
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            hidden_size=8,
+            intermediate_size=16,
+            layer_norm_eps=1e-05,
+            num_attention_heads=2,
+            num_hidden_layers=2,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=77,
+        )
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+    (folder / "genbatch.json").write_text(
+        json.dumps(
+            {
+                "name": TINY_RANDOM,
+                "description": _BUILTIN_DESCRIPTIONS[TINY_RANDOM],
+                "steps": 4,
+                "guidance_scale": 5.0,
+                "width": 64,
+                "height": 64,
+            },
+            indent=2,
+        ),
+        encoding="utf-8",
+    )

@@ -1,0 +1,289 @@
+"""Turn manifest rows into jobs (one per image) and jobs into batches.
+
+A job's key is a hash of everything that determines its pixels, so "done" can be decided
+from the ledger alone and a changed parameter is a new job. Seeds, file names and shards
+depend only on a row's own content, never on its neighbours, so reruns, ``--limit``,
+``--shard`` and reordering other rows leave them unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import string
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any, Iterable
+
+from .errors import GenbatchError
+from .manifest import MAX_SEED, Row
+from .models import ModelRef
+
+DEFAULT_NAME_TEMPLATE = "{index:06d}-{slug}-{seed}.{ext}"
+IMAGE_FORMATS = {"png": "png", "webp": "webp", "jpg": "jpg", "jpeg": "jpg"}
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What a row leaves out is taken from here (CLI options), then from the model."""
+
+    steps: int | None = None
+    guidance_scale: float | None = None
+    width: int | None = None
+    height: int | None = None
+    negative_prompt: str = ""
+    num_images: int = 1
+    seed: int = 0  # the base seed that rows without a seed derive theirs from
+
+
+@dataclass(frozen=True)
+class Target:
+    """Run-wide settings that determine pixels: which backend runs, at which precision."""
+
+    backend: str
+    dtype: str
+    scheduler: str | None = None  # overrides the model's own scheduler when set
+
+
+@dataclass(eq=False)
+class Job:
+    index: int
+    key: str
+    row: Row
+    k: int
+    prompt: str
+    negative_prompt: str
+    seed: int
+    steps: int
+    guidance_scale: float
+    width: int
+    height: int
+    scheduler: str
+    model: ModelRef
+    backend: str
+    dtype: str
+    file: str = ""
+
+    @property
+    def group(self) -> tuple[Any, ...]:
+        """Jobs with the same group can share a batch."""
+        return (self.model.fingerprint, str(self.model.path), self.width, self.height, self.steps,
+                self.guidance_scale, self.scheduler)
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "seed": self.seed,
+            "steps": self.steps,
+            "guidance_scale": self.guidance_scale,
+            "width": self.width,
+            "height": self.height,
+            "scheduler": self.scheduler,
+        }
+
+
+@dataclass
+class Plan:
+    jobs: list[Job]
+    total: int  # jobs before --shard/--limit
+    models: list[ModelRef] = field(default_factory=list)
+
+
+def derive_seed(base_seed: int, identity: str) -> int:
+    """A seed from the base seed and a row's identity; 63 bits so that seed + k never wraps."""
+    digest = hashlib.sha256(f"{base_seed}\x00{identity}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def job_key(fields: dict[str, Any]) -> str:
+    blob = json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def slugify(text: str, limit: int = 40) -> str:
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    return slug[:limit].rstrip("-") or "image"
+
+
+def expand_jobs(
+    rows: Iterable[Row],
+    models: dict[str | None, ModelRef],
+    defaults: Defaults,
+    target: Target,
+) -> list[Job]:
+    """Rows x num_images -> jobs, with every value resolved (row, else option, else model)."""
+    jobs: list[Job] = []
+    occurrences: dict[str, int] = {}
+    for row in rows:
+        model = models[row.model]
+        md = model.defaults
+        if row.seed is not None:
+            base = row.seed
+        else:
+            if row.id is not None:
+                identity = f"id\x00{row.id}"
+            else:
+                nth = occurrences.get(row.prompt, 0)
+                occurrences[row.prompt] = nth + 1
+                identity = f"prompt\x00{row.prompt}\x00{nth}"
+            base = derive_seed(defaults.seed, identity)
+        count = row.num_images if row.num_images is not None else defaults.num_images
+        steps = _first(row.steps, defaults.steps, md.get("steps"))
+        guidance = float(_first(row.guidance_scale, defaults.guidance_scale, md.get("guidance_scale")))
+        width = _first(row.width, defaults.width, md.get("width"))
+        height = _first(row.height, defaults.height, md.get("height"))
+        negative = row.negative_prompt if row.negative_prompt is not None else defaults.negative_prompt
+        scheduler = target.scheduler or model.scheduler or "default"
+        for k in range(count):
+            seed = (base + k) % (MAX_SEED + 1)
+            key = job_key(
+                {
+                    "model": model.fingerprint,
+                    "prompt": row.prompt,
+                    "negative_prompt": negative,
+                    "seed": seed,
+                    "steps": steps,
+                    "guidance_scale": guidance,
+                    "width": width,
+                    "height": height,
+                    "scheduler": scheduler,
+                    "dtype": target.dtype,
+                    "backend": target.backend,
+                }
+            )
+            jobs.append(
+                Job(len(jobs), key, row, k, row.prompt, negative, seed, int(steps), guidance, int(width),
+                    int(height), scheduler, model, target.backend, target.dtype)
+            )
+    return jobs
+
+
+def _first(*values: Any) -> Any:
+    return next(v for v in values if v is not None)
+
+
+# --- file names ----------------------------------------------------------------------------
+
+
+class _SafeFormatter(string.Formatter):
+    """Formats a name template, neutralising every substituted value.
+
+    Values come from users' manifests: a ``/``, ``..`` or control character in an id must
+    never steer a file outside the output folder, so each value is cleaned after formatting;
+    only the template's own literal text may contain ``/`` (sub-folders).
+    """
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        text = super().format_field(value, format_spec)
+        text = _UNSAFE.sub("_", text).strip()
+        text = re.sub(r"\.{2,}", "_", text).lstrip(".")
+        return text[:120]
+
+
+def name_fields(job: Job, ext: str) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for column, value in job.row.fields.items():
+        fields[str(column)] = "" if value is None else value
+    fields.update(
+        {
+            "index": job.index,
+            "row": job.row.index,
+            "line": job.row.line,
+            "k": job.k,
+            "id": job.row.id or "",
+            "slug": slugify(job.prompt),
+            "prompt": job.prompt,
+            "seed": job.seed,
+            "steps": job.steps,
+            "guidance": job.guidance_scale,
+            "guidance_scale": job.guidance_scale,
+            "width": job.width,
+            "height": job.height,
+            "model": job.model.name.replace("/", "--"),
+            "key": job.key,
+            "ext": ext,
+        }
+    )
+    return fields
+
+
+def assign_file_names(jobs: list[Job], template: str, image_format: str) -> None:
+    """Give each job its output path (relative to --out); refuse unsafe templates and clashes."""
+    ext = IMAGE_FORMATS.get(image_format.lower())
+    if ext is None:
+        raise GenbatchError(f"unknown image format {image_format!r}; expected png, webp or jpg")
+    if template.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", template):
+        raise GenbatchError(f"--name-template {template!r}: must be a relative path inside --out")
+    formatter = _SafeFormatter()
+    seen: dict[str, Job] = {}
+    clashes: list[str] = []
+    for job in jobs:
+        fields = name_fields(job, ext)
+        try:
+            name = formatter.vformat(template, (), fields)
+        except KeyError as err:
+            available = ", ".join(sorted(k for k in fields if k.isidentifier()))
+            raise GenbatchError(f"--name-template: unknown field {err}; available fields: {available}") from None
+        except (ValueError, IndexError) as err:
+            raise GenbatchError(f"--name-template {template!r}: {err}") from None
+        path = PurePosixPath(name.replace("\\", "/"))
+        if path.is_absolute() or any(part in ("", ".", "..") for part in path.parts) or not path.parts:
+            raise GenbatchError(f"--name-template {template!r} gives {name!r}, which is not inside --out")
+        if path.suffix.lower().lstrip(".") not in ("png", "webp", "jpg", "jpeg"):
+            path = path.with_name(f"{path.name}.{ext}")
+        job.file = path.as_posix()
+        folded = job.file.lower()
+        if folded in seen:
+            clashes.append(f"{job.file!r}: line {seen[folded].row.line} and line {job.row.line}")
+        else:
+            seen[folded] = job
+    if clashes:
+        shown = "\n  ".join(clashes[:10]) + (f"\n  ... and {len(clashes) - 10} more" if len(clashes) > 10 else "")
+        raise GenbatchError(
+            f"--name-template {template!r} gives the same file name to different images:\n  {shown}\n"
+            "add {index}, {seed} or {k} to the template"
+        )
+
+
+# --- selecting and batching ----------------------------------------------------------------
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``--shard I/N`` (1-based: 1/4 ... 4/4) -> (I, N)."""
+    if not text:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match or not 1 <= int(match[1]) <= int(match[2]):
+        raise GenbatchError(f"--shard {text!r}: expected I/N with 1 <= I <= N, e.g. --shard 1/4")
+    return int(match[1]), int(match[2])
+
+
+def select(jobs: list[Job], shard: tuple[int, int] | None, limit: int | None) -> list[Job]:
+    """The jobs this host runs: its shard (by key, so stable across hosts and reruns), then
+    the first ``limit`` of them in plan order."""
+    if shard is not None:
+        number, count = shard
+        jobs = [j for j in jobs if int(j.key[:12], 16) % count == number - 1]
+    if limit is not None:
+        jobs = jobs[:limit]
+    return jobs
+
+
+def make_batches(jobs: list[Job], batch_size: int) -> list[list[Job]]:
+    """Batches of up to ``batch_size`` jobs that share settings, in a deterministic order:
+    groups in order of first appearance (so each model's jobs run together), jobs in plan
+    order within a group."""
+    if batch_size < 1:
+        raise GenbatchError("--batch-size must be at least 1")
+    groups: dict[tuple[Any, ...], list[Job]] = {}
+    model_order: dict[str, int] = {}
+    for job in jobs:
+        model_order.setdefault(job.model.fingerprint + str(job.model.path), len(model_order))
+        groups.setdefault(job.group, []).append(job)
+    ordered = sorted(groups.values(), key=lambda g: (model_order[g[0].model.fingerprint + str(g[0].model.path)], g[0].index))
+    return [group[i : i + batch_size] for group in ordered for i in range(0, len(group), batch_size)]
