@@ -1,0 +1,39 @@
+"""Shared fixtures. The suite never touches a user's genbatch state: GENBATCH_HOME points at
+one temporary folder per test session (so the tiny model is built once, not per test)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def genbatch_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("genbatch-home")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(genbatch_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("GENBATCH_HOME", str(genbatch_home))
+    return genbatch_home
+
+
+@pytest.fixture(scope="session")
+def tiny_model(genbatch_home: Path) -> Path:
+    """The tiny noise model's folder, built once per session."""
+    previous = os.environ.get("GENBATCH_HOME")
+    os.environ["GENBATCH_HOME"] = str(genbatch_home)
+    try:
+        from genbatch.models import ensure_tiny_random
+
+        return ensure_tiny_random()
+    finally:
+        if previous is None:
+            os.environ.pop("GENBATCH_HOME", None)
+        else:
+            os.environ["GENBATCH_HOME"] = previous
