@@ -1,0 +1,272 @@
+"""The HTML report, from a hand-written ledger: data, escaping, thumbnails, and a real browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from genbatch.report_html import PAGE_SIZE, THUMB_SIZE, THUMBS_DIR, write_html_report
+
+SCRIPT_PROMPT = "<script>window.__pwned=1</script>"
+IMG_PROMPT = '"><img src=x onerror="window.__pwned=1">'
+BREAKOUT_PROMPT = "</script><script>window.__pwned=2</script>{{data}}\u2028end"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def _record(status: str, key: str, index: int | None, prompt: str | None, **extra) -> dict:
+    record = {
+        "status": status, "key": key, "file": None, "index": index, "row": index, "line": (index or 0) + 2,
+        "manifest": "prompts.csv", "k": 0, "id": None, "prompt": prompt, "negative_prompt": "",
+        "seed": 40 + (index or 0), "steps": 4, "guidance_scale": 7.5, "width": 64, "height": 48,
+        "scheduler": "euler", "model": "tiny-sd", "model_path": "/m/tiny-sd", "model_fingerprint": "f00",
+        "backend": "torch", "device": "cpu", "dtype": "float32", "batch_size": 1, "seconds": 0.5,
+        "finished_at": f"2026-11-22T20:00:{10 + (index or 0):02d}.000000+00:00", "sha256": None,
+        "fields": {"prompt": prompt}, "error": None, "run_id": "run-1",
+    }
+    record.update(extra)
+    return record
+
+
+def _done(out: Path, key: str, index: int, prompt: str, size=(64, 48), **extra) -> dict:
+    file = extra.pop("file", f"{index + 1:06d}-{key}.png")
+    Image.new("RGB", size, ((index * 40) % 256, 90, 160)).save(out / file)
+    return _record("done", key, index, prompt, file=file, **extra)
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    """An output folder: 7 images on disk, 2 failures, 2 skipped rows, 1 missing file, a torn line."""
+    out = tmp_path / "out"
+    out.mkdir()
+    records = [
+        _record("failed", "a0000000000000000005", 5, "a retried fox", error="CUDA out of memory"),
+        _done(out, "a0000000000000000002", 2, "a green triangle", id="tri"),
+        _done(out, "a0000000000000000000", 0, "a red circle", size=(600, 300)),
+        _done(out, "a0000000000000000001", 1, "a blue square", negative_prompt="blurry"),
+        _done(out, "a0000000000000000003", 3, SCRIPT_PROMPT, id=IMG_PROMPT),
+        _done(out, "a0000000000000000004", 4, IMG_PROMPT),
+        _done(out, "a0000000000000000006", 6, BREAKOUT_PROMPT, file="7 odd #name%.png"),
+        _record("failed", "a0000000000000000007", 7, "a black cat at night", error="NaN in decoded image"),
+        _record("failed", "a0000000000000000008", 8, "a hostile error", error="<b>boom</b>" + SCRIPT_PROMPT),
+        _record("skipped", "b0000000000000000001", None, None, line=11, error="steps must be a positive integer"),
+        _record("skipped", "b0000000000000000002", None, IMG_PROMPT, line=12, error="unknown scheduler 'x'"),
+        _record("done", "a0000000000000000009", 9, "a gone image", file="000010-gone.png"),
+        _done(out, "a0000000000000000005", 5, "a retried fox"),  # a rerun: done wins over failed
+    ]
+    lines = [json.dumps(r) for r in records]
+    torn = json.dumps(_record("done", "a0000000000000000010", 10, "torn", file="x.png"))[:40]
+    (out / "genbatch.jsonl").write_text("\n".join(lines) + "\n" + torn, encoding="utf-8")
+    return out
+
+
+def _blob(html: str) -> dict:
+    match = re.search(r'<script type="application/json" id="gb-data">(.*?)</script>', html, re.S)
+    assert match, "data blob not found"
+    return json.loads(match.group(1))
+
+
+def _cards(blob: dict) -> list[dict]:
+    return [dict(zip(blob["card_cols"], row)) for row in blob["cards"]]
+
+
+def test_report_lists_latest_records_and_writes_atomically(out: Path):
+    path = write_html_report(out)
+
+    assert path == out / "report.html"
+    blob = _blob(path.read_text(encoding="utf-8"))
+    cards = _cards(blob)
+    assert [c["index"] for c in cards] == [0, 1, 2, 3, 4, 5, 6]  # job order, latest record per key
+    assert len(cards) == len(list(out.glob("*.png")))
+    assert [row[blob["failed_cols"].index("error")] for row in blob["failed"]] == [
+        "NaN in decoded image", "<b>boom</b>" + SCRIPT_PROMPT]
+    assert [row[blob["skipped_cols"].index("line")] for row in blob["skipped"]] == [11, 12]
+    assert [row[blob["missing_cols"].index("file")] for row in blob["missing"]] == ["000010-gone.png"]
+    assert "torn" not in [c["prompt"] for c in cards]
+    assert sorted(p.name for p in out.iterdir() if ".tmp-" in p.name) == []
+
+
+def test_user_text_never_reaches_the_page_as_markup(out: Path):
+    html = write_html_report(out).read_text(encoding="utf-8")
+
+    for hostile in (SCRIPT_PROMPT, IMG_PROMPT, "<b>boom</b>", "</script><script>window.__pwned=2"):
+        assert hostile not in html
+    assert "\u2028" not in html
+    assert html.count("<script") == 2  # the data blob and the page's own script
+    prompts = {c["prompt"] for c in _cards(_blob(html))}
+    assert {SCRIPT_PROMPT, IMG_PROMPT, BREAKOUT_PROMPT} <= prompts  # the blob holds them as text
+
+
+def test_summary_escapes_run_json_and_shows_versions(out: Path):
+    run = {
+        "run_id": "run-1", "started_at": "2026-11-22T20:00:00+00:00", "wall_seconds": 20.0,
+        "images_per_second": 0.35, "counts": {"planned": 10, "done": 7, "already_done": 0, "failed": 2,
+                                              "skipped": 2},
+        "exit_code": 3, "interrupted": True, "command": ["genbatch", "run", SCRIPT_PROMPT],
+        "versions": {"python": "3.11.7", "genbatch": "0.1.0", "torch": "2.13.0"},
+    }
+    (out / "run.json").write_text(json.dumps(run), encoding="utf-8")
+
+    html = write_html_report(out, thumbs=False).read_text(encoding="utf-8")
+
+    assert "torch 2.13.0" in html and "last run (run.json)" in html and "interrupted" in html
+    assert "0.35" in html and "20 s" in html
+    assert SCRIPT_PROMPT not in html and "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in html
+
+
+def test_summary_from_ledger_alone(out: Path):
+    html = write_html_report(out, thumbs=False).read_text(encoding="utf-8")
+
+    assert "from ledger timestamps" in html and "no run.json" in html
+    assert '<svg class="throughput"' in html
+    assert re.search(r'<div class="label">Images</div><div class="value">7</div>', html)
+    assert re.search(r'<div class="label">Missing</div><div class="value">1</div>', html)
+
+
+def test_thumbnails_are_small_webp_made_only_when_missing_or_stale(out: Path):
+    write_html_report(out)
+    thumbs = sorted((out / THUMBS_DIR).glob("*.webp"))
+    assert len(thumbs) == 7
+    for thumb in thumbs:
+        with Image.open(thumb) as im:
+            assert im.format == "WEBP" and max(im.size) <= THUMB_SIZE
+    big = out / THUMBS_DIR / "a0000000000000000000.webp"
+    assert Image.open(big).size == (THUMB_SIZE, THUMB_SIZE // 2)
+    before = {t.name: t.stat().st_mtime_ns for t in thumbs}
+
+    write_html_report(out)  # nothing changed: thumbnails are kept
+    assert {t.name: t.stat().st_mtime_ns for t in thumbs} == before
+
+    image = out / "000002-a0000000000000000001.png"
+    later = big.stat().st_mtime_ns + 5_000_000_000
+    os.utime(image, ns=(later, later))
+    write_html_report(out)  # that image is newer than its thumbnail: only it is remade
+    after = {t.name: t.stat().st_mtime_ns for t in thumbs}
+    assert [name for name in after if after[name] != before[name]] == ["a0000000000000000001.webp"]
+
+
+def test_without_thumbnails_cards_show_the_images(out: Path):
+    html = write_html_report(out, thumbs=False).read_text(encoding="utf-8")
+
+    assert not (out / THUMBS_DIR).exists()
+    cards = _cards(_blob(html))
+    assert all(c["thumb"] == c["src"] for c in cards)
+    assert cards[6]["src"] == "7%20odd%20%23name%25.png"  # file names are URL-quoted
+
+
+def test_paths_outside_the_folder_are_not_shown(out: Path):
+    (out.parent / "outside.png").write_bytes(b"")
+    with open(out / "genbatch.jsonl", "a", encoding="utf-8") as handle:
+        handle.write("\n" + json.dumps(_record("done", "c0000000000000000001", 20, "escape", file="../outside.png")))
+        handle.write("\n" + json.dumps(_record("done", "c0000000000000000002", 21, "abs", file=str(out.parent / "outside.png"))) + "\n")
+
+    blob = _blob(write_html_report(out, thumbs=False).read_text(encoding="utf-8"))
+
+    assert len(blob["cards"]) == 7 and len(blob["missing"]) == 3
+
+
+def test_empty_folder_still_gets_a_report(tmp_path: Path):
+    html = write_html_report(tmp_path).read_text(encoding="utf-8")
+
+    assert _blob(html)["cards"] == [] and "No timestamps in the ledger yet" in html
+
+
+# --- In a real browser -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium, headless, driven by playwright; skipped only outside CI."""
+    in_ci = bool(os.environ.get("CI"))
+    problem = None
+    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
+        problem = f"{CHROMIUM} is not installed (apt-get install chromium)"
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:
+        problem = problem or "the playwright package is not installed (pip install playwright)"
+    if problem:
+        if in_ci:
+            pytest.fail(f"browser test must run in CI: {problem}")
+        pytest.skip(problem)
+    with sync_playwright() as playwright:
+        executable = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield browser, expect
+        browser.close()
+
+
+def _open(browser, report: Path):
+    page = browser.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"), dialog.dismiss()))
+    page.on("console", lambda msg: msg.type == "error" and problems.append(f"console: {msg.text}"))
+    page.goto(report.as_uri())
+    page.wait_for_selector("body[data-ready='1']")
+    return page, problems
+
+
+def _visible_cards(page) -> int:
+    return page.locator("#images .card").count()
+
+
+def test_browser_shows_cards_failures_and_filters(browser, out: Path):
+    browser, expect = browser
+    page, problems = _open(browser, write_html_report(out))
+
+    assert _visible_cards(page) == len(list(out.glob("*.png"))) == 7
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    assert page.locator("img[src='x']").count() == 0
+    card_text = page.locator("#images").inner_text()
+    assert SCRIPT_PROMPT in card_text and IMG_PROMPT in card_text and "{{data}}" in card_text
+    failed_text = page.locator("#failed").inner_text()
+    assert "NaN in decoded image" in failed_text and "<b>boom</b>" + SCRIPT_PROMPT in failed_text
+    assert "a retried fox" not in failed_text
+    skipped_text = page.locator("#skipped").inner_text()
+    assert "steps must be a positive integer" in skipped_text and IMG_PROMPT in skipped_text
+    assert "000010-gone.png" in page.locator("#missing").inner_text()
+    loaded = page.evaluate(
+        "Promise.all([...document.querySelectorAll('#images img')].map(i => i.decode().then(() => i.naturalWidth)))")
+    assert 0 < max(loaded) <= THUMB_SIZE  # thumbnails load from disk
+
+    page.fill("#filter", "circle")
+    expect(page.locator("#images .card")).to_have_count(1)
+    assert "a red circle" in page.locator("#images").inner_text()
+    page.fill("#filter", "seed:43 pwned")  # words match prompt, seed and id together
+    expect(page.locator("#images .card")).to_have_count(1)
+    page.fill("#filter", "")
+    expect(page.locator("#images .card")).to_have_count(7)
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    assert problems == []
+    page.close()
+
+
+def test_browser_pages_through_many_images(browser, tmp_path: Path):
+    n = 2 * PAGE_SIZE + 37
+    Image.new("RGB", (8, 8), (200, 40, 40)).save(tmp_path / "one.png")
+    records = [_record("done", f"{i:020x}", i, f"image {i}", file="one.png") for i in range(n)]
+    (tmp_path / "genbatch.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+
+    browser, expect = browser
+    page, problems = _open(browser, write_html_report(tmp_path, thumbs=False))
+
+    assert _visible_cards(page) == PAGE_SIZE
+    assert page.locator("#images img[loading='lazy']").count() == PAGE_SIZE
+    page.locator("#images .next").first.click()
+    assert _visible_cards(page) == PAGE_SIZE
+    page.locator("#images .next").first.click()
+    assert _visible_cards(page) == 37
+    assert page.locator("#images .card .prompt").last.inner_text() == f"image {n - 1}"
+    assert page.locator("#images .next").first.is_disabled()
+    page.fill("#filter", "seed:47")  # seeds 47 and 470..476 (images 7, 430..436): back to page 1
+    expect(page.locator("#images .card")).to_have_count(8)
+    assert problems == []
+    page.close()
