@@ -247,7 +247,7 @@ def _render_page(out: Path, folder: _Folder, thumb_urls: list[str]) -> str:
         "card_cols": CARD_COLS,
         "cards": [_card_row(c, u) for c, u in zip(folder.cards, thumb_urls)],
         "failed_cols": FAILED_COLS,
-        "failed": [_row(r, FAILED_COLS) for r in folder.failed],
+        "failed": [_failed_row(r) for r in folder.failed],
         "skipped_cols": SKIPPED_COLS,
         "skipped": [_row(r, SKIPPED_COLS) for r in folder.skipped],
         "missing_cols": MISSING_COLS,
@@ -276,6 +276,14 @@ def _card_row(card: dict, picture_url: str) -> list:
     # The picture is the image itself unless a thumbnail stands in for it.
     row[0] = _url(card["file"]) if picture_url.startswith(THUMBS_DIR + "/") else picture_url
     row[1] = picture_url
+    return row
+
+
+def _failed_row(record: dict) -> list:
+    row = _row(record, FAILED_COLS)
+    at = FAILED_COLS.index("finished_at")
+    if isinstance(row[at], str):  # 2026-11-22T20:01:02.123456+00:00 -> 2026-11-22 20:01:02
+        row[at] = row[at][:19].replace("T", " ")
     return row
 
 
