@@ -488,6 +488,8 @@ def read_manifest(
         values: dict[str, Any] = {}
         row_problems: list[Problem] = []
         for field_name, column in mapping.items():
+            if field_name in forced:  # --set wins; the file's value is kept in fields only
+                continue
             value = record.get(column)
             if _is_missing(value):
                 if field_name == "prompt":

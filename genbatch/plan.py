@@ -234,8 +234,11 @@ def assign_file_names(jobs: list[Job], template: str, image_format: str) -> None
         path = PurePosixPath(name.replace("\\", "/"))
         if path.is_absolute() or any(part in ("", ".", "..") for part in path.parts) or not path.parts:
             raise GenbatchError(f"--name-template {template!r} gives {name!r}, which is not inside --out")
-        if path.suffix.lower().lstrip(".") not in ("png", "webp", "jpg", "jpeg"):
+        suffix = path.suffix.lower().lstrip(".")
+        if suffix not in ("png", "webp", "jpg", "jpeg"):
             path = path.with_name(f"{path.name}.{ext}")
+        elif IMAGE_FORMATS[suffix] != ext:  # "{file_name}" = 000123.jpg written as PNG -> 000123.png
+            path = path.with_suffix(f".{ext}")
         job.file = path.as_posix()
         folded = job.file.lower()
         if folded in seen:

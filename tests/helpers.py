@@ -1,0 +1,43 @@
+"""Small helpers the CLI tests share."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from typer.testing import CliRunner
+
+from genbatch.cli import app
+
+# Fast settings for the tiny noise model: 2 steps, 64x64.
+FAST = ["--model", "tiny-random", "--steps", "2", "--quiet"]
+
+
+def genbatch(*args: str | Path, input: str | None = None):
+    """Run the CLI in-process, as a user would type it."""
+    result = CliRunner().invoke(app, [str(a) for a in args], input=input, catch_exceptions=False)
+    return result
+
+
+def genbatch_process(*args: str | Path, cwd: Path | None = None, **kwargs) -> subprocess.Popen:
+    """Run the CLI as a real process (for signals, kills and locks)."""
+    return subprocess.Popen([sys.executable, "-m", "genbatch.cli", *map(str, args)], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def ledger(out: Path) -> list[dict]:
+    path = out / "genbatch.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def images(out: Path) -> list[Path]:
+    return sorted(p for p in out.rglob("*") if p.suffix in (".png", ".webp", ".jpg") and ".genbatch-thumbs" not in p.parts)
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.int16)
