@@ -1,0 +1,280 @@
+"""ONNX Runtime backend: runs a folder written by ``genbatch export --to onnx``.
+
+Why a denoising loop of genbatch's own instead of a ready-made ONNX pipeline: optimum-onnx
+0.1.0 pins transformers < 4.58 (a downgrade for everyone), and diffusers'
+``OnnxStableDiffusionPipeline`` is deprecated (removed in diffusers 0.43) and needs
+``provider_options`` to load at all. The loop below is ~40 lines, reuses diffusers'
+schedulers and the pipeline's CLIP tokenizer, and follows ``StableDiffusionPipeline``
+step for step (tokenizer padding, classifier-free guidance, ``init_noise_sigma``,
+``scale_model_input``, ``step``, VAE scaling, output range), so with the same initial
+latents (:func:`genbatch.latents.initial_latents`) a seed gives the same image on both
+backends: fp32 exports agree with torch to within one pixel level (uint8), and an image
+does not depend on the batch it ran in.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import GenbatchError, ModelError
+from ..latents import initial_latents
+from ..models import ModelRef, genbatch_home
+from .base import GeneratedImage, to_uint8
+
+PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+DTYPES = ("fp32", "fp16")
+EXPORT_INFO = "genbatch_export.json"
+INSTALL_HINT = "pip install 'genbatch[cpu]' (or 'genbatch[gpu]' on a CUDA machine; never both)"
+
+
+def onnxruntime():
+    """The onnxruntime module, or a message saying which extra installs it."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise GenbatchError(f"--backend onnx needs ONNX Runtime, which is not installed: {INSTALL_HINT}") from None
+    return ort
+
+
+def is_onnx_export(path: Path) -> bool:
+    return (Path(path) / "unet" / "model.onnx").is_file()
+
+
+def choose_providers(device: str, requested: list[str] | None = None) -> list[str]:
+    """Execution providers in priority order: the requested ones (checked), else the best
+    available for the device (TensorRT, then CUDA, then CPU)."""
+    available = onnxruntime().get_available_providers()
+    if requested:
+        expanded = [p if p.endswith("ExecutionProvider") else p + "ExecutionProvider" for p in requested]
+        missing = [p for p in expanded if p not in available]
+        if missing:
+            raise GenbatchError(f"--providers: {', '.join(missing)} not available in this onnxruntime; "
+                                f"available: {', '.join(available)}")
+        return expanded
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    return [p for p in PROVIDER_PREFERENCE if p in available]
+
+
+class OnnxBackend:
+    name = "onnx"
+
+    def resolve(self, device: str, dtype: str) -> tuple[str, str]:
+        """auto -> cuda when ONNX Runtime has CUDA, else cpu. The precision of an export is
+        fixed when it is exported, so dtype stays ``auto`` unless the user named one (which
+        :meth:`load` then checks against the export)."""
+        device = (device or "auto").lower()
+        available = onnxruntime().get_available_providers()
+        has_cuda = "CUDAExecutionProvider" in available
+        if device == "auto":
+            device = "cuda" if has_cuda else "cpu"
+        elif device.startswith("cuda"):
+            index = device.partition(":")[2]
+            if not has_cuda:
+                raise GenbatchError(f"--device {device}: this onnxruntime has no CUDA execution provider "
+                                    f"(providers: {', '.join(available)}); install 'genbatch[gpu]' or use --device cpu")
+            if index and not index.isdigit():
+                raise GenbatchError(f"--device {device!r}: expected cuda or cuda:N")
+        elif device != "cpu":
+            raise GenbatchError(f"--device {device!r}: the onnx backend runs on auto, cpu, cuda or cuda:N")
+        dtype = (dtype or "auto").lower()
+        if dtype != "auto" and dtype not in DTYPES:
+            raise GenbatchError(f"--dtype {dtype!r}: ONNX exports are fp32 or fp16 (chosen at export: "
+                                "genbatch export --to onnx --fp16)")
+        return device, dtype
+
+    def load(self, model: ModelRef, *, device: str, dtype: str, scheduler: str | None,
+             providers: list[str] | None = None) -> "OnnxGenerator":
+        return OnnxGenerator(model.path, name=model.name, device=device, dtype=dtype, scheduler=scheduler,
+                             providers=providers)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _numpy_type(onnx_type: str) -> Any:
+    return {"tensor(float16)": np.float16, "tensor(int32)": np.int32, "tensor(int64)": np.int64}.get(
+        onnx_type, np.float32)
+
+
+class OnnxGenerator:
+    backend = "onnx"
+
+    def __init__(self, path: Path, *, name: str | None = None, device: str = "cpu", dtype: str = "auto",
+                 scheduler: str | None = None, providers: list[str] | None = None):
+        from .torch_backend import quiet_hf_libraries, swap_scheduler
+
+        ort = onnxruntime()
+        path = Path(path)
+        name = name or path.name
+        if not is_onnx_export(path):
+            raise ModelError(f"{name} ({path}) is not an ONNX export (no unet/model.onnx); export it first: "
+                             f"genbatch export --to onnx --model {name}")
+        info = _read_json(path / EXPORT_INFO)
+        exported = "fp16" if info.get("fp16") else "fp32"
+        if dtype not in ("auto", exported):
+            raise ModelError(f"{name} is an {exported} export; --dtype {dtype} needs another export "
+                             f"(genbatch export --to onnx{' --fp16' if dtype == 'fp16' else ''}), or leave --dtype auto")
+        if (path / "text_encoder_2" / "model.onnx").exists():
+            raise ModelError(f"{name}: SDXL exports (two text encoders) are not supported; the onnx backend runs "
+                             "SD 1.x/2.x-architecture exports")
+        quiet_hf_libraries()
+        import diffusers
+        from transformers import CLIPTokenizer
+
+        self.path, self.name, self.device, self.dtype = path, name, device, exported
+        self.device_id = int(device.partition(":")[2] or 0) if device.startswith("cuda") else 0
+        wanted = choose_providers(device.partition(":")[0], providers)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        provider_args = [(p, self._provider_options(p)) for p in wanted]
+        try:
+            self.sessions = {
+                part: ort.InferenceSession(str(path / part / "model.onnx"), sess_options=options,
+                                           providers=provider_args)
+                for part in ("text_encoder", "unet", "vae_decoder")
+            }
+        except Exception as err:
+            raise ModelError(f"cannot load the ONNX export {path}: {err}") from err
+        self.providers = self.sessions["unet"].get_providers()
+        try:
+            self.tokenizer = CLIPTokenizer.from_pretrained(path / "tokenizer")
+            config = _read_json(path / "scheduler" / "scheduler_config.json")
+            scheduler_cls = getattr(diffusers, config.get("_class_name", ""), None)
+            if scheduler_cls is None:
+                raise ModelError(f"{path}/scheduler: unknown scheduler {config.get('_class_name')!r}")
+            self.scheduler = swap_scheduler(scheduler_cls.from_config(config), scheduler)
+        except GenbatchError:
+            raise
+        except Exception as err:
+            raise ModelError(f"cannot load the tokenizer or scheduler of {path}: {err}") from err
+        vae = _read_json(path / "vae_decoder" / "config.json")
+        unet = _read_json(path / "unet" / "config.json")
+        self.vae_scale_factor = 2 ** (len(vae.get("block_out_channels", [0, 0, 0, 0])) - 1)
+        self.scaling_factor = float(vae.get("scaling_factor", 0.18215))
+        self.in_channels = int(unet.get("in_channels") or self.sessions["unet"].get_inputs()[0].shape[1])
+        self.types = {part: {i.name: _numpy_type(i.type) for i in s.get_inputs()} for part, s in self.sessions.items()}
+        self.unet_output = self.sessions["unet"].get_outputs()[0].name
+        self.use_io_binding = self.providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+    def _provider_options(self, provider: str) -> dict[str, Any]:
+        if provider == "CUDAExecutionProvider":
+            return {"device_id": self.device_id}
+        if provider == "TensorrtExecutionProvider":
+            cache = genbatch_home() / "tensorrt-cache"
+            cache.mkdir(parents=True, exist_ok=True)
+            return {"device_id": self.device_id, "trt_engine_cache_enable": True,
+                    "trt_engine_cache_path": str(cache), "trt_fp16_enable": self.dtype == "fp16"}
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        info = _read_json(self.path / EXPORT_INFO)
+        return {"providers": list(self.providers), "pipeline": "genbatch ONNX Runtime loop",
+                "scheduler": type(self.scheduler).__name__, "export_dtype": self.dtype,
+                "io_binding": self.use_io_binding, "source_model": info.get("source_model")}
+
+    # --- generating -------------------------------------------------------------------------
+
+    def generate(self, jobs: Sequence[Any]) -> list[GeneratedImage]:
+        try:
+            first = jobs[0]
+            images = self.images([j.prompt for j in jobs], [j.negative_prompt for j in jobs], [j.seed for j in jobs],
+                                 steps=first.steps, guidance_scale=first.guidance_scale, height=first.height,
+                                 width=first.width)
+        except Exception as err:  # a batch failed: retry alone so one bad job (or OOM) fails alone
+            if len(jobs) == 1:
+                return [GeneratedImage(jobs[0], None, f"{type(err).__name__}: {err}")]
+            return [image for job in jobs for image in self.generate([job])]
+        pixels, errors = to_uint8(images)
+        return [GeneratedImage(job, image, error) for job, image, error in zip(jobs, pixels, errors)]
+
+    def images(self, prompts: list[str], negative_prompts: list[str], seeds: list[int], *, steps: int,
+               guidance_scale: float, height: int, width: int) -> np.ndarray:
+        """Float images in [0, 1], N x H x W x 3, as ``StableDiffusionPipeline`` makes them."""
+        import torch
+
+        guided = guidance_scale > 1.0
+        # 1. Encode the prompts (negative first, as diffusers concatenates them)
+        embeddings = self._encode(list(negative_prompts) + list(prompts) if guided else list(prompts))
+        # 2. Timesteps and the per-image initial latents, scaled by the scheduler
+        scheduler = self.scheduler
+        scheduler.set_timesteps(steps, device="cpu")
+        latents = initial_latents(seeds, self.in_channels, height // self.vae_scale_factor,
+                                  width // self.vae_scale_factor) * scheduler.init_noise_sigma
+        # 3. Per-image CPU generators for schedulers that draw noise at each step
+        step_kwargs: dict[str, Any] = {}
+        accepted = inspect.signature(scheduler.step).parameters
+        if "eta" in accepted:
+            step_kwargs["eta"] = 0.0
+        if "generator" in accepted:
+            step_kwargs["generator"] = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        # 4. Denoising loop
+        unet = _UnetRunner(self, embeddings)
+        for t in scheduler.timesteps:
+            model_input = torch.cat([latents] * 2) if guided else latents
+            model_input = scheduler.scale_model_input(model_input, t)
+            noise = torch.from_numpy(unet(model_input.numpy(), float(t)))
+            if guided:
+                noise_uncond, noise_text = noise.chunk(2)
+                noise = noise_uncond + guidance_scale * (noise_text - noise_uncond)
+            latents = scheduler.step(noise, t, latents, **step_kwargs, return_dict=False)[0]
+        # 5. Decode
+        decoded = self._run("vae_decoder", {"latent_sample": (latents / self.scaling_factor).numpy()})[0]
+        decoded = np.clip(decoded.astype(np.float32) / 2 + 0.5, 0.0, 1.0)
+        return decoded.transpose(0, 2, 3, 1)
+
+    def _encode(self, prompts: list[str]) -> np.ndarray:
+        ids = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
+                             truncation=True, return_tensors="np").input_ids
+        return self._run("text_encoder", {"input_ids": ids})[0]
+
+    def _run(self, part: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        types = self.types[part]
+        outputs = self.sessions[part].run(None, {k: v.astype(types[k], copy=False) for k, v in feeds.items()})
+        return [o.astype(np.float32, copy=False) if o.dtype == np.float16 else o for o in outputs]
+
+    def close(self) -> None:
+        self.sessions = {}
+
+
+class _UnetRunner:
+    """One UNet call per step. On CUDA the prompt embeddings go to the GPU once per batch
+    (IO binding) instead of once per step; the latents come back to the CPU for the
+    scheduler, which is a diffusers (torch) object."""
+
+    def __init__(self, generator: OnnxGenerator, embeddings: np.ndarray):
+        self.g = generator
+        self.session = generator.sessions["unet"]
+        self.types = generator.types["unet"]
+        self.embeddings = embeddings.astype(self.types["encoder_hidden_states"], copy=False)
+        self.bound = None
+        if generator.use_io_binding:
+            import onnxruntime as ort
+
+            self.bound = ort.OrtValue.ortvalue_from_numpy(self.embeddings, "cuda", generator.device_id)
+
+    def __call__(self, sample: np.ndarray, t: float) -> np.ndarray:
+        sample = sample.astype(self.types["sample"], copy=False)
+        timestep = np.full((sample.shape[0],), t, dtype=self.types["timestep"])
+        if self.bound is None:
+            out = self.session.run(None, {"sample": sample, "timestep": timestep,
+                                          "encoder_hidden_states": self.embeddings})[0]
+        else:
+            binding = self.session.io_binding()
+            binding.bind_cpu_input("sample", sample)
+            binding.bind_cpu_input("timestep", timestep)
+            binding.bind_ortvalue_input("encoder_hidden_states", self.bound)
+            binding.bind_output(self.g.unet_output, "cuda", self.g.device_id)
+            self.session.run_with_iobinding(binding)
+            out = binding.copy_outputs_to_cpu()[0]
+        return out.astype(np.float32, copy=False)
