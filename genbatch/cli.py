@@ -258,6 +258,49 @@ def models(json_: bool = typer.Option(False, "--json", help="Print as JSON.")) -
         print(f"  {'':<24} {entry['description']}")
 
 
+@app.command()
+@user_errors
+def export(
+    to: str = typer.Option(..., "--to", help="Export format: onnx."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Built-in name, diffusers folder, or hub id in the local cache. Default: the embedded model."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder. Default: exports/<model>-onnx."),
+    opset: int = typer.Option(17, min=14, help="ONNX opset."),
+    fp16: bool = typer.Option(False, "--fp16", help="Store weights in fp16 (for GPUs; inputs and outputs stay fp32)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Compare each component and whole images against torch."),
+    external_data: bool = typer.Option(False, "--external-data", help="Keep weights in model.onnx_data files even under 2 GB (always over)."),
+    json_: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+) -> None:
+    """Export a model for ONNX Runtime, then check it against torch: each component on
+    fixed inputs and the same seeds end to end. Run the export with --backend onnx.
+
+    Exit codes: 0 exported and verified, 1 verification over tolerance (figures printed),
+    2 bad input (unknown model, unsupported pipeline, non-empty --out).
+
+    \b
+    Examples:
+      genbatch export --to onnx
+      genbatch export --to onnx --model ./my-sd15 --out exports/my-sd15-fp16 --fp16
+      genbatch run prompts.csv --backend onnx --model exports/my-sd15-onnx
+    """
+    if to.lower() != "onnx":
+        raise GenbatchError(f"--to {to!r}: the export format is onnx")
+    from .export import export_onnx, format_parity
+
+    result = export_onnx(model, out, opset=opset, fp16=fp16, overwrite=overwrite, verify=verify,
+                         force_external_data=external_data)
+    if json_:
+        print(json.dumps({"out": str(result.out), "model": result.model, "fingerprint": result.fingerprint,
+                          "source_fingerprint": result.source_fingerprint, "opset": result.opset, "fp16": result.fp16,
+                          "seconds": result.seconds, "components": result.components, "parity": result.parity},
+                         indent=2, default=str))
+        return
+    _err(f"exported {result.model} to {result.out} in {result.seconds:.1f} s "
+         f"(opset {result.opset}, {'fp16' if result.fp16 else 'fp32'}, fingerprint {result.fingerprint})")
+    _err(format_parity(result.parity))
+    _err(f"run it: genbatch run PROMPTS --backend onnx --model {result.out}")
+
+
 def main() -> None:
     app()
 
