@@ -1,0 +1,97 @@
+"""Kills, signals and concurrent runs against real `genbatch run` processes."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import time
+from collections import Counter
+
+import pytest
+from PIL import Image
+
+from helpers import genbatch_process, images, ledger
+
+SLOW = ["--model", "tiny-random", "--steps", "2", "--batch-size", "2"]
+
+
+def wait_for_ledger(out, lines: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    path = out / "genbatch.jsonl"
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text(encoding="utf-8").count("\n") >= lines:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{path} did not reach {lines} lines")
+
+
+@pytest.fixture
+def manifest(tmp_path):
+    path = tmp_path / "p.txt"
+    path.write_text("".join(f"prompt number {i}\n" for i in range(12)))
+    return path
+
+
+def test_kill_9_at_random_moments_then_rerun_gives_the_planned_set(tmp_path, manifest):
+    out = tmp_path / "out"
+    rng = random.Random(1234)
+    for attempt in range(3):
+        process = genbatch_process("run", manifest, "--out", out, *SLOW, "--quiet")
+        wait_for_ledger(out, 1 + attempt * 2) if attempt else time.sleep(rng.uniform(3.0, 6.0))
+        time.sleep(rng.uniform(0.0, 0.5))
+        process.kill()
+        process.wait()
+        # Whatever moment the kill hit: no partial file under a final name,
+        # and no ledger line for an image that is not on disk.
+        for file in images(out):
+            with Image.open(file) as image:
+                image.load()
+        for line in (out / "genbatch.jsonl").read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a torn last line; the next run repairs it
+            assert (out / record["file"]).exists()
+    final = genbatch_process("run", manifest, "--out", out, *SLOW, "--quiet", "--json")
+    stdout, stderr = final.communicate(timeout=300)
+    assert final.returncode == 0, stderr
+    records = [r for r in ledger(out) if r["status"] == "done"]
+    assert Counter(r["key"] for r in records).most_common(1)[0][1] == 1, "a key was recorded twice"
+    assert len(records) == 12
+    assert sorted(p.name for p in images(out)) == sorted(r["file"] for r in records)
+    assert not list(out.rglob("*.tmp-*"))
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_finishes_the_batch_flushes_and_exits(tmp_path, manifest, sig, code):
+    out = tmp_path / "out"
+    process = genbatch_process("run", manifest, "--out", out, *SLOW, "--quiet", "--json")
+    wait_for_ledger(out, 1)
+    process.send_signal(sig)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == code, stderr
+    summary = json.loads(stdout)
+    assert summary["interrupted"] is True
+    done = [r for r in ledger(out) if r["status"] == "done"]
+    assert 0 < len(done) < 12
+    assert all((out / r["file"]).exists() for r in done)
+    assert json.loads((out / "run.json").read_text())["exit_code"] == code
+
+
+def test_second_run_on_the_same_out_exits_at_once(tmp_path, manifest):
+    out = tmp_path / "out"
+    first = genbatch_process("run", manifest, "--out", out, *SLOW, "--quiet")
+    try:
+        wait_for_ledger(out, 1)
+        second = genbatch_process("run", manifest, "--out", out, *SLOW, "--quiet")
+        _, stderr = second.communicate(timeout=60)
+        assert second.returncode == 2
+        assert "another genbatch run is writing to" in stderr and "--wait" in stderr
+    finally:
+        first.kill()
+        first.wait()
+    # The killed run's lock does not block the next one.
+    rerun = genbatch_process("run", manifest, "--out", out, *SLOW, "--quiet")
+    rerun.communicate(timeout=300)
+    assert rerun.returncode == 0
