@@ -172,6 +172,16 @@ def test_paths_outside_the_folder_are_not_shown(out: Path):
     assert len(blob["cards"]) == 7 and len(blob["missing"]) == 3
 
 
+def test_nan_in_the_ledger_shows_as_empty(out: Path):
+    with open(out / "genbatch.jsonl", "a", encoding="utf-8") as handle:  # json writes NaN, JSON.parse refuses it
+        handle.write("\n" + json.dumps(_record("failed", "c0000000000000000003", 30, "nan", seconds=float("nan"),
+                                                seed=float("inf"), error="NaN in decoded image")) + "\n")
+
+    blob = _blob(write_html_report(out, thumbs=False).read_text(encoding="utf-8"))
+
+    assert blob["failed"][-1][blob["failed_cols"].index("seed")] is None
+
+
 def test_empty_folder_still_gets_a_report(tmp_path: Path):
     html = write_html_report(tmp_path).read_text(encoding="utf-8")
 
