@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from genbatch.report_html import _load_folder
+from genbatch.report_html import load_folder
 
 SHEET_NAME = "contact-sheet-{:03d}.png"
 _SHEET_RE = re.compile(r"^contact-sheet-(\d{3,})\.png$")
@@ -34,7 +34,7 @@ def write_contact_sheets(out: Path, *, cols: int = 8, rows: int = 8, thumb: int 
     if cols < 1 or rows < 1 or thumb < 16:
         raise ValueError("contact sheets need cols >= 1, rows >= 1 and thumb >= 16")
     out = Path(out)
-    cards = _load_folder(out).cards  # done, on disk, in job order
+    cards = load_folder(out).cards  # done, on disk, in job order
     font_size = max(9, min(14, thumb // 11))
     font = _font(font_size)
     per_sheet = cols * rows

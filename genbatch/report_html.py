@@ -62,7 +62,7 @@ def write_html_report(out: Path, *, thumbs: bool = True) -> Path:
     out = Path(out)
     with _gc_paused():
         # 1. Read the folder: latest ledger record per key, and run.json if there is one.
-        folder = _load_folder(out)
+        folder = load_folder(out)
         # 2. Thumbnails for the cards (made only when missing or older than the image).
         thumb_urls = _thumbnails(out, folder, make=thumbs)
         # 3. Summary, charts and the data blob, then the page.
@@ -119,7 +119,9 @@ def _read_run(out: Path) -> dict:
 
 
 @dataclass
-class _Folder:
+class Folder:
+    """An output folder as the ledger tells it, shared by the report and the contact sheets."""
+
     records: list[dict]  # latest record per key, in ledger order
     cards: list[dict] = field(default_factory=list)  # done, file on disk; by index
     missing: list[dict] = field(default_factory=list)  # done, file not on disk
@@ -130,9 +132,11 @@ class _Folder:
     image_mtimes: dict[str, int] = field(default_factory=dict)  # file -> st_mtime_ns
 
 
-def _load_folder(out: Path) -> _Folder:
+def load_folder(out: Path) -> Folder:
+    """Read ``out``: latest record per key, sorted into cards, missing, failed and skipped."""
+    out = Path(out)
     records = _read_records(out)
-    folder = _Folder(records=_latest_by_key(records), run=_read_run(out), n_records=len(records))
+    folder = Folder(records=_latest_by_key(records), run=_read_run(out), n_records=len(records))
     root = os.fspath(out)
     for record in folder.records:
         status = record.get("status")
@@ -193,7 +197,7 @@ def _safe_relative(file: object) -> str | None:
 # --- Thumbnails --------------------------------------------------------------------------
 
 
-def _thumbnails(out: Path, folder: _Folder, *, make: bool) -> list[str]:
+def _thumbnails(out: Path, folder: Folder, *, make: bool) -> list[str]:
     """URL (relative to the report) of each card's picture: its thumbnail, or the image."""
     thumb_dir = out / THUMBS_DIR
     if make:
@@ -256,7 +260,7 @@ def _url(relative: str) -> str:
 # --- Page --------------------------------------------------------------------------------
 
 
-def _render_page(out: Path, folder: _Folder, thumb_urls: list[str]) -> str:
+def _render_page(out: Path, folder: Folder, thumb_urls: list[str]) -> str:
     blob = {
         "page_size": PAGE_SIZE,
         "card_cols": CARD_COLS,
@@ -280,6 +284,7 @@ def _render_page(out: Path, folder: _Folder, thumb_urls: list[str]) -> str:
         "n_skipped": str(len(folder.skipped)),
         "n_missing": str(len(folder.missing)),
         "missing_hidden": "" if folder.missing else " hidden",
+        "pager": _PAGER,
         "data": _script_json(blob),
     }
     # One pass, so user text inside a filling is never taken for a marker.
@@ -342,7 +347,7 @@ def _now_text() -> str:
 # --- Summary -----------------------------------------------------------------------------
 
 
-def _summary_html(folder: _Folder, runs: list[_Run]) -> str:
+def _summary_html(folder: Folder, runs: list[_Run]) -> str:
     run = folder.run
     wall, rate, source = _wall_and_rate(folder, runs)
     done_records = folder.cards + folder.missing
@@ -429,7 +434,7 @@ class _Run:
         return sum(1 for _, ok in self.events if ok)
 
 
-def _runs(folder: _Folder) -> list[_Run]:
+def _runs(folder: Folder) -> list[_Run]:
     """Finished jobs grouped by run id, oldest run first."""
     grouped: dict[str, list[tuple[float, float, bool]]] = defaultdict(list)
     for record in folder.cards + folder.missing + folder.failed:
@@ -450,7 +455,7 @@ def _runs(folder: _Folder) -> list[_Run]:
     return runs
 
 
-def _wall_and_rate(folder: _Folder, runs: list[_Run]) -> tuple[float | None, float | None, str]:
+def _wall_and_rate(folder: Folder, runs: list[_Run]) -> tuple[float | None, float | None, str]:
     run = folder.run
     wall = _float(run.get("wall_seconds"))
     if wall is not None:
@@ -511,7 +516,9 @@ def _throughput_svg(run: _Run, width: int = 900, height: int = 170, max_bars: in
     for fraction in (0, 0.5, 1):
         y = up + plot_h * (1 - fraction)
         parts.append(f'<line class="grid" x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}"/>')
-        parts.append(f'<text class="axis" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_fmt_rate(top * fraction)}</text>')
+        parts.append(
+            f'<text class="axis" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_fmt_rate(top * fraction)}</text>'
+        )
     for i, (d, f) in enumerate(zip(done, failed)):
         if not d and not f:
             continue
@@ -527,7 +534,8 @@ def _throughput_svg(run: _Run, width: int = 900, height: int = 170, max_bars: in
         parts.append(f'<g><title>{tip}</title>')
         parts.append(f'<rect class="done" x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{h_done:.1f}"/>')
         if f:
-            parts.append(f'<rect class="failed" x="{x:.1f}" y="{y - h_fail:.1f}" width="{w:.1f}" height="{h_fail:.1f}"/>')
+            y_fail = y - h_fail
+            parts.append(f'<rect class="failed" x="{x:.1f}" y="{y_fail:.1f}" width="{w:.1f}" height="{h_fail:.1f}"/>')
         parts.append("</g>")
     for fraction, anchor in ((0, "start"), (0.5, "middle"), (1, "end")):
         x = left + plot_w * fraction
@@ -605,6 +613,11 @@ def _write_atomic(path: Path, text: str) -> Path:
 
 # --- Template ----------------------------------------------------------------------------
 
+_PAGER = (
+    '<div class="pager"><button class="prev" type="button">‹ Prev</button>'
+    '<span class="info"></span><button class="next" type="button">Next ›</button></div>'
+)
+
 _PAGE = """<!doctype html>
 <html lang="en">
 <head>
@@ -674,21 +687,21 @@ footer { max-width: 1400px; margin: 30px auto; padding: 0 20px; color: var(--mut
 </div>
 <noscript><p>This report needs JavaScript to list its images; the data is in genbatch.jsonl.</p></noscript>
 <section id="images" data-total="{{n_cards}}"><h2>Images <span class="count">{{n_cards}}</span></h2>
-<div class="pager"><button class="prev" type="button">‹ Prev</button><span class="info"></span><button class="next" type="button">Next ›</button></div>
+{{pager}}
 <div class="items grid-cards"></div>
-<div class="pager"><button class="prev" type="button">‹ Prev</button><span class="info"></span><button class="next" type="button">Next ›</button></div>
+{{pager}}
 </section>
 <section id="failed" data-total="{{n_failed}}"><h2>Failed <span class="count">{{n_failed}}</span></h2>
-<div class="pager"><button class="prev" type="button">‹ Prev</button><span class="info"></span><button class="next" type="button">Next ›</button></div>
+{{pager}}
 <table><thead><tr><th>#</th><th>line</th><th>id</th><th>prompt</th><th>seed</th><th>model</th><th>reason</th><th>finished</th></tr></thead><tbody class="items"></tbody></table>
 </section>
 <section id="skipped" data-total="{{n_skipped}}"><h2>Skipped <span class="count">{{n_skipped}}</span></h2>
-<div class="pager"><button class="prev" type="button">‹ Prev</button><span class="info"></span><button class="next" type="button">Next ›</button></div>
+{{pager}}
 <table><thead><tr><th>line</th><th>manifest</th><th>id</th><th>prompt</th><th>reason</th></tr></thead><tbody class="items"></tbody></table>
 </section>
 <section id="missing" data-total="{{n_missing}}"{{missing_hidden}}><h2>Missing files <span class="count">{{n_missing}}</span></h2>
 <p class="muted">Recorded as done, but the image is no longer on disk.</p>
-<div class="pager"><button class="prev" type="button">‹ Prev</button><span class="info"></span><button class="next" type="button">Next ›</button></div>
+{{pager}}
 <table><thead><tr><th>#</th><th>file</th><th>prompt</th><th>seed</th></tr></thead><tbody class="items"></tbody></table>
 </section>
 </main>
@@ -732,7 +745,7 @@ footer { max-width: 1400px; margin: 30px auto; padding: 0 20px; color: var(--mut
           " of " + shown.length.toLocaleString() +
           (shown.length !== rows.length ? " (filtered from " + rows.length.toLocaleString() + ")" : "") +
           (pages > 1 ? " · page " + (page + 1) + " of " + pages : "") : "";
-      infos.forEach(function (n) { n.textContent = text; n.parentNode.hidden = pages <= 1 && !text; });
+      infos.forEach(function (n, i) { n.textContent = text; n.parentNode.hidden = !text || (i > 0 && pages <= 1); });
       prevs.forEach(function (b) { b.disabled = page === 0; b.hidden = pages <= 1; });
       nexts.forEach(function (b) { b.disabled = page >= pages - 1; b.hidden = pages <= 1; });
     }
@@ -787,7 +800,8 @@ footer { max-width: 1400px; margin: 30px auto; padding: 0 20px; color: var(--mut
     var cap = el("figcaption");
     var prompt = el("p", "prompt", r[C.prompt]); prompt.title = str(r[C.prompt]); cap.appendChild(prompt);
     if (r[C.negative_prompt]) cap.appendChild(el("p", "neg", "− " + r[C.negative_prompt]));
-    var head = "#" + r[C.index] + (r[C.k] ? "." + r[C.k] : "") + (r[C.id] !== null && r[C.id] !== "" ? " · id " + r[C.id] : "");
+    var head = "#" + r[C.index] + (r[C.k] ? "." + r[C.k] : "") +
+        (r[C.id] !== null && r[C.id] !== "" ? " · id " + r[C.id] : "");
     cap.appendChild(el("p", "meta", head));
     cap.appendChild(el("p", "meta", params(r)));
     card.appendChild(cap);
