@@ -1,0 +1,102 @@
+"""ONNX Runtime vs torch on the default model: export time, then images/s side by side.
+
+    python benchmarks/onnx_vs_torch.py                       # CPU, batch 1 and 8, 16 images each
+    python benchmarks/onnx_vs_torch.py --images 32 --batch 1 4 8
+    python benchmarks/onnx_vs_torch.py --device cuda --fp16  # GPU: fp16 export vs torch fp16
+
+Both backends run the same jobs (same prompts, seeds, steps, size) through their
+generators, after one warm-up batch, so the figures are the backends' own, without the
+image writer. The last column is the largest uint8 difference from torch's images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from genbatch.backends import get_backend  # noqa: E402
+from genbatch.export import export_onnx  # noqa: E402
+from genbatch.models import default_model_name, resolve_model  # noqa: E402
+
+PROMPTS = ["a red circle", "a blue square on green", "two yellow triangles", "a purple star",
+           "an orange ring", "a small white dot", "three black lines", "a pink heart"]
+
+
+def jobs(count: int, defaults: dict, steps: int | None) -> list[SimpleNamespace]:
+    return [SimpleNamespace(prompt=PROMPTS[i % len(PROMPTS)], negative_prompt="", seed=1000 + i,
+                            steps=steps or defaults["steps"], guidance_scale=float(defaults["guidance_scale"]),
+                            width=defaults["width"], height=defaults["height"]) for i in range(count)]
+
+
+def measure(generator, todo: list, batch: int) -> tuple[float, dict[int, np.ndarray]]:
+    generator.generate(todo[:batch])  # warm-up: first-call allocations, kernel selection
+    began = time.perf_counter()
+    pixels = {}
+    for start in range(0, len(todo), batch):
+        for result in generator.generate(todo[start:start + batch]):
+            if result.pixels is None:
+                raise SystemExit(f"seed {result.job.seed} failed: {result.error}")
+            pixels[result.job.seed] = result.pixels.astype(int)
+    return time.perf_counter() - began, pixels
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help=f"default: {default_model_name()}")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--fp16", action="store_true", help="fp16 export, torch in fp16")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--images", type=int, default=16, help="images per measurement")
+    parser.add_argument("--steps", type=int, default=None, help="default: the model's")
+    args = parser.parse_args()
+
+    model = resolve_model(args.model)
+    with tempfile.TemporaryDirectory(prefix="genbatch-bench-") as scratch:
+        began = time.perf_counter()
+        export_onnx(model.name if model.source != "local" else str(model.path), Path(scratch) / "onnx",
+                    fp16=args.fp16, verify=False)
+        export_seconds = time.perf_counter() - began
+        began = time.perf_counter()
+        export_onnx(model.name if model.source != "local" else str(model.path), Path(scratch) / "verified",
+                    fp16=args.fp16, verify=True)
+        verified_seconds = time.perf_counter() - began
+        exported = resolve_model(str(Path(scratch) / "onnx"))
+        todo = jobs(args.images, model.defaults, args.steps)
+        dtype = "fp16" if args.fp16 else "fp32"
+        rows = []
+        reference: dict[int, dict[int, np.ndarray]] = {}
+        for name, ref in (("torch", model), ("onnx", exported)):
+            backend = get_backend(name)
+            device, resolved = backend.resolve(args.device, dtype if name == "torch" else "auto")
+            generator = backend.load(ref, device=device, dtype=resolved, scheduler=None)
+            label = f"{name} ({', '.join(p.replace('ExecutionProvider', '') for p in generator.describe()['providers'])})" \
+                if name == "onnx" else f"torch ({device}, {resolved})"
+            for batch in args.batch:
+                seconds, pixels = measure(generator, todo, batch)
+                if name == "torch":
+                    reference[batch] = pixels
+                base = reference[args.batch[0]]
+                diff = max(int(np.abs(pixels[s] - base[s]).max()) for s in pixels)
+                rows.append((label, batch, len(todo), seconds, len(todo) / seconds, diff))
+            generator.close()
+
+    print(f"\nmodel {model.name} ({model.defaults['width']}x{model.defaults['height']}, "
+          f"{todo[0].steps} steps, guidance {todo[0].guidance_scale:g}), device {args.device}, {dtype}")
+    print(f"export: {export_seconds:.1f} s without verification, {verified_seconds:.1f} s with it\n")
+    torch_speed = {batch: speed for label, batch, _, _, speed, _ in rows if label.startswith("torch")}
+    print(f"{'backend':<28} {'batch':>5} {'images':>6} {'seconds':>8} {'images/s':>9} {'vs torch':>8} {'max diff':>8}")
+    for label, batch, count, seconds, speed, diff in rows:
+        print(f"{label:<28} {batch:>5} {count:>6} {seconds:>8.2f} {speed:>9.2f} {speed / torch_speed[batch]:>7.2f}x "
+              f"{diff:>8}")
+
+
+if __name__ == "__main__":
+    main()
