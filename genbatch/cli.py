@@ -301,6 +301,37 @@ def export(
     _err(f"run it: genbatch run PROMPTS --backend onnx --model {result.out}")
 
 
+@app.command()
+@user_errors
+def report(
+    out: Path = typer.Argument(..., help="An output folder of genbatch run."),
+    contact_sheet: bool = typer.Option(False, "--contact-sheet", help="Also write contact-sheet-NNN.png grids."),
+    cols: int = typer.Option(8, min=1, help="Contact sheet columns."),
+    rows: int = typer.Option(8, min=1, help="Contact sheet rows."),
+    tables: bool = typer.Option(True, help="Also rewrite report.csv and report.parquet."),
+) -> None:
+    """Rebuild OUT/report.html (and report.csv/.parquet) from the ledger alone.
+
+    \b
+    Examples:
+      genbatch report images/
+      genbatch report images/ --contact-sheet
+    """
+    from .contact_sheet import write_contact_sheets
+    from .ledger import ledger_path
+    from .report import write_tables
+    from .report_html import write_html_report
+
+    if not ledger_path(out).exists():
+        raise GenbatchError(f"{out}: no genbatch.jsonl here; is this the --out folder of a genbatch run?")
+    if tables:
+        write_tables(out)
+    print(write_html_report(out))
+    if contact_sheet:
+        for sheet in write_contact_sheets(out, cols=cols, rows=rows):
+            print(sheet)
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,42 @@
+# Two commands a newcomer needs: `make demo` and `make test`. Each installs what it needs.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch; a plain "torch" requirement would pull a multi-GB CUDA build.
+# GPU users: make TORCH="torch" demo (or install torch first, any version >= 2.1).
+TORCH ?= torch==2.13.0
+DEMO_OUT ?= demo-out
+
+.PHONY: install demo test browser bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[cpu,test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/genbatch run manifests/example.csv --out $(DEMO_OUT)
+	$(BIN)/genbatch report $(DEMO_OUT) --contact-sheet
+	@echo "Open $(DEMO_OUT)/report.html, or look at $(DEMO_OUT)/contact-sheet-001.png"
+
+# Debian's chromium for the report's browser test (playwright drives it; it downloads nothing).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; }
+
+test: install browser
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python benchmarks/run_vs_diffusers.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

@@ -1,0 +1,104 @@
+"""genbatch vs a plain diffusers loop: same model, same batch size, every image saved as PNG.
+
+    python benchmarks/run_vs_diffusers.py [--images 64] [--batch-size 8] [--model NAME] [--device cpu]
+
+Both sides load the model once (not timed) and are timed from the first batch to the last
+file on disk. The plain loop is what people write by hand: call the pipeline, then save each
+image with Pillow on the same thread. genbatch adds per-image CPU latents, the ledger,
+metadata and atomic writes, and overlaps PNG encoding with generation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+
+def plain_diffusers(model_path: Path, prompts: list[str], batch_size: int, steps: int, guidance: float,
+                    device: str, out: Path) -> float:
+    import torch
+    from diffusers import DiffusionPipeline
+
+    from genbatch.backends.torch_backend import quiet_hf_libraries
+
+    quiet_hf_libraries()
+    pipe = DiffusionPipeline.from_pretrained(model_path).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    pipe(prompt=prompts[:1], num_inference_steps=1, guidance_scale=guidance, output_type="pil")  # warm-up
+    start = time.perf_counter()
+    for first in range(0, len(prompts), batch_size):
+        batch = prompts[first : first + batch_size]
+        generator = torch.Generator("cpu").manual_seed(first)
+        images = pipe(prompt=batch, num_inference_steps=steps, guidance_scale=guidance, generator=generator).images
+        for offset, image in enumerate(images):
+            image.save(out / f"{first + offset:06d}.png")
+    return time.perf_counter() - start
+
+
+def with_genbatch(model: str, prompts: list[str], batch_size: int, steps: int, guidance: float, device: str,
+                  out: Path) -> tuple[float, dict]:
+    from genbatch.models import resolve_model
+    from genbatch.plan import Defaults
+    from genbatch.runner import RunOptions, run_manifest
+
+    manifest = out.parent / "bench.txt"
+    manifest.write_text("".join(p + "\n" for p in prompts))
+    common = dict(model=model, device=device, batch_size=batch_size, quiet=True, html_report=False,
+                  defaults=Defaults(steps=steps, guidance_scale=guidance))
+    # Warm-up run in another folder: loads the model code paths once, like the plain loop.
+    run_manifest(RunOptions(manifest=str(manifest), out=out.parent / "warm", limit=1, **common))
+    resolve_model(model)
+    result = run_manifest(RunOptions(manifest=str(manifest), out=out, **common))
+    return result.summary["wall_seconds"], result.summary
+
+
+def main() -> None:
+    from genbatch.models import default_model_name, resolve_model
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=3, help="alternate the two sides N times; report medians")
+    args = parser.parse_args()
+
+    model = resolve_model(args.model or default_model_name())
+    steps = args.steps or model.defaults["steps"]
+    guidance = model.defaults["guidance_scale"]
+    prompts = [f"a {c} {s} on a {b} background" for c, s, b in
+               zip(["red", "green", "blue", "yellow"] * 64, ["circle", "square", "triangle"] * 86,
+                   ["white", "black", "purple", "orange", "blue"] * 52)][: args.images]
+    plains, ours_all = [], []
+    for repeat in range(args.repeats):  # alternate, so a noisy neighbour hits both sides alike
+        with tempfile.TemporaryDirectory() as tmp:
+            plain_out, gb_out = Path(tmp) / "plain", Path(tmp) / "gb" / "out"
+            plain_out.mkdir()
+            gb_out.parent.mkdir()
+            plains.append(plain_diffusers(model.path, prompts, args.batch_size, steps, guidance, args.device,
+                                          plain_out))
+            seconds, summary = with_genbatch(model.name, prompts, args.batch_size, steps, guidance, args.device,
+                                             gb_out)
+            ours_all.append(seconds)
+    plain, ours = statistics.median(plains), statistics.median(ours_all)
+    n = len(prompts)
+    result = {
+        "model": model.name, "images": n, "batch_size": args.batch_size, "steps": steps, "device": summary["device"],
+        "plain_diffusers_images_per_s": round(n / plain, 2), "genbatch_images_per_s": round(n / ours, 2),
+        "ratio_genbatch_over_plain": round(plain / ours, 3),
+        "plain_seconds": [round(s, 2) for s in plains], "genbatch_seconds": [round(s, 2) for s in ours_all],
+    }
+    print(f"{'':24}{'seconds':>10}{'images/s':>10}")
+    print(f"{'plain diffusers loop':24}{plain:>10.2f}{n / plain:>10.2f}")
+    print(f"{'genbatch run':24}{ours:>10.2f}{n / ours:>10.2f}")
+    print(f"genbatch / plain throughput: {plain / ours:.3f}x")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
