@@ -628,6 +628,7 @@ _PAGE = """<!doctype html>
 <style>
 :root { --fg: #1d2125; --muted: #6a737d; --line: #e1e4e8; --bg: #f6f8fa; --accent: #2f6fde; --bad: #d73a49; }
 * { box-sizing: border-box; }
+[hidden] { display: none !important; }
 body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg); background: #fff; }
 header, main { max-width: 1400px; margin: 0 auto; padding: 0 20px; }
 header { padding-top: 18px; }

@@ -233,6 +233,7 @@ def test_browser_shows_cards_failures_and_filters(browser, out: Path):
     page, problems = _open(browser, write_html_report(out))
 
     assert _visible_cards(page) == len(list(out.glob("*.png"))) == 7
+    assert page.locator("#images .pager:visible").count() == 1  # one page: no second pager
     assert page.evaluate("typeof window.__pwned") == "undefined"
     assert page.locator("img[src='x']").count() == 0
     card_text = page.locator("#images").inner_text()
@@ -269,6 +270,7 @@ def test_browser_pages_through_many_images(browser, tmp_path: Path):
     page, problems = _open(browser, write_html_report(tmp_path, thumbs=False))
 
     assert _visible_cards(page) == PAGE_SIZE
+    assert page.locator("#images .pager:visible").count() == 2
     assert page.locator("#images img[loading='lazy']").count() == PAGE_SIZE
     page.locator("#images .next").first.click()
     assert _visible_cards(page) == PAGE_SIZE
