@@ -33,7 +33,9 @@ from pathlib import Path
 
 from PIL import Image
 
-LEDGER_NAME = "genbatch.jsonl"
+from .ledger import iter_records
+
+
 RUN_NAME = "run.json"
 REPORT_NAME = "report.html"
 THUMBS_DIR = ".genbatch-thumbs"
@@ -86,29 +88,6 @@ def _gc_paused():
 # --- Reading -----------------------------------------------------------------------------
 
 
-def _read_records(out: Path) -> list[dict]:
-    """All records of ``OUT/genbatch.jsonl`` in file order.
-
-    A torn last line (a killed run) or a hand-damaged line is passed over. The one seam to
-    the ledger: same semantics as ``genbatch.ledger.read_ledger``.
-    """
-    path = Path(out) / LEDGER_NAME
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            lines = handle.readlines()
-    except FileNotFoundError:
-        return []
-    records = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
-
-
 def _read_run(out: Path) -> dict:
     """``OUT/run.json`` as a dict, or ``{}`` when it is absent or unreadable."""
     try:
@@ -135,7 +114,7 @@ class Folder:
 def load_folder(out: Path) -> Folder:
     """Read ``out``: latest record per key, sorted into cards, missing, failed and skipped."""
     out = Path(out)
-    records = _read_records(out)
+    records = list(iter_records(out))
     folder = Folder(records=_latest_by_key(records), run=_read_run(out), n_records=len(records))
     root = os.fspath(out)
     for record in folder.records:
