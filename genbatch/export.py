@@ -125,6 +125,10 @@ def export_onnx(model: str | None, out: Path | None = None, *, opset: int = DEFA
     _check_out(out, ref, overwrite)
     if opset < 14:
         raise GenbatchError(f"--opset {opset}: at least 14 is needed (scaled dot-product attention, LayerNorm)")
+    if verify or fp16:  # the parity check runs ONNX Runtime; the fp16 converter ships with it
+        from .backends.onnx_backend import onnxruntime
+
+        onnxruntime()
 
     from .backends.torch_backend import quiet_hf_libraries
 
