@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 DEMO_OUT ?= demo-out
 
-.PHONY: install demo test browser bench clean
+.PHONY: install demo test browser docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ browser:
 
 test: install browser
 	$(BIN)/python -m pytest
+
+docs: install
+	$(BIN)/python docs/gen_cli.py
 
 bench: install
 	$(BIN)/python benchmarks/run_vs_diffusers.py
