@@ -19,14 +19,16 @@ from pathlib import Path
 
 
 def plain_diffusers(model_path: Path, prompts: list[str], batch_size: int, steps: int, guidance: float,
-                    device: str, out: Path) -> float:
+                    device: str, dtype: str, out: Path) -> float:
     import torch
     from diffusers import DiffusionPipeline
 
     from genbatch.backends.torch_backend import quiet_hf_libraries
 
     quiet_hf_libraries()
-    pipe = DiffusionPipeline.from_pretrained(model_path).to(device)
+    from genbatch.backends.torch_backend import torch_dtype
+
+    pipe = DiffusionPipeline.from_pretrained(model_path, torch_dtype=torch_dtype(dtype)).to(device)
     pipe.set_progress_bar_config(disable=True)
     pipe(prompt=prompts[:1], num_inference_steps=1, guidance_scale=guidance, output_type="pil")  # warm-up
     start = time.perf_counter()
@@ -40,14 +42,14 @@ def plain_diffusers(model_path: Path, prompts: list[str], batch_size: int, steps
 
 
 def with_genbatch(model: str, prompts: list[str], batch_size: int, steps: int, guidance: float, device: str,
-                  out: Path) -> tuple[float, dict]:
+                  dtype: str, out: Path) -> tuple[float, dict]:
     from genbatch.models import resolve_model
     from genbatch.plan import Defaults
     from genbatch.runner import RunOptions, run_manifest
 
     manifest = out.parent / "bench.txt"
     manifest.write_text("".join(p + "\n" for p in prompts))
-    common = dict(model=model, device=device, batch_size=batch_size, quiet=True, html_report=False,
+    common = dict(model=model, device=device, dtype=dtype, batch_size=batch_size, quiet=True, html_report=False,
                   defaults=Defaults(steps=steps, guidance_scale=guidance))
     # Warm-up run in another folder: loads the model code paths once, like the plain loop.
     run_manifest(RunOptions(manifest=str(manifest), out=out.parent / "warm", limit=1, **common))
@@ -64,12 +66,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--model", default=None)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default=None, help="fp32, fp16 or bf16 (default: fp32 on CPU, fp16 on GPU)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=3, help="alternate the two sides N times; report medians")
     args = parser.parse_args()
 
     model = resolve_model(args.model or default_model_name())
     steps = args.steps or model.defaults["steps"]
+    dtype = args.dtype or ("fp32" if args.device == "cpu" else "fp16")
     guidance = model.defaults["guidance_scale"]
     prompts = [f"a {c} {s} on a {b} background" for c, s, b in
                zip(["red", "green", "blue", "yellow"] * 64, ["circle", "square", "triangle"] * 86,
@@ -81,16 +85,18 @@ def main() -> None:
             plain_out.mkdir()
             gb_out.parent.mkdir()
             plains.append(plain_diffusers(model.path, prompts, args.batch_size, steps, guidance, args.device,
-                                          plain_out))
-            seconds, summary = with_genbatch(model.name, prompts, args.batch_size, steps, guidance, args.device,
-                                             gb_out)
+                                          dtype, plain_out))
+            seconds, summary = with_genbatch(str(model.path), prompts, args.batch_size, steps, guidance,
+                                             args.device, dtype, gb_out)
             ours_all.append(seconds)
     plain, ours = statistics.median(plains), statistics.median(ours_all)
     n = len(prompts)
     result = {
         "model": model.name, "images": n, "batch_size": args.batch_size, "steps": steps, "device": summary["device"],
+        "dtype": dtype,
         "plain_diffusers_images_per_s": round(n / plain, 2), "genbatch_images_per_s": round(n / ours, 2),
         "ratio_genbatch_over_plain": round(plain / ours, 3),
+        "genbatch_failed": summary["counts"]["failed"],
         "plain_seconds": [round(s, 2) for s in plains], "genbatch_seconds": [round(s, 2) for s in ours_all],
     }
     print(f"{'':24}{'seconds':>10}{'images/s':>10}")
