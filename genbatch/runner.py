@@ -364,7 +364,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         + (f", {c['not_run']} not run (interrupted)" if summary.get("interrupted") else ""),
         f"{summary['wall_seconds']:.1f}s wall, {summary['images_per_second'] or 0:.2f} images/s on "
         f"{summary['backend']}/{summary['device']}/{summary['dtype']}",
-        f"images, genbatch.jsonl, run.json, report.csv/.parquet in {summary['out']}",
+        f"images, genbatch.jsonl, run.json, report.csv/.parquet, report.html in {summary['out']}",
     ]
     for failure in summary["failures"][:10]:
         lines.append(f"  failed: line {failure['line']} seed {failure['seed']}: {failure['error']}")

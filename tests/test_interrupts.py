@@ -95,3 +95,14 @@ def test_second_run_on_the_same_out_exits_at_once(tmp_path, manifest):
     rerun = genbatch_process("run", manifest, "--out", out, *SLOW, "--quiet")
     rerun.communicate(timeout=300)
     assert rerun.returncode == 0
+
+
+def test_wait_queues_behind_the_running_one(tmp_path, manifest):
+    out = tmp_path / "out"
+    first = genbatch_process("run", manifest, "--out", out, *SLOW, "--quiet")
+    wait_for_ledger(out, 1)
+    second = genbatch_process("run", manifest, "--out", out, *SLOW, "--quiet", "--wait", "--json")
+    stdout, stderr = second.communicate(timeout=300)
+    assert first.wait(timeout=60) == 0
+    assert second.returncode == 0, stderr
+    assert json.loads(stdout)["counts"]["already_done"] == 12
