@@ -105,8 +105,12 @@ def _check_out(out: Path, model: ModelRef, overwrite: bool) -> None:
         raise GenbatchError(f"--out {out}: that would overwrite the source model {model.path}")
     if out.exists() and not out.is_dir():
         raise GenbatchError(f"--out {out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise GenbatchError(f"--out {out} is not empty; pass --overwrite to replace it, or choose another --out")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise GenbatchError(f"--out {out} is not empty; pass --overwrite to replace it, or choose another --out")
+        if not (out / "model_index.json").is_file():  # --overwrite replaces an export, not any folder
+            raise GenbatchError(f"--out {out} is not empty and holds no model (no model_index.json); "
+                                "--overwrite only replaces an earlier export; choose another --out")
 
 
 def export_onnx(model: str | None, out: Path | None = None, *, opset: int = DEFAULT_OPSET, fp16: bool = False,

@@ -135,6 +135,11 @@ def test_export_errors_are_one_line_and_exit_2(exported: Path, tiny_model: Path,
     assert result.exit_code == 2 and "SDXL" in result.output
     result = invoke("export", "--to", "onnx", "--model", tiny_model, "--out", exported)
     assert result.exit_code == 2 and "--overwrite" in result.output
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep me")
+    result = invoke("export", "--to", "onnx", "--model", tiny_model, "--out", tmp_path / "notes", "--overwrite")
+    assert result.exit_code == 2 and "only replaces an earlier export" in result.output
+    assert (tmp_path / "notes" / "todo.txt").is_file()
     result = invoke("export", "--to", "onnx", "--model", exported, "--out", tmp_path / "o")
     assert result.exit_code == 2 and "already an ONNX export" in result.output
 
