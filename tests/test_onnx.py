@@ -173,6 +173,18 @@ def test_failed_verification_exits_1_and_installs_nothing(tiny_model: Path, tmp_
     assert not out.exists() and (out.parent / "bad.unverified" / "unet" / "model.onnx").is_file()
 
 
+def test_io_binding_path_gives_the_same_images(exported: Path) -> None:
+    """The CUDA path binds the prompt embeddings once per batch; bound on the CPU here."""
+    from genbatch.backends.onnx_backend import OnnxGenerator
+
+    generator = OnnxGenerator(exported, device="cpu")
+    args = (["a red circle", "a blue square"], ["", "blurry"], [5, 6])
+    plain = generator.images(*args, steps=2, guidance_scale=5.0, height=64, width=64)
+    generator.io_device = "cpu"
+    bound = generator.images(*args, steps=2, guidance_scale=5.0, height=64, width=64)
+    assert np.array_equal(plain, bound)
+
+
 def test_resolve_device_and_dtype() -> None:
     from genbatch.backends import get_backend
     from genbatch.errors import GenbatchError

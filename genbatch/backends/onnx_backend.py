@@ -165,7 +165,8 @@ class OnnxGenerator:
         self.in_channels = int(unet.get("in_channels") or self.sessions["unet"].get_inputs()[0].shape[1])
         self.types = {part: {i.name: _numpy_type(i.type) for i in s.get_inputs()} for part, s in self.sessions.items()}
         self.unet_output = self.sessions["unet"].get_outputs()[0].name
-        self.use_io_binding = self.providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+        # Where the UNet's constant input lives between steps (None: passed from the CPU each step).
+        self.io_device = "cuda" if self.providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else None
 
     def _provider_options(self, provider: str) -> dict[str, Any]:
         if provider == "CUDAExecutionProvider":
@@ -181,7 +182,7 @@ class OnnxGenerator:
         info = _read_json(self.path / EXPORT_INFO)
         return {"providers": list(self.providers), "pipeline": "genbatch ONNX Runtime loop",
                 "scheduler": type(self.scheduler).__name__, "export_dtype": self.dtype,
-                "io_binding": self.use_io_binding, "source_model": info.get("source_model")}
+                "io_binding": self.io_device is not None, "source_model": info.get("source_model")}
 
     # --- generating -------------------------------------------------------------------------
 
@@ -258,10 +259,10 @@ class _UnetRunner:
         self.types = generator.types["unet"]
         self.embeddings = embeddings.astype(self.types["encoder_hidden_states"], copy=False)
         self.bound = None
-        if generator.use_io_binding:
+        if generator.io_device:
             import onnxruntime as ort
 
-            self.bound = ort.OrtValue.ortvalue_from_numpy(self.embeddings, "cuda", generator.device_id)
+            self.bound = ort.OrtValue.ortvalue_from_numpy(self.embeddings, generator.io_device, generator.device_id)
 
     def __call__(self, sample: np.ndarray, t: float) -> np.ndarray:
         sample = sample.astype(self.types["sample"], copy=False)
@@ -274,7 +275,7 @@ class _UnetRunner:
             binding.bind_cpu_input("sample", sample)
             binding.bind_cpu_input("timestep", timestep)
             binding.bind_ortvalue_input("encoder_hidden_states", self.bound)
-            binding.bind_output(self.g.unet_output, "cuda", self.g.device_id)
+            binding.bind_output(self.g.unet_output, self.g.io_device, self.g.device_id)
             self.session.run_with_iobinding(binding)
             out = binding.copy_outputs_to_cpu()[0]
         return out.astype(np.float32, copy=False)
