@@ -110,7 +110,9 @@ def load_manifest(options: RunOptions) -> Manifest:
 
 
 def resolve_models(manifest: Manifest, default: str | None) -> dict[str | None, ModelRef]:
-    models: dict[str | None, ModelRef] = {None: resolve_model(default)}
+    models: dict[str | None, ModelRef] = {}
+    if any(row.model is None for row in manifest.rows) or not manifest.rows:
+        models[None] = resolve_model(default)
     for row in manifest.rows:
         if row.model is not None and row.model not in models:
             try:
@@ -166,7 +168,10 @@ def run_manifest(options: RunOptions, *, log: Callable[[str], None] | None = Non
         }
         return RunResult(EXIT_OK, summary, plan, pending, manifest.warnings)
 
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise GenbatchError(f"--out {out}: cannot create the folder: {err.strerror}") from None
     lock = FileLock(str(out / LOCK_NAME), timeout=-1 if options.wait else 0)
     try:
         lock.acquire()
