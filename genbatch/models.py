@@ -116,7 +116,8 @@ def fingerprint(path: Path) -> str:
     digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         rel = file.relative_to(path).as_posix()
-        if rel.startswith(".") or "/." in rel or rel == "genbatch.json" or rel.endswith(".lock"):
+        # genbatch's own notes (defaults, export date and parity figures) do not change pixels.
+        if rel.startswith(".") or "/." in rel or rel in ("genbatch.json", "genbatch_export.json") or rel.endswith(".lock"):
             continue
         digest.update(rel.encode() + b"\0")
         size = file.stat().st_size

@@ -79,7 +79,9 @@ def test_signal_finishes_the_batch_flushes_and_exits(tmp_path, manifest, sig, co
     assert json.loads((out / "run.json").read_text())["exit_code"] == code
 
 
-def test_second_run_on_the_same_out_exits_at_once(tmp_path, manifest):
+def test_second_run_on_the_same_out_exits_at_once(tmp_path):
+    manifest = tmp_path / "long.txt"  # long enough that the first run is still going, however slow the machine
+    manifest.write_text("".join(f"prompt number {i}\n" for i in range(2000)))
     out = tmp_path / "out"
     first = genbatch_process("run", manifest, "--out", out, *SLOW, "--quiet")
     try:
@@ -92,7 +94,7 @@ def test_second_run_on_the_same_out_exits_at_once(tmp_path, manifest):
         first.kill()
         first.wait()
     # The killed run's lock does not block the next one.
-    rerun = genbatch_process("run", manifest, "--out", out, *SLOW, "--quiet")
+    rerun = genbatch_process("run", manifest, "--out", out, *SLOW, "--quiet", "--limit", "2")
     rerun.communicate(timeout=300)
     assert rerun.returncode == 0
 

@@ -245,3 +245,21 @@ def test_model_column_groups_rows_per_model(tmp_path, tiny_model):
     assert result.exit_code == 0, result.output
     by_prompt = {r["prompt"]: r["model"] for r in ledger(out)}
     assert by_prompt == {"a": "tiny-random", "b": "other-model", "c": "tiny-random", "d": "other-model"}
+
+
+def test_fingerprint_follows_weights_not_genbatch_notes(tmp_path, tiny_model):
+    import shutil
+
+    from genbatch.models import fingerprint
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_model, folder)
+    before = fingerprint(folder)
+    (folder / "genbatch_export.json").write_text('{"exported_at": "today"}')
+    (folder / "genbatch.json").write_text('{"steps": 9}')
+    assert fingerprint(folder) == before
+    weights = next(folder.glob("unet/*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert fingerprint(folder) != before
