@@ -1,0 +1,184 @@
+"""Measure the shapes model: prompt adherence, diversity and speed.
+
+    python training/evaluate_shapes.py                      # shipped model, its defaults
+    python training/evaluate_shapes.py --n 400 --guidance 1 2 3 --json out.json
+
+1. Adherence: n held-out captions (shapes_data.heldout_set, never sampled in training),
+   one image each (seed = index), generated through StableDiffusionPipeline with the
+   per-image initial latents genbatch uses; each image is scored by checker.score.
+   The checker's own score on the ground-truth renders of the same specs is printed
+   beside it (it should be 100%).
+2. Diversity: for each of `--div-prompts` held-out captions, `--div-seeds` images;
+   the mean pairwise mean-absolute pixel difference (0..1) between images of one
+   prompt, against the same measure for the data's own renders of the same captions
+   with re-sampled layouts.
+3. Speed: seconds per image at batch 16 on the CPU with 2 threads (median of 3 runs
+   after a warm-up), at the model's default steps and guidance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import checker as ck  # noqa: E402
+import shapes_data as sd  # noqa: E402
+
+from diffusers import StableDiffusionPipeline  # noqa: E402
+
+MODEL = Path(__file__).resolve().parent.parent / "genbatch" / "models" / "shapes"
+
+
+def load(model: Path, device: str = "cpu") -> tuple[StableDiffusionPipeline, dict]:
+    pipe = StableDiffusionPipeline.from_pretrained(model, local_files_only=True).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, json.loads((model / "genbatch.json").read_text())
+
+
+def initial_latents(pipe: StableDiffusionPipeline, seeds: list[int], height: int, width: int) -> torch.Tensor:
+    """genbatch's per-image latents: torch.randn from a CPU generator seeded per image."""
+    f = pipe.vae_scale_factor
+    shape = (1, pipe.unet.config.in_channels, height // f, width // f)
+    return torch.cat([torch.randn(shape, generator=torch.Generator("cpu").manual_seed(s)) for s in seeds])
+
+
+def generate(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: float,
+             size: int = 64, batch_size: int = 16) -> np.ndarray:
+    """uint8 images (n, size, size, 3), batch by batch."""
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        p, s = prompts[i:i + batch_size], seeds[i:i + batch_size]
+        lat = initial_latents(pipe, s, size, size).to(pipe.device)
+        images = pipe(prompt=p, negative_prompt=[""] * len(p), num_inference_steps=steps,
+                      guidance_scale=guidance, latents=lat, height=size, width=size,
+                      output_type="np").images
+        out.append((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
+    return np.concatenate(out)
+
+
+def adherence(pipe, n: int, steps: int, guidance: float) -> dict:
+    pairs = sd.heldout_set(n)
+    specs, prompts = [p[0] for p in pairs], [p[1] for p in pairs]
+    images = generate(pipe, prompts, list(range(n)), steps, guidance)
+    scores = [ck.score(im, s) for im, s in zip(images, specs)]
+    truth = [ck.score(sd.render(s), s) for s in specs]
+    return {"model": ck.summarize(scores), "ground_truth": ck.summarize(truth),
+            "images": images, "prompts": prompts}
+
+
+@torch.no_grad()
+def vae_ceiling(pipe, n: int) -> dict:
+    """The checker on held-out ground truth passed through the VAE (encode, decode):
+    the best adherence any UNet could reach through this autoencoder."""
+    pairs = sd.heldout_set(n)
+    images = np.stack([sd.render(s) for s, _ in pairs])
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().to(pipe.device) / 127.5 - 1
+    rec = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+    rec = ((rec.permute(0, 2, 3, 1).cpu().numpy() + 1) * 127.5).round().astype(np.uint8)
+    return ck.summarize([ck.score(im, s) for im, (s, _) in zip(rec, pairs)])
+
+
+def mean_pairwise(images: np.ndarray) -> float:
+    x = images.astype(np.float32) / 255.0
+    return float(np.mean([np.abs(a - b).mean() for a, b in itertools.combinations(x, 2)]))
+
+
+def diversity(pipe, n_prompts: int, n_seeds: int, steps: int, guidance: float) -> dict:
+    pairs = sd.heldout_set(n_prompts, seed=99)
+    rng = random.Random(7)
+    model, data = [], []
+    for spec, prompt in pairs:
+        seeds = [1000 + k for k in range(n_seeds)]
+        model.append(mean_pairwise(generate(pipe, [prompt] * n_seeds, seeds, steps, guidance)))
+        data.append(mean_pairwise(np.stack([sd.render(sd.resample_layout(spec, rng))
+                                            for _ in range(n_seeds)])))
+    return {"model": statistics.mean(model), "data": statistics.mean(data),
+            "prompts": n_prompts, "seeds": n_seeds}
+
+
+def speed(pipe, steps: int, guidance: float, batch: int = 16, repeats: int = 3) -> float:
+    prompts = [c for _, c in sd.heldout_set(batch, seed=5)]
+    generate(pipe, prompts, list(range(batch)), steps, guidance, batch_size=batch)  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        generate(pipe, prompts, list(range(batch)), steps, guidance, batch_size=batch)
+        times.append((time.perf_counter() - t) / batch)
+    return statistics.median(times)
+
+
+def contact_sheet(images: np.ndarray, path: Path, cols: int = 16, scale: int = 2) -> None:
+    from PIL import Image
+
+    rows = -(-len(images) // cols)
+    h, w = images.shape[1:3]
+    sheet = np.full((rows * (h + 2), cols * (w + 2), 3), 128, np.uint8)
+    for i, im in enumerate(images):
+        r, c = divmod(i, cols)
+        sheet[r * (h + 2):r * (h + 2) + h, c * (w + 2):c * (w + 2) + w] = im
+    Image.fromarray(sheet).resize((sheet.shape[1] * scale, sheet.shape[0] * scale),
+                                  Image.NEAREST).save(path)
+
+
+def fmt(summary: dict) -> str:
+    return "  ".join(f"{k} {v['accuracy']:.1%} (n={v['n']})" for k, v in summary.items()
+                     if v["accuracy"] is not None)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=MODEL)
+    ap.add_argument("--n", type=int, default=400, help="held-out captions to score")
+    ap.add_argument("--steps", type=int, nargs="*", help="default: the model's genbatch.json")
+    ap.add_argument("--guidance", type=float, nargs="*", help="default: the model's genbatch.json")
+    ap.add_argument("--div-prompts", type=int, default=16)
+    ap.add_argument("--div-seeds", type=int, default=8)
+    ap.add_argument("--no-speed", action="store_true")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sheet", type=Path, help="write a contact sheet of the first 64 images")
+    ap.add_argument("--json", type=Path, help="write the figures here")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    pipe, defaults = load(args.model, args.device)
+    ceiling = vae_ceiling(pipe, args.n)
+    print(f"VAE ceiling (ground truth through the autoencoder): {fmt(ceiling)}", flush=True)
+    results = []
+    for steps in args.steps or [defaults["steps"]]:
+        for g in args.guidance or [defaults["guidance_scale"]]:
+            t = time.time()
+            a = adherence(pipe, args.n, steps, g)
+            row = {"steps": steps, "guidance_scale": g, "adherence": a["model"],
+                   "checker_on_ground_truth": a["ground_truth"], "vae_ceiling": ceiling}
+            print(f"steps {steps} guidance {g}: {fmt(a['model'])}  [{time.time() - t:.0f}s]", flush=True)
+            if args.sheet:
+                contact_sheet(a["images"][:64], args.sheet.with_name(f"{args.sheet.stem}-s{steps}-g{g}.png"))
+            if args.div_prompts:
+                row["diversity"] = diversity(pipe, args.div_prompts, args.div_seeds, steps, g)
+                print(f"  diversity: model {row['diversity']['model']:.3f} vs data "
+                      f"{row['diversity']['data']:.3f}", flush=True)
+            if not args.no_speed and args.device == "cpu":
+                row["seconds_per_image_batch16"] = speed(pipe, steps, g)
+                print(f"  speed: {row['seconds_per_image_batch16']:.3f} s/image at batch 16 "
+                      f"({args.threads} threads)", flush=True)
+            results.append(row)
+    print(f"checker on ground truth: {fmt(results[0]['checker_on_ground_truth'])}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
