@@ -138,6 +138,29 @@ def fmt(summary: dict) -> str:
                      if v["accuracy"] is not None)
 
 
+def markdown(results: list[dict]) -> str:
+    """The figures as a Markdown table (one row per steps/guidance setting)."""
+    cats = ("color", "shape", "relation", "count", "background", "size")
+    head = "| steps | guidance | " + " | ".join(cats) + " | diversity (model / data) | s/image, batch 16 |"
+    lines = [head, "|" + " --- |" * (len(cats) + 4)]
+    for r in results:
+        acc = [f"{r['adherence'][c]['accuracy']:.1%}" for c in cats]
+        div = r.get("diversity")
+        div = f"{div['model']:.3f} / {div['data']:.3f}" if div else "–"
+        sp = r.get("seconds_per_image_batch16")
+        lines.append(f"| {r['steps']} | {r['guidance_scale']} | " + " | ".join(acc) +
+                     f" | {div} | {f'{sp:.3f}' if sp else '–'} |")
+    first = results[0]
+    for key, title in (("vae_ceiling", "VAE ceiling (ground truth through the autoencoder)"),
+                       ("checker_on_ground_truth", "checker on the ground-truth renders")):
+        lines.append(f"| {title} | | " + " | ".join(
+            f"{first[key][c]['accuracy']:.1%}" for c in cats) + " | | |")
+    n = {c: first["adherence"][c]["n"] for c in cats}
+    lines.append("")
+    lines.append("Images per category: " + ", ".join(f"{c} {v}" for c, v in n.items()) + ".")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=MODEL)
@@ -151,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sheet", type=Path, help="write a contact sheet of the first 64 images")
     ap.add_argument("--json", type=Path, help="write the figures here")
+    ap.add_argument("--markdown", type=Path, help="write the figures as a Markdown table here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     pipe, defaults = load(args.model, args.device)
@@ -178,6 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"checker on ground truth: {fmt(results[0]['checker_on_ground_truth'])}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
+    if args.markdown:
+        args.markdown.write_text(markdown(results))
 
 
 if __name__ == "__main__":

@@ -8,12 +8,14 @@ the image are made, so the spec is the ground truth a checker can score against:
      "objects": [{"color": "red", "shape": "circle", "size": "large",
                   "box": [x0, y0, side]}, ...],
      "relation": "left" | "right" | "above" | "below" | None,   # relation scenes
-     "count": 1..3 | None}                                     # count scenes
+     "count": 1..3 | None,                                     # count scenes
+     "say_background": bool}              # False: the caption leaves the background out
 
 Caption kinds (with paraphrases chosen at random):
 
     single    a large red circle on a blue background      (big = large, little = small;
               a red circle on a blue background            size may be left out)
+              a large red circle                           (so may the background)
     relation  a red circle to the left of a blue square on a white background
               (left of / to the left of, right of / to the right of, above / over,
                below / under)
@@ -61,6 +63,7 @@ NUMBERS = {1: "one", 2: "two", 3: "three"}
 KINDS = ("single", "relation", "count")
 KIND_WEIGHTS = (0.35, 0.35, 0.30)
 HELDOUT_BUCKETS = 10  # one key in ten is held out
+SAY_BACKGROUND = 0.8  # captions name the background this often (the scene always has one)
 
 
 # --------------------------------------------------------------------------- grammar
@@ -83,7 +86,8 @@ def semantic_key(spec: dict) -> str:
     objs = spec["objects"]
     if spec["kind"] == "single":
         o = objs[0]
-        return f"single|{o['color']}|{o['shape']}|{spec['background']}"
+        bg = spec["background"] if spec.get("say_background", True) else "any"
+        return f"single|{o['color']}|{o['shape']}|{bg}"
     if spec["kind"] == "relation":
         a, b = objs
         return f"relation|{a['color']}|{a['shape']}|{spec['relation']}|{b['color']}|{b['shape']}"
@@ -102,21 +106,21 @@ def _a(phrase: str) -> str:
 def caption(spec: dict, rng: random.Random | None = None) -> str:
     """The caption for a spec; with an rng, paraphrases are picked at random."""
     pick = (lambda xs: rng.choice(xs)) if rng is not None else (lambda xs: xs[0])
-    bg = f"on {_a(spec['background'])} background"
+    bg = f" on {_a(spec['background'])} background" if spec.get("say_background", True) else ""
     objs = spec["objects"]
     if spec["kind"] == "single":
         o = objs[0]
         size = f"{pick(SIZE_WORDS[o['size']])} " if spec.get("say_size", True) else ""
-        return f"{_a(size + o['color'])} {o['shape']} {bg}"
+        return f"{_a(size + o['color'])} {o['shape']}{bg}"
     if spec["kind"] == "relation":
         a, b = objs
         rel = pick(RELATION_WORDS[spec["relation"]])
-        return f"{_a(a['color'])} {a['shape']} {rel} {_a(b['color'])} {b['shape']} {bg}"
+        return f"{_a(a['color'])} {a['shape']} {rel} {_a(b['color'])} {b['shape']}{bg}"
     o = objs[0]
     n = spec["count"]
     noun = o["shape"] if n == 1 else PLURALS[o["shape"]]
     size = f"{pick(SIZE_WORDS[o['size']])} " if spec.get("say_size", True) else ""
-    return f"{NUMBERS[n]} {size}{o['color']} {noun} {bg}"
+    return f"{NUMBERS[n]} {size}{o['color']} {noun}{bg}"
 
 
 def parse_caption(text: str) -> dict | None:
@@ -125,12 +129,11 @@ def parse_caption(text: str) -> dict | None:
     size_of = {w: s for s, ws in SIZE_WORDS.items() for w in ws}
     singular = {p: s for s, p in PLURALS.items()}
     number_of = {w: n for n, w in NUMBERS.items()}
-    if len(words) < 4 or words[-1] != "background" or words[-4:-2] != ["on", "a"]:
-        return None
-    background = words[-2]
-    body = words[:-4]
-    if background not in COLORS:
-        return None
+    background, body, said = None, words, False
+    if len(words) >= 4 and words[-1] == "background" and words[-4:-2] == ["on", "a"]:
+        background, body, said = words[-2], words[:-4], True
+        if background not in COLORS:
+            return None
 
     def noun_phrase(ws: list[str]) -> dict | None:
         size = None
@@ -148,7 +151,7 @@ def parse_caption(text: str) -> dict | None:
         if o is None:
             return None
         return {"kind": "count", "background": background, "objects": [o],
-                "relation": None, "count": number_of[body[0]]}
+                "relation": None, "count": number_of[body[0]], "say_background": said}
     if not body or body[0] != "a":
         return None
     body = body[1:]
@@ -161,12 +164,12 @@ def parse_caption(text: str) -> dict | None:
                 b = noun_phrase(body[i + len(p) + 1:])
                 if a and b:
                     return {"kind": "relation", "background": background, "objects": [a, b],
-                            "relation": rel, "count": None}
+                            "relation": rel, "count": None, "say_background": said}
     o = noun_phrase(body)
     if o is None:
         return None
     return {"kind": "single", "background": background, "objects": [o],
-            "relation": None, "count": None}
+            "relation": None, "count": None, "say_background": said}
 
 
 # --------------------------------------------------------------------------- scenes
@@ -257,6 +260,7 @@ def sample_scene(rng: random.Random, split: str = "train") -> tuple[dict, str]:
         raise ValueError(f"unknown split {split!r}")
     while True:
         spec = _random_spec(rng)
+        spec["say_background"] = rng.random() < SAY_BACKGROUND
         if is_heldout(spec) == (split == "heldout"):
             return spec, caption(spec, rng)
 
