@@ -15,7 +15,9 @@ Caption kinds (with paraphrases chosen at random):
 
     single    a large red circle on a blue background      (big = large, little = small;
               a red circle on a blue background            size may be left out)
-              a large red circle                           (so may the background)
+              a large red circle                           (so may the background:
+                                                            held-out set only, see
+                                                            sample_scene's say_background)
     relation  a red circle to the left of a blue square on a white background
               (left of / to the left of, right of / to the right of, above / over,
                below / under)
@@ -63,7 +65,7 @@ NUMBERS = {1: "one", 2: "two", 3: "three"}
 KINDS = ("single", "relation", "count")
 KIND_WEIGHTS = (0.35, 0.35, 0.30)
 HELDOUT_BUCKETS = 10  # one key in ten is held out
-SAY_BACKGROUND = 0.8  # captions name the background this often (the scene always has one)
+SAY_BACKGROUND_HELDOUT = 0.8  # held-out captions name the background this often
 
 
 # --------------------------------------------------------------------------- grammar
@@ -254,13 +256,17 @@ def _random_spec(rng: random.Random) -> dict:
             "count": n, "say_size": rng.random() < 0.7}
 
 
-def sample_scene(rng: random.Random, split: str = "train") -> tuple[dict, str]:
-    """A random (spec, caption) whose semantic key belongs to `split` ("train"/"heldout")."""
+def sample_scene(rng: random.Random, split: str = "train",
+                 say_background: float = 1.0) -> tuple[dict, str]:
+    """A random (spec, caption) whose semantic key belongs to `split` ("train"/"heldout").
+
+    `say_background` is the share of captions that name the background (below 1.0
+    one more random draw is made per scene)."""
     if split not in ("train", "heldout"):
         raise ValueError(f"unknown split {split!r}")
     while True:
         spec = _random_spec(rng)
-        spec["say_background"] = rng.random() < SAY_BACKGROUND
+        spec["say_background"] = say_background >= 1.0 or rng.random() < say_background
         if is_heldout(spec) == (split == "heldout"):
             return spec, caption(spec, rng)
 
@@ -313,9 +319,9 @@ def render(spec: dict) -> np.ndarray:
     return np.asarray(img)
 
 
-def batch(rng: random.Random, n: int, split: str = "train"):
+def batch(rng: random.Random, n: int, split: str = "train", say_background: float = 1.0):
     """n fresh samples: (uint8 images (n, 64, 64, 3), captions, specs)."""
-    specs, caps = zip(*(sample_scene(rng, split) for _ in range(n)))
+    specs, caps = zip(*(sample_scene(rng, split, say_background) for _ in range(n)))
     images = np.stack([render(s) for s in specs])
     return images, list(caps), list(specs)
 
@@ -323,4 +329,4 @@ def batch(rng: random.Random, n: int, split: str = "train"):
 def heldout_set(n: int, seed: int = 1234) -> list[tuple[dict, str]]:
     """A fixed evaluation set of n held-out (spec, caption) pairs."""
     rng = random.Random(seed)
-    return [sample_scene(rng, "heldout") for _ in range(n)]
+    return [sample_scene(rng, "heldout", SAY_BACKGROUND_HELDOUT) for _ in range(n)]

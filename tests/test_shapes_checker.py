@@ -1,0 +1,150 @@
+"""The shapes model's data generator, caption grammar, checker and shipped folder."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from training import checker as ck  # noqa: E402
+from training import shapes_data as sd  # noqa: E402
+
+MODEL = ROOT / "genbatch" / "models" / "shapes"
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    images, captions, specs = sd.batch(random.Random(0), 150)
+    return images, captions, specs
+
+
+def test_checker_scores_ground_truth_perfectly(scenes):
+    images, _, specs = scenes
+    summary = ck.summarize([ck.score(im, s) for im, s in zip(images, specs)])
+    for cat in ("color", "shape", "relation", "count", "background", "size"):
+        assert summary[cat]["n"] > 0, cat
+        assert summary[cat]["accuracy"] == 1.0, (cat, summary[cat])
+
+
+def test_checker_scores_heldout_ground_truth_perfectly():
+    pairs = sd.heldout_set(60)
+    summary = ck.summarize([ck.score(sd.render(s), s) for s, _ in pairs])
+    assert all(v["accuracy"] == 1.0 for v in summary.values() if v["n"]), summary
+
+
+def test_checker_notices_wrong_answers(scenes):
+    images, _, specs = scenes
+    for im, spec in zip(images, specs):
+        wrong_bg = next(c for c in sd.COLORS if c != spec["background"])
+        asked = ck.score(im, {**spec, "background": wrong_bg})["background"]
+        assert asked is (False if spec["say_background"] else None)
+        objs = [dict(o) for o in spec["objects"]]
+        objs[0]["shape"] = next(s for s in sd.SHAPES if s != objs[0]["shape"])
+        assert ck.score(im, {**spec, "objects": objs})["shape"] is False
+        if spec["kind"] == "relation":
+            flipped = {"left": "right", "right": "left", "above": "below", "below": "above"}
+            assert ck.score(im, {**spec, "relation": flipped[spec["relation"]]})["relation"] is False
+        if spec["kind"] == "count":
+            assert ck.score(im, {**spec, "count": spec["count"] % 3 + 1})["count"] is False
+
+
+def test_checker_tolerates_soft_edges(scenes):
+    from PIL import Image, ImageFilter
+
+    images, _, specs = scenes
+    soft = [np.asarray(Image.fromarray(im).filter(ImageFilter.GaussianBlur(0.7))) for im in images]
+    summary = ck.summarize([ck.score(im, s) for im, s in zip(soft, specs)])
+    assert all(v["accuracy"] >= 0.97 for v in summary.values() if v["n"]), summary
+
+
+def test_checker_on_a_blank_image_finds_nothing():
+    image = np.zeros((64, 64, 3), np.uint8) + np.array(sd.COLORS["blue"], np.uint8)
+    bg, blobs = ck.analyse(image)
+    assert bg == "blue" and blobs == []
+
+
+def test_grammar_covers_the_issue():
+    assert {"red", "green", "blue", "yellow", "orange", "purple", "white", "black"} <= set(sd.COLORS)
+    assert {"circle", "square", "triangle"} <= set(sd.SHAPES) and len(sd.SHAPES) >= 5
+    assert set(sd.SIZES) == {"small", "medium", "large"}
+    assert set(sd.RELATIONS) == {"left", "right", "above", "below"}
+    assert set(sd.NUMBERS) == {1, 2, 3}
+    assert "big" in sd.SIZE_WORDS["large"]
+    rng = random.Random(1)
+    pairs = [sd.sample_scene(rng) for _ in range(3000)]
+    caps = [c for _, c in pairs]
+    specs = [s for s, _ in pairs]
+    assert "a large red circle on a blue background" in {
+        sd.caption(s) for s in specs if s["kind"] == "single"} | {
+        sd.caption({"kind": "single", "background": "blue", "relation": None, "count": None,
+                    "objects": [{"color": "red", "shape": "circle", "size": "large"}]})}
+    assert any(c.startswith("a big ") for c in caps)
+    assert any(" to the left of " in c for c in caps) and any(" left of " in c for c in caps)
+    assert any(" above " in c for c in caps) and any(" below " in c for c in caps)
+    assert {s["count"] for s in specs if s["kind"] == "count"} == {1, 2, 3}
+    assert {s["background"] for s in specs} == set(sd.COLORS)
+    assert {o["color"] for s in specs for o in s["objects"]} == set(sd.COLORS)
+    for spec, cap in pairs[:500]:
+        parsed = sd.parse_caption(cap)
+        assert parsed is not None and sd.semantic_key(parsed) == sd.semantic_key(spec), cap
+    assert sd.parse_caption("a red circle left of a blue square on a white background")["relation"] == "left"
+    assert sd.parse_caption("a red circle left of a blue square")["say_background"] is False
+    assert any("background" not in c for _, c in sd.heldout_set(100))
+
+
+def test_heldout_captions_never_reach_training():
+    rng = random.Random(2)
+    train_keys = {sd.semantic_key(sd.sample_scene(rng, "train")[0]) for _ in range(2000)}
+    held_keys = {sd.semantic_key(s) for s, _ in sd.heldout_set(300)}
+    assert held_keys and not (train_keys & held_keys)
+    assert all(sd.is_heldout(s) for s, _ in sd.heldout_set(50))
+
+
+def test_generator_is_deterministic():
+    a = sd.batch(random.Random(5), 8)
+    b = sd.batch(random.Random(5), 8)
+    assert np.array_equal(a[0], b[0]) and a[1] == b[1]
+
+
+def test_shipped_folder_layout():
+    assert MODEL.is_dir(), "genbatch/models/shapes is missing"
+    meta = json.loads((MODEL / "genbatch.json").read_text())
+    assert meta["name"] == "shapes" and meta["width"] == meta["height"] == 64
+    assert meta["steps"] >= 1 and meta["guidance_scale"] >= 1
+    tok_cfg = json.loads((MODEL / "tokenizer" / "tokenizer_config.json").read_text())
+    assert tok_cfg["model_max_length"] <= 77
+    for name in ("vocab.json", "merges.txt", "special_tokens_map.json"):
+        assert (MODEL / "tokenizer" / name).is_file()
+    index = json.loads((MODEL / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionPipeline"
+    assert index["safety_checker"] == [None, None] and index["requires_safety_checker"] is False
+    assert not list(MODEL.rglob("*.bin")), "weights must be safetensors"
+    size = sum(f.stat().st_size for f in MODEL.rglob("*") if f.is_file())
+    assert size <= 25 * 1024 * 1024
+
+
+def test_shipped_model_generates_64px_images():
+    pytest.importorskip("diffusers")
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
+    tok = CLIPTokenizer.from_pretrained(MODEL / "tokenizer")
+    for word in sd.vocabulary():
+        assert len(tok(word, add_special_tokens=False).input_ids) == 1, word
+
+    pipe = StableDiffusionPipeline.from_pretrained(MODEL, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    shape = (1, pipe.unet.config.in_channels, 64 // pipe.vae_scale_factor, 64 // pipe.vae_scale_factor)
+    latents = torch.cat([torch.randn(shape, generator=torch.Generator("cpu").manual_seed(s)) for s in (0, 1)])
+    out = pipe(prompt=["a large red circle on a blue background"] * 2, negative_prompt=[""] * 2,
+               num_inference_steps=2, guidance_scale=3.0, latents=latents, output_type="np").images
+    assert out.shape == (2, 64, 64, 3)
+    assert np.isfinite(out).all()
