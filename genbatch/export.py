@@ -185,7 +185,9 @@ def _load_pipeline(ref: ModelRef, index: dict[str, Any]) -> Any:
     except Exception as err:
         raise ModelError(f"cannot load {ref.name} from {ref.path}: {err}") from err
     unet = pipe.unet.config
-    if getattr(unet, "time_cond_proj_dim", None) or getattr(unet, "addition_embed_type", None):
+    # addition_embed_type "text" is computed from the prompt embeddings the UNet already takes,
+    # so it traces into the graph; other extra conditioning would need inputs the loop lacks.
+    if getattr(unet, "time_cond_proj_dim", None) or getattr(unet, "addition_embed_type", None) not in (None, "text"):
         raise ModelError(f"{ref.name}: this UNet takes extra conditioning (time_cond_proj_dim / addition_embed_type), "
                          "which the ONNX export does not carry; SD 1.x/2.x UNets are supported")
     pipe.set_progress_bar_config(disable=True)

@@ -197,3 +197,25 @@ def test_resolve_device_and_dtype() -> None:
         backend.resolve("cpu", "bf16")
     with pytest.raises(GenbatchError, match="mps"):
         backend.resolve("mps", "auto")
+
+
+def test_the_default_model_exports_and_matches_torch(tmp_path: Path) -> None:
+    """The shipped default model (v-prediction, DPM-Solver++, pooled text in the time
+    embedding) goes through export and the ONNX loop like any SD 1.x pipeline."""
+    from genbatch.models import default_model_name
+
+    manifest = tmp_path / "p.csv"
+    manifest.write_text("prompt,seed\na red circle on a blue background,1\n"
+                        "two green squares on a white background,2\n", encoding="utf-8")
+    out = tmp_path / "exported"
+    result = invoke("export", "--to", "onnx", "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "genbatch_export.json").read_text())["source_model"] == default_model_name()
+    for backend, folder in (("torch", tmp_path / "t"), ("onnx", tmp_path / "o")):
+        model = [] if backend == "torch" else ["--model", out]
+        run = invoke("run", manifest, "--out", folder, "--backend", backend, *model, "--quiet")
+        assert run.exit_code == 0, run.output
+    on_torch, on_onnx = images(tmp_path / "t"), images(tmp_path / "o")
+    assert sorted(on_torch) == sorted(on_onnx) and len(on_torch) == 2
+    for name in on_torch:
+        assert np.abs(on_torch[name] - on_onnx[name]).max() <= 1, name
