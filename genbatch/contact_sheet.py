@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
+import io
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
 from genbatch.report_html import load_folder
+from genbatch.writer import write_atomic
 
 SHEET_NAME = "contact-sheet-{:03d}.png"
 _SHEET_RE = re.compile(r"^contact-sheet-(\d{3,})\.png$")
@@ -112,14 +113,9 @@ def _font(size: int):
 
 
 def _save_atomic(image: Image.Image, path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.tmp-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            image.save(handle, "PNG", optimize=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", optimize=False)
+    write_atomic(path, buffer.getvalue())
     return path
 
 

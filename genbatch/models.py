@@ -132,7 +132,7 @@ def fingerprint(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -145,10 +145,10 @@ def read_defaults(path: Path) -> dict[str, Any]:
     ``genbatch.json`` in the folder wins; otherwise the size comes from the UNet's sample
     size times the VAE's downsampling, and steps/guidance from common SD practice.
     """
-    own = _read_json(path / "genbatch.json")
-    scheduler = _read_json(path / "scheduler" / "scheduler_config.json").get("_class_name")
-    unet = _read_json(path / "unet" / "config.json")
-    vae = _read_json(path / "vae" / "config.json") or _read_json(path / "vae_decoder" / "config.json")
+    own = read_json(path / "genbatch.json")
+    scheduler = read_json(path / "scheduler" / "scheduler_config.json").get("_class_name")
+    unet = read_json(path / "unet" / "config.json")
+    vae = read_json(path / "vae" / "config.json") or read_json(path / "vae_decoder" / "config.json")
     factor = 2 ** (len(vae.get("block_out_channels", [0, 0, 0, 0])) - 1)
     sample = unet.get("sample_size", 64)
     sample = sample[0] if isinstance(sample, (list, tuple)) else sample

@@ -23,7 +23,6 @@ import math
 import os
 import re
 import stat
-import tempfile
 import urllib.parse
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +33,7 @@ from pathlib import Path
 from PIL import Image
 
 from .ledger import iter_records
+from .writer import write_atomic
 
 
 RUN_NAME = "run.json"
@@ -579,14 +579,7 @@ def _fmt_rate(rate: float) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, text.encode("utf-8"))
     return path
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import GenbatchError, ModelError
 from ..latents import initial_latents
-from ..models import ModelRef, genbatch_home
+from ..models import ModelRef, genbatch_home, read_json
 from .base import GeneratedImage, to_uint8
 
 PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -94,13 +94,6 @@ class OnnxBackend:
                              providers=providers)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
 def _numpy_type(onnx_type: str) -> Any:
     return {"tensor(float16)": np.float16, "tensor(int32)": np.int32, "tensor(int64)": np.int64}.get(
         onnx_type, np.float32)
@@ -119,7 +112,7 @@ class OnnxGenerator:
         if not is_onnx_export(path):
             raise ModelError(f"{name} ({path}) is not an ONNX export (no unet/model.onnx); export it first: "
                              f"genbatch export --to onnx --model {name}")
-        info = _read_json(path / EXPORT_INFO)
+        info = read_json(path / EXPORT_INFO)
         exported = "fp16" if info.get("fp16") else "fp32"
         if dtype not in ("auto", exported):
             raise ModelError(f"{name} is an {exported} export; --dtype {dtype} needs another export "
@@ -149,7 +142,7 @@ class OnnxGenerator:
         self.providers = self.sessions["unet"].get_providers()
         try:
             self.tokenizer = CLIPTokenizer.from_pretrained(path / "tokenizer")
-            config = _read_json(path / "scheduler" / "scheduler_config.json")
+            config = read_json(path / "scheduler" / "scheduler_config.json")
             scheduler_cls = getattr(diffusers, config.get("_class_name", ""), None)
             if scheduler_cls is None:
                 raise ModelError(f"{path}/scheduler: unknown scheduler {config.get('_class_name')!r}")
@@ -158,8 +151,8 @@ class OnnxGenerator:
             raise
         except Exception as err:
             raise ModelError(f"cannot load the tokenizer or scheduler of {path}: {err}") from err
-        vae = _read_json(path / "vae_decoder" / "config.json")
-        unet = _read_json(path / "unet" / "config.json")
+        vae = read_json(path / "vae_decoder" / "config.json")
+        unet = read_json(path / "unet" / "config.json")
         self.vae_scale_factor = 2 ** (len(vae.get("block_out_channels", [0, 0, 0, 0])) - 1)
         self.scaling_factor = float(vae.get("scaling_factor", 0.18215))
         self.in_channels = int(unet.get("in_channels") or self.sessions["unet"].get_inputs()[0].shape[1])
@@ -179,7 +172,7 @@ class OnnxGenerator:
         return {}
 
     def describe(self) -> dict[str, Any]:
-        info = _read_json(self.path / EXPORT_INFO)
+        info = read_json(self.path / EXPORT_INFO)
         return {"providers": list(self.providers), "pipeline": "genbatch ONNX Runtime loop",
                 "scheduler": type(self.scheduler).__name__, "export_dtype": self.dtype,
                 "io_binding": self.io_device is not None, "source_model": info.get("source_model")}
