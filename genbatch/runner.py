@@ -298,8 +298,9 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan, device: str
         exit_code = stop.exit_code or EXIT_SIGINT
     else:
         exit_code = EXIT_FAILED_JOBS if counts["failed"] else EXIT_OK
+    found_versions = versions()
     summary = {
-        "genbatch_version": versions().get("genbatch"),
+        "genbatch_version": found_versions.get("genbatch"),
         "run_id": run_id,
         "started_at": started_at,
         "finished_at": _now(),
@@ -333,7 +334,7 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan, device: str
             "defaults": options.defaults.__dict__, "scheduler": options.scheduler, "force": options.force,
         },
         "backend_facts": facts,
-        "versions": versions(),
+        "versions": found_versions,
         "failures": failures,
         "skipped": [{"line": s.line, "prompt": s.prompt, "reasons": s.reasons} for s in manifest.skipped],
     }
