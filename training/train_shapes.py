@@ -5,10 +5,12 @@
 
 Steps:
   1. Write a word-level CLIP tokenizer (vocab.json + merges.txt) for the caption grammar.
-  2. Train a small AutoencoderKL (64x64 RGB <-> 16x16x4 latents) on random 32x32 crops.
+  2. Train a small AutoencoderKL (64x64 RGB <-> 16x16x8 latents) on random 32x32 crops
+     (it is fully convolutional, and crops cost a quarter of whole scenes).
   3. Render a fixed cache of training scenes and encode them to latents.
-  4. Train a CLIPTextModel and a UNet2DConditionModel together (epsilon prediction,
-     min-SNR weighting, caption dropout to "" for classifier-free guidance, EMA).
+  4. Train a CLIPTextModel and a UNet2DConditionModel together (v-prediction, min-SNR
+     weighting, caption dropout to "" for classifier-free guidance, EMA), scoring the
+     EMA weights on held-out captions every `diffusion.eval_every` steps.
   5. Save a StableDiffusionPipeline folder (safetensors) with a DPM-Solver++ scheduler
      and genbatch.json (the runner's defaults).
 
@@ -36,6 +38,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import checker as ck  # noqa: E402
+import evaluate_shapes as ev  # noqa: E402
 import shapes_data as sd  # noqa: E402
 
 from diffusers import (  # noqa: E402
@@ -210,7 +213,9 @@ def make_text_encoder(cfg: dict, tok: CLIPTokenizer) -> CLIPTextModel:
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
 
 
-def train_diffusion(cfg, tok, latents, ids, rng_t: torch.Generator, device: str):
+def train_diffusion(cfg, tok, latents, ids, rng_t: torch.Generator, device: str, evaluate=None):
+    """Text encoder + UNet, jointly; `evaluate(unet, text_encoder)` is called with the EMA
+    weights every `diffusion.eval_every` steps, so the log shows the learning curve."""
     c = cfg["diffusion"]
     text_encoder = make_text_encoder(cfg, tok).to(device)
     unet = make_unet(cfg, cfg["text_encoder"]["hidden_size"]).to(device)
@@ -259,18 +264,26 @@ def train_diffusion(cfg, tok, latents, ids, rng_t: torch.Generator, device: str)
         if step % 100 == 0 or step == total - 1:
             log(f"diffusion step {step:5d} loss {loss.item():.4f} lr {sched.get_last_lr()[0]:.2e} "
                 f"({time.time() - t0:.0f}s)")
+        if evaluate and c.get("eval_every") and (step + 1) % c["eval_every"] == 0 and step + 1 < total:
+            evaluate(ema[0].eval(), ema[1].eval())
+            ema[0].train(), ema[1].train()
     return ema[0].eval(), ema[1].eval()
 
 
 # --------------------------------------------------------------------------- 5. save
 
-def save(cfg, out: Path, vae, text_encoder, unet, tok_dir: Path) -> None:
+def make_pipeline(cfg, vae, text_encoder, unet, tok: CLIPTokenizer) -> StableDiffusionPipeline:
     scheduler = DPMSolverMultistepScheduler(**cfg["scheduler"], algorithm_type="dpmsolver++", steps_offset=1,
                                             solver_order=2)
     pipe = StableDiffusionPipeline(
-        vae=vae.cpu(), text_encoder=text_encoder.cpu(), tokenizer=CLIPTokenizer.from_pretrained(tok_dir),
-        unet=unet.cpu(), scheduler=scheduler, safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False)
+        vae=vae, text_encoder=text_encoder, tokenizer=tok, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def save(cfg, out: Path, vae, text_encoder, unet, tok_dir: Path) -> None:
+    pipe = make_pipeline(cfg, vae.cpu(), text_encoder.cpu(), unet.cpu(), CLIPTokenizer.from_pretrained(tok_dir))
     pipe.save_pretrained(out, safe_serialization=True)
     # the tokenizer files as written by build_tokenizer (a plain, hub-free CLIP layout)
     for name in ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"):
@@ -300,6 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--config", type=Path, default=HERE / "config.json")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--vae", type=Path, help="skip step 2: load this AutoencoderKL folder (experiments only)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                     help="override a config value, e.g. diffusion.steps=100")
     args = ap.parse_args(argv)
@@ -318,8 +332,12 @@ def main(argv: list[str] | None = None) -> None:
     tok = build_tokenizer(tok_dir, cfg["tokenizer"]["model_max_length"])
     log(f"tokenizer: {len(tok)} tokens, max length {tok.model_max_length}")
 
-    # 2. VAE
-    vae = train_vae(cfg, rng, args.device)
+    # 2. VAE (or, to try diffusion settings quickly, one from an earlier run's output)
+    if args.vae:
+        vae = AutoencoderKL.from_pretrained(args.vae).to(args.device).eval()
+        log(f"VAE loaded from {args.vae}")
+    else:
+        vae = train_vae(cfg, rng, args.device)
 
     # 3. latent cache
     images, captions, specs = sd.batch(rng, cfg["diffusion"]["cache_size"])
@@ -337,7 +355,15 @@ def main(argv: list[str] | None = None) -> None:
     del images
 
     # 4. text encoder + UNet
-    unet, text_encoder = train_diffusion(cfg, tok, latents * scale, ids, rng_t, args.device)
+    def evaluate(unet, text_encoder, n=cfg["diffusion"].get("eval_n", 128)):
+        pipe = make_pipeline(cfg, vae, text_encoder, unet, tok)
+        t = time.time()
+        res = ev.adherence(pipe, n, cfg["defaults"]["steps"], cfg["defaults"]["guidance_scale"])
+        log(f"eval on {n} held-out captions ({time.time() - t:.0f}s): {ev.fmt(res['model'])}")
+        return res
+
+    unet, text_encoder = train_diffusion(cfg, tok, latents * scale, ids, rng_t, args.device, evaluate)
+    evaluate(unet, text_encoder)
 
     # 5. save
     save(cfg, args.out, vae, text_encoder, unet, tok_dir)
