@@ -82,4 +82,5 @@ def test_ledger_torn_by_a_kill_is_repaired(tmp_path, standin, tiny_model):
     result = genbatch("run", manifest, "--out", out, "--backend", "standin", "--model", "tiny-random", "--json")
     assert result.exit_code == 0
     assert json.loads(result.stdout)["counts"]["done"] == 1
-    assert [json.loads(line)["prompt"] for line in path.read_text().splitlines()] == ["one", "two"]
+    # encoding threads finish in any order, so the ledger's line order is not fixed
+    assert sorted(json.loads(line)["prompt"] for line in path.read_text().splitlines()) == ["one", "two"]
