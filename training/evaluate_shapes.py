@@ -38,6 +38,7 @@ import checker as ck  # noqa: E402
 import shapes_data as sd  # noqa: E402
 
 from diffusers import StableDiffusionPipeline  # noqa: E402
+from genbatch.latents import initial_latents  # noqa: E402
 
 MODEL = Path(__file__).resolve().parent.parent / "genbatch" / "models" / "shapes"
 
@@ -48,11 +49,14 @@ def load(model: Path, device: str = "cpu") -> tuple[StableDiffusionPipeline, dic
     return pipe, json.loads((model / "genbatch.json").read_text())
 
 
-def initial_latents(pipe: StableDiffusionPipeline, seeds: list[int], height: int, width: int) -> torch.Tensor:
-    """genbatch's per-image latents: torch.randn from a CPU generator seeded per image."""
-    f = pipe.vae_scale_factor
-    shape = (1, pipe.unet.config.in_channels, height // f, width // f)
-    return torch.cat([torch.randn(shape, generator=torch.Generator("cpu").manual_seed(s)) for s in seeds])
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 (n, h, w, 3) -> float (n, 3, h, w) in [-1, 1], the VAE's input range."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def to_uint8(decoded: torch.Tensor) -> np.ndarray:
+    """The VAE's output (n, 3, h, w) in [-1, 1] -> uint8 (n, h, w, 3)."""
+    return ((decoded.clamp(-1, 1).permute(0, 2, 3, 1).cpu().numpy() + 1) * 127.5).round().astype(np.uint8)
 
 
 def generate(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: float,
@@ -61,7 +65,8 @@ def generate(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: f
     out = []
     for i in range(0, len(prompts), batch_size):
         p, s = prompts[i:i + batch_size], seeds[i:i + batch_size]
-        lat = initial_latents(pipe, s, size, size).to(pipe.device)
+        f = pipe.vae_scale_factor  # genbatch's own per-image latents, as a run draws them
+        lat = initial_latents(s, pipe.unet.config.in_channels, size // f, size // f).to(pipe.device)
         images = pipe(prompt=p, negative_prompt=[""] * len(p), num_inference_steps=steps,
                       guidance_scale=guidance, latents=lat, height=size, width=size,
                       output_type="np").images
@@ -85,9 +90,8 @@ def vae_ceiling(pipe, n: int) -> dict:
     the best adherence any UNet could reach through this autoencoder."""
     pairs = sd.heldout_set(n)
     images = np.stack([sd.render(s) for s, _ in pairs])
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().to(pipe.device) / 127.5 - 1
-    rec = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
-    rec = ((rec.permute(0, 2, 3, 1).cpu().numpy() + 1) * 127.5).round().astype(np.uint8)
+    x = to_tensor(images).to(pipe.device)
+    rec = to_uint8(pipe.vae.decode(pipe.vae.encode(x).latent_dist.mean).sample)
     return ck.summarize([ck.score(im, s) for im, (s, _) in zip(rec, pairs)])
 
 

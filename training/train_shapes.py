@@ -141,10 +141,6 @@ def warmup_cosine(total: int, warmup: int):
     return lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * s / total)))
 
 
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
 def train_vae(cfg: dict, rng: random.Random, device: str) -> AutoencoderKL:
     c = cfg["vae"]
     n = len(c["block_out_channels"])
@@ -160,7 +156,7 @@ def train_vae(cfg: dict, rng: random.Random, device: str) -> AutoencoderKL:
     t0 = time.time()
     for step in range(c["steps"]):
         images, _, _ = sd.batch(rng, c["batch_size"])
-        x = to_tensor(images)
+        x = ev.to_tensor(images)
         if crop < cfg["image_size"]:
             offs = [(rng.randrange(0, cfg["image_size"] - crop + 1, 4),
                      rng.randrange(0, cfg["image_size"] - crop + 1, 4)) for _ in range(len(x))]
@@ -182,7 +178,7 @@ def train_vae(cfg: dict, rng: random.Random, device: str) -> AutoencoderKL:
 
 @torch.no_grad()
 def encode(vae: AutoencoderKL, images: np.ndarray, device: str, bs: int = 256) -> torch.Tensor:
-    out = [vae.encode(to_tensor(images[i:i + bs]).to(device)).latent_dist.mean.cpu()
+    out = [vae.encode(ev.to_tensor(images[i:i + bs]).to(device)).latent_dist.mean.cpu()
            for i in range(0, len(images), bs)]
     return torch.cat(out)
 
@@ -346,8 +342,8 @@ def main(argv: list[str] | None = None) -> None:
     vae.register_to_config(scaling_factor=scale)
     with torch.no_grad():
         rec = vae.decode(latents[:256].to(args.device)).sample.cpu().clamp(-1, 1)
-    rec_err = (rec - to_tensor(images[:256])).abs().mean().item()
-    rec_u8 = ((rec.permute(0, 2, 3, 1).numpy() + 1) * 127.5).round().astype(np.uint8)
+    rec_err = (rec - ev.to_tensor(images[:256])).abs().mean().item()
+    rec_u8 = ev.to_uint8(rec)
     fidelity = ck.summarize([ck.score(im, s) for im, s in zip(rec_u8, specs[:256])])
     log(f"cache: {len(latents)} scenes, latent std {1 / scale:.3f}, reconstruction L1 {rec_err:.4f}, "
         "checker on reconstructions: " + ", ".join(f"{k} {v['accuracy']:.0%}" for k, v in fidelity.items()))
