@@ -12,8 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genbatch.backends import base
-from genbatch.backends.base import GeneratedImage
+from genbatch.backends.base import GeneratedImage, register_backend
 from genbatch.runner import RunOptions, run_manifest
 
 
@@ -47,7 +46,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--size", type=int, default=64)
     args = parser.parse_args()
-    base._BUILTIN["instant"] = f"{__name__}:InstantBackend"
+    register_backend("instant", f"{__name__}:InstantBackend")
     with tempfile.TemporaryDirectory() as tmp:
         manifest = Path(tmp) / "m.txt"
         manifest.write_text("".join(f"a red circle on a blue background {i}\n" for i in range(args.images)))

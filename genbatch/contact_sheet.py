@@ -7,9 +7,9 @@ for pasting into a chat or a paper. Built from the ledger, like the HTML report.
 
 from __future__ import annotations
 
+import io
 import os
 import re
-import io
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 

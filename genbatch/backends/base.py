@@ -60,6 +60,12 @@ _BUILTIN = {
 }
 
 
+def register_backend(name: str, target: str) -> None:
+    """Make ``"module:Class"`` available as ``--backend name`` in this process (a script or
+    notebook); installed packages register through the ``genbatch.backends`` entry point."""
+    _BUILTIN[name] = target
+
+
 def _registered() -> dict[str, str]:
     found = dict(_BUILTIN)
     for entry in entry_points(group="genbatch.backends"):
