@@ -29,9 +29,6 @@ import sys
 import time
 from pathlib import Path
 
-# Spinning OpenMP threads collapse when another process shares the cores: sleep instead.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -209,7 +206,20 @@ def make_text_encoder(cfg: dict, tok: CLIPTokenizer) -> CLIPTextModel:
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
 
 
-def train_diffusion(cfg, tok, latents, ids, rng_t: torch.Generator, device: str, evaluate=None):
+def foreground_weights(images: np.ndarray, backgrounds: list[str], factor: int) -> torch.Tensor:
+    """(n, 1, h/f, w/f) per-latent-pixel loss weights: 1 on background, 1 + w where any
+    pixel of the f×f patch belongs to an object (0 weight added when w is 0).
+
+    Objects cover a small share of a scene, so with a plain mean the loss is mostly
+    background, which the model gets right early; the shape, count and placement of
+    objects live in few latent pixels and are learned late."""
+    bg = np.array([sd.COLORS[b] for b in backgrounds], dtype=np.uint8)[:, None, None, :]
+    fg = torch.from_numpy((images != bg).any(-1)).float()[:, None]
+    return F.max_pool2d(fg, factor)
+
+
+def train_diffusion(cfg, tok, latents, ids, rng_t: torch.Generator, device: str, evaluate=None,
+                    fg_mask: torch.Tensor | None = None):
     """Text encoder + UNet, jointly; `evaluate(unet, text_encoder)` is called with the EMA
     weights every `diffusion.eval_every` steps, so the log shows the learning curve."""
     c = cfg["diffusion"]
@@ -224,12 +234,15 @@ def train_diffusion(cfg, tok, latents, ids, rng_t: torch.Generator, device: str,
     else:
         weight = torch.clamp(snr, max=c["min_snr_gamma"]) / snr
     params = list(unet.parameters()) + list(text_encoder.parameters())
-    opt = torch.optim.AdamW(params, lr=c["lr"], weight_decay=0.01)
+    # fused: one kernel per step instead of a Python loop over ~400 tensors (~10% of a step)
+    opt = torch.optim.AdamW(params, lr=c["lr"], weight_decay=0.01, fused=True)
     total = c["steps"]
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, c["warmup"]))
     ema = [copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)]
     empty = tokenize(tok, [""])[0].to(device)
     latents, ids = latents.to(device), ids.to(device)
+    if fg_mask is not None:
+        fg_mask = fg_mask.to(device)
     t0 = time.time()
     for step in range(total):
         idx = torch.randint(0, len(latents), (c["batch_size"],), generator=rng_t).to(device)
@@ -246,7 +259,11 @@ def train_diffusion(cfg, tok, latents, ids, rng_t: torch.Generator, device: str,
             target = noise_sched.get_velocity(x0, noise, t)
         else:
             target = noise
-        loss = (weight[t] * ((pred - target) ** 2).mean(dim=(1, 2, 3))).mean()
+        err = (pred - target) ** 2
+        if fg_mask is not None and c.get("foreground_weight"):
+            w = 1 + c["foreground_weight"] * fg_mask[idx]
+            err = err * (w / w.mean(dim=(2, 3), keepdim=True))
+        loss = (weight[t] * err.mean(dim=(1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, c["grad_clip"])
@@ -348,6 +365,7 @@ def main(argv: list[str] | None = None) -> None:
     log(f"cache: {len(latents)} scenes, latent std {1 / scale:.3f}, reconstruction L1 {rec_err:.4f}, "
         "checker on reconstructions: " + ", ".join(f"{k} {v['accuracy']:.0%}" for k, v in fidelity.items()))
     ids = tokenize(tok, captions)
+    fg_mask = foreground_weights(images, [s["background"] for s in specs], 2 ** (len(cfg["vae"]["block_out_channels"]) - 1))
     del images
 
     # 4. text encoder + UNet
@@ -358,7 +376,8 @@ def main(argv: list[str] | None = None) -> None:
         log(f"eval on {n} held-out captions ({time.time() - t:.0f}s): {ev.fmt(res['model'])}")
         return res
 
-    unet, text_encoder = train_diffusion(cfg, tok, latents * scale, ids, rng_t, args.device, evaluate)
+    unet, text_encoder = train_diffusion(cfg, tok, latents * scale, ids, rng_t, args.device, evaluate,
+                                         fg_mask)
     evaluate(unet, text_encoder)
 
     # 5. save
