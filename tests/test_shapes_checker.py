@@ -113,6 +113,19 @@ def test_generator_is_deterministic():
     assert np.array_equal(a[0], b[0]) and a[1] == b[1]
 
 
+def test_training_loss_weights_the_latent_pixels_an_object_touches():
+    from training.train_shapes import foreground_mask
+
+    # a 14-pixel square at x 8..21, y 12..25: with 4x down-sampling, latent columns 2..5
+    # and rows 3..6 hold part of it; every other latent pixel is pure background
+    spec = {"kind": "single", "background": "white", "relation": None, "count": None,
+            "objects": [{"color": "red", "shape": "square", "size": "small", "box": [8, 12, 14]}]}
+    mask = foreground_mask(sd.render(spec)[None], ["white"], 4)
+    assert mask.shape == (1, 1, 16, 16)
+    rows, cols = np.nonzero(mask[0, 0].numpy())
+    assert set(rows) == {3, 4, 5, 6} and set(cols) == {2, 3, 4, 5} and len(rows) == 16
+
+
 def test_shipped_folder_layout():
     assert MODEL.is_dir(), "genbatch/models/shapes is missing"
     meta = json.loads((MODEL / "genbatch.json").read_text())

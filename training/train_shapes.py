@@ -9,8 +9,9 @@ Steps:
      (it is fully convolutional, and crops cost a quarter of whole scenes).
   3. Render a fixed cache of training scenes and encode them to latents.
   4. Train a CLIPTextModel and a UNet2DConditionModel together (v-prediction, min-SNR
-     weighting, caption dropout to "" for classifier-free guidance, EMA), scoring the
-     EMA weights on held-out captions every `diffusion.eval_every` steps.
+     weighting, object pixels weighted up, caption dropout to "" for classifier-free
+     guidance, EMA), scoring the EMA weights on held-out captions every
+     `diffusion.eval_every` steps.
   5. Save a StableDiffusionPipeline folder (safetensors) with a DPM-Solver++ scheduler
      and genbatch.json (the runner's defaults).
 
@@ -182,9 +183,14 @@ def encode(vae: AutoencoderKL, images: np.ndarray, device: str, bs: int = 256) -
 
 # --------------------------------------------------------------------------- 4. diffusion
 
+def latent_factor(cfg: dict) -> int:
+    """How many image pixels one latent pixel spans per side (the VAE halves per level)."""
+    return 2 ** (len(cfg["vae"]["block_out_channels"]) - 1)
+
+
 def make_unet(cfg: dict, text_dim: int) -> UNet2DConditionModel:
     c = cfg["unet"]
-    f = 2 ** (len(cfg["vae"]["block_out_channels"]) - 1)
+    f = latent_factor(cfg)
     return UNet2DConditionModel(
         sample_size=cfg["image_size"] // f, in_channels=cfg["vae"]["latent_channels"],
         out_channels=cfg["vae"]["latent_channels"], down_block_types=tuple(c["down_block_types"]),
@@ -206,9 +212,9 @@ def make_text_encoder(cfg: dict, tok: CLIPTokenizer) -> CLIPTextModel:
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
 
 
-def foreground_weights(images: np.ndarray, backgrounds: list[str], factor: int) -> torch.Tensor:
-    """(n, 1, h/f, w/f) per-latent-pixel loss weights: 1 on background, 1 + w where any
-    pixel of the f×f patch belongs to an object (0 weight added when w is 0).
+def foreground_mask(images: np.ndarray, backgrounds: list[str], factor: int) -> torch.Tensor:
+    """(n, 1, h/f, w/f): 1 where any pixel of the latent pixel's f×f patch belongs to an
+    object, else 0. The diffusion loss weighs those latent pixels 1 + foreground_weight.
 
     Objects cover a small share of a scene, so with a plain mean the loss is mostly
     background, which the model gets right early; the shape, count and placement of
@@ -261,6 +267,8 @@ def train_diffusion(cfg, tok, latents, ids, rng_t: torch.Generator, device: str,
             target = noise
         err = (pred - target) ** 2
         if fg_mask is not None and c.get("foreground_weight"):
+            # relative weights, rescaled to mean 1 per image: the loss's scale (and so
+            # the step size) stays as without weighting, only its spread over pixels moves
             w = 1 + c["foreground_weight"] * fg_mask[idx]
             err = err * (w / w.mean(dim=(2, 3), keepdim=True))
         loss = (weight[t] * err.mean(dim=(1, 2, 3))).mean()
@@ -365,7 +373,7 @@ def main(argv: list[str] | None = None) -> None:
     log(f"cache: {len(latents)} scenes, latent std {1 / scale:.3f}, reconstruction L1 {rec_err:.4f}, "
         "checker on reconstructions: " + ", ".join(f"{k} {v['accuracy']:.0%}" for k, v in fidelity.items()))
     ids = tokenize(tok, captions)
-    fg_mask = foreground_weights(images, [s["background"] for s in specs], 2 ** (len(cfg["vae"]["block_out_channels"]) - 1))
+    fg_mask = foreground_mask(images, [s["background"] for s in specs], latent_factor(cfg))
     del images
 
     # 4. text encoder + UNet
