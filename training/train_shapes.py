@@ -257,7 +257,11 @@ def train_diffusion(cfg, tok, latents, ids, rng_t: torch.Generator, device: str,
         drop = (torch.rand(len(idx), generator=rng_t) < c["caption_dropout"]).to(device)
         tokens[drop] = empty
         noise = torch.randn(x0.shape, generator=rng_t).to(device)
-        t = torch.randint(0, noise_sched.config.num_train_timesteps, (len(idx),), generator=rng_t).to(device)
+        t = torch.randint(0, noise_sched.config.num_train_timesteps, (len(idx),), generator=rng_t)
+        if focus := c.get("focus_timesteps"):  # experiments: {"range": [lo, hi], "share": p}
+            k = round(len(idx) * focus["share"])
+            t[:k] = torch.randint(*focus["range"], (k,), generator=rng_t)
+        t = t.to(device)
         xt = noise_sched.add_noise(x0, noise, t)
         cond = text_encoder(tokens)[0]
         pred = unet(xt, t, cond).sample
