@@ -24,7 +24,6 @@ import argparse
 import copy
 import json
 import math
-import os
 import random
 import sys
 import time
