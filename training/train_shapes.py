@@ -213,7 +213,8 @@ def make_text_encoder(cfg: dict, tok: CLIPTokenizer) -> CLIPTextModel:
 
 def foreground_mask(images: np.ndarray, backgrounds: list[str], factor: int) -> torch.Tensor:
     """(n, 1, h/f, w/f): 1 where any pixel of the latent pixel's f×f patch belongs to an
-    object, else 0. The diffusion loss weighs those latent pixels 1 + foreground_weight.
+    object, else 0. The diffusion loss weighs those latent pixels 1 + foreground_weight
+    (pixel_weights).
 
     Objects cover a small share of a scene, so with a plain mean the loss is mostly
     background, which the model gets right early; the shape, count and placement of
@@ -223,10 +224,19 @@ def foreground_mask(images: np.ndarray, backgrounds: list[str], factor: int) -> 
     return F.max_pool2d(fg, factor)
 
 
+def pixel_weights(mask: torch.Tensor, foreground_weight: float) -> torch.Tensor:
+    """Per-latent-pixel loss weights, 1 + foreground_weight on objects and 1 elsewhere,
+    rescaled to a mean of 1 per image: the loss's scale (and so the step size) stays as
+    without weighting, only its spread over the pixels moves."""
+    w = 1 + foreground_weight * mask
+    return w / w.mean(dim=(2, 3), keepdim=True)
+
+
 def train_diffusion(cfg, tok, latents, ids, rng_t: torch.Generator, device: str, evaluate=None,
-                    fg_mask: torch.Tensor | None = None):
+                    weights: torch.Tensor | None = None):
     """Text encoder + UNet, jointly; `evaluate(unet, text_encoder)` is called with the EMA
-    weights every `diffusion.eval_every` steps, so the log shows the learning curve."""
+    weights every `diffusion.eval_every` steps, so the log shows the learning curve.
+    `weights` (one per latent pixel of each cached scene) weigh the squared error."""
     c = cfg["diffusion"]
     text_encoder = make_text_encoder(cfg, tok).to(device)
     unet = make_unet(cfg, cfg["text_encoder"]["hidden_size"]).to(device)
@@ -246,8 +256,8 @@ def train_diffusion(cfg, tok, latents, ids, rng_t: torch.Generator, device: str,
     ema = [copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)]
     empty = tokenize(tok, [""])[0].to(device)
     latents, ids = latents.to(device), ids.to(device)
-    if fg_mask is not None:
-        fg_mask = fg_mask.to(device)
+    if weights is not None:
+        weights = weights.to(device)
     t0 = time.time()
     for step in range(total):
         idx = torch.randint(0, len(latents), (c["batch_size"],), generator=rng_t).to(device)
@@ -269,11 +279,8 @@ def train_diffusion(cfg, tok, latents, ids, rng_t: torch.Generator, device: str,
         else:
             target = noise
         err = (pred - target) ** 2
-        if fg_mask is not None and c.get("foreground_weight"):
-            # relative weights, rescaled to mean 1 per image: the loss's scale (and so
-            # the step size) stays as without weighting, only its spread over pixels moves
-            w = 1 + c["foreground_weight"] * fg_mask[idx]
-            err = err * (w / w.mean(dim=(2, 3), keepdim=True))
+        if weights is not None:
+            err = err * weights[idx]
         loss = (weight[t] * err.mean(dim=(1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -376,7 +383,10 @@ def main(argv: list[str] | None = None) -> None:
     log(f"cache: {len(latents)} scenes, latent std {1 / scale:.3f}, reconstruction L1 {rec_err:.4f}, "
         "checker on reconstructions: " + ", ".join(f"{k} {v['accuracy']:.0%}" for k, v in fidelity.items()))
     ids = tokenize(tok, captions)
-    fg_mask = foreground_mask(images, [s["background"] for s in specs], latent_factor(cfg))
+    weights = None
+    if fg_weight := cfg["diffusion"].get("foreground_weight"):
+        mask = foreground_mask(images, [s["background"] for s in specs], latent_factor(cfg))
+        weights = pixel_weights(mask, fg_weight)
     del images
 
     # 4. text encoder + UNet
@@ -388,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
         return res
 
     unet, text_encoder = train_diffusion(cfg, tok, latents * scale, ids, rng_t, args.device, evaluate,
-                                         fg_mask)
+                                         weights)
     evaluate(unet, text_encoder)
 
     # 5. save
