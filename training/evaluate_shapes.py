@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import checker as ck  # noqa: E402
 import shapes_data as sd  # noqa: E402
 
-from diffusers import StableDiffusionPipeline  # noqa: E402
+from diffusers import DDPMScheduler, StableDiffusionPipeline  # noqa: E402
 from genbatch.latents import initial_latents  # noqa: E402
 
 MODEL = Path(__file__).resolve().parent.parent / "genbatch" / "models" / "shapes"
@@ -83,15 +83,22 @@ def adherence(pipe, n: int, steps: int, guidance: float) -> dict:
             "images": images, "prompts": prompts}
 
 
+def encoded_truth(pipe, n: int) -> tuple[list[dict], list[str], torch.Tensor]:
+    """The first n held-out (spec, caption) pairs and their ground-truth renders encoded
+    by the pipeline's VAE (latent means, unscaled)."""
+    pairs = sd.heldout_set(n)
+    images = np.stack([sd.render(s) for s, _ in pairs])
+    latents = pipe.vae.encode(to_tensor(images).to(pipe.device)).latent_dist.mean
+    return [s for s, _ in pairs], [c for _, c in pairs], latents
+
+
 @torch.no_grad()
 def vae_ceiling(pipe, n: int) -> dict:
     """The checker on held-out ground truth passed through the VAE (encode, decode):
     the best adherence any UNet could reach through this autoencoder."""
-    pairs = sd.heldout_set(n)
-    images = np.stack([sd.render(s) for s, _ in pairs])
-    x = to_tensor(images).to(pipe.device)
-    rec = to_uint8(pipe.vae.decode(pipe.vae.encode(x).latent_dist.mean).sample)
-    return ck.summarize([ck.score(im, s) for im, (s, _) in zip(rec, pairs)])
+    specs, _, latents = encoded_truth(pipe, n)
+    rec = to_uint8(pipe.vae.decode(latents).sample)
+    return ck.summarize([ck.score(im, s) for im, s in zip(rec, specs)])
 
 
 @torch.no_grad()
@@ -100,14 +107,10 @@ def denoising_profile(pipe, n: int, timesteps: list[int], batch_size: int = 32) 
     to each step t, the UNet predicts the clean latents in one step (with the caption,
     no guidance), and the decoded prediction is scored. High scores at t mean the model
     keeps what the noisy latents still hold there; low ones, that it cannot yet make it."""
-    from diffusers import DDPMScheduler
-
-    pairs = sd.heldout_set(n)
-    specs, prompts = [p[0] for p in pairs], [p[1] for p in pairs]
     vae, unet = pipe.vae, pipe.unet
     noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
     acp = noise_sched.alphas_cumprod
-    x0 = vae.encode(to_tensor(np.stack([sd.render(s) for s in specs])).to(pipe.device)).latent_dist.mean
+    specs, prompts, x0 = encoded_truth(pipe, n)
     x0 = x0 * vae.config.scaling_factor
     cond = pipe.encode_prompt(prompts, pipe.device, 1, False)[0]
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)).to(pipe.device)
