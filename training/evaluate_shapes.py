@@ -15,7 +15,9 @@
 3. Speed: seconds per image at batch 16 on the CPU with 2 threads (median of 3 runs
    after a warm-up), at the model's default steps and guidance.
 4. With --noise-levels: the one-step denoising profile (denoising_profile), which
-   says at which noise level the model stops being able to supply what is asked.
+   says at which noise level the model stops being able to supply what is asked, and
+   the spread across seeds of what it predicts from pure noise (noise_spread), which
+   says how much of a layout it reads into the noise.
 """
 
 from __future__ import annotations
@@ -107,25 +109,48 @@ def denoising_profile(pipe, n: int, timesteps: list[int], batch_size: int = 32) 
     to each step t, the UNet predicts the clean latents in one step (with the caption,
     no guidance), and the decoded prediction is scored. High scores at t mean the model
     keeps what the noisy latents still hold there; low ones, that it cannot yet make it."""
-    vae, unet = pipe.vae, pipe.unet
+    vae = pipe.vae
     noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
-    acp = noise_sched.alphas_cumprod
     specs, prompts, x0 = encoded_truth(pipe, n)
     x0 = x0 * vae.config.scaling_factor
     cond = pipe.encode_prompt(prompts, pipe.device, 1, False)[0]
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)).to(pipe.device)
     out = {}
     for t in timesteps:
-        tt = torch.full((n,), t, device=pipe.device)
-        xt = noise_sched.add_noise(x0, noise, tt)
-        pred = torch.cat([unet(xt[i:i + batch_size], tt[i:i + batch_size], cond[i:i + batch_size]).sample
-                          for i in range(0, n, batch_size)])
-        a, s = acp[t].sqrt(), (1 - acp[t]).sqrt()
-        clean = a * xt - s * pred if noise_sched.config.prediction_type == "v_prediction" else (xt - s * pred) / a
+        xt = noise_sched.add_noise(x0, noise, torch.full((n,), t, device=pipe.device))
+        clean = predict_clean(pipe, noise_sched, xt, t, cond, batch_size)
         images = to_uint8(vae.decode(clean / vae.config.scaling_factor).sample)
-        out[t] = {"alpha_bar": float(acp[t]),
+        out[t] = {"alpha_bar": float(noise_sched.alphas_cumprod[t]),
                   **ck.summarize([ck.score(im, sp) for im, sp in zip(images, specs)])}
     return out
+
+
+def predict_clean(pipe, noise_sched: DDPMScheduler, xt: torch.Tensor, t: int, cond: torch.Tensor,
+                  batch_size: int = 32) -> torch.Tensor:
+    """The UNet's one-step estimate of the clean (scaled) latents from xt at step t."""
+    tt = torch.full((len(xt),), t, device=xt.device)
+    pred = torch.cat([pipe.unet(xt[i:i + batch_size], tt[i:i + batch_size], cond[i:i + batch_size]).sample
+                      for i in range(0, len(xt), batch_size)])
+    acp = noise_sched.alphas_cumprod[t]
+    a, s = acp.sqrt(), (1 - acp).sqrt()
+    return a * xt - s * pred if noise_sched.config.prediction_type == "v_prediction" else (xt - s * pred) / a
+
+
+@torch.no_grad()
+def noise_spread(pipe, n_prompts: int, n_seeds: int, t: int) -> float:
+    """How much layout does the model make up from pure noise? For each held-out caption,
+    the clean latents it predicts from n_seeds pure-noise inputs at step t; the mean
+    standard deviation across seeds (in units of the latents' own std). Near t = 999 the
+    right answer is the same for every seed (the noise holds no layout yet): a large
+    spread means the model reads a layout into the noise, and seeds then decide it."""
+    noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
+    f, c = pipe.vae_scale_factor, pipe.unet.config.in_channels
+    spreads = []
+    for _, prompt in sd.heldout_set(n_prompts, seed=99):
+        cond = pipe.encode_prompt([prompt] * n_seeds, pipe.device, 1, False)[0]
+        xt = initial_latents([1000 + k for k in range(n_seeds)], c, 64 // f, 64 // f).to(pipe.device)
+        spreads.append(predict_clean(pipe, noise_sched, xt, t, cond).std(dim=0).mean().item())
+    return statistics.mean(spreads)
 
 
 def mean_pairwise(images: np.ndarray) -> float:
@@ -242,6 +267,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.noise_levels:
         for t, r in denoising_profile(pipe, args.n, args.noise_levels).items():
             print(f"one-step denoising from t={t} (alpha_bar {r.pop('alpha_bar'):.3f}): {fmt(r)}")
+        for t in args.noise_levels:
+            print(f"spread across seeds of the clean latents predicted from pure noise at t={t}: "
+                  f"{noise_spread(pipe, args.div_prompts or 16, args.div_seeds, t):.3f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     if args.markdown:
