@@ -126,6 +126,20 @@ def test_training_loss_weights_the_latent_pixels_an_object_touches():
     assert set(rows) == {3, 4, 5, 6} and set(cols) == {2, 3, 4, 5} and len(rows) == 16
 
 
+def test_training_loss_keeps_high_noise_steps_in_play():
+    from diffusers import DDPMScheduler
+    from training.train_shapes import timestep_weights
+
+    sched = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
+    w = timestep_weights(sched, gamma=5.0)
+    snr = sched.alphas_cumprod / (1 - sched.alphas_cumprod)
+    # near pure noise, where the layout is decided: plain v-loss, not min-SNR's ~0
+    assert w[999] == pytest.approx(1.0) and w[600] == pytest.approx(1.0)
+    # near clean latents: the clean-latent error is weighted gamma, as min-SNR caps it
+    assert float(w[0] * (snr[0] + 1)) == pytest.approx(5.0)
+    assert bool((w[1:] >= w[:-1]).all()), "weights never fall as noise grows"
+
+
 def test_shipped_folder_layout():
     assert MODEL.is_dir(), "genbatch/models/shapes is missing"
     meta = json.loads((MODEL / "genbatch.json").read_text())

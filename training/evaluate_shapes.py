@@ -18,6 +18,8 @@
    says at which noise level the model stops being able to supply what is asked, and
    the spread across seeds of what it predicts from pure noise (noise_spread), which
    says how much of a layout it reads into the noise.
+5. With --shape-sweep: one large red object of each shape for the same seeds, and the
+   shapes the checker saw (does the shape word or the seed decide the geometry?).
 """
 
 from __future__ import annotations
@@ -137,13 +139,14 @@ def predict_clean(pipe, noise_sched: DDPMScheduler, xt: torch.Tensor, t: int, co
 
 
 @torch.no_grad()
-def noise_spread(pipe, n_prompts: int, n_seeds: int, t: int) -> float:
+def noise_spread(pipe, n_prompts: int, n_seeds: int) -> float:
     """How much layout does the model make up from pure noise? For each held-out caption,
-    the clean latents it predicts from n_seeds pure-noise inputs at step t; the mean
-    standard deviation across seeds (in units of the latents' own std). Near t = 999 the
-    right answer is the same for every seed (the noise holds no layout yet): a large
-    spread means the model reads a layout into the noise, and seeds then decide it."""
+    the clean latents it predicts from n_seeds pure-noise inputs at the last training
+    step; the mean standard deviation across seeds (in units of the latents' own std).
+    The right answer there is the same for every seed (the noise holds no layout yet): a
+    large spread means the model reads a layout into the noise, and seeds then decide it."""
     noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
+    t = noise_sched.config.num_train_timesteps - 1
     f, c = pipe.vae_scale_factor, pipe.unet.config.in_channels
     spreads = []
     for _, prompt in sd.heldout_set(n_prompts, seed=99):
@@ -151,6 +154,22 @@ def noise_spread(pipe, n_prompts: int, n_seeds: int, t: int) -> float:
         xt = initial_latents([1000 + k for k in range(n_seeds)], c, 64 // f, 64 // f).to(pipe.device)
         spreads.append(predict_clean(pipe, noise_sched, xt, t, cond).std(dim=0).mean().item())
     return statistics.mean(spreads)
+
+
+def shape_sweep(pipe, n_seeds: int, steps: int, guidance: float) -> dict[str, dict[str, int]]:
+    """`a large red {shape} on a white background` for every shape word and the same
+    n_seeds seeds: for each asked shape, how often the checker saw each shape (its
+    largest object's; "none" when it found no object). A model that follows the shape
+    word fills the diagonal; one whose geometry comes from the seed gives every row the
+    same counts."""
+    out = {}
+    for shape in sd.SHAPES:
+        images = generate(pipe, [f"a large red {shape} on a white background"] * n_seeds,
+                          list(range(n_seeds)), steps, guidance)
+        seen = [max(blobs, key=lambda b: b.area).shape if (blobs := ck.analyse(im)[1]) else "none"
+                for im in images]
+        out[shape] = {s: seen.count(s) for s in (*sd.SHAPES, "none") if seen.count(s)}
+    return out
 
 
 def mean_pairwise(images: np.ndarray) -> float:
@@ -236,6 +255,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--noise-levels", type=int, nargs="*", default=[], metavar="T",
                     help="also print the one-step denoising profile at these timesteps")
+    ap.add_argument("--shape-sweep", type=int, default=0, metavar="SEEDS",
+                    help="also draw one large red object of every shape with these many seeds "
+                         "and print what the checker saw")
     ap.add_argument("--sheet", type=Path, help="write a contact sheet of the first 64 images")
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("--markdown", type=Path, help="write the figures as a Markdown table here")
@@ -267,9 +289,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.noise_levels:
         for t, r in denoising_profile(pipe, args.n, args.noise_levels).items():
             print(f"one-step denoising from t={t} (alpha_bar {r.pop('alpha_bar'):.3f}): {fmt(r)}")
-        for t in args.noise_levels:
-            print(f"spread across seeds of the clean latents predicted from pure noise at t={t}: "
-                  f"{noise_spread(pipe, args.div_prompts or 16, args.div_seeds, t):.3f}")
+        print("spread across seeds of the clean latents predicted from pure noise: "
+              f"{noise_spread(pipe, args.div_prompts or 16, args.div_seeds):.3f}")
+    if args.shape_sweep:
+        d = results[0]
+        for asked, seen in shape_sweep(pipe, args.shape_sweep, d["steps"], d["guidance_scale"]).items():
+            print(f"asked for a large red {asked}, saw: {seen}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     if args.markdown:
