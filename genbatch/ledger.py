@@ -53,11 +53,23 @@ def iter_records(out: Path) -> Iterator[dict[str, Any]]:
 
 
 def read_ledger(out: Path) -> list[dict[str, Any]]:
-    """The latest record per key, in order of first appearance."""
+    """The latest record per key, in order of first appearance, less those whose image
+    was overwritten since (without_overwritten)."""
+    records = list(iter_records(out))
     latest: dict[str, dict[str, Any]] = {}
-    for record in iter_records(out):
+    for record in records:
         latest[record["key"]] = record
-    return list(latest.values())
+    return without_overwritten(list(latest.values()), records)
+
+
+def without_overwritten(latest: list[dict[str, Any]], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``latest`` less the done records whose image file a later done record of another
+    key wrote over. A rerun into the same folder with another model or other parameters
+    gives the same row the same file name but a new job key; the file on disk is then the
+    new job's, and the old record no longer describes it (nor is its job done)."""
+    owner = {r["file"]: r.get("key") for r in records if r.get("status") == "done" and r.get("file")}
+    return [r for r in latest
+            if r.get("status") != "done" or not r.get("file") or owner.get(r["file"]) == r.get("key")]
 
 
 def done_records(out: Path) -> dict[str, dict[str, Any]]:

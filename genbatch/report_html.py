@@ -32,7 +32,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .ledger import iter_records
+from .ledger import iter_records, without_overwritten
 from .writer import write_atomic
 
 
@@ -112,10 +112,12 @@ class Folder:
 
 
 def load_folder(out: Path) -> Folder:
-    """Read ``out``: latest record per key, sorted into cards, missing, failed and skipped."""
+    """Read ``out``: latest record per key (less those whose image was overwritten since),
+    sorted into cards, missing, failed and skipped."""
     out = Path(out)
     records = list(iter_records(out))
-    folder = Folder(records=_latest_by_key(records), run=_read_run(out), n_records=len(records))
+    folder = Folder(records=without_overwritten(_latest_by_key(records), records), run=_read_run(out),
+                    n_records=len(records))
     root = os.fspath(out)
     for record in folder.records:
         status = record.get("status")

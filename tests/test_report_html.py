@@ -263,7 +263,10 @@ def test_browser_shows_cards_failures_and_filters(browser, out: Path):
 def test_browser_pages_through_many_images(browser, tmp_path: Path):
     n = 2 * PAGE_SIZE + 37
     Image.new("RGB", (8, 8), (200, 40, 40)).save(tmp_path / "one.png")
-    records = [_record("done", f"{i:020x}", i, f"image {i}", file="one.png") for i in range(n)]
+    png = (tmp_path / "one.png").read_bytes()
+    for i in range(n):
+        (tmp_path / f"{i:06d}.png").write_bytes(png)
+    records = [_record("done", f"{i:020x}", i, f"image {i}", file=f"{i:06d}.png") for i in range(n)]
     (tmp_path / "genbatch.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
 
     browser, expect = browser
