@@ -382,7 +382,10 @@ def main(argv: list[str] | None = None) -> None:
         vae = train_vae(cfg, rng, args.device)
 
     # 3. latent cache
-    images, captions, specs = sd.batch(rng, cfg["diffusion"]["cache_size"])
+    # say_background: the share of captions that name the background (1.0 draws nothing
+    # extra from rng, so earlier runs repeat exactly)
+    images, captions, specs = sd.batch(rng, cfg["diffusion"]["cache_size"],
+                                       say_background=cfg["diffusion"].get("say_background", 1.0))
     latents = encode(vae, images, args.device)
     scale = 1.0 / latents.std().item()
     vae.register_to_config(scaling_factor=scale)
