@@ -53,23 +53,27 @@ def iter_records(out: Path) -> Iterator[dict[str, Any]]:
 
 
 def read_ledger(out: Path) -> list[dict[str, Any]]:
-    """The latest record per key, in order of first appearance, less those whose image
-    was overwritten since (without_overwritten)."""
-    records = list(iter_records(out))
-    latest: dict[str, dict[str, Any]] = {}
+    """The ledger's current records (current_records)."""
+    return current_records(list(iter_records(out)))
+
+
+def current_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The latest record per job key, in order of first appearance (a record without a
+    key, which genbatch does not write, goes by its manifest line), less the done records
+    whose image file a later done record of another key wrote over: a rerun into the same
+    folder with another model or other parameters gives a row the same file name under a
+    new job key, and the file on disk is then the new job's alone."""
+    latest: dict[object, dict[str, Any]] = {}
+    owner: dict[str, object] = {}
     for record in records:
-        latest[record["key"]] = record
-    return without_overwritten(list(latest.values()), records)
-
-
-def without_overwritten(latest: list[dict[str, Any]], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``latest`` less the done records whose image file a later done record of another
-    key wrote over. A rerun into the same folder with another model or other parameters
-    gives the same row the same file name but a new job key; the file on disk is then the
-    new job's, and the old record no longer describes it (nor is its job done)."""
-    owner = {r["file"]: r.get("key") for r in records if r.get("status") == "done" and r.get("file")}
-    return [r for r in latest
-            if r.get("status") != "done" or not r.get("file") or owner.get(r["file"]) == r.get("key")]
+        key = record.get("key")
+        if key is None:
+            key = ("row", record.get("manifest"), record.get("line"), record.get("row"))
+        latest[key] = record
+        if record.get("status") == "done" and record.get("file"):
+            owner[record["file"]] = key
+    return [r for key, r in latest.items()
+            if r.get("status") != "done" or not r.get("file") or owner[r["file"]] == key]
 
 
 def done_records(out: Path) -> dict[str, dict[str, Any]]:

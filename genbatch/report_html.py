@@ -32,7 +32,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .ledger import iter_records, without_overwritten
+from .ledger import current_records, iter_records
 from .writer import write_atomic
 
 
@@ -112,12 +112,11 @@ class Folder:
 
 
 def load_folder(out: Path) -> Folder:
-    """Read ``out``: latest record per key (less those whose image was overwritten since),
-    sorted into cards, missing, failed and skipped."""
+    """Read ``out``: its current records (ledger.current_records), sorted into cards,
+    missing, failed and skipped."""
     out = Path(out)
     records = list(iter_records(out))
-    folder = Folder(records=without_overwritten(_latest_by_key(records), records), run=_read_run(out),
-                    n_records=len(records))
+    folder = Folder(records=current_records(records), run=_read_run(out), n_records=len(records))
     root = os.fspath(out)
     for record in folder.records:
         status = record.get("status")
@@ -147,18 +146,6 @@ def _mtime_ns(path: str) -> int | None:
     except (OSError, ValueError):
         return None
     return st.st_mtime_ns if stat.S_ISREG(st.st_mode) else None
-
-
-def _latest_by_key(records: list[dict]) -> list[dict]:
-    """One record per key, the latest one; skipped rows without a key go by manifest line."""
-    latest: dict[object, dict] = {}
-    for record in records:
-        key = record.get("key")
-        if key is None:
-            key = ("row", record.get("manifest"), record.get("line"), record.get("row"))
-        latest.pop(key, None)  # re-insert so the dict keeps the order of the latest records
-        latest[key] = record
-    return list(latest.values())
 
 
 def _job_order(record: dict) -> tuple:
