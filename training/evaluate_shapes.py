@@ -162,13 +162,14 @@ def shape_sweep(pipe, n_seeds: int, steps: int, guidance: float) -> dict[str, di
     largest object's; "none" when it found no object). A model that follows the shape
     word fills the diagonal; one whose geometry comes from the seed gives every row the
     same counts."""
+    prompts = [f"a large red {shape} on a white background" for shape in sd.SHAPES for _ in range(n_seeds)]
+    images = generate(pipe, prompts, list(range(n_seeds)) * len(sd.SHAPES), steps, guidance)
+    seen = [max(blobs, key=lambda b: b.area).shape if (blobs := ck.analyse(im)[1]) else "none"
+            for im in images]
     out = {}
-    for shape in sd.SHAPES:
-        images = generate(pipe, [f"a large red {shape} on a white background"] * n_seeds,
-                          list(range(n_seeds)), steps, guidance)
-        seen = [max(blobs, key=lambda b: b.area).shape if (blobs := ck.analyse(im)[1]) else "none"
-                for im in images]
-        out[shape] = {s: seen.count(s) for s in (*sd.SHAPES, "none") if seen.count(s)}
+    for i, shape in enumerate(sd.SHAPES):
+        row = seen[i * n_seeds:(i + 1) * n_seeds]
+        out[shape] = {s: row.count(s) for s in (*sd.SHAPES, "none") if row.count(s)}
     return out
 
 

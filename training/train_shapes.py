@@ -10,8 +10,8 @@ Steps:
   3. Render a fixed cache of training scenes and encode them to latents.
   4. Train a CLIPTextModel and a UNet2DConditionModel together (v-prediction on a cosine
      schedule, low-noise steps capped as min-SNR does, object pixels weighted up, caption
-     dropout to "" for classifier-free guidance, EMA), scoring the EMA weights on held-out captions every
-     `diffusion.eval_every` steps.
+     dropout to "" for classifier-free guidance, EMA), scoring the EMA weights on
+     held-out captions every `diffusion.eval_every` steps.
   5. Save a StableDiffusionPipeline folder (safetensors) with a DPM-Solver++ scheduler
      and genbatch.json (the runner's defaults).
 
