@@ -23,6 +23,7 @@ import math
 import os
 import re
 import stat
+import time
 import urllib.parse
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -62,11 +63,15 @@ def write_html_report(out: Path, *, thumbs: bool = True) -> Path:
     cards show an existing thumbnail or else the image itself (lazily loaded).
     """
     out = Path(out)
+    started_ns = time.time_ns()
     with _gc_paused():
         # 1. Read the folder: latest ledger record per key, and run.json if there is one.
         folder = load_folder(out)
-        # 2. Thumbnails for the cards (made only when missing or older than the image).
+        # 2. Thumbnails for the cards (made only when missing or older than the image);
+        #    those of images no current record shows any more are removed.
         thumb_urls = _thumbnails(out, folder, make=thumbs)
+        if thumbs:
+            _remove_stale_thumbnails(out / THUMBS_DIR, folder, older_than_ns=started_ns)
         # 3. Summary, charts and the data blob, then the page.
         page = _render_page(out, folder, thumb_urls)
     # 4. Write atomically: a temp file in OUT, then os.replace.
@@ -195,6 +200,21 @@ def _thumbnails(out: Path, folder: Folder, *, make: bool) -> list[str]:
                 if ok:
                     urls[position] = f"{THUMBS_DIR}/{thumb.name}"
     return urls
+
+
+def _remove_stale_thumbnails(thumb_dir: Path, folder: Folder, *, older_than_ns: int) -> None:
+    """Delete the thumbnails of records that are no longer current (a rerun with other
+    parameters gives the images new keys), so the folder does not grow with every rerun.
+
+    Only files older than this report's start go: a report written at the same time
+    from a longer ledger may just have made a thumbnail this one does not know."""
+    keep = {_thumb_name(card) for card in folder.cards}
+    with os.scandir(thumb_dir) as entries:
+        for entry in entries:
+            if entry.name.endswith(".webp") and entry.name not in keep:
+                with contextlib.suppress(OSError):
+                    if entry.stat().st_mtime_ns < older_than_ns:
+                        os.unlink(entry.path)
 
 
 def _thumb_name(card: dict) -> str:

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -150,6 +151,29 @@ def test_thumbnails_are_small_webp_made_only_when_missing_or_stale(out: Path):
     write_html_report(out)  # that image is newer than its thumbnail: only it is remade
     after = {t.name: t.stat().st_mtime_ns for t in thumbs}
     assert [name for name in after if after[name] != before[name]] == ["a0000000000000000001.webp"]
+
+
+def test_thumbnails_of_images_no_longer_shown_are_removed(out: Path):
+    write_html_report(out)
+    old = out / THUMBS_DIR / "a0000000000000000001.webp"
+    assert old.exists()
+    past = old.stat().st_mtime_ns - 5_000_000_000
+    os.utime(old, ns=(past, past))
+    # a rerun with other parameters wrote the same file under a new key
+    rerun = _done(out, "d0000000000000000001", 1, "a blue square", file="000002-a0000000000000000001.png")
+    with open(out / "genbatch.jsonl", "a", encoding="utf-8") as handle:
+        handle.write("\n" + json.dumps(rerun) + "\n")
+    future = time.time_ns() + 60_000_000_000
+    fresh = out / THUMBS_DIR / "e0000000000000000000.webp"  # another report is writing this now
+    fresh.write_bytes(b"")
+    os.utime(fresh, ns=(future, future))
+
+    write_html_report(out)
+
+    names = sorted(t.name for t in (out / THUMBS_DIR).glob("*.webp"))
+    assert "a0000000000000000001.webp" not in names
+    assert "d0000000000000000001.webp" in names and "e0000000000000000000.webp" in names
+    assert len(names) == 8
 
 
 def test_without_thumbnails_cards_show_the_images(out: Path):
