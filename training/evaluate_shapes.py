@@ -161,12 +161,12 @@ def noise_spread(pipe, n_prompts: int, n_seeds: int) -> float:
     return statistics.mean(spreads)
 
 
-def shape_sweep(pipe, n_seeds: int, steps: int, guidance: float) -> dict[str, dict[str, int]]:
+def shape_sweep(pipe, n_seeds: int, steps: int, guidance: float) -> tuple[dict[str, dict[str, int]], np.ndarray]:
     """`a large red {shape} on a white background` for every shape word and the same
     n_seeds seeds: for each asked shape, how often the checker saw each shape (its
     largest object's; "none" when it found no object). A model that follows the shape
     word fills the diagonal; one whose geometry comes from the seed gives every row the
-    same counts."""
+    same counts. Also returns the images, a row per shape word."""
     prompts = [f"a large red {shape} on a white background" for shape in sd.SHAPES for _ in range(n_seeds)]
     images = generate(pipe, prompts, list(range(n_seeds)) * len(sd.SHAPES), steps, guidance)
     seen = [max(blobs, key=lambda b: b.area).shape if (blobs := ck.analyse(im)[1]) else "none"
@@ -175,7 +175,7 @@ def shape_sweep(pipe, n_seeds: int, steps: int, guidance: float) -> dict[str, di
     for i, shape in enumerate(sd.SHAPES):
         row = seen[i * n_seeds:(i + 1) * n_seeds]
         out[shape] = {s: row.count(s) for s in (*sd.SHAPES, "none") if row.count(s)}
-    return out
+    return out, images
 
 
 def mean_pairwise(images: np.ndarray) -> float:
@@ -216,8 +216,9 @@ def contact_sheet(images: np.ndarray, path: Path, cols: int = 16, scale: int = 2
     for i, im in enumerate(images):
         r, c = divmod(i, cols)
         sheet[r * (h + 2):r * (h + 2) + h, c * (w + 2):c * (w + 2) + w] = im
+    # 64 palette colours: the scenes are flat colours, and the sheets are small enough to commit
     Image.fromarray(sheet).resize((sheet.shape[1] * scale, sheet.shape[0] * scale),
-                                  Image.NEAREST).save(path)
+                                  Image.NEAREST).quantize(64).save(path, optimize=True)
 
 
 def fmt(summary: dict) -> str:
@@ -270,7 +271,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--shape-sweep", type=int, default=0, metavar="SEEDS",
                     help="also draw one large red object of every shape with these many seeds "
                          "and print what the checker saw")
-    ap.add_argument("--sheet", type=Path, help="write a contact sheet of the first 64 images")
+    ap.add_argument("--sheet", type=Path, help="write a contact sheet of the first 64 images "
+                    "(and one of the shape sweep, NAME-shape-sweep.png)")
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("--markdown", type=Path, help="write the figures as a Markdown table here")
     args = ap.parse_args(argv)
@@ -308,8 +310,11 @@ def main(argv: list[str] | None = None) -> None:
               f"{noise_spread(pipe, args.div_prompts or 16, args.div_seeds):.3f}")
     if args.shape_sweep:
         d = results[0]
-        for asked, seen in shape_sweep(pipe, args.shape_sweep, d["steps"], d["guidance_scale"]).items():
+        counts, images = shape_sweep(pipe, args.shape_sweep, d["steps"], d["guidance_scale"])
+        for asked, seen in counts.items():
             print(f"asked for a large red {asked}, saw: {seen}")
+        if args.sheet:
+            contact_sheet(images, args.sheet.with_name(f"{args.sheet.stem}-shape-sweep.png"), cols=args.shape_sweep)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     if args.markdown:
