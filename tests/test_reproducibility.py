@@ -86,5 +86,5 @@ def test_limit_and_shard_from_the_cli(tmp_path):
     assert shard_keys == set(everything)
     genbatch("run", manifest, "--out", tmp_path / "lim", "--limit", "2", *FAST)
     limited = ledger(tmp_path / "lim")
-    assert [r["index"] for r in limited] == [0, 1]
+    assert sorted(r["index"] for r in limited) == [0, 1]  # ledger lines come in the order writes finish
     assert all(everything[r["key"]]["file"] == r["file"] for r in limited)
