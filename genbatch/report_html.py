@@ -204,14 +204,16 @@ def _thumbnails(out: Path, folder: Folder, *, make: bool) -> list[str]:
 
 def _remove_stale_thumbnails(thumb_dir: Path, folder: Folder, *, older_than_ns: int) -> None:
     """Delete the thumbnails of records that are no longer current (a rerun with other
-    parameters gives the images new keys), so the folder does not grow with every rerun.
+    parameters gives the images new keys), so the folder does not grow with every rerun,
+    and the temp files of a report that was killed while making thumbnails.
 
     Only files older than this report's start go: a report written at the same time
     from a longer ledger may just have made a thumbnail this one does not know."""
     keep = {_thumb_name(card) for card in folder.cards}
     with os.scandir(thumb_dir) as entries:
         for entry in entries:
-            if entry.name.endswith(".webp") and entry.name not in keep:
+            stale = entry.name.endswith(".webp") and entry.name not in keep
+            if stale or ".webp.tmp-" in entry.name:
                 with contextlib.suppress(OSError):
                     if entry.stat().st_mtime_ns < older_than_ns:
                         os.unlink(entry.path)

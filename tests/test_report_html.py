@@ -153,7 +153,7 @@ def test_thumbnails_are_small_webp_made_only_when_missing_or_stale(out: Path):
     assert [name for name in after if after[name] != before[name]] == ["a0000000000000000001.webp"]
 
 
-def test_thumbnails_of_images_no_longer_shown_are_removed(out: Path):
+def test_thumbnails_of_images_no_longer_shown_and_temp_files_of_a_killed_report_are_removed(out: Path):
     write_html_report(out)
     old = out / THUMBS_DIR / "a0000000000000000001.webp"
     assert old.exists()
@@ -163,6 +163,9 @@ def test_thumbnails_of_images_no_longer_shown_are_removed(out: Path):
     rerun = _done(out, "d0000000000000000001", 1, "a blue square", file="000002-a0000000000000000001.png")
     with open(out / "genbatch.jsonl", "a", encoding="utf-8") as handle:
         handle.write("\n" + json.dumps(rerun) + "\n")
+    torn = out / THUMBS_DIR / "a0000000000000000002.webp.tmp-4242-1"  # a report killed mid-write
+    torn.write_bytes(b"RIFF")
+    os.utime(torn, ns=(past, past))
     future = time.time_ns() + 60_000_000_000
     fresh = out / THUMBS_DIR / "e0000000000000000000.webp"  # another report is writing this now
     fresh.write_bytes(b"")
@@ -174,6 +177,7 @@ def test_thumbnails_of_images_no_longer_shown_are_removed(out: Path):
     assert "a0000000000000000001.webp" not in names
     assert "d0000000000000000001.webp" in names and "e0000000000000000000.webp" in names
     assert len(names) == 8
+    assert not torn.exists()
 
 
 def test_without_thumbnails_cards_show_the_images(out: Path):
