@@ -226,23 +226,27 @@ def fmt(summary: dict) -> str:
                      if v["accuracy"] is not None)
 
 
+def _cells(summary: dict, cats: tuple[str, ...]) -> str:
+    """Accuracy per category as Markdown cells ("–" where no image asks for it)."""
+    return " | ".join(f"{summary[c]['accuracy']:.1%}" if summary[c]["accuracy"] is not None else "–"
+                      for c in cats)
+
+
 def markdown(results: list[dict]) -> str:
     """The figures as a Markdown table (one row per steps/guidance setting)."""
     cats = ("color", "shape", "relation", "count", "background", "size")
     head = "| steps | guidance | " + " | ".join(cats) + " | diversity (model / data) | s/image, batch 16 |"
     lines = [head, "|" + " --- |" * (len(cats) + 4)]
     for r in results:
-        acc = [f"{r['adherence'][c]['accuracy']:.1%}" for c in cats]
         div = r.get("diversity")
         div = f"{div['model']:.3f} / {div['data']:.3f}" if div else "–"
         sp = r.get("seconds_per_image_batch16")
-        lines.append(f"| {r['steps']} | {r['guidance_scale']} | " + " | ".join(acc) +
+        lines.append(f"| {r['steps']} | {r['guidance_scale']} | {_cells(r['adherence'], cats)}"
                      f" | {div} | {f'{sp:.3f}' if sp else '–'} |")
     first = results[0]
     for key, title in (("vae_ceiling", "VAE ceiling (ground truth through the autoencoder)"),
                        ("checker_on_ground_truth", "checker on the ground-truth renders")):
-        lines.append(f"| {title} | | " + " | ".join(
-            f"{first[key][c]['accuracy']:.1%}" for c in cats) + " | | |")
+        lines.append(f"| {title} | | {_cells(first[key], cats)} | | |")
     n = {c: first["adherence"][c]["n"] for c in cats}
     lines.append("")
     lines.append("Images per category: " + ", ".join(f"{c} {v}" for c, v in n.items()) + ".")
@@ -250,8 +254,7 @@ def markdown(results: list[dict]) -> str:
               f"guidance {first['guidance_scale']}):", "",
               "| background phrase | n | " + " | ".join(cats) + " |", "|" + " --- |" * (len(cats) + 2)]
     for form, summary in first["adherence_by_background_phrase"].items():
-        acc = [f"{summary[c]['accuracy']:.1%}" if summary[c]["accuracy"] is not None else "–" for c in cats]
-        lines.append(f"| {form} | {summary['color']['n']} | " + " | ".join(acc) + " |")
+        lines.append(f"| {form} | {summary['color']['n']} | {_cells(summary, cats)} |")
     return "\n".join(lines) + "\n"
 
 
