@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .ledger import read_ledger
+from .ledger import current_records, iter_records
 from .writer import write_atomic
 
 TABLE_COLUMNS = [
@@ -43,14 +43,18 @@ def write_json(path: Path, data: Any) -> None:
     write_atomic(path, (json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n").encode())
 
 
-def write_tables(out: Path) -> list[Path]:
+def write_tables(out: Path, records: list[dict[str, Any]] | None = None) -> list[Path]:
     """report.csv and report.parquet, one row per job key; ``fields`` (the manifest's own
-    columns, of any type) is kept as a JSON string so both formats stay loadable."""
+    columns, of any type) is kept as a JSON string so both formats stay loadable.
+
+    ``records``: the ledger's records as ``ledger.iter_records`` reads them, when the caller
+    has them already (the end of a run reads the ledger once for the tables and the page)."""
     import pandas as pd
 
-    records = read_ledger(out)
+    if records is None:
+        records = list(iter_records(out))
     rows = []
-    for record in records:
+    for record in current_records(records):
         row = {column: record.get(column) for column in TABLE_COLUMNS}
         row["fields"] = json.dumps(record.get("fields") or {}, ensure_ascii=False, default=str)
         rows.append(row)

@@ -56,17 +56,18 @@ SKIPPED_COLS = ("line", "manifest", "id", "prompt", "error")
 MISSING_COLS = ("index", "file", "prompt", "seed")
 
 
-def write_html_report(out: Path, *, thumbs: bool = True) -> Path:
+def write_html_report(out: Path, *, thumbs: bool = True, records: list[dict] | None = None) -> Path:
     """Write ``OUT/report.html`` from the ledger in ``out`` and return its path.
 
     With ``thumbs`` (the default) missing or stale thumbnails are made first; without,
     cards show an existing thumbnail or else the image itself (lazily loaded).
+    ``records``: the ledger as ``ledger.iter_records`` reads it, if the caller has it.
     """
     out = Path(out)
     started_ns = time.time_ns()
     with _gc_paused():
         # 1. Read the folder: latest ledger record per key, and run.json if there is one.
-        folder = load_folder(out)
+        folder = load_folder(out, records)
         # 2. Thumbnails for the cards (made only when missing or older than the image);
         #    those of images no current record shows any more are removed.
         thumb_urls = _thumbnails(out, folder, make=thumbs)
@@ -116,11 +117,13 @@ class Folder:
     image_mtimes: dict[str, int] = field(default_factory=dict)  # file -> st_mtime_ns
 
 
-def load_folder(out: Path) -> Folder:
+def load_folder(out: Path, records: list[dict] | None = None) -> Folder:
     """Read ``out``: its current records (ledger.current_records), sorted into cards,
-    missing, failed and skipped."""
+    missing, failed and skipped. ``records``: the ledger as ``iter_records`` reads it,
+    when the caller has read it already."""
     out = Path(out)
-    records = list(iter_records(out))
+    if records is None:
+        records = list(iter_records(out))
     folder = Folder(records=current_records(records), run=_read_run(out), n_records=len(records))
     root = os.fspath(out)
     for record in folder.records:

@@ -21,7 +21,7 @@ from filelock import FileLock, Timeout
 from .backends import get_backend
 from .errors import (EXIT_FAILED_JOBS, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, GenbatchError, LockedError,
                      ManifestError, ModelError)
-from .ledger import Ledger, done_records
+from .ledger import Ledger, done_records, iter_records
 from .manifest import Manifest, read_manifest
 from .models import ModelRef, resolve_model
 from .plan import Defaults, Job, Plan, Target, assign_file_names, expand_jobs, make_batches, select
@@ -339,9 +339,10 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan, device: str
         "skipped": [{"line": s.line, "prompt": s.prompt, "reasons": s.reasons} for s in manifest.skipped],
     }
     write_json(out / "run.json", summary)
-    write_tables(out)
+    records = list(iter_records(out))  # read once for the tables and the page
+    write_tables(out, records)
     if options.html_report:
-        _write_html(out, say)
+        _write_html(out, say, records)
     return RunResult(exit_code, summary, plan, pending, manifest.warnings)
 
 
@@ -352,13 +353,13 @@ def _load(backend: Any, model: ModelRef, device: str, dtype: str, options: RunOp
     return backend.load(model, **kwargs)
 
 
-def _write_html(out: Path, say: Callable[[str], None]) -> None:
+def _write_html(out: Path, say: Callable[[str], None], records: list[dict[str, Any]]) -> None:
     try:
         from .report_html import write_html_report
     except ImportError:
         return
     try:
-        write_html_report(out)
+        write_html_report(out, records=records)
     except Exception as err:  # the images and ledger are safe; a report problem must not fail the run
         say(f"warning: could not write report.html: {err}")
 
