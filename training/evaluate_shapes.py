@@ -20,6 +20,9 @@
    says how much of a layout it reads into the noise.
 5. With --shape-sweep: one large red object of each shape for the same seeds, and the
    shapes the checker saw (does the shape word or the seed decide the geometry?).
+6. With --caption-swap: large single objects noised to each given step and denoised
+   in one step with their caption and with the shape word swapped (caption_swap): does
+   the shape of the prediction follow the noisy latents or the word?
 """
 
 from __future__ import annotations
@@ -63,24 +66,25 @@ def to_uint8(decoded: torch.Tensor) -> np.ndarray:
 
 
 def generate(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: float,
-             size: int = 64, batch_size: int = 16) -> np.ndarray:
-    """uint8 images (n, size, size, 3), batch by batch."""
+             size: int = 64, batch_size: int = 16, timesteps: list[int] | None = None) -> np.ndarray:
+    """uint8 images (n, size, size, 3), batch by batch; `timesteps` (experiments) replaces
+    the scheduler's own spacing of `steps`."""
     out = []
+    when = {"timesteps": timesteps} if timesteps else {"num_inference_steps": steps}
     for i in range(0, len(prompts), batch_size):
         p, s = prompts[i:i + batch_size], seeds[i:i + batch_size]
         f = pipe.vae_scale_factor  # genbatch's own per-image latents, as a run draws them
         lat = initial_latents(s, pipe.unet.config.in_channels, size // f, size // f).to(pipe.device)
-        images = pipe(prompt=p, negative_prompt=[""] * len(p), num_inference_steps=steps,
-                      guidance_scale=guidance, latents=lat, height=size, width=size,
-                      output_type="np").images
+        images = pipe(prompt=p, negative_prompt=[""] * len(p), guidance_scale=guidance, latents=lat,
+                      height=size, width=size, output_type="np", **when).images
         out.append((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
     return np.concatenate(out)
 
 
-def adherence(pipe, n: int, steps: int, guidance: float) -> dict:
+def adherence(pipe, n: int, steps: int, guidance: float, timesteps: list[int] | None = None) -> dict:
     pairs = sd.heldout_set(n)
     specs, prompts = [p[0] for p in pairs], [p[1] for p in pairs]
-    images = generate(pipe, prompts, list(range(n)), steps, guidance)
+    images = generate(pipe, prompts, list(range(n)), steps, guidance, timesteps=timesteps)
     scores = [ck.score(im, s) for im, s in zip(images, specs)]
     truth = [ck.score(sd.render(s), s) for s in specs]
     # one held-out caption in five leaves the background out: a form the model may have
@@ -116,19 +120,63 @@ def denoising_profile(pipe, n: int, timesteps: list[int], batch_size: int = 32) 
     to each step t, the UNet predicts the clean latents in one step (with the caption,
     no guidance), and the decoded prediction is scored. High scores at t mean the model
     keeps what the noisy latents still hold there; low ones, that it cannot yet make it."""
-    vae = pipe.vae
     noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
     specs, prompts, x0 = encoded_truth(pipe, n)
-    x0 = x0 * vae.config.scaling_factor
     cond = pipe.encode_prompt(prompts, pipe.device, 1, False)[0]
-    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)).to(pipe.device)
     out = {}
     for t in timesteps:
-        xt = noise_sched.add_noise(x0, noise, torch.full((n,), t, device=pipe.device))
-        clean = predict_clean(pipe, noise_sched, xt, t, cond, batch_size)
-        images = to_uint8(vae.decode(clean / vae.config.scaling_factor).sample)
+        images = one_step_images(pipe, noise_sched, x0, t, cond, batch_size)
         out[t] = {"alpha_bar": float(noise_sched.alphas_cumprod[t]),
                   **ck.summarize([ck.score(im, sp) for im, sp in zip(images, specs)])}
+    return out
+
+
+def one_step_images(pipe, noise_sched: DDPMScheduler, x0: torch.Tensor, t: int, cond: torch.Tensor,
+                    batch_size: int = 32) -> np.ndarray:
+    """Latents x0 (unscaled VAE means) noised to step t (fixed noise), denoised by the UNet
+    in one step with `cond`, decoded."""
+    vae = pipe.vae
+    x0 = x0 * vae.config.scaling_factor
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)).to(pipe.device)
+    xt = noise_sched.add_noise(x0, noise, torch.full((len(x0),), t, device=pipe.device))
+    clean = predict_clean(pipe, noise_sched, xt, t, cond, batch_size)
+    return to_uint8(vae.decode(clean / vae.config.scaling_factor).sample)
+
+
+@torch.no_grad()
+def caption_swap(pipe, n: int, timesteps: list[int]) -> dict[int, dict[str, float]]:
+    """Does the UNet take an object's shape from the caption or from the noisy latents?
+    n scenes of one large object (the five shapes in turn), noised to each step t and
+    denoised in one step twice: with their own caption, and with one whose shape word
+    names another shape. For each, the share of predictions that show the scene's own
+    shape, and (swapped caption) the share that show the swapped word's shape."""
+    rng = random.Random(5)
+    specs, swapped = [], []
+    for i in range(n):
+        shape = sd.SHAPES[i % len(sd.SHAPES)]
+        other = rng.choice([s for s in sd.SHAPES if s != shape])
+        bg = rng.choice(list(sd.COLORS))
+        color = rng.choice([c for c in sd.COLORS if c != bg])
+        side = sd.SIZES["large"]
+        obj = {"color": color, "shape": shape, "size": "large", "box": [*sd._place(rng, side), side]}
+        spec = {"kind": "single", "background": bg, "objects": [obj], "relation": None, "count": None}
+        specs.append(spec)
+        swapped.append({**spec, "objects": [{**obj, "shape": other}]})
+    x0 = pipe.vae.encode(to_tensor(np.stack([sd.render(s) for s in specs])).to(pipe.device)).latent_dist.mean
+    noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
+
+    def shares(images, against):
+        return float(np.mean([ck.score(im, sp)["shape"] for im, sp in zip(images, against)]))
+
+    out = {}
+    for t in timesteps:
+        own, other = (one_step_images(pipe, noise_sched, x0, t,
+                                      pipe.encode_prompt([sd.caption(s) for s in ss], pipe.device, 1, False)[0])
+                      for ss in (specs, swapped))
+        out[t] = {"alpha_bar": float(noise_sched.alphas_cumprod[t]),
+                  "own_caption_own_shape": shares(own, specs),
+                  "swapped_caption_own_shape": shares(other, specs),
+                  "swapped_caption_swapped_shape": shares(other, swapped)}
     return out
 
 
@@ -274,6 +322,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--shape-sweep", type=int, default=0, metavar="SEEDS",
                     help="also draw one large red object of every shape with these many seeds "
                          "and print what the checker saw")
+    ap.add_argument("--caption-swap", type=int, nargs="*", default=[], metavar="T",
+                    help="also print, at these timesteps, whether one-step predictions take "
+                         "their shape from the noisy latents or from a swapped shape word")
     ap.add_argument("--sheet", type=Path, help="write a contact sheet of the first 64 images "
                     "(and one of the shape sweep, NAME-shape-sweep.png)")
     ap.add_argument("--json", type=Path, help="write the figures here")
@@ -318,6 +369,11 @@ def main(argv: list[str] | None = None) -> None:
             print(f"asked for a large red {asked}, saw: {seen}")
         if args.sheet:
             contact_sheet(images, args.sheet.with_name(f"{args.sheet.stem}-shape-sweep.png"), cols=args.shape_sweep)
+    swaps = caption_swap(pipe, 200, args.caption_swap) if args.caption_swap else {}
+    for t, r in swaps.items():
+        print(f"caption swap at t={t} (alpha_bar {r['alpha_bar']:.3f}): own caption, own shape "
+              f"{r['own_caption_own_shape']:.0%}; swapped caption, own shape {r['swapped_caption_own_shape']:.0%}, "
+              f"swapped shape {r['swapped_caption_swapped_shape']:.0%}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     if args.markdown:
