@@ -168,11 +168,10 @@ def caption_swap(pipe, n: int, timesteps: list[int]) -> dict[int, dict[str, floa
     def shares(images, against):
         return float(np.mean([ck.score(im, sp)["shape"] for im, sp in zip(images, against)]))
 
+    conds = [pipe.encode_prompt([sd.caption(s) for s in ss], pipe.device, 1, False)[0] for ss in (specs, swapped)]
     out = {}
     for t in timesteps:
-        own, other = (one_step_images(pipe, noise_sched, x0, t,
-                                      pipe.encode_prompt([sd.caption(s) for s in ss], pipe.device, 1, False)[0])
-                      for ss in (specs, swapped))
+        own, other = (one_step_images(pipe, noise_sched, x0, t, cond) for cond in conds)
         out[t] = {"alpha_bar": float(noise_sched.alphas_cumprod[t]),
                   "own_caption_own_shape": shares(own, specs),
                   "swapped_caption_own_shape": shares(other, specs),
