@@ -157,11 +157,9 @@ def caption_swap(pipe, n: int, timesteps: list[int]) -> dict[int, dict[str, floa
         other = rng.choice([s for s in sd.SHAPES if s != shape])
         bg = rng.choice(list(sd.COLORS))
         color = rng.choice([c for c in sd.COLORS if c != bg])
-        side = sd.SIZES["large"]
-        obj = {"color": color, "shape": shape, "size": "large", "box": [*sd._place(rng, side), side]}
-        spec = {"kind": "single", "background": bg, "objects": [obj], "relation": None, "count": None}
-        specs.append(spec)
-        swapped.append({**spec, "objects": [{**obj, "shape": other}]})
+        box = [*sd.place(rng, side := sd.SIZES["large"]), side]
+        specs.append(sd.single_spec(bg, color, shape, "large", box))
+        swapped.append(sd.single_spec(bg, color, other, "large", box))
     x0 = pipe.vae.encode(to_tensor(np.stack([sd.render(s) for s in specs])).to(pipe.device)).latent_dist.mean
     noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
 

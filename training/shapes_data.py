@@ -176,7 +176,8 @@ def parse_caption(text: str) -> dict | None:
 
 # --------------------------------------------------------------------------- scenes
 
-def _place(rng: random.Random, side: int) -> tuple[int, int]:
+def place(rng: random.Random, side: int) -> tuple[int, int]:
+    """A random top-left corner for a box of this side, clear of the border."""
     hi = IMAGE_SIZE - BORDER - side
     return rng.randint(BORDER, hi), rng.randint(BORDER, hi)
 
@@ -193,7 +194,7 @@ def _jitter(rng: random.Random, size: str) -> int:
 
 def _relation_boxes(rng: random.Random, sizes: list[str], rel: str) -> list[list[int]]:
     while True:
-        boxes = [[*_place(rng, s := _jitter(rng, z)), s] for z in sizes]
+        boxes = [[*place(rng, s := _jitter(rng, z)), s] for z in sizes]
         (ax, ay, s), (bx, by, t) = boxes
         dx = (bx + t / 2) - (ax + s / 2)
         dy = (by + t / 2) - (ay + s / 2)
@@ -205,7 +206,7 @@ def _relation_boxes(rng: random.Random, sizes: list[str], rel: str) -> list[list
 
 def _count_boxes(rng: random.Random, size: str, n: int) -> list[list[int]]:
     while True:
-        boxes = [[*_place(rng, s := _jitter(rng, size)), s] for _ in range(n)]
+        boxes = [[*place(rng, s := _jitter(rng, size)), s] for _ in range(n)]
         if all(_apart(boxes[i], boxes[j]) for i in range(n) for j in range(i + 1, n)):
             return boxes
 
@@ -216,7 +217,7 @@ def resample_layout(spec: dict, rng: random.Random) -> dict:
     objs = new["objects"]
     if spec["kind"] == "single":
         side = _jitter(rng, objs[0]["size"])
-        boxes = [[*_place(rng, side), side]]
+        boxes = [[*place(rng, side), side]]
     elif spec["kind"] == "relation":
         boxes = _relation_boxes(rng, [o["size"] for o in objs], spec["relation"])
     else:
@@ -226,6 +227,14 @@ def resample_layout(spec: dict, rng: random.Random) -> dict:
     return new
 
 
+def single_spec(background: str, color: str, shape: str, size: str, box: list[int],
+                say_size: bool = True) -> dict:
+    """The spec of one object (box: [x, y, side]) on a background."""
+    obj = {"color": color, "shape": shape, "size": size, "box": box}
+    return {"kind": "single", "background": background, "objects": [obj], "relation": None,
+            "count": None, "say_size": say_size}
+
+
 def _random_spec(rng: random.Random) -> dict:
     kind = rng.choices(KINDS, KIND_WEIGHTS)[0]
     bg = rng.choice(list(COLORS))
@@ -233,11 +242,9 @@ def _random_spec(rng: random.Random) -> dict:
     if kind == "single":
         size = rng.choice(list(SIZES))
         side = _jitter(rng, size)
-        x, y = _place(rng, side)
-        obj = {"color": rng.choice(fg), "shape": rng.choice(SHAPES), "size": size,
-               "box": [x, y, side]}
-        return {"kind": kind, "background": bg, "objects": [obj], "relation": None,
-                "count": None, "say_size": rng.random() < 0.8}
+        x, y = place(rng, side)
+        color, shape = rng.choice(fg), rng.choice(SHAPES)
+        return single_spec(bg, color, shape, size, [x, y, side], say_size=rng.random() < 0.8)
     if kind == "relation":
         ca, cb = rng.sample(fg, 2)
         rel = rng.choice(RELATIONS)
