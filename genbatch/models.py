@@ -161,7 +161,33 @@ def read_defaults(path: Path) -> dict[str, Any]:
         "description": "",
     }
     defaults.update({k: v for k, v in own.items() if v is not None})
+    if "timesteps" in own:
+        train_steps = read_json(path / "scheduler" / "scheduler_config.json").get("num_train_timesteps", 1000)
+        defaults["timesteps"] = read_timesteps(path / "genbatch.json", own["timesteps"], train_steps)
     return defaults
+
+
+def read_timesteps(source: Path, value: Any, train_steps: int) -> dict[int, tuple[int, ...]]:
+    """``"timesteps": {"10": [999, 960, ...]}`` in genbatch.json: the model's own steps at a
+    step count, used with its own scheduler.
+
+    A scheduler's config fixes one spacing for every step count; a model that samples best
+    with its steps elsewhere (bunched where layout is decided) lists them here instead."""
+    accepted = (f'expected {{"<steps>": [<steps> whole numbers, decreasing, each 0 to {train_steps - 1}]}}, '
+                'e.g. {"4": [999, 750, 500, 250]}')
+    if not isinstance(value, dict) or not value:
+        raise ModelError(f'{source}: "timesteps" is {json.dumps(value)}; {accepted}')
+    found: dict[int, tuple[int, ...]] = {}
+    for count, steps in value.items():
+        where = f'{source}: "timesteps" / "{count}"'
+        if not str(count).isdigit() or int(count) < 1:
+            raise ModelError(f"{where}: the key must be a step count (a whole number from 1); {accepted}")
+        if (not isinstance(steps, list) or len(steps) != int(count)
+                or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < train_steps for t in steps)
+                or any(a <= b for a, b in zip(steps, steps[1:]))):
+            raise ModelError(f"{where} is {json.dumps(steps)}; {accepted}")
+        found[int(count)] = tuple(steps)
+    return found
 
 
 def list_models() -> list[dict[str, Any]]:

@@ -66,12 +66,13 @@ class Job:
     backend: str
     dtype: str
     file: str = ""
+    timesteps: tuple[int, ...] | None = None  # the model's own steps (genbatch.json), else the scheduler's
 
     @property
     def group(self) -> tuple[Any, ...]:
         """Jobs with the same group can share a batch."""
         return (self.model.fingerprint, str(self.model.path), self.width, self.height, self.steps,
-                self.guidance_scale, self.scheduler)
+                self.guidance_scale, self.scheduler, self.timesteps)
 
     def params(self) -> dict[str, Any]:
         return {
@@ -83,6 +84,7 @@ class Job:
             "width": self.width,
             "height": self.height,
             "scheduler": self.scheduler,
+            **({"timesteps": list(self.timesteps)} if self.timesteps else {}),
         }
 
 
@@ -139,6 +141,9 @@ def expand_jobs(
         height = _first(row.height, defaults.height, md.get("height"))
         negative = row.negative_prompt if row.negative_prompt is not None else defaults.negative_prompt
         scheduler = target.scheduler or model.scheduler or "default"
+        # A model's own timesteps go with its own scheduler; --scheduler picks another's spacing too.
+        own_scheduler = scheduler in ("default", model.scheduler)
+        timesteps = md.get("timesteps", {}).get(int(steps)) if own_scheduler else None
         for k in range(count):
             seed = (base + k) % (MAX_SEED + 1)
             key = job_key(
@@ -154,11 +159,13 @@ def expand_jobs(
                     "scheduler": scheduler,
                     "dtype": target.dtype,
                     "backend": target.backend,
+                    # only when set, so that models without their own timesteps keep their keys
+                    **({"timesteps": list(timesteps)} if timesteps else {}),
                 }
             )
             jobs.append(
                 Job(len(jobs), key, row, k, row.prompt, negative, seed, int(steps), guidance, int(width),
-                    int(height), scheduler, model, target.backend, target.dtype)
+                    int(height), scheduler, model, target.backend, target.dtype, timesteps=timesteps)
             )
     return jobs
 

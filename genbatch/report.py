@@ -19,7 +19,7 @@ from .writer import write_atomic
 
 TABLE_COLUMNS = [
     "status", "key", "file", "index", "row", "line", "k", "id", "prompt", "negative_prompt", "seed", "steps",
-    "guidance_scale", "width", "height", "scheduler", "model", "model_fingerprint", "backend", "device", "dtype",
+    "guidance_scale", "width", "height", "scheduler", "timesteps", "model", "model_fingerprint", "backend", "device", "dtype",
     "batch_size", "seconds", "finished_at", "bytes", "sha256", "error", "run_id", "manifest",
 ]
 
@@ -57,6 +57,8 @@ def write_tables(out: Path, records: list[dict[str, Any]] | None = None) -> list
     for record in current_records(records):
         row = {column: record.get(column) for column in TABLE_COLUMNS}
         row["fields"] = json.dumps(record.get("fields") or {}, ensure_ascii=False, default=str)
+        if row["timesteps"]:  # a model's own list (genbatch.json), as one cell of numbers
+            row["timesteps"] = " ".join(map(str, row["timesteps"]))
         rows.append(row)
     frame = pd.DataFrame(rows, columns=TABLE_COLUMNS + ["fields"])
     for column in ("index", "row", "line", "k", "steps", "width", "height", "batch_size", "bytes"):

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import GenbatchError, ModelError
 from ..latents import initial_latents
-from ..models import ModelRef, genbatch_home, read_json
+from ..models import ModelRef, genbatch_home, read_defaults, read_json
 from .base import GeneratedImage, to_uint8
 
 PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -104,7 +104,7 @@ class OnnxGenerator:
 
     def __init__(self, path: Path, *, name: str | None = None, device: str = "cpu", dtype: str = "auto",
                  scheduler: str | None = None, providers: list[str] | None = None):
-        from .torch_backend import quiet_hf_libraries, swap_scheduler
+        from .torch_backend import check_own_timesteps, quiet_hf_libraries, swap_scheduler
 
         ort = onnxruntime()
         path = Path(path)
@@ -146,7 +146,9 @@ class OnnxGenerator:
             scheduler_cls = getattr(diffusers, config.get("_class_name", ""), None)
             if scheduler_cls is None:
                 raise ModelError(f"{path}/scheduler: unknown scheduler {config.get('_class_name')!r}")
-            self.scheduler = swap_scheduler(scheduler_cls.from_config(config), scheduler)
+            own = scheduler_cls.from_config(config)
+            check_own_timesteps(own, scheduler, read_defaults(path), path)
+            self.scheduler = swap_scheduler(own, scheduler)
         except GenbatchError:
             raise
         except Exception as err:
@@ -184,7 +186,7 @@ class OnnxGenerator:
             first = jobs[0]
             images = self.images([j.prompt for j in jobs], [j.negative_prompt for j in jobs], [j.seed for j in jobs],
                                  steps=first.steps, guidance_scale=first.guidance_scale, height=first.height,
-                                 width=first.width)
+                                 width=first.width, timesteps=first.timesteps)
         except Exception as err:  # a batch failed: retry alone so one bad job (or OOM) fails alone
             if len(jobs) == 1:
                 return [GeneratedImage(jobs[0], None, f"{type(err).__name__}: {err}")]
@@ -193,8 +195,10 @@ class OnnxGenerator:
         return [GeneratedImage(job, image, error) for job, image, error in zip(jobs, pixels, errors)]
 
     def images(self, prompts: list[str], negative_prompts: list[str], seeds: list[int], *, steps: int,
-               guidance_scale: float, height: int, width: int) -> np.ndarray:
-        """Float images in [0, 1], N x H x W x 3, as ``StableDiffusionPipeline`` makes them."""
+               guidance_scale: float, height: int, width: int,
+               timesteps: Sequence[int] | None = None) -> np.ndarray:
+        """Float images in [0, 1], N x H x W x 3, as ``StableDiffusionPipeline`` makes them
+        (``timesteps``: the model's own list, which replaces the scheduler's spacing of ``steps``)."""
         import torch
 
         guided = guidance_scale > 1.0
@@ -202,7 +206,10 @@ class OnnxGenerator:
         embeddings = self._encode(list(negative_prompts) + list(prompts) if guided else list(prompts))
         # 2. Timesteps and the per-image initial latents, scaled by the scheduler
         scheduler = self.scheduler
-        scheduler.set_timesteps(steps, device="cpu")
+        if timesteps:
+            scheduler.set_timesteps(timesteps=list(timesteps), device="cpu")
+        else:
+            scheduler.set_timesteps(steps, device="cpu")
         latents = initial_latents(seeds, self.in_channels, height // self.vae_scale_factor,
                                   width // self.vae_scale_factor) * scheduler.init_noise_sigma
         # 3. Per-image CPU generators for schedulers that draw noise at each step

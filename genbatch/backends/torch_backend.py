@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
+from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import GenbatchError, ModelError
@@ -95,6 +97,17 @@ def swap_scheduler(current: Any, name: str | None) -> Any:
     return cls.from_config(current.config)
 
 
+def check_own_timesteps(own: Any, name: str | None, defaults: dict[str, Any], path: Path) -> None:
+    """A model's own timesteps (genbatch.json) are used with its own scheduler (``own``, before
+    any --scheduler swap), which must then take a list of timesteps."""
+    if not defaults.get("timesteps") or name not in (None, "default", type(own).__name__):
+        return
+    if "timesteps" not in inspect.signature(own.set_timesteps).parameters:
+        raise ModelError(f'{path / "genbatch.json"}: "timesteps" needs a scheduler that takes a list of timesteps, '
+                         f"and {type(own).__name__} does not (DPMSolverMultistepScheduler, EulerDiscreteScheduler "
+                         "and DDPMScheduler do); change the scheduler or remove \"timesteps\"")
+
+
 class TorchGenerator:
     backend = "torch"
 
@@ -115,6 +128,7 @@ class TorchGenerator:
         if not hasattr(pipe, "unet") or not hasattr(pipe, "vae"):
             raise ModelError(f"{model.name}: {type(pipe).__name__} is not a text-to-image pipeline with a UNet "
                              "and a VAE, which the torch backend runs")
+        check_own_timesteps(pipe.scheduler, scheduler, model.defaults, model.path)
         pipe.scheduler = swap_scheduler(pipe.scheduler, scheduler)
         pipe.set_progress_bar_config(disable=True)
         pipe.to(device)
@@ -156,6 +170,7 @@ class TorchGenerator:
                 prompt=[j.prompt for j in jobs],
                 negative_prompt=[j.negative_prompt for j in jobs],
                 num_inference_steps=first.steps,
+                timesteps=list(first.timesteps) if first.timesteps else None,
                 guidance_scale=first.guidance_scale,
                 height=first.height,
                 width=first.width,
