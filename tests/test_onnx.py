@@ -201,7 +201,8 @@ def test_resolve_device_and_dtype() -> None:
 
 def test_the_default_model_exports_and_matches_torch(tmp_path: Path) -> None:
     """The shipped default model (v-prediction, DPM-Solver++, pooled text in the time
-    embedding) goes through export and the ONNX loop like any SD 1.x pipeline."""
+    embedding, its own timesteps) goes through export and the ONNX loop like any SD 1.x
+    pipeline."""
     from genbatch.models import default_model_name
 
     manifest = tmp_path / "p.csv"
@@ -217,5 +218,9 @@ def test_the_default_model_exports_and_matches_torch(tmp_path: Path) -> None:
         assert run.exit_code == 0, run.output
     on_torch, on_onnx = images(tmp_path / "t"), images(tmp_path / "o")
     assert sorted(on_torch) == sorted(on_onnx) and len(on_torch) == 2
+    own = json.loads((out / "genbatch.json").read_text())["timesteps"]
+    for folder in ("t", "o"):
+        records = [json.loads(line) for line in (tmp_path / folder / "genbatch.jsonl").read_text().splitlines()]
+        assert [r["timesteps"] for r in records] == [own["10"]] * 2
     for name in on_torch:
         assert np.abs(on_torch[name] - on_onnx[name]).max() <= 1, name

@@ -45,14 +45,23 @@ import shapes_data as sd  # noqa: E402
 
 from diffusers import DDPMScheduler, StableDiffusionPipeline  # noqa: E402
 from genbatch.latents import initial_latents  # noqa: E402
+from genbatch.models import read_defaults  # noqa: E402
 
 MODEL = Path(__file__).resolve().parent.parent / "genbatch" / "models" / "shapes"
 
 
 def load(model: Path, device: str = "cpu") -> tuple[StableDiffusionPipeline, dict]:
+    """The pipeline, and the defaults genbatch reads from its genbatch.json."""
     pipe = StableDiffusionPipeline.from_pretrained(model, local_files_only=True).to(device)
     pipe.set_progress_bar_config(disable=True)
-    return pipe, json.loads((model / "genbatch.json").read_text())
+    return pipe, read_defaults(model)
+
+
+def sampling(defaults: dict, steps: int) -> int | list[int]:
+    """What a genbatch run takes at `steps`: the model's own timesteps for that step count
+    (genbatch.json "timesteps"), else the step count for the scheduler to space."""
+    own = defaults.get("timesteps", {}).get(steps)
+    return list(own) if own else steps
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -65,12 +74,14 @@ def to_uint8(decoded: torch.Tensor) -> np.ndarray:
     return ((decoded.clamp(-1, 1).permute(0, 2, 3, 1).cpu().numpy() + 1) * 127.5).round().astype(np.uint8)
 
 
-def generate(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: float,
-             size: int = 64, batch_size: int = 16, timesteps: list[int] | None = None) -> np.ndarray:
-    """uint8 images (n, size, size, 3), batch by batch; `timesteps` (experiments) replaces
-    the scheduler's own spacing of `steps`."""
+Steps = int | list[int]  # a step count for the scheduler to space, or the timesteps themselves
+
+
+def generate(pipe, prompts: list[str], seeds: list[int], steps: Steps, guidance: float,
+             size: int = 64, batch_size: int = 16) -> np.ndarray:
+    """uint8 images (n, size, size, 3), batch by batch."""
     out = []
-    when = {"timesteps": timesteps} if timesteps else {"num_inference_steps": steps}
+    when = {"timesteps": steps} if isinstance(steps, list) else {"num_inference_steps": steps}
     for i in range(0, len(prompts), batch_size):
         p, s = prompts[i:i + batch_size], seeds[i:i + batch_size]
         f = pipe.vae_scale_factor  # genbatch's own per-image latents, as a run draws them
@@ -81,10 +92,10 @@ def generate(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: f
     return np.concatenate(out)
 
 
-def adherence(pipe, n: int, steps: int, guidance: float, timesteps: list[int] | None = None) -> dict:
+def adherence(pipe, n: int, steps: Steps, guidance: float) -> dict:
     pairs = sd.heldout_set(n)
     specs, prompts = [p[0] for p in pairs], [p[1] for p in pairs]
-    images = generate(pipe, prompts, list(range(n)), steps, guidance, timesteps=timesteps)
+    images = generate(pipe, prompts, list(range(n)), steps, guidance)
     scores = [ck.score(im, s) for im, s in zip(images, specs)]
     truth = [ck.score(sd.render(s), s) for s in specs]
     # one held-out caption in five leaves the background out: a form the model may have
@@ -206,7 +217,7 @@ def noise_spread(pipe, n_prompts: int, n_seeds: int) -> float:
     return statistics.mean(spreads)
 
 
-def shape_sweep(pipe, n_seeds: int, steps: int, guidance: float) -> tuple[dict[str, dict[str, int]], np.ndarray]:
+def shape_sweep(pipe, n_seeds: int, steps: Steps, guidance: float) -> tuple[dict[str, dict[str, int]], np.ndarray]:
     """`a large red {shape} on a white background` for every shape word and the same
     n_seeds seeds: for each asked shape, how often the checker saw each shape (its
     largest object's; "none" when it found no object). A model that follows the shape
@@ -228,7 +239,7 @@ def mean_pairwise(images: np.ndarray) -> float:
     return float(np.mean([np.abs(a - b).mean() for a, b in itertools.combinations(x, 2)]))
 
 
-def diversity(pipe, n_prompts: int, n_seeds: int, steps: int, guidance: float) -> dict:
+def diversity(pipe, n_prompts: int, n_seeds: int, steps: Steps, guidance: float) -> dict:
     pairs = sd.heldout_set(n_prompts, seed=99)
     rng = random.Random(7)
     model, data = [], []
@@ -241,7 +252,7 @@ def diversity(pipe, n_prompts: int, n_seeds: int, steps: int, guidance: float) -
             "prompts": n_prompts, "seeds": n_seeds}
 
 
-def speed(pipe, steps: int, guidance: float, batch: int = 16, repeats: int = 3) -> float:
+def speed(pipe, steps: Steps, guidance: float, batch: int = 16, repeats: int = 3) -> float:
     prompts = [c for _, c in sd.heldout_set(batch, seed=5)]
     generate(pipe, prompts, list(range(batch)), steps, guidance, batch_size=batch)  # warm-up
     times = []
@@ -333,23 +344,26 @@ def main(argv: list[str] | None = None) -> None:
     print(f"VAE ceiling (ground truth through the autoencoder): {fmt(ceiling)}", flush=True)
     results = []
     for steps in args.steps or [defaults["steps"]]:
+        taken = sampling(defaults, steps)
         for g in args.guidance or [defaults["guidance_scale"]]:
             t = time.time()
-            a = adherence(pipe, args.n, steps, g)
-            row = {"steps": steps, "guidance_scale": g, "adherence": a["model"],
+            a = adherence(pipe, args.n, taken, g)
+            row = {"steps": steps, "timesteps": taken if isinstance(taken, list) else None,
+                   "guidance_scale": g, "adherence": a["model"],
                    "adherence_by_background_phrase": a["by_background_phrase"],
                    "checker_on_ground_truth": a["ground_truth"], "vae_ceiling": ceiling}
-            print(f"steps {steps} guidance {g}: {fmt(a['model'])}  [{time.time() - t:.0f}s]", flush=True)
+            own = " (the model's own timesteps)" if isinstance(taken, list) else ""
+            print(f"steps {steps}{own} guidance {g}: {fmt(a['model'])}  [{time.time() - t:.0f}s]", flush=True)
             for form, summary in a["by_background_phrase"].items():
                 print(f"  captions with the background {form}: {fmt(summary)}", flush=True)
             if args.sheet:
                 contact_sheet(a["images"][:64], args.sheet.with_name(f"{args.sheet.stem}-s{steps}-g{g}.png"))
             if args.div_prompts:
-                row["diversity"] = diversity(pipe, args.div_prompts, args.div_seeds, steps, g)
+                row["diversity"] = diversity(pipe, args.div_prompts, args.div_seeds, taken, g)
                 print(f"  diversity: model {row['diversity']['model']:.3f} vs data "
                       f"{row['diversity']['data']:.3f}", flush=True)
             if not args.no_speed and args.device == "cpu":
-                row["seconds_per_image_batch16"] = speed(pipe, steps, g)
+                row["seconds_per_image_batch16"] = speed(pipe, taken, g)
                 print(f"  speed: {row['seconds_per_image_batch16']:.3f} s/image at batch 16 "
                       f"({args.threads} threads)", flush=True)
             results.append(row)
@@ -361,7 +375,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{noise_spread(pipe, args.div_prompts or 16, args.div_seeds):.3f}")
     if args.shape_sweep:
         d = results[0]
-        counts, images = shape_sweep(pipe, args.shape_sweep, d["steps"], d["guidance_scale"])
+        counts, images = shape_sweep(pipe, args.shape_sweep, sampling(defaults, d["steps"]), d["guidance_scale"])
         for asked, seen in counts.items():
             print(f"asked for a large red {asked}, saw: {seen}")
         if args.sheet:

@@ -338,6 +338,7 @@ def save(cfg, out: Path, vae, text_encoder, unet, tok_dir: Path) -> None:
         "description": "genbatch's own tiny text-to-image model: flat-colour shapes, colours, "
                        "relations and counts (64x64, trained from scratch)",
         "steps": d["steps"], "guidance_scale": d["guidance_scale"],
+        **({"timesteps": d["timesteps"]} if d.get("timesteps") else {}),
         "width": cfg["image_size"], "height": cfg["image_size"]}, indent=2) + "\n")
 
 
@@ -407,7 +408,9 @@ def main(argv: list[str] | None = None) -> None:
     def evaluate(unet, text_encoder, n=cfg["diffusion"].get("eval_n", 128)):
         pipe = make_pipeline(cfg, vae, text_encoder, unet, tok)
         t = time.time()
-        res = ev.adherence(pipe, n, cfg["defaults"]["steps"], cfg["defaults"]["guidance_scale"])
+        d = cfg["defaults"]
+        own = d.get("timesteps", {}).get(str(d["steps"]))  # as genbatch runs the saved model
+        res = ev.adherence(pipe, n, own or d["steps"], d["guidance_scale"])
         log(f"eval on {n} held-out captions ({time.time() - t:.0f}s): {ev.fmt(res['model'])}")
         return res
 

@@ -40,7 +40,7 @@ def main() -> None:
     base = pipe.scheduler.config
     for label, options, timesteps in SPACINGS:
         pipe.scheduler = DPMSolverMultistepScheduler.from_config(base, **options)
-        a = ev.adherence(pipe, args.n, defaults["steps"], defaults["guidance_scale"], timesteps)
+        a = ev.adherence(pipe, args.n, timesteps or defaults["steps"], defaults["guidance_scale"])
         print(f"{label}: {ev.fmt(a['model'])}", flush=True)
 
 
