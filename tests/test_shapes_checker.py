@@ -21,7 +21,7 @@ MODEL = ROOT / "genbatch" / "models" / "shapes"
 
 @pytest.fixture(scope="module")
 def scenes():
-    images, captions, specs = sd.batch(random.Random(0), 150)
+    images, captions, specs = sd.batch(random.Random(0), 150, say_background=0.6)
     return images, captions, specs
 
 
@@ -43,8 +43,7 @@ def test_checker_notices_wrong_answers(scenes):
     images, _, specs = scenes
     for im, spec in zip(images, specs):
         wrong_bg = next(c for c in sd.COLORS if c != spec["background"])
-        asked = ck.score(im, {**spec, "background": wrong_bg})["background"]
-        assert asked is (False if spec["say_background"] else None)
+        assert ck.score(im, {**spec, "background": wrong_bg})["background"] is False
         objs = [dict(o) for o in spec["objects"]]
         objs[0]["shape"] = next(s for s in sd.SHAPES if s != objs[0]["shape"])
         assert ck.score(im, {**spec, "objects": objs})["shape"] is False
@@ -62,6 +61,18 @@ def test_checker_tolerates_soft_edges(scenes):
     soft = [np.asarray(Image.fromarray(im).filter(ImageFilter.GaussianBlur(0.7))) for im in images]
     summary = ck.summarize([ck.score(im, s) for im, s in zip(soft, specs)])
     assert all(v["accuracy"] >= 0.97 for v in summary.values() if v["n"]), summary
+
+
+def test_a_caption_that_names_no_background_asks_for_plain_grey(scenes):
+    images, captions, specs = scenes
+    unsaid = [(im, c, s) for im, c, s in zip(images, captions, specs) if not s["say_background"]]
+    assert 30 < len(unsaid) < 90
+    for image, caption, spec in unsaid:
+        assert "background" not in caption and spec["background"] == sd.PLAIN_BACKGROUND
+        assert ck.analyse(image)[0] == sd.PLAIN_BACKGROUND
+    assert sd.parse_caption("two red circles")["background"] == sd.PLAIN_BACKGROUND
+    # no object is grey and no caption says it
+    assert sd.PLAIN_BACKGROUND not in sd.COLORS and sd.PLAIN_BACKGROUND not in sd.vocabulary()
 
 
 def test_checker_on_a_blank_image_finds_nothing():

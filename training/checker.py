@@ -40,8 +40,8 @@ except ImportError:  # pragma: no cover
 
 MIN_AREA = 20
 CATEGORIES = ("color", "shape", "relation", "count", "background", "size")
-_PALETTE_NAMES = list(sd.COLORS)
-_PALETTE = np.array([sd.COLORS[c] for c in _PALETTE_NAMES], dtype=np.int32)
+_PALETTE_NAMES = list(sd.PALETTE)
+_PALETTE = np.array([sd.PALETTE[c] for c in _PALETTE_NAMES], dtype=np.int32)
 
 
 @dataclass
@@ -138,7 +138,7 @@ def score(image: np.ndarray, spec: dict) -> dict[str, bool | None]:
     bg, blobs = analyse(image)
     objs = spec["objects"]
     out: dict[str, bool | None] = dict.fromkeys(CATEGORIES)
-    if spec.get("say_background", True) and spec["background"] is not None:
+    if spec["background"] is not None:
         out["background"] = bg == spec["background"]
     out["color"] = {b.color for b in blobs} == {o["color"] for o in objs}
     matched = [_largest(blobs, o["color"]) for o in objs]

@@ -4,7 +4,7 @@ Every scene is described by a *spec* (a plain dict) from which both the caption 
 the image are made, so the spec is the ground truth a checker can score against:
 
     {"kind": "single" | "relation" | "count",
-     "background": "blue",
+     "background": "blue",                # PLAIN_BACKGROUND when the caption names none
      "objects": [{"color": "red", "shape": "circle", "size": "large",
                   "box": [x0, y0, side]}, ...],
      "relation": "left" | "right" | "above" | "below" | None,   # relation scenes
@@ -15,9 +15,9 @@ Caption kinds (with paraphrases chosen at random):
 
     single    a large red circle on a blue background      (big = large, little = small;
               a red circle on a blue background            size may be left out)
-              a large red circle                           (so may the background:
-                                                            held-out set only, see
-                                                            sample_scene's say_background)
+              a large red circle                           (so may the background, see
+                                                            sample_scene's say_background:
+                                                            the scene is then on grey)
     relation  a red circle to the left of a blue square on a white background
               (left of / to the left of, right of / to the right of, above / over,
                below / under)
@@ -49,6 +49,11 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "white": (245, 245, 245),
     "black": (15, 15, 15),
 }
+# The background of a scene whose caption names none: a grey no object has, so that
+# "a red circle" has one right answer. (On a random colour the model learnt to paint
+# the whole image in the object's colour.) No caption word asks for it.
+PLAIN_BACKGROUND = "grey"
+PALETTE = {**COLORS, PLAIN_BACKGROUND: (128, 128, 128)}  # every colour a scene can hold
 SHAPES = ("circle", "square", "triangle", "diamond", "cross")
 PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles",
            "diamond": "diamonds", "cross": "crosses"}
@@ -131,7 +136,7 @@ def parse_caption(text: str) -> dict | None:
     size_of = {w: s for s, ws in SIZE_WORDS.items() for w in ws}
     singular = {p: s for s, p in PLURALS.items()}
     number_of = {w: n for n, w in NUMBERS.items()}
-    background, body, said = None, words, False
+    background, body, said = PLAIN_BACKGROUND, words, False
     if len(words) >= 4 and words[-1] == "background" and words[-4:-2] == ["on", "a"]:
         background, body, said = words[-2], words[:-4], True
         if background not in COLORS:
@@ -274,6 +279,8 @@ def sample_scene(rng: random.Random, split: str = "train",
     while True:
         spec = _random_spec(rng)
         spec["say_background"] = say_background >= 1.0 or rng.random() < say_background
+        if not spec["say_background"]:
+            spec["background"] = PLAIN_BACKGROUND
         if is_heldout(spec) == (split == "heldout"):
             return spec, caption(spec, rng)
 
@@ -318,7 +325,7 @@ def shape_mask(shape: str, w: int, h: int) -> np.ndarray:
 
 def render(spec: dict) -> np.ndarray:
     """The (64, 64, 3) uint8 image of a spec: flat colours, no anti-aliasing."""
-    img = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), COLORS[spec["background"]])
+    img = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), PALETTE[spec["background"]])
     draw = ImageDraw.Draw(img)
     for o in spec["objects"]:
         x, y, s = o["box"]

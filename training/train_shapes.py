@@ -152,7 +152,8 @@ def train_vae(cfg: dict, rng: random.Random, device: str) -> AutoencoderKL:
     crop = c["crop"]
     t0 = time.time()
     for step in range(c["steps"]):
-        images, _, _ = sd.batch(rng, c["batch_size"])
+        images, _, _ = sd.batch(rng, c["batch_size"],
+                                say_background=cfg["diffusion"].get("say_background", 1.0))
         x = ev.to_tensor(images)
         if crop < cfg["image_size"]:
             offs = [(rng.randrange(0, cfg["image_size"] - crop + 1, 4),
@@ -219,7 +220,7 @@ def foreground_mask(images: np.ndarray, backgrounds: list[str], factor: int) -> 
     Objects cover a small share of a scene, so with a plain mean the loss is mostly
     background, which the model gets right early; the shape, count and placement of
     objects live in few latent pixels and are learned late."""
-    bg = np.array([sd.COLORS[b] for b in backgrounds], dtype=np.uint8)[:, None, None, :]
+    bg = np.array([sd.PALETTE[b] for b in backgrounds], dtype=np.uint8)[:, None, None, :]
     fg = torch.from_numpy((images != bg).any(-1)).float()[:, None]
     return F.max_pool2d(fg, factor)
 
