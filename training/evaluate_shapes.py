@@ -98,8 +98,8 @@ def adherence(pipe, n: int, steps: Steps, guidance: float) -> dict:
     images = generate(pipe, prompts, list(range(n)), steps, guidance)
     scores = [ck.score(im, s) for im, s in zip(images, specs)]
     truth = [ck.score(sd.render(s), s) for s in specs]
-    # one held-out caption in five leaves the background out: a form the model may have
-    # seen less often in training (diffusion.say_background), so it is scored apart too
+    # one held-out caption in five leaves the background out (and asks for plain grey): a
+    # form the model sees less often in training (diffusion.say_background), scored apart too
     by_phrase = {form: ck.summarize([sc for sc, sp in zip(scores, specs)
                                      if sp.get("say_background", True) == said])
                  for form, said in (("named", True), ("left out", False))}
