@@ -47,6 +47,8 @@ from diffusers import (  # noqa: E402
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
 
+from genbatch.models import read_timesteps  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE.parent / "genbatch" / "models" / "shapes"
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
@@ -364,6 +366,10 @@ def main(argv: list[str] | None = None) -> None:
     cfg = json.loads(args.config.read_text())
     for a in args.set:
         set_path(cfg, a)
+    # the model's own timesteps, checked as genbatch will check the saved genbatch.json
+    # (before an hour of training, not after), with int keys as genbatch reads them
+    own = cfg["defaults"].get("timesteps")
+    timesteps = read_timesteps(args.config, own, cfg["scheduler"]["num_train_timesteps"]) if own else {}
     torch.set_num_threads(cfg["threads"])
     torch.manual_seed(cfg["seed"])
     rng = random.Random(cfg["seed"])
@@ -410,8 +416,8 @@ def main(argv: list[str] | None = None) -> None:
         pipe = make_pipeline(cfg, vae, text_encoder, unet, tok)
         t = time.time()
         d = cfg["defaults"]
-        own = d.get("timesteps", {}).get(str(d["steps"]))  # as genbatch runs the saved model
-        res = ev.adherence(pipe, n, own or d["steps"], d["guidance_scale"])
+        steps = ev.sampling({"timesteps": timesteps}, d["steps"])  # as genbatch runs the saved model
+        res = ev.adherence(pipe, n, steps, d["guidance_scale"])
         log(f"eval on {n} held-out captions ({time.time() - t:.0f}s): {ev.fmt(res['model'])}")
         return res
 
