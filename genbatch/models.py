@@ -167,6 +167,12 @@ def read_defaults(path: Path) -> dict[str, Any]:
     return defaults
 
 
+def keeps_own_scheduler(requested: str | None, own: str | None) -> bool:
+    """Whether --scheduler leaves a model its own scheduler (and with it its own timesteps):
+    unset, "default", or naming the class it already has."""
+    return not requested or requested in ("default", own)
+
+
 def read_timesteps(source: Path, value: Any, train_steps: int) -> dict[int, tuple[int, ...]]:
     """``"timesteps": {"10": [999, 960, ...]}`` in genbatch.json: the model's own steps at a
     step count, used with its own scheduler.

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 from .errors import GenbatchError
 from .manifest import MAX_SEED, Row
-from .models import ModelRef
+from .models import ModelRef, keeps_own_scheduler
 
 DEFAULT_NAME_TEMPLATE = "{index:06d}-{slug}-{seed}.{ext}"
 IMAGE_FORMATS = {"png": "png", "webp": "webp", "jpg": "jpg", "jpeg": "jpg"}
@@ -142,7 +142,7 @@ def expand_jobs(
         negative = row.negative_prompt if row.negative_prompt is not None else defaults.negative_prompt
         scheduler = target.scheduler or model.scheduler or "default"
         # A model's own timesteps go with its own scheduler; --scheduler picks another's spacing too.
-        own_scheduler = scheduler in ("default", model.scheduler)
+        own_scheduler = keeps_own_scheduler(target.scheduler, model.scheduler)
         timesteps = md.get("timesteps", {}).get(int(steps)) if own_scheduler else None
         for k in range(count):
             seed = (base + k) % (MAX_SEED + 1)

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 from ..errors import GenbatchError, ModelError
 from ..latents import initial_latents
-from ..models import ModelRef
+from ..models import ModelRef, keeps_own_scheduler
 from .base import GeneratedImage, to_uint8
 
 DTYPES = ("fp32", "fp16", "bf16")
@@ -85,7 +85,7 @@ class TorchBackend:
 
 def swap_scheduler(current: Any, name: str | None) -> Any:
     """The pipeline's scheduler, or another diffusers scheduler class built from its config."""
-    if not name or name == "default" or name == type(current).__name__:
+    if keeps_own_scheduler(name, type(current).__name__):
         return current
     import diffusers
 
@@ -100,7 +100,7 @@ def swap_scheduler(current: Any, name: str | None) -> Any:
 def check_own_timesteps(own: Any, name: str | None, defaults: dict[str, Any], path: Path) -> None:
     """A model's own timesteps (genbatch.json) are used with its own scheduler (``own``, before
     any --scheduler swap), which must then take a list of timesteps."""
-    if not defaults.get("timesteps") or name not in (None, "default", type(own).__name__):
+    if not defaults.get("timesteps") or not keeps_own_scheduler(name, type(own).__name__):
         return
     if "timesteps" not in inspect.signature(own.set_timesteps).parameters:
         raise ModelError(f'{path / "genbatch.json"}: "timesteps" needs a scheduler that takes a list of timesteps, '
