@@ -22,8 +22,8 @@ SPACINGS = [
     ("default (linspace)", {}, None),
     ("trailing", {"timestep_spacing": "trailing"}, None),
     ("uniform in log-SNR", {"use_lu_lambdas": True}, None),
-    # bunched where layout and shape are decided (t > 850 on the cosine schedule)
-    ("10 steps, bunched high", {}, [999, 960, 925, 890, 855, 815, 760, 680, 550, 330]),
+    # (main adds the model's own timesteps from its genbatch.json: for shapes, ten bunched
+    # where layout and shape are decided, t > 850 on the cosine schedule)
     ("20 steps, bunched high", {}, [999, 980, 960, 943, 925, 908, 890, 873, 855, 835,
                                     815, 790, 760, 725, 680, 620, 550, 450, 330, 180]),
 ]
@@ -38,7 +38,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     pipe, defaults = ev.load(args.model)
     base = pipe.scheduler.config
-    for label, options, timesteps in SPACINGS:
+    own = ev.sampling(defaults, defaults["steps"])
+    spacings = SPACINGS + ([(f"{len(own)} steps, the model's own timesteps", {}, own)] if isinstance(own, list) else [])
+    for label, options, timesteps in spacings:
         pipe.scheduler = DPMSolverMultistepScheduler.from_config(base, **options)
         a = ev.adherence(pipe, args.n, timesteps or defaults["steps"], defaults["guidance_scale"])
         print(f"{label}: {ev.fmt(a['model'])}", flush=True)
