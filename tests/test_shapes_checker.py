@@ -186,3 +186,60 @@ def test_shipped_model_generates_64px_images():
                num_inference_steps=2, guidance_scale=3.0, latents=latents, output_type="np").images
     assert out.shape == (2, 64, 64, 3)
     assert np.isfinite(out).all()
+
+
+def _one(shape: str, box: list[int], color: str = "red", background: str = "blue") -> dict:
+    return sd.single_spec(background, color, shape, "small", box)
+
+
+def test_semantic_latents_say_where_how_big_and_what():
+    from training import semantic_latents as sl
+
+    # a 14-pixel box at x 8..21, y 12..25: latent columns 2..5 and rows 3..6 (4x4 patches);
+    # column 5 and row 6 hold 2 of its 4 pixels per side
+    z = sl.of_spec(_one("triangle", [8, 12, 14]))
+    assert z.shape == (sl.CHANNELS, 16, 16)
+    blue, red = (np.array(sd.PALETTE[c]) / 127.5 - 1 for c in ("blue", "red"))
+    assert np.allclose(z[sl.BACKGROUND], blue[:, None, None], atol=1e-6)
+    touched = np.zeros((16, 16), bool)
+    touched[3:7, 2:6] = True
+    coverage = (z[sl.COVERAGE] + 1) / 2
+    assert coverage[3, 2] == 1.0 and coverage[6, 5] == 0.25 and coverage[3, 5] == 0.5
+    assert (coverage[~touched] == 0).all()
+    assert np.allclose(z[sl.COLOR][:, touched], red[:, None]) and (z[sl.COLOR][:, ~touched] == 0).all()
+    one_hot = z[sl.SHAPE]
+    assert (one_hot[sd.SHAPES.index("triangle")] == touched).all()
+    assert one_hot.sum(0)[touched].tolist() == [1.0] * 16
+
+    # another shape in the same box changes only the one-hot
+    other = sl.of_spec(_one("circle", [8, 12, 14]))
+    assert np.array_equal(other[:sl.SHAPE.start], z[:sl.SHAPE.start])
+    assert (other[sl.SHAPE.start + sd.SHAPES.index("circle")] == touched).all()
+
+
+def test_semantic_latents_give_each_patch_to_one_object():
+    from training import semantic_latents as sl
+
+    # boxes 3 px apart share the latent column 4 (pixels 16..19): the left one holds 2 of
+    # its pixel columns (16, 17), the right one 1 (19)
+    spec = {"kind": "relation", "background": "white", "relation": "left", "count": None,
+            "objects": [{"color": "red", "shape": "square", "size": "small", "box": [4, 20, 14]},
+                        {"color": "green", "shape": "cross", "size": "small", "box": [19, 20, 14]}]}
+    z = sl.of_spec(spec)
+    assert (z[sl.SHAPE].sum(0) <= 1).all()
+    assert z[sl.SHAPE.start + sd.SHAPES.index("square"), 5, 4] == 1.0
+    assert z[sl.SHAPE.start + sd.SHAPES.index("cross"), 5, 5] == 1.0
+
+
+def test_semantic_encoder_reads_without_spread():
+    pytest.importorskip("diffusers")
+    import torch
+    from diffusers import AutoencoderKL
+    from training import semantic_latents as sl
+
+    vae = AutoencoderKL(block_out_channels=(8,), norm_num_groups=1, latent_channels=sl.CHANNELS,
+                        down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",))
+    sl.make_encoder_certain(vae)
+    dist = vae.encode(torch.rand(2, 3, 16, 16) * 2 - 1).latent_dist
+    assert float(dist.std.max()) < 0.01
+    assert torch.allclose(dist.sample(), dist.mean, atol=0.05)

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import checker as ck  # noqa: E402
 import evaluate_shapes as ev  # noqa: E402
+import semantic_latents as sl  # noqa: E402
 import shapes_data as sd  # noqa: E402
 
 from diffusers import (  # noqa: E402
@@ -140,15 +141,20 @@ def warmup_cosine(total: int, warmup: int):
     return lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * s / total)))
 
 
-def train_vae(cfg: dict, rng: random.Random, device: str) -> AutoencoderKL:
+def make_vae(cfg: dict) -> AutoencoderKL:
     c = cfg["vae"]
     n = len(c["block_out_channels"])
-    vae = AutoencoderKL(
+    return AutoencoderKL(
         in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,
         up_block_types=("UpDecoderBlock2D",) * n, block_out_channels=tuple(c["block_out_channels"]),
         layers_per_block=c["layers_per_block"], latent_channels=c["latent_channels"],
         norm_num_groups=c["norm_num_groups"], sample_size=cfg["image_size"],
-        mid_block_add_attention=c.get("mid_block_add_attention", True)).to(device)
+        mid_block_add_attention=c.get("mid_block_add_attention", True))
+
+
+def train_vae(cfg: dict, rng: random.Random, device: str) -> AutoencoderKL:
+    c = cfg["vae"]
+    vae = make_vae(cfg).to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=c["lr"], weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(c["steps"], 50))
     crop = c["crop"]
@@ -172,6 +178,52 @@ def train_vae(cfg: dict, rng: random.Random, device: str) -> AutoencoderKL:
         sched.step()
         if step % 100 == 0 or step == c["steps"] - 1:
             log(f"vae step {step:5d} loss {loss.item():.4f} ({time.time() - t0:.0f}s)")
+    vae.eval()
+    return vae
+
+
+def train_semantic_vae(cfg: dict, rng: random.Random, device: str) -> AutoencoderKL:
+    """The decoder learns to draw scenes from their semantic latents (roughened as a
+    UNet's will be), the encoder to read them back from the image."""
+    c = cfg["vae"]
+    vae = make_vae(cfg).to(device)
+    opt = torch.optim.AdamW(vae.parameters(), lr=c["lr"], weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(c["steps"], 50))
+    g = torch.Generator().manual_seed(cfg["seed"])
+    t0 = time.time()
+    for step in range(c["steps"]):
+        images, _, specs = sd.batch(rng, c["batch_size"],
+                                    say_background=cfg["diffusion"].get("say_background", 1.0))
+        x = ev.to_tensor(images)
+        w = torch.from_numpy(np.stack([sl.box_mask(s) for s in specs]))[:, None]
+        f = latent_factor(cfg)
+        z = sl.of_specs(specs, f)
+        rough = sl.roughen(z, g)  # on whole scenes, then cropped
+        if (crop := c["crop"]) < cfg["image_size"]:
+            offs = [(rng.randrange(0, cfg["image_size"] - crop + 1, f),
+                     rng.randrange(0, cfg["image_size"] - crop + 1, f)) for _ in range(len(x))]
+            x, w = (torch.stack([im[:, i:i + crop, j:j + crop] for im, (i, j) in zip(t, offs)])
+                    for t in (x, w))
+            z, rough = ([zz[:, i // f:(i + crop) // f, j // f:(j + crop) // f] for zz, (i, j) in zip(t, offs)]
+                        for t in (z, rough))
+            z, rough = torch.stack(z), torch.stack(rough)
+        w = 1 + c.get("object_weight", 0) * w
+        w = (w / w.mean(dim=(2, 3), keepdim=True)).to(device)
+        x, z, rough = x.to(device), z.to(device), rough.to(device)
+        rec = vae.decode(rough).sample
+        read = vae.encode(x).latent_dist.mean
+        draw_loss = (w * ((rec - x) ** 2 + 0.5 * (rec - x).abs())).mean()
+        read_loss = F.mse_loss(read, z)
+        loss = draw_loss + read_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 100 == 0 or step == c["steps"] - 1:
+            log(f"vae step {step:5d} draw {draw_loss.item():.4f} read {read_loss.item():.4f} "
+                f"({time.time() - t0:.0f}s)")
+    sl.make_encoder_certain(vae)
     vae.eval()
     return vae
 
@@ -382,10 +434,13 @@ def main(argv: list[str] | None = None) -> None:
     tok = build_tokenizer(tok_dir, cfg["tokenizer"]["model_max_length"])
     log(f"tokenizer: {len(tok)} tokens, max length {tok.model_max_length}")
 
+    semantic = cfg["vae"].get("latents") == "semantic"
     # 2. VAE (or, to try diffusion settings quickly, one from an earlier run's output)
     if args.vae:
         vae = AutoencoderKL.from_pretrained(args.vae).to(args.device).eval()
         log(f"VAE loaded from {args.vae}")
+    elif semantic:
+        vae = train_semantic_vae(cfg, rng, args.device)
     else:
         vae = train_vae(cfg, rng, args.device)
 
@@ -394,7 +449,7 @@ def main(argv: list[str] | None = None) -> None:
     # extra from rng, so earlier runs repeat exactly)
     images, captions, specs = sd.batch(rng, cfg["diffusion"]["cache_size"],
                                        say_background=cfg["diffusion"].get("say_background", 1.0))
-    latents = encode(vae, images, args.device)
+    latents = sl.of_specs(specs, latent_factor(cfg)) if semantic else encode(vae, images, args.device)
     scale = 1.0 / latents.std().item()
     vae.register_to_config(scaling_factor=scale)
     with torch.no_grad():
