@@ -79,8 +79,9 @@ Steps = int | list[int]  # a step count for the scheduler to space, or the times
 
 
 def generate(pipe, prompts: list[str], seeds: list[int], steps: Steps, guidance: float,
-             size: int = 64, batch_size: int = 16) -> np.ndarray:
-    """uint8 images (n, size, size, 3), batch by batch."""
+             size: int = 64, batch_size: int = 16, latents: bool = False) -> np.ndarray | torch.Tensor:
+    """uint8 images (n, size, size, 3), batch by batch; latents=True: the final latents
+    (unscaled) instead of decoding them."""
     out = []
     when = {"timesteps": steps} if isinstance(steps, list) else {"num_inference_steps": steps}
     for i in range(0, len(prompts), batch_size):
@@ -88,9 +89,27 @@ def generate(pipe, prompts: list[str], seeds: list[int], steps: Steps, guidance:
         f = pipe.vae_scale_factor  # genbatch's own per-image latents, as a run draws them
         lat = initial_latents(s, pipe.unet.config.in_channels, size // f, size // f).to(pipe.device)
         images = pipe(prompt=p, negative_prompt=[""] * len(p), guidance_scale=guidance, latents=lat,
-                      height=size, width=size, output_type="np", **when).images
-        out.append((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
-    return np.concatenate(out)
+                      height=size, width=size, output_type="latent" if latents else "np", **when).images
+        out.append(images / pipe.vae.config.scaling_factor if latents
+                   else (np.clip(images, 0, 1) * 255).round().astype(np.uint8))
+    return torch.cat(out) if latents else np.concatenate(out)
+
+
+@torch.no_grad()
+def shape_reading(pipe, n: int, steps: Steps, guidance: float) -> float:
+    """Semantic latents only: of the held-out captions that ask for one shape (single and
+    count), the share whose generated latents, averaged over the latent pixels an object's
+    box covers, have the asked shape's one-hot highest. Set against the checker's shape
+    score it says whether a wrong shape comes from the UNet (a wrong one-hot) or from the
+    decoder (a right one-hot, drawn wrong)."""
+    pairs = [(i, s, c) for i, (s, c) in enumerate(sd.heldout_set(n)) if s["kind"] != "relation"]
+    z = generate(pipe, [c for _, _, c in pairs], [i for i, _, _ in pairs], steps, guidance, latents=True)
+    right = []
+    for zz, (_, spec, _) in zip(z, pairs):
+        covered = zz[sl.COVERAGE] > -1 + 0.5  # a quarter or more of the patch
+        votes = zz[sl.SHAPE][:, covered].mean(1) if covered.any() else None
+        right.append(votes is not None and sd.SHAPES[int(votes.argmax())] == spec["objects"][0]["shape"])
+    return float(np.mean(right))
 
 
 def adherence(pipe, n: int, steps: Steps, guidance: float) -> dict:
@@ -376,6 +395,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"steps {steps}{own} guidance {g}: {fmt(a['model'])}  [{time.time() - t:.0f}s]", flush=True)
             for form, summary in a["by_background_phrase"].items():
                 print(f"  captions with the background {form}: {fmt(summary)}", flush=True)
+            if semantic(pipe):
+                row["shape_one_hot_right"] = shape_reading(pipe, args.n, taken, g)
+                print(f"  the UNet's shape one-hot names the asked shape (single and count "
+                      f"captions): {row['shape_one_hot_right']:.1%}", flush=True)
             if args.sheet:
                 contact_sheet(a["images"][:64], args.sheet.with_name(f"{args.sheet.stem}-s{steps}-g{g}.png"))
             if args.div_prompts:
