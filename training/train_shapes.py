@@ -152,6 +152,14 @@ def make_vae(cfg: dict) -> AutoencoderKL:
         mid_block_add_attention=c.get("mid_block_add_attention", True))
 
 
+def vae_step(vae: AutoencoderKL, opt, sched, loss: torch.Tensor) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+    opt.step()
+    sched.step()
+
+
 def train_vae(cfg: dict, rng: random.Random, device: str) -> AutoencoderKL:
     c = cfg["vae"]
     vae = make_vae(cfg).to(device)
@@ -171,11 +179,7 @@ def train_vae(cfg: dict, rng: random.Random, device: str) -> AutoencoderKL:
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
         loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + c["kl_weight"] * post.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        vae_step(vae, opt, sched, loss)
         if step % 100 == 0 or step == c["steps"] - 1:
             log(f"vae step {step:5d} loss {loss.item():.4f} ({time.time() - t0:.0f}s)")
     vae.eval()
@@ -215,11 +219,7 @@ def train_semantic_vae(cfg: dict, rng: random.Random, device: str) -> Autoencode
         draw_loss = (w * ((rec - x) ** 2 + 0.5 * (rec - x).abs())).mean()
         read_loss = F.mse_loss(read, z)
         loss = draw_loss + read_loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        vae_step(vae, opt, sched, loss)
         if step % 100 == 0 or step == c["steps"] - 1:
             log(f"vae step {step:5d} draw {draw_loss.item():.4f} read {read_loss.item():.4f} "
                 f"({time.time() - t0:.0f}s)")
