@@ -2,13 +2,13 @@
 
 A learned autoencoder keeps a shape as a subtle pattern of a few latent values at an
 object's edge, while its colour moves many values a long way: the UNet learns colour
-from the caption early and shape hardly at all (training/README.md, "What shape is
-limited by"). Here every latent pixel (a 4×4 patch of the image) says outright:
+from the caption early and shape hardly at all (training/README.md, "What limited
+shape with a learned autoencoder"). Here every latent pixel (a 4×4 patch of the image) says outright:
 
     channels 0-2    the scene's background colour (RGB in [-1, 1]), everywhere
     channel  3      how much of the patch the object's box covers (0..1 -> [-1, 1])
-    channels 4-6    the object's colour, on patches the object touches (0 elsewhere)
-    channels 7-11   the object's shape, one-hot, on patches the object touches
+    channels 4-6    the object's colour, on patches its box touches (0 elsewhere)
+    channels 7-11   the object's shape, one-hot, on the same patches
 
 so the shape word has as loud a target as the colour word. The decoder of an ordinary
 AutoencoderKL learns to draw scenes from these latents, and its encoder to read them
@@ -34,14 +34,19 @@ def _rgb(name: str) -> np.ndarray:
     return np.asarray(sd.PALETTE[name], dtype=np.float32) / 127.5 - 1.0
 
 
+def _inside(box: list[int]) -> np.ndarray:
+    """(64, 64) float32: 1 inside the box [x, y, side]."""
+    x, y, s = box
+    m = np.zeros((sd.IMAGE_SIZE, sd.IMAGE_SIZE), dtype=np.float32)
+    m[y:y + s, x:x + s] = 1.0
+    return m
+
+
 def _coverage(box: list[int], factor: int) -> np.ndarray:
     """How much of each latent pixel's patch the object's *box* covers: the same for
     every shape, so where and how big is said apart from what."""
-    x, y, s = box
-    inside = np.zeros((sd.IMAGE_SIZE, sd.IMAGE_SIZE), dtype=np.float32)
-    inside[y:y + s, x:x + s] = 1.0
     g = sd.IMAGE_SIZE // factor
-    return inside.reshape(g, factor, g, factor).mean(axis=(1, 3))
+    return _inside(box).reshape(g, factor, g, factor).mean(axis=(1, 3))
 
 
 def of_spec(spec: dict, factor: int = 4) -> np.ndarray:
@@ -64,11 +69,7 @@ def of_spec(spec: dict, factor: int = 4) -> np.ndarray:
 
 def box_mask(spec: dict) -> np.ndarray:
     """(64, 64) float32: 1 inside any object's box, where the decoder draws a shape."""
-    m = np.zeros((sd.IMAGE_SIZE, sd.IMAGE_SIZE), dtype=np.float32)
-    for o in spec["objects"]:
-        x, y, s = o["box"]
-        m[y:y + s, x:x + s] = 1.0
-    return m
+    return np.maximum.reduce([_inside(o["box"]) for o in spec["objects"]])
 
 
 def of_specs(specs: list[dict], factor: int = 4) -> torch.Tensor:
@@ -84,7 +85,7 @@ def roughen(z: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     k = torch.arange(-2, 3, dtype=torch.float32)
     kernel = torch.exp(-k[None] ** 2 / (2 * sigma[:, None].clamp(min=1e-3) ** 2))
     kernel = kernel / kernel.sum(1, keepdim=True)  # (n, 5)
-    obj = z[:, 3:]
+    obj = z[:, BACKGROUND.stop:]
     c = obj.shape[1]
     # separable blur, one kernel per image (grouped convolution over n*c channels)
     flat = obj.reshape(1, n * c, *obj.shape[2:])
@@ -92,7 +93,7 @@ def roughen(z: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     ky = kernel.repeat_interleave(c, 0)[:, None, :, None]
     flat = F.conv2d(F.pad(flat, (2, 2, 0, 0), mode="replicate"), kx, groups=n * c)
     flat = F.conv2d(F.pad(flat, (0, 0, 2, 2), mode="replicate"), ky, groups=n * c)
-    out = torch.cat([z[:, :3], flat.reshape(obj.shape)], 1)
+    out = torch.cat([z[:, BACKGROUND], flat.reshape(obj.shape)], 1)
     noise = torch.randn(out.shape, generator=g) * (torch.rand(n, 1, 1, 1, generator=g) * 0.1)
     return out + noise
 

@@ -160,6 +160,19 @@ def vae_step(vae: AutoencoderKL, opt, sched, loss: torch.Tensor) -> None:
     sched.step()
 
 
+def crop_offsets(rng: random.Random, n: int, size: int, crop: int, step: int) -> list[tuple[int, int]]:
+    """n random (row, column) corners of crop×crop windows in a size×size scene, on a
+    grid of `step` pixels (the latent factor, so image and latent crops line up)."""
+    return [(rng.randrange(0, size - crop + 1, step), rng.randrange(0, size - crop + 1, step))
+            for _ in range(n)]
+
+
+def cut(t: torch.Tensor, offs: list[tuple[int, int]], crop: int, factor: int = 1) -> torch.Tensor:
+    """The windows at offs (in image pixels) of a batch of images (factor 1) or latents."""
+    return torch.stack([x[:, i // factor:(i + crop) // factor, j // factor:(j + crop) // factor]
+                        for x, (i, j) in zip(t, offs)])
+
+
 def train_vae(cfg: dict, rng: random.Random, device: str) -> AutoencoderKL:
     c = cfg["vae"]
     vae = make_vae(cfg).to(device)
@@ -172,9 +185,7 @@ def train_vae(cfg: dict, rng: random.Random, device: str) -> AutoencoderKL:
                                 say_background=cfg["diffusion"].get("say_background", 1.0))
         x = ev.to_tensor(images)
         if crop < cfg["image_size"]:
-            offs = [(rng.randrange(0, cfg["image_size"] - crop + 1, 4),
-                     rng.randrange(0, cfg["image_size"] - crop + 1, 4)) for _ in range(len(x))]
-            x = torch.stack([im[:, i:i + crop, j:j + crop] for im, (i, j) in zip(x, offs)])
+            x = cut(x, crop_offsets(rng, len(x), cfg["image_size"], crop, 4), crop)
         x = x.to(device)
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
@@ -204,13 +215,9 @@ def train_semantic_vae(cfg: dict, rng: random.Random, device: str) -> Autoencode
         z = sl.of_specs(specs, f)
         rough = sl.roughen(z, g)  # on whole scenes, then cropped
         if (crop := c["crop"]) < cfg["image_size"]:
-            offs = [(rng.randrange(0, cfg["image_size"] - crop + 1, f),
-                     rng.randrange(0, cfg["image_size"] - crop + 1, f)) for _ in range(len(x))]
-            x, w = (torch.stack([im[:, i:i + crop, j:j + crop] for im, (i, j) in zip(t, offs)])
-                    for t in (x, w))
-            z, rough = ([zz[:, i // f:(i + crop) // f, j // f:(j + crop) // f] for zz, (i, j) in zip(t, offs)]
-                        for t in (z, rough))
-            z, rough = torch.stack(z), torch.stack(rough)
+            offs = crop_offsets(rng, len(x), cfg["image_size"], crop, f)
+            x, w = cut(x, offs, crop), cut(w, offs, crop)
+            z, rough = cut(z, offs, crop, f), cut(rough, offs, crop, f)
         w = 1 + c.get("object_weight", 0) * w
         w = (w / w.mean(dim=(2, 3), keepdim=True)).to(device)
         x, z, rough = x.to(device), z.to(device), rough.to(device)
