@@ -203,32 +203,66 @@ def test_semantic_latents_say_where_how_big_and_what():
     assert np.allclose(z[sl.BACKGROUND], blue[:, None, None], atol=1e-6)
     touched = np.zeros((16, 16), bool)
     touched[3:7, 2:6] = True
-    coverage = (z[sl.COVERAGE] + 1) / 2
+    coverage = (z[sl.COVERAGE[0]] + 1) / 2
     assert coverage[3, 2] == 1.0 and coverage[6, 5] == 0.25 and coverage[3, 5] == 0.5
     assert (coverage[~touched] == 0).all()
-    assert np.allclose(z[sl.COLOR][:, touched], red[:, None]) and (z[sl.COLOR][:, ~touched] == 0).all()
-    one_hot = z[sl.SHAPE]
-    assert (one_hot[sd.SHAPES.index("triangle")] == touched).all()
-    assert one_hot.sum(0)[touched].tolist() == [1.0] * 16
+    # what the object is, the whole latent says, as it says the background
+    assert np.allclose(z[sl.COLOR[0]], red[:, None, None])
+    assert (z[sl.SHAPE[0]][sd.SHAPES.index("triangle")] == 1).all() and (z[sl.SHAPE[0]].sum(0) == 1).all()
+    # the second slot is empty
+    assert (z[sl.COVERAGE[1]] == -1).all() and (z[sl.COLOR[1]] == 0).all() and (z[sl.SHAPE[1]] == 0).all()
 
     # another shape in the same box changes only the one-hot
     other = sl.of_spec(_one("circle", [8, 12, 14]))
-    assert np.array_equal(other[:sl.SHAPE.start], z[:sl.SHAPE.start])
-    assert (other[sl.SHAPE.start + sd.SHAPES.index("circle")] == touched).all()
+    differs = np.nonzero((other != z).any(axis=(1, 2)))[0].tolist()
+    assert differs == [sl.SHAPE[0].start + sd.SHAPES.index(s) for s in ("circle", "triangle")]
 
 
-def test_semantic_latents_give_each_patch_to_one_object():
+def _relation(relation: str, first: tuple, second: tuple) -> dict:
+    return {"kind": "relation", "background": "white", "relation": relation, "count": None,
+            "objects": [{"color": c, "shape": s, "size": "small", "box": b} for c, s, b in (first, second)]}
+
+
+def test_semantic_latents_put_a_relation_in_slots_by_where_the_objects_are():
     from training import semantic_latents as sl
 
-    # boxes 3 px apart share the latent column 4 (pixels 16..19): the left one holds 2 of
-    # its pixel columns (16, 17), the right one 1 (19)
-    spec = {"kind": "relation", "background": "white", "relation": "left", "count": None,
-            "objects": [{"color": "red", "shape": "square", "size": "small", "box": [4, 20, 14]},
-                        {"color": "green", "shape": "cross", "size": "small", "box": [19, 20, 14]}]}
+    square, cross = ("red", "square", [4, 20, 14]), ("green", "cross", [19, 20, 14])
+    z = sl.of_spec(_relation("left", square, cross))
+    # the same picture said the other way round gives the same latents: left object first
+    assert np.array_equal(sl.of_spec(_relation("right", cross, square)), z)
+    assert z[sl.SHAPE[0]][sd.SHAPES.index("square")].all() and z[sl.SHAPE[1]][sd.SHAPES.index("cross")].all()
+    # each slot's coverage is its own box: columns 1..4 and 4..8, both touching column 4
+    assert np.nonzero(z[sl.COVERAGE[0]][5] > -1)[0].tolist() == [1, 2, 3, 4]
+    assert np.nonzero(z[sl.COVERAGE[1]][5] > -1)[0].tolist() == [4, 5, 6, 7, 8]
+    # stacked: the top object first
+    top, bottom = ("blue", "circle", [20, 4, 14]), ("red", "diamond", [22, 30, 14])
+    stacked = sl.of_spec(_relation("below", bottom, top))
+    assert stacked[sl.SHAPE[0]][sd.SHAPES.index("circle")].all()
+
+
+def test_semantic_latents_put_like_objects_of_a_count_in_one_slot():
+    from training import semantic_latents as sl
+
+    spec = {"kind": "count", "background": "white", "relation": None, "count": 2,
+            "objects": [{"color": "red", "shape": "circle", "size": "small", "box": b}
+                        for b in ([4, 4, 14], [40, 40, 14])]}
     z = sl.of_spec(spec)
-    assert (z[sl.SHAPE].sum(0) <= 1).all()
-    assert z[sl.SHAPE.start + sd.SHAPES.index("square"), 5, 4] == 1.0
-    assert z[sl.SHAPE.start + sd.SHAPES.index("cross"), 5, 5] == 1.0
+    assert z[sl.COVERAGE[0]][1, 1] == 1 and z[sl.COVERAGE[0]][10, 10] == 1
+    assert (z[sl.COVERAGE[1]] == -1).all()
+
+
+def test_a_relation_puts_the_first_named_object_in_the_half_it_names():
+    rng = random.Random(3)
+    seen = set()
+    for _ in range(400):
+        spec, _ = sd.sample_scene(rng)
+        if spec["kind"] != "relation":
+            continue
+        first, second = ([b[0] + b[2] / 2, b[1] + b[2] / 2] for b in (o["box"] for o in spec["objects"]))
+        axis, sign = {"left": (0, 1), "right": (0, -1), "above": (1, 1), "below": (1, -1)}[spec["relation"]]
+        assert sign * (first[axis] - 32) < 0 < sign * (second[axis] - 32), spec
+        seen.add(spec["relation"])
+    assert seen == {"left", "right", "above", "below"}
 
 
 def test_semantic_encoder_reads_without_spread():

@@ -106,8 +106,8 @@ def shape_reading(pipe, n: int, steps: Steps, guidance: float) -> float:
     z = generate(pipe, [c for _, _, c in pairs], [i for i, _, _ in pairs], steps, guidance, latents=True)
     right = []
     for zz, (_, spec, _) in zip(z, pairs):
-        covered = zz[sl.COVERAGE] > -1 + 0.5  # a quarter or more of the patch
-        votes = zz[sl.SHAPE][:, covered].mean(1) if covered.any() else None
+        covered = zz[sl.COVERAGE[0]] > -1 + 0.5  # a quarter or more of the patch
+        votes = zz[sl.SHAPE[0]][:, covered].mean(1) if covered.any() else None
         right.append(votes is not None and sd.SHAPES[int(votes.argmax())] == spec["objects"][0]["shape"])
     return float(np.mean(right))
 

@@ -3,16 +3,22 @@
 A learned autoencoder keeps a shape as a subtle pattern of a few latent values at an
 object's edge, while its colour moves many values a long way: the UNet learns colour
 from the caption early and shape hardly at all (training/README.md, "What limited
-shape with a learned autoencoder"). Here every latent pixel (a 4×4 patch of the image) says outright:
+shape with a learned autoencoder"). Here every latent pixel (a 4×4 patch of the image)
+says outright what the scene holds, in two object *slots*:
 
-    channels 0-2    the scene's background colour (RGB in [-1, 1]), everywhere
-    channel  3      how much of the patch the object's box covers (0..1 -> [-1, 1])
-    channels 4-6    the object's colour, on patches its box touches (0 elsewhere)
-    channels 7-11   the object's shape, one-hot, on the same patches
+    channels 0-2     the scene's background colour (RGB in [-1, 1]), everywhere
+    slot 0, 3-11     how much of the patch an object's box covers (0..1 -> [-1, 1]),
+                     then the slot's colour (RGB) and shape (one-hot), everywhere
+    slot 1, 12-20    the same for a second, different object
 
-so the shape word has as loud a target as the colour word. The decoder of an ordinary
-AutoencoderKL learns to draw scenes from these latents, and its encoder to read them
-back; the pipeline, export and runner see a plain diffusers VAE.
+A single object, and the like objects of a count, fill slot 0; the two objects of a
+relation fill slot 0 (the one on the left, or on top) and slot 1. A colour or shape is
+then a value of the whole latent, as the background is, which the UNet reads from the
+caption as surely as the background, rather than a value of the pixels where an
+object lands; which object goes where is said by the two coverage channels alone
+(training/README.md, "Object slots"). The decoder of an ordinary AutoencoderKL learns
+to draw scenes from these latents, and its encoder to read them back; the pipeline,
+export and runner see a plain diffusers VAE.
 """
 
 from __future__ import annotations
@@ -26,8 +32,12 @@ try:  # imported as training.semantic_latents, or beside the scripts in training
 except ImportError:
     import shapes_data as sd
 
-CHANNELS = 12
-BACKGROUND, COVERAGE, COLOR, SHAPE = slice(0, 3), 3, slice(4, 7), slice(7, 12)
+SLOTS, _SLOT = 2, 1 + 3 + len(sd.SHAPES)  # coverage, colour, shape
+CHANNELS = 3 + SLOTS * _SLOT
+BACKGROUND = slice(0, 3)
+COVERAGE = tuple(3 + k * _SLOT for k in range(SLOTS))
+COLOR = tuple(slice(4 + k * _SLOT, 7 + k * _SLOT) for k in range(SLOTS))
+SHAPE = tuple(slice(7 + k * _SLOT, 7 + len(sd.SHAPES) + k * _SLOT) for k in range(SLOTS))
 
 
 def _rgb(name: str) -> np.ndarray:
@@ -49,21 +59,30 @@ def _coverage(box: list[int], factor: int) -> np.ndarray:
     return _inside(box).reshape(g, factor, g, factor).mean(axis=(1, 3))
 
 
+def slots(spec: dict) -> list[list[dict]]:
+    """The scene's objects by slot: objects that differ (a relation's two) in the order
+    the image shows them along the axis they are set apart on, left or top first;
+    like objects (a count's) share slot 0. Said by the image, not the caption's order."""
+    objs = spec["objects"]
+    if len({(o["color"], o["shape"]) for o in objs}) == 1:
+        return [objs]
+    a, b = objs
+    centre = [[o["box"][i] + o["box"][2] / 2 for i in (0, 1)] for o in objs]
+    axis = int(abs(centre[1][1] - centre[0][1]) > abs(centre[1][0] - centre[0][0]))
+    return [[a], [b]] if centre[0][axis] <= centre[1][axis] else [[b], [a]]
+
+
 def of_spec(spec: dict, factor: int = 4) -> np.ndarray:
-    """(CHANNELS, 64/factor, 64/factor) float32. Where objects share a patch (they keep
-    3 px apart, so only at their edges) the one covering more of it owns it."""
+    """(CHANNELS, 64/factor, 64/factor) float32; an empty slot has no coverage and zero
+    colour and shape."""
     g = sd.IMAGE_SIZE // factor
     z = np.zeros((CHANNELS, g, g), dtype=np.float32)
     z[BACKGROUND] = _rgb(spec["background"])[:, None, None]
-    best = np.zeros((g, g), dtype=np.float32)
-    for o in spec["objects"]:
-        cov = _coverage(o["box"], factor)
-        own = cov > best
-        best = np.where(own, cov, best)
-        z[COLOR][:, own] = _rgb(o["color"])[:, None]
-        z[SHAPE][:, own] = 0.0
-        z[SHAPE.start + sd.SHAPES.index(o["shape"])][own] = 1.0
-    z[COVERAGE] = 2 * best - 1
+    z[list(COVERAGE)] = -1.0
+    for k, objs in enumerate(slots(spec)):
+        z[COVERAGE[k]] = 2 * np.maximum.reduce([_coverage(o["box"], factor) for o in objs]) - 1
+        z[COLOR[k]] = _rgb(objs[0]["color"])[:, None, None]
+        z[SHAPE[k].start + sd.SHAPES.index(objs[0]["shape"])] = 1.0
     return z
 
 

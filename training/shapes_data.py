@@ -205,7 +205,15 @@ def _relation_boxes(rng: random.Random, sizes: list[str], rel: str) -> list[list
         dy = (by + t / 2) - (ay + s / 2)
         along, across = {"left": (dx, dy), "right": (-dx, dy),
                          "above": (dy, dx), "below": (-dy, dx)}[rel]
-        if along >= 12 and abs(across) <= 0.6 * along and _apart(*boxes):
+        # the first-named object in the half of the image the relation names, the other
+        # in the other half: where each goes is then said by the caption, not worked
+        # out from where the other happened to land
+        axis = 0 if rel in ("left", "right") else 1
+        sign = 1 if rel in ("left", "above") else -1
+        mid = IMAGE_SIZE / 2
+        first, second = (sign * (b[axis] + b[2] / 2 - mid) for b in boxes)
+        if (along >= 12 and abs(across) <= 0.6 * along and first < 0 < second
+                and _apart(*boxes)):
             return boxes
 
 
