@@ -94,20 +94,24 @@ def done_records(out: Path) -> dict[str, dict[str, Any]]:
 
 
 class Ledger:
-    """Appends records; safe to call from the writer threads."""
+    """Appends records; safe to call from the writer threads. The file is opened on the
+    first record, so a run that records nothing (its model failed to load) leaves none."""
 
     def __init__(self, out: Path):
         self.path = ledger_path(out)
         self.repaired = repair(self.path)
         self._lock = threading.Lock()
-        self._handle = open(self.path, "a", encoding="utf-8")
+        self._handle = None
 
     def append(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
         with self._lock:
+            if self._handle is None:
+                self._handle = open(self.path, "a", encoding="utf-8")
             self._handle.write(line)
             self._handle.flush()
 
     def close(self) -> None:
         with self._lock:
-            self._handle.close()
+            if self._handle is not None:
+                self._handle.close()

@@ -168,6 +168,7 @@ def run_manifest(options: RunOptions, *, log: Callable[[str], None] | None = Non
         }
         return RunResult(EXIT_OK, summary, plan, pending, manifest.warnings)
 
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -183,7 +184,14 @@ def run_manifest(options: RunOptions, *, log: Callable[[str], None] | None = Non
     try:
         return _run_locked(options, manifest, plan, device, dtype, log)
     finally:
-        lock.release()
+        if created and [p.name for p in out.iterdir()] == [LOCK_NAME]:
+            # this run made the folder and wrote nothing (its model failed to load):
+            # leave no trace, as bad input leaves none
+            (out / LOCK_NAME).unlink()
+            lock.release()
+            out.rmdir()
+        else:
+            lock.release()
 
 
 def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan, device: str, dtype: str,

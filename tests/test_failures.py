@@ -84,3 +84,26 @@ def test_ledger_torn_by_a_kill_is_repaired(tmp_path, standin, tiny_model):
     assert json.loads(result.stdout)["counts"]["done"] == 1
     # encoding threads finish in any order, so the ledger's line order is not fixed
     assert sorted(json.loads(line)["prompt"] for line in path.read_text().splitlines()) == ["one", "two"]
+
+
+def test_a_model_that_fails_to_load_leaves_no_trace(tmp_path):
+    # a model folder with a UNet config but no weights: from_pretrained fails
+    broken = tmp_path / "broken"
+    (broken / "unet").mkdir(parents=True)
+    (broken / "model_index.json").write_text(json.dumps(
+        {"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}))
+    (broken / "unet" / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel"}))
+    manifest = tmp_path / "p.txt"
+    manifest.write_text("a red circle\n")
+
+    result = genbatch("run", manifest, "--out", tmp_path / "new", "--model", broken)
+    assert result.exit_code == 2
+    assert f"cannot load broken from {broken}" in result.stderr
+    assert not (tmp_path / "new").exists()
+
+    # into a folder that was there already: no ledger appears, what was there stays
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "notes.txt").write_text("mine")
+    assert genbatch("run", manifest, "--out", tmp_path / "old", "--model", broken).exit_code == 2
+    assert not (tmp_path / "old" / "genbatch.jsonl").exists()
+    assert (tmp_path / "old" / "notes.txt").read_text() == "mine"
