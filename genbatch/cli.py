@@ -176,7 +176,7 @@ def _print_plan(result: Any, as_json: bool) -> None:
     summary = result.summary
     if as_json:
         summary = dict(summary, jobs=[{"index": j.index, "key": j.key, "file": j.file, "prompt": j.prompt,
-                                       "seed": j.seed} for j in result.pending])
+                                       "seed": j.seed, **j.params()} for j in result.pending])
         print(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
         return
     for warning in result.warnings:
@@ -188,7 +188,8 @@ def _print_plan(result: Any, as_json: bool) -> None:
     if summary["skipped_rows"]:
         print(f"{summary['skipped_rows']} invalid rows will be skipped")
     for job in result.pending[:20]:
-        print(f"  {job.file}  seed={job.seed} steps={job.steps} guidance={job.guidance_scale:g} "
+        own = f" timesteps={','.join(map(str, job.timesteps))}" if job.timesteps else ""
+        print(f"  {job.file}  seed={job.seed} steps={job.steps}{own} guidance={job.guidance_scale:g} "
               f"{job.width}x{job.height}  {job.prompt[:60]!r}")
     if len(result.pending) > 20:
         print(f"  ... and {len(result.pending) - 20} more")

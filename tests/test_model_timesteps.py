@@ -109,3 +109,13 @@ def test_a_scheduler_that_cannot_take_timesteps_is_refused_before_any_image(tmp_
     # another scheduler, or another step count, does not need them
     assert genbatch("run", manifest, "--out", tmp_path / "b", "--model", model, "--quiet",
                     "--scheduler", "EulerDiscreteScheduler").exit_code == 0
+
+
+def test_a_dry_run_shows_the_timesteps_a_run_would_take(tmp_path, manifest, euler_model):
+    out = tmp_path / "out"
+    text = genbatch("run", manifest, "--out", out, "--model", euler_model, "--dry-run").stdout
+    assert "steps=2 timesteps=999,500 guidance=" in text
+    plan = json.loads(genbatch("run", manifest, "--out", out, "--model", euler_model, "--dry-run", "--json").stdout)
+    (job,) = plan["jobs"]
+    assert job["timesteps"] == OWN and job["steps"] == 2 and job["prompt"] == "a red circle"
+    assert not out.exists()
