@@ -209,8 +209,9 @@ def test_semantic_latents_say_where_how_big_and_what():
     # what the object is, the whole latent says, as it says the background
     assert np.allclose(z[sl.COLOR[0]], red[:, None, None])
     assert (z[sl.SHAPE[0]][sd.SHAPES.index("triangle")] == 1).all() and (z[sl.SHAPE[0]].sum(0) == 1).all()
-    # the second slot is empty
-    assert (z[sl.COVERAGE[1]] == -1).all() and (z[sl.COLOR[1]] == 0).all() and (z[sl.SHAPE[1]] == 0).all()
+    # the other slots are empty
+    for k in (1, 2):
+        assert (z[sl.COVERAGE[k]] == -1).all() and (z[sl.COLOR[k]] == 0).all() and (z[sl.SHAPE[k]] == 0).all()
 
     # another shape in the same box changes only the one-hot
     other = sl.of_spec(_one("circle", [8, 12, 14]))
@@ -240,15 +241,31 @@ def test_semantic_latents_put_a_relation_in_slots_by_where_the_objects_are():
     assert stacked[sl.SHAPE[0]][sd.SHAPES.index("circle")].all()
 
 
-def test_semantic_latents_put_like_objects_of_a_count_in_one_slot():
+def test_semantic_latents_give_each_object_of_a_count_its_own_slot_left_to_right():
     from training import semantic_latents as sl
 
-    spec = {"kind": "count", "background": "white", "relation": None, "count": 2,
+    # listed right, left, middle; the middle one is the highest, the left one the lowest
+    spec = {"kind": "count", "background": "white", "relation": None, "count": 3,
             "objects": [{"color": "red", "shape": "circle", "size": "small", "box": b}
-                        for b in ([4, 4, 14], [40, 40, 14])]}
+                        for b in ([44, 20, 14], [4, 44, 14], [24, 4, 14])]}
     z = sl.of_spec(spec)
-    assert z[sl.COVERAGE[0]][1, 1] == 1 and z[sl.COVERAGE[0]][10, 10] == 1
-    assert (z[sl.COVERAGE[1]] == -1).all()
+    assert [float(z[sl.COVERAGE[k]][row, col]) for k, (row, col) in enumerate([(12, 2), (2, 7), (6, 12)])] == [1.0] * 3
+    assert all((z[sl.COVERAGE[k]] > -1).sum() == 16 for k in range(3))  # one 4x4-patch box each
+    assert all(np.array_equal(z[sl.COLOR[k]], z[sl.COLOR[0]]) for k in (1, 2))
+
+
+def test_a_count_puts_its_objects_in_columns():
+    rng = random.Random(5)
+    seen = set()
+    for _ in range(400):
+        spec, _ = sd.sample_scene(rng)
+        if spec["kind"] != "count":
+            continue
+        n = spec["count"]
+        centres = [b[0] + b[2] / 2 for b in (o["box"] for o in spec["objects"])]
+        assert [int(c // (64 / n)) for c in centres] == list(range(n)), spec
+        seen.add(n)
+    assert seen == {1, 2, 3}
 
 
 def test_a_relation_puts_the_first_named_object_in_the_half_it_names():

@@ -4,21 +4,23 @@ A learned autoencoder keeps a shape as a subtle pattern of a few latent values a
 object's edge, while its colour moves many values a long way: the UNet learns colour
 from the caption early and shape hardly at all (training/README.md, "What limited
 shape with a learned autoencoder"). Here every latent pixel (a 4×4 patch of the image)
-says outright what the scene holds, in two object *slots*:
+says outright what the scene holds, in three object *slots*, one object each:
 
     channels 0-2     the scene's background colour (RGB in [-1, 1]), everywhere
-    slot 0, 3-11     how much of the patch an object's box covers (0..1 -> [-1, 1]),
-                     then the slot's colour (RGB) and shape (one-hot), everywhere
-    slot 1, 12-20    the same for a second, different object
+    slot 0, 3-11     how much of the patch the object's box covers (0..1 -> [-1, 1]),
+                     then the object's colour (RGB) and shape (one-hot), everywhere
+    slot 1, 12-20    the same for a second object
+    slot 2, 21-29    and a third
 
-A single object, and the like objects of a count, fill slot 0; the two objects of a
-relation fill slot 0 (the one on the left, or on top) and slot 1. A colour or shape is
+A single object fills slot 0; the objects of a relation or a count fill slots 0, 1
+(and 2) in the order the image shows them (`slots`). A colour or shape is
 then a value of the whole latent, as the background is, which the UNet reads from the
 caption as surely as the background, rather than a value of the pixels where an
-object lands; which object goes where is said by the two coverage channels alone
-(training/README.md, "Object slots"). The decoder of an ordinary AutoencoderKL learns
-to draw scenes from these latents, and its encoder to read them back; the pipeline,
-export and runner see a plain diffusers VAE.
+object lands; and so is how many objects there are (how many slots are filled), while
+where each goes is said by its slot's coverage alone (training/README.md, "Object
+slots"). The decoder of an ordinary AutoencoderKL learns to draw scenes from these
+latents, and its encoder to read them back; the pipeline, export and runner see a
+plain diffusers VAE.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ try:  # imported as training.semantic_latents, or beside the scripts in training
 except ImportError:
     import shapes_data as sd
 
-SLOTS, _SLOT = 2, 1 + 3 + len(sd.SHAPES)  # coverage, colour, shape
+SLOTS, _SLOT = 3, 1 + 3 + len(sd.SHAPES)  # coverage, colour, shape
 CHANNELS = 3 + SLOTS * _SLOT
 BACKGROUND = slice(0, 3)
 COVERAGE = tuple(3 + k * _SLOT for k in range(SLOTS))
@@ -59,17 +61,15 @@ def _coverage(box: list[int], factor: int) -> np.ndarray:
     return _inside(box).reshape(g, factor, g, factor).mean(axis=(1, 3))
 
 
-def slots(spec: dict) -> list[list[dict]]:
-    """The scene's objects by slot: objects that differ (a relation's two) in the order
-    the image shows them along the axis they are set apart on, left or top first;
-    like objects (a count's) share slot 0. Said by the image, not the caption's order."""
+def slots(spec: dict) -> list[dict]:
+    """The scene's objects in slot order, as the image shows them: like objects (a
+    count's) left to right, as they stand in their columns; two different ones (a
+    relation's) along the axis they are set apart on most, left or top first."""
     objs = spec["objects"]
-    if len({(o["color"], o["shape"]) for o in objs}) == 1:
-        return [objs]
-    a, b = objs
-    centre = [[o["box"][i] + o["box"][2] / 2 for i in (0, 1)] for o in objs]
-    axis = int(abs(centre[1][1] - centre[0][1]) > abs(centre[1][0] - centre[0][0]))
-    return [[a], [b]] if centre[0][axis] <= centre[1][axis] else [[b], [a]]
+    centres = np.array([[o["box"][0] + o["box"][2] / 2, o["box"][1] + o["box"][2] / 2] for o in objs])
+    alike = len({(o["color"], o["shape"]) for o in objs}) == 1
+    axis = 0 if alike else int(np.ptp(centres[:, 1]) > np.ptp(centres[:, 0]))
+    return [objs[i] for i in np.argsort(centres[:, axis], kind="stable")]
 
 
 def of_spec(spec: dict, factor: int = 4) -> np.ndarray:
@@ -79,10 +79,10 @@ def of_spec(spec: dict, factor: int = 4) -> np.ndarray:
     z = np.zeros((CHANNELS, g, g), dtype=np.float32)
     z[BACKGROUND] = _rgb(spec["background"])[:, None, None]
     z[list(COVERAGE)] = -1.0
-    for k, objs in enumerate(slots(spec)):
-        z[COVERAGE[k]] = 2 * np.maximum.reduce([_coverage(o["box"], factor) for o in objs]) - 1
-        z[COLOR[k]] = _rgb(objs[0]["color"])[:, None, None]
-        z[SHAPE[k].start + sd.SHAPES.index(objs[0]["shape"])] = 1.0
+    for k, o in enumerate(slots(spec)):
+        z[COVERAGE[k]] = 2 * _coverage(o["box"], factor) - 1
+        z[COLOR[k]] = _rgb(o["color"])[:, None, None]
+        z[SHAPE[k].start + sd.SHAPES.index(o["shape"])] = 1.0
     return z
 
 

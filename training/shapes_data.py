@@ -218,9 +218,13 @@ def _relation_boxes(rng: random.Random, sizes: list[str], rel: str) -> list[list
 
 
 def _count_boxes(rng: random.Random, size: str, n: int) -> list[list[int]]:
+    """n boxes side by side: the i-th one's centre in the i-th of n equal columns, so
+    that how many there are is said by where they are, as a relation's order is."""
+    band = IMAGE_SIZE / n
     while True:
         boxes = [[*place(rng, s := _jitter(rng, size)), s] for _ in range(n)]
-        if all(_apart(boxes[i], boxes[j]) for i in range(n) for j in range(i + 1, n)):
+        if (all(i * band <= b[0] + b[2] / 2 < (i + 1) * band for i, b in enumerate(boxes))
+                and all(_apart(boxes[i], boxes[j]) for i in range(n) for j in range(i + 1, n))):
             return boxes
 
 
