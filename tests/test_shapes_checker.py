@@ -254,13 +254,15 @@ def test_semantic_latents_give_each_object_of_a_count_its_own_slot_left_to_right
     assert all(np.array_equal(z[sl.COLOR[k]], z[sl.COLOR[0]]) for k in (1, 2))
 
 
+def _training_scenes(kind: str, seed: int, draws: int = 400):
+    """The specs of one kind among `draws` training scenes."""
+    rng = random.Random(seed)
+    return [s for s, _ in (sd.sample_scene(rng) for _ in range(draws)) if s["kind"] == kind]
+
+
 def test_a_count_puts_its_objects_in_columns():
-    rng = random.Random(5)
     seen = set()
-    for _ in range(400):
-        spec, _ = sd.sample_scene(rng)
-        if spec["kind"] != "count":
-            continue
+    for spec in _training_scenes("count", seed=5):
         n = spec["count"]
         centres = [b[0] + b[2] / 2 for b in (o["box"] for o in spec["objects"])]
         assert [int(c // (64 / n)) for c in centres] == list(range(n)), spec
@@ -269,12 +271,8 @@ def test_a_count_puts_its_objects_in_columns():
 
 
 def test_a_relation_puts_the_first_named_object_in_the_half_it_names():
-    rng = random.Random(3)
     seen = set()
-    for _ in range(400):
-        spec, _ = sd.sample_scene(rng)
-        if spec["kind"] != "relation":
-            continue
+    for spec in _training_scenes("relation", seed=3):
         first, second = ([b[0] + b[2] / 2, b[1] + b[2] / 2] for b in (o["box"] for o in spec["objects"]))
         axis, sign = {"left": (0, 1), "right": (0, -1), "above": (1, 1), "below": (1, -1)}[spec["relation"]]
         assert sign * (first[axis] - 32) < 0 < sign * (second[axis] - 32), spec
