@@ -66,7 +66,7 @@ def slots(spec: dict) -> list[dict]:
     count's) left to right, as they stand in their columns; two different ones (a
     relation's) along the axis they are set apart on most, left or top first."""
     objs = spec["objects"]
-    centres = np.array([[o["box"][0] + o["box"][2] / 2, o["box"][1] + o["box"][2] / 2] for o in objs])
+    centres = np.array([sd.centre(o["box"]) for o in objs])
     alike = len({(o["color"], o["shape"]) for o in objs}) == 1
     axis = 0 if alike else int(np.ptp(centres[:, 1]) > np.ptp(centres[:, 0]))
     return [objs[i] for i in np.argsort(centres[:, axis], kind="stable")]

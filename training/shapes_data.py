@@ -197,21 +197,27 @@ def _jitter(rng: random.Random, size: str) -> int:
     return SIZES[size] + rng.randint(-1, 1)
 
 
+def centre(box: list[int]) -> tuple[float, float]:
+    """The centre (x, y) of a box [x, y, side]."""
+    x, y, side = box
+    return x + side / 2, y + side / 2
+
+
+def _along_across(rel: str, dx: float, dy: float) -> tuple[float, float]:
+    """A displacement split into its part in the relation's direction and across it."""
+    return {"left": (dx, dy), "right": (-dx, dy), "above": (dy, dx), "below": (-dy, dx)}[rel]
+
+
 def _relation_boxes(rng: random.Random, sizes: list[str], rel: str) -> list[list[int]]:
+    mid = IMAGE_SIZE / 2
     while True:
         boxes = [[*place(rng, s := _jitter(rng, z)), s] for z in sizes]
-        (ax, ay, s), (bx, by, t) = boxes
-        dx = (bx + t / 2) - (ax + s / 2)
-        dy = (by + t / 2) - (ay + s / 2)
-        along, across = {"left": (dx, dy), "right": (-dx, dy),
-                         "above": (dy, dx), "below": (-dy, dx)}[rel]
+        (ax, ay), (bx, by) = (centre(b) for b in boxes)
+        along, across = _along_across(rel, bx - ax, by - ay)
         # the first-named object in the half of the image the relation names, the other
         # in the other half: where each goes is then said by the caption, not worked
         # out from where the other happened to land
-        axis = 0 if rel in ("left", "right") else 1
-        sign = 1 if rel in ("left", "above") else -1
-        mid = IMAGE_SIZE / 2
-        first, second = (sign * (b[axis] + b[2] / 2 - mid) for b in boxes)
+        first, second = (_along_across(rel, x - mid, y - mid)[0] for x, y in ((ax, ay), (bx, by)))
         if (along >= 12 and abs(across) <= 0.6 * along and first < 0 < second
                 and _apart(*boxes)):
             return boxes
@@ -223,7 +229,7 @@ def _count_boxes(rng: random.Random, size: str, n: int) -> list[list[int]]:
     band = IMAGE_SIZE / n
     while True:
         boxes = [[*place(rng, s := _jitter(rng, size)), s] for _ in range(n)]
-        if (all(i * band <= b[0] + b[2] / 2 < (i + 1) * band for i, b in enumerate(boxes))
+        if (all(i * band <= centre(b)[0] < (i + 1) * band for i, b in enumerate(boxes))
                 and all(_apart(boxes[i], boxes[j]) for i in range(n) for j in range(i + 1, n))):
             return boxes
 
