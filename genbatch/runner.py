@@ -184,14 +184,14 @@ def run_manifest(options: RunOptions, *, log: Callable[[str], None] | None = Non
     try:
         return _run_locked(options, manifest, plan, device, dtype, log)
     finally:
-        if created and [p.name for p in out.iterdir()] == [LOCK_NAME]:
-            # this run made the folder and wrote nothing (its model failed to load):
-            # leave no trace, as bad input leaves none
+        # a run that made the folder and wrote nothing (its model failed to load) leaves
+        # no trace, as bad input leaves none
+        untouched = created and [p.name for p in out.iterdir()] == [LOCK_NAME]
+        if untouched:
             (out / LOCK_NAME).unlink()
-            lock.release()
+        lock.release()
+        if untouched:
             out.rmdir()
-        else:
-            lock.release()
 
 
 def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan, device: str, dtype: str,
