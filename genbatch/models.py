@@ -26,8 +26,6 @@ from .errors import ModelError
 PACKAGE_MODELS = Path(__file__).parent / "models"
 TINY_RANDOM = "tiny-random"
 SHAPES = "shapes"
-FALLBACK_STEPS = 30
-FALLBACK_GUIDANCE = 7.5
 _HASH_CHUNK = 1 << 20
 
 
@@ -49,6 +47,14 @@ class ModelRef:
     @property
     def scheduler(self) -> str | None:
         return self.defaults.get("scheduler")
+
+    @property
+    def family(self) -> str:
+        """Its diffusers family (genbatch.families), ``"?"`` where genbatch knows none."""
+        from .families import folder_family
+
+        found = folder_family(self.path)
+        return found.name if found else "?"
 
 
 def builtin_names() -> list[str]:
@@ -142,24 +148,15 @@ def read_json(path: Path) -> dict[str, Any]:
 def read_defaults(path: Path) -> dict[str, Any]:
     """Steps, guidance, size and scheduler a model is meant to run at.
 
-    ``genbatch.json`` in the folder wins; otherwise the size comes from the UNet's sample
-    size times the VAE's downsampling, and steps/guidance from common SD practice.
+    ``genbatch.json`` in the folder wins; otherwise the model's family says
+    (:func:`genbatch.families.folder_defaults`: its denoiser's sample size times the VAE's
+    downsampling, and the family's usual steps and guidance).
     """
+    from .families import folder_defaults
+
     own = read_json(path / "genbatch.json")
     scheduler = read_json(path / "scheduler" / "scheduler_config.json").get("_class_name")
-    unet = read_json(path / "unet" / "config.json")
-    vae = read_json(path / "vae" / "config.json") or read_json(path / "vae_decoder" / "config.json")
-    factor = 2 ** (len(vae.get("block_out_channels", [0, 0, 0, 0])) - 1)
-    sample = unet.get("sample_size", 64)
-    sample = sample[0] if isinstance(sample, (list, tuple)) else sample
-    defaults = {
-        "steps": FALLBACK_STEPS,
-        "guidance_scale": FALLBACK_GUIDANCE,
-        "width": int(sample) * factor,
-        "height": int(sample) * factor,
-        "scheduler": scheduler,
-        "description": "",
-    }
+    defaults = {**folder_defaults(path), "scheduler": scheduler, "description": ""}
     defaults.update({k: v for k, v in own.items() if v is not None})
     if "timesteps" in own:
         train_steps = read_json(path / "scheduler" / "scheduler_config.json").get("num_train_timesteps", 1000)
