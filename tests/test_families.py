@@ -1,0 +1,126 @@
+"""The family contract, for every first-class diffusers family on the torch backend, with a
+tiny random pipeline of each (genbatch.tiny_models): a CLI run makes the images; an image is
+the same alone or in a batch; it equals what plain diffusers returns for the same prompt,
+parameters and ``generator=torch.Generator("cpu").manual_seed(seed)``; a rerun generates
+nothing; the ledger says the family."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from genbatch.families import detect, family_defaults, family_of, folder_family
+from genbatch.models import read_defaults
+from helpers import genbatch, ledger, pixels
+
+# tiny pipeline -> (family, what plain diffusers needs besides prompt, size, steps, guidance)
+FAMILIES = {
+    "sd": ("sd", {}),
+    "sdxl": ("sdxl", {"negative_prompt": ""}),  # genbatch passes "" where a row has none, for now
+    "sd3": ("sd3", {"max_sequence_length": 32}),
+    "flux": ("flux", {"max_sequence_length": 32}),
+    "pixart-sigma": ("pixart", {"max_sequence_length": 32, "use_resolution_binning": False, "clean_caption": False}),
+    "sana": ("sana", {"max_sequence_length": 32, "use_resolution_binning": False}),
+}
+PROMPTS = [("a red circle", 11), ("two blue squares", 12), ("a green triangle left of a cross", 13)]
+
+
+def diffusers_images(folder, records, extra):
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    found = {}
+    for r in records:
+        out = pipe(prompt=r["prompt"], num_inference_steps=r["steps"], guidance_scale=r["guidance_scale"],
+                   height=r["height"], width=r["width"], generator=torch.Generator("cpu").manual_seed(r["seed"]),
+                   output_type="np", **extra)
+        found[r["seed"]] = (out.images[0] * 255).round().astype(np.int16)
+    return found
+
+
+def by_seed(out):
+    return {r["seed"]: pixels(out / r["file"]) for r in ledger(out) if r["status"] == "done"}
+
+
+@pytest.mark.parametrize("tiny", list(FAMILIES))
+def test_family_contract(tiny, tiny_family, tmp_path):
+    family, extra = FAMILIES[tiny]
+    folder = tiny_family(tiny)
+    manifest = tmp_path / "prompts.csv"
+    manifest.write_text("prompt,seed\n" + "".join(f"{p},{s}\n" for p, s in PROMPTS), encoding="utf-8")
+
+    batched, alone = tmp_path / "batched", tmp_path / "alone"
+    result = genbatch("run", manifest, "--model", folder, "--steps", "2", "--batch-size", "3", "--out", batched,
+                      "--quiet")
+    assert result.exit_code == 0, result.output
+    records = ledger(batched)
+    assert [r["status"] for r in records] == ["done"] * 3
+    assert json.loads((batched / "run.json").read_text())["backend_facts"]["family"] == family
+
+    # alone or in a batch: the same image
+    assert genbatch("run", manifest, "--model", folder, "--steps", "2", "--batch-size", "1", "--out", alone,
+                    "--quiet").exit_code == 0
+    in_batch, by_itself = by_seed(batched), by_seed(alone)
+    assert sorted(in_batch) == sorted(by_itself) == [s for _, s in PROMPTS]
+    batch_delta = max(int(np.abs(in_batch[s] - by_itself[s]).max()) for s in in_batch)
+    assert batch_delta <= 1
+
+    # plain diffusers, same prompt, parameters and CPU generator: the same image
+    plain = diffusers_images(folder, records, extra)
+    plain_delta = max(int(np.abs(in_batch[s] - plain[s]).max()) for s in in_batch)
+    assert plain_delta <= 2
+    # the images are not all alike (a test that compares blanks would pass on anything)
+    assert np.abs(in_batch[11] - in_batch[12]).max() > 10
+
+    # a rerun generates nothing
+    rerun = genbatch("run", manifest, "--model", folder, "--steps", "2", "--out", batched)
+    assert rerun.exit_code == 0 and "3 of 3 images are already done" in rerun.output
+    assert len(ledger(batched)) == 3
+
+
+@pytest.mark.parametrize("tiny", list(FAMILIES))
+def test_family_detected_from_model_index_before_loading(tiny, tiny_family):
+    folder = tiny_family(tiny)
+    assert detect(folder).name == folder_family(folder).name == FAMILIES[tiny][0]
+
+
+def test_family_defaults_when_the_model_folder_says_nothing(tiny_family, tmp_path):
+    # a genbatch.json wins; without one, the family's own steps and guidance, and the size
+    # its configs give (sample size x VAE downsampling)
+    flux = tiny_family("flux")
+    assert read_defaults(flux)["steps"] == 4 and read_defaults(flux)["max_sequence_length"] == 32
+    assert family_defaults(flux, detect(flux)) == {"steps": 28, "guidance_scale": 3.5, "width": 256, "height": 256}
+    schnell = tiny_family("flux-schnell")
+    assert family_defaults(schnell, detect(schnell))["steps"] == 4
+    assert family_defaults(schnell, detect(schnell))["guidance_scale"] == 0.0
+    for tiny, steps, guidance, size in [("sdxl", 30, 5.0, 64), ("sd3", 28, 7.0, 32), ("pixart-sigma", 20, 4.5, 32),
+                                        ("sana", 20, 4.5, 32), ("sd", 30, 7.5, 64)]:
+        folder = tiny_family(tiny)
+        assert family_defaults(folder, detect(folder)) == {"steps": steps, "guidance_scale": guidance,
+                                                           "width": size, "height": size}, tiny
+
+
+@pytest.mark.parametrize("cls, words", [
+    ("StableDiffusionXLControlNetPipeline", "input image"),
+    ("FluxKontextPipeline", "input image"),
+    ("IFPipeline", "super-resolution"),
+    ("KandinskyV22CombinedPipeline", "prior"),
+    ("StableCascadeCombinedPipeline", "prior"),
+    ("StableVideoDiffusionPipeline", "AutoPipelineForText2Image"),
+])
+def test_pipelines_that_need_more_than_a_prompt_are_refused_by_name(cls, words):
+    from genbatch.errors import ModelError
+
+    with pytest.raises(ModelError) as caught:
+        family_of(cls)
+    assert cls in str(caught.value) and words in str(caught.value)
+
+
+def test_other_text_only_pipelines_take_the_generic_path():
+    assert family_of("AuraFlowPipeline").name == "generic"
+    assert family_of("LatentConsistencyModelPipeline").name == "generic"
+    assert family_of("PixArtAlphaPipeline").name == "pixart"
