@@ -124,3 +124,47 @@ def test_other_text_only_pipelines_take_the_generic_path():
     assert family_of("AuraFlowPipeline").name == "generic"
     assert family_of("LatentConsistencyModelPipeline").name == "generic"
     assert family_of("PixArtAlphaPipeline").name == "pixart"
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+@pytest.mark.skipif(_has("torchsde"), reason="torchsde is installed here")
+def test_a_scheduler_whose_package_is_missing_is_one_line_naming_it(tiny_family, tmp_path):
+    manifest = tmp_path / "p.txt"
+    manifest.write_text("a red circle\n")
+    result = genbatch("run", manifest, "--model", tiny_family("sd"), "--steps", "2", "--out", tmp_path / "out",
+                      "--scheduler", "DPMSolverSDEScheduler", "--quiet")
+    assert result.exit_code == 2
+    assert "error: --scheduler DPMSolverSDEScheduler needs the Python package torchsde" in result.output
+    assert "pip install torchsde" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not _has("torchsde"), reason="DPMSolverSDEScheduler needs torchsde (pip install torchsde)")
+def test_a_scheduler_with_its_own_noise_seed_gets_each_images_seed(tiny_family, tmp_path):
+    # DPMSolverSDEScheduler draws its noise from a Brownian tree seeded by noise_sampler_seed,
+    # not from the generator: genbatch gives it the images' seeds, one per image.
+    from diffusers import DiffusionPipeline, DPMSolverSDEScheduler
+
+    folder = tiny_family("sd")
+    manifest = tmp_path / "prompts.csv"
+    manifest.write_text("prompt,seed\n" + "".join(f"{p},{s}\n" for p, s in PROMPTS), encoding="utf-8")
+    common = ["--model", folder, "--steps", "3", "--scheduler", "DPMSolverSDEScheduler", "--quiet"]
+    assert genbatch("run", manifest, "--out", tmp_path / "b3", "--batch-size", "3", *common).exit_code == 0
+    assert genbatch("run", manifest, "--out", tmp_path / "b1", "--batch-size", "1", *common).exit_code == 0
+    in_batch, alone = by_seed(tmp_path / "b3"), by_seed(tmp_path / "b1")
+    assert max(int(np.abs(in_batch[s] - alone[s]).max()) for s in in_batch) <= 1
+
+    pipe = DiffusionPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = DPMSolverSDEScheduler.from_config(pipe.scheduler.config)
+    record = ledger(tmp_path / "b3")[0]
+    pipe.scheduler.noise_sampler_seed = [record["seed"]]
+    out = pipe(prompt=record["prompt"], num_inference_steps=3, guidance_scale=record["guidance_scale"],
+               negative_prompt="", generator=torch.Generator("cpu").manual_seed(record["seed"]), output_type="np")
+    plain = (out.images[0] * 255).round().astype(np.int16)
+    assert np.abs(plain - in_batch[record["seed"]]).max() <= 2
