@@ -243,12 +243,16 @@ def validate(
 
 @app.command()
 @user_errors
-def models(json_: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
-    """List the models genbatch can use here without a download: built-ins and the local
-    Hugging Face cache, with their folders."""
+def models(
+    folders: Optional[list[Path]] = typer.Argument(None, help="Model folders to check as well."),
+    json_: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """List the models genbatch can use here without a download: built-ins, the local
+    Hugging Face cache and any FOLDERS, with their family and whether they run on the torch
+    and onnx backends (and why not)."""
     from .models import list_models
 
-    found = list_models()
+    found = list_models(folders or [])
     if json_:
         print(json.dumps(found, indent=2))
         return
@@ -257,6 +261,8 @@ def models(json_: bool = typer.Option(False, "--json", help="Print as JSON.")) -
         state = "" if entry["present"] else " (built on first use)"
         print(f"{mark} {entry['name']:<24} {entry['source']:<10} {entry['path']}{state}")
         print(f"  {'':<24} {entry['description']}")
+        runs = ", ".join(f"{b}: " + ("yes" if entry[b] is True else entry[b]) for b in ("torch", "onnx"))
+        print(f"  {'':<24} family {entry['family']} ({entry['pipeline'] or '?'}); {runs}")
 
 
 @app.command()

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from .errors import GenbatchError, ModelError
+from .families import SD, folder_family
 from .models import ModelRef, fingerprint, resolve_model
 
 DEFAULT_OPSET = 17
@@ -89,9 +90,10 @@ def check_supported(model: ModelRef) -> dict[str, Any]:
     if (model.path / "unet" / "model.onnx").exists() or cls.startswith("Onnx"):
         raise ModelError(f"{model.name} ({model.path}) is already an ONNX export; run it with --backend onnx")
     supported = f"genbatch export supports {', '.join(SUPPORTED)} folders (SD 1.x/2.x architecture)"
-    if "text_encoder_2" in index or "XL" in cls:
-        raise ModelError(f"{model.name}: {cls} (SDXL: two text encoders, added conditioning) cannot be exported "
-                         f"yet; {supported}")
+    family = folder_family(model.path)
+    if family is not None and family is not SD:
+        raise ModelError(f"{model.name}: {cls} is a {family.title} pipeline, which genbatch cannot export to ONNX "
+                         f"(run it with --backend torch); {supported}")
     missing = [c for c in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if not index.get(c, [None])[0]]
     if cls not in SUPPORTED or missing:
         detail = f" (it has no {', '.join(missing)})" if missing else ""

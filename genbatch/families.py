@@ -43,14 +43,14 @@ class Family:
     notes: str = ""
 
 
-SD = Family("sd", "Stable Diffusion 1.x/2.x", ("StableDiffusionPipeline",),
+SD = Family("sd", "SD 1.x/2.x", ("StableDiffusionPipeline",),
             ("unet", "vae", "text_encoder", "tokenizer", "scheduler"), steps=30, guidance_scale=7.5, size=512,
             timesteps=True, onnx=True)
-SDXL = Family("sdxl", "Stable Diffusion XL", ("StableDiffusionXLPipeline",),
+SDXL = Family("sdxl", "SDXL", ("StableDiffusionXLPipeline",),
               ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"),
               steps=30, guidance_scale=5.0, size=1024, timesteps=True,
               notes="no negative prompt: a zeroed unconditional embedding (force_zeros_for_empty_prompt)")
-SD3 = Family("sd3", "Stable Diffusion 3/3.5", ("StableDiffusion3Pipeline",),
+SD3 = Family("sd3", "SD3/3.5", ("StableDiffusion3Pipeline",),
              ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"),
              steps=28, guidance_scale=7.0, size=1024, max_sequence_length=True)
 FLUX = Family("flux", "Flux.1", ("FluxPipeline",),
@@ -157,7 +157,7 @@ def runs_on(path: Path) -> dict[str, Any]:
     elif family is not None and family.onnx:
         onnx = "after genbatch export --to onnx"
     else:
-        onnx = f"genbatch export does not export {family.title if family else pipeline_class(path) or 'it'}"
+        onnx = f"no: genbatch export does not export {family.title if family else pipeline_class(path) or 'it'}"
     return {"family": family.name if family else "?", "pipeline": pipeline_class(path), "torch": torch, "onnx": onnx}
 
 

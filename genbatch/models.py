@@ -193,9 +193,17 @@ def read_timesteps(source: Path, value: Any, train_steps: int) -> dict[int, tupl
     return found
 
 
-def list_models() -> list[dict[str, Any]]:
-    """Models genbatch can use here without a download: built-ins and the local HF cache."""
+def list_models(folders: list[Path] | tuple[Path, ...] = ()) -> list[dict[str, Any]]:
+    """Models genbatch can use here without a download: built-ins, the local HF cache and
+    ``folders``, each with its family and whether it runs on torch and on onnx
+    (:func:`genbatch.families.runs_on`: True, or the reason it does not)."""
+    from .families import runs_on
+
     found: list[dict[str, Any]] = []
+    for folder in folders:
+        ref = resolve_model(str(folder))
+        found.append({"name": ref.name, "source": "local", "path": str(ref.path), "present": True, "default": False,
+                      "description": ref.defaults.get("description") or "diffusers pipeline folder"})
     for name in builtin_names():
         path = _shapes_path() if name == SHAPES else genbatch_home() / "models" / TINY_RANDOM
         defaults = read_defaults(path) if path and path.exists() else {}
@@ -229,6 +237,12 @@ def list_models() -> list[dict[str, Any]]:
                 )
     except Exception:  # no cache folder yet, or an unreadable one: nothing to list
         pass
+    for entry in found:
+        path = Path(entry["path"])
+        # the built-ins are SD pipelines, also before tiny-random is first built
+        entry.update(runs_on(path) if entry["present"] else
+                     {"family": "sd", "pipeline": "StableDiffusionPipeline", "torch": True,
+                      "onnx": "after genbatch export --to onnx"})
     return found
 
 

@@ -7,6 +7,7 @@ nothing; the ledger says the family."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -168,3 +169,22 @@ def test_a_scheduler_with_its_own_noise_seed_gets_each_images_seed(tiny_family, 
                negative_prompt="", generator=torch.Generator("cpu").manual_seed(record["seed"]), output_type="np")
     plain = (out.images[0] * 255).round().astype(np.int16)
     assert np.abs(plain - in_batch[record["seed"]]).max() <= 2
+
+
+@pytest.mark.parametrize("tiny, title", [("sd3", "SD3/3.5"), ("flux", "Flux.1"), ("pixart-sigma", "PixArt-α/Σ"),
+                                         ("sana", "Sana"), ("sdxl", "SDXL")])
+def test_export_refuses_other_families_by_name(tiny, title, tiny_family, tmp_path):
+    result = genbatch("export", "--to", "onnx", "--model", tiny_family(tiny), "--out", tmp_path / "o")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"is a {title} pipeline, which genbatch cannot export to ONNX" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_models_command_says_family_and_backends(tiny_family):
+    folders = [tiny_family(t) for t in FAMILIES]
+    found = {Path(m["path"]).name: m for m in json.loads(genbatch("models", *folders, "--json").stdout)}
+    for tiny, (family, _) in FAMILIES.items():
+        assert found[tiny]["family"] == family and found[tiny]["torch"] is True
+        assert (found[tiny]["onnx"] == "after genbatch export --to onnx") == (family == "sd")
+    shown = genbatch("models", tiny_family("flux")).stdout
+    assert "family flux (FluxPipeline); torch: yes, onnx: no: genbatch export does not export Flux.1" in shown
