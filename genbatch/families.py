@@ -194,11 +194,21 @@ def family_defaults(path: Path, family: Family) -> dict[str, Any]:
     return defaults
 
 
-def check_row(family: Family, *, negative_prompt: str | None) -> str | None:
-    """Why a job with these settings cannot run on this family, or None."""
+def check_model(path: Path, defaults: dict[str, Any]) -> Family:
+    """The family a model folder runs as on torch, or a ModelError saying why it cannot run:
+    an unknown or refused pipeline, a missing component, or a genbatch.json setting the family
+    does not take."""
+    family = detect(path)
+    if defaults.get("timesteps") and not family.timesteps:
+        raise ModelError(f'{Path(path) / "genbatch.json"}: "timesteps": {family.title} pipelines take no list of '
+                         'timesteps; remove "timesteps"')
+    return family
+
+
+def check_negative_prompt(family: Family, negative_prompt: str | None) -> str | None:
+    """Why a job with this negative prompt cannot run on this family, or None."""
     if negative_prompt and not family.negative_prompt:
-        return (f"{family.title} takes no negative prompt ({family.notes}); remove negative_prompt "
-                "for this model")
+        return f"{family.title} takes no negative prompt ({family.notes}); remove it for this model"
     return None
 
 
@@ -211,31 +221,45 @@ def empty_negative_matters(path: Path, family: Family) -> bool:
     return False
 
 
-def call_kwargs(family: Family, pipe: Any, jobs: Sequence[Any], generators: list[Any]) -> dict[str, Any]:
-    """The pipeline call for a batch of jobs that share settings; images come back as numpy."""
-    first = jobs[0]
-    takes = inspect.signature(pipe.__call__).parameters
-    kwargs: dict[str, Any] = {
-        "prompt": [j.prompt for j in jobs],
-        "num_inference_steps": first.steps,
-        "height": first.height,
-        "width": first.width,
-        "generator": generators,
-        "output_type": "np",
-    }
+def pipeline_parameters(class_name: str) -> set[str]:
+    """The names a diffusers pipeline's ``__call__`` takes, read from its class (nothing loaded)."""
+    import diffusers
+
+    cls = getattr(diffusers, class_name, None)
+    return set(inspect.signature(cls.__call__).parameters) if cls is not None else set()
+
+
+def job_call(family: Family, takes: set[str], job: Any) -> dict[str, Any]:
+    """What the pipeline is called with for one job, the generator aside: recorded in the
+    ledger (``call``), so ``pipe(**record["call"], generator=torch.Generator("cpu").manual_seed(seed))``
+    in plain diffusers gives the image again."""
+    call: dict[str, Any] = {"prompt": job.prompt}
+    negative = getattr(job, "negative_prompt", None)
+    if negative is not None and family.negative_prompt and "negative_prompt" in takes:
+        call["negative_prompt"] = negative
+    call.update(num_inference_steps=job.steps, height=job.height, width=job.width)
     if "guidance_scale" in takes:
-        kwargs["guidance_scale"] = first.guidance_scale
-    negatives = [getattr(j, "negative_prompt", None) for j in jobs]
-    if any(n is not None for n in negatives) and family.negative_prompt and "negative_prompt" in takes:
-        kwargs["negative_prompt"] = [n or "" for n in negatives]
-    timesteps = getattr(first, "timesteps", None)
+        call["guidance_scale"] = job.guidance_scale
+    timesteps = getattr(job, "timesteps", None)
     if timesteps:
-        kwargs["timesteps"] = list(timesteps)
-    length = getattr(first, "max_sequence_length", None) or first.model.defaults.get("max_sequence_length")
-    if length and family.max_sequence_length:
-        kwargs["max_sequence_length"] = int(length)
-    kwargs.update({k: v for k, v in family.fixed.items() if k in takes})
-    return kwargs
+        call["timesteps"] = list(timesteps)
+    length = getattr(job, "max_sequence_length", None) or job.model.defaults.get("max_sequence_length")
+    if length and family.max_sequence_length and "max_sequence_length" in takes:
+        call["max_sequence_length"] = int(length)
+    call.update({k: v for k, v in family.fixed.items() if k in takes})
+    return call
+
+
+def call_kwargs(family: Family, pipe: Any, jobs: Sequence[Any], generators: list[Any]) -> dict[str, Any]:
+    """The pipeline call for a batch of jobs that share settings (all with a negative prompt
+    or all without): each job's call, prompts as lists; images come back as numpy."""
+    takes = set(inspect.signature(pipe.__call__).parameters)
+    calls = [job_call(family, takes, job) for job in jobs]
+    kwargs = dict(calls[0])
+    for name in ("prompt", "negative_prompt"):
+        if name in kwargs:
+            kwargs[name] = [call[name] for call in calls]
+    return {**kwargs, "generator": generators, "output_type": "np"}
 
 
 def negative_groups(jobs: Sequence[Any]) -> list[list[Any]]:

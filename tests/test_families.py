@@ -188,3 +188,28 @@ def test_models_command_says_family_and_backends(tiny_family):
         assert (found[tiny]["onnx"] == "after genbatch export --to onnx") == (family == "sd")
     shown = genbatch("models", tiny_family("flux")).stdout
     assert "family flux (FluxPipeline); torch: yes, onnx: no: genbatch export does not export Flux.1" in shown
+
+
+def test_settings_a_family_does_not_take_are_named(tiny_family):
+    from genbatch.errors import ModelError
+    from genbatch.families import FLUX, SDXL, check_model, check_negative_prompt
+
+    assert "Flux.1 takes no negative prompt" in check_negative_prompt(FLUX, "blurry")
+    assert check_negative_prompt(FLUX, None) is None and check_negative_prompt(SDXL, "blurry") is None
+    with pytest.raises(ModelError, match="SD3/3.5 pipelines take no list of timesteps"):
+        check_model(tiny_family("sd3"), {"timesteps": {2: (999, 500)}})
+    assert check_model(tiny_family("sdxl"), {"timesteps": {2: (999, 500)}}).name == "sdxl"
+
+
+def test_a_folder_missing_a_component_is_named(tiny_family, tmp_path):
+    import shutil
+
+    from genbatch.errors import ModelError
+
+    folder = tmp_path / "flux"
+    shutil.copytree(tiny_family("flux"), folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    index["text_encoder_2"] = [None, None]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(ModelError, match="FluxPipeline has no text_encoder_2"):
+        detect(folder)
