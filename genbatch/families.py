@@ -157,7 +157,8 @@ def runs_on(path: Path) -> dict[str, Any]:
     elif family is not None and family.onnx:
         onnx = "after genbatch export --to onnx"
     else:
-        onnx = f"no: genbatch export does not export {family.title if family else pipeline_class(path) or 'it'}"
+        named = family.title if family is not None and family is not GENERIC else pipeline_class(path) or "it"
+        onnx = f"no: genbatch export does not export {named}"
     return {"family": family.name if family else "?", "pipeline": pipeline_class(path), "torch": torch, "onnx": onnx}
 
 

@@ -214,6 +214,25 @@ def build_sana(folder: Path) -> None:
     _save(pipe, folder, "sana", width=32, height=32, guidance_scale=4.5, max_sequence_length=32)
 
 
+def build_lcm(folder: Path) -> None:
+    """A latent consistency model: a pipeline of the generic path (no family of its own)."""
+    from diffusers import LatentConsistencyModelPipeline, LCMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    tokenizer = _clip_tokenizer(folder / "tokenizer")
+    unet = _seeded(lambda: UNet2DConditionModel(
+        block_out_channels=(4, 8), layers_per_block=1, sample_size=32, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=8, attention_head_dim=2, norm_num_groups=2, time_cond_proj_dim=8,
+    ))
+    pipe = LatentConsistencyModelPipeline(
+        vae=_vae(), unet=unet, text_encoder=_seeded(lambda: CLIPTextModel(_clip_config(tokenizer))),
+        tokenizer=tokenizer, scheduler=LCMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    _save(pipe, folder, "lcm", width=64, height=64, guidance_scale=8.0)
+
+
 def _save(pipe: Any, folder: Path, name: str, **defaults: Any) -> None:
     pipe.save_pretrained(folder, safe_serialization=True)
     own = {"name": f"tiny-{name}", "description": f"tiny randomly initialised {name} pipeline; its images are noise",
@@ -235,6 +254,7 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "flux-schnell": lambda folder: build_flux(folder, guidance_embeds=False),
     "pixart-sigma": build_pixart,
     "sana": build_sana,
+    "lcm": build_lcm,
 }
 
 

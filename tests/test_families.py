@@ -25,6 +25,7 @@ FAMILIES = {
     "flux": ("flux", {"max_sequence_length": 32}),
     "pixart-sigma": ("pixart", {"max_sequence_length": 32, "use_resolution_binning": False, "clean_caption": False}),
     "sana": ("sana", {"max_sequence_length": 32, "use_resolution_binning": False}),
+    "lcm": ("generic", {}),  # LatentConsistencyModelPipeline: the generic path
 }
 PROMPTS = [("a red circle", 11), ("two blue squares", 12), ("a green triangle left of a cross", 13)]
 
