@@ -209,8 +209,40 @@ def check_model(path: Path, defaults: dict[str, Any]) -> Family:
 def check_negative_prompt(family: Family, negative_prompt: str | None) -> str | None:
     """Why a job with this negative prompt cannot run on this family, or None."""
     if negative_prompt and not family.negative_prompt:
-        return f"{family.title} takes no negative prompt ({family.notes}); remove it for this model"
+        why = " (it is guidance-distilled)" if family is FLUX else ""
+        return f"{family.title} takes no negative prompt{why}; remove it for this model"
     return None
+
+
+def plan_problems(jobs: Sequence[Any], manifest: str, columns: dict[str, str] | None = None) -> list[str]:
+    """Why jobs of a plan cannot run on the torch backend, found before any model loads, each
+    as ``FILE:LINE:COLUMN: message`` (the first row of a model that cannot run names it)."""
+    columns = columns or {}
+    families: dict[Path, Family | None] = {}
+    problems: dict[tuple[int, str], str] = {}
+    for job in jobs:
+        line, model = job.row.line, job.model
+        if model.path not in families:
+            try:
+                families[model.path] = check_model(model.path, model.defaults)
+            except ModelError as err:
+                families[model.path] = None
+                column = columns.get("model", "model") if job.row.model is not None else "--model"
+                problems[(line, column)] = f"{manifest}:{line}:{column}: {model.name}: {err}"
+        family = families[model.path]
+        why = family and check_negative_prompt(family, job.negative_prompt)
+        if why:
+            column = columns.get("negative_prompt", "negative_prompt") if job.row.negative_prompt else "--negative"
+            problems.setdefault((line, column), f"{manifest}:{line}:{column}: {why}")
+    return list(problems.values())
+
+
+def job_negative(path: Path, negative_prompt: str | None) -> str | None:
+    """A job's negative prompt: none stays none where that gives other pixels than ``""``
+    (SDXL), else it is ``""``, which keeps the job keys genbatch has always given."""
+    if negative_prompt is None and not empty_negative_matters(path, folder_family(path) or SD):
+        return ""
+    return negative_prompt
 
 
 def empty_negative_matters(path: Path, family: Family) -> bool:

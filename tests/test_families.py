@@ -214,3 +214,30 @@ def test_a_folder_missing_a_component_is_named(tiny_family, tmp_path):
     (folder / "model_index.json").write_text(json.dumps(index))
     with pytest.raises(ModelError, match="FluxPipeline has no text_encoder_2"):
         detect(folder)
+
+
+def test_plan_problems_say_file_line_and_column_before_any_model_loads(tiny_family, tmp_path):
+    import shutil
+
+    from genbatch.families import plan_problems
+    from genbatch.manifest import read_manifest
+    from genbatch.models import resolve_model
+    from genbatch.plan import Defaults, Target, expand_jobs
+
+    broken = tmp_path / "broken-sd3"
+    shutil.copytree(tiny_family("sd3"), broken)
+    index = json.loads((broken / "model_index.json").read_text())
+    index["transformer"] = [None, None]
+    (broken / "model_index.json").write_text(json.dumps(index))
+    flux, sdxl = tiny_family("flux"), tiny_family("sdxl")
+    manifest = tmp_path / "p.csv"
+    manifest.write_text(f"prompt,negative,model\na,blurry,{flux}\nb,,{flux}\nc,blurry,{sdxl}\nd,,{broken}\n"
+                        f"e,,{broken}\n", encoding="utf-8")
+    read = read_manifest(manifest)
+    models = {row.model: resolve_model(row.model) for row in read.rows}
+    jobs = expand_jobs(read.rows, models, Defaults(), Target("torch", "fp32"))
+    assert plan_problems(jobs, read.path, read.columns) == [
+        f"{read.path}:2:negative: Flux.1 takes no negative prompt (it is guidance-distilled); remove it for this model",
+        f"{read.path}:5:model: broken-sd3: {broken.resolve()}: StableDiffusion3Pipeline has no transformer "
+        "(model_index.json names none), which it needs to make an image",
+    ]
