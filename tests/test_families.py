@@ -75,6 +75,7 @@ def test_family_contract(tiny, tiny_family, tmp_path):
     plain = diffusers_images(folder, records, extra)
     plain_delta = max(int(np.abs(in_batch[s] - plain[s]).max()) for s in in_batch)
     assert plain_delta <= 2
+    print(f"\nfigures: {tiny} ({family}): batch 3 vs 1 max |d| {batch_delta}, vs plain diffusers max |d| {plain_delta}")
     # the images are not all alike (a test that compares blanks would pass on anything)
     assert np.abs(in_batch[11] - in_batch[12]).max() > 10
 
