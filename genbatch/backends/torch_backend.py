@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from ..errors import GenbatchError, ModelError
 from ..families import call_kwargs, detect, negative_groups
 from ..models import ModelRef, keeps_own_scheduler
-from .base import GeneratedImage, to_uint8
+from .base import BackendOptions, GeneratedImage, to_uint8
 
 DTYPES = ("fp32", "fp16", "bf16")
 
@@ -86,10 +86,12 @@ class TorchBackend:
         resolved = resolve_torch_device(device)
         return resolved, resolve_dtype(resolved, dtype)
 
-    def load(self, model: ModelRef, *, device: str, dtype: str, scheduler: str | None, offload: str | None = None,
-             vae_tiling: bool = False, vae_slicing: bool = False) -> "TorchGenerator":
-        return TorchGenerator(model, device=device, dtype=dtype, scheduler=scheduler, offload=offload,
-                              vae_tiling=vae_tiling, vae_slicing=vae_slicing)
+    def load(self, model: ModelRef, options: BackendOptions) -> "TorchGenerator":
+        """``options.extra``: ``offload`` (none, model, sequential), ``vae_tiling``, ``vae_slicing``."""
+        extra = options.extra
+        return TorchGenerator(model, device=options.device, dtype=options.dtype, scheduler=options.scheduler,
+                              offload=extra.get("offload"), vae_tiling=bool(extra.get("vae_tiling")),
+                              vae_slicing=bool(extra.get("vae_slicing")))
 
 
 def scheduler_class(name: str, current: Any) -> Any:
@@ -178,18 +180,10 @@ class TorchGenerator:
 
     def generate(self, jobs: Sequence[Any]) -> list[GeneratedImage]:
         """Images for jobs that share settings, in their order. A batch that mixes jobs with and
-        without a negative prompt is two pipeline calls (one call cannot mix them)."""
-        by_job = {id(image.job): image for group in negative_groups(jobs) for image in self._retrying(group)}
+        without a negative prompt is two pipeline calls (one call cannot mix them). An exception
+        fails the whole batch; the engine then retries its jobs one at a time."""
+        by_job = {id(image.job): image for group in negative_groups(jobs) for image in self._generate(group)}
         return [by_job[id(job)] for job in jobs]
-
-    def _retrying(self, jobs: Sequence[Any]) -> list[GeneratedImage]:
-        try:
-            return self._generate(jobs)
-        except Exception as err:  # a batch failed: retry alone so one bad job (or OOM) fails alone
-            if len(jobs) == 1:
-                return [GeneratedImage(jobs[0], None, f"{type(err).__name__}: {err}")]
-            self._release_memory()
-            return [image for job in jobs for image in self._retrying([job])]
 
     def _generate(self, jobs: Sequence[Any]) -> list[GeneratedImage]:
         import torch
@@ -211,7 +205,8 @@ class TorchGenerator:
             results.append(GeneratedImage(job, image, error))
         return results
 
-    def _release_memory(self) -> None:
+    def release_memory(self) -> None:
+        """Give cached accelerator memory back (after a batch failed, or at close)."""
         import torch
 
         if self.device.startswith("cuda"):
@@ -219,7 +214,7 @@ class TorchGenerator:
 
     def close(self) -> None:
         self.pipe = None
-        self._release_memory()
+        self.release_memory()
 
 
 def place(pipe: Any, device: str, offload: str) -> None:
