@@ -97,7 +97,7 @@ def run(
     guidance: Optional[float] = typer.Option(None, min=0.0, help="Guidance scale for rows without one."),
     width: Optional[int] = typer.Option(None, min=8, help="Width for rows without one (multiple of 8)."),
     height: Optional[int] = typer.Option(None, min=8, help="Height for rows without one (multiple of 8)."),
-    negative: str = typer.Option("", help="Negative prompt for rows without one."),
+    negative: Optional[str] = typer.Option(None, help="Negative prompt for rows without one (default: none, the model's own default)."),
     num_images: int = typer.Option(1, "--num-images", "-n", min=1, help="Images per row for rows without num_images."),
     seed: int = typer.Option(0, min=0, help="Base seed from which rows without a seed derive theirs."),
     column: list[str] = typer.Option([], help="Read a field from another column: --column seed=evaluation_seed."),
@@ -116,6 +116,9 @@ def run(
     wait: bool = typer.Option(False, help="If another run holds --out, wait for it instead of exiting."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     json_: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    offload: str = typer.Option("none", help="torch: none, model or sequential (diffusers' CPU offload, for models larger than the GPU)."),
+    vae_tiling: bool = typer.Option(False, "--vae-tiling", help="torch: decode large images tile by tile (less memory)."),
+    vae_slicing: bool = typer.Option(False, "--vae-slicing", help="torch: decode a batch one image at a time (less memory)."),
 ) -> None:
     """Generate an image for every row (x num_images) of MANIFEST into --out.
 
@@ -152,11 +155,11 @@ def run(
 
 def _run_options(manifest: str, out: Path, model: str | None, backend: str, device: str, dtype: str,
                  scheduler: str | None, providers: str | None, batch_size: int, steps: int | None,
-                 guidance: float | None, width: int | None, height: int | None, negative: str, num_images: int,
+                 guidance: float | None, width: int | None, height: int | None, negative: str | None, num_images: int,
                  seed: int, column: list[str], prompt_column: str | None, set_: list[str], format_: list[str],
                  quality: int, compress_level: int, name_template: str, workers: int | None, limit: int | None,
                  shard: str | None, dry_run: bool, force: bool, skip_invalid: bool, wait: bool, quiet: bool,
-                 **_: Any) -> Any:
+                 offload: str = "none", vae_tiling: bool = False, vae_slicing: bool = False, **_: Any) -> Any:
     """``genbatch run``'s options, checked, as the library's RunOptions."""
     from .runner import RunOptions
 
@@ -166,8 +169,13 @@ def _run_options(manifest: str, out: Path, model: str | None, backend: str, devi
                 parse_value(name, value)
             except ValueError as err:
                 raise GenbatchError(f"--{name.split('_')[0]}: {err}") from None
+    if offload not in ("none", "model", "sequential"):
+        raise GenbatchError(f"--offload {offload!r}: expected none, model or sequential")
     manifest_format, image_format = _split_formats(format_)
     return RunOptions(
+        offload=offload,
+        vae_tiling=vae_tiling,
+        vae_slicing=vae_slicing,
         manifest=manifest,
         out=out,
         format=manifest_format,
@@ -206,7 +214,8 @@ def _print_plan(result: Any, as_json: bool) -> None:
     for warning in result.warnings:
         _err(f"warning: {warning}")
     c = summary.counts
-    models = ", ".join(f"{m['name']} ({m['fingerprint']})" for m in summary.models)
+    models = ", ".join(f"{m['name']} ({m['fingerprint']}; {m['family']}: "
+                       + " ".join(f"{k}={v}" for k, v in m["defaults"].items()) + ")" for m in summary.models)
     print(f"plan: {c.planned} images, {c.already_done} already done, {c.to_generate} to generate in {c.batches} batches")
     print(f"model: {models}; {summary.backend}/{summary.device}/{summary.dtype}; out: {summary.out}")
     if c.skipped:
@@ -227,9 +236,12 @@ def validate(
     column: list[str] = typer.Option([], help="Read a field from another column: --column seed=evaluation_seed."),
     prompt_column: Optional[str] = typer.Option(None, help="The column that holds the prompt."),
     set_: list[str] = typer.Option([], "--set", help="Force a value on every row: --set width=512."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="The model of rows without a model column (default: the embedded model)."),
     json_: bool = typer.Option(False, "--json", help="Print problems as JSON on stdout."),
 ) -> None:
-    """Check a manifest and report every problem as FILE:LINE:COLUMN: message. Loads no model.
+    """Check a manifest and report every problem as FILE:LINE:COLUMN: message, including
+    models that cannot run on the torch backend and values their family does not take.
+    Loads no model.
 
     Exit code 0 if the manifest is valid, 2 if not.
 
@@ -245,6 +257,10 @@ def validate(
     else:
         problems, warnings, rows = manifest_.problems, manifest_.warnings, manifest_.rows
         name, fmt, columns = manifest_.path, manifest_.format, manifest_.columns
+        if not manifest_.fatal_problems:
+            from .families import manifest_problems
+
+            problems = [*problems, *manifest_problems(manifest_, model)]
     images = sum(r.num_images or 1 for r in rows)
     if json_:
         print(json.dumps({

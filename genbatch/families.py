@@ -17,12 +17,13 @@ before any job runs.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import ModelError
+from .errors import ModelError, Problem
 
 
 @dataclass(frozen=True)
@@ -214,12 +215,12 @@ def check_negative_prompt(family: Family, negative_prompt: str | None) -> str | 
     return None
 
 
-def plan_problems(jobs: Sequence[Any], manifest: str, columns: dict[str, str] | None = None) -> list[str]:
+def plan_problems(jobs: Sequence[Any], manifest: str, columns: dict[str, str] | None = None) -> list[Problem]:
     """Why jobs of a plan cannot run on the torch backend, found before any model loads, each
-    as ``FILE:LINE:COLUMN: message`` (the first row of a model that cannot run names it)."""
+    located at its row (the first row of a model that cannot run names it)."""
     columns = columns or {}
     families: dict[Path, Family | None] = {}
-    problems: dict[tuple[int, str], str] = {}
+    problems: dict[tuple[Any, str], Problem] = {}
     for job in jobs:
         line, model = job.row.line, job.model
         if model.path not in families:
@@ -228,13 +229,51 @@ def plan_problems(jobs: Sequence[Any], manifest: str, columns: dict[str, str] | 
             except ModelError as err:
                 families[model.path] = None
                 column = columns.get("model", "model") if job.row.model is not None else "--model"
-                problems[(line, column)] = f"{manifest}:{line}:{column}: {model.name}: {err}"
+                problems[(line, column)] = Problem(manifest, line, column, f"{model.name}: {err}")
         family = families[model.path]
         why = family and check_negative_prompt(family, job.negative_prompt)
         if why:
-            column = columns.get("negative_prompt", "negative_prompt") if job.row.negative_prompt else "--negative"
-            problems.setdefault((line, column), f"{manifest}:{line}:{column}: {why}")
+            given = job.row.values.get("negative_prompt") is not None
+            column = columns.get("negative_prompt", "negative_prompt") if given else "--negative"
+            # a row's own value: at its line; --negative: once per model, at its first row
+            problems.setdefault((line if given else str(model.path), column), Problem(manifest, line, column, why))
+        if family and job.values.get("max_sequence_length") and not family.max_sequence_length:
+            column = columns.get("max_sequence_length", "max_sequence_length")
+            problems.setdefault((line, column), Problem(manifest, line, column, (
+                f"{family.title} takes no max_sequence_length (SD3, Flux, PixArt and Sana do); remove it for this model")))
     return list(problems.values())
+
+
+def manifest_problems(manifest: Any, model: str | None = None) -> list[Problem]:
+    """``genbatch validate``'s model checks: the models a manifest's rows use (its model
+    column, else ``model``, else the default model) that cannot be found or cannot run on
+    torch, and the row values their families do not take."""
+    from .models import resolve_model
+    from .plan import Defaults, Target, expand_jobs
+
+    models: dict[str | None, Any] = {}
+    problems: list[Problem] = []
+    for row in manifest.rows:
+        if row.model in models:
+            continue
+        try:
+            models[row.model] = resolve_model(row.model if row.model is not None else model)
+        except ModelError as err:
+            models[row.model] = None
+            column = manifest.columns.get("model", "model") if row.model is not None else "--model"
+            problems.append(Problem(manifest.path, row.line, column, str(err)))
+    rows = [row for row in manifest.rows if models[row.model] is not None]
+    jobs = expand_jobs(rows, models, Defaults(num_images=1), Target("torch", "fp32"))
+    return sorted(problems + plan_problems(jobs, manifest.path, manifest.columns), key=lambda p: p.line or 0)
+
+
+def recorded_call(job: Any) -> dict[str, Any]:
+    """A job's pipeline call as the ledger records it (:func:`job_call`); ``{}`` for a model
+    of no family genbatch runs on torch (an ONNX export)."""
+    family = folder_family(job.model.path)
+    if family is None or pipeline_class(job.model.path) in ONNX_EXPORTS:
+        return {}
+    return job_call(family, pipeline_parameters(pipeline_class(job.model.path)), job)
 
 
 def job_negative(path: Path, negative_prompt: str | None) -> str | None:
@@ -254,15 +293,16 @@ def empty_negative_matters(path: Path, family: Family) -> bool:
     return False
 
 
-def pipeline_parameters(class_name: str) -> set[str]:
+@functools.lru_cache(maxsize=None)
+def pipeline_parameters(class_name: str) -> frozenset[str]:
     """The names a diffusers pipeline's ``__call__`` takes, read from its class (nothing loaded)."""
     import diffusers
 
     cls = getattr(diffusers, class_name, None)
-    return set(inspect.signature(cls.__call__).parameters) if cls is not None else set()
+    return frozenset(inspect.signature(cls.__call__).parameters) if cls is not None else frozenset()
 
 
-def job_call(family: Family, takes: set[str], job: Any) -> dict[str, Any]:
+def job_call(family: Family, takes: frozenset[str] | set[str], job: Any) -> dict[str, Any]:
     """What the pipeline is called with for one job, the generator aside: recorded in the
     ledger (``call``), so ``pipe(**record["call"], generator=torch.Generator("cpu").manual_seed(seed))``
     in plain diffusers gives the image again."""
@@ -276,7 +316,7 @@ def job_call(family: Family, takes: set[str], job: Any) -> dict[str, Any]:
     timesteps = getattr(job, "timesteps", None)
     if timesteps:
         call["timesteps"] = list(timesteps)
-    length = getattr(job, "max_sequence_length", None) or job.model.defaults.get("max_sequence_length")
+    length = getattr(job, "max_sequence_length", None)
     if length and family.max_sequence_length and "max_sequence_length" in takes:
         call["max_sequence_length"] = int(length)
     call.update({k: v for k, v in family.fixed.items() if k in takes})

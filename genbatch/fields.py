@@ -61,6 +61,10 @@ FIELDS: tuple[Field, ...] = (
           a1111=(1, "Sampler", lambda p: str(p["scheduler"]))),
     # A model's own timesteps at this step count (its genbatch.json), else None.
     Field("timesteps", "list", key=True, group=True),
+    # T5/Gemma prompt length of SD3, Flux, PixArt and Sana (a model's genbatch.json, else the pipeline's).
+    Field("max_sequence_length", "int", ("max_sequence_length",), lo=1, key=True, group=True),
+    # The model's diffusers family (genbatch.families); its fingerprint is already in the key.
+    Field("family", "name"),
     Field("num_images", "int", ("num_images", "n"), lo=1, option="--num-images", job=False),
     Field("id", "name", ("id", "name"), job=False),
     Field("model", "name", ("model",), option="--model", job=False),

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Iterable
 
+from . import families
 from . import image_formats as formats
-from .errors import GenbatchError, ModelError
+from .errors import GenbatchError, ManifestError, ModelError
 from .fields import BY_NAME, GROUP_FIELDS, JOB_FIELDS, MAX_SEED, ROW_FIELDS, Values, key_values, template_values
 from .manifest import Manifest, Row
 from .models import ModelRef, keeps_own_scheduler, resolve_model
@@ -38,7 +39,7 @@ class Defaults:
     guidance_scale: float | None = None
     width: int | None = None
     height: int | None = None
-    negative_prompt: str = ""
+    negative_prompt: str | None = None  # None: the model's own default (genbatch.families.job_negative)
     num_images: int = 1
     seed: int = 0  # the base seed that rows without a seed derive theirs from
 
@@ -72,8 +73,15 @@ class Job(Values):
 
     @property
     def group(self) -> tuple[Any, ...]:
-        """Jobs with the same group can share a batch."""
-        return (self.model.fingerprint, str(self.model.path), *(self.values[name] for name in GROUP_FIELDS))
+        """Jobs with the same group can share a batch (one pipeline call cannot mix jobs with and
+        without a negative prompt)."""
+        return (self.model.fingerprint, str(self.model.path), *(self.values[name] for name in GROUP_FIELDS),
+                self.values["negative_prompt"] is None)
+
+    @property
+    def call(self) -> dict[str, Any]:
+        """What the model's pipeline is called with for this image, the generator aside."""
+        return families.recorded_call(self)
 
     def params(self) -> dict[str, Any]:
         """The generation fields that are set, as the ledger and image metadata record them."""
@@ -131,6 +139,8 @@ def expand_jobs(
             base = derive_seed(defaults.seed, identity)
         values = {name: _resolve(name, row, defaults, model) if name in ROW_FIELDS else None for name in JOB_FIELDS}
         values["scheduler"] = target.scheduler or model.scheduler or "default"
+        values["family"] = model.family
+        values["negative_prompt"] = families.job_negative(model.path, values["negative_prompt"])
         # A model's own timesteps go with its own scheduler; --scheduler picks another's spacing too.
         if keeps_own_scheduler(target.scheduler, model.scheduler):
             values["timesteps"] = model.defaults.get("timesteps", {}).get(values["steps"])
@@ -174,6 +184,10 @@ def make_plan(manifest: Manifest, options: RunOptions) -> Plan:
     device, dtype = get_backend(options.backend).resolve(options.device, options.dtype)
     models = resolve_models(manifest, options.model)
     jobs = expand_jobs(manifest.rows, models, options.defaults, Target(options.backend, dtype, options.scheduler))
+    if options.backend == "torch":  # before any model loads: models that cannot run, options they do not take
+        problems = families.plan_problems(jobs, manifest.path, manifest.columns)
+        if problems:
+            raise ManifestError(problems)
     assign_file_names(jobs, options.name_template, options.image_format)
     selected = select(jobs, options.shard, options.limit)
     used = {id(j.model): j.model for j in selected}

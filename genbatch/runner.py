@@ -63,10 +63,15 @@ class RunOptions:
     quiet: bool = False
     html_report: bool = True
     engine: str = "local"
+    offload: str = "none"  # torch: none, model or sequential (diffusers' CPU offload)
+    vae_tiling: bool = False  # torch: decode large images tile by tile
+    vae_slicing: bool = False  # torch: decode a batch one image at a time
 
     def backend_options(self, device: str, dtype: str) -> BackendOptions:
+        extra = ({"offload": self.offload, "vae_tiling": self.vae_tiling, "vae_slicing": self.vae_slicing}
+                 if self.backend == "torch" else {})
         return BackendOptions(device=device, dtype=dtype, scheduler=self.scheduler,
-                              providers=tuple(self.providers) if self.providers else None)
+                              providers=tuple(self.providers) if self.providers else None, extra=extra)
 
     def encoding(self) -> Encoding:
         return Encoding(fmt=image_format(self.image_format).name, quality=self.quality,
@@ -146,14 +151,20 @@ def _dry_run(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResult:
     return RunResult(EXIT_OK, summary, plan, pending, manifest.warnings)
 
 
+def model_defaults(model: Any) -> dict[str, Any]:
+    """What a job of this model runs at where neither its row nor a run option says."""
+    return {k: model.defaults[k] for k in ("steps", "guidance_scale", "width", "height", "max_sequence_length")
+            if model.defaults.get(k) is not None}
+
+
 def _summary(options: RunOptions, manifest: Manifest, plan: Plan, pending: list[Job], *, dry_run: bool) -> RunSummary:
     return RunSummary(
         out=str(options.out), dry_run=dry_run, manifest=manifest.path,
         counts=Counts(planned=len(plan.jobs), already_done=len(plan.jobs) - len(pending), to_generate=len(pending),
                       batches=len(make_batches(pending, options.batch_size)) if pending else 0,
                       skipped=len(manifest.skipped), not_run=len(pending)),
-        models=[{"name": m.name, "path": str(m.path), "fingerprint": m.fingerprint, "source": m.source}
-                for m in plan.models],
+        models=[{"name": m.name, "path": str(m.path), "fingerprint": m.fingerprint, "source": m.source,
+                 "family": m.family, "defaults": model_defaults(m)} for m in plan.models],
         backend=options.backend, engine=options.engine, device=plan.device, dtype=plan.dtype,
         batch_size=options.batch_size, command=command_line(),
         settings={

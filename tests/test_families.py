@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from genbatch.families import detect, family_defaults, family_of, folder_family
 from genbatch.models import read_defaults
@@ -20,7 +21,7 @@ from helpers import genbatch, ledger, pixels
 # tiny pipeline -> (family, what plain diffusers needs besides prompt, size, steps, guidance)
 FAMILIES = {
     "sd": ("sd", {}),
-    "sdxl": ("sdxl", {"negative_prompt": ""}),  # genbatch passes "" where a row has none, for now
+    "sdxl": ("sdxl", {}),
     "sd3": ("sd3", {"max_sequence_length": 32}),
     "flux": ("flux", {"max_sequence_length": 32}),
     "pixart-sigma": ("pixart", {"max_sequence_length": 32, "use_resolution_binning": False, "clean_caption": False}),
@@ -61,7 +62,11 @@ def test_family_contract(tiny, tiny_family, tmp_path):
     assert result.exit_code == 0, result.output
     records = ledger(batched)
     assert [r["status"] for r in records] == ["done"] * 3
-    assert json.loads((batched / "run.json").read_text())["backend_facts"]["family"] == family
+    run = json.loads((batched / "run.json").read_text())
+    assert run["backend_facts"]["family"] == run["models"][0]["family"] == family
+    assert {r["family"] for r in records} == {family}
+    with Image.open(batched / records[0]["file"]) as image:
+        assert json.loads(image.info["genbatch"])["family"] == family
 
     # alone or in a batch: the same image
     assert genbatch("run", manifest, "--model", folder, "--steps", "2", "--batch-size", "1", "--out", alone,
@@ -78,6 +83,14 @@ def test_family_contract(tiny, tiny_family, tmp_path):
     print(f"\nfigures: {tiny} ({family}): batch 3 vs 1 max |d| {batch_delta}, vs plain diffusers max |d| {plain_delta}")
     # the images are not all alike (a test that compares blanks would pass on anything)
     assert np.abs(in_batch[11] - in_batch[12]).max() > 10
+
+    # the README's five lines: plain diffusers from a ledger line
+    from diffusers import DiffusionPipeline
+
+    r = records[1]
+    pipe = DiffusionPipeline.from_pretrained(r["model_path"])
+    image = pipe(**r["call"], generator=torch.Generator("cpu").manual_seed(r["seed"])).images[0]
+    assert np.abs(np.asarray(image, dtype=np.int16) - in_batch[r["seed"]]).max() <= 2
 
     # a rerun generates nothing
     rerun = genbatch("run", manifest, "--model", folder, "--steps", "2", "--out", batched)
@@ -217,13 +230,8 @@ def test_a_folder_missing_a_component_is_named(tiny_family, tmp_path):
         detect(folder)
 
 
-def test_plan_problems_say_file_line_and_column_before_any_model_loads(tiny_family, tmp_path):
+def test_models_that_cannot_run_are_named_with_file_and_line_before_any_model_loads(tiny_family, tmp_path):
     import shutil
-
-    from genbatch.families import plan_problems
-    from genbatch.manifest import read_manifest
-    from genbatch.models import resolve_model
-    from genbatch.plan import Defaults, Target, expand_jobs
 
     broken = tmp_path / "broken-sd3"
     shutil.copytree(tiny_family("sd3"), broken)
@@ -233,12 +241,26 @@ def test_plan_problems_say_file_line_and_column_before_any_model_loads(tiny_fami
     flux, sdxl = tiny_family("flux"), tiny_family("sdxl")
     manifest = tmp_path / "p.csv"
     manifest.write_text(f"prompt,negative,model\na,blurry,{flux}\nb,,{flux}\nc,blurry,{sdxl}\nd,,{broken}\n"
-                        f"e,,{broken}\n", encoding="utf-8")
-    read = read_manifest(manifest)
-    models = {row.model: resolve_model(row.model) for row in read.rows}
-    jobs = expand_jobs(read.rows, models, Defaults(), Target("torch", "fp32"))
-    assert plan_problems(jobs, read.path, read.columns) == [
-        f"{read.path}:2:negative: Flux.1 takes no negative prompt (it is guidance-distilled); remove it for this model",
-        f"{read.path}:5:model: broken-sd3: {broken.resolve()}: StableDiffusion3Pipeline has no transformer "
+                        f"e,,{broken}\nf,,{tmp_path / 'nowhere'}\n", encoding="utf-8")
+    expected = [
+        f"{manifest}:2:negative: Flux.1 takes no negative prompt (it is guidance-distilled); remove it for this model",
+        f"{manifest}:5:model: broken-sd3: {broken.resolve()}: StableDiffusion3Pipeline has no transformer "
         "(model_index.json names none), which it needs to make an image",
     ]
+    checked = genbatch("validate", manifest)
+    assert checked.exit_code == 2
+    assert checked.stdout.splitlines() == [*expected, f"{manifest}:7:model: no model '{tmp_path / 'nowhere'}': not a "
+                                           "built-in name (shapes, tiny-random), an existing folder, or a Hugging "
+                                           "Face id like 'org/name'"]
+    manifest.write_text("\n".join(manifest.read_text().splitlines()[:-1]) + "\n", encoding="utf-8")
+    for dry_run in ([], ["--dry-run"]):
+        ran = genbatch("run", manifest, "--out", tmp_path / "out", *dry_run)
+        assert ran.exit_code == 2 and ran.stderr.splitlines()[1:] == expected, ran.output
+        assert not (tmp_path / "out").exists()
+    # --negative for a model that takes none: said once per model, at its first row
+    plain = tmp_path / "plain.csv"
+    plain.write_text(f"prompt,model\na,{flux}\nb,{flux}\n", encoding="utf-8")
+    ran = genbatch("run", plain, "--negative", "blurry", "--out", tmp_path / "out", "--dry-run")
+    assert ran.exit_code == 2
+    assert ran.stderr.splitlines()[1:] == [f"{plain}:2:--negative: Flux.1 takes no negative prompt (it is "
+                                           "guidance-distilled); remove it for this model"]
