@@ -264,3 +264,43 @@ def test_models_that_cannot_run_are_named_with_file_and_line_before_any_model_lo
     assert ran.exit_code == 2
     assert ran.stderr.splitlines()[1:] == [f"{plain}:2:--negative: Flux.1 takes no negative prompt (it is "
                                            "guidance-distilled); remove it for this model"]
+
+
+def test_no_negative_prompt_changes_keys_only_where_it_changes_pixels(tiny_family, tmp_path):
+    from diffusers import DiffusionPipeline
+
+    manifest = tmp_path / "p.csv"
+    manifest.write_text("prompt,negative_prompt,seed\na red circle,,11\na red circle,blurry,12\n", encoding="utf-8")
+    for tiny, differs in (("sd", False), ("sdxl", True)):
+        folder = tiny_family(tiny)
+        none, empty = tmp_path / f"{tiny}-none", tmp_path / f"{tiny}-empty"
+        # rows with and without a negative prompt in one run: two pipeline calls, each image as asked
+        assert genbatch("run", manifest, "--model", folder, "--steps", "2", "--out", none, "--quiet").exit_code == 0
+        assert genbatch("run", manifest, "--model", folder, "--steps", "2", "--negative", "", "--out", empty,
+                        "--quiet").exit_code == 0
+        (no_negative, blurry), (empty_negative, _) = (sorted(ledger(out), key=lambda r: r["seed"]) for out in (none, empty))
+        # SD: no negative prompt is "" (the same pixels, the keys genbatch always gave); SDXL: none
+        assert ("negative_prompt" in no_negative["call"]) != differs and blurry["call"]["negative_prompt"] == "blurry"
+        assert (no_negative["key"] != empty_negative["key"]) == differs, tiny
+        a, b = pixels(none / no_negative["file"]), pixels(empty / empty_negative["file"])
+        assert (np.abs(a - b).max() > 2) == differs, tiny
+        pipe = DiffusionPipeline.from_pretrained(folder)
+        for record, out in ((no_negative, none), (blurry, none), (empty_negative, empty)):
+            image = pipe(**record["call"], generator=torch.Generator("cpu").manual_seed(record["seed"])).images[0]
+            assert np.abs(np.asarray(image, dtype=np.int16) - pixels(out / record["file"])).max() <= 2
+
+
+def test_memory_options_are_recorded_and_leave_pixels_alone(tiny_family, tmp_path):
+    manifest = tmp_path / "p.csv"
+    manifest.write_text("prompt,seed\na red circle,11\ntwo squares,12\n", encoding="utf-8")
+    common = [manifest, "--model", tiny_family("sdxl"), "--steps", "2", "--quiet"]
+    assert genbatch("run", *common, "--out", tmp_path / "plain").exit_code == 0
+    assert genbatch("run", *common, "--out", tmp_path / "low", "--offload", "model", "--vae-slicing").exit_code == 0
+    run = json.loads((tmp_path / "low" / "run.json").read_text())
+    assert run["settings"]["backend_options"]["offload"] == run["backend_facts"]["offload"] == "model"
+    assert run["backend_facts"]["vae_slicing"] is True and run["backend_facts"]["vae_tiling"] is False
+    assert by_seed(tmp_path / "plain").keys() == by_seed(tmp_path / "low").keys()
+    for seed, image in by_seed(tmp_path / "plain").items():
+        assert np.abs(image - by_seed(tmp_path / "low")[seed]).max() <= 1
+    bad = genbatch("run", *common, "--out", tmp_path / "bad", "--offload", "gpu")
+    assert bad.exit_code == 2 and "--offload 'gpu': expected none, model or sequential" in bad.stderr
