@@ -49,7 +49,7 @@ SD = Family("sd", "SD 1.x/2.x", ("StableDiffusionPipeline",),
             timesteps=True, onnx=True)
 SDXL = Family("sdxl", "SDXL", ("StableDiffusionXLPipeline",),
               ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"),
-              steps=30, guidance_scale=5.0, size=1024, timesteps=True,
+              steps=30, guidance_scale=5.0, size=1024, timesteps=True, onnx=True,
               notes="no negative prompt: a zeroed unconditional embedding (force_zeros_for_empty_prompt)")
 SD3 = Family("sd3", "SD3/3.5", ("StableDiffusion3Pipeline",),
              ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"),
@@ -112,7 +112,7 @@ def family_of(class_name: str) -> Family:
 
 
 # What genbatch export writes; these run on --backend onnx only.
-ONNX_EXPORTS = {"OnnxStableDiffusionPipeline": SD}
+ONNX_EXPORTS = {"OnnxStableDiffusionPipeline": SD, "OnnxStableDiffusionXLPipeline": SDXL}
 
 
 def detect(path: Path) -> Family:

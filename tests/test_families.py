@@ -187,7 +187,7 @@ def test_a_scheduler_with_its_own_noise_seed_gets_each_images_seed(tiny_family, 
 
 
 @pytest.mark.parametrize("tiny, title", [("sd3", "SD3/3.5"), ("flux", "Flux.1"), ("pixart-sigma", "PixArt-α/Σ"),
-                                         ("sana", "Sana"), ("sdxl", "SDXL")])
+                                         ("sana", "Sana")])
 def test_export_refuses_other_families_by_name(tiny, title, tiny_family, tmp_path):
     result = genbatch("export", "--to", "onnx", "--model", tiny_family(tiny), "--out", tmp_path / "o")
     assert result.exit_code == 2 and "Traceback" not in result.output
@@ -200,7 +200,7 @@ def test_models_command_says_family_and_backends(tiny_family):
     found = {Path(m["path"]).name: m for m in json.loads(genbatch("models", *folders, "--json").stdout)}
     for tiny, (family, _) in FAMILIES.items():
         assert found[tiny]["family"] == family and found[tiny]["torch"] is True
-        assert (found[tiny]["onnx"] == "after genbatch export --to onnx") == (family == "sd")
+        assert (found[tiny]["onnx"] == "after genbatch export --to onnx") == (family in ("sd", "sdxl"))
     shown = genbatch("models", tiny_family("flux")).stdout
     assert "family flux (FluxPipeline); torch: yes, onnx: no: genbatch export does not export Flux.1" in shown
 
@@ -304,3 +304,27 @@ def test_memory_options_are_recorded_and_leave_pixels_alone(tiny_family, tmp_pat
         assert np.abs(image - by_seed(tmp_path / "low")[seed]).max() <= 1
     bad = genbatch("run", *common, "--out", tmp_path / "bad", "--offload", "gpu")
     assert bad.exit_code == 2 and "--offload 'gpu': expected none, model or sequential" in bad.stderr
+
+
+def test_sdxl_exports_to_onnx_and_keeps_the_seed_contract(tiny_family, tmp_path):
+    # two text encoders, pooled embeddings, time ids; no negative prompt: zeroed embeddings
+    export = tmp_path / "sdxl-onnx"
+    exported = genbatch("export", "--to", "onnx", "--model", tiny_family("sdxl"), "--out", export, "--json")
+    assert exported.exit_code == 0, exported.output
+    parity = json.loads(exported.stdout)["parity"]
+    assert parity["passed"] and set(parity["components"]) == {"text_encoder", "text_encoder_2", "unet",
+                                                               "vae_decoder", "vae_encoder"}
+    assert json.loads(genbatch("models", export, "--json").stdout)[0]["family"] == "sdxl"
+    manifest = tmp_path / "p.csv"
+    manifest.write_text("prompt,negative_prompt,seed\na red circle,,11\ntwo squares,blurry,12\nthird,,13\n",
+                        encoding="utf-8")
+    runs = {}
+    for name, args in (("onnx", ["--backend", "onnx", "--model", export]),
+                       ("onnx-alone", ["--backend", "onnx", "--model", export, "--batch-size", "1"]),
+                       ("torch", ["--model", tiny_family("sdxl")])):
+        assert genbatch("run", manifest, "--steps", "3", "--out", tmp_path / name, "--quiet", *args).exit_code == 0
+        runs[name] = by_seed(tmp_path / name)
+    for seed in (11, 12, 13):
+        assert np.abs(runs["onnx"][seed] - runs["onnx-alone"][seed]).max() <= 1
+        assert np.abs(runs["onnx"][seed] - runs["torch"][seed]).max() <= 2
+    assert {r["family"] for r in ledger(tmp_path / "onnx")} == {"sdxl"}
