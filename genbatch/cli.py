@@ -303,6 +303,8 @@ def models(
         print(f"  {'':<24} {entry['description']}")
         runs = ", ".join(f"{b}: " + ("yes" if entry[b] is True else entry[b]) for b in ("torch", "onnx"))
         print(f"  {'':<24} family {entry['family']} ({entry['pipeline'] or '?'}); {runs}")
+        if entry.get("notes"):
+            print(f"  {'':<24} {entry['notes']}")
 
 
 @app.command()

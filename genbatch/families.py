@@ -36,12 +36,11 @@ class Family:
     guidance_scale: float
     size: int  # when the model's configs do not say
     negative_prompt: bool = True  # takes a negative prompt
-    guidance: bool = True  # guidance_scale changes pixels (False: Flux schnell)
     max_sequence_length: bool = False  # takes max_sequence_length
     timesteps: bool = False  # takes a list of timesteps (a model's own, genbatch.json)
     fixed: dict[str, Any] = field(default_factory=dict)  # passed on every call
     onnx: bool = False  # genbatch export / --backend onnx
-    notes: str = ""
+    notes: str = ""  # what differs from the other families, for genbatch models
 
 
 SD = Family("sd", "SD 1.x/2.x", ("StableDiffusionPipeline",),
@@ -88,10 +87,21 @@ def _auto_text2image() -> set[str]:
     return {cls.__name__ for cls in AUTO_TEXT2IMAGE_PIPELINES_MAPPING.values()}
 
 
-def pipeline_class(path: Path) -> str:
+def model_index(path: Path) -> dict[str, Any]:
+    """A model folder's model_index.json (read once per process and folder: planning asks for
+    every row's family). Do not change the dict."""
+    return _read_index(str(Path(path).resolve()))
+
+
+@functools.lru_cache(maxsize=64)
+def _read_index(path: str) -> dict[str, Any]:
     from .models import read_json
 
-    return str(read_json(Path(path) / "model_index.json").get("_class_name") or "")
+    return read_json(Path(path) / "model_index.json")
+
+
+def pipeline_class(path: Path) -> str:
+    return str(model_index(path).get("_class_name") or "")
 
 
 def family_of(class_name: str) -> Family:
@@ -118,9 +128,7 @@ ONNX_EXPORTS = {"OnnxStableDiffusionPipeline": SD, "OnnxStableDiffusionXLPipelin
 def detect(path: Path) -> Family:
     """A model folder's family on the torch backend, from its model_index.json, with the
     components it must have; a ModelError saying why it cannot run otherwise."""
-    from .models import read_json
-
-    index = read_json(Path(path) / "model_index.json")
+    index = model_index(path)
     cls = str(index.get("_class_name") or "")
     if cls in ONNX_EXPORTS or (Path(path) / "unet" / "model.onnx").exists():
         raise ModelError(f"{path} is an ONNX export; run it with --backend onnx")
@@ -160,7 +168,8 @@ def runs_on(path: Path) -> dict[str, Any]:
     else:
         named = family.title if family is not None and family is not GENERIC else pipeline_class(path) or "it"
         onnx = f"no: genbatch export does not export {named}"
-    return {"family": family.name if family else "?", "pipeline": pipeline_class(path), "torch": torch, "onnx": onnx}
+    return {"family": family.name if family else "?", "pipeline": pipeline_class(path), "torch": torch, "onnx": onnx,
+            "notes": family.notes if family else ""}
 
 
 def _vae_factor(path: Path) -> int:
@@ -286,10 +295,8 @@ def job_negative(path: Path, negative_prompt: str | None) -> str | None:
 
 def empty_negative_matters(path: Path, family: Family) -> bool:
     """Whether no negative prompt gives other pixels than ``""`` (SDXL's zeroed embedding)."""
-    from .models import read_json
-
     if family is SDXL:
-        return bool(read_json(Path(path) / "model_index.json").get("force_zeros_for_empty_prompt", True))
+        return bool(model_index(path).get("force_zeros_for_empty_prompt", True))
     return False
 
 

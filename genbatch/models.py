@@ -253,7 +253,7 @@ def list_models(folders: list[Path] | tuple[Path, ...] = ()) -> list[dict[str, A
         # the built-ins are SD pipelines, also before tiny-random is first built
         entry.update(runs_on(path) if entry["present"] else
                      {"family": "sd", "pipeline": "StableDiffusionPipeline", "torch": True,
-                      "onnx": "after genbatch export --to onnx"})
+                      "onnx": "after genbatch export --to onnx", "notes": ""})
     return found
 
 
