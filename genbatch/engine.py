@@ -141,10 +141,12 @@ class LocalEngine:
                             else:
                                 meta = image_metadata(sink.record(result.job, batch_facts))
                                 writer.submit(item, result.pixels, result.job.file, meta)
+                        sink.checkpoint(at_most_every=1.0)  # what is recorded so far survives a crash
                 finally:
                     loaded.close()
         finally:
             writer.close()
+            sink.checkpoint()
         return report
 
 
