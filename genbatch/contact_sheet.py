@@ -8,15 +8,15 @@ for pasting into a chat or a paper. Built from the ledger, like the HTML report.
 from __future__ import annotations
 
 import io
-import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from genbatch.report_html import load_folder
-from genbatch.writer import write_atomic
+from .folder import load_folder
+from .thumbnails import thumbnail, worker_count
+from .writer import write_atomic
 
 SHEET_NAME = "contact-sheet-{:03d}.png"
 _SHEET_RE = re.compile(r"^contact-sheet-(\d{3,})\.png$")
@@ -54,7 +54,7 @@ def _sheet(out: Path, cards: list[dict], cols: int, font, font_size: int, thumb:
     used_cols = min(cols, len(cards))
     sheet = Image.new("RGB", (used_cols * cell_w + PAD, rows * cell_h + PAD), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) + 1)) as pool:
+    with ThreadPoolExecutor(max_workers=worker_count()) as pool:
         pictures = pool.map(lambda card: _picture(out / card["file"], thumb), cards)
         for i, (card, picture) in enumerate(zip(cards, pictures)):
             x0 = PAD + (i % cols) * cell_w
@@ -69,15 +69,9 @@ def _sheet(out: Path, cards: list[dict], cols: int, font, font_size: int, thumb:
 
 
 def _picture(path: Path, size: int) -> Image.Image | None:
-    """The image scaled to fit ``size`` × ``size``, or None if it cannot be read."""
-    try:
-        with Image.open(path) as im:
-            im.draft("RGB", (size, size))
-            im = im.convert("RGBA") if "A" in im.getbands() or "transparency" in im.info else im.convert("RGB")
-            im.thumbnail((size, size))
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return None
-    if im.mode == "RGBA":
+    """The image scaled to fit ``size`` × ``size`` on the cell's colour, or None if it cannot be read."""
+    im = thumbnail(path, size)
+    if im is not None and im.mode == "RGBA":
         flat = Image.new("RGB", im.size, CELL_BACKGROUND)
         flat.paste(im, mask=im.getchannel("A"))
         return flat
