@@ -1,13 +1,14 @@
 """Train genbatch's default "shapes" model from scratch and save it as a diffusers folder.
 
-    python training/train_shapes.py                       # the documented CPU recipe
+    python training/train_shapes.py                       # the recipe (training/README.md)
     python training/train_shapes.py --out /tmp/shapes --set diffusion.steps=50   # smoke
 
 Steps:
   1. Write a word-level CLIP tokenizer (vocab.json + merges.txt) for the caption grammar.
-  2. Train a small AutoencoderKL (64x64 RGB <-> 16x16x8 latents) on random 32x32 crops
-     (it is fully convolutional, and crops cost a quarter of whole scenes).
-  3. Render a fixed cache of training scenes and encode them to latents.
+  2. Train a small AutoencoderKL whose decoder draws 64x64 scenes from their 16x16x30
+     semantic latents (semantic_latents.py) and whose encoder reads them back, on random
+     32x32 crops (it is fully convolutional, and crops cost a quarter of whole scenes).
+  3. Render a fixed cache of training scenes and write their semantic latents.
   4. Train a CLIPTextModel and a UNet2DConditionModel together (v-prediction on a cosine
      schedule, low-noise steps capped as min-SNR does, object pixels weighted up, caption
      dropout to "" for classifier-free guidance, EMA), scoring the EMA weights on
@@ -173,30 +174,6 @@ def cut(t: torch.Tensor, offs: list[tuple[int, int]], crop: int, factor: int = 1
                         for x, (i, j) in zip(t, offs)])
 
 
-def train_vae(cfg: dict, rng: random.Random, device: str) -> AutoencoderKL:
-    c = cfg["vae"]
-    vae = make_vae(cfg).to(device)
-    opt = torch.optim.AdamW(vae.parameters(), lr=c["lr"], weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(c["steps"], 50))
-    crop = c["crop"]
-    t0 = time.time()
-    for step in range(c["steps"]):
-        images, _, _ = sd.batch(rng, c["batch_size"],
-                                say_background=cfg["diffusion"].get("say_background", 1.0))
-        x = ev.to_tensor(images)
-        if crop < cfg["image_size"]:
-            x = cut(x, crop_offsets(rng, len(x), cfg["image_size"], crop, 4), crop)
-        x = x.to(device)
-        post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample()).sample
-        loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + c["kl_weight"] * post.kl().mean()
-        vae_step(vae, opt, sched, loss)
-        if step % 100 == 0 or step == c["steps"] - 1:
-            log(f"vae step {step:5d} loss {loss.item():.4f} ({time.time() - t0:.0f}s)")
-    vae.eval()
-    return vae
-
-
 def train_semantic_vae(cfg: dict, rng: random.Random, device: str) -> AutoencoderKL:
     """The decoder learns to draw scenes from their semantic latents (roughened as a
     UNet's will be), the encoder to read them back from the image."""
@@ -233,13 +210,6 @@ def train_semantic_vae(cfg: dict, rng: random.Random, device: str) -> Autoencode
     sl.make_encoder_certain(vae)
     vae.eval()
     return vae
-
-
-@torch.no_grad()
-def encode(vae: AutoencoderKL, images: np.ndarray, device: str, bs: int = 256) -> torch.Tensor:
-    out = [vae.encode(ev.to_tensor(images[i:i + bs]).to(device)).latent_dist.mean.cpu()
-           for i in range(0, len(images), bs)]
-    return torch.cat(out)
 
 
 # --------------------------------------------------------------------------- 4. diffusion
@@ -340,9 +310,6 @@ def train_diffusion(cfg, tok, latents, ids, rng_t: torch.Generator, device: str,
         tokens[drop] = empty
         noise = torch.randn(x0.shape, generator=rng_t).to(device)
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (len(idx),), generator=rng_t)
-        if focus := c.get("focus_timesteps"):  # experiments: {"range": [lo, hi], "share": p}
-            k = round(len(idx) * focus["share"])
-            t[:k] = torch.randint(*focus["range"], (k,), generator=rng_t)
         t = t.to(device)
         xt = noise_sched.add_noise(x0, noise, t)
         cond = text_encoder(tokens)[0]
@@ -418,13 +385,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--config", type=Path, default=HERE / "config.json")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--vae", type=Path, help="skip step 2: load this AutoencoderKL folder (experiments only)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                     help="override a config value, e.g. diffusion.steps=100")
     args = ap.parse_args(argv)
     cfg = json.loads(args.config.read_text())
     for a in args.set:
         set_path(cfg, a)
+    if cfg["vae"].get("latents", "semantic") != "semantic":
+        sys.exit(f'{args.config}: vae.latents must be "semantic" (a learned autoencoder: '
+                 "training/experiments/learned-autoencoder.patch)")
     # the model's own timesteps, checked as genbatch will check the saved genbatch.json
     # (before an hour of training, not after), with int keys as genbatch reads them
     own = cfg["defaults"].get("timesteps")
@@ -441,22 +410,15 @@ def main(argv: list[str] | None = None) -> None:
     tok = build_tokenizer(tok_dir, cfg["tokenizer"]["model_max_length"])
     log(f"tokenizer: {len(tok)} tokens, max length {tok.model_max_length}")
 
-    semantic = cfg["vae"].get("latents") == "semantic"
-    # 2. VAE (or, to try diffusion settings quickly, one from an earlier run's output)
-    if args.vae:
-        vae = AutoencoderKL.from_pretrained(args.vae).to(args.device).eval()
-        log(f"VAE loaded from {args.vae}")
-    elif semantic:
-        vae = train_semantic_vae(cfg, rng, args.device)
-    else:
-        vae = train_vae(cfg, rng, args.device)
+    # 2. VAE
+    vae = train_semantic_vae(cfg, rng, args.device)
 
     # 3. latent cache
     # say_background: the share of captions that name the background (1.0 draws nothing
     # extra from rng, so earlier runs repeat exactly)
     images, captions, specs = sd.batch(rng, cfg["diffusion"]["cache_size"],
                                        say_background=cfg["diffusion"].get("say_background", 1.0))
-    latents = sl.of_specs(specs, latent_factor(cfg)) if semantic else encode(vae, images, args.device)
+    latents = sl.of_specs(specs, latent_factor(cfg))
     scale = 1.0 / latents.std().item()
     vae.register_to_config(scaling_factor=scale)
     with torch.no_grad():
