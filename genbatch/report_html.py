@@ -24,9 +24,10 @@ import math
 import time
 import urllib.parse
 from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jinja2
 

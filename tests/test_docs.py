@@ -42,7 +42,8 @@ def test_cli_reference_documents_every_command_and_option():
             if param.param_type_name == "option" and not getattr(param, "hidden", False):
                 names = [*param.opts, *param.secondary_opts]
                 assert any(re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", sections[title]) for n in names), (
-                    f"docs/cli.md does not document {title} {names[0]}")
+                    f"docs/cli.md does not document {title} {names[0]}"
+                )
 
 
 def test_readme_names_the_two_setup_commands():

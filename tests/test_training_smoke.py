@@ -45,7 +45,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     result = subprocess.run(
         [sys.executable, "training/train_shapes.py", "--out", str(out), *overrides],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return out, result.stdout
@@ -54,8 +58,15 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def test_recipe_writes_a_pipeline_folder_with_its_defaults(trained):
     out, log = trained
 
-    assert {p.name for p in out.iterdir()} >= {"model_index.json", "genbatch.json", "unet", "vae", "text_encoder",
-                                              "tokenizer", "scheduler"}
+    assert {p.name for p in out.iterdir()} >= {
+        "model_index.json",
+        "genbatch.json",
+        "unet",
+        "vae",
+        "text_encoder",
+        "tokenizer",
+        "scheduler",
+    }
     assert not list(out.rglob("*.bin")), "weights must be safetensors"
     assert not out.with_name("shapes.tokenizer-tmp").exists()
     defaults = json.loads((out / "genbatch.json").read_text(encoding="utf-8"))

@@ -50,7 +50,7 @@ def _inside(box: list[int]) -> np.ndarray:
     """(64, 64) float32: 1 inside the box [x, y, side]."""
     x, y, s = box
     m = np.zeros((sd.IMAGE_SIZE, sd.IMAGE_SIZE), dtype=np.float32)
-    m[y:y + s, x:x + s] = 1.0
+    m[y : y + s, x : x + s] = 1.0
     return m
 
 
@@ -102,9 +102,9 @@ def roughen(z: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     n = len(z)
     sigma = torch.rand(n, generator=g) * 0.8  # in latent pixels
     k = torch.arange(-2, 3, dtype=torch.float32)
-    kernel = torch.exp(-k[None] ** 2 / (2 * sigma[:, None].clamp(min=1e-3) ** 2))
+    kernel = torch.exp(-(k[None] ** 2) / (2 * sigma[:, None].clamp(min=1e-3) ** 2))
     kernel = kernel / kernel.sum(1, keepdim=True)  # (n, 5)
-    obj = z[:, BACKGROUND.stop:]
+    obj = z[:, BACKGROUND.stop :]
     c = obj.shape[1]
     # separable blur, one kernel per image (grouped convolution over n*c channels)
     flat = obj.reshape(1, n * c, *obj.shape[2:])
