@@ -15,8 +15,8 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from .folder import load_folder
+from .safe_write import remove, write_atomic
 from .thumbnails import thumbnail, worker_count
-from .writer import write_atomic
 
 SHEET_NAME = "contact-sheet-{:03d}.png"
 _SHEET_RE = re.compile(r"^contact-sheet-(\d{3,})\.png$")
@@ -42,7 +42,7 @@ def write_contact_sheets(out: Path, *, cols: int = 8, rows: int = 8, thumb: int 
     paths = []
     for number, start in enumerate(range(0, len(cards), per_sheet), start=1):
         sheet = _sheet(out, cards[start : start + per_sheet], cols, font, font_size, thumb)
-        paths.append(_save_atomic(sheet, out / SHEET_NAME.format(number)))
+        paths.append(_save_atomic(sheet, out, SHEET_NAME.format(number)))
     _remove_stale(out, keep=len(paths))
     return paths
 
@@ -106,15 +106,15 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def _save_atomic(image: Image.Image, path: Path) -> Path:
+def _save_atomic(image: Image.Image, out: Path, name: str) -> Path:
     buffer = io.BytesIO()
     image.save(buffer, "PNG", optimize=False)
-    write_atomic(path, buffer.getvalue())
-    return path
+    write_atomic(out / name, buffer.getvalue(), root=out)
+    return out / name
 
 
 def _remove_stale(out: Path, keep: int) -> None:
     for path in out.iterdir():
         match = _SHEET_RE.match(path.name)
-        if match and int(match.group(1)) > keep and path.is_file():
-            path.unlink()
+        if match and int(match.group(1)) > keep and (path.is_file() or path.is_symlink()):
+            remove(out, path)

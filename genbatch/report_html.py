@@ -32,9 +32,9 @@ from typing import Any
 import jinja2
 
 from .folder import Folder, load_folder
+from .safe_write import write_atomic
 from .throughput import Run, chart, fmt_duration, runs, wall_and_rate
 from .thumbnails import THUMB_SIZE, THUMBS_DIR, remove_stale_thumbnails, report_thumbnails
-from .writer import write_atomic
 
 __all__ = ["MAX_CHARTS", "PAGE_SIZE", "REPORT_NAME", "THUMB_SIZE", "THUMBS_DIR", "page_context", "write_html_report"]
 
@@ -73,7 +73,7 @@ def write_html_report(out: Path, *, thumbs: bool = True, records: list[dict] | N
         page = _environment().get_template("report.html").render(page_context(out, folder, shown))
     # 4. Write atomically: a temp file in OUT, then os.replace.
     path = out / REPORT_NAME
-    write_atomic(path, page.encode("utf-8"))
+    write_atomic(path, page.encode("utf-8"), root=out)
     return path
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from PIL import Image
 
 from .folder import Folder, file_mtime_ns
+from .safe_write import contained, remove, write_atomic
 
 THUMBS_DIR = ".genbatch-thumbs"
 THUMB_SIZE = 256
@@ -50,9 +51,7 @@ def report_thumbnails(out: Path, folder: Folder, *, make: bool) -> list[str | No
     """Per card of ``folder``: its thumbnail's path relative to ``out``, or None when the
     card must show the image itself. With ``make``, missing or stale thumbnails are
     written first (in threads); without, only fresh existing ones are used."""
-    thumb_dir = out / THUMBS_DIR
-    if make:
-        thumb_dir.mkdir(exist_ok=True)
+    thumb_dir = thumbs_folder(out) if make else out / THUMBS_DIR
     look = make or thumb_dir.is_dir()
     thumb_root = os.fspath(thumb_dir)
     shown: list[str | None] = []
@@ -75,19 +74,25 @@ def report_thumbnails(out: Path, folder: Folder, *, make: bool) -> list[str | No
     return shown
 
 
+def thumbs_folder(out: Path) -> Path:
+    """``OUT/.genbatch-thumbs``, created if missing; a symlink there leading out of ``out`` is
+    refused (safe_write.UnsafePathError)."""
+    folder = contained(out, THUMBS_DIR)
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
 def write_thumbnail(image: Path, thumb: Path) -> bool:
-    """Write a WebP thumbnail of ``image`` (at most THUMB_SIZE px a side); False on failure."""
+    """Write a WebP thumbnail of ``image`` (at most THUMB_SIZE px a side) atomically to
+    ``thumb``; False when the image cannot be read or the thumbnail written."""
     picture = thumbnail(image, THUMB_SIZE)
     if picture is None:
         return False
-    tmp = thumb.with_name(f"{thumb.name}.tmp-{os.getpid()}-{id(image)}")
     try:
-        picture.save(tmp, "WEBP", quality=80, method=4)
-        os.replace(tmp, thumb)
-        return True
+        write_atomic(thumb, lambda tmp: picture.save(tmp, "WEBP", quality=80, method=4), root=thumb.parent)
     except (OSError, ValueError):
-        tmp.unlink(missing_ok=True)
         return False
+    return True
 
 
 def remove_stale_thumbnails(out: Path, folder: Folder, *, older_than_ns: int) -> None:
@@ -98,13 +103,14 @@ def remove_stale_thumbnails(out: Path, folder: Folder, *, older_than_ns: int) ->
     Only files older than ``older_than_ns`` go: a report written at the same time from a
     longer ledger may just have made a thumbnail this one does not know."""
     keep = {thumb_name(card) for card in folder.cards}
-    with os.scandir(out / THUMBS_DIR) as entries:
+    thumb_dir = thumbs_folder(out)
+    with os.scandir(thumb_dir) as entries:
         for entry in entries:
             stale = entry.name.endswith(".webp") and entry.name not in keep
             if stale or ".webp.tmp-" in entry.name:
                 with contextlib.suppress(OSError):
-                    if entry.stat().st_mtime_ns < older_than_ns:
-                        os.unlink(entry.path)
+                    if entry.stat(follow_symlinks=False).st_mtime_ns < older_than_ns:
+                        remove(thumb_dir, entry.path)
 
 
 def thumb_name(card: dict) -> str:

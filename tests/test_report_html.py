@@ -366,3 +366,17 @@ def test_browser_pages_through_many_images(browser, tmp_path: Path):
     expect(page.locator("#images .card")).to_have_count(8)
     assert problems == []
     page.close()
+
+
+def test_a_thumbnail_folder_linked_out_of_the_folder_is_refused(out: Path, tmp_path: Path):
+    from genbatch.safe_write import UnsafePathError
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.webp").write_bytes(b"not a thumbnail of this folder")
+    (out / THUMBS_DIR).symlink_to(elsewhere)
+
+    with pytest.raises(UnsafePathError, match="outside the output folder"):
+        write_html_report(out)
+
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["keep.webp"]
