@@ -74,6 +74,20 @@ def _split_formats(values: list[str]) -> tuple[str | None, str]:
     return manifest_format, image_format
 
 
+def _batch_size(value: str | None) -> int | str | None:
+    if value is None:
+        return None
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise GenbatchError(f"--batch-size {value!r}: expected a whole number >= 1 or auto")
+    return number
+
+
 def _column_map(columns: list[str], prompt_column: str | None) -> dict[str, str]:
     mapping = parse_assignments(columns, "--column")
     if prompt_column:
@@ -92,7 +106,7 @@ def run(
     dtype: str = typer.Option("auto", help="auto, fp32, fp16 or bf16 (auto: fp16 on GPU, fp32 on CPU)."),
     scheduler: Optional[str] = typer.Option(None, help="A diffusers scheduler class name, e.g. EulerDiscreteScheduler."),
     providers: Optional[str] = typer.Option(None, help="ONNX Runtime execution providers, comma-separated (default: best available)."),
-    batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Images per batch."),
+    batch_size: Optional[str] = typer.Option(None, "--batch-size", "-b", help="Images per batch, or auto (the largest that fits and is fastest per image; remembered). Default: auto on a GPU, 8 on a CPU."),
     steps: Optional[int] = typer.Option(None, min=1, help="Steps for rows without a steps column."),
     guidance: Optional[float] = typer.Option(None, min=0.0, help="Guidance scale for rows without one."),
     width: Optional[int] = typer.Option(None, min=8, help="Width for rows without one (multiple of 8)."),
@@ -153,7 +167,7 @@ def run(
 
 
 def _run_options(manifest: str, out: Path, model: str | None, backend: str, device: str, dtype: str,
-                 scheduler: str | None, providers: str | None, batch_size: int, steps: int | None,
+                 scheduler: str | None, providers: str | None, batch_size: str | None, steps: int | None,
                  guidance: float | None, width: int | None, height: int | None, negative: str, num_images: int,
                  seed: int, column: list[str], prompt_column: str | None, set_: list[str], format_: list[str],
                  quality: int, compress_level: int, name_template: str, workers: int | None, limit: int | None,
@@ -183,7 +197,7 @@ def _run_options(manifest: str, out: Path, model: str | None, backend: str, devi
         dtype=dtype,
         scheduler=scheduler,
         providers=[p.strip() for p in providers.split(",") if p.strip()] if providers else None,
-        batch_size=batch_size,
+        batch_size=_batch_size(batch_size),
         name_template=name_template,
         image_format=image_format,
         quality=quality,
