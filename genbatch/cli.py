@@ -120,7 +120,7 @@ def run(
     format_: list[str] = typer.Option([], "--format", "-f", help="Image format png|webp|jpg, and/or manifest format csv|tsv|jsonl|txt|parquet."),
     quality: int = typer.Option(95, min=1, max=100, help="WebP/JPEG quality."),
     compress_level: int = typer.Option(6, min=0, max=9, help="PNG compression level (0 fastest, 9 smallest)."),
-    name_template: str = typer.Option(DEFAULT_NAME_TEMPLATE, help="Output file name; fields: index, row, line, k, id, slug, prompt, seed, steps, guidance, width, height, model, key, ext, and any manifest column."),
+    name_template: str = typer.Option(DEFAULT_NAME_TEMPLATE, help="Output file name; fields: index, row, line, k, bucket (index // 1000), id, slug, prompt, seed, steps, guidance, width, height, model, key, ext, and any manifest column."),
     workers: Optional[int] = typer.Option(None, min=1, help="Image encoding threads (default: up to 4)."),
     limit: Optional[int] = typer.Option(None, min=0, help="Run at most N jobs of the plan."),
     shard: Optional[str] = typer.Option(None, help="Run shard I of N (1-based), e.g. --shard 2/4."),
@@ -349,7 +349,7 @@ def report(
     contact_sheet: bool = typer.Option(False, "--contact-sheet", help="Also write contact-sheet-NNN.png grids."),
     cols: int = typer.Option(8, min=1, help="Contact sheet columns."),
     rows: int = typer.Option(8, min=1, help="Contact sheet rows."),
-    tables: bool = typer.Option(True, help="Also rewrite report.csv and report.parquet."),
+    tables: bool = typer.Option(True, help="Also rewrite report.csv, report.parquet and metadata.jsonl."),
 ) -> None:
     """Rebuild OUT/report.html (and report.csv/.parquet) from the ledger alone.
 
@@ -360,13 +360,14 @@ def report(
     """
     from .contact_sheet import write_contact_sheets
     from .ledger import ledger_path
-    from .report import write_tables
+    from .report import write_metadata, write_tables
     from .report_html import write_html_report
 
     if not ledger_path(out).exists():
         raise GenbatchError(f"{out}: no genbatch.jsonl here; is this the --out folder of a genbatch run?")
     if tables:
         write_tables(out)
+        write_metadata(out)
     print(write_html_report(out))
     if contact_sheet:
         for sheet in write_contact_sheets(out, cols=cols, rows=rows):

@@ -26,7 +26,7 @@ from .ledger import Ledger, done_records
 from .manifest import Manifest, read_manifest
 from .plan import Defaults, Job, Plan, make_batches, make_plan
 from .progress import Progress
-from .report import command_line, versions, write_json, write_tables
+from .report import METADATA_NAME, command_line, versions, write_json, write_metadata, write_tables
 from .safe_write import UnsafePathError, contained, remove_stale_temp_files, unwritable
 from .sink import ResultSink, now
 from .summary import Counts, RunSummary
@@ -305,6 +305,7 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResul
     try:
         write_json(out / "run.json", summary.to_dict(), root=out)
         write_tables(out)
+        write_metadata(out)
         if options.html_report:
             _write_html(out, say)
     except OSError as err:
@@ -319,7 +320,7 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResul
 
 # The files genbatch keeps in --out besides the images.
 OWN_FILES = (LOCK_NAME, "genbatch.jsonl", "run.json", "report.csv", "report.parquet", "report.html",
-             ".genbatch-thumbs")
+             METADATA_NAME, ".genbatch-thumbs")
 
 
 def check_output_paths(out: Path, jobs: list[Job]) -> None:
