@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -13,7 +14,7 @@ import typer
 
 from . import __version__
 from .errors import EXIT_USAGE, GenbatchError, ManifestError
-from .manifest import FORMATS, parse_assignments, read_manifest
+from .manifest import FORMATS, MAX_IMAGES_PER_ROW, parse_assignments, read_manifest
 from .plan import DEFAULT_NAME_TEMPLATE, IMAGE_FORMATS, Defaults, parse_shard
 
 app = typer.Typer(
@@ -73,6 +74,11 @@ def _split_formats(values: list[str]) -> tuple[str | None, str]:
     return manifest_format, image_format
 
 
+def _check_finite(value: float | None, option: str) -> None:
+    if value is not None and not math.isfinite(value):
+        raise GenbatchError(f"{option} {value}: expected a finite number, e.g. {option} 7.5")
+
+
 def _column_map(columns: list[str], prompt_column: str | None) -> dict[str, str]:
     mapping = parse_assignments(columns, "--column")
     if prompt_column:
@@ -98,6 +104,7 @@ def run(
     height: Optional[int] = typer.Option(None, min=8, help="Height for rows without one (multiple of 8)."),
     negative: str = typer.Option("", help="Negative prompt for rows without one."),
     num_images: int = typer.Option(1, "--num-images", "-n", min=1, help="Images per row for rows without num_images."),
+    max_images_per_row: int = typer.Option(MAX_IMAGES_PER_ROW, "--max-images-per-row", min=1, help="Refuse rows that ask for more images than this."),
     seed: int = typer.Option(0, min=0, help="Base seed from which rows without a seed derive theirs."),
     column: list[str] = typer.Option([], help="Read a field from another column: --column seed=evaluation_seed."),
     prompt_column: Optional[str] = typer.Option(None, help="The column that holds the prompt."),
@@ -157,7 +164,12 @@ def run(
         skip_invalid=skip_invalid,
         wait=wait,
         quiet=quiet,
+        max_images_per_row=max_images_per_row,
     )
+    if num_images > max_images_per_row:
+        raise GenbatchError(f"--num-images {num_images} is over the limit of {max_images_per_row} images per row; "
+                            "pass --max-images-per-row N to allow more")
+    _check_finite(guidance, "--guidance")
     for width_or_height, name in ((width, "--width"), (height, "--height")):
         if width_or_height is not None and width_or_height % 8:
             raise GenbatchError(f"{name} {width_or_height}: must be a multiple of 8")
@@ -204,6 +216,7 @@ def validate(
     prompt_column: Optional[str] = typer.Option(None, help="The column that holds the prompt."),
     set_: list[str] = typer.Option([], "--set", help="Force a value on every row: --set width=512."),
     json_: bool = typer.Option(False, "--json", help="Print problems as JSON on stdout."),
+    max_images_per_row: int = typer.Option(MAX_IMAGES_PER_ROW, "--max-images-per-row", min=1, help="Refuse rows that ask for more images than this."),
 ) -> None:
     """Check a manifest and report every problem as FILE:LINE:COLUMN: message. Loads no model.
 
@@ -215,7 +228,7 @@ def validate(
     """
     try:
         manifest_ = read_manifest(manifest, format=format_, column_map=_column_map(column, prompt_column),
-                                  overrides=parse_assignments(set_, "--set"))
+                                  overrides=parse_assignments(set_, "--set"), max_images_per_row=max_images_per_row)
     except ManifestError as err:
         problems, warnings, rows, name, fmt, columns = err.problems, [], [], manifest, format_, {}
     else:

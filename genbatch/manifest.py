@@ -36,6 +36,9 @@ EXTENSIONS = {
     ".pq": "parquet",
 }
 MAX_SEED = 2**64 - 1
+# A row asks for at most this many images unless --max-images-per-row says otherwise: a
+# typo such as num_images=1000000000 must be a message, not a billion jobs in memory.
+MAX_IMAGES_PER_ROW = 10_000
 
 # A field genbatch understands, and the column names (compared case-insensitively, with
 # spaces and dashes read as underscores) that mean it.
@@ -204,6 +207,13 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "id": lambda v: _as_text(v, "id") or None,
     "model": lambda v: _as_text(v, "model") or None,
 }
+
+
+def check_images_per_row(count: int | None, limit: int) -> None:
+    """Raise ValueError if a row's ``num_images`` is over ``limit``."""
+    if count is not None and count > limit:
+        raise _Invalid(f"num_images {shown(count)} is over the limit of {limit} images per row; "
+                       "pass --max-images-per-row N to allow more")
 
 
 def parse_value(name: str, value: Any) -> Any:
@@ -720,10 +730,12 @@ def read_manifest(
     format: str | None = None,
     column_map: dict[str, str] | None = None,
     overrides: dict[str, str] | None = None,
+    max_images_per_row: int = MAX_IMAGES_PER_ROW,
 ) -> Manifest:
     """Read and validate a manifest. Problems are returned, not raised, so that callers
     can report all of them (``validate``) or skip bad rows (``run --skip-invalid``).
-    A file that cannot be read at all raises :class:`ManifestError`."""
+    A file that cannot be read at all raises :class:`ManifestError`. A row may ask for at
+    most ``max_images_per_row`` images (``--max-images-per-row``)."""
     path = str(path)
     fmt, raw = _read_raw(path, format)
     name = display_name(path)
@@ -735,6 +747,7 @@ def read_manifest(
     for field_name, value in (overrides or {}).items():
         try:
             forced[field_name] = parse_value(field_name, value)
+            check_images_per_row(forced.get("num_images"), max_images_per_row)
         except ValueError as err:
             problems.append(Problem("--set", None, field_name, str(err), fatal=True))
 
@@ -759,6 +772,8 @@ def read_manifest(
                 continue
             try:
                 values[field_name] = parse_value(field_name, value)
+                if field_name == "num_images":
+                    check_images_per_row(values[field_name], max_images_per_row)
             except ValueError as err:
                 row_problems.append(Problem(name, line, column, str(err)))
         values.update(forced)

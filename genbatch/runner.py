@@ -22,7 +22,7 @@ from .backends import get_backend
 from .errors import (EXIT_FAILED_JOBS, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, GenbatchError, LockedError,
                      ManifestError, ModelError)
 from .ledger import Ledger, done_records, iter_records
-from .manifest import Manifest, read_manifest
+from .manifest import MAX_IMAGES_PER_ROW, Manifest, read_manifest
 from .models import ModelRef, resolve_model
 from .plan import Defaults, Job, Plan, Target, assign_file_names, expand_jobs, make_batches, select
 from .progress import Progress
@@ -60,6 +60,7 @@ class RunOptions:
     wait: bool = False
     quiet: bool = False
     html_report: bool = True
+    max_images_per_row: int = MAX_IMAGES_PER_ROW
 
 
 @dataclass
@@ -103,7 +104,7 @@ class _Stop:
 
 def load_manifest(options: RunOptions) -> Manifest:
     manifest = read_manifest(options.manifest, format=options.format, column_map=options.column_map,
-                             overrides=options.overrides)
+                             overrides=options.overrides, max_images_per_row=options.max_images_per_row)
     if manifest.fatal_problems or (manifest.problems and not options.skip_invalid):
         raise ManifestError(manifest.problems)
     return manifest
