@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import sys
 from pathlib import Path
@@ -54,7 +55,18 @@ def _version(value: bool) -> None:
 def main_callback(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
 ) -> None:
-    pass
+    _show_library_warnings()
+
+
+def _show_library_warnings() -> None:
+    """genbatch's own logged warnings (a skipped ledger line) as ``warning: ...`` on stderr."""
+    logger = logging.getLogger("genbatch")
+    if not any(getattr(h, "_genbatch_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("warning: %(message)s"))
+        handler._genbatch_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.propagate = False
 
 
 def _split_formats(values: list[str]) -> tuple[str | None, str]:
