@@ -359,6 +359,37 @@ def report(
             print(sheet)
 
 
+@app.command()
+@user_errors
+def verify(
+    out: Path = typer.Argument(..., help="An output folder of genbatch run."),
+    json_: bool = typer.Option(False, "--json", help="Print the findings as JSON on stdout."),
+) -> None:
+    """Check every image against the sha256 its ledger line recorded, and list missing,
+    changed and unrecorded image files. Reads the folder only.
+
+    Exit codes: 0 every image matches, 1 something is missing, changed or unrecorded,
+    2 OUT has no ledger.
+
+    \b
+    Example:
+      genbatch verify images/
+    """
+    from .echo import shown_bare
+    from .verify import verify_folder
+
+    result = verify_folder(out)
+    if json_:
+        print(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
+    else:
+        for kind in ("missing", "changed", "unrecorded"):
+            for name in getattr(result, kind):
+                print(f"{kind}: {shown_bare(name, 4096)}")
+        _err(f"{shown_bare(out, 4096)}: {result.checked} images checked: {len(result.missing)} missing, {len(result.changed)} changed, "
+             f"{len(result.unrecorded)} unrecorded" + (" (all match the ledger)" if result.ok else ""))
+    raise typer.Exit(0 if result.ok else 1)
+
+
 def main() -> None:
     app()
 
