@@ -284,6 +284,7 @@ def _count_breaks(text: str) -> int:
 class _Record:
     line: int
     cells: list[str]
+    last_line: int = 0  # the physical line the record ends on
     # quoted cells that span lines: (cell index, line, column where the quote opens)
     multiline: list[tuple[int, int, int]] = field(default_factory=list)
 
@@ -346,6 +347,7 @@ def _split_csv(text: str, name: str, delimiter: str, problems: list[Problem]) ->
             if pos < n and text[pos] == delimiter:
                 pos += 1
                 continue
+            record.last_line = line
             if pos < n:  # a line break ends the record
                 pos += 2 if text.startswith("\r\n", pos) else 1
                 line += 1
@@ -361,18 +363,21 @@ def _split_tsv(text: str) -> list[_Record]:
     return [_Record(number, line.split("\t")) for number, line in enumerate(_BREAK.split(text), start=1)]
 
 
-def _swallowed_rows(records: list[_Record], width: int, delimiter: str) -> Iterator[tuple[_Record, int, int, int, str]]:
-    """Multi-line quoted fields that swallowed rows: (record, line, column, swallowed line, why).
+def _swallowed_rows(records: list[_Record], width: int, delimiter: str, text: str) -> Iterator[tuple[int, int, str]]:
+    """Rows whose quoted field spans lines and seems to hold other rows: (line, column, why).
 
-    A quoted field may span lines (multi-line prompts are legitimate), so the rule is:
-    - the field ends its row short of the header's width although it holds delimiters
-      (``"b,2`` ... ``d,4"``: the cells of the swallowed rows went into it), or
-    - a line it holds whole, read on its own, is a row of the header's width with numbers
-      in the columns where the file's single-line rows always have numbers (a seed, a
-      width). A comma count alone is no evidence, since prose has commas; a line such as
-      ``on a mat, at dusk`` under ``prompt,seed`` is text, ``c,3`` is a row.
-    A file without numeric columns cannot tell a swallowed row from text by the second
-    test; the first, and the unclosed quote at the end of the file, still hold."""
+    A quoted field may span lines (multi-line prompts are legitimate), so the rule is that
+    such a row is an error when
+    - its last field spans lines, holds the delimiter and leaves the row short of the
+      header's width (``"b,2`` ... ``d,4"``: the cells of the rows it swallowed are in it), or
+    - two or more of the physical lines it spans, read on their own with the quotes taken
+      out, are rows of the header's width with numbers where the file's single-line rows
+      always have numbers (a seed, a width): ``"b,2`` + ``c",3`` are two rows, while
+      ``"A cat, sitting`` + ``on a mat",4`` is one row with a two-line prompt. A comma count
+      alone is no evidence, since prose has commas; one such line is allowed (a prompt's
+      last line with the row's own cells after it).
+    A file without numeric columns (or a one-column file) cannot tell swallowed rows from
+    text by the second test; the first, and the quote left open at the end of the file, hold."""
     numeric: dict[int, bool] = {}
     for record in records:
         if record.multiline or len(record.cells) != width:
@@ -381,27 +386,32 @@ def _swallowed_rows(records: list[_Record], width: int, delimiter: str) -> Itera
             if cell.strip():
                 numeric[j] = numeric.get(j, True) and bool(_NUMBER.fullmatch(cell))
     number_columns = [j for j, yes in numeric.items() if yes]
+
+    def row_like(physical: str) -> bool:
+        cells = physical.replace('"', "").split(delimiter)
+        return (len(cells) == width and all(_NUMBER.fullmatch(cells[j]) or not cells[j].strip() for j in number_columns)
+                and any(cells[j].strip() for j in number_columns))
+
+    physical_lines: list[str] | None = None
     for record in records:
-        for index, open_line, open_col in record.multiline:
-            value = record.cells[index]
-            if index == len(record.cells) - 1 and len(record.cells) < width and delimiter in value:
-                yield record, open_line, open_col, 0, (
-                    f"its row has {len(record.cells)} of the header's {width} fields and the {delimiter!r} "
-                    "separators of the lines it spans are inside it")
-                continue
-            if not number_columns or width < 2:
-                continue
-            lines = _BREAK.split(value)
-            for offset, inner in enumerate(lines[1:-1], start=1):
-                cells = inner.split(delimiter)
-                if len(cells) != width or '"' in inner:
-                    continue
-                if all(_NUMBER.fullmatch(cells[j]) or not cells[j].strip() for j in number_columns) and any(
-                    cells[j].strip() for j in number_columns
-                ):
-                    yield record, open_line, open_col, open_line + offset, (
-                        f"line {open_line + offset} inside it, {shown(inner, 40)}, reads as a row of its own")
-                    break
+        if not record.multiline:
+            continue
+        index, open_line, open_col = record.multiline[-1]
+        value = record.cells[index]
+        if index == len(record.cells) - 1 and len(record.cells) < width and delimiter in value:
+            yield open_line, open_col, (
+                f"its row has {len(record.cells)} of the header's {width} fields and the {delimiter!r} "
+                f"separators of lines {open_line}-{record.last_line} are inside it")
+            continue
+        if not number_columns or width < 2:
+            continue
+        if physical_lines is None:
+            physical_lines = _BREAK.split(text)
+        rows = [number for number in range(record.line, record.last_line + 1) if row_like(physical_lines[number - 1])]
+        if len(rows) >= 2:
+            shown_rows = ", ".join(map(str, rows[:5])) + (", ..." if len(rows) > 5 else "")
+            yield record.multiline[0][1], record.multiline[0][2], (
+                f"lines {shown_rows} within it each read as a row of their own")
 
 
 def _read_delimited(text: str, name: str, delimiter: str) -> _Raw:
@@ -423,7 +433,7 @@ def _read_delimited(text: str, name: str, delimiter: str) -> _Raw:
     if header is None:
         return _Raw(None, [], problems)
     if delimiter != "\t":
-        for record, line, column, _, why in _swallowed_rows(body, len(header), delimiter):
+        for line, column, why in _swallowed_rows(body, len(header), delimiter, text):
             problems.append(Problem(
                 name, line, str(column),
                 f"the quoted field that starts here spans lines and seems to have swallowed rows: {why}; "
