@@ -61,12 +61,16 @@ def main_callback(
 def _show_library_warnings() -> None:
     """genbatch's own logged warnings (a skipped ledger line) as ``warning: ...`` on stderr."""
     logger = logging.getLogger("genbatch")
-    if not any(getattr(h, "_genbatch_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("warning: %(message)s"))
-        handler._genbatch_cli = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
+    if not any(isinstance(h, _WarningLine) for h in logger.handlers):
+        logger.addHandler(_WarningLine())
         logger.propagate = False
+
+
+class _WarningLine(logging.Handler):
+    """Writes to whatever sys.stderr is at the time (a test runner swaps it per command)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _err(f"warning: {record.getMessage()}")
 
 
 def _split_formats(values: list[str]) -> tuple[str | None, str]:

@@ -17,7 +17,10 @@ def shown(value: Any, limit: int = LIMIT) -> str:
     """``value`` as ``repr`` shows it (control, format and surrogate characters escaped),
     cut to ``limit`` characters with the full length noted."""
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
-        return f"<a number with about {int(value.bit_length() * 0.30103) + 1} digits>"
+        try:
+            return f"<a number with {len(str(abs(value)))} digits>"
+        except ValueError:  # past Python's 4,300-digit limit for str(int)
+            return f"<a number with about {int(value.bit_length() * 0.30103) + 1} digits>"
     try:
         text = repr(value)
     except Exception:  # RecursionError for absurdly nested values, ValueError for huge ints inside

@@ -371,8 +371,8 @@ def _swallowed_rows(records: list[_Record], width: int, delimiter: str, text: st
     - its last field spans lines, holds the delimiter and leaves the row short of the
       header's width (``"b,2`` ... ``d,4"``: the cells of the rows it swallowed are in it), or
     - two or more of the physical lines it spans, read on their own with the quotes taken
-      out, are rows of the header's width with numbers where the file's single-line rows
-      always have numbers (a seed, a width): ``"b,2`` + ``c",3`` are two rows, while
+      out, are rows of the header's width with numbers where the file's rows always have
+      numbers (a seed, a width; cells that span lines are not counted): ``"b,2`` + ``c",3`` are two rows, while
       ``"A cat, sitting`` + ``on a mat",4`` is one row with a two-line prompt. A comma count
       alone is no evidence, since prose has commas; one such line is allowed (a prompt's
       last line with the row's own cells after it).
@@ -380,10 +380,11 @@ def _swallowed_rows(records: list[_Record], width: int, delimiter: str, text: st
     text by the second test; the first, and the quote left open at the end of the file, hold."""
     numeric: dict[int, bool] = {}
     for record in records:
-        if record.multiline or len(record.cells) != width:
+        if len(record.cells) != width:
             continue
+        spanning = {index for index, _, _ in record.multiline}
         for j, cell in enumerate(record.cells):
-            if cell.strip():
+            if cell.strip() and j not in spanning:
                 numeric[j] = numeric.get(j, True) and bool(_NUMBER.fullmatch(cell))
     number_columns = [j for j, yes in numeric.items() if yes]
 

@@ -14,6 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .echo import shown_bare
 from .ledger import current_records, iter_records
 from .writer import write_atomic
 
@@ -81,4 +82,5 @@ def write_tables(out: Path, records: list[dict[str, Any]] | None = None) -> list
 
 
 def command_line() -> list[str]:
-    return [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else []
+    # an argument that is not valid UTF-8 (a file name's bytes, as surrogates) is escaped
+    return [shown_bare(a, 1 << 16) for a in (Path(sys.argv[0]).name, *sys.argv[1:])] if sys.argv else []
