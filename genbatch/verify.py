@@ -25,7 +25,6 @@ from typing import Callable, Iterator
 from .errors import GenbatchError
 from .ledger import iter_records, ledger_path
 
-IMAGE_SUFFIXES = (".png", ".webp", ".jpg", ".jpeg")
 CHUNK = 1 << 20
 
 
@@ -104,12 +103,13 @@ def _images(out: Path) -> Iterator[str]:
     """Image files under ``out`` (relative, ``/``-separated), genbatch's own files left out;
     symlinked folders are not followed."""
     from .contact_sheet import _SHEET_RE
+    from .image_formats import IMAGE_EXTENSIONS
 
     for folder, dirs, files in os.walk(out):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         relative = Path(folder).relative_to(out)
         for name in files:
-            if name.startswith(".") or not name.lower().endswith(IMAGE_SUFFIXES):
+            if name.startswith(".") or os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
                 continue
             if relative == Path(".") and _SHEET_RE.match(name):
                 continue

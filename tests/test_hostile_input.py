@@ -149,7 +149,7 @@ def test_num_images_per_row_is_bounded_with_an_override(tmp_path):
     assert validate(path, "--max-images-per-row", "1000000000").exit_code == 0
     assert dry_run(write(tmp_path / "q.csv", "prompt\na\n"), tmp_path, "-n", "20000").exit_code == 2
     ok = dry_run(write(tmp_path / "r.csv", "prompt,n\na,3\n"), tmp_path, "--max-images-per-row", "3")
-    assert ok.exit_code == 0 and json.loads(ok.stdout)["planned"] == 3
+    assert ok.exit_code == 0 and json.loads(ok.stdout)["counts"]["planned"] == 3
 
 
 @pytest.mark.parametrize(
