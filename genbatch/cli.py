@@ -129,6 +129,7 @@ def run(
     shard: Optional[str] = typer.Option(None, help="Run shard I of N (1-based), e.g. --shard 2/4."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; load no model, write nothing."),
     force: bool = typer.Option(False, help="Regenerate images that are already done."),
+    verify: bool = typer.Option(False, "--verify", help="Hash the images already done and regenerate those that no longer match the ledger's sha256."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Run the valid rows; list invalid ones in the report."),
     wait: bool = typer.Option(False, help="If another run holds --out, wait for it instead of exiting."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
@@ -173,7 +174,7 @@ def _run_options(manifest: str, out: Path, model: str | None, backend: str, devi
                  seed: int, column: list[str], prompt_column: str | None, set_: list[str], format_: list[str],
                  quality: int, compress_level: int, name_template: str, workers: int | None, limit: int | None,
                  shard: str | None, dry_run: bool, force: bool, skip_invalid: bool, wait: bool, quiet: bool,
-                 max_images_per_row: int, **_: Any) -> Any:
+                 max_images_per_row: int, verify: bool, **_: Any) -> Any:
     """``genbatch run``'s options, checked, as the library's RunOptions."""
     from .runner import RunOptions
 
@@ -215,6 +216,7 @@ def _run_options(manifest: str, out: Path, model: str | None, backend: str, devi
         wait=wait,
         quiet=quiet,
         max_images_per_row=max_images_per_row,
+        verify=verify,
     )
 
 

@@ -10,7 +10,8 @@ image was written. Three kinds of finding:
 
 genbatch's own files are not images of the run: hidden names (``.genbatch-thumbs/``, temp
 files ``.NAME.tmp-XXXX``, the lock) and the contact sheets at the top of OUT are ignored.
-The ledger is read as a stream and files are hashed in 1 MiB chunks.
+The ledger is read as a stream and files are hashed in 1 MiB chunks. ``genbatch run
+--verify`` uses :func:`still_done` to regenerate the images that no longer match.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from .errors import GenbatchError
 from .ledger import iter_records, ledger_path
@@ -90,6 +91,21 @@ def verify_folder(out: Path, warn: Callable[[str], None] | None = None) -> Verif
             result.changed.append(name)
     result.unrecorded = sorted(name for name in _images(out) if name not in expected)
     return result
+
+
+def still_done(out: Path, done: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """``run --verify``: of the done records (ledger.done_records: on disk at the recorded
+    size), those whose file still has its recorded sha256, and the files that do not (their
+    jobs run again)."""
+    kept: dict[str, dict[str, Any]] = {}
+    mismatched: list[str] = []
+    for key, record in done.items():
+        sha = record.get("sha256")
+        if sha is None or _hash(Path(out) / record["file"]) == sha:
+            kept[key] = record
+        else:
+            mismatched.append(record["file"])
+    return kept, sorted(mismatched)
 
 
 def _hash(path: Path) -> str | None:

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from helpers import FAST, genbatch, ledger
+from helpers import FAST, genbatch, ledger, pixels
 
 
 @pytest.fixture
@@ -72,3 +72,21 @@ def test_a_replaced_file_and_a_folder_without_a_ledger(out, tmp_path):
     empty.mkdir()
     result = genbatch("verify", empty)
     assert result.exit_code == 2 and "no genbatch.jsonl here" in result.output
+
+
+def test_run_verify_regenerates_what_does_not_match(out, tmp_path):
+    manifest = tmp_path / "p.csv"
+    changed = files(out)[1]
+    original = pixels(out / changed)
+    data = bytearray((out / changed).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (out / changed).write_bytes(bytes(data))
+    plain = genbatch("run", manifest, "--out", out, "--dry-run", "--json", *FAST)
+    assert json.loads(plain.stdout)["counts"]["to_generate"] == 0  # size alone says done
+    dry = genbatch("run", manifest, "--out", out, "--dry-run", "--json", "--verify", *FAST)
+    assert json.loads(dry.stdout)["counts"]["to_generate"] == 1
+    result = genbatch("run", manifest, "--out", out, "--verify", *FAST[:-1])
+    assert result.exit_code == 0, result.output
+    assert f"verify: 1 done images no longer match their ledger sha256 and are generated again: {changed}" in result.output
+    assert abs(pixels(out / changed) - original).max() <= 1  # the same seed again: the same image (batch of 1)
+    assert genbatch("verify", out).exit_code == 0
