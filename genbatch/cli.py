@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 import typer
 
 from . import __version__
+from .echo import shown, shown_bare
 from .errors import EXIT_USAGE, GenbatchError, ManifestError
 from .image_formats import BY_EXTENSION as IMAGE_FORMATS
 from .manifest import FORMATS, MAX_IMAGES_PER_ROW, parse_assignments, parse_value, read_manifest
@@ -237,7 +238,7 @@ def _print_plan(result: Any, as_json: bool) -> None:
     for job in result.pending[:20]:
         own = f" timesteps={','.join(map(str, job.timesteps))}" if job.timesteps else ""
         print(f"  {job.file}  seed={job.seed} steps={job.steps}{own} guidance={job.guidance_scale:g} "
-              f"{job.width}x{job.height}  {job.prompt[:60]!r}")
+              f"{job.width}x{job.height}  {shown(job.prompt, 60)}")
     if len(result.pending) > 20:
         print(f"  ... and {len(result.pending) - 20} more")
 
@@ -285,7 +286,7 @@ def validate(
             _err(f"{name}: {len(problems)} problem{'s' if len(problems) != 1 else ''}, {len(rows)} valid rows")
         else:
             _err(f"{name}: {len(rows)} rows, {images} images, valid ({fmt}; columns: "
-                 + ", ".join(f"{k}<-{v!r}" for k, v in columns.items()) + ")")
+                 + ", ".join(f"{k}<-{shown(v)}" for k, v in columns.items()) + ")")
     raise typer.Exit(EXIT_USAGE if problems else 0)
 
 
@@ -398,7 +399,6 @@ def verify(
     Example:
       genbatch verify images/
     """
-    from .echo import shown_bare
     from .verify import verify_folder
 
     result = verify_folder(out)

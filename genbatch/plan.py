@@ -164,7 +164,7 @@ def resolve_models(manifest: Manifest, default: str | None) -> dict[str | None, 
                 models[row.model] = resolve_model(row.model)
             except ModelError as err:
                 column = manifest.columns.get("model", "model")
-                raise ModelError(f"{manifest.path}:{row.line}:{column}: {err}") from None
+                raise ModelError(f"{manifest.path}:{row.line}:{shown_bare(column)}: {err}") from None
     return models
 
 
