@@ -473,6 +473,16 @@ def _bounded_int(text: str) -> int:
     return int(text)
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        repeated = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise _JsonLimit(f"key {shown(repeated)} appears twice in one object; the first value would be lost",
+                         json.dumps(repeated, ensure_ascii=False))
+    return obj
+
+
 def _json_depth_column(line: str) -> int | None:
     """The column where ``line`` nests deeper than MAX_JSON_DEPTH, if it does (strings skipped)."""
     if line.count("[") + line.count("{") <= MAX_JSON_DEPTH:
@@ -515,14 +525,19 @@ def _read_jsonl(text: str, name: str) -> _Raw:
             problems.append(Problem(name, number, str(deep), f"JSON nested more than {MAX_JSON_DEPTH} levels deep"))
             continue
         try:
-            obj = json.loads(line, parse_int=_bounded_int)
+            obj = json.loads(line, parse_int=_bounded_int, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as err:
             problems.append(Problem(name, number, str(err.colno), f"invalid JSON: {err.msg}"))
             continue
         except _JsonLimit as err:
-            long_number = re.search(r"\d{%d,}" % (MAX_JSON_DIGITS + 1), _JSON_STRING.sub(
-                lambda m: " " * len(m.group()), line))
-            problems.append(Problem(name, number, str(long_number.start() + 1) if long_number else None, str(err)))
+            if len(err.args) > 1:  # a repeated key: point at its second use
+                first = line.find(err.args[1])
+                where = line.find(err.args[1], first + 1) if first >= 0 else -1
+            else:
+                long_number = re.search(r"\d{%d,}" % (MAX_JSON_DIGITS + 1), _JSON_STRING.sub(
+                    lambda m: " " * len(m.group()), line))
+                where = long_number.start() if long_number else -1
+            problems.append(Problem(name, number, str(where + 1) if where >= 0 else None, err.args[0]))
             continue
         except (ValueError, RecursionError) as err:  # numbers or nesting beyond Python's limits
             problems.append(Problem(name, number, None, f"invalid JSON: {shown(str(err), 60)}"))

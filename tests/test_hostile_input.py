@@ -77,6 +77,8 @@ def test_tsv_keeps_quotes_and_nul_or_utf16_is_refused(tmp_path):
 def test_a_repeated_column_is_an_error(tmp_path):
     result = validate(write(tmp_path / "p.csv", "prompt,seed,seed\na,1,2\n"))
     assert result.exit_code == 2 and ":1:3: column 'seed' repeats column 2" in result.output
+    result = validate(write(tmp_path / "p.jsonl", '{"prompt": "a", "seed": 1, "prompt": "b"}\n'))
+    assert result.exit_code == 2 and ":1:28: key 'prompt' appears twice in one object" in result.output
 
 
 # --- values that crashed the reader or the planner --------------------------------------------
