@@ -3,16 +3,19 @@
 Every problem is collected, not just the first, and located as ``FILE:LINE:COLUMN`` where
 LINE is the physical line on which the row starts (for Parquet: the 1-based row number).
 
-CSV is split by a small reader of its own (``_split_csv``) rather than the standard
-library's or pandas: neither reports the physical line and column a row or a problem is on,
-and the standard library silently drops a stray quote. A quote that leaves rows in doubt is
-an error, never a silent merge (the rule is at ``_swallowed_rows``). Parquet, which has no
+CSV whose rows each sit on one line and whose quotes are well formed is read with the
+standard library's reader; any other CSV with a small exact reader of its own
+(``_split_csv_exact``), because the standard one silently drops a stray quote and cannot say
+on which column a problem is. A quote that leaves rows in doubt is an error, never a silent
+merge of rows (the rule is at ``_swallowed_rows``). Parquet, which has no
 lines, is read with pyarrow.
 """
 
 from __future__ import annotations
 
+import csv
 import difflib
+import io
 import json
 import math
 import re
@@ -270,6 +273,30 @@ class _Record:
 
 
 def _split_csv(text: str, name: str, delimiter: str, problems: list[Problem]) -> list[_Record]:
+    """Split CSV text into records. Files whose records each sit on one line and whose quotes
+    are well formed (most) go through the standard library's C reader; any other file
+    through :func:`_split_csv_exact`, which says where a problem is."""
+    return _split_csv_simple(text, delimiter) or _split_csv_exact(text, name, delimiter, problems)
+
+
+def _split_csv_simple(text: str, delimiter: str) -> list[_Record] | None:
+    """The records, if none spans lines and the strict standard reader accepts every quote;
+    else None."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    records: list[_Record] = []
+    line = 1
+    try:
+        for cells in reader:
+            if reader.line_num != line:
+                return None
+            records.append(_Record(line, cells, line))
+            line += 1
+    except csv.Error:  # a stray quote, or a field over csv's size limit
+        return None
+    return records or None
+
+
+def _split_csv_exact(text: str, name: str, delimiter: str, problems: list[Problem]) -> list[_Record]:
     """Split CSV text into records (RFC 4180 quoting: a field that starts with ``"`` ends at
     the next lone ``"``, ``""`` inside it is one quote, and it may span lines). The standard
     library's reader cannot be used: it silently drops a stray quote (``"a green" star`` ->
@@ -280,8 +307,17 @@ def _split_csv(text: str, name: str, delimiter: str, problems: list[Problem]) ->
     quote is unbalanced, where every later row starts is in doubt."""
     records: list[_Record] = []
     stop = re.compile("[" + re.escape(delimiter) + "\r\n]")
+    line_end = re.compile("[\r\n]")
     n, pos, line, line_start = len(text), 0, 1, 0
     while pos < n:
+        end_match = line_end.search(text, pos)
+        end = end_match.start() if end_match else n
+        if text.find('"', pos, end) < 0:  # the common case: a line without quotes is one record
+            records.append(_Record(line, text[pos:end].split(delimiter), line))
+            pos = end + (2 if text.startswith("\r\n", end) else 1)
+            line += 1
+            line_start = pos
+            continue
         record = _Record(line, [])
         while True:
             if text.startswith('"', pos):
@@ -302,13 +338,13 @@ def _split_csv(text: str, name: str, delimiter: str, problems: list[Problem]) ->
                         p = q + 2
                         continue
                     break
-                breaks = _count_breaks(text[pos:q])
+                breaks = _count_breaks(text[pos:q]) if line_end.search(text, pos, q) else 0
                 if breaks:
                     line += breaks
                     line_start = max(text.rfind("\n", pos, q), text.rfind("\r", pos, q)) + 1
                     record.multiline.append((len(record.cells), open_line, open_col))
                 pos = q + 1
-                value = "".join(parts)
+                value = parts[0] if len(parts) == 1 else "".join(parts)
                 if pos < n and text[pos] not in (delimiter, "\r", "\n"):
                     after = stop.search(text, pos)
                     tail = text[pos : after.start() if after else n]
@@ -358,6 +394,8 @@ def _swallowed_rows(records: list[_Record], width: int, delimiter: str, text: st
       last line with the row's own cells after it).
     A file without numeric columns (or a one-column file) cannot tell swallowed rows from
     text by the second test; the first, and the quote left open at the end of the file, hold."""
+    if not any(record.multiline for record in records):
+        return
     numeric: dict[int, bool] = {}
     for record in records:
         if len(record.cells) != width:

@@ -130,6 +130,21 @@ def test_stray_quotes_never_merge_rows_silently(tmp_path_factory, rows, position
         assert len(manifest.rows) == len(rows), text
 
 
+@given(text=st.text(alphabet=st.sampled_from(list(',"\n\r ab7') + ["é"]), max_size=120))
+def test_the_fast_and_the_exact_csv_reader_agree(text):
+    """Most files go through the standard library's reader; where it accepts a file, the
+    exact reader (the one that locates problems) must read the same cells."""
+    from genbatch.manifest import _split_csv_exact, _split_csv_simple
+
+    fast = _split_csv_simple(text, ",")
+    if fast is not None:
+        problems: list = []
+        exact = _split_csv_exact(text, "m.csv", ",", problems)
+        strip = lambda records: [[c for c in r.cells] for r in records if any(c for c in r.cells)]  # noqa: E731
+        assert not problems and strip(fast) == strip(exact)
+        assert [r.line for r in fast if any(r.cells)] == [r.line for r in exact if any(r.cells)]
+
+
 # --- JSONL: huge, nested and odd values ---------------------------------------------------
 
 JSON_VALUES = st.recursive(
