@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 
 from .echo import shown, shown_bare
 from .errors import GenbatchError, ManifestError, Problem
-from .fields import ALIASES, BY_NAME, MAX_SEED, ROW_FIELDS, Values
+from .fields import ALIASES, BY_NAME, ROW_FIELDS, Values
 
 FORMATS = ("csv", "tsv", "jsonl", "txt", "parquet")
 EXTENSIONS = {

@@ -238,6 +238,7 @@ def name_fields(job: Job, ext: str) -> dict[str, Any]:
         elif isinstance(value, bool) or not isinstance(value, (str, int, float)):
             value = json.dumps(value, ensure_ascii=False, default=str)
         fields[str(column)] = value
+    fields.update(template_values(job.values))
     fields.update(
         {
             "index": job.index,
@@ -246,13 +247,6 @@ def name_fields(job: Job, ext: str) -> dict[str, Any]:
             "k": job.k,
             "id": job.row.id or "",
             "slug": slugify(job.prompt),
-            "prompt": job.prompt,
-            "seed": job.seed,
-            "steps": job.steps,
-            "guidance": job.guidance_scale,
-            "guidance_scale": job.guidance_scale,
-            "width": job.width,
-            "height": job.height,
             "model": job.model.name.replace("/", "--"),
             "key": job.key,
             "ext": ext,
