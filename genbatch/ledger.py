@@ -138,31 +138,8 @@ def iter_records(out: Path, warn: Callable[[str], None] | None = None) -> Iterat
     removes it. Any other line that is not a JSON object with fields of the expected types
     is skipped and reported through ``warn`` (default: the ``genbatch.ledger`` logger) as
     ``PATH:LINE: skipped: why``: the first ten one by one, then how many more."""
-    path = ledger_path(out)
-    report = warn or _warn_once
-    if not path.exists():
-        return
-    bad = 0
-    with open(path, encoding="utf-8", errors="replace", newline="\n") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.endswith("\n"):
-                break  # torn last line
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except (ValueError, RecursionError) as err:
-                why = f"not JSON ({err.msg})" if isinstance(err, json.JSONDecodeError) else "not usable JSON"
-            else:
-                why = record_problem(record)
-                if why is None:
-                    yield record
-                    continue
-            bad += 1
-            if bad <= _REPORTED:
-                report(f"{path}:{number}: skipped: {why}")
-    if bad > _REPORTED:
-        report(f"{path}: skipped {bad - _REPORTED} more bad lines ({bad} in all)")
+    for _, record in _records_with_offsets(ledger_path(out), warn):
+        yield record
 
 
 def iter_current_records(out: Path) -> Iterator[dict[str, Any]]:
@@ -182,25 +159,40 @@ def iter_current_records(out: Path) -> Iterator[dict[str, Any]]:
     with open(path, "rb") as handle:
         for key, offset in latest.items():
             handle.seek(offset)
-            record = json.loads(handle.readline())
+            record = json.loads(handle.readline().decode("utf-8", "replace"))  # as the first pass read it
             file = record.get("file")
             if record.get("status") != "done" or not isinstance(file, str) or owner.get(file) == key:
                 yield record
 
 
-def _records_with_offsets(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    offset = 0
+def _records_with_offsets(path: Path, warn: Callable[[str], None] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(byte offset, record) of every usable line: the one reader behind iter_records."""
+    if not path.exists():
+        return
+    report = warn or _warn_once
+    bad = offset = 0
     with open(path, "rb") as handle:
-        for raw in handle:
+        for number, raw in enumerate(handle, start=1):
             start, offset = offset, offset + len(raw)
             if not raw.endswith(b"\n"):
                 break  # torn last line
-            try:
-                record = json.loads(raw)
-            except ValueError:
+            line = raw.decode("utf-8", "replace")
+            if not line.strip():
                 continue
-            if isinstance(record, dict) and "key" in record:
-                yield start, record
+            try:
+                record = json.loads(line)
+            except (ValueError, RecursionError) as err:
+                why = f"not JSON ({err.msg})" if isinstance(err, json.JSONDecodeError) else "not usable JSON"
+            else:
+                why = record_problem(record)
+                if why is None:
+                    yield start, record
+                    continue
+            bad += 1
+            if bad <= _REPORTED:
+                report(f"{path}:{number}: skipped: {why}")
+    if bad > _REPORTED:
+        report(f"{path}: skipped {bad - _REPORTED} more bad lines ({bad} in all)")
 
 
 def _identity(record: dict[str, Any]) -> object:
