@@ -92,7 +92,8 @@ def _fits(value: Any, kind: str) -> bool:
         lo, hi = (0, 2**64) if kind == _SEED else (-(2**63), 2**63)
         return isinstance(value, int) and not isinstance(value, bool) and lo <= value < hi
     if kind == _NUMBER:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 2**63
+        # NaN passes (json writes it for a float; readers show it as empty), infinities do not
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and (value != value or abs(value) < 2**63)
     if kind == _LIST:
         return isinstance(value, list) and all(_fits(v, _INT) for v in value)
     return isinstance(value, dict)
