@@ -29,8 +29,16 @@ def main() -> int:
     args = parser.parse_args()
 
     env = dict(os.environ, GENBATCH_FUZZ_PROFILE="long", GENBATCH_FUZZ_EXAMPLES=str(args.examples))
-    command = [sys.executable, "-m", "pytest", "tests/test_fuzz_manifest.py", "-q", "-p", "no:cacheprovider",
-               "--hypothesis-show-statistics"]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "tests/test_fuzz_manifest.py",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--hypothesis-show-statistics",
+    ]
     if args.seed is not None:
         command.append(f"--hypothesis-seed={args.seed}")
     began = time.monotonic()

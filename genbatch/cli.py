@@ -130,7 +130,9 @@ def run(
     height: Optional[int] = typer.Option(None, min=8, help="Height for rows without one (multiple of 8)."),
     negative: str = typer.Option("", help="Negative prompt for rows without one."),
     num_images: int = typer.Option(1, "--num-images", "-n", min=1, help="Images per row for rows without num_images."),
-    max_images_per_row: int = typer.Option(MAX_IMAGES_PER_ROW, "--max-images-per-row", min=1, help="Refuse rows that ask for more images than this."),
+    max_images_per_row: int = typer.Option(
+        MAX_IMAGES_PER_ROW, "--max-images-per-row", min=1, help="Refuse rows that ask for more images than this."
+    ),
     seed: int = typer.Option(0, min=0, help="Base seed from which rows without a seed derive theirs."),
     column: list[str] = typer.Option([], help="Read a field from another column: --column seed=evaluation_seed."),
     prompt_column: Optional[str] = typer.Option(None, help="The column that holds the prompt."),
@@ -144,7 +146,9 @@ def run(
     shard: Optional[str] = typer.Option(None, help="Run shard I of N (1-based), e.g. --shard 2/4."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; load no model, write nothing."),
     force: bool = typer.Option(False, help="Regenerate images that are already done."),
-    verify: bool = typer.Option(False, "--verify", help="Hash the images already done and regenerate those that no longer match the ledger's sha256."),
+    verify: bool = typer.Option(
+        False, "--verify", help="Hash the images already done; regenerate those that no longer match the ledger."
+    ),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Run the valid rows; list invalid ones in the report."),
     wait: bool = typer.Option(False, help="If another run holds --out, wait for it instead of exiting."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
@@ -268,7 +272,9 @@ def validate(
     prompt_column: Optional[str] = typer.Option(None, help="The column that holds the prompt."),
     set_: list[str] = typer.Option([], "--set", help="Force a value on every row: --set width=512."),
     json_: bool = typer.Option(False, "--json", help="Print problems as JSON on stdout."),
-    max_images_per_row: int = typer.Option(MAX_IMAGES_PER_ROW, "--max-images-per-row", min=1, help="Refuse rows that ask for more images than this."),
+    max_images_per_row: int = typer.Option(
+        MAX_IMAGES_PER_ROW, "--max-images-per-row", min=1, help="Refuse rows that ask for more images than this."
+    ),
 ) -> None:
     """Check a manifest and report every problem as FILE:LINE:COLUMN: message. Loads no model.
 
@@ -424,7 +430,8 @@ def verify(
         for kind in ("missing", "changed", "unrecorded"):
             for name in getattr(result, kind):
                 print(f"{kind}: {shown_bare(name, 4096)}")
-        _err(f"{shown_bare(out, 4096)}: {result.checked} images checked: {len(result.missing)} missing, {len(result.changed)} changed, "
+        counts = f"{len(result.missing)} missing, {len(result.changed)} changed"
+        _err(f"{shown_bare(out, 4096)}: {result.checked} images checked: {counts}, "
              f"{len(result.unrecorded)} unrecorded" + (" (all match the ledger)" if result.ok else ""))
     raise typer.Exit(0 if result.ok else 1)
 

@@ -93,7 +93,8 @@ def _fits(value: Any, kind: str) -> bool:
         return isinstance(value, int) and not isinstance(value, bool) and lo <= value < hi
     if kind == _NUMBER:
         # NaN passes (json writes it for a float; readers show it as empty), infinities do not
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and (value != value or abs(value) < 2**63)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return number and (value != value or abs(value) < 2**63)
     if kind == _LIST:
         return isinstance(value, list) and all(_fits(v, _INT) for v in value)
     return isinstance(value, dict)
@@ -120,7 +121,8 @@ def record_problem(record: Any) -> str | None:
         if not _fits(value, kind):
             if kind == _TEXT and isinstance(value, str):
                 return f'"{name}" holds half of a UTF-16 surrogate pair, not text'
-            what = "is out of range" if type(value) in (int, float) and kind in (_INT, _SEED, _NUMBER) else f"is {_type_name(value)}"
+            numeric = type(value) in (int, float) and kind in (_INT, _SEED, _NUMBER)
+            what = "is out of range" if numeric else f"is {_type_name(value)}"
             return f'"{name}" {what}, expected {kind}'
     if not record["key"]:
         return '"key" is empty'
@@ -166,7 +168,9 @@ def iter_current_records(out: Path) -> Iterator[dict[str, Any]]:
                 yield record
 
 
-def _records_with_offsets(path: Path, warn: Callable[[str], None] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+def _records_with_offsets(
+    path: Path, warn: Callable[[str], None] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """(byte offset, record) of every usable line: the one reader behind iter_records."""
     if not path.exists():
         return
@@ -180,6 +184,7 @@ def _records_with_offsets(path: Path, warn: Callable[[str], None] | None = None)
             line = raw.decode("utf-8", "replace")
             if not line.strip():
                 continue
+            why: str | None
             try:
                 record = json.loads(line)
             except (ValueError, RecursionError) as err:

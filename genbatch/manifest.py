@@ -572,7 +572,7 @@ def _read_jsonl(text: str, name: str) -> _Raw:
                 first = line.find(err.args[1])
                 where = line.find(err.args[1], first + 1) if first >= 0 else -1
             else:
-                long_number = re.search(r"\d{%d,}" % (MAX_JSON_DIGITS + 1), _JSON_STRING.sub(
+                long_number = re.search(rf"\d{{{MAX_JSON_DIGITS + 1},}}", _JSON_STRING.sub(
                     lambda m: " " * len(m.group()), line))
                 where = long_number.start() if long_number else -1
             problems.append(Problem(name, number, str(where + 1) if where >= 0 else None, err.args[0]))

@@ -326,7 +326,8 @@ def assign_file_names(jobs: list[Job], template: str, image_format: str) -> None
         else:
             seen[folded] = job
     if clashes:
-        shown_clashes = "\n  ".join(clashes[:10]) + (f"\n  ... and {len(clashes) - 10} more" if len(clashes) > 10 else "")
+        more = f"\n  ... and {len(clashes) - 10} more" if len(clashes) > 10 else ""
+        shown_clashes = "\n  ".join(clashes[:10]) + more
         raise GenbatchError(
             f"--name-template {shown(template)} gives the same file name to different images:\n  {shown_clashes}\n"
             "add {index}, {seed} or {k} to the template"

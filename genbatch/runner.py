@@ -19,9 +19,9 @@ from filelock import FileLock, Timeout
 
 from .backends import BackendOptions
 from .batch_size import BatchSizer
+from .echo import shown_bare
 from .engine import ENGINES, EngineWork
 from .errors import EXIT_FAILED_JOBS, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, GenbatchError, LockedError, ManifestError
-from .echo import shown_bare
 from .image_formats import image_format
 from .ledger import Ledger, done_records
 from .manifest import MAX_IMAGES_PER_ROW, Manifest, read_manifest

@@ -19,9 +19,10 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from .errors import GenbatchError
 from .ledger import iter_records, ledger_path
@@ -42,8 +43,14 @@ class Verification:
         return not (self.missing or self.changed or self.unrecorded)
 
     def as_dict(self) -> dict[str, object]:
-        return {"out": str(self.out), "ok": self.ok, "checked": self.checked, "missing": self.missing,
-                "changed": self.changed, "unrecorded": self.unrecorded}
+        return {
+            "out": str(self.out),
+            "ok": self.ok,
+            "checked": self.checked,
+            "missing": self.missing,
+            "changed": self.changed,
+            "unrecorded": self.unrecorded,
+        }
 
 
 def expected_files(out: Path, warn: Callable[[str], None] | None = None) -> dict[str, tuple[str | None, int | None]]:

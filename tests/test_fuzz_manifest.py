@@ -18,23 +18,33 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import genbatch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from genbatch.errors import GenbatchError, ManifestError
 from genbatch.manifest import read_manifest
-from helpers import genbatch
 
-settings.register_profile("ci", max_examples=40, derandomize=True, deadline=None, database=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("long", max_examples=int(os.environ.get("GENBATCH_FUZZ_EXAMPLES", "2000")), deadline=None,
-                          database=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile(
+    "ci",
+    max_examples=40,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "long",
+    max_examples=int(os.environ.get("GENBATCH_FUZZ_EXAMPLES", "2000")),
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 settings.load_profile(os.environ.get("GENBATCH_FUZZ_PROFILE", "ci"))
 
 TEXT_FORMATS = ("csv", "tsv", "jsonl", "txt")
 # characters that matter to the readers, plus ordinary and astral unicode
-ALPHABET = st.sampled_from(list(',"\t\n\r \x00\\{}[]:;\'') + ["a", "b", "7", "é", "東", "😀", "\u2028", "\x1b"])
+ALPHABET = st.sampled_from(list(",\"\t\n\r \x00\\{}[]:;'") + ["a", "b", "7", "é", "東", "😀", "\u2028", "\x1b"])
 NASTY_TEXT = st.text(alphabet=ALPHABET, max_size=200) | st.text(max_size=100)
 
 
@@ -66,8 +76,11 @@ def test_random_bytes_give_rows_or_located_problems(tmp_path_factory, data, fmt)
     read(tmp_path_factory.mktemp("b"), data, fmt)
 
 
-@given(text=NASTY_TEXT, fmt=st.sampled_from(TEXT_FORMATS),
-       encoding=st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "latin-1"]))
+@given(
+    text=NASTY_TEXT,
+    fmt=st.sampled_from(TEXT_FORMATS),
+    encoding=st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "latin-1"]),
+)
 def test_text_in_any_encoding(tmp_path_factory, text, fmt, encoding):
     header = {"csv": "prompt,seed\n", "tsv": "prompt\tseed\n", "jsonl": "", "txt": ""}[fmt]
     data = (header + text).encode(encoding, "replace")
@@ -79,7 +92,8 @@ def test_text_in_any_encoding(tmp_path_factory, text, fmt, encoding):
 # --- CSV from known rows: the parsed rows are those rows, or a problem says why not ---------
 
 PROMPT = st.text(alphabet=st.sampled_from(list('ab ,"\n\r\t') + ["é", "東", "😀"]), min_size=1, max_size=40).filter(
-    lambda s: s.strip())
+    lambda s: s.strip()
+)
 ROWS = st.lists(st.tuples(PROMPT, st.integers(0, 2**64 - 1)), min_size=1, max_size=12)
 
 
@@ -94,11 +108,16 @@ def write_csv(rows, quoting: int, terminator: str) -> str:
 def looks_like_rows(prompt: str) -> bool:
     """A prompt with two lines that each read as a ``text,number`` row: the one legitimate
     input the swallowed-row rule rejects (see manifest._swallowed_rows)."""
-    return any(line.replace('"', "").count(",") == 1 for line in prompt.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
+    return any(
+        line.replace('"', "").count(",") == 1 for line in prompt.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    )
 
 
-@given(rows=ROWS, quoting=st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL, csv.QUOTE_NONNUMERIC]),
-       terminator=st.sampled_from(["\n", "\r\n"]))
+@given(
+    rows=ROWS,
+    quoting=st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL, csv.QUOTE_NONNUMERIC]),
+    terminator=st.sampled_from(["\n", "\r\n"]),
+)
 def test_csv_round_trip(tmp_path_factory, rows, quoting, terminator):
     if quoting == csv.QUOTE_MINIMAL:
         terminator = "\r\n"  # with "\n" the writer leaves a lone "\r" unquoted: a line break to every reader
@@ -111,12 +130,18 @@ def test_csv_round_trip(tmp_path_factory, rows, quoting, terminator):
     assert [(r.prompt, r.seed) for r in manifest.rows] == [(p.strip(), s) for p, s in rows]
 
 
-SIMPLE_ROWS = st.lists(st.tuples(st.text(alphabet="abc xyz", min_size=1, max_size=8).filter(str.strip),
-                                 st.integers(0, 999)), min_size=2, max_size=10)
+SIMPLE_ROWS = st.lists(
+    st.tuples(st.text(alphabet="abc xyz", min_size=1, max_size=8).filter(str.strip), st.integers(0, 999)),
+    min_size=2,
+    max_size=10,
+)
 
 
-@given(rows=SIMPLE_ROWS, positions=st.lists(st.integers(0, 10_000), min_size=1, max_size=2),
-       terminator=st.sampled_from(["\n", "\r\n"]))
+@given(
+    rows=SIMPLE_ROWS,
+    positions=st.lists(st.integers(0, 10_000), min_size=1, max_size=2),
+    terminator=st.sampled_from(["\n", "\r\n"]),
+)
 def test_stray_quotes_never_merge_rows_silently(tmp_path_factory, rows, positions, terminator):
     """One or two stray quotes anywhere in a quote-free CSV: every row is read, or there is
     a problem. Never fewer rows and no word about it."""
@@ -154,23 +179,33 @@ JSON_VALUES = st.recursive(
 )
 
 
-@given(objects=st.lists(st.dictionaries(st.sampled_from(["prompt", "seed", "n", "id", "x", "Prompt", "width"]),
-                                        JSON_VALUES, max_size=5), max_size=5),
-       digits=st.integers(1, 6000), depth=st.integers(1, 5000), surrogate=st.sampled_from(["\\ud800", "\\udfff", "\\ud83d\\ude00"]))
+@given(
+    objects=st.lists(
+        st.dictionaries(
+            st.sampled_from(["prompt", "seed", "n", "id", "x", "Prompt", "width"]), JSON_VALUES, max_size=5
+        ),
+        max_size=5,
+    ),
+    digits=st.integers(1, 6000),
+    depth=st.integers(1, 5000),
+    surrogate=st.sampled_from(["\\ud800", "\\udfff", "\\ud83d\\ude00"]),
+)
 def test_jsonl_values(tmp_path_factory, objects, digits, depth, surrogate):
     lines = [json.dumps(o) for o in objects]
     lines.append('{"prompt": "big", "seed": %s}' % ("9" * digits))
-    lines.append('{"prompt": "deep", "x": %s%s}' % ("[" * depth, "]" * depth))
-    lines.append('{"prompt": "s%s"}' % surrogate)
+    lines.append('{{"prompt": "deep", "x": {}{}}}'.format("[" * depth, "]" * depth))
+    lines.append(f'{{"prompt": "s{surrogate}"}}')
     manifest, problems = read(tmp_path_factory.mktemp("j"), ("\n".join(lines) + "\n").encode(), "jsonl")
     for row in manifest.rows if manifest else []:
         row.prompt.encode("utf-8")  # no lone surrogate gets through
         json.dumps(row.fields)  # and the metadata can be written to the ledger
 
 
-@given(header=st.lists(st.sampled_from(["prompt", "seed", "Prompt", "x", "", "seed "]), min_size=1, max_size=6),
-       body=st.lists(st.lists(st.sampled_from(["a", "1", "", "b c"]), max_size=6), max_size=4),
-       delimiter=st.sampled_from([",", "\t"]))
+@given(
+    header=st.lists(st.sampled_from(["prompt", "seed", "Prompt", "x", "", "seed "]), min_size=1, max_size=6),
+    body=st.lists(st.lists(st.sampled_from(["a", "1", "", "b c"]), max_size=6), max_size=4),
+    delimiter=st.sampled_from([",", "\t"]),
+)
 def test_duplicate_empty_and_header_only(tmp_path_factory, header, body, delimiter):
     text = "\n".join(delimiter.join(cells) for cells in [header, *body])
     fmt = "csv" if delimiter == "," else "tsv"
@@ -192,8 +227,12 @@ def test_validate_command(tmp_path_factory, text, fmt):
 
 def test_megabyte_fields(tmp_path):
     big = "x" * (1 << 20)
-    for fmt, text in (("csv", f'prompt,seed\n"{big}",1\n{big},2\n'), ("tsv", f"prompt\tseed\n{big}\t1\n"),
-                      ("jsonl", json.dumps({"prompt": big}) + "\n"), ("txt", big + "\n")):
+    for fmt, text in (
+        ("csv", f'prompt,seed\n"{big}",1\n{big},2\n'),
+        ("tsv", f"prompt\tseed\n{big}\t1\n"),
+        ("jsonl", json.dumps({"prompt": big}) + "\n"),
+        ("txt", big + "\n"),
+    ):
         manifest, problems = read(tmp_path, text.encode(), fmt)
         assert not problems and all(row.prompt == big for row in manifest.rows), fmt
 
@@ -253,8 +292,15 @@ def test_parquet_with_odd_types_in_a_subprocess(tmp_path):
     (tmp_path / "garbage.parquet").write_bytes(b"PAR1" + os.urandom(200) + b"PAR1")
     paths.append(tmp_path / "garbage.parquet")
     # several readers at once: the reported abort came under load
-    runs = [subprocess.run([sys.executable, "-c", READ_ALL, *map(str, paths)], capture_output=True, text=True,
-                           cwd=Path(__file__).resolve().parents[1]) for _ in range(2)]
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", READ_ALL, *map(str, paths)],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
+        for _ in range(2)
+    ]
     for run in runs:
         assert run.returncode == 0, run.stderr[-2000:]
         results = dict(zip((p.stem for p in paths), map(json.loads, run.stdout.splitlines())))
@@ -262,8 +308,12 @@ def test_parquet_with_odd_types_in_a_subprocess(tmp_path):
         assert results["struct_prompt"]["rows"] == 0 and results["struct_prompt"]["problems"]
         assert results["duplicates"]["problems"] and results["garbage"]["problems"]
         assert "\x1b" not in run.stdout
-    cli = subprocess.run([sys.executable, "-m", "genbatch.cli", "validate", str(tmp_path / "all.parquet")],
-                         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    cli = subprocess.run(
+        [sys.executable, "-m", "genbatch.cli", "validate", str(tmp_path / "all.parquet")],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert cli.returncode == 2 and "Traceback" not in cli.stderr and ":2:prompt: the prompt is empty" in cli.stdout
 
 

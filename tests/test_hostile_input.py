@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import FAST, genbatch, images, ledger
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,12 +56,16 @@ def test_a_stray_quote_is_an_error_in_validate_and_run(tmp_path, body, where, sa
 
 
 def test_multi_line_prompts_and_quotes_inside_text_still_read(tmp_path):
-    path = write(tmp_path / "p.csv", 'prompt,seed\r\n"A cat, sitting\r\non a mat, at dusk\nin rain",4\r\n'
-                                     'a "green" star,5\n"she said ""hi""",6\n"x\n5",7\n')
+    path = write(
+        tmp_path / "p.csv",
+        'prompt,seed\r\n"A cat, sitting\r\non a mat, at dusk\nin rain",4\r\n'
+        'a "green" star,5\n"she said ""hi""",6\n"x\n5",7\n',
+    )
     result = genbatch("run", path, "--out", tmp_path / "out", *FAST)
     assert result.exit_code == 0, result.output
     assert sorted(r["prompt"] for r in ledger(tmp_path / "out")) == sorted(
-        ["A cat, sitting\r\non a mat, at dusk\nin rain", 'a "green" star', 'she said "hi"', "x\n5"])
+        ["A cat, sitting\r\non a mat, at dusk\nin rain", 'a "green" star', 'she said "hi"', "x\n5"]
+    )
 
 
 def test_tsv_keeps_quotes_and_nul_or_utf16_is_refused(tmp_path):
@@ -85,12 +88,18 @@ def test_a_repeated_column_is_an_error(tmp_path):
 
 
 def test_huge_integers_deep_nesting_and_lone_surrogates_in_jsonl(tmp_path):
-    path = write(tmp_path / "p.jsonl", "\n".join([
-        '{"prompt": "a", "seed": %s}' % ("9" * 5000),
-        '{"prompt": "b", "x": %s%s}' % ("[" * 100_000, "]" * 100_000),
-        '{"prompt": "c\\ud800"}',
-        '{"prompt": "d \\ud83d\\ude00", "seed": 18446744073709551615}',
-    ]) + "\n")
+    path = write(
+        tmp_path / "p.jsonl",
+        "\n".join(
+            [
+                '{"prompt": "a", "seed": %s}' % ("9" * 5000),
+                '{{"prompt": "b", "x": {}{}}}'.format("[" * 100_000, "]" * 100_000),
+                '{"prompt": "c\\ud800"}',
+                '{"prompt": "d \\ud83d\\ude00", "seed": 18446744073709551615}',
+            ]
+        )
+        + "\n",
+    )
     result = validate(path)
     assert result.exit_code == 2
     out = result.output
@@ -119,11 +128,18 @@ def test_a_manifest_path_that_is_not_utf8(tmp_path):
     assert result.returncode == 2, result.stderr
     assert b"caf\\udce9\\x1b.csv:3:seed: 'x' is not a valid seed" in result.stdout and b"Traceback" not in result.stderr
     out = tmp_path / "out"
-    run = subprocess.run([sys.executable, "-m", "genbatch.cli", "run", name, "--out", str(out), "--skip-invalid",
-                          *FAST], capture_output=True, cwd=ROOT)
+    run = subprocess.run(
+        [sys.executable, "-m", "genbatch.cli", "run", name, "--out", str(out), "--skip-invalid", *FAST],
+        capture_output=True,
+        cwd=ROOT,
+    )
     assert run.returncode == 0, run.stderr
-    assert {r["manifest"] for r in ledger(out)} == {name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-                                                     .replace("\ufffd", "\\udce9").replace("\x1b", "\\x1b")}
+    assert {r["manifest"] for r in ledger(out)} == {
+        name.encode("utf-8", "surrogateescape")
+        .decode("utf-8", "replace")
+        .replace("\ufffd", "\\udce9")
+        .replace("\x1b", "\\x1b")
+    }
 
 
 def test_parquet_with_struct_and_list_columns_runs(tmp_path):
@@ -136,7 +152,7 @@ def test_parquet_with_struct_and_list_columns_runs(tmp_path):
     assert result.exit_code == 0, result.output
     records = sorted(ledger(tmp_path / "out"), key=lambda r: r["index"])
     assert records[0]["fields"] == {"prompt": "a", "meta": {"k": [1, 2]}, "tags": ["x"]}
-    assert records[0]["file"] == '0-[_x_].png'  # a list as its JSON text, quotes made safe
+    assert records[0]["file"] == "0-[_x_].png"  # a list as its JSON text, quotes made safe
 
 
 # --- bounded plans and templates -------------------------------------------------------------
@@ -180,7 +196,11 @@ def test_windows_reserved_names_are_neutralised(tmp_path):
     result = dry_run(path, tmp_path, "--name-template", "{id}")
     assert result.exit_code == 0, result.output
     assert [j["file"] for j in json.loads(result.stdout)["jobs"]] == [
-        "_CON.png", "_nul.txt.png", "_com1.png", "Console.png"]
+        "_CON.png",
+        "_nul.txt.png",
+        "_com1.png",
+        "Console.png",
+    ]
 
 
 def test_guidance_must_be_finite(tmp_path):
@@ -208,8 +228,7 @@ def test_manifest_text_is_escaped_in_every_message(tmp_path):
         validate(write(tmp_path / "d.csv", f'prompt,seed\n"a"{ESC},1\n')),  # text after a quote
         validate(write(tmp_path / "e.jsonl", json.dumps({"prompt": "a", "seed": ESC}) + "\n")),
         dry_run(write(tmp_path / "f.csv", f"prompt\n{ESC}\n"), tmp_path),  # file names
-        genbatch("run", write(tmp_path / "g.csv", f"prompt,{ESC}\na,1\n"), "--out", tmp_path / "o",
-                 "--dry-run", *FAST),
+        genbatch("run", write(tmp_path / "g.csv", f"prompt,{ESC}\na,1\n"), "--out", tmp_path / "o", "--dry-run", *FAST),
     ]
     for result in messages:
         assert "\x1b" not in result.output and "\x07" not in result.output, result.output
@@ -223,17 +242,29 @@ def test_ledger_lines_of_the_wrong_types_are_reported_and_skipped(tmp_path):
     out = tmp_path / "out"
     assert genbatch("run", manifest, "--out", out, *FAST).exit_code == 0
     good = ledger(out)
-    bad = [dict(good[0], key=["x"]), dict(good[0], file=5), dict(good[0], index="3"), dict(good[0], seed=-1),
-           dict(good[1], file="../../elsewhere.png"), [1, 2]]
+    bad = [
+        dict(good[0], key=["x"]),
+        dict(good[0], file=5),
+        dict(good[0], index="3"),
+        dict(good[0], seed=-1),
+        dict(good[1], file="../../elsewhere.png"),
+        [1, 2],
+    ]
     with open(out / "genbatch.jsonl", "a", encoding="utf-8") as handle:
         handle.write("".join(json.dumps(b) + "\n" for b in bad) + "not json\n" + '{"key": "\\ud800"}\n')
     rerun = genbatch("run", manifest, "--out", out, *FAST)
     assert rerun.exit_code == 0 and "Traceback" not in rerun.output
     ledger_file = out / "genbatch.jsonl"
-    for line, why in ((3, '"key" is a list, expected text'), (4, '"file" is a number, expected text'),
-                      (5, '"index" is text, expected a whole number'), (6, '"seed" is out of range'),
-                      (7, "\"file\" '../../elsewhere.png' is not a path inside the output folder"), (8, "expected a JSON object, got a list"),
-                      (9, "not JSON"), (10, '"key" holds half of a UTF-16 surrogate pair')):
+    for line, why in (
+        (3, '"key" is a list, expected text'),
+        (4, '"file" is a number, expected text'),
+        (5, '"index" is text, expected a whole number'),
+        (6, '"seed" is out of range'),
+        (7, "\"file\" '../../elsewhere.png' is not a path inside the output folder"),
+        (8, "expected a JSON object, got a list"),
+        (9, "not JSON"),
+        (10, '"key" holds half of a UTF-16 surrogate pair'),
+    ):
         assert f"warning: {ledger_file}:{line}: skipped: {why}" in rerun.output
     assert len(images(out)) == 2  # the good lines still say both images are done: nothing redone
     report = genbatch("report", out)

@@ -6,7 +6,6 @@ import json
 import shutil
 
 import pytest
-
 from helpers import FAST, genbatch, ledger, pixels
 
 
@@ -46,8 +45,14 @@ def test_a_changed_byte_a_missing_file_and_an_unrecorded_image_are_found(out):
     assert result.exit_code == 1
     assert f"missing: {missing}\nchanged: {changed}\nunrecorded: sub/stray.webp\n" in result.output
     as_json = json.loads(genbatch("verify", out, "--json").stdout)
-    assert as_json == {"out": str(out), "ok": False, "checked": 3, "missing": [missing], "changed": [changed],
-                       "unrecorded": ["sub/stray.webp"]}
+    assert as_json == {
+        "out": str(out),
+        "ok": False,
+        "checked": 3,
+        "missing": [missing],
+        "changed": [changed],
+        "unrecorded": ["sub/stray.webp"],
+    }
 
 
 def test_a_rerun_record_wins_and_bad_ledger_lines_are_skipped(out):
@@ -59,7 +64,7 @@ def test_a_rerun_record_wins_and_bad_ledger_lines_are_skipped(out):
     result = genbatch("verify", out)
     assert result.exit_code == 1
     assert f"unrecorded: {first}" in result.output  # no current done record names it any more
-    assert "genbatch.jsonl:5: skipped: \"key\" is a list, expected text" in result.output
+    assert 'genbatch.jsonl:5: skipped: "key" is a list, expected text' in result.output
 
 
 def test_a_replaced_file_and_a_folder_without_a_ledger(out, tmp_path):
@@ -87,6 +92,8 @@ def test_run_verify_regenerates_what_does_not_match(out, tmp_path):
     assert json.loads(dry.stdout)["counts"]["to_generate"] == 1
     result = genbatch("run", manifest, "--out", out, "--verify", *FAST[:-1])
     assert result.exit_code == 0, result.output
-    assert f"verify: 1 done images no longer match their ledger sha256 and are generated again: {changed}" in result.output
+    assert (
+        f"verify: 1 done images no longer match their ledger sha256 and are generated again: {changed}" in result.output
+    )
     assert abs(pixels(out / changed) - original).max() <= 1  # the same seed again: the same image (batch of 1)
     assert genbatch("verify", out).exit_code == 0
