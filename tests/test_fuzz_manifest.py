@@ -321,3 +321,75 @@ def test_parquet_with_odd_types_in_a_subprocess(tmp_path):
 def test_empty_file(tmp_path, fmt):
     manifest, problems = read(tmp_path, b"", fmt)
     assert manifest is None or problems or not manifest.rows
+
+
+def _parquet_columns():
+    """(arrow type, hypothesis strategy for one value) pairs, odd ones included."""
+    import datetime
+    import decimal
+
+    import pyarrow as pa
+
+    text = st.text(max_size=20)
+    return [
+        (pa.string(), text),
+        (pa.large_string(), text),
+        (pa.int64(), st.integers(-(2**63), 2**63 - 1)),
+        (pa.uint64(), st.integers(0, 2**64 - 1)),
+        (pa.float64(), st.floats()),
+        (pa.bool_(), st.booleans()),
+        (pa.binary(), st.binary(max_size=20)),
+        (
+            pa.struct([("a", pa.int64()), ("b", pa.string())]),
+            st.fixed_dictionaries({"a": st.integers(0, 9), "b": text}),
+        ),
+        (pa.list_(pa.int64()), st.lists(st.integers(-9, 9), max_size=4)),
+        (
+            pa.list_(pa.struct([("x", pa.list_(pa.float64()))])),
+            st.lists(st.fixed_dictionaries({"x": st.lists(st.floats(), max_size=3)}), max_size=3),
+        ),
+        (pa.map_(pa.string(), pa.int64()), st.lists(st.tuples(text, st.integers(0, 9)), max_size=3)),
+        (pa.decimal128(10, 2), st.decimals(min_value=-999, max_value=999, places=2).map(decimal.Decimal)),
+        (pa.timestamp("us", tz="UTC"), st.datetimes(timezones=st.just(datetime.timezone.utc))),
+        (pa.date32(), st.dates()),
+        (pa.null(), st.none()),
+    ]
+
+
+def test_random_parquet_tables_in_a_subprocess(tmp_path):
+    """Random tables of every column type above (a prompt column of any of them), written
+    here, all read in one subprocess: rows or problems, never an abort or a traceback."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pool = _parquet_columns()
+    paths: list[Path] = []
+
+    @given(data=st.data())
+    @settings(max_examples=max(10, settings.default.max_examples // 2))
+    def write_one(data):
+        names = data.draw(
+            st.lists(st.sampled_from(["prompt", "seed", "n", "x", "y"]), min_size=1, max_size=4, unique=True)
+        )
+        rows = data.draw(st.integers(0, 5))
+        columns = {}
+        for name in names:
+            kind, values = pool[data.draw(st.integers(0, len(pool) - 1))]
+            columns[name] = pa.array(data.draw(st.lists(st.none() | values, min_size=rows, max_size=rows)), type=kind)
+        path = tmp_path / f"t{len(paths)}.parquet"
+        pq.write_table(pa.table(columns), path)
+        paths.append(path)
+
+    write_one()
+    run = subprocess.run(
+        [sys.executable, "-c", READ_ALL, *map(str, paths)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = [json.loads(line) for line in run.stdout.splitlines()]
+    assert len(results) == len(paths)
+    for path, result in zip(paths, results):
+        for problem in result["problems"]:
+            assert problem.startswith(str(path)) and "Traceback" not in problem
