@@ -176,7 +176,8 @@ def clip_extractor(folder: Path, device: str) -> Extractor:
 
     def compute(images: list[np.ndarray], items: list[EvalImage]) -> np.ndarray:
         with torch.no_grad():
-            pixels = processor(images=[torch.from_numpy(i).permute(2, 0, 1) for i in images], return_tensors="pt")
+            pixels = processor(images=[torch.from_numpy(np.array(i)).permute(2, 0, 1) for i in images],
+                               return_tensors="pt")
             image_emb = embed(model.get_image_features(pixel_values=pixels["pixel_values"].to(device)))
             text = processor(text=[i.prompt for i in items], return_tensors="pt", padding=True, truncation=True,
                              max_length=max_tokens)

@@ -38,13 +38,22 @@ def folder_fingerprint(folder: Path, files: list[Path], network: str) -> str:
     return digest.hexdigest()[:20]
 
 
+def check_reference(spec: str | Path) -> Path:
+    """The --reference path, if it is a .npz or a folder; checked before any network loads."""
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix.lower() != ".npz":
+        raise GenbatchError(f"--reference {spec}: expected a folder of real images or a .npz with mu and sigma")
+    if not path.exists():
+        raise GenbatchError(f"--reference {spec}: no such file or folder; give a folder of real images or a .npz "
+                            "with mu and sigma")
+    return path
+
+
 def reference_stats(spec: str | Path, extractor: Extractor, *, batch_size: int = 32) -> dict[str, Any]:
     """``{"mu", "sigma", "images", "source", "cache"}`` for ``--reference``."""
-    path = Path(spec).expanduser()
+    path = check_reference(spec)
     pool = extractor.dims[0]
     if path.is_file():
-        if path.suffix.lower() != ".npz":
-            raise GenbatchError(f"--reference {spec}: expected a folder of real images or a .npz with mu and sigma")
         try:
             with np.load(path) as data:
                 mu, sigma = np.asarray(data["mu"], np.float64), np.asarray(data["sigma"], np.float64)
@@ -57,9 +66,6 @@ def reference_stats(spec: str | Path, extractor: Extractor, *, batch_size: int =
             raise GenbatchError(f"--reference {spec}: mu {mu.shape} and sigma {sigma.shape} do not fit the feature "
                                 f"network's {pool} features ({extractor.name}); make them with the same network")
         return {"mu": mu, "sigma": sigma, "images": count, "source": str(path), "cache": None}
-    if not path.is_dir():
-        raise GenbatchError(f"--reference {spec}: no such file or folder; give a folder of real images or a .npz "
-                            "with mu and sigma")
     files = reference_images(path)
     if len(files) < 2:
         raise GenbatchError(f"--reference {spec}: {len(files)} images ({', '.join(IMAGE_SUFFIXES)}); FID needs "

@@ -17,7 +17,7 @@ from . import metrics as m
 from . import networks as nw
 from .cache import FeatureCache, cache_folder
 from .images import EvalImage, group_images, run_images
-from .reference import reference_stats
+from .reference import check_reference, reference_stats
 
 EVAL_NAME = "eval.json"
 FLUSH_EVERY = 512  # images: how often computed rows are saved to the cache
@@ -68,6 +68,8 @@ def _load_extractors(options: EvalOptions, device: str) -> tuple[dict[str, nw.Ex
     if "fid" in wanted and not options.reference:
         raise GenbatchError("--metrics fid needs --reference: a folder of real images, or a .npz of their "
                             "statistics (mu, sigma)")
+    if "fid" in wanted:
+        check_reference(options.reference)
     inception = clip = None
     if features_needed and options.feature_network is None:
         inception = nw.find_inception_weights(options.inception_weights)
