@@ -338,7 +338,7 @@ def report(
 @user_errors
 def eval_(
     out: Path = typer.Argument(..., help="An output folder of genbatch run."),
-    metrics: str = typer.Option("clip,diversity", "--metrics", help="Comma-separated: fid, is, clip, diversity, shapes."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated: fid, is, clip, diversity, shapes. Default: shapes,diversity for a run of the shapes model, else clip,diversity."),
     reference: Optional[str] = typer.Option(None, "--reference", help="FID reference: a folder of real images, or a .npz with mu and sigma."),
     by: list[str] = typer.Option(["model"], "--by", help="Group by a ledger field (model, steps, guidance_scale, ...) or a manifest column; repeat for several."),
     clip_model: Optional[str] = typer.Option(None, "--clip-model", help="CLIP folder, or hub id in the local cache. Default: openai/clip-vit-large-patch14."),
@@ -365,7 +365,7 @@ def eval_(
     def progress(name: str, done: int, total: int) -> None:
         _err(f"{name}: {done}/{total} new images")
 
-    options = EvalOptions(metrics=parse_metrics(metrics), reference=reference, by=tuple(by) or ("model",),
+    options = EvalOptions(metrics=parse_metrics(metrics) if metrics is not None else None, reference=reference, by=tuple(by) or ("model",),
                           clip_model=clip_model, inception_weights=inception_weights, device=device,
                           batch_size=batch_size, progress=None if quiet else progress)
     result = evaluate_run(out, options)

@@ -198,7 +198,7 @@ def test_only_new_images_are_computed_after_adding_images(tmp_path: Path, tiny_m
     first = genbatch("eval", out, "--metrics", "clip,diversity", "--clip-model", tiny_clip, "--device", "cpu")
     assert first.exit_code == 0, first.output
     assert "computed now: clip 4, pixels 4" in first.stderr
-    assert "model=tiny-random: 4 images" in first.stdout
+    assert "model=tiny-random (4 images)" in first.stdout
 
     _manifest(manifest, PROMPTS)  # one more prompt: two more images
     assert genbatch("run", manifest, "--out", out, "-n", "2", *FAST).exit_code == 0
@@ -259,6 +259,9 @@ def test_the_shapes_judge_through_genbatch_eval(tmp_path: Path):
     # one seed per prompt: no pair to measure diversity on
     assert group["diversity"]["pixel"] == {"value": None, "prompts": 0}
     assert "shapes all" in [c["label"] for c in report_section(out)["columns"]]
+    # a run of the shapes model gets these metrics by default (no weights needed)
+    default = genbatch("eval", out, "--json")
+    assert default.exit_code == 0 and json.loads(default.stdout)["groups"] == report["groups"]
 
 
 def test_clear_errors_for_empty_runs_bad_options_and_missing_weights(tmp_path: Path, tiny_run: Path,

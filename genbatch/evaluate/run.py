@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ FLUSH_EVERY = 512  # images: how often computed rows are saved to the cache
 
 @dataclass
 class EvalOptions:
-    metrics: tuple[str, ...] = ("clip", "diversity")
+    metrics: tuple[str, ...] | None = None  # None: shapes,diversity for a run of the shapes model, else clip,diversity
     reference: str | Path | None = None
     by: tuple[str, ...] = ("model",)
     clip_model: str | None = None
@@ -52,6 +52,15 @@ def parse_metrics(text: str) -> tuple[str, ...]:
         raise GenbatchError(f"--metrics {text!r}: unknown metric {', '.join(unknown) or '(none given)'}; "
                             f"expected a comma-separated list of {', '.join(m.NAMES)}")
     return names
+
+
+def default_metrics(images: list[EvalImage]) -> tuple[str, ...]:
+    """The shapes model's runs have a judge that needs no weights; other runs get CLIP score."""
+    from ..models import SHAPES
+
+    if all(i.record.get("model") == SHAPES for i in images):
+        return ("shapes", "diversity")
+    return ("clip", "diversity")
 
 
 def _device(device: str) -> str:
@@ -158,6 +167,8 @@ def evaluate_run(out: Path, options: EvalOptions) -> EvalResult:
     out = Path(out)
     nw.offline()
     images = run_images(out)
+    if options.metrics is None:
+        options = replace(options, metrics=default_metrics(images))
     groups = group_images(images, list(options.by))
     device = _device(options.device)
     extractors, notes = _load_extractors(options, device)
@@ -206,26 +217,27 @@ def read_eval(out: Path) -> dict[str, Any] | None:
 
 
 def format_table(report: dict[str, Any]) -> str:
-    """The groups as a plain text table, one line per group."""
+    """The groups as plain text: a heading line per group, a line per metric."""
     lines = []
     for group in report["groups"]:
         name = ", ".join(f"{k}={v}" for k, v in group["group"].items()) or "all"
-        cells = [f"{group['images']} images"]
+        lines.append(f"{name} ({group['images']} images)")
         if "fid" in group:
-            cells.append("FID n/a (<2 images)" if group["fid"] is None else f"FID {group['fid']:.2f}")
+            lines.append("  FID         " + ("n/a: fewer than 2 images" if group["fid"] is None else f"{group['fid']:.2f}"))
         if "is" in group:
-            cells.append(f"IS {group['is']['mean']:.2f} ± {group['is']['std']:.2f}")
+            lines.append(f"  IS          {group['is']['mean']:.2f} ± {group['is']['std']:.2f} ({group['is']['splits']} splits)")
         if "clip" in group:
-            cells.append(f"CLIP {group['clip']:.2f}")
+            lines.append(f"  CLIP score  {group['clip']:.2f}")
         if "diversity" in group:
-            for space, d in group["diversity"].items():
-                value = "n/a" if d["value"] is None else f"{d['value']:.4f}"
-                cells.append(f"diversity[{space}] {value} ({d['prompts']} prompts)")
+            cells = [f"{space} " + ("n/a: no prompt has 2+ images" if d["value"] is None
+                                    else f"{d['value']:.4f} over {d['prompts']} prompts")
+                     for space, d in group["diversity"].items()]
+            lines.append("  diversity   " + "; ".join(cells))
         if "shapes" in group:
             s = group["shapes"]
-            parts = [f"{c} {s[c]['accuracy'] * 100:.1f}% of {s[c]['n']}" for c in (*nw.shapes_judge.CATEGORIES, "all")
-                     if s[c]["n"]]
-            cells.append(f"shapes: {', '.join(parts)}" + (f" ({s['unparsed']} prompts not in the grammar)"
-                                                        if s["unparsed"] else ""))
-        lines.append(f"{name}: " + "; ".join(cells))
+            cells = [f"{c} {s[c]['accuracy'] * 100:.1f}% ({s[c]['n']})"
+                     for c in (*nw.shapes_judge.CATEGORIES, "all") if s[c]["n"]]
+            lines.append("  shapes      " + "  ".join(cells))
+            if s["unparsed"]:
+                lines.append(f"              {s['unparsed']} prompts not in the shapes grammar, not judged")
     return "\n".join(lines)
