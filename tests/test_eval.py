@@ -151,7 +151,12 @@ def test_fid_is_clip_and_diversity_end_to_end(tiny_run: Path, tiny_clip: Path, r
     assert group["clip"] == pytest.approx(max(float(np.mean(raw)), 0.0), abs=1e-4)
 
     # diversity: the two seeds of each prompt differ, in pixels and in features
-    assert group["diversity"]["pixel"]["prompts"] == 3 and group["diversity"]["pixel"]["value"] > 0.01
+    pairs = {}
+    for entry, file in zip(written["images"], files):
+        pairs.setdefault(entry["prompt"], []).append(pixels(file) / 255)
+    expected = np.mean([np.abs(a - b).mean() for a, b in pairs.values()])
+    assert group["diversity"]["pixel"] == {"value": pytest.approx(expected, rel=1e-9), "prompts": 3}
+    assert expected > 0.01
     assert group["diversity"]["feature"]["prompts"] == 3 and group["diversity"]["feature"]["value"] > 0
 
     # the report's section: a row per group, per-image CLIP scores worst first
@@ -289,3 +294,23 @@ def test_clear_errors_for_empty_runs_bad_options_and_missing_weights(tmp_path: P
     assert "huggingface-cli download openai/clip-vit-base-patch32" in message
     assert "no config.json" in fails(tiny_run, "--metrics", "clip", "--clip-model", tmp_path)
     assert "no such file or folder" in fails(tiny_run, "--metrics", "fid", "--reference", tmp_path / "absent")
+
+
+def test_the_inception_network_from_a_weights_file(tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """torch-fidelity's Inception, with random weights saved where --inception-weights points."""
+    pytest.importorskip("torch_fidelity", exc_type=ImportError)
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    with monkeypatch.context() as patch:  # build the architecture without its weights file
+        patch.setattr(FeatureExtractorInceptionV3, "load_state_dict", lambda self, state, strict=True: None)
+        patch.setattr(torch, "load", lambda *args, **kwargs: {})
+        torch.manual_seed(0)
+        network = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path="-")
+    weights = tmp_path / "inception.pth"
+    torch.save(network.state_dict(), weights)
+    result = genbatch("eval", tiny_run, "--metrics", "is,diversity", "--inception-weights", weights, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["networks"]["features"]["name"] == "inception-2015-12-05"
+    [group] = report["groups"]
+    assert group["is"]["mean"] >= 1.0 and group["diversity"]["feature"]["prompts"] == 3

@@ -7,7 +7,6 @@ already cached, so the metric's own code does the statistics and nothing is reco
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -66,12 +65,13 @@ def clip_score(raw_scores: np.ndarray) -> float:
 
 
 def mean_pairwise(rows: np.ndarray, kind: str) -> float:
-    """Mean distance over all pairs of rows: RMS difference (pixels in [0, 1]) or cosine distance."""
+    """Mean distance over all pairs of rows: the mean absolute difference of pixels in
+    [0, 1] (as training/evaluate_shapes.py measures the shapes model), or 1 - cosine."""
     import torch
 
     x = torch.from_numpy(np.asarray(rows, dtype=np.float64))
     if kind == "pixel":
-        return float(torch.pdist(x / 255.0).mean()) / math.sqrt(x.shape[1])
+        return float(torch.pdist(x / 255.0, p=1).mean()) / x.shape[1]
     x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
     return float(torch.pdist(x).pow(2).div(2).mean())  # |a - b|^2 / 2 = 1 - cos for unit vectors
 
