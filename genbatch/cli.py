@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 import typer
 
 from . import __version__
-from .errors import EXIT_USAGE, GenbatchError, ManifestError
+from .errors import EXIT_SIGINT, EXIT_USAGE, GenbatchError, ManifestError
 from .manifest import FORMATS, parse_assignments, read_manifest
 from .plan import DEFAULT_NAME_TEMPLATE, IMAGE_FORMATS, Defaults, parse_shard
 
@@ -362,13 +362,17 @@ def eval_(
     """
     from .evaluate import EvalOptions, evaluate_run, format_table, parse_metrics
 
-    def progress(name: str, done: int, total: int) -> None:
-        _err(f"{name}: {done}/{total} new images")
+    def progress(done: int, total: int) -> None:
+        _err(f"evaluated {done}/{total} new images")
 
     options = EvalOptions(metrics=parse_metrics(metrics) if metrics is not None else None, reference=reference, by=tuple(by) or ("model",),
                           clip_model=clip_model, inception_weights=inception_weights, device=device,
                           batch_size=batch_size, progress=None if quiet else progress)
-    result = evaluate_run(out, options)
+    try:
+        result = evaluate_run(out, options)
+    except KeyboardInterrupt:
+        _err("interrupted: what was computed is cached, and a rerun goes on from there")
+        raise typer.Exit(EXIT_SIGINT) from None
     if json_:
         print(json.dumps(result.report, indent=2, ensure_ascii=False))
     else:

@@ -71,14 +71,14 @@ def feature_extractor(module: Any, device: str, *, name: str = "features", info:
         with torch.no_grad():
             out = module(torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous().to(device))
         parts = out if isinstance(out, (tuple, list)) else (out,)
-        return np.concatenate([p.detach().double().cpu().reshape(len(batch), -1).numpy() for p in parts[:2]], axis=1)
+        return np.concatenate([p.detach().float().cpu().reshape(len(batch), -1).numpy() for p in parts[:2]], axis=1)
 
     probe = module(torch.zeros(1, 3, PIXEL_SIZE, PIXEL_SIZE, dtype=torch.uint8, device=device))
     parts = probe if isinstance(probe, (tuple, list)) else (probe,)
     dims = tuple(int(p.reshape(1, -1).shape[1]) for p in parts[:2])
 
     def compute(images: list[np.ndarray], _: list[EvalImage]) -> np.ndarray:
-        rows = np.zeros((len(images), sum(dims)), np.float64)
+        rows = np.zeros((len(images), sum(dims)), np.float32)
         for indices in _by_size(images):
             rows[indices] = run(np.stack([images[i] for i in indices]))
         return rows
@@ -184,7 +184,7 @@ def clip_extractor(folder: Path, device: str) -> Extractor:
             text_emb = embed(model.get_text_features(input_ids=text["input_ids"].to(device),
                                                      attention_mask=text["attention_mask"].to(device)))
         scores = 100 * (image_emb * text_emb).sum(-1, keepdim=True)
-        return torch.cat([scores, image_emb], dim=1).double().cpu().numpy()
+        return torch.cat([scores, image_emb], dim=1).float().cpu().numpy()
 
     fingerprint = module_fingerprint(model)
     return Extractor("clip", fingerprint, compute, {"name": str(folder), "fingerprint": fingerprint},

@@ -35,7 +35,7 @@ class EvalOptions:
     # A feature network for FID, IS and feature-space diversity in place of Inception:
     # a torch module from (N, 3, H, W) uint8 images to pool features, or (pool, logits).
     feature_network: Any = None
-    progress: Any = None  # called as progress(name, done, total)
+    progress: Any = None  # called as progress(done, total) after each batch of new images
 
 
 @dataclass
@@ -103,24 +103,36 @@ def _load_extractors(options: EvalOptions, device: str) -> tuple[dict[str, nw.Ex
     return extractors, notes
 
 
-def _fill(out: Path, extractor: nw.Extractor, images: list[EvalImage], options: EvalOptions) -> tuple[np.ndarray, int]:
-    """Every image's row, computing (in batches) only those the cache lacks."""
-    cache = FeatureCache(cache_folder(out, extractor.name, extractor.fingerprint))
-    missing = list({i.cache_id: i for i in images if i.cache_id not in cache}.values())
+def _fill(out: Path, extractors: dict[str, nw.Extractor], images: list[EvalImage],
+          options: EvalOptions) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Every image's row from every extractor, computing (in batches, each image decoded
+    once) only what the caches lack."""
+    caches = {name: FeatureCache(cache_folder(out, e.name, e.fingerprint)) for name, e in extractors.items()}
+    unique = list({i.cache_id: i for i in images}.values())
+    missing = [i for i in unique if any(i.cache_id not in c for c in caches.values())]
+    computed = {e.name: 0 for e in extractors.values()}
     unsaved = 0
     try:
         for start in range(0, len(missing), options.batch_size):
             batch = missing[start:start + options.batch_size]
-            cache.add([i.cache_id for i in batch], extractor.compute([i.pixels() for i in batch], batch))
+            decoded = {i.cache_id: i.pixels() for i in batch}
+            for name, extractor in extractors.items():
+                todo = [i for i in batch if i.cache_id not in caches[name]]
+                if todo:
+                    caches[name].add([i.cache_id for i in todo],
+                                      extractor.compute([decoded[i.cache_id] for i in todo], todo))
+                    computed[extractor.name] += len(todo)
             unsaved += len(batch)
             if unsaved >= FLUSH_EVERY:
-                cache.flush()
+                for cache in caches.values():
+                    cache.flush()
                 unsaved = 0
             if options.progress:
-                options.progress(extractor.name, start + len(batch), len(missing))
+                options.progress(start + len(batch), len(missing))
     finally:
-        cache.flush()
-    return cache.get([i.cache_id for i in images]), len(missing)
+        for cache in caches.values():
+            cache.flush()
+    return {name: cache.get([i.cache_id for i in images]) for name, cache in caches.items()}, computed
 
 
 def _group_metrics(options: EvalOptions, rows: dict[str, np.ndarray], extractors: dict[str, nw.Extractor],
@@ -176,9 +188,7 @@ def evaluate_run(out: Path, options: EvalOptions) -> EvalResult:
     if "fid" in options.metrics:
         reference = reference_stats(options.reference, extractors["features"], batch_size=options.batch_size)
 
-    computed, rows = {}, {}
-    for name, extractor in extractors.items():
-        rows[name], computed[extractor.name] = _fill(out, extractor, images, options)
+    rows, computed = _fill(out, extractors, images, options)
     index = {image.cache_id: n for n, image in enumerate(images)}
 
     report_groups, per_image = [], []
