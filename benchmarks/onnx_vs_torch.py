@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from genbatch.backends import get_backend  # noqa: E402
+from genbatch.backends import BackendOptions, get_backend  # noqa: E402
 from genbatch.models import default_model_name, resolve_model  # noqa: E402
 
 PROMPTS = ["a red circle", "a blue square on green", "two yellow triangles", "a purple star",
@@ -88,7 +88,7 @@ def main() -> None:
         for name, ref in (("torch", model), ("onnx", exported)):
             backend = get_backend(name)
             device, resolved = backend.resolve(args.device, dtype if name == "torch" else "auto")
-            generator = backend.load(ref, device=device, dtype=resolved, scheduler=None)
+            generator = backend.load(ref, BackendOptions(device=device, dtype=resolved))
             label = f"{name} ({', '.join(p.replace('ExecutionProvider', '') for p in generator.describe()['providers'])})" \
                 if name == "onnx" else f"torch ({device}, {resolved})"
             for batch in args.batch:

@@ -55,8 +55,8 @@ def main() -> None:
             batch_size=args.batch_size, quiet=True, html_report=False,
             overrides={"width": str(args.size), "height": str(args.size)}))
     s = result.summary
-    print(f"{s['counts']['done']} images of {args.size}x{args.size} in {s['wall_seconds']:.2f} s: "
-          f"{s['images_per_second']:.0f} img/s through plan, PNG encoding, sha256 and ledger")
+    print(f"{s.counts.done} images of {args.size}x{args.size} in {s.wall_seconds:.2f} s: "
+          f"{s.images_per_second:.0f} img/s through plan, PNG encoding, sha256 and ledger")
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def with_genbatch(model: str, prompts: list[str], batch_size: int, steps: int, g
     run_manifest(RunOptions(manifest=str(manifest), out=out.parent / "warm", limit=1, **common))
     resolve_model(model)
     result = run_manifest(RunOptions(manifest=str(manifest), out=out, **common))
-    return result.summary["wall_seconds"], result.summary
+    return result.summary.wall_seconds, result.summary.to_dict()
 
 
 def main() -> None:

@@ -13,8 +13,9 @@ import typer
 
 from . import __version__
 from .errors import EXIT_SIGINT, EXIT_USAGE, GenbatchError, ManifestError
-from .manifest import FORMATS, parse_assignments, read_manifest
-from .plan import DEFAULT_NAME_TEMPLATE, IMAGE_FORMATS, Defaults, parse_shard
+from .image_formats import BY_EXTENSION as IMAGE_FORMATS
+from .manifest import FORMATS, parse_assignments, parse_value, read_manifest
+from .plan import DEFAULT_NAME_TEMPLATE, Defaults, parse_shard
 
 app = typer.Typer(
     add_completion=False,
@@ -64,7 +65,7 @@ def _split_formats(values: list[str]) -> tuple[str | None, str]:
         if lowered in FORMATS:
             manifest_format = lowered
         elif lowered in IMAGE_FORMATS:
-            image_format = IMAGE_FORMATS[lowered]
+            image_format = IMAGE_FORMATS[lowered].name
         else:
             raise GenbatchError(
                 f"--format {value!r}: expected an image format (png, webp, jpg) or a manifest format "
@@ -127,10 +128,46 @@ def run(
       genbatch run parti.tsv --out parti --steps 30 --batch-size 16 --shard 1/4
       genbatch run coco.jsonl --out coco --set width=512 --set height=512 --name-template "{file_name}"
     """
-    from .runner import RunOptions, format_summary, run_manifest
+    from .summary import RunSummary
 
+    try:
+        options = _run_options(**locals())
+        from .runner import run_manifest
+
+        result = run_manifest(options)
+    except GenbatchError as err:
+        if json_:  # a script reading --json gets an object on failure too
+            print(json.dumps(RunSummary.from_error(err, str(out), manifest).to_dict(), indent=2, ensure_ascii=False,
+                             default=str))
+        raise
+    if dry_run:
+        _print_plan(result, json_)
+        return
+    if not quiet:
+        _err(result.summary.format())
+    if json_:
+        print(json.dumps(result.summary.to_dict(), indent=2, ensure_ascii=False, default=str))
+    raise typer.Exit(result.exit_code)
+
+
+def _run_options(manifest: str, out: Path, model: str | None, backend: str, device: str, dtype: str,
+                 scheduler: str | None, providers: str | None, batch_size: int, steps: int | None,
+                 guidance: float | None, width: int | None, height: int | None, negative: str, num_images: int,
+                 seed: int, column: list[str], prompt_column: str | None, set_: list[str], format_: list[str],
+                 quality: int, compress_level: int, name_template: str, workers: int | None, limit: int | None,
+                 shard: str | None, dry_run: bool, force: bool, skip_invalid: bool, wait: bool, quiet: bool,
+                 **_: Any) -> Any:
+    """``genbatch run``'s options, checked, as the library's RunOptions."""
+    from .runner import RunOptions
+
+    for name, value in (("width", width), ("height", height), ("guidance_scale", guidance)):
+        if value is not None:
+            try:
+                parse_value(name, value)
+            except ValueError as err:
+                raise GenbatchError(f"--{name.split('_')[0]}: {err}") from None
     manifest_format, image_format = _split_formats(format_)
-    options = RunOptions(
+    return RunOptions(
         manifest=manifest,
         out=out,
         format=manifest_format,
@@ -158,35 +195,22 @@ def run(
         wait=wait,
         quiet=quiet,
     )
-    for width_or_height, name in ((width, "--width"), (height, "--height")):
-        if width_or_height is not None and width_or_height % 8:
-            raise GenbatchError(f"{name} {width_or_height}: must be a multiple of 8")
-    result = run_manifest(options)
-    if dry_run:
-        _print_plan(result, json_)
-        return
-    if not quiet:
-        _err(format_summary(result.summary))
-    if json_:
-        print(json.dumps(result.summary, indent=2, ensure_ascii=False, default=str))
-    raise typer.Exit(result.exit_code)
 
 
 def _print_plan(result: Any, as_json: bool) -> None:
     summary = result.summary
     if as_json:
-        summary = dict(summary, jobs=[{"index": j.index, "key": j.key, "file": j.file, "prompt": j.prompt,
-                                       "seed": j.seed, **j.params()} for j in result.pending])
-        print(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
+        jobs = [{"index": j.index, "key": j.key, "file": j.file, **j.params()} for j in result.pending]
+        print(json.dumps(dict(summary.to_dict(), jobs=jobs), indent=2, ensure_ascii=False, default=str))
         return
     for warning in result.warnings:
         _err(f"warning: {warning}")
-    models = ", ".join(f"{m['name']} ({m['fingerprint']})" for m in summary["models"])
-    print(f"plan: {summary['planned']} images, {summary['already_done']} already done, "
-          f"{summary['to_generate']} to generate in {summary['batches']} batches")
-    print(f"model: {models}; {summary['backend']}/{summary['device']}/{summary['dtype']}; out: {summary['out']}")
-    if summary["skipped_rows"]:
-        print(f"{summary['skipped_rows']} invalid rows will be skipped")
+    c = summary.counts
+    models = ", ".join(f"{m['name']} ({m['fingerprint']})" for m in summary.models)
+    print(f"plan: {c.planned} images, {c.already_done} already done, {c.to_generate} to generate in {c.batches} batches")
+    print(f"model: {models}; {summary.backend}/{summary.device}/{summary.dtype}; out: {summary.out}")
+    if c.skipped:
+        print(f"{c.skipped} invalid rows will be skipped")
     for job in result.pending[:20]:
         own = f" timesteps={','.join(map(str, job.timesteps))}" if job.timesteps else ""
         print(f"  {job.file}  seed={job.seed} steps={job.steps}{own} guidance={job.guidance_scale:g} "

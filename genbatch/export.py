@@ -32,10 +32,9 @@ from typing import Any
 import numpy as np
 
 from .errors import GenbatchError, ModelError
-from .models import ModelRef, fingerprint, resolve_model
+from .models import EXPORT_INFO, ModelRef, fingerprint, is_onnx_export, resolve_model, vae_scale_factor
 
 DEFAULT_OPSET = 17
-EXPORT_INFO = "genbatch_export.json"
 EXTERNAL_DATA = "model.onnx_data"
 PROTOBUF_LIMIT = 2**31 - 1 - 64 * 2**20  # 2 GB, less headroom for the graph itself
 SUPPORTED = ("StableDiffusionPipeline",)
@@ -86,7 +85,7 @@ def check_supported(model: ModelRef) -> dict[str, Any]:
     except (OSError, ValueError) as err:
         raise ModelError(f"{model.name}: cannot read {index_path}: {err}") from None
     cls = str(index.get("_class_name", "?"))
-    if (model.path / "unet" / "model.onnx").exists() or cls.startswith("Onnx"):
+    if is_onnx_export(model.path) or cls.startswith("Onnx"):
         raise ModelError(f"{model.name} ({model.path}) is already an ONNX export; run it with --backend onnx")
     supported = f"genbatch export supports {', '.join(SUPPORTED)} folders (SD 1.x/2.x architecture)"
     if "text_encoder_2" in index or "XL" in cls:
@@ -244,7 +243,7 @@ def _wrappers(pipe: Any) -> dict[str, tuple[Any, tuple[Any, ...], list[str], lis
     g = torch.Generator("cpu").manual_seed(0)
     unet, vae, text = pipe.unet.config, pipe.vae.config, pipe.text_encoder.config
     length = pipe.tokenizer.model_max_length
-    factor = 2 ** (len(vae.block_out_channels) - 1)
+    factor = vae_scale_factor(vae)
     sample = unet.sample_size if isinstance(unet.sample_size, int) else unet.sample_size[0]
     latent = (2, unet.in_channels, sample, sample)
     batch_hw = {0: "batch", 2: "height", 3: "width"}
@@ -406,7 +405,7 @@ def verify_export(pipe: Any, folder: Path, ref: ModelRef, *, fp16: bool) -> dict
     g = torch.Generator("cpu").manual_seed(42)
     unet, vae = pipe.unet.config, pipe.vae.config
     sample = unet.sample_size if isinstance(unet.sample_size, int) else unet.sample_size[0]
-    factor = 2 ** (len(vae.block_out_channels) - 1)
+    factor = vae_scale_factor(vae)
     ids = pipe.tokenizer(VERIFY_PROMPTS + [""], padding="max_length", max_length=pipe.tokenizer.model_max_length,
                          truncation=True, return_tensors="pt").input_ids
     other = max(8, sample // 2 + 8)  # a latent size other than the traced one

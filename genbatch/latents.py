@@ -7,7 +7,6 @@ on any backend. (Drawing a whole batch from one generator, or on the GPU, would 
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 
@@ -20,7 +19,3 @@ def initial_latents(seeds: list[int], channels: int, height: int, width: int) ->
             for seed in seeds
         ]
     )
-
-
-def initial_latents_np(seeds: list[int], channels: int, height: int, width: int) -> np.ndarray:
-    return initial_latents(seeds, channels, height, width).numpy()

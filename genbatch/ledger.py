@@ -12,20 +12,26 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
+
+from .errors import GenbatchError
+from .safe_write import open_no_follow
 
 LEDGER_NAME = "genbatch.jsonl"
+# The shape of ledger records and run.json. Version 1 (no "schema" field) is read the same way.
+SCHEMA_VERSION = 2
 
 
 def ledger_path(out: Path) -> Path:
     return Path(out) / LEDGER_NAME
 
 
-def repair(path: Path) -> bool:
+def repair(out: Path) -> bool:
     """Cut a torn last line (no trailing newline) left by a killed run. True if cut."""
-    if not path.exists() or path.stat().st_size == 0:
+    path = ledger_path(out)
+    if not path.is_symlink() and (not path.exists() or path.stat().st_size == 0):
         return False
-    with open(path, "rb+") as handle:
+    with open_no_follow(out, LEDGER_NAME, "rb+") as handle:
         handle.seek(-1, os.SEEK_END)
         if handle.read(1) == b"\n":
             return False
@@ -98,16 +104,20 @@ class Ledger:
     first record, so a run that records nothing (its model failed to load) leaves none."""
 
     def __init__(self, out: Path):
+        self.out = Path(out)
         self.path = ledger_path(out)
-        self.repaired = repair(self.path)
+        if self.path.is_dir():
+            raise GenbatchError(f"{self.path} is a folder; genbatch keeps its ledger in a file of that name: "
+                                "move the folder away")
+        self.repaired = repair(self.out)
         self._lock = threading.Lock()
-        self._handle = None
+        self._handle: IO[bytes] | None = None
 
     def append(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
+        line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode()
         with self._lock:
             if self._handle is None:
-                self._handle = open(self.path, "a", encoding="utf-8")
+                self._handle = open_no_follow(self.out, LEDGER_NAME, "ab")
             self._handle.write(line)
             self._handle.flush()
 

@@ -16,11 +16,12 @@ import io
 import json
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from .errors import GenbatchError, ManifestError, Problem
+from .fields import ALIASES, BY_NAME, MAX_SEED, ROW_FIELDS, Values
 
 FORMATS = ("csv", "tsv", "jsonl", "txt", "parquet")
 EXTENSIONS = {
@@ -33,45 +34,29 @@ EXTENSIONS = {
     ".parquet": "parquet",
     ".pq": "parquet",
 }
-MAX_SEED = 2**64 - 1
-
 # A field genbatch understands, and the column names (compared case-insensitively, with
-# spaces and dashes read as underscores) that mean it.
-ALIASES: dict[str, tuple[str, ...]] = {
-    "prompt": ("prompt", "prompts", "text", "caption"),
-    "negative_prompt": ("negative_prompt", "negative"),
-    "seed": ("seed",),
-    "steps": ("steps", "num_inference_steps"),
-    "guidance_scale": ("guidance_scale", "guidance", "cfg"),
-    "width": ("width",),
-    "height": ("height",),
-    "num_images": ("num_images", "n"),
-    "id": ("id", "name"),
-    "model": ("model",),
-}
-FIELDS = tuple(ALIASES)
+# spaces and dashes read as underscores) that mean it: see genbatch.fields.
+FIELDS = ROW_FIELDS
 # Extra near-miss targets: common spellings that are close to a field but not aliases.
 _NEAR_MISS_TARGETS = {alias: name for name, aliases in ALIASES.items() for alias in aliases}
 _NEAR_MISS_TARGETS.update({"cfg_scale": "guidance_scale", "num_steps": "steps", "negative_prompts": "negative_prompt"})
 
 
-@dataclass
-class Row:
-    """One valid manifest row. ``None`` means "not given here": a default applies later."""
+class Row(Values):
+    """One valid manifest row: its generation fields in ``values`` (``None``: not given here,
+    a default applies later), readable as attributes (``row.seed``), and the row's own
+    columns, untouched, in ``fields``."""
 
-    index: int
-    line: int
-    prompt: str
-    negative_prompt: str | None = None
-    seed: int | None = None
-    steps: int | None = None
-    guidance_scale: float | None = None
-    width: int | None = None
-    height: int | None = None
-    num_images: int | None = None
-    id: str | None = None
-    model: str | None = None
-    fields: dict[str, Any] = field(default_factory=dict)
+    def __init__(self, index: int, line: int, fields: dict[str, Any] | None = None, **values: Any):
+        unknown = set(values) - set(ROW_FIELDS)
+        if unknown:
+            raise TypeError(f"Row has no field {', '.join(sorted(unknown))}")
+        self.index, self.line = index, line
+        self.fields = dict(fields or {})
+        self.values = {name: values.get(name) for name in ROW_FIELDS}
+
+    def __repr__(self) -> str:
+        return f"Row(index={self.index}, line={self.line}, {self.values})"
 
 
 @dataclass
@@ -93,10 +78,6 @@ class Manifest:
     skipped: list[SkippedRow]
     warnings: list[str]
     columns: dict[str, str]  # field -> the file column it was read from
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
 
     @property
     def fatal_problems(self) -> list[Problem]:
@@ -190,23 +171,21 @@ def _as_prompt(value: Any, what: str) -> str:
     return text
 
 
-PARSERS: dict[str, Callable[[Any], Any]] = {
-    "prompt": lambda v: _as_prompt(v, "prompt"),
-    "negative_prompt": lambda v: _as_text(v, "negative_prompt"),
-    "seed": lambda v: _as_int(v, "seed", 0, MAX_SEED),
-    "steps": lambda v: _as_int(v, "steps", 1),
-    "guidance_scale": lambda v: _as_float(v, "guidance_scale", 0.0),
-    "width": lambda v: _as_int(v, "width", 8, multiple_of=8),
-    "height": lambda v: _as_int(v, "height", 8, multiple_of=8),
-    "num_images": lambda v: _as_int(v, "num_images", 1),
-    "id": lambda v: _as_text(v, "id") or None,
-    "model": lambda v: _as_text(v, "model") or None,
+_PARSE_KIND: dict[str, Callable[[Any, str], Any]] = {
+    "prompt": _as_prompt,
+    "text": _as_text,
+    "name": lambda v, what: _as_text(v, what) or None,
 }
 
 
 def parse_value(name: str, value: Any) -> Any:
     """Parse one field's value, raising ValueError with a message that says what is accepted."""
-    return PARSERS[name](value)
+    spec = BY_NAME[name]
+    if spec.kind == "int":
+        return _as_int(value, name, int(spec.lo), spec.hi, spec.multiple_of)
+    if spec.kind == "float":
+        return _as_float(value, name, spec.lo)
+    return _PARSE_KIND[spec.kind](value, name)
 
 
 # --- raw records per format ----------------------------------------------------------------
@@ -518,7 +497,3 @@ def read_manifest(
         rows.append(Row(index=index, line=line, fields=dict(record), **values))
     return Manifest(name, fmt, rows, problems, skipped, warnings, mapping)
 
-
-def iter_problem_lines(manifest: Manifest) -> Iterator[str]:
-    for problem in manifest.problems:
-        yield str(problem)

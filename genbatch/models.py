@@ -29,6 +29,7 @@ SHAPES = "shapes"
 FALLBACK_STEPS = 30
 FALLBACK_GUIDANCE = 7.5
 _HASH_CHUNK = 1 << 20
+EXPORT_INFO = "genbatch_export.json"  # written by genbatch export beside an ONNX export
 
 
 def genbatch_home() -> Path:
@@ -117,7 +118,7 @@ def fingerprint(path: Path) -> str:
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         rel = file.relative_to(path).as_posix()
         # genbatch's own notes (defaults, export date and parity figures) do not change pixels.
-        if rel.startswith(".") or "/." in rel or rel in ("genbatch.json", "genbatch_export.json") or rel.endswith(".lock"):
+        if rel.startswith(".") or "/." in rel or rel in ("genbatch.json", EXPORT_INFO) or rel.endswith(".lock"):
             continue
         digest.update(rel.encode() + b"\0")
         size = file.stat().st_size
@@ -130,6 +131,16 @@ def fingerprint(path: Path) -> str:
                 handle.seek(-_HASH_CHUNK, os.SEEK_END)
                 digest.update(handle.read(_HASH_CHUNK))
     return digest.hexdigest()[:16]
+
+
+def is_onnx_export(path: Path) -> bool:
+    """Whether a folder is an ONNX export (genbatch export --to onnx), not a diffusers folder."""
+    return (Path(path) / "unet" / "model.onnx").is_file()
+
+
+def vae_scale_factor(vae_config: dict[str, Any]) -> int:
+    """How many pixels one latent pixel spans: 2 per VAE down block after the first."""
+    return int(2 ** (len(vae_config.get("block_out_channels", [0, 0, 0, 0])) - 1))
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -149,7 +160,7 @@ def read_defaults(path: Path) -> dict[str, Any]:
     scheduler = read_json(path / "scheduler" / "scheduler_config.json").get("_class_name")
     unet = read_json(path / "unet" / "config.json")
     vae = read_json(path / "vae" / "config.json") or read_json(path / "vae_decoder" / "config.json")
-    factor = 2 ** (len(vae.get("block_out_channels", [0, 0, 0, 0])) - 1)
+    factor = vae_scale_factor(vae)
     sample = unet.get("sample_size", 64)
     sample = sample[0] if isinstance(sample, (list, tuple)) else sample
     defaults = {

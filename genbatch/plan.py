@@ -15,20 +15,24 @@ import string
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
-from .errors import GenbatchError
-from .manifest import MAX_SEED, Row
-from .models import ModelRef, keeps_own_scheduler
+from . import image_formats as formats
+from .errors import GenbatchError, ModelError
+from .fields import BY_NAME, GROUP_FIELDS, JOB_FIELDS, MAX_SEED, ROW_FIELDS, Values, key_values, template_values
+from .manifest import Manifest, Row
+from .models import ModelRef, keeps_own_scheduler, resolve_model
+
+if TYPE_CHECKING:
+    from .runner import RunOptions
 
 DEFAULT_NAME_TEMPLATE = "{index:06d}-{slug}-{seed}.{ext}"
-IMAGE_FORMATS = {"png": "png", "webp": "webp", "jpg": "jpg", "jpeg": "jpg"}
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
 
 
 @dataclass(frozen=True)
 class Defaults:
-    """What a row leaves out is taken from here (CLI options), then from the model."""
+    """What a row leaves out is taken from here (run options), then from the model."""
 
     steps: int | None = None
     guidance_scale: float | None = None
@@ -37,6 +41,9 @@ class Defaults:
     negative_prompt: str = ""
     num_images: int = 1
     seed: int = 0  # the base seed that rows without a seed derive theirs from
+
+    def get(self, name: str) -> Any:
+        return getattr(self, name, None)
 
 
 @dataclass(frozen=True)
@@ -49,50 +56,38 @@ class Target:
 
 
 @dataclass(eq=False)
-class Job:
+class Job(Values):
+    """One image to make: its row, its model and every generation field resolved (``values``,
+    in :data:`genbatch.fields.JOB_FIELDS` order, readable as ``job.seed``, ``job.steps``...)."""
+
     index: int
     key: str
     row: Row
     k: int
-    prompt: str
-    negative_prompt: str
-    seed: int
-    steps: int
-    guidance_scale: float
-    width: int
-    height: int
-    scheduler: str
     model: ModelRef
     backend: str
     dtype: str
+    values: dict[str, Any]
     file: str = ""
-    timesteps: tuple[int, ...] | None = None  # the model's own steps (genbatch.json), else the scheduler's
 
     @property
     def group(self) -> tuple[Any, ...]:
         """Jobs with the same group can share a batch."""
-        return (self.model.fingerprint, str(self.model.path), self.width, self.height, self.steps,
-                self.guidance_scale, self.scheduler, self.timesteps)
+        return (self.model.fingerprint, str(self.model.path), *(self.values[name] for name in GROUP_FIELDS))
 
     def params(self) -> dict[str, Any]:
-        return {
-            "prompt": self.prompt,
-            "negative_prompt": self.negative_prompt,
-            "seed": self.seed,
-            "steps": self.steps,
-            "guidance_scale": self.guidance_scale,
-            "width": self.width,
-            "height": self.height,
-            "scheduler": self.scheduler,
-            **({"timesteps": list(self.timesteps)} if self.timesteps else {}),
-        }
+        """The generation fields that are set, as the ledger and image metadata record them."""
+        return {name: list(v) if isinstance(v, tuple) else v for name, v in self.values.items() if v is not None}
 
 
 @dataclass
 class Plan:
+    """The jobs of this run (after --shard and --limit), the models they use, and where they run."""
+
     jobs: list[Job]
-    total: int  # jobs before --shard/--limit
     models: list[ModelRef] = field(default_factory=list)
+    device: str = "cpu"
+    dtype: str = "fp32"
 
 
 def derive_seed(base_seed: int, identity: str) -> int:
@@ -118,12 +113,12 @@ def expand_jobs(
     defaults: Defaults,
     target: Target,
 ) -> list[Job]:
-    """Rows x num_images -> jobs, with every value resolved (row, else option, else model)."""
+    """Rows x num_images -> jobs, with every field resolved: the row's value, else the run
+    option's, else the model's."""
     jobs: list[Job] = []
     occurrences: dict[str, int] = {}
     for row in rows:
         model = models[row.model]
-        md = model.defaults
         if row.seed is not None:
             base = row.seed
         else:
@@ -134,44 +129,55 @@ def expand_jobs(
                 occurrences[row.prompt] = nth + 1
                 identity = f"prompt\x00{row.prompt}\x00{nth}"
             base = derive_seed(defaults.seed, identity)
-        count = row.num_images if row.num_images is not None else defaults.num_images
-        steps = _first(row.steps, defaults.steps, md.get("steps"))
-        guidance = float(_first(row.guidance_scale, defaults.guidance_scale, md.get("guidance_scale")))
-        width = _first(row.width, defaults.width, md.get("width"))
-        height = _first(row.height, defaults.height, md.get("height"))
-        negative = row.negative_prompt if row.negative_prompt is not None else defaults.negative_prompt
-        scheduler = target.scheduler or model.scheduler or "default"
+        values = {name: _resolve(name, row, defaults, model) if name in ROW_FIELDS else None for name in JOB_FIELDS}
+        values["scheduler"] = target.scheduler or model.scheduler or "default"
         # A model's own timesteps go with its own scheduler; --scheduler picks another's spacing too.
-        own_scheduler = keeps_own_scheduler(target.scheduler, model.scheduler)
-        timesteps = md.get("timesteps", {}).get(int(steps)) if own_scheduler else None
+        if keeps_own_scheduler(target.scheduler, model.scheduler):
+            values["timesteps"] = model.defaults.get("timesteps", {}).get(values["steps"])
+        count = row.num_images if row.num_images is not None else defaults.num_images
         for k in range(count):
-            seed = (base + k) % (MAX_SEED + 1)
-            key = job_key(
-                {
-                    "model": model.fingerprint,
-                    "prompt": row.prompt,
-                    "negative_prompt": negative,
-                    "seed": seed,
-                    "steps": steps,
-                    "guidance_scale": guidance,
-                    "width": width,
-                    "height": height,
-                    "scheduler": scheduler,
-                    "dtype": target.dtype,
-                    "backend": target.backend,
-                    # only when set, so that models without their own timesteps keep their keys
-                    **({"timesteps": list(timesteps)} if timesteps else {}),
-                }
-            )
-            jobs.append(
-                Job(len(jobs), key, row, k, row.prompt, negative, seed, int(steps), guidance, int(width),
-                    int(height), scheduler, model, target.backend, target.dtype, timesteps=timesteps)
-            )
+            job_values = dict(values, seed=(base + k) % (MAX_SEED + 1))
+            key = job_key({"model": model.fingerprint, "dtype": target.dtype, "backend": target.backend,
+                           **key_values(job_values)})
+            jobs.append(Job(len(jobs), key, row, k, model, target.backend, target.dtype, job_values))
     return jobs
 
 
-def _first(*values: Any) -> Any:
-    return next(v for v in values if v is not None)
+def _resolve(name: str, row: Row, defaults: Defaults, model: ModelRef) -> Any:
+    value = next((v for v in (row.values.get(name), defaults.get(name), model.defaults.get(name)) if v is not None),
+                 None)
+    kind = BY_NAME[name].kind
+    if value is not None and kind in ("int", "float"):
+        return int(value) if kind == "int" else float(value)
+    return value
+
+
+def resolve_models(manifest: Manifest, default: str | None) -> dict[str | None, ModelRef]:
+    """The model of every row (``None``: rows without a model column use ``default``)."""
+    models: dict[str | None, ModelRef] = {}
+    if any(row.model is None for row in manifest.rows) or not manifest.rows:
+        models[None] = resolve_model(default)
+    for row in manifest.rows:
+        if row.model is not None and row.model not in models:
+            try:
+                models[row.model] = resolve_model(row.model)
+            except ModelError as err:
+                column = manifest.columns.get("model", "model")
+                raise ModelError(f"{manifest.path}:{row.line}:{column}: {err}") from None
+    return models
+
+
+def make_plan(manifest: Manifest, options: RunOptions) -> Plan:
+    """The jobs this run makes (shard and limit applied), with the resolved device and dtype."""
+    from .backends import get_backend
+
+    device, dtype = get_backend(options.backend).resolve(options.device, options.dtype)
+    models = resolve_models(manifest, options.model)
+    jobs = expand_jobs(manifest.rows, models, options.defaults, Target(options.backend, dtype, options.scheduler))
+    assign_file_names(jobs, options.name_template, options.image_format)
+    selected = select(jobs, options.shard, options.limit)
+    used = {id(j.model): j.model for j in selected}
+    return Plan(selected, list(used.values()), device, dtype)
 
 
 # --- file names ----------------------------------------------------------------------------
@@ -221,9 +227,7 @@ def name_fields(job: Job, ext: str) -> dict[str, Any]:
 
 def assign_file_names(jobs: list[Job], template: str, image_format: str) -> None:
     """Give each job its output path (relative to --out); refuse unsafe templates and clashes."""
-    ext = IMAGE_FORMATS.get(image_format.lower())
-    if ext is None:
-        raise GenbatchError(f"unknown image format {image_format!r}; expected png, webp or jpg")
+    ext = formats.image_format(image_format).ext
     if template.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", template):
         raise GenbatchError(f"--name-template {template!r}: must be a relative path inside --out")
     formatter = _SafeFormatter()
@@ -241,10 +245,10 @@ def assign_file_names(jobs: list[Job], template: str, image_format: str) -> None
         path = PurePosixPath(name.replace("\\", "/"))
         if path.is_absolute() or any(part in ("", ".", "..") for part in path.parts) or not path.parts:
             raise GenbatchError(f"--name-template {template!r} gives {name!r}, which is not inside --out")
-        suffix = path.suffix.lower().lstrip(".")
-        if suffix not in ("png", "webp", "jpg", "jpeg"):
+        named = formats.BY_EXTENSION.get(path.suffix.lower().lstrip("."))
+        if named is None:
             path = path.with_name(f"{path.name}.{ext}")
-        elif IMAGE_FORMATS[suffix] != ext:  # "{file_name}" = 000123.jpg written as PNG -> 000123.png
+        elif named.ext != ext:  # "{file_name}" = 000123.jpg written as PNG -> 000123.png
             path = path.with_suffix(f".{ext}")
         job.file = path.as_posix()
         folded = job.file.lower()

@@ -7,21 +7,25 @@ consistent with it, whichever runs wrote it.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .fields import BY_NAME, report_columns
 from .ledger import current_records, iter_records
-from .writer import write_atomic
+from .safe_write import write_atomic
 
 TABLE_COLUMNS = [
-    "status", "key", "file", "index", "row", "line", "k", "id", "prompt", "negative_prompt", "seed", "steps",
-    "guidance_scale", "width", "height", "scheduler", "timesteps", "model", "model_fingerprint", "backend", "device", "dtype",
-    "batch_size", "seconds", "finished_at", "bytes", "sha256", "error", "run_id", "manifest",
+    "status", "key", "file", "index", "row", "line", "k", "id", *report_columns(), "model", "model_fingerprint",
+    "backend", "device", "dtype", "batch_size", "seconds", "finished_at", "bytes", "sha256", "error", "run_id",
+    "manifest",
 ]
+_INT_COLUMNS = ["index", "row", "line", "k", "batch_size", "bytes",
+                *(f for f in report_columns() if BY_NAME[f].kind == "int" and (BY_NAME[f].hi or 0) < 2**63)]
+_UINT_COLUMNS = [f for f in report_columns() if BY_NAME[f].kind == "int" and (BY_NAME[f].hi or 0) >= 2**63]
+_FLOAT_COLUMNS = ["seconds", *(f for f in report_columns() if BY_NAME[f].kind == "float")]
 
 
 def versions() -> dict[str, str]:
@@ -39,8 +43,8 @@ def versions() -> dict[str, str]:
     return found
 
 
-def write_json(path: Path, data: Any) -> None:
-    write_atomic(path, (json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n").encode())
+def write_json(path: Path, data: Any, *, root: Path | None = None) -> None:
+    write_atomic(path, (json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n").encode(), root=root)
 
 
 def write_tables(out: Path, records: list[dict[str, Any]] | None = None) -> list[Path]:
@@ -61,23 +65,14 @@ def write_tables(out: Path, records: list[dict[str, Any]] | None = None) -> list
             row["timesteps"] = " ".join(map(str, row["timesteps"]))
         rows.append(row)
     frame = pd.DataFrame(rows, columns=TABLE_COLUMNS + ["fields"])
-    for column in ("index", "row", "line", "k", "steps", "width", "height", "batch_size", "bytes"):
-        frame[column] = frame[column].astype("Int64")
-    frame["seed"] = frame["seed"].astype("UInt64")
-    for column in ("guidance_scale", "seconds"):
-        frame[column] = frame[column].astype("Float64")
+    for columns, dtype in ((_INT_COLUMNS, "Int64"), (_UINT_COLUMNS, "UInt64"), (_FLOAT_COLUMNS, "Float64")):
+        for column in columns:
+            frame[column] = frame[column].astype(dtype)
     for column in frame.columns:
         if frame[column].dtype == object:
             frame[column] = frame[column].astype("string")
-    written = []
-    for name, save in (("report.csv", lambda p: frame.to_csv(p, index=False)),
-                       ("report.parquet", lambda p: frame.to_parquet(p, index=False))):
-        final = Path(out) / name
-        temp = final.with_name(f".{name}.tmp-{os.getpid()}")
-        save(temp)
-        os.replace(temp, final)
-        written.append(final)
-    return written
+    return [write_atomic(Path(out) / "report.csv", lambda p: frame.to_csv(p, index=False), root=out),
+            write_atomic(Path(out) / "report.parquet", lambda p: frame.to_parquet(p, index=False), root=out)]
 
 
 def command_line() -> list[str]:

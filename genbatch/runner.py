@@ -1,33 +1,35 @@
-"""The main job: manifest -> plan -> batches on a backend -> images + ledger -> reports.
+"""The main job, as the numbered steps of a run: read the manifest, plan, take the output
+folder, find what is left to do, run it on an engine, then write the summary and reports.
 
 ``run_manifest`` is what ``genbatch run`` calls; everything it does is reachable from Python.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from filelock import FileLock, Timeout
 
-from .backends import get_backend
-from .errors import (EXIT_FAILED_JOBS, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, GenbatchError, LockedError,
-                     ManifestError, ModelError)
+from .backends import BackendOptions
+from .engine import ENGINES, EngineWork
+from .errors import EXIT_FAILED_JOBS, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, GenbatchError, LockedError, ManifestError
+from .image_formats import image_format
 from .ledger import Ledger, done_records, iter_records
 from .manifest import Manifest, read_manifest
-from .models import ModelRef, resolve_model
-from .plan import Defaults, Job, Plan, Target, assign_file_names, expand_jobs, make_batches, select
+from .plan import Defaults, Job, Plan, make_batches, make_plan
 from .progress import Progress
 from .report import command_line, versions, write_json, write_tables
-from .writer import ImageWriter, remove_stale_temp_files, sha256_bytes
+from .safe_write import UnsafePathError, contained, remove_stale_temp_files
+from .sink import ResultSink, now
+from .summary import Counts, RunSummary
+from .writer import Encoding
 
 LOCK_NAME = ".genbatch.lock"
 
@@ -60,12 +62,21 @@ class RunOptions:
     wait: bool = False
     quiet: bool = False
     html_report: bool = True
+    engine: str = "local"
+
+    def backend_options(self, device: str, dtype: str) -> BackendOptions:
+        return BackendOptions(device=device, dtype=dtype, scheduler=self.scheduler,
+                              providers=tuple(self.providers) if self.providers else None)
+
+    def encoding(self) -> Encoding:
+        return Encoding(fmt=image_format(self.image_format).name, quality=self.quality,
+                        compress_level=self.compress_level)
 
 
 @dataclass
 class RunResult:
     exit_code: int
-    summary: dict[str, Any]
+    summary: RunSummary
     plan: Plan | None = None
     pending: list[Job] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -94,6 +105,9 @@ class _Stop:
             signal.signal(sig, handler)
         self._previous.clear()
 
+    def requested(self) -> bool:
+        return self.signal is not None
+
     @property
     def exit_code(self) -> int | None:
         if self.signal is None:
@@ -109,285 +123,180 @@ def load_manifest(options: RunOptions) -> Manifest:
     return manifest
 
 
-def resolve_models(manifest: Manifest, default: str | None) -> dict[str | None, ModelRef]:
-    models: dict[str | None, ModelRef] = {}
-    if any(row.model is None for row in manifest.rows) or not manifest.rows:
-        models[None] = resolve_model(default)
-    for row in manifest.rows:
-        if row.model is not None and row.model not in models:
-            try:
-                models[row.model] = resolve_model(row.model)
-            except ModelError as err:
-                column = manifest.columns.get("model", "model")
-                raise ModelError(f"{manifest.path}:{row.line}:{column}: {err}") from None
-    return models
-
-
-def make_plan(options: RunOptions, manifest: Manifest) -> tuple[Plan, str, str]:
-    """Jobs for this run (shard and limit applied) plus the resolved device and dtype."""
-    backend = get_backend(options.backend)
-    device, dtype = backend.resolve(options.device, options.dtype)
-    models = resolve_models(manifest, options.model)
-    jobs = expand_jobs(manifest.rows, models, options.defaults, Target(options.backend, dtype, options.scheduler))
-    assign_file_names(jobs, options.name_template, options.image_format)
-    selected = select(jobs, options.shard, options.limit)
-    used = {id(j.model): j.model for j in selected}
-    return Plan(selected, len(jobs), list(used.values())), device, dtype
-
-
-def _skipped_key(manifest: Manifest, line: int) -> str:
-    return "skip-" + hashlib.sha256(f"{manifest.path}\x00{line}".encode()).hexdigest()[:15]
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
-
-
-def run_manifest(options: RunOptions, *, log: Callable[[str], None] | None = None) -> RunResult:
+def run_manifest(options: RunOptions) -> RunResult:
     """Run (or with ``dry_run`` only plan) a manifest into ``options.out``. Raises
-    :class:`GenbatchError` for bad input before anything is written."""
-    manifest = load_manifest(options)
-    plan, device, dtype = make_plan(options, manifest)
-    out = Path(options.out)
-
+    :class:`GenbatchError` for bad input, before anything is written."""
     if options.dry_run:
-        done = done_records(out) if out.exists() else {}
-        pending = [j for j in plan.jobs if options.force or j.key not in done]
-        summary = {
-            "dry_run": True,
-            "out": str(out),
-            "planned": len(plan.jobs),
-            "already_done": len(plan.jobs) - len(pending),
-            "to_generate": len(pending),
-            "batches": len(make_batches(pending, options.batch_size)) if pending else 0,
-            "skipped_rows": len(manifest.skipped),
-            "models": [{"name": m.name, "path": str(m.path), "fingerprint": m.fingerprint} for m in plan.models],
-            "backend": options.backend,
-            "device": device,
-            "dtype": dtype,
-        }
-        return RunResult(EXIT_OK, summary, plan, pending, manifest.warnings)
-
-    created = not out.exists()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise GenbatchError(f"--out {out}: cannot create the folder: {err.strerror}") from None
-    lock = FileLock(str(out / LOCK_NAME), timeout=-1 if options.wait else 0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise LockedError(
-            f"another genbatch run is writing to {out} (it holds {out / LOCK_NAME}); "
-            "wait for it to finish, or pass --wait to start when it does"
-        ) from None
-    try:
-        return _run_locked(options, manifest, plan, device, dtype, log)
-    finally:
-        # a run that made the folder and wrote nothing (its model failed to load) leaves
-        # no trace, as bad input leaves none
-        untouched = created and [p.name for p in out.iterdir()] == [LOCK_NAME]
-        if untouched:
-            (out / LOCK_NAME).unlink()
-        lock.release()
-        if untouched:
-            out.rmdir()
+        # 1. Read and check the manifest  2. Plan
+        manifest = load_manifest(options)
+        plan = make_plan(manifest, options)
+        return _dry_run(options, manifest, plan)
+    # 3. Take the output folder first: a second run on it says so at once, before any heavy import
+    with OutputFolderLock(Path(options.out), wait=options.wait):
+        manifest = load_manifest(options)
+        plan = make_plan(manifest, options)
+        return _run_locked(options, manifest, plan)
 
 
-def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan, device: str, dtype: str,
-                log: Callable[[str], None] | None) -> RunResult:
+def _dry_run(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResult:
     out = Path(options.out)
-    run_id = uuid.uuid4().hex[:12]
-    started_at, started = _now(), time.monotonic()
+    done = done_records(out) if out.exists() else {}
+    pending = [j for j in plan.jobs if options.force or j.key not in done]
+    summary = _summary(options, manifest, plan, pending, dry_run=True)
+    return RunResult(EXIT_OK, summary, plan, pending, manifest.warnings)
+
+
+def _summary(options: RunOptions, manifest: Manifest, plan: Plan, pending: list[Job], *, dry_run: bool) -> RunSummary:
+    return RunSummary(
+        out=str(options.out), dry_run=dry_run, manifest=manifest.path,
+        counts=Counts(planned=len(plan.jobs), already_done=len(plan.jobs) - len(pending), to_generate=len(pending),
+                      batches=len(make_batches(pending, options.batch_size)) if pending else 0,
+                      skipped=len(manifest.skipped), not_run=len(pending)),
+        models=[{"name": m.name, "path": str(m.path), "fingerprint": m.fingerprint, "source": m.source}
+                for m in plan.models],
+        backend=options.backend, engine=options.engine, device=plan.device, dtype=plan.dtype,
+        batch_size=options.batch_size, command=command_line(),
+        settings={
+            "name_template": options.name_template, "format": options.image_format, "column_map": options.column_map,
+            "set": options.overrides, "limit": options.limit,
+            "shard": f"{options.shard[0]}/{options.shard[1]}" if options.shard else None,
+            "defaults": options.defaults.__dict__, "scheduler": options.scheduler, "force": options.force,
+            "backend_options": options.backend_options(plan.device, plan.dtype).as_dict(),
+        },
+        skipped=[{"line": s.line, "prompt": s.prompt, "reasons": s.reasons} for s in manifest.skipped],
+    )
+
+
+class OutputFolderLock:
+    """One run per output folder: an OS file lock (a killed run never leaves it held). A run
+    that made the folder and wrote nothing (bad input, a model that failed to load) removes
+    it again, so bad input leaves no trace."""
+
+    def __init__(self, out: Path, *, wait: bool):
+        self.out, self.wait = out, wait
+        self.created = False
+        self.lock: FileLock | None = None
+
+    def __enter__(self) -> "OutputFolderLock":
+        out = self.out
+        if out.exists() and not out.is_dir():
+            raise GenbatchError(f"--out {out}: exists and is not a folder")
+        while True:
+            self.created = self.created or not out.exists()
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise GenbatchError(f"--out {out}: cannot create the folder: {err.strerror}") from None
+            path = out / LOCK_NAME
+            if path.is_symlink() or (path.exists() and not path.is_file()):
+                raise UnsafePathError(f"{path} is not a plain file (a symlink or a folder); genbatch keeps its lock "
+                                      "there: remove it")
+            contained(out, LOCK_NAME)
+            self.lock = FileLock(str(path), timeout=-1 if self.wait else 0)
+            try:
+                self.lock.acquire()
+                return self
+            except FileNotFoundError:
+                continue  # the run we waited for removed the folder it had made: make it again
+            except Timeout:
+                raise LockedError(
+                    f"another genbatch run is writing to {out} (it holds {path}); "
+                    "wait for it to finish, or pass --wait to start when it does"
+                ) from None
+            except OSError as err:
+                raise GenbatchError(f"--out {out}: cannot take the lock {path}: {err.strerror}") from None
+
+    def __exit__(self, *exc: Any) -> None:
+        assert self.lock is not None
+        untouched = self.created and [p.name for p in self.out.iterdir()] == [LOCK_NAME]
+        if untouched:
+            (self.out / LOCK_NAME).unlink()
+        self.lock.release()
+        if untouched:
+            try:
+                self.out.rmdir()
+            except OSError:  # a waiting run took the folder meanwhile
+                pass
+
+
+def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResult:
+    out = Path(options.out)
+    started_at, started = now(), time.monotonic()
+    # 4. What is left to do: the ledger says what is done, the disk confirms it
     remove_stale_temp_files(out)
     ledger = Ledger(out)
     done = done_records(out)
     pending = [j for j in plan.jobs if options.force or j.key not in done]
-    already_done = len(plan.jobs) - len(pending)
     batches = make_batches(pending, options.batch_size)
+    summary = _summary(options, manifest, plan, pending, dry_run=False)
+    summary.run_id, summary.started_at = uuid.uuid4().hex[:12], started_at
     progress = Progress(len(pending), quiet=options.quiet)
-    say = log or progress.log
+    say = progress.log
+    sink = ResultSink(ledger, progress, run_id=summary.run_id, manifest=manifest.path, dtype=plan.dtype)
+
+    # 5. Say what is known before generating: warnings, repairs, skipped rows, what is done
     for warning in manifest.warnings:
         say(f"warning: {warning}")
     if ledger.repaired:
         say("note: the ledger's last line was torn by an interrupted run; it was removed")
     for skipped in manifest.skipped:
-        ledger.append({
-            "status": "skipped", "key": _skipped_key(manifest, skipped.line), "file": None, "line": skipped.line,
-            "manifest": manifest.path, "prompt": skipped.prompt, "error": "; ".join(skipped.reasons),
-            "fields": skipped.fields, "finished_at": _now(), "run_id": run_id,
-        })
-    if already_done:
-        say(f"{already_done} of {len(plan.jobs)} images are already done in {out}; generating {len(pending)}")
+        sink.skipped(manifest, skipped)
+    if summary.counts.already_done:
+        say(f"{summary.counts.already_done} of {len(plan.jobs)} images are already done in {out}; "
+            f"generating {len(pending)}")
 
-    counts = {"done": 0, "failed": 0}
-    failures: list[dict[str, Any]] = []
-    lock = threading.Lock()
-    facts: dict[str, Any] = {}
-
-    def base_record(job: Job, batch_size: int, seconds: float) -> dict[str, Any]:
-        return {
-            "key": job.key, "index": job.index, "row": job.row.index, "line": job.row.line,
-            "manifest": manifest.path, "k": job.k, "id": job.row.id, **job.params(),
-            "model": job.model.name, "model_path": str(job.model.path), "model_fingerprint": job.model.fingerprint,
-            "backend": job.backend, "device": device, "dtype": dtype, "batch_size": batch_size,
-            "seconds": round(seconds, 4), "fields": job.row.fields, "run_id": run_id,
-            **({"providers": facts["providers"]} if facts.get("providers") else {}),
-        }
-
-    def written(item: tuple[Job, dict[str, Any]], path: Path, data: bytes) -> None:
-        job, record = item
-        record.update(status="done", file=job.file, bytes=len(data), sha256=sha256_bytes(data),
-                      finished_at=_now(), error=None)
-        ledger.append(record)
-        with lock:
-            counts["done"] += 1
-            progress.advance(True)
-
-    def failed(item: tuple[Job, dict[str, Any]], error: str) -> None:
-        job, record = item
-        record.update(status="failed", file=None, finished_at=_now(), error=error)
-        ledger.append(record)
-        with lock:
-            counts["failed"] += 1
-            failures.append({"key": job.key, "line": job.row.line, "prompt": job.prompt, "seed": job.seed,
-                             "error": error})
-            progress.advance(False)
-
-    writer = ImageWriter(out, fmt=options.image_format.lower().replace("jpeg", "jpg"), quality=options.quality,
-                         compress_level=options.compress_level,
-                         # Measured on a 16-core H100 box: past 4 threads the GIL-bound part
-                         # (metadata, ledger) makes more threads slower, not faster.
-                         workers=options.workers or max(1, min(4, os.cpu_count() or 1)),
-                         on_written=written, on_error=failed)
+    # 6. Run the batches on the engine; the sink records every image as it lands
+    engine = ENGINES[options.engine]()
+    work = EngineWork(out=out, batches=batches, backend=options.backend,
+                      options=options.backend_options(plan.device, plan.dtype), encoding=options.encoding(),
+                      # Measured on a 16-core H100 box: past 4 threads the GIL-bound part
+                      # (metadata, ledger) makes more threads slower, not faster.
+                      writers=options.workers or max(1, min(4, os.cpu_count() or 1)))
     stop = _Stop()
     stop.install()
-    backend = get_backend(options.backend)
-    generation_seconds = 0.0
     interrupted_hard = False
+    report = None
     try:
-        generator = None
-        loaded: str | None = None
-        for batch in batches:
-            if stop.signal is not None:
-                break
-            model = batch[0].model
-            if loaded != model.fingerprint + str(model.path):
-                if generator is not None:
-                    generator.close()
-                say(f"loading {model.name} ({model.path}) on {options.backend}/{device}/{dtype}")
-                generator = _load(backend, model, device, dtype, options)
-                facts.update(generator.describe())
-                loaded = model.fingerprint + str(model.path)
-            began = time.monotonic()
-            results = generator.generate(batch)
-            seconds = time.monotonic() - began
-            generation_seconds += seconds
-            for result in results:
-                item = (result.job, base_record(result.job, len(batch), seconds / len(batch)))
-                if result.pixels is None:
-                    failed(item, result.error or "no image")
-                else:
-                    meta = {k: v for k, v in item[1].items() if k not in ("fields", "run_id")}
-                    writer.submit(item, result.pixels, result.job.file, meta)
-        if generator is not None:
-            generator.close()
+        report = engine.run(work, sink, stop.requested, say)
     except KeyboardInterrupt:
         interrupted_hard = True
     finally:
-        writer.close()
         ledger.close()
         stop.restore()
         progress.stop()
 
+    # 7. The summary (run.json) and the reports, rebuilt from the ledger
     wall = time.monotonic() - started
-    interrupted = stop.signal is not None or interrupted_hard
-    if interrupted:
-        exit_code = stop.exit_code or EXIT_SIGINT
+    summary.interrupted = stop.signal is not None or interrupted_hard
+    if summary.interrupted:
+        summary.exit_code = stop.exit_code or EXIT_SIGINT
     else:
-        exit_code = EXIT_FAILED_JOBS if counts["failed"] else EXIT_OK
-    found_versions = versions()
-    summary = {
-        "genbatch_version": found_versions.get("genbatch"),
-        "run_id": run_id,
-        "started_at": started_at,
-        "finished_at": _now(),
-        "wall_seconds": round(wall, 3),
-        "generation_seconds": round(generation_seconds, 3),
-        "images_per_second": round(counts["done"] / wall, 3) if wall > 0 else None,
-        "counts": {
-            "planned": len(plan.jobs),
-            "already_done": already_done,
-            "done": counts["done"],
-            "failed": counts["failed"],
-            "skipped": len(manifest.skipped),
-            "not_run": len(pending) - counts["done"] - counts["failed"],
-        },
-        "exit_code": exit_code,
-        "interrupted": interrupted,
-        "command": command_line(),
-        "manifest": manifest.path,
-        "out": str(out),
-        "models": [{"name": m.name, "path": str(m.path), "fingerprint": m.fingerprint, "source": m.source}
-                   for m in plan.models],
-        "backend": options.backend,
-        "device": device,
-        "dtype": dtype,
-        "providers": facts.get("providers"),
-        "batch_size": options.batch_size,
-        "settings": {
-            "name_template": options.name_template, "format": options.image_format, "column_map": options.column_map,
-            "set": options.overrides, "limit": options.limit,
-            "shard": f"{options.shard[0]}/{options.shard[1]}" if options.shard else None,
-            "defaults": options.defaults.__dict__, "scheduler": options.scheduler, "force": options.force,
-        },
-        "backend_facts": facts,
-        "versions": found_versions,
-        "failures": failures,
-        "skipped": [{"line": s.line, "prompt": s.prompt, "reasons": s.reasons} for s in manifest.skipped],
-    }
-    write_json(out / "run.json", summary)
+        summary.exit_code = EXIT_FAILED_JOBS if sink.failed_count else EXIT_OK
+    summary.counts.done, summary.counts.failed = sink.done_count, sink.failed_count
+    summary.counts.not_run = len(pending) - sink.done_count - sink.failed_count
+    summary.failures = sink.failures
+    summary.finished_at, summary.wall_seconds = now(), round(wall, 3)
+    summary.generation_seconds = round(report.generation_seconds, 3) if report else 0.0
+    summary.images_per_second = round(sink.done_count / wall, 3) if wall > 0 else None
+    summary.backend_facts = report.facts if report else {}
+    summary.providers = summary.backend_facts.get("providers")
+    summary.versions = versions()
+    summary.genbatch_version = summary.versions.get("genbatch")
+    write_json(out / "run.json", summary.to_dict(), root=out)
     records = list(iter_records(out))  # read once for the tables and the page
     write_tables(out, records)
     if options.html_report:
         _write_html(out, say, records)
-    return RunResult(exit_code, summary, plan, pending, manifest.warnings)
-
-
-def _load(backend: Any, model: ModelRef, device: str, dtype: str, options: RunOptions) -> Any:
-    kwargs: dict[str, Any] = {"device": device, "dtype": dtype, "scheduler": options.scheduler}
-    if options.providers:
-        kwargs["providers"] = options.providers
-    return backend.load(model, **kwargs)
+    return RunResult(summary.exit_code, summary, plan, pending, manifest.warnings)
 
 
 def _write_html(out: Path, say: Callable[[str], None], records: list[dict[str, Any]]) -> None:
-    try:
-        from .report_html import write_html_report
-    except ImportError:
-        return
+    from .report_html import write_html_report
+
     try:
         write_html_report(out, records=records)
     except Exception as err:  # the images and ledger are safe; a report problem must not fail the run
         say(f"warning: could not write report.html: {err}")
 
 
-def format_summary(summary: dict[str, Any]) -> str:
-    """The five-second read at the end of a run."""
-    c = summary["counts"]
-    lines = [
-        f"{c['done']} generated, {c['already_done']} already done, {c['failed']} failed, "
-        f"{c['skipped']} rows skipped"
-        + (f", {c['not_run']} not run (interrupted)" if summary.get("interrupted") else ""),
-        f"{summary['wall_seconds']:.1f}s wall, {summary['images_per_second'] or 0:.2f} images/s on "
-        f"{summary['backend']}/{summary['device']}/{summary['dtype']}",
-        f"images, genbatch.jsonl, run.json, report.csv/.parquet, report.html in {summary['out']}",
-    ]
-    for failure in summary["failures"][:10]:
-        lines.append(f"  failed: line {failure['line']} seed {failure['seed']}: {failure['error']}")
-    if len(summary["failures"]) > 10:
-        lines.append(f"  ... and {len(summary['failures']) - 10} more failures (see run.json)")
-    return "\n".join(lines)
-
-
-__all__ = ["RunOptions", "RunResult", "run_manifest", "format_summary", "GenbatchError"]
+__all__ = ["RunOptions", "RunResult", "RunSummary", "run_manifest", "GenbatchError"]

@@ -1,116 +1,90 @@
-"""Encode images and write them atomically, in a pool beside the generator.
+"""Encode images and write them atomically into the output folder, in a pool beside the generator.
 
 Encoding (PNG at level 6 is ~80 ms for 512x512) must never run on the thread that feeds
 the accelerator, so it runs here, in threads: Pillow releases the GIL while compressing.
-A file appears under its final name only complete (temp file + ``os.replace``), and its
-ledger line is appended only after that.
+A file appears under its final name only complete (:mod:`genbatch.safe_write`), and only
+then is the job reported written, so its ledger line follows its file.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import json
-import os
 import threading
-import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
-TEMP_MARKER = ".tmp-"
-
-
-def a1111_parameters(meta: dict[str, Any]) -> str:
-    """The ``parameters`` text AUTOMATIC1111-style tools read back from a PNG."""
-    lines = [meta["prompt"]]
-    if meta.get("negative_prompt"):
-        lines.append(f"Negative prompt: {meta['negative_prompt']}")
-    lines.append(
-        f"Steps: {meta['steps']}, Sampler: {meta['scheduler']}, CFG scale: {meta['guidance_scale']:g}, "
-        f"Seed: {meta['seed']}, Size: {meta['width']}x{meta['height']}, Model hash: {meta['model_fingerprint'][:10]}, "
-        f"Model: {meta['model']}, Backend: {meta['backend']}"
-    )
-    return "\n".join(lines)
+from .image_formats import encode
+from .safe_write import write_atomic
 
 
-def encode(pixels: np.ndarray, fmt: str, meta: dict[str, Any], *, quality: int, compress_level: int) -> bytes:
-    image = Image.fromarray(pixels, "RGB")
-    buffer = io.BytesIO()
-    description = json.dumps(meta, ensure_ascii=False, default=str)
-    if fmt == "png":
-        info = PngInfo()
-        info.add_text("parameters", a1111_parameters(meta))
-        info.add_itxt("genbatch", description)
-        image.save(buffer, "PNG", pnginfo=info, compress_level=compress_level)
-    else:
-        exif = Image.Exif()
-        exif[0x010E] = description  # ImageDescription
-        exif[0x0131] = "genbatch"  # Software
-        image.save(buffer, "WEBP" if fmt == "webp" else "JPEG", quality=quality, exif=exif.tobytes())
-    return buffer.getvalue()
+@dataclass(frozen=True)
+class Encoding:
+    """How images are encoded: format (png, webp, jpg) and its settings."""
+
+    fmt: str = "png"
+    quality: int = 95
+    compress_level: int = 6
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}{TEMP_MARKER}{uuid.uuid4().hex[:8]}")
-    try:
-        with open(temp, "wb") as handle:
-            handle.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+@dataclass(frozen=True)
+class WrittenImage:
+    """What the ledger needs to know of a written image: it is small, so a remote worker can
+    send it back to the one process that writes the ledger."""
+
+    file: str
+    bytes: int
+    sha256: str
 
 
-def remove_stale_temp_files(out: Path) -> int:
-    """Temp files a killed run left behind (only safe while holding the out-dir lock)."""
-    removed = 0
-    for temp in Path(out).rglob(f".*{TEMP_MARKER}*"):
-        if temp.is_file():
-            temp.unlink(missing_ok=True)
-            removed += 1
-    return removed
+def write_image(out: Path, relpath: str, pixels: np.ndarray, meta: dict[str, Any], encoding: Encoding) -> WrittenImage:
+    """Encode ``pixels`` with ``meta`` embedded and write them to ``out/relpath`` atomically."""
+    data = encode(pixels, encoding.fmt, meta, quality=encoding.quality, compress_level=encoding.compress_level)
+    write_atomic(Path(out) / relpath, data, root=out)
+    return WrittenImage(relpath, len(data), sha256_bytes(data))
 
 
 class ImageWriter:
-    """A bounded pool: ``submit`` blocks when ``max_pending`` images wait, so a fast
-    generator cannot pile decoded images up in memory."""
+    """A bounded pool: ``submit`` blocks when ``4 x workers`` images wait, so a fast
+    generator cannot pile decoded images up in memory. ``on_written(item, written)`` or
+    ``on_error(item, reason)`` is called from the pool for every image."""
 
-    def __init__(self, out: Path, *, fmt: str, quality: int, compress_level: int, workers: int,
-                 on_written: Callable[[Any, Path, bytes], None], on_error: Callable[[Any, str], None]):
-        self.out, self.fmt, self.quality, self.compress_level = Path(out), fmt, quality, compress_level
+    def __init__(self, out: Path, encoding: Encoding, *, workers: int,
+                 on_written: Callable[[Any, WrittenImage], None], on_error: Callable[[Any, str], None]):
+        self.out, self.encoding = Path(out), encoding
         self.on_written, self.on_error = on_written, on_error
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="genbatch-write")
         self._slots = threading.BoundedSemaphore(workers * 4)
-        self._futures: list[Future] = []
+        self._lock = threading.Lock()
+        self._error: BaseException | None = None  # from on_written/on_error: raised by close()
 
     def submit(self, item: Any, pixels: np.ndarray, relpath: str, meta: dict[str, Any]) -> None:
         self._slots.acquire()
         future = self._pool.submit(self._write, item, pixels, relpath, meta)
-        future.add_done_callback(lambda _: self._slots.release())
-        self._futures.append(future)
+        future.add_done_callback(self._finished)
+
+    def _finished(self, future: Future) -> None:
+        with self._lock:
+            if future.exception() is not None and self._error is None:
+                self._error = future.exception()
+        self._slots.release()
 
     def _write(self, item: Any, pixels: np.ndarray, relpath: str, meta: dict[str, Any]) -> None:
         try:
-            data = encode(pixels, self.fmt, meta, quality=self.quality, compress_level=self.compress_level)
-            path = self.out / relpath
-            write_atomic(path, data)
-        except Exception as err:  # a full disk or bad path fails this image, not the run
+            written = write_image(self.out, relpath, pixels, meta, self.encoding)
+        except Exception as err:  # a bad path fails this image, not the run
             self.on_error(item, f"writing the image failed: {type(err).__name__}: {err}")
             return
-        self.on_written(item, path, data)
+        self.on_written(item, written)
 
     def close(self) -> None:
         """Wait for every submitted image to be written (and its ledger line appended)."""
         self._pool.shutdown(wait=True)
-        for future in self._futures:
-            future.result()
-        self._futures.clear()
+        if self._error is not None:
+            raise self._error
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -46,7 +46,7 @@ class StandInBackend:
 
 @pytest.fixture
 def standin(monkeypatch):
-    monkeypatch.setitem(base._BUILTIN, "standin", f"{__name__}:StandInBackend")
+    monkeypatch.setitem(base._REGISTERED, "standin", f"{__name__}:StandInBackend")
 
 
 def test_nan_and_black_images_are_failures_not_successes(tmp_path, standin, tiny_model):

@@ -89,7 +89,7 @@ def test_onnx_images_match_torch_and_record_providers(onnx_batch3: Path, tiny_mo
     # the backend is part of a job's key: torch's finished images do not count for an onnx run
     plan = invoke("run", workdir / "prompts.csv", "--out", torch_out, "--backend", "onnx", "--model", tiny_model,
                   "--dry-run", "--json")
-    assert json.loads(plan.stdout)["already_done"] == 0
+    assert json.loads(plan.stdout)["counts"]["already_done"] == 0
 
 
 def test_batch_size_does_not_change_images(onnx_batch3: Path, exported: Path, workdir: Path) -> None:

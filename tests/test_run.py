@@ -101,8 +101,8 @@ def test_rerun_generates_nothing_and_changed_steps_regenerate(tmp_path, csv_mani
     genbatch("run", csv_manifest, "--out", out, *FAST)
     again = genbatch("run", csv_manifest, "--out", out, *FAST, "--json")
     summary = json.loads(again.stdout)
-    assert summary["counts"] == {"planned": 4, "already_done": 4, "done": 0, "failed": 0, "skipped": 0,
-                                 "not_run": 0}
+    assert summary["counts"] == {"planned": 4, "already_done": 4, "to_generate": 0, "batches": 0, "done": 0,
+                                 "failed": 0, "skipped": 0, "not_run": 0}
     assert len(ledger(out)) == 4
 
     changed = json.loads(genbatch("run", csv_manifest, "--out", out, "--model", "tiny-random", "--steps", "3",

@@ -1,5 +1,5 @@
 """Backends turn a batch of jobs into pixels. See :mod:`genbatch.backends.base`."""
 
-from .base import Backend, GeneratedImage, Generator, get_backend, backend_names
+from .base import Backend, BackendOptions, GeneratedImage, LoadedModel, backend_names, get_backend
 
-__all__ = ["Backend", "GeneratedImage", "Generator", "get_backend", "backend_names"]
+__all__ = ["Backend", "BackendOptions", "GeneratedImage", "LoadedModel", "get_backend", "backend_names"]

@@ -1,15 +1,16 @@
 """The narrow seam between genbatch and whatever makes pixels.
 
-A backend resolves ``--device``/``--dtype`` and loads a model into a :class:`Generator`;
-a generator turns a batch of jobs into images. The planner, writer, ledger and engines see
-nothing else, so a new runtime is one module. Built-in backends register through the same
-``genbatch.backends`` entry-point group a third-party package would use.
+A backend resolves ``--device``/``--dtype`` and loads a model, with :class:`BackendOptions`,
+into a :class:`LoadedModel`; a loaded model turns a batch of jobs into images. The planner,
+engines, writer and ledger see nothing else, so a new runtime is one module. The built-in
+backends register through the ``genbatch.backends`` entry-point group (``pyproject.toml``),
+the same one a third-party package uses.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from ..models import ModelRef
     from ..plan import Job
 
+ENTRY_POINT_GROUP = "genbatch.backends"
+
 
 @dataclass
 class GeneratedImage:
@@ -31,7 +34,28 @@ class GeneratedImage:
     error: str | None = None
 
 
-class Generator(Protocol):
+@dataclass(frozen=True)
+class BackendOptions:
+    """How a model is loaded, the same for every model of a run; recorded in run.json.
+
+    ``device`` and ``dtype`` are resolved (never ``auto``); ``scheduler`` replaces the model's
+    own when set; ``providers`` are ONNX Runtime's execution providers; ``extra`` holds a
+    backend's own settings (``--offload``, ``--compile``...), which other backends ignore."""
+
+    device: str
+    dtype: str
+    scheduler: str | None = None
+    providers: tuple[str, ...] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"device": self.device, "dtype": self.dtype, "scheduler": self.scheduler,
+                "providers": list(self.providers) if self.providers else None, **self.extra}
+
+
+class LoadedModel(Protocol):
+    """A model loaded on a backend, turning batches of jobs into images."""
+
     backend: str
     device: str
     dtype: str
@@ -40,7 +64,8 @@ class Generator(Protocol):
         """Facts for the ledger and run.json (e.g. execution providers)."""
 
     def generate(self, jobs: Sequence["Job"]) -> list[GeneratedImage]:
-        """Images for jobs that share a batch group, in the same order."""
+        """Images for jobs that share a batch group, in the same order. An exception fails the
+        whole batch; the engine then retries its jobs one at a time."""
 
     def close(self) -> None: ...
 
@@ -51,25 +76,25 @@ class Backend(Protocol):
     def resolve(self, device: str, dtype: str) -> tuple[str, str]:
         """``auto`` -> a concrete device and dtype (``fp32``, ``fp16``, ``bf16``)."""
 
-    def load(self, model: "ModelRef", *, device: str, dtype: str, scheduler: str | None) -> Generator: ...
+    def load(self, model: "ModelRef", options: BackendOptions) -> LoadedModel: ...
 
 
-_BUILTIN = {
-    "torch": "genbatch.backends.torch_backend:TorchBackend",
-    "onnx": "genbatch.backends.onnx_backend:OnnxBackend",
-}
+# Backends registered in this process (a script or a test); installed ones come from entry points.
+_REGISTERED: dict[str, str] = {}
 
 
 def register_backend(name: str, target: str) -> None:
     """Make ``"module:Class"`` available as ``--backend name`` in this process (a script or
     notebook); installed packages register through the ``genbatch.backends`` entry point."""
-    _BUILTIN[name] = target
+    _REGISTERED[name] = target
 
 
 def _registered() -> dict[str, str]:
-    found = dict(_BUILTIN)
-    for entry in entry_points(group="genbatch.backends"):
-        found.setdefault(entry.name, entry.value)
+    found = {entry.name: entry.value for entry in entry_points(group=ENTRY_POINT_GROUP)}
+    if not found:
+        raise GenbatchError("genbatch's backends are not registered: install the package "
+                            "(pip install -e . in a checkout) rather than running it from a bare source tree")
+    found.update(_REGISTERED)
     return found
 
 

@@ -23,12 +23,11 @@ import numpy as np
 
 from ..errors import GenbatchError, ModelError
 from ..latents import initial_latents
-from ..models import ModelRef, genbatch_home, read_defaults, read_json
-from .base import GeneratedImage, to_uint8
+from ..models import EXPORT_INFO, ModelRef, genbatch_home, is_onnx_export, read_defaults, read_json, vae_scale_factor
+from .base import BackendOptions, GeneratedImage, to_uint8
 
 PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 DTYPES = ("fp32", "fp16")
-EXPORT_INFO = "genbatch_export.json"
 INSTALL_HINT = "pip install 'genbatch[cpu]' (or 'genbatch[gpu]' on a CUDA machine; never both)"
 
 
@@ -39,10 +38,6 @@ def onnxruntime():
     except ImportError:
         raise GenbatchError(f"--backend onnx needs ONNX Runtime, which is not installed: {INSTALL_HINT}") from None
     return ort
-
-
-def is_onnx_export(path: Path) -> bool:
-    return (Path(path) / "unet" / "model.onnx").is_file()
 
 
 def choose_providers(device: str, requested: list[str] | None = None) -> list[str]:
@@ -88,10 +83,10 @@ class OnnxBackend:
                                 "genbatch export --to onnx --fp16)")
         return device, dtype
 
-    def load(self, model: ModelRef, *, device: str, dtype: str, scheduler: str | None,
-             providers: list[str] | None = None) -> "OnnxGenerator":
-        return OnnxGenerator(model.path, name=model.name, device=device, dtype=dtype, scheduler=scheduler,
-                             providers=providers)
+    def load(self, model: ModelRef, options: BackendOptions) -> "OnnxGenerator":
+        return OnnxGenerator(model.path, name=model.name, device=options.device, dtype=options.dtype,
+                             scheduler=options.scheduler,
+                             providers=list(options.providers) if options.providers else None)
 
 
 def _numpy_type(onnx_type: str) -> Any:
@@ -155,7 +150,7 @@ class OnnxGenerator:
             raise ModelError(f"cannot load the tokenizer or scheduler of {path}: {err}") from err
         vae = read_json(path / "vae_decoder" / "config.json")
         unet = read_json(path / "unet" / "config.json")
-        self.vae_scale_factor = 2 ** (len(vae.get("block_out_channels", [0, 0, 0, 0])) - 1)
+        self.vae_scale_factor = vae_scale_factor(vae)
         self.scaling_factor = float(vae.get("scaling_factor", 0.18215))
         self.in_channels = int(unet.get("in_channels") or self.sessions["unet"].get_inputs()[0].shape[1])
         self.types = {part: {i.name: _numpy_type(i.type) for i in s.get_inputs()} for part, s in self.sessions.items()}
@@ -182,15 +177,10 @@ class OnnxGenerator:
     # --- generating -------------------------------------------------------------------------
 
     def generate(self, jobs: Sequence[Any]) -> list[GeneratedImage]:
-        try:
-            first = jobs[0]
-            images = self.images([j.prompt for j in jobs], [j.negative_prompt for j in jobs], [j.seed for j in jobs],
-                                 steps=first.steps, guidance_scale=first.guidance_scale, height=first.height,
-                                 width=first.width, timesteps=first.timesteps)
-        except Exception as err:  # a batch failed: retry alone so one bad job (or OOM) fails alone
-            if len(jobs) == 1:
-                return [GeneratedImage(jobs[0], None, f"{type(err).__name__}: {err}")]
-            return [image for job in jobs for image in self.generate([job])]
+        first = jobs[0]
+        images = self.images([j.prompt for j in jobs], [j.negative_prompt for j in jobs], [j.seed for j in jobs],
+                             steps=first.steps, guidance_scale=first.guidance_scale, height=first.height,
+                             width=first.width, timesteps=first.timesteps)
         pixels, errors = to_uint8(images)
         return [GeneratedImage(job, image, error) for job, image, error in zip(jobs, pixels, errors)]
 

@@ -10,8 +10,8 @@ from typing import Any, Sequence
 
 from ..errors import GenbatchError, ModelError
 from ..latents import initial_latents
-from ..models import ModelRef, keeps_own_scheduler
-from .base import GeneratedImage, to_uint8
+from ..models import ModelRef, is_onnx_export, keeps_own_scheduler
+from .base import BackendOptions, GeneratedImage, to_uint8
 
 DTYPES = ("fp32", "fp16", "bf16")
 
@@ -79,8 +79,8 @@ class TorchBackend:
         resolved = resolve_torch_device(device)
         return resolved, resolve_dtype(resolved, dtype)
 
-    def load(self, model: ModelRef, *, device: str, dtype: str, scheduler: str | None) -> "TorchGenerator":
-        return TorchGenerator(model, device=device, dtype=dtype, scheduler=scheduler)
+    def load(self, model: ModelRef, options: BackendOptions) -> "TorchGenerator":
+        return TorchGenerator(model, device=options.device, dtype=options.dtype, scheduler=options.scheduler)
 
 
 def swap_scheduler(current: Any, name: str | None) -> Any:
@@ -116,7 +116,7 @@ class TorchGenerator:
         import torch
         from diffusers import DiffusionPipeline
 
-        if (model.path / "unet" / "model.onnx").exists():
+        if is_onnx_export(model.path):
             raise ModelError(f"{model.path} is an ONNX export; run it with --backend onnx")
         self.device, self.dtype, self.model = device, dtype, model
         try:
@@ -146,15 +146,6 @@ class TorchGenerator:
         return facts
 
     def generate(self, jobs: Sequence[Any]) -> list[GeneratedImage]:
-        try:
-            return self._generate(jobs)
-        except Exception as err:  # a batch failed: retry alone so one bad job (or OOM) fails alone
-            if len(jobs) == 1:
-                return [GeneratedImage(jobs[0], None, f"{type(err).__name__}: {err}")]
-            self._release_memory()
-            return [image for job in jobs for image in self.generate([job])]
-
-    def _generate(self, jobs: Sequence[Any]) -> list[GeneratedImage]:
         import torch
 
         first = jobs[0]
@@ -187,7 +178,8 @@ class TorchGenerator:
             results.append(GeneratedImage(job, image, error))
         return results
 
-    def _release_memory(self) -> None:
+    def release_memory(self) -> None:
+        """Give cached accelerator memory back (after a batch failed, or at close)."""
         import torch
 
         if self.device.startswith("cuda"):
@@ -195,4 +187,4 @@ class TorchGenerator:
 
     def close(self) -> None:
         self.pipe = None
-        self._release_memory()
+        self.release_memory()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..writer import write_atomic
+from ..safe_write import remove, write_atomic
 
 CACHE_DIR = ".genbatch-eval"
 MERGE_ABOVE = 32  # chunks; more are merged into one when the cache is opened
@@ -26,17 +26,17 @@ def cache_folder(out: Path, network: str, fingerprint: str) -> Path:
     return Path(out) / CACHE_DIR / f"{safe}-{fingerprint[:16]}"
 
 
-def _save(path: Path, ids: list[str], values: np.ndarray) -> None:
+def _save(root: Path, path: Path, ids: list[str], values: np.ndarray) -> None:
     buffer = io.BytesIO()
     np.savez(buffer, ids=np.array(ids, dtype=str), values=values)
-    write_atomic(path, buffer.getvalue())
+    write_atomic(path, buffer.getvalue(), root=root)
 
 
 class FeatureCache:
     """``get`` the rows of known ids, ``add`` new rows, ``flush`` them to disk."""
 
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
+    def __init__(self, out: Path, folder: Path):
+        self.out, self.folder = Path(out), Path(folder)
         self._rows: dict[str, np.ndarray] = {}
         self._pending: dict[str, np.ndarray] = {}
         chunks = sorted(self.folder.glob("[0-9]*.npz"))
@@ -50,10 +50,10 @@ class FeatureCache:
         if len(chunks) > MERGE_ABOVE and self._rows:
             ids = list(self._rows)
             merged = self.folder / f"{self._next:06d}.npz"
-            _save(merged, ids, np.stack([self._rows[i] for i in ids]))
+            _save(self.out, merged, ids, np.stack([self._rows[i] for i in ids]))
             self._next += 1
             for chunk in chunks:
-                chunk.unlink(missing_ok=True)
+                remove(self.out, chunk)
 
     def __contains__(self, cache_id: str) -> bool:
         return cache_id in self._rows
@@ -70,6 +70,6 @@ class FeatureCache:
         if not self._pending:
             return
         ids = list(self._pending)
-        _save(self.folder / f"{self._next:06d}.npz", ids, np.stack([self._pending[i] for i in ids]))
+        _save(self.out, self.folder / f"{self._next:06d}.npz", ids, np.stack([self._pending[i] for i in ids]))
         self._next += 1
         self._pending.clear()

@@ -16,11 +16,11 @@ import numpy as np
 from PIL import Image
 
 from ..errors import GenbatchError
+from ..fields import JOB_FIELDS
 from ..ledger import done_records, iter_records, ledger_path
 
 # --by names that are ledger fields; any other name is a manifest column (record["fields"])
-RECORD_FIELDS = ("model", "model_fingerprint", "steps", "guidance_scale", "width", "height", "scheduler",
-                 "negative_prompt", "backend", "dtype", "prompt", "seed", "manifest")
+RECORD_FIELDS = ("model", *JOB_FIELDS, "model_fingerprint", "backend", "device", "dtype", "manifest")
 
 
 @dataclass(frozen=True)

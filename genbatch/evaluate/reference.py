@@ -19,7 +19,7 @@ from PIL import Image
 
 from ..errors import GenbatchError
 from ..models import genbatch_home
-from ..writer import write_atomic
+from ..safe_write import write_atomic
 from .networks import Extractor
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import GenbatchError
-from ..writer import write_atomic
+from ..safe_write import write_atomic
 from . import metrics as m
 from . import networks as nw
 from .cache import FeatureCache, cache_folder
@@ -107,7 +107,7 @@ def _fill(out: Path, extractors: dict[str, nw.Extractor], images: list[EvalImage
           options: EvalOptions) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """Every image's row from every extractor, computing (in batches, each image decoded
     once) only what the caches lack."""
-    caches = {name: FeatureCache(cache_folder(out, e.name, e.fingerprint)) for name, e in extractors.items()}
+    caches = {name: FeatureCache(out, cache_folder(out, e.name, e.fingerprint)) for name, e in extractors.items()}
     unique = list({i.cache_id: i for i in images}.values())
     missing = [i for i in unique if any(i.cache_id not in c for c in caches.values())]
     computed = {e.name: 0 for e in extractors.values()}
@@ -177,6 +177,7 @@ def evaluate_run(out: Path, options: EvalOptions) -> EvalResult:
     """Compute the metrics over OUT's done images per group and write OUT/eval.json."""
     started = time.perf_counter()
     out = Path(out)
+    root = out.resolve()  # where the cache and eval.json are written (safe_write checks they stay inside)
     nw.offline()
     images = run_images(out)
     if options.metrics is None:
@@ -188,7 +189,7 @@ def evaluate_run(out: Path, options: EvalOptions) -> EvalResult:
     if "fid" in options.metrics:
         reference = reference_stats(options.reference, extractors["features"], batch_size=options.batch_size)
 
-    rows, computed = _fill(out, extractors, images, options)
+    rows, computed = _fill(root, extractors, images, options)
     index = {image.cache_id: n for n, image in enumerate(images)}
 
     report_groups, per_image = [], []
@@ -213,8 +214,9 @@ def evaluate_run(out: Path, options: EvalOptions) -> EvalResult:
         "computed": computed,
         "seconds": round(time.perf_counter() - started, 2),
     }
-    path = out / EVAL_NAME
-    write_atomic(path, (json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n").encode("utf-8"))
+    path = root / EVAL_NAME
+    write_atomic(path, (json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n").encode("utf-8"),
+                 root=root)
     return EvalResult(path, report, computed)
 
 

@@ -1,0 +1,110 @@
+"""The generation fields, each declared once.
+
+A field is something that can differ from one image to the next: the prompt, the seed, the
+size... Its row here says where it may come from (manifest columns, a run option), what
+values it accepts, and what it takes part in: the job key (so "done" can be decided from
+the ledger), the batch grouping (one pipeline call cannot mix it), the AUTOMATIC1111
+``parameters`` text, file-name templates and the report tables. ``Row``, ``Job``, job keys,
+template fields, report columns and the A1111 text are all derived from this table, so a
+new field is one entry here plus its behaviour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+MAX_SEED = 2**64 - 1
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    kind: str  # how values parse: "prompt", "text", "int", "float", "name" (id, model), "list" (internal)
+    aliases: tuple[str, ...] = ()  # manifest column names; () = not read from a manifest
+    lo: float = 0
+    hi: int | None = None
+    multiple_of: int = 1
+    option: str | None = None  # the run option that gives rows without a value one
+    job: bool = True  # a resolved parameter of every image: ledger, PNG metadata, report
+    key: bool = False  # part of the job key (a value of None is left out of it)
+    group: bool = False  # jobs in one batch share the value
+    template: tuple[str, ...] = ()  # names it has in --name-template
+    a1111: tuple[int, str, Callable[[dict[str, Any]], str]] | None = None  # (order, label, text)
+
+    @property
+    def accepted(self) -> str:
+        """What a valid value looks like, for messages."""
+        if self.kind == "int":
+            text = f"a whole number from {self.lo:g} to {self.hi}" if self.hi is not None else f"a whole number >= {self.lo:g}"
+            return text + (f" that is a multiple of {self.multiple_of}" if self.multiple_of > 1 else "")
+        if self.kind == "float":
+            return f"a number >= {self.lo:g}"
+        return "text"
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("prompt", "prompt", ("prompt", "prompts", "text", "caption"), key=True, template=("prompt",)),
+    Field("negative_prompt", "text", ("negative_prompt", "negative"), option="--negative", key=True),
+    Field("seed", "int", ("seed",), hi=MAX_SEED, key=True, template=("seed",),
+          a1111=(3, "Seed", lambda p: str(p["seed"]))),
+    Field("steps", "int", ("steps", "num_inference_steps"), lo=1, option="--steps", key=True, group=True,
+          template=("steps",), a1111=(0, "Steps", lambda p: str(p["steps"]))),
+    Field("guidance_scale", "float", ("guidance_scale", "guidance", "cfg"), option="--guidance", key=True,
+          group=True, template=("guidance", "guidance_scale"),
+          a1111=(2, "CFG scale", lambda p: f"{p['guidance_scale']:g}")),
+    Field("width", "int", ("width",), lo=8, multiple_of=8, option="--width", key=True, group=True,
+          template=("width",), a1111=(4, "Size", lambda p: f"{p['width']}x{p['height']}")),
+    Field("height", "int", ("height",), lo=8, multiple_of=8, option="--height", key=True, group=True,
+          template=("height",)),
+    Field("scheduler", "text", option="--scheduler", key=True, group=True,
+          a1111=(1, "Sampler", lambda p: str(p["scheduler"]))),
+    # A model's own timesteps at this step count (its genbatch.json), else None.
+    Field("timesteps", "list", key=True, group=True),
+    Field("num_images", "int", ("num_images", "n"), lo=1, option="--num-images", job=False),
+    Field("id", "name", ("id", "name"), job=False),
+    Field("model", "name", ("model",), option="--model", job=False),
+)
+
+BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
+# What a manifest row may set, and what every image resolves.
+ROW_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.aliases)
+JOB_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.job)
+KEY_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.key)
+GROUP_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.group)
+ALIASES: dict[str, tuple[str, ...]] = {f.name: f.aliases for f in FIELDS if f.aliases}
+
+
+def key_values(values: dict[str, Any]) -> dict[str, Any]:
+    """The part of a job's values that goes into its key; a field that is not set (None) is
+    left out, so adding a field keeps every existing key."""
+    return {name: (list(values[name]) if isinstance(values[name], tuple) else values[name])
+            for name in KEY_FIELDS if values.get(name) is not None}
+
+
+def a1111_settings(values: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, text) pairs of the A1111 ``parameters`` settings line, in A1111's order."""
+    declared = sorted((f.a1111 for f in FIELDS if f.a1111 and values.get(f.name) is not None), key=lambda a: a[0])
+    return [(label, text(values)) for _, label, text in declared]
+
+
+def template_values(values: dict[str, Any]) -> dict[str, Any]:
+    """A job's values under their --name-template names."""
+    return {alias: values[f.name] for f in FIELDS if f.template and f.name in values for alias in f.template}
+
+
+def report_columns() -> list[str]:
+    """The report tables' columns for the generation fields, in table order."""
+    return list(JOB_FIELDS)
+
+
+class Values:
+    """Attribute access to a ``values`` dict of generation fields (``row.seed``, ``job.steps``)."""
+
+    values: dict[str, Any]
+
+    def __getattr__(self, name: str) -> Any:
+        values = self.__dict__.get("values")
+        if values is None or name.startswith("__") or name not in values:
+            raise AttributeError(name)
+        return values[name]

@@ -1,0 +1,141 @@
+"""Every file genbatch writes goes through here: atomically, and never outside its folder.
+
+A file appears under its final name only complete (a temp file beside it, then
+``os.replace``), so a crash or a kill leaves the old file or the new one, never half of one.
+Under ``--out`` each write, rename, append, truncation and deletion is first checked to stay
+inside it: a symlink planted in the folder (for a file, a sub-folder, the ledger, the
+thumbnails folder) that points elsewhere is refused with a message, never followed and
+never silently replaced. Appends and truncations open with ``O_NOFOLLOW``.
+
+(Hand-written because no maintained library does containment: ``atomicwrites`` is archived
+and follows symlinked folders; ``filelock`` only locks.)
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import uuid
+from pathlib import Path
+from typing import IO, Callable, Iterator
+
+from .errors import GenbatchError
+
+TEMP_MARKER = ".tmp-"
+
+
+class UnsafePathError(GenbatchError):
+    """A path under --out that would lead outside it."""
+
+
+def _inside(root: Path, path: Path) -> bool:
+    try:
+        path.relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+def contained(root: Path, path: Path | str) -> Path:
+    """``path`` (absolute, or relative to ``root``) after checking that writing it stays inside
+    ``root``: its folder, with every symlink followed, is ``root`` or below, and the path itself,
+    if it is a symlink, points inside too. Raises :class:`UnsafePathError` otherwise."""
+    root = Path(root).resolve()
+    full = Path(path) if Path(path).is_absolute() else root / path
+    parent = full.parent.resolve()
+    if not _inside(parent, root):
+        raise UnsafePathError(f"{full}: {_describe_escape(root, full.parent)}; genbatch never writes outside "
+                              f"its output folder {root}")
+    target = parent / full.name
+    if target.is_symlink():
+        resolved = target.resolve()
+        if not _inside(resolved, root):
+            raise UnsafePathError(f"{target} is a symlink to {resolved}, outside the output folder {root}; "
+                                  "genbatch never writes through it: remove the link")
+    return target
+
+
+def _describe_escape(root: Path, folder: Path) -> str:
+    probe = root
+    for part in folder.relative_to(root).parts if _inside(folder, root) else folder.parts:
+        probe = probe / part
+        if probe.is_symlink():
+            return f"{probe} is a symlink to {probe.resolve()}, outside it"
+    return "it is outside the output folder"
+
+
+def make_folder(root: Path, relfolder: Path | str) -> Path:
+    """Create a folder under ``root`` (and its parents), refusing symlinks that lead out."""
+    folder = contained(root, Path(relfolder) / "x").parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return contained(root, folder / "x").parent  # a link planted while creating is caught too
+
+
+def write_atomic(path: Path, data: bytes | Callable[[Path], None], *, root: Path | None = None) -> Path:
+    """Write ``data`` (bytes, or a function that writes a given temp path) to ``path`` atomically.
+
+    With ``root``, ``path`` must stay inside it (see :func:`contained`) and missing folders are
+    created inside it."""
+    path = Path(path)
+    if root is not None:
+        path = contained(root, path)
+        make_folder(root, path.parent.relative_to(Path(root).resolve()))
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}{TEMP_MARKER}{uuid.uuid4().hex[:8]}")
+    try:
+        if callable(data):
+            data(temp)
+        else:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def open_no_follow(root: Path, path: Path | str, mode: str) -> IO[bytes]:
+    """Open a file under ``root`` for appending (``"ab"``) or reading and writing (``"rb+"``)
+    without following a symlink at its name."""
+    path = contained(root, path)
+    flags = {"ab": os.O_WRONLY | os.O_APPEND | os.O_CREAT, "rb+": os.O_RDWR}[mode]
+    try:
+        fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise UnsafePathError(f"{path} is a symlink; genbatch does not write through it: remove the link") from None
+        raise
+    return os.fdopen(fd, mode)
+
+
+def remove(root: Path, path: Path | str) -> None:
+    """Delete a file under ``root`` (a symlink is removed itself, its target never touched)."""
+    full = Path(path) if Path(path).is_absolute() else Path(root).resolve() / path
+    if not _inside(full.parent.resolve(), Path(root).resolve()):
+        raise UnsafePathError(f"{full}: {_describe_escape(Path(root).resolve(), full.parent)}; genbatch never "
+                              "deletes outside its output folder")
+    full.unlink(missing_ok=True)
+
+
+def walk_files(root: Path) -> Iterator[Path]:
+    """Every file under ``root``, never descending into symlinked folders."""
+    for folder, _, files in os.walk(root):
+        for name in files:
+            yield Path(folder) / name
+
+
+def is_temp_file(name: str) -> bool:
+    return name.startswith(".") and TEMP_MARKER in name
+
+
+def remove_stale_temp_files(out: Path) -> int:
+    """Temp files a killed run left behind (only safe while holding the out-dir lock)."""
+    removed = 0
+    for path in walk_files(out):
+        if is_temp_file(path.name) and not path.is_symlink():
+            remove(out, path)
+            removed += 1
+    return removed

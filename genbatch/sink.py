@@ -1,0 +1,97 @@
+"""The result sink: where every job's outcome goes, whichever engine ran it.
+
+It turns outcomes into ledger records, counts, failures and progress. It is the one writer
+of the ledger and is thread-safe: the local engine's writer threads call it, and so does a
+driver receiving small records from remote workers. Records are built by
+:func:`job_record`, which a worker also calls for the metadata it embeds in each image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from .ledger import SCHEMA_VERSION, Ledger
+from .manifest import Manifest, SkippedRow
+from .plan import Job
+from .progress import Progress
+from .writer import WrittenImage
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+@dataclass(frozen=True)
+class BatchFacts:
+    """Where and how a batch ran: the ledger records it for each of its images."""
+
+    batch_size: int
+    seconds: float  # per image
+    device: str
+    facts: dict[str, Any] = field(default_factory=dict)  # the loaded model's describe()
+
+
+def job_record(job: Job, *, run_id: str, manifest: str, dtype: str, batch: BatchFacts) -> dict[str, Any]:
+    """A job's ledger record before its outcome (status, file, bytes, sha256, error) is known;
+    less ``fields`` and ``run_id``, it is also the metadata embedded in the image."""
+    return {
+        "key": job.key, "index": job.index, "row": job.row.index, "line": job.row.line, "manifest": manifest,
+        "k": job.k, "id": job.row.id, **job.params(),
+        "model": job.model.name, "model_path": str(job.model.path), "model_fingerprint": job.model.fingerprint,
+        "backend": job.backend, "device": batch.device, "dtype": dtype, "batch_size": batch.batch_size,
+        "seconds": round(batch.seconds, 4), "fields": job.row.fields, "run_id": run_id,
+        **({"providers": batch.facts["providers"]} if batch.facts.get("providers") else {}),
+        "schema": SCHEMA_VERSION,
+    }
+
+
+def image_metadata(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k not in ("fields", "run_id", "schema")}
+
+
+def skipped_key(manifest: str, line: int) -> str:
+    return "skip-" + hashlib.sha256(f"{manifest}\x00{line}".encode()).hexdigest()[:15]
+
+
+class ResultSink:
+    def __init__(self, ledger: Ledger, progress: Progress, *, run_id: str, manifest: str, dtype: str):
+        self.ledger, self.progress = ledger, progress
+        self.run_id, self.manifest, self.dtype = run_id, manifest, dtype
+        self.done_count = 0
+        self.failed_count = 0
+        self.failures: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def record(self, job: Job, batch: BatchFacts) -> dict[str, Any]:
+        return job_record(job, run_id=self.run_id, manifest=self.manifest, dtype=self.dtype, batch=batch)
+
+    def done(self, job: Job, batch: BatchFacts, written: WrittenImage) -> None:
+        record = self.record(job, batch)
+        record.update(status="done", file=written.file, bytes=written.bytes, sha256=written.sha256,
+                      finished_at=now(), error=None)
+        self.ledger.append(record)
+        with self._lock:
+            self.done_count += 1
+            self.progress.advance(True)
+
+    def failed(self, job: Job, batch: BatchFacts, error: str) -> None:
+        record = self.record(job, batch)
+        record.update(status="failed", file=None, finished_at=now(), error=error)
+        self.ledger.append(record)
+        with self._lock:
+            self.failed_count += 1
+            self.failures.append({"key": job.key, "line": job.row.line, "prompt": job.prompt, "seed": job.seed,
+                                  "error": error})
+            self.progress.advance(False)
+
+    def skipped(self, manifest: Manifest, skipped: SkippedRow) -> None:
+        self.ledger.append({
+            "status": "skipped", "key": skipped_key(manifest.path, skipped.line), "file": None,
+            "line": skipped.line, "manifest": manifest.path, "prompt": skipped.prompt,
+            "error": "; ".join(skipped.reasons), "fields": skipped.fields, "finished_at": now(),
+            "run_id": self.run_id, "schema": SCHEMA_VERSION,
+        })

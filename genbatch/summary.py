@@ -1,0 +1,87 @@
+"""The run summary: one typed shape for a dry run, a real run and a run that failed.
+
+``run.json``, ``genbatch run --json`` and the five-second read at the end of a run are all
+rendered from a :class:`RunSummary`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import GenbatchError, ManifestError
+from .ledger import SCHEMA_VERSION
+
+
+@dataclass
+class Counts:
+    planned: int = 0  # jobs of this run (after --shard and --limit)
+    already_done: int = 0
+    to_generate: int = 0
+    batches: int = 0
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0  # invalid rows left out by --skip-invalid
+    not_run: int = 0  # pending jobs an interruption left for the next run
+
+
+@dataclass
+class RunSummary:
+    out: str
+    exit_code: int = 0
+    dry_run: bool = False
+    manifest: str | None = None
+    counts: Counts = field(default_factory=Counts)
+    models: list[dict[str, Any]] = field(default_factory=list)
+    backend: str | None = None
+    engine: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    providers: list[str] | None = None
+    batch_size: int | None = None
+    run_id: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    wall_seconds: float | None = None
+    generation_seconds: float | None = None
+    images_per_second: float | None = None
+    interrupted: bool = False
+    command: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    backend_facts: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    genbatch_version: str | None = None
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    error: dict[str, Any] | None = None  # a run that stopped on bad input: message, file, line
+    schema: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_error(cls, err: GenbatchError, out: str, manifest: str | None) -> "RunSummary":
+        """What ``--json`` prints when a run stops on bad input."""
+        where: dict[str, Any] = {}
+        if isinstance(err, ManifestError) and err.problems:
+            first = err.problems[0]
+            where = {"file": first.file, "line": first.line, "column": first.column,
+                     "problems": [str(p) for p in err.problems]}
+        return cls(out=out, exit_code=err.exit_code, manifest=manifest,
+                   error={"message": str(err), "type": type(err).__name__, **where})
+
+    def format(self) -> str:
+        """The five-second read at the end of a run."""
+        c = self.counts
+        lines = [
+            f"{c.done} generated, {c.already_done} already done, {c.failed} failed, {c.skipped} rows skipped"
+            + (f", {c.not_run} not run (interrupted)" if self.interrupted else ""),
+            f"{self.wall_seconds or 0:.1f}s wall, {self.images_per_second or 0:.2f} images/s on "
+            f"{self.backend}/{self.device}/{self.dtype}",
+            f"images, genbatch.jsonl, run.json, report.csv/.parquet, report.html in {self.out}",
+        ]
+        for failure in self.failures[:10]:
+            lines.append(f"  failed: line {failure['line']} seed {failure['seed']}: {failure['error']}")
+        if len(self.failures) > 10:
+            lines.append(f"  ... and {len(self.failures) - 10} more failures (see run.json)")
+        return "\n".join(lines)
