@@ -28,7 +28,7 @@ class UnsafePathError(GenbatchError):
     """A path under --out that would lead outside it."""
 
 
-def _inside(root: Path, path: Path) -> bool:
+def _inside(path: Path, root: Path) -> bool:
     try:
         path.relative_to(root)
         return True
