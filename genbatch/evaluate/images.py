@@ -38,8 +38,12 @@ class EvalImage:
 
     def pixels(self) -> np.ndarray:
         """The image as (H, W, 3) uint8 RGB."""
-        with Image.open(self.path) as image:
-            return np.asarray(image.convert("RGB"))
+        try:
+            with Image.open(self.path) as image:
+                return np.asarray(image.convert("RGB"))
+        except (OSError, ValueError) as err:
+            raise GenbatchError(f"{self.path}: cannot read this image ({err}); regenerate it with "
+                                "`genbatch run ... --force` or delete it so the ledger no longer counts it") from None
 
 
 def run_images(out: Path) -> list[EvalImage]:
