@@ -145,6 +145,8 @@ def run(
         return
     if not quiet:
         _err(result.summary.format())
+    if result.summary.error:
+        _err(f"error: {result.summary.error['message']}")
     if json_:
         print(json.dumps(result.summary.to_dict(), indent=2, ensure_ascii=False, default=str))
     raise typer.Exit(result.exit_code)
@@ -343,16 +345,15 @@ def report(
       genbatch report images/ --contact-sheet
     """
     from .contact_sheet import write_contact_sheets
-    from .ledger import iter_records, ledger_path
+    from .ledger import ledger_path
     from .report import write_tables
     from .report_html import write_html_report
 
     if not ledger_path(out).exists():
         raise GenbatchError(f"{out}: no genbatch.jsonl here; is this the --out folder of a genbatch run?")
-    records = list(iter_records(out))
     if tables:
-        write_tables(out, records)
-    print(write_html_report(out, records=records))
+        write_tables(out)
+    print(write_html_report(out))
     if contact_sheet:
         for sheet in write_contact_sheets(out, cols=cols, rows=rows):
             print(sheet)

@@ -19,6 +19,7 @@ from .backends import BackendOptions, GeneratedImage, LoadedModel, get_backend
 from .errors import ModelError
 from .models import ModelRef
 from .plan import Job
+from .safe_write import unwritable
 from .sink import BatchFacts, ResultSink, image_metadata
 from .writer import Encoding, ImageWriter, WrittenImage
 
@@ -95,13 +96,20 @@ class LocalEngine:
         def written(item: tuple[Job, BatchFacts], image: WrittenImage) -> None:
             sink.done(item[0], item[1], image)
 
-        def not_written(item: tuple[Job, BatchFacts], error: str) -> None:
-            sink.failed(item[0], item[1], error)
+        def not_written(item: tuple[Job, BatchFacts], error: Exception) -> None:
+            fatal = unwritable(error, work.out)
+            if fatal is not None:
+                sink.stop(fatal)
+            else:
+                sink.failed(item[0], item[1], f"writing the image failed: {type(error).__name__}: {error}")
+
+        def stopping() -> bool:
+            return stop_requested() or sink.fatal is not None
 
         writer = ImageWriter(work.out, work.encoding, workers=work.writers, on_written=written, on_error=not_written)
         try:
             for model, batches in groups:
-                if stop_requested():
+                if stopping():
                     break
                 say(f"loading {model.name} ({model.path}) on {work.backend}/{device}/{work.options.dtype}")
                 try:
@@ -119,7 +127,7 @@ class LocalEngine:
                 report.facts.update(facts)
                 try:
                     for batch in batches:
-                        if stop_requested():
+                        if stopping():
                             break
                         began = time.monotonic()
                         results = generate_or_retry_alone(loaded, batch)

@@ -202,6 +202,7 @@ def name_fields(job: Job, ext: str) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for column, value in job.row.fields.items():
         fields[str(column)] = "" if value is None else value
+    fields.update(template_values(job.values))
     fields.update(
         {
             "index": job.index,
@@ -210,13 +211,6 @@ def name_fields(job: Job, ext: str) -> dict[str, Any]:
             "k": job.k,
             "id": job.row.id or "",
             "slug": slugify(job.prompt),
-            "prompt": job.prompt,
-            "seed": job.seed,
-            "steps": job.steps,
-            "guidance": job.guidance_scale,
-            "guidance_scale": job.guidance_scale,
-            "width": job.width,
-            "height": job.height,
             "model": job.model.name.replace("/", "--"),
             "key": job.key,
             "ext": ext,

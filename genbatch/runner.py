@@ -21,12 +21,12 @@ from .backends import BackendOptions
 from .engine import ENGINES, EngineWork
 from .errors import EXIT_FAILED_JOBS, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, GenbatchError, LockedError, ManifestError
 from .image_formats import image_format
-from .ledger import Ledger, done_records, iter_records
+from .ledger import Ledger, done_records
 from .manifest import Manifest, read_manifest
 from .plan import Defaults, Job, Plan, make_batches, make_plan
 from .progress import Progress
 from .report import command_line, versions, write_json, write_tables
-from .safe_write import UnsafePathError, contained, remove_stale_temp_files
+from .safe_write import UnsafePathError, contained, remove_stale_temp_files, unwritable
 from .sink import ResultSink, now
 from .summary import Counts, RunSummary
 from .writer import Encoding
@@ -227,6 +227,7 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResul
     ledger = Ledger(out)
     done = done_records(out)
     pending = [j for j in plan.jobs if options.force or j.key not in done]
+    check_output_paths(out, pending)
     batches = make_batches(pending, options.batch_size)
     summary = _summary(options, manifest, plan, pending, dry_run=False)
     summary.run_id, summary.started_at = uuid.uuid4().hex[:12], started_at
@@ -282,19 +283,45 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResul
     summary.providers = summary.backend_facts.get("providers")
     summary.versions = versions()
     summary.genbatch_version = summary.versions.get("genbatch")
-    write_json(out / "run.json", summary.to_dict(), root=out)
-    records = list(iter_records(out))  # read once for the tables and the page
-    write_tables(out, records)
-    if options.html_report:
-        _write_html(out, say, records)
+    if sink.fatal is not None:
+        summary.exit_code = summary.exit_code if summary.interrupted else sink.fatal.exit_code
+        summary.error = {"message": str(sink.fatal), "type": type(sink.fatal).__name__}
+    try:
+        write_json(out / "run.json", summary.to_dict(), root=out)
+        write_tables(out)
+        if options.html_report:
+            _write_html(out, say)
+    except OSError as err:
+        fatal = unwritable(err, out)
+        if fatal is None:
+            raise
+        say(f"warning: the reports were not written: {fatal}")
+        if summary.error is None:
+            summary.exit_code, summary.error = fatal.exit_code, {"message": str(fatal), "type": type(fatal).__name__}
     return RunResult(summary.exit_code, summary, plan, pending, manifest.warnings)
 
 
-def _write_html(out: Path, say: Callable[[str], None], records: list[dict[str, Any]]) -> None:
+# The files genbatch keeps in --out besides the images.
+OWN_FILES = (LOCK_NAME, "genbatch.jsonl", "run.json", "report.csv", "report.parquet", "report.html",
+             ".genbatch-thumbs")
+
+
+def check_output_paths(out: Path, jobs: list[Job]) -> None:
+    """Before any image: every file this run may write stays inside ``out`` (a symlink planted
+    for a file, a sub-folder, the ledger or the thumbnails that points elsewhere is refused)."""
+    for name in OWN_FILES:
+        contained(out, name)
+    for folder in sorted({str(Path(job.file).parent) for job in jobs}):
+        contained(out, Path(folder) / "x")
+
+
+def _write_html(out: Path, say: Callable[[str], None]) -> None:
     from .report_html import write_html_report
 
     try:
-        write_html_report(out, records=records)
+        write_html_report(out)
+    except OSError:
+        raise
     except Exception as err:  # the images and ledger are safe; a report problem must not fail the run
         say(f"warning: could not write report.html: {err}")
 

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
+import tempfile
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
@@ -26,6 +29,26 @@ TEMP_MARKER = ".tmp-"
 
 class UnsafePathError(GenbatchError):
     """A path under --out that would lead outside it."""
+
+
+class OutputUnwritableError(GenbatchError):
+    """The output folder cannot take more writes (disk full, quota, read-only): the run stops."""
+
+    exit_code = 1
+
+
+# Errors that no retry of one image can get past: the run stops cleanly instead.
+FATAL_WRITE_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+                      errno.EROFS: "the file system is read-only"}
+
+
+def unwritable(err: BaseException, out: Path) -> OutputUnwritableError | None:
+    """The run-stopping form of a write error, or None for an error of one image only."""
+    if isinstance(err, OSError) and err.errno in FATAL_WRITE_ERRNOS:
+        return OutputUnwritableError(f"cannot write to {out}: {FATAL_WRITE_ERRNOS[err.errno]} ({err.strerror}); "
+                                     "the images written so far are kept and recorded: free space (or make it "
+                                     "writable) and run the same command again to finish")
+    return None
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -139,3 +162,26 @@ def remove_stale_temp_files(out: Path) -> int:
             remove(out, path)
             removed += 1
     return removed
+
+
+@contextmanager
+def staged_folder(target: Path) -> Iterator[Path]:
+    """A temporary folder beside ``target`` to build a whole folder in (a model, an export);
+    :func:`install_folder` then renames it into place. Whatever is left is removed on exit,
+    so a failure or a kill mid-way never leaves a half-built folder under the final name."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}{TEMP_MARKER}", dir=target.parent))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def install_folder(staging: Path, target: Path) -> None:
+    """Rename a staged folder to ``target``, replacing what was there."""
+    if target.is_symlink() or target.is_file():
+        target.unlink()
+    elif target.exists():
+        shutil.rmtree(target)
+    os.replace(staging, target)
