@@ -172,6 +172,11 @@ class Ledger:
             self._handle.write(line)
             self._handle.flush()
 
+    def flush(self) -> None:
+        with self._lock:
+            if self._handle is not None:
+                self._handle.flush()
+
     def close(self) -> None:
         with self._lock:
             if self._handle is not None:

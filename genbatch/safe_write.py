@@ -13,6 +13,7 @@ and follows symlinked folders; ``filelock`` only locks.)
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import shutil
@@ -52,6 +53,7 @@ def unwritable(err: BaseException, out: Path) -> OutputUnwritableError | None:
 
 
 def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` is ``root`` or below it (both resolved)."""
     try:
         path.relative_to(root)
         return True
@@ -63,9 +65,9 @@ def contained(root: Path, path: Path | str) -> Path:
     """``path`` (absolute, or relative to ``root``) after checking that writing it stays inside
     ``root``: its folder, with every symlink followed, is ``root`` or below, and the path itself,
     if it is a symlink, points inside too. Raises :class:`UnsafePathError` otherwise."""
-    root = Path(root).resolve()
+    root = _resolved(Path(root))
     full = Path(path) if Path(path).is_absolute() else root / path
-    parent = full.parent.resolve()
+    parent = _resolved(full.parent)
     if not _inside(parent, root):
         raise UnsafePathError(f"{full}: {_describe_escape(root, full.parent)}; genbatch never writes outside "
                               f"its output folder {root}")
@@ -76,6 +78,20 @@ def contained(root: Path, path: Path | str) -> Path:
             raise UnsafePathError(f"{target} is a symlink to {resolved}, outside the output folder {root}; "
                                   "genbatch never writes through it: remove the link")
     return target
+
+
+# A folder is resolved once per process (a run writes thousands of files into a few folders);
+# only folders that exist are remembered, so one created later is resolved when it exists.
+_RESOLVED: dict[Path, Path] = {}
+
+
+def _resolved(folder: Path) -> Path:
+    found = _RESOLVED.get(folder)
+    if found is None:
+        found = folder.resolve()
+        if found.is_dir() and len(_RESOLVED) < 100_000:
+            _RESOLVED[folder] = found
+    return found
 
 
 def _describe_escape(root: Path, folder: Path) -> str:
@@ -98,11 +114,13 @@ def write_atomic(path: Path, data: bytes | Callable[[Path], None], *, root: Path
     """Write ``data`` (bytes, or a function that writes a given temp path) to ``path`` atomically.
 
     With ``root``, ``path`` must stay inside it (see :func:`contained`) and missing folders are
-    created inside it."""
+    created inside it. Durability after a machine crash comes from :func:`sync_filesystem`,
+    once per batch, not from an fsync per file."""
     path = Path(path)
     if root is not None:
         path = contained(root, path)
-        make_folder(root, path.parent.relative_to(Path(root).resolve()))
+        if not path.parent.is_dir():
+            make_folder(root, path.parent.relative_to(_resolved(Path(root))))
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}{TEMP_MARKER}{uuid.uuid4().hex[:8]}")
@@ -141,6 +159,35 @@ def remove(root: Path, path: Path | str) -> None:
         raise UnsafePathError(f"{full}: {_describe_escape(Path(root).resolve(), full.parent)}; genbatch never "
                               "deletes outside its output folder")
     full.unlink(missing_ok=True)
+
+
+def sync_filesystem(folder: Path) -> None:
+    """Make everything written so far on ``folder``'s file system durable, in one call.
+
+    Linux's ``syncfs`` flushes one file system's dirty data, names and renames together, so a
+    run pays one flush per batch instead of an fsync per image, its folder and the ledger
+    (each of which costs ~4 ms here). Elsewhere ``os.sync`` does the same for all of them."""
+    if _syncfs is None:
+        os.sync()
+        return
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        if _syncfs(fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+    finally:
+        os.close(fd)
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syncfs  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+_syncfs = _load_syncfs()
 
 
 def walk_files(root: Path) -> Iterator[Path]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -19,7 +20,7 @@ from .ledger import SCHEMA_VERSION, Ledger
 from .manifest import Manifest, SkippedRow
 from .plan import Job
 from .progress import Progress
-from .safe_write import unwritable
+from .safe_write import sync_filesystem, unwritable
 from .writer import WrittenImage
 
 
@@ -70,6 +71,23 @@ class ResultSink:
         # stops, nothing more is appended, the jobs not recorded are left for the next run.
         self.fatal: GenbatchError | None = None
         self._lock = threading.Lock()
+        self._last_checkpoint = time.monotonic()
+
+    def checkpoint(self, *, at_most_every: float = 0.0) -> None:
+        """Make what is recorded so far survive a machine crash: one flush of the output
+        folder's file system (images, their renames and the ledger together). The engine calls
+        it after each batch with ``at_most_every=1.0`` (a flush costs ~2.5 ms, so at most 0.25 %
+        of a run), and once at the end."""
+        if self.fatal is not None or not self.done_count + self.failed_count:
+            return
+        if time.monotonic() - self._last_checkpoint < at_most_every:
+            return
+        self._last_checkpoint = time.monotonic()
+        try:
+            self.ledger.flush()
+            sync_filesystem(self.ledger.out)
+        except OSError as err:
+            self.stop(unwritable(err, self.ledger.out) or GenbatchError(f"cannot sync {self.ledger.out}: {err}"))
 
     def stop(self, error: GenbatchError) -> None:
         with self._lock:

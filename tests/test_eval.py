@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from helpers import FAST, genbatch, ledger, pixels
+from PIL import Image
 
 from genbatch.errors import GenbatchError
 from genbatch.evaluate import EvalOptions, evaluate_run, report_section
@@ -31,9 +30,14 @@ class TinyFeatures(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(0)
-        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(),
-                                        torch.nn.Conv2d(8, 16, 3, stride=2), torch.nn.ReLU(),
-                                        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, stride=2),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(8, 16, 3, stride=2),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(),
+        )
         self.head = torch.nn.Linear(16, 10)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,12 +68,27 @@ def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tokenizer = CLIPTokenizer.from_pretrained(folder)
     torch.manual_seed(0)
     config = CLIPConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id),
-        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=8)
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        vision_config=dict(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        projection_dim=8,
+    )
     CLIPModel(config).save_pretrained(folder)
     processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     CLIPProcessor(image_processor=processor, tokenizer=tokenizer).save_pretrained(folder)
@@ -116,8 +135,16 @@ def test_fid_is_clip_and_diversity_end_to_end(tiny_run: Path, tiny_clip: Path, r
     from transformers import CLIPModel, CLIPProcessor
 
     network = TinyFeatures()
-    result = evaluate_run(tiny_run, EvalOptions(metrics=("fid", "is", "clip", "diversity"), reference=str(reference),
-                                                clip_model=str(tiny_clip), feature_network=network, device="cpu"))
+    result = evaluate_run(
+        tiny_run,
+        EvalOptions(
+            metrics=("fid", "is", "clip", "diversity"),
+            reference=str(reference),
+            clip_model=str(tiny_clip),
+            feature_network=network,
+            device="cpu",
+        ),
+    )
     written = json.loads((tiny_run / "eval.json").read_text())
     assert written["groups"] == result.report["groups"]
     [group] = written["groups"]
@@ -142,8 +169,9 @@ def test_fid_is_clip_and_diversity_end_to_end(tiny_run: Path, tiny_clip: Path, r
     processor = CLIPProcessor.from_pretrained(tiny_clip)
     raw = []
     for entry, file in zip(written["images"], files):
-        inputs = processor(text=[entry["prompt"]], images=[pixels(file).astype(np.uint8)], return_tensors="pt",
-                           padding=True)
+        inputs = processor(
+            text=[entry["prompt"]], images=[pixels(file).astype(np.uint8)], return_tensors="pt", padding=True
+        )
         with torch.no_grad():
             output = model(**inputs)
         raw.append(100 * float(output.logits_per_image[0, 0] / model.logit_scale.exp().detach()))
@@ -164,14 +192,23 @@ def test_fid_is_clip_and_diversity_end_to_end(tiny_run: Path, tiny_clip: Path, r
     assert [c["id"] for c in section["columns"]][:4] == ["images", "fid", "is", "clip"]
     assert section["rows"][0]["cells"]["fid"] == group["fid"]
     scores = [i["clip"] for i in section["clip"]]
-    assert scores == sorted(scores) and len(scores) == 6 and {i["file"] for i in section["clip"]} == {
-        f.name for f in files}
+    assert (
+        scores == sorted(scores)
+        and len(scores) == 6
+        and {i["file"] for i in section["clip"]} == {f.name for f in files}
+    )
 
 
-def test_a_rerun_gives_the_same_numbers_and_computes_nothing(tiny_run: Path, tiny_clip: Path, reference: Path,
-                                                             genbatch_home: Path, tmp_path: Path):
-    options = EvalOptions(metrics=("fid", "is", "clip", "diversity"), reference=str(reference),
-                          clip_model=str(tiny_clip), feature_network=TinyFeatures(), device="cpu")
+def test_a_rerun_gives_the_same_numbers_and_computes_nothing(
+    tiny_run: Path, tiny_clip: Path, reference: Path, genbatch_home: Path, tmp_path: Path
+):
+    options = EvalOptions(
+        metrics=("fid", "is", "clip", "diversity"),
+        reference=str(reference),
+        clip_model=str(tiny_clip),
+        feature_network=TinyFeatures(),
+        device="cpu",
+    )
     first = evaluate_run(tiny_run, options)
     [stats] = (genbatch_home / "eval-reference").glob("*.npz")
     made = stats.stat().st_mtime_ns
@@ -182,13 +219,21 @@ def test_a_rerun_gives_the_same_numbers_and_computes_nothing(tiny_run: Path, tin
     # the same statistics saved as a .npz of mu and sigma give the same FID
     with np.load(stats) as data:
         np.savez(tmp_path / "reference.npz", mu=data["mu"], sigma=data["sigma"])
-    from_npz = evaluate_run(tiny_run, EvalOptions(metrics=("fid",), reference=str(tmp_path / "reference.npz"),
-                                                  feature_network=TinyFeatures(), device="cpu"))
+    from_npz = evaluate_run(
+        tiny_run,
+        EvalOptions(
+            metrics=("fid",), reference=str(tmp_path / "reference.npz"), feature_network=TinyFeatures(), device="cpu"
+        ),
+    )
     assert from_npz.report["groups"][0]["fid"] == pytest.approx(first.report["groups"][0]["fid"], rel=1e-9)
     np.savez(tmp_path / "other.npz", mu=np.zeros(4), sigma=np.eye(4))
     with pytest.raises(GenbatchError, match="do not fit the feature network's 16 features"):
-        evaluate_run(tiny_run, EvalOptions(metrics=("fid",), reference=str(tmp_path / "other.npz"),
-                                           feature_network=TinyFeatures(), device="cpu"))
+        evaluate_run(
+            tiny_run,
+            EvalOptions(
+                metrics=("fid",), reference=str(tmp_path / "other.npz"), feature_network=TinyFeatures(), device="cpu"
+            ),
+        )
     # another feature network is another cache: everything is computed again
     other = TinyFeatures()
     torch.nn.init.normal_(other.head.weight)
@@ -224,11 +269,13 @@ def test_only_new_images_are_computed_after_adding_images(tmp_path: Path, tiny_m
 def test_groups_by_manifest_column_and_steps(tmp_path: Path, tiny_model: Path, tiny_clip: Path):
     out = tmp_path / "out"
     manifest = tmp_path / "prompts.csv"
-    manifest.write_text("prompt,set,steps\na red fox,animals,1\na grey wolf,animals,2\na lighthouse,places,2\n",
-                        encoding="utf-8")
+    manifest.write_text(
+        "prompt,set,steps\na red fox,animals,1\na grey wolf,animals,2\na lighthouse,places,2\n", encoding="utf-8"
+    )
     assert genbatch("run", manifest, "--out", out, "--model", "tiny-random", "--quiet").exit_code == 0
-    result = genbatch("eval", out, "--metrics", "clip", "--clip-model", tiny_clip, "--by", "set", "--by", "steps",
-                      "--json")
+    result = genbatch(
+        "eval", out, "--metrics", "clip", "--clip-model", tiny_clip, "--by", "set", "--by", "steps", "--json"
+    )
     assert result.exit_code == 0, result.output
     groups = {tuple(g["group"].values()): g["images"] for g in json.loads(result.stdout)["groups"]}
     assert groups == {("animals", 1): 1, ("animals", 2): 1, ("places", 2): 1}
@@ -236,8 +283,13 @@ def test_groups_by_manifest_column_and_steps(tmp_path: Path, tiny_model: Path, t
     assert bad.exit_code == 2 and "--by 'colour'" in bad.stderr and "set" in bad.stderr
 
 
-SHAPE_PROMPTS = ["a large red circle on a blue background", "a red circle left of a blue square on a white background",
-                 "two blue circles on a yellow background", "a green triangle", "a photo of a cat"]
+SHAPE_PROMPTS = [
+    "a large red circle on a blue background",
+    "a red circle left of a blue square on a white background",
+    "two blue circles on a yellow background",
+    "a green triangle",
+    "a photo of a cat",
+]
 
 
 def test_the_shapes_judge_through_genbatch_eval(tmp_path: Path):
@@ -269,8 +321,9 @@ def test_the_shapes_judge_through_genbatch_eval(tmp_path: Path):
     assert default.exit_code == 0 and json.loads(default.stdout)["groups"] == report["groups"]
 
 
-def test_clear_errors_for_empty_runs_bad_options_and_missing_weights(tmp_path: Path, tiny_run: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch):
+def test_clear_errors_for_empty_runs_bad_options_and_missing_weights(
+    tmp_path: Path, tiny_run: Path, monkeypatch: pytest.MonkeyPatch
+):
     def fails(*args: str | Path) -> str:
         result = genbatch("eval", *args)
         assert result.exit_code == 2, (args, result.output)

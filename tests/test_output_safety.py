@@ -195,3 +195,11 @@ def test_a_second_run_is_told_the_folder_is_locked_before_loading_anything(tmp_p
     assert second.returncode == 2 and "another genbatch run" in stderr
     # The lock comes before torch is imported (seconds); the CLI's own start-up is what remains.
     assert "torch" not in stderr and took < 10
+
+
+def test_a_template_with_sub_folders_writes_inside_them(tmp_path, manifest):
+    out = tmp_path / "out"
+    result = genbatch("run", manifest, "--out", out, "--name-template", "{k}/sub/{index:03d}.png", *FAST)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.relative_to(out).as_posix() for p in images(out)) == [f"0/sub/{i:03d}.png" for i in range(6)]
+    assert_consistent(out)

@@ -2,5 +2,12 @@
 ``genbatch eval --metrics shapes`` uses the same code as training and its tests."""
 
 from genbatch.evaluate.shapes_judge import (  # noqa: F401
-    CATEGORIES, MIN_AREA, Blob, analyse, classify_shape, palette_labels, score, summarize,
+    CATEGORIES,
+    MIN_AREA,
+    Blob,
+    analyse,
+    classify_shape,
+    palette_labels,
+    score,
+    summarize,
 )

@@ -37,8 +37,22 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from genbatch.evaluate.shapes_scene import (  # noqa: F401  (the grammar and drawing the judge shares)
-    BORDER, COLORS, IMAGE_SIZE, NUMBERS, PALETTE, PLAIN_BACKGROUND, PLURALS, RELATION_WORDS, RELATIONS, SHAPES,
-    SIZE_WORDS, SIZES, draw_shape, parse_caption, shape_mask, shape_polygon,
+    BORDER,
+    COLORS,
+    IMAGE_SIZE,
+    NUMBERS,
+    PALETTE,
+    PLAIN_BACKGROUND,
+    PLURALS,
+    RELATION_WORDS,
+    RELATIONS,
+    SHAPES,
+    SIZE_WORDS,
+    SIZES,
+    draw_shape,
+    parse_caption,
+    shape_mask,
+    shape_polygon,
 )
 
 KINDS = ("single", "relation", "count")
@@ -48,6 +62,7 @@ SAY_BACKGROUND_HELDOUT = 0.8  # held-out captions name the background this often
 
 
 # --------------------------------------------------------------------------- grammar
+
 
 def vocabulary() -> list[str]:
     """Every word a caption can contain, in a fixed order."""
@@ -106,6 +121,7 @@ def caption(spec: dict, rng: random.Random | None = None) -> str:
 
 # --------------------------------------------------------------------------- scenes
 
+
 def place(rng: random.Random, side: int) -> tuple[int, int]:
     """A random top-left corner for a box of this side, clear of the border."""
     hi = IMAGE_SIZE - BORDER - side
@@ -143,8 +159,7 @@ def _relation_boxes(rng: random.Random, sizes: list[str], rel: str) -> list[list
         # in the other half: where each goes is then said by the caption, not worked
         # out from where the other happened to land
         first, second = (_along_across(rel, x - mid, y - mid)[0] for x, y in ((ax, ay), (bx, by)))
-        if (along >= 12 and abs(across) <= 0.6 * along and first < 0 < second
-                and _apart(*boxes)):
+        if along >= 12 and abs(across) <= 0.6 * along and first < 0 < second and _apart(*boxes):
             return boxes
 
 
@@ -154,8 +169,9 @@ def _count_boxes(rng: random.Random, size: str, n: int) -> list[list[int]]:
     band = IMAGE_SIZE / n
     while True:
         boxes = [[*place(rng, s := _jitter(rng, size)), s] for _ in range(n)]
-        if (all(i * band <= centre(b)[0] < (i + 1) * band for i, b in enumerate(boxes))
-                and all(_apart(boxes[i], boxes[j]) for i in range(n) for j in range(i + 1, n))):
+        if all(i * band <= centre(b)[0] < (i + 1) * band for i, b in enumerate(boxes)) and all(
+            _apart(boxes[i], boxes[j]) for i in range(n) for j in range(i + 1, n)
+        ):
             return boxes
 
 
@@ -175,12 +191,17 @@ def resample_layout(spec: dict, rng: random.Random) -> dict:
     return new
 
 
-def single_spec(background: str, color: str, shape: str, size: str, box: list[int],
-                say_size: bool = True) -> dict:
+def single_spec(background: str, color: str, shape: str, size: str, box: list[int], say_size: bool = True) -> dict:
     """The spec of one object (box: [x, y, side]) on a background."""
     obj = {"color": color, "shape": shape, "size": size, "box": box}
-    return {"kind": "single", "background": background, "objects": [obj], "relation": None,
-            "count": None, "say_size": say_size}
+    return {
+        "kind": "single",
+        "background": background,
+        "objects": [obj],
+        "relation": None,
+        "count": None,
+        "say_size": say_size,
+    }
 
 
 def _random_spec(rng: random.Random) -> dict:
@@ -198,21 +219,26 @@ def _random_spec(rng: random.Random) -> dict:
         rel = rng.choice(RELATIONS)
         sizes = [rng.choice(("small", "medium")) for _ in range(2)]
         boxes = _relation_boxes(rng, sizes, rel)
-        objs = [{"color": c, "shape": rng.choice(SHAPES), "size": z, "box": b}
-                for c, z, b in zip((ca, cb), sizes, boxes)]
-        return {"kind": kind, "background": bg, "objects": objs, "relation": rel,
-                "count": None}
+        objs = [
+            {"color": c, "shape": rng.choice(SHAPES), "size": z, "box": b} for c, z, b in zip((ca, cb), sizes, boxes)
+        ]
+        return {"kind": kind, "background": bg, "objects": objs, "relation": rel, "count": None}
     n = rng.randint(1, 3)
     size = rng.choice(("small", "medium")) if n > 1 else rng.choice(list(SIZES))
     color, shape = rng.choice(fg), rng.choice(SHAPES)
     boxes = _count_boxes(rng, size, n)
     objs = [{"color": color, "shape": shape, "size": size, "box": b} for b in boxes]
-    return {"kind": kind, "background": bg, "objects": objs, "relation": None,
-            "count": n, "say_size": rng.random() < 0.7}
+    return {
+        "kind": kind,
+        "background": bg,
+        "objects": objs,
+        "relation": None,
+        "count": n,
+        "say_size": rng.random() < 0.7,
+    }
 
 
-def sample_scene(rng: random.Random, split: str = "train",
-                 say_background: float = 1.0) -> tuple[dict, str]:
+def sample_scene(rng: random.Random, split: str = "train", say_background: float = 1.0) -> tuple[dict, str]:
     """A random (spec, caption) whose semantic key belongs to `split` ("train"/"heldout").
 
     `say_background` is the share of captions that name the background (below 1.0
@@ -229,6 +255,7 @@ def sample_scene(rng: random.Random, split: str = "train",
 
 
 # --------------------------------------------------------------------------- drawing
+
 
 def render(spec: dict) -> np.ndarray:
     """The (64, 64, 3) uint8 image of a spec: flat colours, no anti-aliasing."""

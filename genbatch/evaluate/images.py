@@ -42,8 +42,10 @@ class EvalImage:
             with Image.open(self.path) as image:
                 return np.asarray(image.convert("RGB"))
         except (OSError, ValueError) as err:
-            raise GenbatchError(f"{self.path}: cannot read this image ({err}); regenerate it with "
-                                "`genbatch run ... --force` or delete it so the ledger no longer counts it") from None
+            raise GenbatchError(
+                f"{self.path}: cannot read this image ({err}); regenerate it with "
+                "`genbatch run ... --force` or delete it so the ledger no longer counts it"
+            ) from None
 
 
 def run_images(out: Path) -> list[EvalImage]:
@@ -54,10 +56,16 @@ def run_images(out: Path) -> list[EvalImage]:
     done = done_records(out)
     if not done:
         seen = sum(1 for _ in iter_records(out))
-        raise GenbatchError(f"{out}: no done images to evaluate (the ledger has {seen} records, "
-                            "none done with its image on disk); run `genbatch run` first")
-    return [EvalImage(key=key, path=out / r["file"], file=r["file"], prompt=str(r.get("prompt", "")),
-                      seed=r.get("seed"), record=r) for key, r in done.items()]
+        raise GenbatchError(
+            f"{out}: no done images to evaluate (the ledger has {seen} records, "
+            "none done with its image on disk); run `genbatch run` first"
+        )
+    return [
+        EvalImage(
+            key=key, path=out / r["file"], file=r["file"], prompt=str(r.get("prompt", "")), seed=r.get("seed"), record=r
+        )
+        for key, r in done.items()
+    ]
 
 
 def group_value(record: dict[str, Any], name: str) -> Any:
@@ -72,8 +80,10 @@ def group_images(images: list[EvalImage], by: list[str]) -> list[tuple[dict[str,
     for name in by:
         if name not in RECORD_FIELDS and not any(name in (i.record.get("fields") or {}) for i in images):
             columns = sorted({c for i in images for c in (i.record.get("fields") or {})})
-            raise GenbatchError(f"--by {name!r}: no done image has this field; use one of "
-                                f"{', '.join(RECORD_FIELDS)} or a manifest column ({', '.join(columns) or 'none'})")
+            raise GenbatchError(
+                f"--by {name!r}: no done image has this field; use one of "
+                f"{', '.join(RECORD_FIELDS)} or a manifest column ({', '.join(columns) or 'none'})"
+            )
     groups: dict[tuple, tuple[dict[str, Any], list[EvalImage]]] = {}
     for image in images:
         values = {name: group_value(image.record, name) for name in by}

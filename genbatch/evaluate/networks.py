@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -23,8 +24,9 @@ from .images import EvalImage
 
 # torch-fidelity's Inception (the TensorFlow FID network, converted); pytorch-fid names the same file pt_inception-...
 INCEPTION_FILES = ("weights-inception-2015-12-05-6726825d.pth", "pt_inception-2015-12-05-6726825d.pth")
-INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
-                 "weights-inception-2015-12-05-6726825d.pth")
+INCEPTION_URL = (
+    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+)
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 PIXEL_SIZE = 64  # pixel-space diversity compares images at 64x64
 SHAPES_COLUMNS = ("parsed", *shapes_judge.CATEGORIES)
@@ -103,7 +105,8 @@ def find_inception_weights(path: str | Path | None) -> Path:
         "the Inception network (FID, IS, feature-space diversity) needs its weights, and genbatch downloads "
         "nothing while it runs: on a machine with "
         f"network access download {INCEPTION_URL} (91 MB) and put it in {checkpoints}/ "
-        "or pass it with --inception-weights FILE")
+        "or pass it with --inception-weights FILE"
+    )
 
 
 def inception_extractor(weights: Path, device: str) -> Extractor:
@@ -112,16 +115,21 @@ def inception_extractor(weights: Path, device: str) -> Extractor:
     try:
         from torch_fidelity import FeatureExtractorInceptionV3
     except Exception as err:  # not installed, or a torchvision build that does not match torch
-        raise GenbatchError(f"FID and IS use torch-fidelity's Inception network, which does not import here "
-                            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-                            "install it with pip install 'genbatch[eval]' (it needs the torchvision build "
-                            "that matches your torch)") from None
+        raise GenbatchError(
+            f"FID and IS use torch-fidelity's Inception network, which does not import here "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+            "install it with pip install 'genbatch[eval]' (it needs the torchvision build "
+            "that matches your torch)"
+        ) from None
     try:
-        network = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
-                                              feature_extractor_weights_path=str(weights))
+        network = FeatureExtractorInceptionV3(
+            "inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=str(weights)
+        )
     except Exception as err:
-        raise GenbatchError(f"{weights}: not the Inception weights torch-fidelity reads "
-                            f"({type(err).__name__}); download {INCEPTION_URL}") from None
+        raise GenbatchError(
+            f"{weights}: not the Inception weights torch-fidelity reads "
+            f"({type(err).__name__}); download {INCEPTION_URL}"
+        ) from None
     return feature_extractor(network, device, name="inception-2015-12-05", info={"weights": str(weights)})
 
 
@@ -134,8 +142,10 @@ def find_clip(spec: str | None) -> Path:
     path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise GenbatchError(f"--clip-model {spec}: no config.json in this folder; give a saved CLIP model "
-                                "(CLIPModel and CLIPProcessor save_pretrained)")
+            raise GenbatchError(
+                f"--clip-model {spec}: no config.json in this folder; give a saved CLIP model "
+                "(CLIPModel and CLIPProcessor save_pretrained)"
+            )
         return path
     if spec.startswith((".", "/", "~")) or spec.count("/") != 1:
         raise GenbatchError(f"--clip-model {spec}: no such folder, and not a Hugging Face id like {DEFAULT_CLIP}")
@@ -147,7 +157,8 @@ def find_clip(spec: str | None) -> Path:
         raise GenbatchError(
             f"CLIP score needs the CLIP model {spec!r}, which is not in the local Hugging Face cache, and genbatch "
             f"downloads nothing while it runs: on a machine with network access run `huggingface-cli download {spec}` "
-            "(or copy its HF_HOME cache here), or pass a local folder with --clip-model") from None
+            "(or copy its HF_HOME cache here), or pass a local folder with --clip-model"
+        ) from None
 
 
 def clip_extractor(folder: Path, device: str) -> Extractor:
@@ -164,8 +175,10 @@ def clip_extractor(folder: Path, device: str) -> Extractor:
         model = CLIPModel.from_pretrained(folder, local_files_only=True).to(device).eval()
         processor = CLIPProcessor.from_pretrained(folder, local_files_only=True)
     except Exception as err:
-        raise GenbatchError(f"--clip-model {folder}: not a CLIP model with its processor "
-                            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+        raise GenbatchError(
+            f"--clip-model {folder}: not a CLIP model with its processor "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        ) from None
     finally:
         hf_logging.set_verbosity(verbosity)
     max_tokens = model.config.text_config.max_position_embeddings
@@ -176,19 +189,33 @@ def clip_extractor(folder: Path, device: str) -> Extractor:
 
     def compute(images: list[np.ndarray], items: list[EvalImage]) -> np.ndarray:
         with torch.no_grad():
-            pixels = processor(images=[torch.from_numpy(np.array(i)).permute(2, 0, 1) for i in images],
-                               return_tensors="pt")
+            pixels = processor(
+                images=[torch.from_numpy(np.array(i)).permute(2, 0, 1) for i in images], return_tensors="pt"
+            )
             image_emb = embed(model.get_image_features(pixel_values=pixels["pixel_values"].to(device)))
-            text = processor(text=[i.prompt for i in items], return_tensors="pt", padding=True, truncation=True,
-                             max_length=max_tokens)
-            text_emb = embed(model.get_text_features(input_ids=text["input_ids"].to(device),
-                                                     attention_mask=text["attention_mask"].to(device)))
+            text = processor(
+                text=[i.prompt for i in items],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=max_tokens,
+            )
+            text_emb = embed(
+                model.get_text_features(
+                    input_ids=text["input_ids"].to(device), attention_mask=text["attention_mask"].to(device)
+                )
+            )
         scores = 100 * (image_emb * text_emb).sum(-1, keepdim=True)
         return torch.cat([scores, image_emb], dim=1).float().cpu().numpy()
 
     fingerprint = module_fingerprint(model)
-    return Extractor("clip", fingerprint, compute, {"name": str(folder), "fingerprint": fingerprint},
-                     (1, int(model.config.projection_dim)))
+    return Extractor(
+        "clip",
+        fingerprint,
+        compute,
+        {"name": str(folder), "fingerprint": fingerprint},
+        (1, int(model.config.projection_dim)),
+    )
 
 
 # --------------------------------------------------------------------------- weight-free ones
@@ -199,8 +226,9 @@ def pixel_extractor() -> Extractor:
     from PIL import Image
 
     def compute(images: list[np.ndarray], _: list[EvalImage]) -> np.ndarray:
-        small = [np.asarray(Image.fromarray(i).resize((PIXEL_SIZE, PIXEL_SIZE), Image.Resampling.BILINEAR))
-                 for i in images]
+        small = [
+            np.asarray(Image.fromarray(i).resize((PIXEL_SIZE, PIXEL_SIZE), Image.Resampling.BILINEAR)) for i in images
+        ]
         return np.stack(small).reshape(len(images), -1).astype(np.uint8)
 
     return Extractor("pixels", f"{PIXEL_SIZE}px-bilinear", compute, {"name": f"pixels at {PIXEL_SIZE}x{PIXEL_SIZE}"})
@@ -217,7 +245,7 @@ def shapes_extractor() -> Extractor:
             result = shapes_judge.judge(image, item.prompt)
             row[0] = result is not None
             if result is not None:
-                row[1:] = [np.nan if result[c] is None else float(result[c]) for c in shapes_judge.CATEGORIES]
+                row[1:] = [np.nan if (v := result[c]) is None else float(v) for c in shapes_judge.CATEGORIES]
         return rows
 
     return Extractor("shapes-judge", fingerprint, compute, {"name": "shapes judge", "fingerprint": fingerprint})

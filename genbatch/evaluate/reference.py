@@ -26,8 +26,13 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
 def reference_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
 
 
 def folder_fingerprint(folder: Path, files: list[Path], network: str) -> str:
@@ -44,8 +49,9 @@ def check_reference(spec: str | Path) -> Path:
     if path.is_file() and path.suffix.lower() != ".npz":
         raise GenbatchError(f"--reference {spec}: expected a folder of real images or a .npz with mu and sigma")
     if not path.exists():
-        raise GenbatchError(f"--reference {spec}: no such file or folder; give a folder of real images or a .npz "
-                            "with mu and sigma")
+        raise GenbatchError(
+            f"--reference {spec}: no such file or folder; give a folder of real images or a .npz with mu and sigma"
+        )
     return path
 
 
@@ -63,22 +69,31 @@ def reference_stats(spec: str | Path, extractor: Extractor, *, batch_size: int =
         except (OSError, ValueError) as err:
             raise GenbatchError(f"--reference {spec}: not a readable .npz ({err})") from None
         if mu.shape != (pool,) or sigma.shape != (pool, pool):
-            raise GenbatchError(f"--reference {spec}: mu {mu.shape} and sigma {sigma.shape} do not fit the feature "
-                                f"network's {pool} features ({extractor.name}); make them with the same network")
+            raise GenbatchError(
+                f"--reference {spec}: mu {mu.shape} and sigma {sigma.shape} do not fit the feature "
+                f"network's {pool} features ({extractor.name}); make them with the same network"
+            )
         return {"mu": mu, "sigma": sigma, "images": count, "source": str(path), "cache": None}
     files = reference_images(path)
     if len(files) < 2:
-        raise GenbatchError(f"--reference {spec}: {len(files)} images ({', '.join(IMAGE_SUFFIXES)}); FID needs "
-                            "at least 2 (published figures use 10,000 to 50,000)")
+        raise GenbatchError(
+            f"--reference {spec}: {len(files)} images ({', '.join(IMAGE_SUFFIXES)}); FID needs "
+            "at least 2 (published figures use 10,000 to 50,000)"
+        )
     cache = genbatch_home() / "eval-reference" / f"{folder_fingerprint(path, files, extractor.fingerprint)}.npz"
     if cache.is_file():
         with np.load(cache) as data:
-            return {"mu": data["mu"], "sigma": data["sigma"], "images": int(data["n"]), "source": str(path),
-                    "cache": str(cache)}
+            return {
+                "mu": data["mu"],
+                "sigma": data["sigma"],
+                "images": int(data["n"]),
+                "source": str(path),
+                "cache": str(cache),
+            }
     features = []
     for start in range(0, len(files), batch_size):
         images = []
-        for file in files[start:start + batch_size]:
+        for file in files[start : start + batch_size]:
             try:
                 with Image.open(file) as image:
                     images.append(np.asarray(image.convert("RGB")))

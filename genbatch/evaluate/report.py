@@ -49,16 +49,35 @@ def report_section(out: Path) -> dict[str, Any] | None:
         return None
     groups = report["groups"]
     columns = _columns(groups)
-    rows = [{"group": g["group"], "label": ", ".join(f"{k}={v}" for k, v in g["group"].items()) or "all",
-             "cells": {c: _cell(g, c) for c, _ in columns}} for g in groups]
+    rows = [
+        {
+            "group": g["group"],
+            "label": ", ".join(f"{k}={v}" for k, v in g["group"].items()) or "all",
+            "cells": {c: _cell(g, c) for c, _ in columns},
+        }
+        for g in groups
+    ]
     images = report.get("images", [])
     base = ("key", "file", "prompt", "seed", "group")
-    clip = sorted(({**{k: i.get(k) for k in base}, "clip": i["clip"]} for i in images if i.get("clip") is not None),
-                  key=lambda i: i["clip"])
-    shapes = [{**{k: i.get(k) for k in base}, "failed": [c for c, ok in i["shapes"].items() if ok is False]}
-              for i in images if i.get("shapes")]
+    clip = sorted(
+        ({**{k: i.get(k) for k in base}, "clip": i["clip"]} for i in images if i.get("clip") is not None),
+        key=lambda i: i["clip"],
+    )
+    shapes = [
+        {**{k: i.get(k) for k in base}, "failed": [c for c, ok in i["shapes"].items() if ok is False]}
+        for i in images
+        if i.get("shapes")
+    ]
     shapes.sort(key=lambda i: -len(i["failed"]))
-    return {"created_at": report.get("created_at"), "metrics": report.get("metrics", []), "by": report.get("by", []),
-            "columns": [{"id": c, "label": label} for c, label in columns], "rows": rows, "clip": clip,
-            "shapes": shapes, "reference": report.get("reference"), "networks": report.get("networks", {}),
-            "notes": report.get("notes", [])}
+    return {
+        "created_at": report.get("created_at"),
+        "metrics": report.get("metrics", []),
+        "by": report.get("by", []),
+        "columns": [{"id": c, "label": label} for c, label in columns],
+        "rows": rows,
+        "clip": clip,
+        "shapes": shapes,
+        "reference": report.get("reference"),
+        "networks": report.get("networks", {}),
+        "notes": report.get("notes", []),
+    }

@@ -49,8 +49,10 @@ def parse_metrics(text: str) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))
     unknown = [n for n in names if n not in m.NAMES]
     if unknown or not names:
-        raise GenbatchError(f"--metrics {text!r}: unknown metric {', '.join(unknown) or '(none given)'}; "
-                            f"expected a comma-separated list of {', '.join(m.NAMES)}")
+        raise GenbatchError(
+            f"--metrics {text!r}: unknown metric {', '.join(unknown) or '(none given)'}; "
+            f"expected a comma-separated list of {', '.join(m.NAMES)}"
+        )
     return names
 
 
@@ -71,13 +73,14 @@ def _device(device: str) -> str:
 
 def _load_extractors(options: EvalOptions, device: str) -> tuple[dict[str, nw.Extractor], list[str]]:
     """The extractors the metrics need, checking every weight file before loading any."""
-    wanted, notes = set(options.metrics), []
+    wanted, notes = set(options.metrics or ()), []
     extractors: dict[str, nw.Extractor] = {}
     features_needed = bool(wanted & {"fid", "is"})
-    if "fid" in wanted and not options.reference:
-        raise GenbatchError("--metrics fid needs --reference: a folder of real images, or a .npz of their "
-                            "statistics (mu, sigma)")
     if "fid" in wanted:
+        if options.reference is None:
+            raise GenbatchError(
+                "--metrics fid needs --reference: a folder of real images, or a .npz of their statistics (mu, sigma)"
+            )
         check_reference(options.reference)
     inception = clip = None
     if features_needed and options.feature_network is None:
@@ -90,8 +93,9 @@ def _load_extractors(options: EvalOptions, device: str) -> tuple[dict[str, nw.Ex
         extractors["features"] = nw.inception_extractor(inception, device)
     elif "diversity" in wanted:
         try:  # feature-space diversity when the Inception network is at hand; pixels always
-            extractors["features"] = nw.inception_extractor(nw.find_inception_weights(options.inception_weights),
-                                                            device)
+            extractors["features"] = nw.inception_extractor(
+                nw.find_inception_weights(options.inception_weights), device
+            )
         except GenbatchError as err:
             notes.append(f"diversity in pixel space only, with no feature network: {err}")
     if clip is not None:
@@ -103,8 +107,9 @@ def _load_extractors(options: EvalOptions, device: str) -> tuple[dict[str, nw.Ex
     return extractors, notes
 
 
-def _fill(out: Path, extractors: dict[str, nw.Extractor], images: list[EvalImage],
-          options: EvalOptions) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+def _fill(
+    out: Path, extractors: dict[str, nw.Extractor], images: list[EvalImage], options: EvalOptions
+) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """Every image's row from every extractor, computing (in batches, each image decoded
     once) only what the caches lack."""
     caches = {name: FeatureCache(out, cache_folder(out, e.name, e.fingerprint)) for name, e in extractors.items()}
@@ -114,13 +119,14 @@ def _fill(out: Path, extractors: dict[str, nw.Extractor], images: list[EvalImage
     unsaved = 0
     try:
         for start in range(0, len(missing), options.batch_size):
-            batch = missing[start:start + options.batch_size]
+            batch = missing[start : start + options.batch_size]
             decoded = {i.cache_id: i.pixels() for i in batch}
             for name, extractor in extractors.items():
                 todo = [i for i in batch if i.cache_id not in caches[name]]
                 if todo:
-                    caches[name].add([i.cache_id for i in todo],
-                                      extractor.compute([decoded[i.cache_id] for i in todo], todo))
+                    caches[name].add(
+                        [i.cache_id for i in todo], extractor.compute([decoded[i.cache_id] for i in todo], todo)
+                    )
                     computed[extractor.name] += len(todo)
             unsaved += len(batch)
             if unsaved >= FLUSH_EVERY:
@@ -135,14 +141,19 @@ def _fill(out: Path, extractors: dict[str, nw.Extractor], images: list[EvalImage
     return {name: cache.get([i.cache_id for i in images]) for name, cache in caches.items()}, computed
 
 
-def _group_metrics(options: EvalOptions, rows: dict[str, np.ndarray], extractors: dict[str, nw.Extractor],
-                   images: list[EvalImage], reference: dict | None) -> dict[str, Any]:
-    wanted = options.metrics
+def _group_metrics(
+    options: EvalOptions,
+    rows: dict[str, np.ndarray],
+    extractors: dict[str, nw.Extractor],
+    images: list[EvalImage],
+    reference: dict | None,
+) -> dict[str, Any]:
+    wanted = options.metrics or ()
     result: dict[str, Any] = {"images": len(images)}
     features = extractors.get("features")
     if features is not None:
-        pool, logits = rows["features"][:, :features.dims[0]], rows["features"][:, features.dims[0]:]
-    if "fid" in wanted:
+        pool, logits = rows["features"][:, : features.dims[0]], rows["features"][:, features.dims[0] :]
+    if "fid" in wanted and reference is not None:
         result["fid"] = m.fid(pool, reference["mu"], reference["sigma"]) if len(images) >= 2 else None
     if "is" in wanted:
         if logits.shape[1] == 0:
@@ -162,14 +173,22 @@ def _group_metrics(options: EvalOptions, rows: dict[str, np.ndarray], extractors
 
 
 def _per_image(image: EvalImage, values: dict[str, np.ndarray], group: dict[str, Any]) -> dict[str, Any]:
-    entry: dict[str, Any] = {"key": image.key, "file": image.file, "prompt": image.prompt, "seed": image.seed,
-                             "group": group}
+    entry: dict[str, Any] = {
+        "key": image.key,
+        "file": image.file,
+        "prompt": image.prompt,
+        "seed": image.seed,
+        "group": group,
+    }
     if "clip" in values:
         entry["clip"] = max(float(values["clip"][0]), 0.0)
     if "shapes" in values:
         row = values["shapes"]
-        entry["shapes"] = None if row[0] != 1 else {
-            c: (None if np.isnan(v) else bool(v)) for c, v in zip(nw.shapes_judge.CATEGORIES, row[1:])}
+        entry["shapes"] = (
+            None
+            if row[0] != 1
+            else {c: (None if np.isnan(v) else bool(v)) for c, v in zip(nw.shapes_judge.CATEGORIES, row[1:])}
+        )
     return entry
 
 
@@ -180,13 +199,13 @@ def evaluate_run(out: Path, options: EvalOptions) -> EvalResult:
     root = out.resolve()  # where the cache and eval.json are written (safe_write checks they stay inside)
     nw.offline()
     images = run_images(out)
-    if options.metrics is None:
-        options = replace(options, metrics=default_metrics(images))
+    metrics = options.metrics or default_metrics(images)
+    options = replace(options, metrics=metrics)
     groups = group_images(images, list(options.by))
     device = _device(options.device)
     extractors, notes = _load_extractors(options, device)
     reference = None
-    if "fid" in options.metrics:
+    if options.reference is not None and "fid" in metrics:
         reference = reference_stats(options.reference, extractors["features"], batch_size=options.batch_size)
 
     rows, computed = _fill(root, extractors, images, options)
@@ -203,7 +222,7 @@ def evaluate_run(out: Path, options: EvalOptions) -> EvalResult:
         "version": 1,
         "out": str(out),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "metrics": list(options.metrics),
+        "metrics": list(metrics),
         "by": list(options.by),
         "device": device,
         "networks": {name: e.info for name, e in extractors.items()},
@@ -215,8 +234,9 @@ def evaluate_run(out: Path, options: EvalOptions) -> EvalResult:
         "seconds": round(time.perf_counter() - started, 2),
     }
     path = root / EVAL_NAME
-    write_atomic(path, (json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n").encode("utf-8"),
-                 root=root)
+    write_atomic(
+        path, (json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n").encode("utf-8"), root=root
+    )
     return EvalResult(path, report, computed)
 
 
@@ -235,20 +255,33 @@ def format_table(report: dict[str, Any]) -> str:
         name = ", ".join(f"{k}={v}" for k, v in group["group"].items()) or "all"
         lines.append(f"{name} ({group['images']} images)")
         if "fid" in group:
-            lines.append("  FID         " + ("n/a: fewer than 2 images" if group["fid"] is None else f"{group['fid']:.2f}"))
+            lines.append(
+                "  FID         " + ("n/a: fewer than 2 images" if group["fid"] is None else f"{group['fid']:.2f}")
+            )
         if "is" in group:
-            lines.append(f"  IS          {group['is']['mean']:.2f} ± {group['is']['std']:.2f} ({group['is']['splits']} splits)")
+            lines.append(
+                f"  IS          {group['is']['mean']:.2f} ± {group['is']['std']:.2f} ({group['is']['splits']} splits)"
+            )
         if "clip" in group:
             lines.append(f"  CLIP score  {group['clip']:.2f}")
         if "diversity" in group:
-            cells = [f"{space} " + ("n/a: no prompt has 2+ images" if d["value"] is None
-                                    else f"{d['value']:.4f} over {d['prompts']} prompts")
-                     for space, d in group["diversity"].items()]
+            cells = [
+                f"{space} "
+                + (
+                    "n/a: no prompt has 2+ images"
+                    if d["value"] is None
+                    else f"{d['value']:.4f} over {d['prompts']} prompts"
+                )
+                for space, d in group["diversity"].items()
+            ]
             lines.append("  diversity   " + "; ".join(cells))
         if "shapes" in group:
             s = group["shapes"]
-            cells = [f"{c} {s[c]['accuracy'] * 100:.1f}% ({s[c]['n']})"
-                     for c in (*nw.shapes_judge.CATEGORIES, "all") if s[c]["n"]]
+            cells = [
+                f"{c} {s[c]['accuracy'] * 100:.1f}% ({s[c]['n']})"
+                for c in (*nw.shapes_judge.CATEGORIES, "all")
+                if s[c]["n"]
+            ]
             lines.append("  shapes      " + "  ".join(cells))
             if s["unparsed"]:
                 lines.append(f"              {s['unparsed']} prompts not in the shapes grammar, not judged")

@@ -39,8 +39,7 @@ COLORS: dict[str, tuple[int, int, int]] = {
 PLAIN_BACKGROUND = "grey"
 PALETTE = {**COLORS, PLAIN_BACKGROUND: (128, 128, 128)}  # every colour a scene can hold
 SHAPES = ("circle", "square", "triangle", "diamond", "cross")
-PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles",
-           "diamond": "diamonds", "cross": "crosses"}
+PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles", "diamond": "diamonds", "cross": "crosses"}
 SIZES: dict[str, int] = {"small": 14, "medium": 22, "large": 32}  # side of the box, px
 SIZE_WORDS = {"small": ("small", "little"), "medium": ("medium",), "large": ("large", "big")}
 RELATIONS = ("left", "right", "above", "below")
@@ -80,8 +79,14 @@ def parse_caption(text: str) -> dict | None:
         o = noun_phrase(body[1:])
         if o is None:
             return None
-        return {"kind": "count", "background": background, "objects": [o],
-                "relation": None, "count": number_of[body[0]], "say_background": said}
+        return {
+            "kind": "count",
+            "background": background,
+            "objects": [o],
+            "relation": None,
+            "count": number_of[body[0]],
+            "say_background": said,
+        }
     if not body or body[0] != "a":
         return None
     body = body[1:]
@@ -89,17 +94,29 @@ def parse_caption(text: str) -> dict | None:
     for phrase, rel in sorted(phrases.items(), key=lambda kv: -len(kv[0])):
         p = phrase.split()
         for i in range(len(body) - len(p) + 1):
-            if body[i:i + len(p)] == p and i + len(p) < len(body) and body[i + len(p)] == "a":
+            if body[i : i + len(p)] == p and i + len(p) < len(body) and body[i + len(p)] == "a":
                 a = noun_phrase(body[:i])
-                b = noun_phrase(body[i + len(p) + 1:])
+                b = noun_phrase(body[i + len(p) + 1 :])
                 if a and b:
-                    return {"kind": "relation", "background": background, "objects": [a, b],
-                            "relation": rel, "count": None, "say_background": said}
+                    return {
+                        "kind": "relation",
+                        "background": background,
+                        "objects": [a, b],
+                        "relation": rel,
+                        "count": None,
+                        "say_background": said,
+                    }
     o = noun_phrase(body)
     if o is None:
         return None
-    return {"kind": "single", "background": background, "objects": [o],
-            "relation": None, "count": None, "say_background": said}
+    return {
+        "kind": "single",
+        "background": background,
+        "objects": [o],
+        "relation": None,
+        "count": None,
+        "say_background": said,
+    }
 
 
 def shape_polygon(shape: str, x: float, y: float, w: float, h: float) -> list[tuple] | None:
@@ -117,8 +134,7 @@ def shape_polygon(shape: str, x: float, y: float, w: float, h: float) -> list[tu
     if shape == "cross":
         a, b = x + w / 3, x + 2 * w / 3 - 1
         c, d = y + h / 3, y + 2 * h / 3 - 1
-        return [(a, y), (b, y), (b, c), (x1, c), (x1, d), (b, d), (b, y1), (a, y1),
-                (a, d), (x, d), (x, c), (a, c)]
+        return [(a, y), (b, y), (b, c), (x1, c), (x1, d), (b, d), (b, y1), (a, y1), (a, d), (x, d), (x, c), (a, c)]
     raise ValueError(f"unknown shape {shape!r}")
 
 
