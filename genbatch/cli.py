@@ -6,9 +6,8 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 import typer
 
@@ -101,30 +100,30 @@ def _column_map(columns: list[str], prompt_column: str | None) -> dict[str, str]
 def run(
     manifest: str = typer.Argument(..., help="Manifest file (.csv .tsv .jsonl .ndjson .txt .parquet), or - for stdin."),
     out: Path = typer.Option(Path("genbatch-out"), "--out", "-o", help="Output folder: images, ledger, reports."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Built-in name, diffusers folder, ONNX export, or hub id in the local cache. Default: the embedded model."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Built-in name, diffusers folder, ONNX export, or hub id in the local cache. Default: the embedded model."),
     backend: str = typer.Option("torch", help="torch (diffusers) or onnx (ONNX Runtime)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
     dtype: str = typer.Option("auto", help="auto, fp32, fp16 or bf16 (auto: fp16 on GPU, fp32 on CPU)."),
-    scheduler: str | None = typer.Option(None, help="A diffusers scheduler class name, e.g. EulerDiscreteScheduler."),
-    providers: str | None = typer.Option(None, help="ONNX Runtime execution providers, comma-separated (default: best available)."),
-    batch_size: str | None = typer.Option(None, "--batch-size", "-b", help="Images per batch, or auto (the largest that fits and is fastest per image; remembered). Default: auto on a GPU, 8 on a CPU."),
-    steps: int | None = typer.Option(None, min=1, help="Steps for rows without a steps column."),
-    guidance: float | None = typer.Option(None, min=0.0, help="Guidance scale for rows without one."),
-    width: int | None = typer.Option(None, min=8, help="Width for rows without one (multiple of 8)."),
-    height: int | None = typer.Option(None, min=8, help="Height for rows without one (multiple of 8)."),
+    scheduler: Optional[str] = typer.Option(None, help="A diffusers scheduler class name, e.g. EulerDiscreteScheduler."),
+    providers: Optional[str] = typer.Option(None, help="ONNX Runtime execution providers, comma-separated (default: best available)."),
+    batch_size: Optional[str] = typer.Option(None, "--batch-size", "-b", help="Images per batch, or auto (the largest that fits and is fastest per image; remembered). Default: auto on a GPU, 8 on a CPU."),
+    steps: Optional[int] = typer.Option(None, min=1, help="Steps for rows without a steps column."),
+    guidance: Optional[float] = typer.Option(None, min=0.0, help="Guidance scale for rows without one."),
+    width: Optional[int] = typer.Option(None, min=8, help="Width for rows without one (multiple of 8)."),
+    height: Optional[int] = typer.Option(None, min=8, help="Height for rows without one (multiple of 8)."),
     negative: str = typer.Option("", help="Negative prompt for rows without one."),
     num_images: int = typer.Option(1, "--num-images", "-n", min=1, help="Images per row for rows without num_images."),
     seed: int = typer.Option(0, min=0, help="Base seed from which rows without a seed derive theirs."),
     column: list[str] = typer.Option([], help="Read a field from another column: --column seed=evaluation_seed."),
-    prompt_column: str | None = typer.Option(None, help="The column that holds the prompt."),
+    prompt_column: Optional[str] = typer.Option(None, help="The column that holds the prompt."),
     set_: list[str] = typer.Option([], "--set", help="Force a value on every row: --set width=512."),
     format_: list[str] = typer.Option([], "--format", "-f", help="Image format png|webp|jpg, and/or manifest format csv|tsv|jsonl|txt|parquet."),
     quality: int = typer.Option(95, min=1, max=100, help="WebP/JPEG quality."),
     compress_level: int = typer.Option(6, min=0, max=9, help="PNG compression level (0 fastest, 9 smallest)."),
     name_template: str = typer.Option(DEFAULT_NAME_TEMPLATE, help="Output file name; fields: index, row, line, k, bucket (index // 1000), id, slug, prompt, seed, steps, guidance, width, height, model, key, ext, and any manifest column."),
-    workers: int | None = typer.Option(None, min=1, help="Image encoding threads (default: up to 4)."),
-    limit: int | None = typer.Option(None, min=0, help="Run at most N jobs of the plan."),
-    shard: str | None = typer.Option(None, help="Run shard I of N (1-based), e.g. --shard 2/4."),
+    workers: Optional[int] = typer.Option(None, min=1, help="Image encoding threads (default: up to 4)."),
+    limit: Optional[int] = typer.Option(None, min=0, help="Run at most N jobs of the plan."),
+    shard: Optional[str] = typer.Option(None, help="Run shard I of N (1-based), e.g. --shard 2/4."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; load no model, write nothing."),
     force: bool = typer.Option(False, help="Regenerate images that are already done."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Run the valid rows; list invalid ones in the report."),
@@ -240,9 +239,9 @@ def _print_plan(result: Any, as_json: bool) -> None:
 @user_errors
 def validate(
     manifest: str = typer.Argument(..., help="Manifest file, or - for stdin."),
-    format_: str | None = typer.Option(None, "--format", "-f", help=f"Manifest format: {', '.join(FORMATS)}."),
+    format_: Optional[str] = typer.Option(None, "--format", "-f", help=f"Manifest format: {', '.join(FORMATS)}."),
     column: list[str] = typer.Option([], help="Read a field from another column: --column seed=evaluation_seed."),
-    prompt_column: str | None = typer.Option(None, help="The column that holds the prompt."),
+    prompt_column: Optional[str] = typer.Option(None, help="The column that holds the prompt."),
     set_: list[str] = typer.Option([], "--set", help="Force a value on every row: --set width=512."),
     json_: bool = typer.Option(False, "--json", help="Print problems as JSON on stdout."),
 ) -> None:
@@ -304,8 +303,8 @@ def models(json_: bool = typer.Option(False, "--json", help="Print as JSON.")) -
 @user_errors
 def export(
     to: str = typer.Option(..., "--to", help="Export format: onnx."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Built-in name, diffusers folder, or hub id in the local cache. Default: the embedded model."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder. Default: exports/<model>-onnx."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Built-in name, diffusers folder, or hub id in the local cache. Default: the embedded model."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder. Default: exports/<model>-onnx."),
     opset: int = typer.Option(17, min=14, help="ONNX opset."),
     fp16: bool = typer.Option(False, "--fp16", help="Store weights in fp16 (for GPUs; inputs and outputs stay fp32)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder."),
@@ -379,11 +378,11 @@ def report(
 @user_errors
 def eval_(
     out: Path = typer.Argument(..., help="An output folder of genbatch run."),
-    metrics: str | None = typer.Option(None, "--metrics", help="Comma-separated: fid, is, clip, diversity, shapes. Default: shapes,diversity for a run of the shapes model, else clip,diversity."),
-    reference: str | None = typer.Option(None, "--reference", help="FID reference: a folder of real images, or a .npz with mu and sigma."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated: fid, is, clip, diversity, shapes. Default: shapes,diversity for a run of the shapes model, else clip,diversity."),
+    reference: Optional[str] = typer.Option(None, "--reference", help="FID reference: a folder of real images, or a .npz with mu and sigma."),
     by: list[str] = typer.Option(["model"], "--by", help="Group by a ledger field (model, steps, guidance_scale, ...) or a manifest column; repeat for several."),
-    clip_model: str | None = typer.Option(None, "--clip-model", help="CLIP folder, or hub id in the local cache. Default: openai/clip-vit-large-patch14."),
-    inception_weights: Path | None = typer.Option(None, "--inception-weights", help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth. Default: the torch hub cache."),
+    clip_model: Optional[str] = typer.Option(None, "--clip-model", help="CLIP folder, or hub id in the local cache. Default: openai/clip-vit-large-patch14."),
+    inception_weights: Optional[Path] = typer.Option(None, "--inception-weights", help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth. Default: the torch hub cache."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Images per batch."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
