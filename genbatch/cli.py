@@ -420,6 +420,9 @@ def eval_(
     except KeyboardInterrupt:
         _err("interrupted: what was computed is cached, and a rerun goes on from there")
         raise typer.Exit(EXIT_SIGINT) from None
+    from .report_html import write_html_report
+
+    write_html_report(out)  # with the evaluation section
     if json_:
         print(json.dumps(result.report, indent=2, ensure_ascii=False))
     else:
