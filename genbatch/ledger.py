@@ -52,18 +52,8 @@ def repair(out: Path) -> bool:
 def iter_records(out: Path) -> Iterator[dict[str, Any]]:
     """Every readable record in file order; a torn or hand-damaged line is passed over."""
     path = ledger_path(out)
-    if not path.exists():
-        return
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            if not line.endswith("\n"):
-                break  # torn last line
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and "key" in record:
-                yield record
+    if path.exists():
+        yield from (record for _, record in _records_with_offsets(path))
 
 
 def iter_current_records(out: Path) -> Iterator[dict[str, Any]]:
@@ -123,9 +113,7 @@ def current_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     latest: dict[object, dict[str, Any]] = {}
     owner: dict[str, object] = {}
     for record in records:
-        key = record.get("key")
-        if key is None:
-            key = ("row", record.get("manifest"), record.get("line"), record.get("row"))
+        key = _identity(record)
         latest[key] = record
         if record.get("status") == "done" and record.get("file"):
             owner[record["file"]] = key
