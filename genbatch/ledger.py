@@ -220,9 +220,7 @@ def current_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     latest: dict[object, dict[str, Any]] = {}
     owner: dict[str, object] = {}
     for record in records:
-        key = record.get("key")
-        if key is None:
-            key = ("row", record.get("manifest"), record.get("line"), record.get("row"))
+        key = _identity(record)
         latest[key] = record
         if record.get("status") == "done" and record.get("file"):
             owner[record["file"]] = key
