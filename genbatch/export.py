@@ -60,7 +60,7 @@ class VerificationError(GenbatchError):
 
     exit_code = 1
 
-    def __init__(self, message: str, result: "ExportResult"):
+    def __init__(self, message: str, result: ExportResult):
         super().__init__(message)
         self.result = result
 
@@ -303,8 +303,9 @@ def _wrappers(pipe: Any) -> dict[str, tuple[Any, tuple[Any, ...], list[str], lis
                                          torch.randn(2, length, context, generator=g),
                                          torch.randn(2, pooled, generator=g), torch.full((2, 6), 64.0)),
                      ["sample", "timestep", "encoder_hidden_states", "text_embeds", "time_ids"], ["out_sample"],
-                     {"sample": batch_hw, "timestep": {0: "batch"}, "encoder_hidden_states": {0: "batch", 1: "sequence"},
-                      "text_embeds": {0: "batch"}, "time_ids": {0: "batch"}, "out_sample": batch_hw}),
+                     {"sample": batch_hw, "timestep": {0: "batch"},
+                      "encoder_hidden_states": {0: "batch", 1: "sequence"}, "text_embeds": {0: "batch"},
+                      "time_ids": {0: "batch"}, "out_sample": batch_hw}),
             "vae_decoder": (VaeDecoder(pipe.vae), (torch.randn(1, vae.latent_channels, sample, sample, generator=g),),
                             ["latent_sample"], ["sample"], {"latent_sample": batch_hw, "sample": batch_hw}),
             "vae_encoder": (VaeEncoder(pipe.vae),

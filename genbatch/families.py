@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import ModelError, Problem
 
@@ -248,8 +249,8 @@ def plan_problems(jobs: Sequence[Any], manifest: str, columns: dict[str, str] | 
             problems.setdefault((line if given else str(model.path), column), Problem(manifest, line, column, why))
         if family and job.values.get("max_sequence_length") and not family.max_sequence_length:
             column = columns.get("max_sequence_length", "max_sequence_length")
-            problems.setdefault((line, column), Problem(manifest, line, column, (
-                f"{family.title} takes no max_sequence_length (SD3, Flux, PixArt and Sana do); remove it for this model")))
+            why = f"{family.title} takes no max_sequence_length (SD3, Flux, PixArt and Sana do); remove it here"
+            problems.setdefault((line, column), Problem(manifest, line, column, why))
     return list(problems.values())
 
 
@@ -300,7 +301,7 @@ def empty_negative_matters(path: Path, family: Family) -> bool:
     return False
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def pipeline_parameters(class_name: str) -> frozenset[str]:
     """The names a diffusers pipeline's ``__call__`` takes, read from its class (nothing loaded)."""
     import diffusers

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import json
 import string
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 # Every printable ASCII character but the space, which the tokenizers mark with "▁".
 _CHARS = [c for c in string.printable if c not in string.whitespace]

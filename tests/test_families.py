@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import genbatch, ledger, pixels
 from PIL import Image
 
 from genbatch.families import detect, family_defaults, family_of, folder_family
 from genbatch.models import read_defaults
-from helpers import genbatch, ledger, pixels
 
 # tiny pipeline -> (family, what plain diffusers needs besides prompt, size, steps, guidance)
 FAMILIES = {
@@ -278,7 +278,8 @@ def test_no_negative_prompt_changes_keys_only_where_it_changes_pixels(tiny_famil
         assert genbatch("run", manifest, "--model", folder, "--steps", "2", "--out", none, "--quiet").exit_code == 0
         assert genbatch("run", manifest, "--model", folder, "--steps", "2", "--negative", "", "--out", empty,
                         "--quiet").exit_code == 0
-        (no_negative, blurry), (empty_negative, _) = (sorted(ledger(out), key=lambda r: r["seed"]) for out in (none, empty))
+        by_seed_order = (sorted(ledger(out), key=lambda r: r["seed"]) for out in (none, empty))
+        (no_negative, blurry), (empty_negative, _) = by_seed_order
         # SD: no negative prompt is "" (the same pixels, the keys genbatch always gave); SDXL: none
         assert ("negative_prompt" in no_negative["call"]) != differs and blurry["call"]["negative_prompt"] == "blurry"
         assert (no_negative["key"] != empty_negative["key"]) == differs, tiny

@@ -15,8 +15,9 @@ does not depend on the batch it ran in.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -82,7 +83,7 @@ class OnnxBackend:
                                 "genbatch export --to onnx --fp16)")
         return device, dtype
 
-    def load(self, model: ModelRef, options: BackendOptions) -> "OnnxGenerator":
+    def load(self, model: ModelRef, options: BackendOptions) -> OnnxGenerator:
         return OnnxGenerator(model.path, name=model.name, device=options.device, dtype=options.dtype,
                              scheduler=options.scheduler,
                              providers=list(options.providers) if options.providers else None)

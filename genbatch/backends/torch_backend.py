@@ -9,8 +9,9 @@ from __future__ import annotations
 import inspect
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import GenbatchError, ModelError
 from ..families import call_kwargs, detect, negative_groups
@@ -86,7 +87,7 @@ class TorchBackend:
         resolved = resolve_torch_device(device)
         return resolved, resolve_dtype(resolved, dtype)
 
-    def load(self, model: ModelRef, options: BackendOptions) -> "TorchGenerator":
+    def load(self, model: ModelRef, options: BackendOptions) -> TorchGenerator:
         """``options.extra``: ``offload`` (none, model, sequential), ``vae_tiling``, ``vae_slicing``."""
         extra = options.extra
         return TorchGenerator(model, device=options.device, dtype=options.dtype, scheduler=options.scheduler,
