@@ -329,3 +329,15 @@ def test_sdxl_exports_to_onnx_and_keeps_the_seed_contract(tiny_family, tmp_path)
         assert np.abs(runs["onnx"][seed] - runs["onnx-alone"][seed]).max() <= 1
         assert np.abs(runs["onnx"][seed] - runs["torch"][seed]).max() <= 2
     assert {r["family"] for r in ledger(tmp_path / "onnx")} == {"sdxl"}
+
+
+def test_max_sequence_length_is_taken_by_the_families_that_have_one(tiny_family, tmp_path):
+    manifest = tmp_path / "p.csv"
+    manifest.write_text("prompt,max_sequence_length\na red circle,16\n", encoding="utf-8")
+    refused = genbatch("run", manifest, "--model", tiny_family("sd"), "--out", tmp_path / "o", "--dry-run")
+    assert refused.exit_code == 2
+    assert (f"{manifest}:2:max_sequence_length: SD 1.x/2.x takes no max_sequence_length (SD3, Flux, PixArt and "
+            "Sana do); remove it here") in refused.stderr
+    planned = genbatch("run", manifest, "--model", tiny_family("flux"), "--out", tmp_path / "o", "--dry-run", "--json")
+    (job,) = json.loads(planned.stdout)["jobs"]
+    assert job["max_sequence_length"] == 16 and job["family"] == "flux"
