@@ -13,8 +13,10 @@ import typer
 
 from . import __version__
 from .errors import EXIT_USAGE, GenbatchError, ManifestError
+from .fields import text_value
 from .image_formats import BY_EXTENSION as IMAGE_FORMATS
 from .manifest import FORMATS, parse_assignments, parse_value, read_manifest
+from .axes import parse_axes
 from .plan import DEFAULT_NAME_TEMPLATE, Defaults, parse_shard
 
 app = typer.Typer(
@@ -100,6 +102,9 @@ def run(
     negative: str = typer.Option("", help="Negative prompt for rows without one."),
     num_images: int = typer.Option(1, "--num-images", "-n", min=1, help="Images per row for rows without num_images."),
     seed: int = typer.Option(0, min=0, help="Base seed from which rows without a seed derive theirs."),
+    lora: list[str] = typer.Option([], help="A LoRA for rows without a lora column: a .safetensors file, a folder or a cached hub id, with an optional weight: --lora style.safetensors:0.8 (repeat for several)."),
+    prompt_weighting: str = typer.Option("off", help="a1111: read (word:1.3), (word) and [word] in prompts as weights (needs compel); off: prompts as written."),
+    vary: list[str] = typer.Option([], help="Run every row for each value of a field: --vary steps=20,30 --vary lora=a:0.5,a:1.0 (the product of all --vary)."),
     column: list[str] = typer.Option([], help="Read a field from another column: --column seed=evaluation_seed."),
     prompt_column: Optional[str] = typer.Option(None, help="The column that holds the prompt."),
     set_: list[str] = typer.Option([], "--set", help="Force a value on every row: --set width=512."),
@@ -155,7 +160,8 @@ def run(
 def _run_options(manifest: str, out: Path, model: str | None, backend: str, device: str, dtype: str,
                  scheduler: str | None, providers: str | None, batch_size: int, steps: int | None,
                  guidance: float | None, width: int | None, height: int | None, negative: str, num_images: int,
-                 seed: int, column: list[str], prompt_column: str | None, set_: list[str], format_: list[str],
+                 seed: int, lora: list[str], prompt_weighting: str, vary: list[str], column: list[str],
+                 prompt_column: str | None, set_: list[str], format_: list[str],
                  quality: int, compress_level: int, name_template: str, workers: int | None, limit: int | None,
                  shard: str | None, dry_run: bool, force: bool, skip_invalid: bool, wait: bool, quiet: bool,
                  **_: Any) -> Any:
@@ -169,14 +175,25 @@ def _run_options(manifest: str, out: Path, model: str | None, backend: str, devi
             except ValueError as err:
                 raise GenbatchError(f"--{name.split('_')[0]}: {err}") from None
     manifest_format, image_format = _split_formats(format_)
+    try:
+        loras = parse_value("lora", "; ".join(lora)) if lora else None
+    except ValueError as err:
+        raise GenbatchError(f"--lora: {err}") from None
+    try:
+        weighting = parse_value("prompt_weighting", prompt_weighting)
+    except ValueError as err:
+        raise GenbatchError(f"--prompt-weighting: {err}") from None
+    overrides = parse_assignments(set_, "--set")
     return RunOptions(
         manifest=manifest,
         out=out,
         format=manifest_format,
         column_map=_column_map(column, prompt_column),
-        overrides=parse_assignments(set_, "--set"),
+        overrides=overrides,
+        axes=parse_axes(vary, overrides),
         defaults=Defaults(steps=steps, guidance_scale=guidance, width=width, height=height, negative_prompt=negative,
-                          num_images=num_images, seed=seed),
+                          num_images=num_images, seed=seed, lora=loras or None,
+                          prompt_weighting=None if weighting == "off" else weighting),
         model=model,
         backend=backend,
         device=device,
@@ -215,6 +232,7 @@ def _print_plan(result: Any, as_json: bool) -> None:
         print(f"{c.skipped} invalid rows will be skipped")
     for job in result.pending[:20]:
         own = f" timesteps={','.join(map(str, job.timesteps))}" if job.timesteps else ""
+        own += f" lora={text_value('lora', job.lora)}" if job.lora else ""
         print(f"  {job.file}  seed={job.seed} steps={job.steps}{own} guidance={job.guidance_scale:g} "
               f"{job.width}x{job.height}  {job.prompt[:60]!r}")
     if len(result.pending) > 20:

@@ -73,6 +73,7 @@
     if (r[C.guidance_scale] !== null) p.push("cfg " + r[C.guidance_scale]);
     if (r[C.width] !== null && r[C.height] !== null) p.push(r[C.width] + "×" + r[C.height]);
     if (r[C.scheduler]) p.push(r[C.scheduler]);
+    if (r[C.lora]) p.push("lora " + r[C.lora]);
     if (r[C.seconds] !== null) p.push(Number(r[C.seconds]).toFixed(2) + " s");
     return p.join(" · ");
   }
