@@ -377,6 +377,36 @@ def report(
             print(sheet)
 
 
+@app.command()
+@user_errors
+def grid(
+    out: Path = typer.Argument(..., help="An output folder of genbatch run."),
+    rows: str = typer.Option(..., "--rows", help="The axis down the side: prompt, seed, model, lora, steps, guidance, sampler, width, height, or a manifest column."),
+    cols: str = typer.Option(..., "--cols", help="The axis across the top (the same choices)."),
+    pages: Optional[str] = typer.Option(None, "--pages", help="A third axis: one grid per value."),
+    cell_size: Optional[int] = typer.Option(None, "--cell-size", min=16, help="Fit each image into N x N pixels (default: the images' own size)."),
+) -> None:
+    """Lay OUT's images out by two parameters, with labelled rows and columns (A1111's X/Y/Z
+    plot), into OUT/.genbatch-grids/NAME.png, with its layout in NAME.json; report.html lists them.
+
+    \b
+    Examples:
+      genbatch run prompts.csv --out cmp --vary steps=20,30 --vary lora=none,style.safetensors:0.8
+      genbatch grid cmp --rows prompt --cols lora --pages steps
+    """
+    from .grid import write_grids
+    from .ledger import ledger_path
+
+    if not ledger_path(out).exists():
+        raise GenbatchError(f"{out}: no genbatch.jsonl here; is this the --out folder of a genbatch run?")
+    for path in write_grids(out, rows, cols, pages, cell_size=cell_size):
+        print(path)
+    if (out / "report.html").exists():
+        from .report_html import write_html_report
+
+        write_html_report(out)
+
+
 def main() -> None:
     app()
 

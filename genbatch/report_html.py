@@ -33,6 +33,7 @@ import jinja2
 
 from .fields import text_value
 from .folder import Folder, load_folder
+from .grid import list_grids
 from .safe_write import write_atomic
 from .throughput import Run, chart, fmt_duration, runs, wall_and_rate
 from .thumbnails import THUMB_SIZE, THUMBS_DIR, remove_stale_thumbnails, report_thumbnails
@@ -119,6 +120,7 @@ def page_context(out: Path, folder: Folder, shown: list[str | None]) -> dict[str
         "n_failed": len(folder.failed),
         "n_skipped": len(folder.skipped),
         "n_missing": len(folder.missing),
+        "grids": list_grids(out),
         "data": {
             "page_size": PAGE_SIZE,
             "card_cols": CARD_COLS,

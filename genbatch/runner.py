@@ -307,7 +307,7 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResul
 
 # The files genbatch keeps in --out besides the images.
 OWN_FILES = (LOCK_NAME, "genbatch.jsonl", "run.json", "report.csv", "report.parquet", "report.html",
-             ".genbatch-thumbs")
+             ".genbatch-thumbs", ".genbatch-grids")
 
 
 def check_output_paths(out: Path, jobs: list[Job]) -> None:
