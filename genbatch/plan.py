@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from .runner import RunOptions
 
 DEFAULT_NAME_TEMPLATE = "{index:06d}-{slug}-{seed}.{ext}"
+# {bucket} in a name template: index // 1000, so "{bucket:04d}/{index:07d}.png" keeps every
+# folder of a million-image run to 1,000 files.
+BUCKET_SIZE = 1000
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
 
 
@@ -258,6 +261,7 @@ def name_fields(job: Job, ext: str) -> dict[str, Any]:
             "row": job.row.index,
             "line": job.row.line,
             "k": job.k,
+            "bucket": job.index // BUCKET_SIZE,
             "id": job.row.id or "",
             "slug": slugify(job.prompt),
             "model": job.model.name.replace("/", "--"),
