@@ -133,7 +133,8 @@ def _axis_title(axis: str) -> str:
     return axis[len("fields."):] if axis.startswith("fields.") else {"guidance_scale": "guidance"}.get(axis, axis)
 
 
-def write_grids(out: Path, rows: str, cols: str, pages: str | None = None, *, cell_size: int | None = None) -> list[Path]:
+def write_grids(out: Path, rows: str, cols: str, pages: str | None = None, *,
+                cell_size: int | None = None) -> list[Path]:
     """Write the grids of ``out`` (PNG plus layout JSON each) and return the PNGs' paths."""
     out = Path(out)
     records = load_folder(out).cards

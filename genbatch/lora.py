@@ -16,13 +16,13 @@ The ledger records each adapter's name, weight, path and fingerprint.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
 from .errors import GenbatchError
 
@@ -100,7 +100,7 @@ def resolve_set(specs: tuple[LoraSpec, ...], base: Path | None = None) -> tuple[
     return tuple(refs)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _resolve_file(source: str, base: str | None) -> tuple[str, str, str]:
     """(name, path, fingerprint) of one adapter, found once per process."""
     path = Path(source).expanduser()
@@ -218,6 +218,11 @@ def check_model(pipeline_class: str, model_name: str) -> None:
     if not takes_loras(pipeline_class):
         raise LoraError(f"{model_name}: {pipeline_class} takes no LoRAs (diffusers has no LoRA loader for it); "
                         "remove --lora and the lora column for this model")
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        raise LoraError("LoRAs need the peft package, through which diffusers loads them: "
+                        "pip install 'genbatch[lora]' (or pip install peft)") from None
 
 
 def apply_set(pipe: Any, loras: tuple[LoraRef, ...] | None) -> None:
@@ -239,10 +244,12 @@ def apply_set(pipe: Any, loras: tuple[LoraRef, ...] | None) -> None:
             try:
                 pipe.load_lora_weights(ref.path, adapter_name=adapter)
             except Exception as err:
-                state.failed[ref.fingerprint] = f"LoRA {ref.name} ({ref.path}) did not load: {type(err).__name__}: {err}"
-                raise LoraError(state.failed[ref.fingerprint]) from err
+                why = f"LoRA {ref.name} ({ref.path}) did not load: {type(err).__name__}: {err}"
+                state.failed[ref.fingerprint] = why
+                raise LoraError(why) from err
             state.adapters[ref.fingerprint] = adapter
     if not state.enabled and state.adapters:
         pipe.enable_lora()
     state.enabled = True
-    pipe.set_adapters([state.adapters[ref.fingerprint] for ref in loras], adapter_weights=[ref.weight for ref in loras])
+    pipe.set_adapters([state.adapters[ref.fingerprint] for ref in loras],
+                      adapter_weights=[ref.weight for ref in loras])

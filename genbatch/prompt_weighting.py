@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import re
 import weakref
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .errors import GenbatchError
 

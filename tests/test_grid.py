@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from helpers import FAST, genbatch, ledger, pixels
+from PIL import Image
 
 LONG = "a very long prompt about a lighthouse on a cliff at dusk with gulls and waves and a small red boat far out"
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import FAST, genbatch, ledger, pixels
 from PIL import Image
 
 from genbatch import prompt_weighting
 from genbatch.lora import parse_specs
-from helpers import FAST, genbatch, ledger, pixels
 
 
 def make_lora(model: Path, folder: Path, seed: int) -> Path:
@@ -165,7 +165,8 @@ def test_lora_specs_parse_as_a1111_users_write_them():
     assert [(s.source, s.weight) for s in parse_specs("style.safetensors:0.8; other:0.5")] == [
         ("style.safetensors", 0.8), ("other", 0.5)]
     assert [(s.source, s.weight) for s in parse_specs("org/name")] == [("org/name", 1.0)]
-    assert [(s.source, s.weight) for s in parse_specs(r"C:\loras\a.safetensors:-1")] == [(r"C:\loras\a.safetensors", -1.0)]
+    windows = r"C:\loras\a.safetensors"
+    assert [(s.source, s.weight) for s in parse_specs(windows + ":-1")] == [(windows, -1.0)]
     assert parse_specs("none") == () == parse_specs(" ; ")
     with pytest.raises(ValueError, match="cannot be combined"):
         parse_specs("none; a")
@@ -203,5 +204,5 @@ def test_weighted_prompts_change_pixels_and_off_keeps_them(tmp_path):
                     "--prompt-weighting", "a1111", "--dry-run")
     assert onnx.exit_code == 2 and "prompt weighting needs --backend torch" in onnx.output
     bad = genbatch("run", manifest, "--out", tmp_path / "o", *FAST, "--prompt-weighting", "comfy")
-    assert bad.exit_code == 2 and "--prompt-weighting: prompt_weighting 'comfy' is not accepted; expected a1111 or off" \
-        in bad.output
+    assert bad.exit_code == 2
+    assert "--prompt-weighting: prompt_weighting 'comfy' is not accepted; expected a1111 or off" in bad.output
