@@ -108,3 +108,18 @@ def test_vary_mistakes_are_one_line(tmp_path):
     jobs = json.loads(plan.stdout)["jobs"]
     assert [(j["prompt"], j["steps"]) for j in jobs] == [("a, b", 2), ("a, b", 3), ("c", 2), ("c", 3)]
     assert len({j["seed"] for j in jobs}) == 1
+
+
+def test_samplers_compared_by_one_run_each_into_one_folder(tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("prompt,seed\na red circle,1\na blue square,2\n", encoding="utf-8")
+    out = tmp_path / "out"
+    for scheduler in ("DDIMScheduler", "EulerDiscreteScheduler"):
+        result = genbatch("run", manifest, "--out", out, *FAST, "--scheduler", scheduler,
+                          "--name-template", "{index:06d}-{key}.{ext}")
+        assert result.exit_code == 0, result.output
+    result = genbatch("grid", out, "--rows", "prompt", "--cols", "sampler")
+    assert result.exit_code == 0, result.output
+    layout = json.loads((out / ".genbatch-grids" / "prompt-by-scheduler.json").read_text())
+    assert layout["cols"] == ["DDIMScheduler", "EulerDiscreteScheduler"]
+    assert all(cell is not None for row in layout["cells"] for cell in row)
