@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 from .errors import GenbatchError
 
 WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
-SUFFIXES = (".safetensors", ".bin", ".pt", ".ckpt")
+SUFFIXES = (".safetensors", ".bin")
 _HASH_CHUNK = 1 << 20
 
 
@@ -95,19 +95,20 @@ def resolve_set(specs: tuple[LoraSpec, ...], base: Path | None = None) -> tuple[
     from ``base`` (the manifest's folder). Raises :class:`LoraError`."""
     refs = []
     for spec in specs:
-        name, path, fingerprint = _resolve_file(spec.source, str(base) if base else None)
+        name, path, fingerprint = _resolve_file(spec.source, str(base) if base else None, os.getcwd())
         refs.append(LoraRef(name, spec.weight, path, fingerprint))
     return tuple(refs)
 
 
 @cache
-def _resolve_file(source: str, base: str | None) -> tuple[str, str, str]:
-    """(name, path, fingerprint) of one adapter, found once per process."""
+def _resolve_file(source: str, base: str | None, cwd: str) -> tuple[str, str, str]:
+    """(name, path, fingerprint) of one adapter, found once per process (per working folder)."""
     path = Path(source).expanduser()
-    candidates = [path] if path.is_absolute() else [path, *([Path(base) / path] if base else [])]
+    candidates = [path] if path.is_absolute() else [Path(cwd) / path, *([Path(base) / path] if base else [])]
     found = next((c for c in candidates if c.exists()), None)
     name = None
-    if found is None and source.count("/") == 1 and not source.startswith((".", "/", "~")):
+    hub_id = source.count("/") == 1 and not source.startswith((".", "/", "~")) and not source.endswith(SUFFIXES)
+    if found is None and hub_id:
         found, name = _hub_snapshot(source), source.split("/")[-1]
     if found is None:
         raise LoraError(f"LoRA {source!r}: no such file or folder (looked in {', '.join(map(str, candidates))}), "
