@@ -64,6 +64,14 @@ def test_a_2_by_3_grid_has_its_labels_and_each_image_in_its_cell(varied):
     assert 'id="grids"' in page and ".genbatch-grids/prompt-by-guidance.png" in page
 
 
+def test_grids_stay_out_of_the_image_folder_data_set(varied):
+    datasets = pytest.importorskip("datasets")
+    assert genbatch("grid", varied, "--rows", "prompt", "--cols", "guidance").exit_code == 0
+    loaded = datasets.load_dataset("imagefolder", data_dir=str(varied), split="train")
+    assert len(loaded) == 6
+    assert sorted(loaded["guidance_scale"]) == [1.0, 1.0, 3.0, 3.0, 5.0, 5.0]
+
+
 def test_a_third_axis_makes_one_grid_per_value_and_columns_of_the_manifest_are_axes(varied):
     result = genbatch("grid", varied, "--rows", "style", "--cols", "seed", "--pages", "cfg")
     assert result.exit_code == 0, result.output
