@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 import typer
 
 from . import __version__
-from .errors import EXIT_USAGE, GenbatchError, ManifestError
+from .errors import EXIT_SIGINT, EXIT_USAGE, GenbatchError, ManifestError
 from .fields import text_value
 from .image_formats import BY_EXTENSION as IMAGE_FORMATS
 from .manifest import FORMATS, parse_assignments, parse_value, read_manifest
@@ -420,6 +420,63 @@ def grid(
         from .report_html import write_html_report
 
         write_html_report(out)
+
+
+@app.command("eval")
+@user_errors
+def eval_(
+    out: Path = typer.Argument(..., help="An output folder of genbatch run."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated: fid, is, clip, diversity, shapes. Default: shapes,diversity for a run of the shapes model, else clip,diversity."),
+    reference: Optional[str] = typer.Option(None, "--reference", help="FID reference: a folder of real images, or a .npz with mu and sigma."),
+    by: list[str] = typer.Option(["model"], "--by", help="Group by a ledger field (model, steps, guidance_scale, ...) or a manifest column; repeat for several."),
+    clip_model: Optional[str] = typer.Option(None, "--clip-model", help="CLIP folder, or hub id in the local cache. Default: openai/clip-vit-large-patch14."),
+    inception_weights: Optional[Path] = typer.Option(None, "--inception-weights", help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth. Default: the torch hub cache."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Images per batch."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    json_: bool = typer.Option(False, "--json", help="Print eval.json on stdout."),
+) -> None:
+    """Score the done images of OUT per group and write OUT/eval.json. Features are cached
+    per image, so a rerun computes only new images. Nothing is downloaded: weights come from
+    local files or the local Hugging Face / torch hub caches.
+
+    Exit codes: 0 evaluated, 2 bad input (no run, unknown metric, missing weights or reference).
+
+    \b
+    Examples:
+      genbatch eval demo-out --metrics shapes,diversity
+      genbatch eval parti --metrics clip --by model --by steps
+      genbatch eval coco --metrics fid,is,clip --reference coco-val2014/ --device cuda
+    """
+    from .evaluate import EvalOptions, evaluate_run, format_table, parse_metrics
+
+    def progress(done: int, total: int) -> None:
+        _err(f"evaluated {done}/{total} new images")
+
+    options = EvalOptions(
+        metrics=parse_metrics(metrics) if metrics is not None else None,
+        reference=reference,
+        by=tuple(by) or ("model",),
+        clip_model=clip_model,
+        inception_weights=inception_weights,
+        device=device,
+        batch_size=batch_size,
+        progress=None if quiet else progress,
+    )
+    try:
+        result = evaluate_run(out, options)
+    except KeyboardInterrupt:
+        _err("interrupted: what was computed is cached, and a rerun goes on from there")
+        raise typer.Exit(EXIT_SIGINT) from None
+    if json_:
+        print(json.dumps(result.report, indent=2, ensure_ascii=False))
+    else:
+        print(format_table(result.report))
+    if not quiet:
+        for note in result.report["notes"]:
+            _err(f"note: {note}")
+        computed = ", ".join(f"{n} {c}" for n, c in result.computed.items())
+        _err(f"wrote {result.path} ({len(result.report['images'])} images; computed now: {computed})")
 
 
 def main() -> None:

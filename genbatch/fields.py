@@ -101,7 +101,8 @@ def _lora() -> Any:
 
 def key_values(values: dict[str, Any]) -> dict[str, Any]:
     """The part of a job's values that goes into its key; a field that is not set (None) is
-    left out, so adding a field keeps every existing key."""
+    left out, so adding a field keeps every existing key. (Tuples are written as JSON lists; a
+    field with ``to_key``, a LoRA set, as that gives it.)"""
     return {name: _as_json(name, values[name], BY_NAME[name].to_key)
             for name in KEY_FIELDS if values.get(name) is not None}
 
@@ -143,9 +144,12 @@ def a1111_settings(values: dict[str, Any]) -> list[tuple[str, str]]:
     return [(label, text(values)) for _, label, text in declared]
 
 
+_TEMPLATE_NAMES: tuple[tuple[str, str], ...] = tuple((alias, f.name) for f in FIELDS for alias in f.template)
+
+
 def template_values(values: dict[str, Any]) -> dict[str, Any]:
     """A job's values under their --name-template names."""
-    return {alias: values[f.name] for f in FIELDS if f.template and f.name in values for alias in f.template}
+    return {alias: values[name] for alias, name in _TEMPLATE_NAMES if name in values}
 
 
 def report_columns() -> list[str]:
@@ -153,13 +157,21 @@ def report_columns() -> list[str]:
     return list(JOB_FIELDS)
 
 
-class Values:
-    """Attribute access to a ``values`` dict of generation fields (``row.seed``, ``job.steps``)."""
+_ATTRIBUTE_FIELDS = frozenset(BY_NAME)
 
+
+class Values:
+    """Attribute access to a ``values`` dict of generation fields (``row.seed``, ``job.steps``);
+    a field that is not in ``values`` reads as None."""
+
+    __slots__ = ()
     values: dict[str, Any]
 
     def __getattr__(self, name: str) -> Any:
-        values = self.__dict__.get("values")
-        if values is None or name.startswith("__") or name not in values:
+        if name not in _ATTRIBUTE_FIELDS:
             raise AttributeError(name)
-        return values[name]
+        try:
+            values = object.__getattribute__(self, "values")
+        except AttributeError:  # not set yet (while unpickling)
+            raise AttributeError(name) from None
+        return values.get(name)

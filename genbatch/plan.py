@@ -61,7 +61,7 @@ class Target:
     scheduler: str | None = None  # overrides the model's own scheduler when set
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Job(Values):
     """One image to make: its row, its model and every generation field resolved (``values``,
     in :data:`genbatch.fields.JOB_FIELDS` order, readable as ``job.seed``, ``job.steps``...)."""
@@ -141,7 +141,16 @@ def expand_jobs(
                 identity = f"prompt\x00{row.prompt}\x00{nth}"
             base = derive_seed(defaults.seed, identity)
             row_seeds[row.index] = base
-        values = {name: _resolve(name, row, defaults, model) if name in ROW_FIELDS else None for name in JOB_FIELDS}
+        values = dict.fromkeys(JOB_FIELDS)
+        for name, kind, off in _RESOLVED:
+            value = row.values.get(name)
+            if value is None:
+                value = defaults.get(name)
+                if value is None:
+                    value = model.defaults.get(name)
+            if off is not None and value == off:  # a row's "none" beats the run option, then is unset
+                value = None
+            values[name] = value if value is None or kind is None else kind(value)
         if values.get("lora"):
             values["lora"] = (loras or {})[values["lora"]]
         values["scheduler"] = target.scheduler or model.scheduler or "default"
@@ -157,13 +166,11 @@ def expand_jobs(
     return jobs
 
 
-def _resolve(name: str, row: Row, defaults: Defaults, model: ModelRef) -> Any:
-    value = next((v for v in (row.values.get(name), defaults.get(name), model.defaults.get(name)) if v is not None),
-                 None)
-    spec = BY_NAME[name]
-    if value is not None and spec.kind in ("int", "float"):
-        return int(value) if spec.kind == "int" else float(value)
-    return None if spec.off is not None and value == spec.off else value
+# The fields a row, a run option or the model sets (the rest are derived), with how to coerce
+# a model default read from JSON, and the value that means "not set" (genbatch.fields.Field.off).
+_RESOLVED: tuple[tuple[str, Any, Any], ...] = tuple(
+    (name, {"int": int, "float": float}.get(BY_NAME[name].kind), BY_NAME[name].off)
+    for name in JOB_FIELDS if name in ROW_FIELDS)
 
 
 def resolve_models(manifest: Manifest, default: str | None) -> dict[str | None, ModelRef]:

@@ -203,3 +203,15 @@ def test_a_template_with_sub_folders_writes_inside_them(tmp_path, manifest):
     assert result.exit_code == 0, result.output
     assert sorted(p.relative_to(out).as_posix() for p in images(out)) == [f"0/sub/{i:03d}.png" for i in range(6)]
     assert_consistent(out)
+
+
+def test_a_relative_out_folder_gets_the_images_and_the_reports(tmp_path, manifest, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = genbatch("run", "p.txt", "--out", "rel-out", "--name-template", "sub/{index}.png", *FAST)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "rel-out"
+    assert sorted(p.relative_to(out).as_posix() for p in images(out)) == [f"sub/{i}.png" for i in range(6)]
+    assert not (out / "rel-out").exists()
+    assert genbatch("report", "rel-out", "--contact-sheet").exit_code == 0
+    assert (out / "contact-sheet-001.png").is_file() and (out / "report.html").is_file()
+    assert_consistent(out)
