@@ -316,6 +316,9 @@ def test_the_shapes_judge_through_genbatch_eval(tmp_path: Path):
     # one seed per prompt: no pair to measure diversity on
     assert group["diversity"]["pixel"] == {"value": None, "prompts": 0}
     assert "shapes all" in [c["label"] for c in report_section(out)["columns"]]
+    # report.html shows the figures
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert '<section id="evaluation">' in page and "shapes all" in page and "Shapes judge: failures first" in page
     # a run of the shapes model gets these metrics by default (no weights needed)
     default = genbatch("eval", out, "--json")
     assert default.exit_code == 0 and json.loads(default.stdout)["groups"] == report["groups"]
