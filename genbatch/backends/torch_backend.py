@@ -15,7 +15,9 @@ from typing import Any
 
 from ..errors import GenbatchError, ModelError
 from ..families import call_kwargs, detect, negative_groups
+from ..lora import apply_set as apply_lora_set
 from ..models import ModelRef, keeps_own_scheduler
+from ..prompt_weighting import weighted_call
 from .base import BackendOptions, GeneratedImage, to_uint8
 
 DTYPES = ("fp32", "fp16", "bf16")
@@ -195,8 +197,11 @@ class TorchGenerator:
         generators = [torch.Generator("cpu").manual_seed(j.seed) for j in jobs]
         if hasattr(self.pipe.scheduler, "noise_sampler_seed"):  # DPMSolverSDEScheduler's Brownian tree
             self.pipe.scheduler.noise_sampler_seed = [j.seed for j in jobs]
+        apply_lora_set(self.pipe, jobs[0].values.get("lora"))  # genbatch.lora: the batch's LoRA set, or none
+        call = call_kwargs(self.family, self.pipe, jobs, generators)
+        texts = {name: call.pop(name) for name in ("prompt", "negative_prompt") if name in call}
         with torch.inference_mode():
-            out = self.pipe(**call_kwargs(self.family, self.pipe, jobs, generators))
+            out = self.pipe(**weighted_call(self.pipe, jobs, texts), **call)  # genbatch.prompt_weighting
         pixels, errors = to_uint8(out.images)
         flagged = getattr(out, "nsfw_content_detected", None) or [False] * len(jobs)
         results = []
