@@ -478,6 +478,8 @@ def grid(
         write_html_report(out)
 
 
+@app.command()
+@user_errors
 def verify(
     out: Path = typer.Argument(..., help="An output folder of genbatch run."),
     json_: bool = typer.Option(False, "--json", help="Print the findings as JSON on stdout."),

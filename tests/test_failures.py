@@ -86,8 +86,9 @@ def test_ledger_torn_by_a_kill_is_repaired(tmp_path, standin, tiny_model):
     assert sorted(json.loads(line)["prompt"] for line in path.read_text().splitlines()) == ["one", "two"]
 
 
-def test_a_model_that_fails_to_load_leaves_no_trace(tmp_path):
-    # a model folder naming every SD component, with a UNet config but no weights: from_pretrained fails
+def broken_model(tmp_path):
+    """A model folder naming every SD component, with a UNet config but no weights:
+    planning accepts it, from_pretrained fails."""
     broken = tmp_path / "broken"
     (broken / "unet").mkdir(parents=True)
     (broken / "model_index.json").write_text(json.dumps(
@@ -95,6 +96,11 @@ def test_a_model_that_fails_to_load_leaves_no_trace(tmp_path):
          "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
          "tokenizer": ["transformers", "CLIPTokenizer"], "scheduler": ["diffusers", "DDIMScheduler"]}))
     (broken / "unet" / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel"}))
+    return broken
+
+
+def test_a_model_that_fails_to_load_leaves_no_trace(tmp_path):
+    broken = broken_model(tmp_path)
     manifest = tmp_path / "p.txt"
     manifest.write_text("a red circle\n")
 
@@ -109,3 +115,18 @@ def test_a_model_that_fails_to_load_leaves_no_trace(tmp_path):
     assert genbatch("run", manifest, "--out", tmp_path / "old", "--model", broken).exit_code == 2
     assert not (tmp_path / "old" / "genbatch.jsonl").exists()
     assert (tmp_path / "old" / "notes.txt").read_text() == "mine"
+
+
+def test_in_a_run_of_several_models_one_that_fails_to_load_fails_its_own_jobs(tmp_path, tiny_model):
+    broken = broken_model(tmp_path)
+    manifest = tmp_path / "p.csv"
+    manifest.write_text(f"prompt,model\nfirst,{tiny_model}\nsecond,{broken}\nthird,{tiny_model}\n")
+    out = tmp_path / "out"
+    result = genbatch("run", manifest, "--out", out, "--steps", "2", "--json")
+    assert result.exit_code == 1
+    summary = json.loads(result.stdout)
+    assert summary["counts"]["done"] == 2 and summary["counts"]["failed"] == 1
+    [failure] = summary["failures"]
+    assert failure["prompt"] == "second" and "did not load" in failure["error"] and "broken" in failure["error"]
+    assert {r["prompt"]: r["status"] for r in ledger(out)} == {"first": "done", "second": "failed", "third": "done"}
+    assert (out / "run.json").exists() and (out / "report.html").exists()
