@@ -114,6 +114,11 @@ def run(
     force: bool = typer.Option(False, help="Regenerate images that are already done."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Run the valid rows; list invalid ones in the report."),
     wait: bool = typer.Option(False, help="If another run holds --out, wait for it instead of exiting."),
+    engine: str = typer.Option("local", help="local (this process) or ray (workers on a Ray cluster; pip install 'genbatch[ray]')."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join: auto, host:6379 or ray://host:10001 (default: RAY_ADDRESS, else start a local instance)."),
+    ray_workers: Optional[int] = typer.Option(None, "--ray-workers", min=1, help="Ray workers (default: one per GPU, or per CPU where there is none)."),
+    gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", min=0.0, help="GPUs each Ray worker holds; 0 for CPU workers, 0.5 for two per GPU (default: 1 if the cluster has GPUs)."),
+    max_retries: Optional[int] = typer.Option(None, "--max-retries", min=0, help="Times a batch lost with its Ray worker is retried before its jobs are recorded as failed (default 3)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     json_: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
@@ -127,6 +132,7 @@ def run(
       genbatch run prompts.csv --out images
       genbatch run parti.tsv --out parti --steps 30 --batch-size 16 --shard 1/4
       genbatch run coco.jsonl --out coco --set width=512 --set height=512 --name-template "{file_name}"
+      genbatch run prompts.csv --out /shared/images --engine ray --ray-address auto
     """
     from .summary import RunSummary
 
@@ -156,7 +162,8 @@ def _run_options(manifest: str, out: Path, model: str | None, backend: str, devi
                  seed: int, column: list[str], prompt_column: str | None, set_: list[str], format_: list[str],
                  quality: int, compress_level: int, name_template: str, workers: int | None, limit: int | None,
                  shard: str | None, dry_run: bool, force: bool, skip_invalid: bool, wait: bool, quiet: bool,
-                 **_: Any) -> Any:
+                 engine: str, ray_address: str | None, ray_workers: int | None, gpus_per_worker: float | None,
+                 max_retries: int | None, **_: Any) -> Any:
     """``genbatch run``'s options, checked, as the library's RunOptions."""
     from .runner import RunOptions
 
@@ -168,6 +175,8 @@ def _run_options(manifest: str, out: Path, model: str | None, backend: str, devi
                 raise GenbatchError(f"--{name.split('_')[0]}: {err}") from None
     manifest_format, image_format = _split_formats(format_)
     return RunOptions(
+        engine=engine.lower(),
+        engine_options=_engine_options(engine.lower(), ray_address, ray_workers, gpus_per_worker, max_retries),
         manifest=manifest,
         out=out,
         format=manifest_format,
@@ -195,6 +204,21 @@ def _run_options(manifest: str, out: Path, model: str | None, backend: str, devi
         wait=wait,
         quiet=quiet,
     )
+
+
+def _engine_options(engine: str, ray_address: str | None, ray_workers: int | None, gpus_per_worker: float | None,
+                    max_retries: int | None) -> dict[str, Any]:
+    ray = {"--ray-address": ray_address, "--ray-workers": ray_workers, "--gpus-per-worker": gpus_per_worker,
+           "--max-retries": max_retries}
+    if engine == "local":
+        given = [name for name, value in ray.items() if value is not None]
+        if given:
+            raise GenbatchError(f"{given[0]} is an option of --engine ray; add --engine ray, or leave it out")
+        return {}
+    if engine != "ray":
+        raise GenbatchError(f"--engine {engine!r}: expected local or ray")
+    return {"address": ray_address, "workers": ray_workers, "gpus_per_worker": gpus_per_worker,
+            **({"max_retries": max_retries} if max_retries is not None else {})}
 
 
 def _print_plan(result: Any, as_json: bool) -> None:
