@@ -382,6 +382,46 @@ def report(
             print(sheet)
 
 
+@app.command()
+@user_errors
+def merge(
+    outs: list[Path] = typer.Argument(..., help="Output folders of genbatch run (e.g. one per --shard)."),
+    into: Path = typer.Option(..., "--into", help="The folder to merge them into (may be one of them)."),
+    html: bool = typer.Option(True, "--html/--no-html", help="Rebuild report.html (and its thumbnails)."),
+    json_: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+) -> None:
+    """Merge output folders into one: images hard-linked (or copied, across filesystems),
+    ledgers merged with one line per job, reports rebuilt. The folders are left as they were.
+
+    Two different images under one file name are refused (exit 2) before anything is written.
+
+    \b
+    Example:
+      genbatch run prompts.csv --out shard1 --shard 1/2   # on host 1
+      genbatch run prompts.csv --out shard2 --shard 2/2   # on host 2
+      genbatch merge shard1 shard2 --into images
+    """
+    from dataclasses import asdict
+
+    from .ledger import iter_records
+    from .merge import merge_outputs
+    from .report import write_tables
+
+    result = merge_outputs(outs, into)
+    records = list(iter_records(result.into))
+    write_tables(result.into, records)
+    if html:
+        from .report_html import write_html_report
+
+        write_html_report(result.into, records=records)
+    if json_:
+        print(json.dumps(asdict(result), indent=2, default=str))
+        return
+    _err(f"merged {len(outs)} folders into {result.into}: {result.images} images ({result.linked} hard-linked, "
+         f"{result.copied} copied, {result.in_place} already there), {result.failed} failed, "
+         f"{result.skipped} rows skipped")
+
+
 def main() -> None:
     app()
 
