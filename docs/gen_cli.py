@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-COMMANDS = ["run", "validate", "export", "report", "models"]
+COMMANDS = ["run", "validate", "export", "report", "merge", "models"]
 TARGET = Path(__file__).with_name("cli.md")
 
 

@@ -183,9 +183,10 @@ class RayEngine:
                 for sig, handler in handlers.items():  # ray.init sets its own; the run's must stay
                     signal.signal(sig, handler)
         resources = ray.cluster_resources()
-        say(f"ray: {'connected to ' + self.address if self.address else 'started or joined'} a cluster of "
-            f"{len(ray.nodes())} node(s), {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs "
-            f"in {time.monotonic() - began:.1f}s")
+        where = ("started a local Ray instance" if not (self.address or os.environ.get("RAY_ADDRESS"))
+                 else f"joined the Ray cluster at {self.address or os.environ['RAY_ADDRESS']}")
+        say(f"ray: {where} in {time.monotonic() - began:.1f}s: {len(ray.nodes())} node(s), "
+            f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
         return True
 
     def _placement(self, device: str, batches: int) -> tuple[int, float]:
