@@ -7,6 +7,9 @@ folder, with the embedded model (``shapes``) at its defaults; the figure is imag
 run.json (done / wall, so model load and, for Ray, starting a local Ray instance and its
 workers are included). The start-up is timed apart: ``ray.init()`` on a fresh local instance
 until N workers have imported genbatch and torch and answered. Medians of the repeats.
+
+Ray runs its workers at nice 15; on a machine shared with other work that starves them, so
+this script runs them at nice 0 (``RAY_worker_niceness=0``), as the local engine runs.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -22,6 +26,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, RAY_worker_niceness="0")
 
 
 def manifest(folder: Path, images: int) -> Path:
@@ -40,7 +45,7 @@ def run(engine: str, prompts: Path, out: Path, workers: int, batch_size: int) ->
     extra = ["--engine", "ray", "--ray-workers", str(workers)] if engine == "ray" else []
     command = [sys.executable, "-m", "genbatch.cli", "run", str(prompts), "--out", str(out), "--quiet",
                "--batch-size", str(batch_size), "--json", *extra]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True, env=ENV)
     summary = json.loads(result.stdout)
     return {"images_per_second": summary["images_per_second"], "wall": summary["wall_seconds"],
             "generation": summary["generation_seconds"]}
@@ -65,7 +70,7 @@ ray.shutdown()
 
 def startup(workers: int) -> float:
     result = subprocess.run([sys.executable, "-c", STARTUP.format(workers=workers)], cwd=ROOT, capture_output=True,
-                            text=True, check=True)
+                            text=True, check=True, env=ENV)
     return float(result.stdout.strip().splitlines()[-1])
 
 

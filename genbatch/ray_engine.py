@@ -40,6 +40,7 @@ INSTALL_HINT = "--engine ray needs Ray, which is not installed: pip install 'gen
 # Batches queued on a worker at once: one generating, one waiting (or being written), so a
 # worker never idles between batches and a lost worker takes at most two batches with it.
 WINDOW = 2
+START_TRIES = 3  # a worker that fails to start this many times in a row is given up
 
 
 # --- the worker ----------------------------------------------------------------------------
@@ -134,6 +135,8 @@ class _Slot:
     failed: int = 0
     seconds: float = 0.0
     replaced: int = 0
+    start_failures: int = 0  # in a row
+    retired: bool = False  # it failed to start too often
     pids: list[int] = field(default_factory=list)
 
     def stats(self) -> dict[str, Any]:
@@ -261,7 +264,7 @@ class RayEngine:
                 stopping = stopping or stop_requested()
                 if not stopping:
                     for slot in slots:
-                        while slot.ready_ref is None and slot.inflight < WINDOW and queue:
+                        while slot.ready_ref is None and not slot.retired and slot.inflight < WINDOW and queue:
                             unit = queue.popleft()
                             running[slot.actor.run_batch.remote(unit.jobs)] = (slot, slot.actor, unit)
                             slot.inflight += 1
@@ -280,13 +283,20 @@ class RayEngine:
                         slot = next(s for s in slots if s.ready_ref == ref)
                         try:
                             slot.info = ray.get(ref)
-                            slot.ready_ref = None
+                            slot.ready_ref, slot.start_failures = None, 0
                             slot.pids.append(slot.info["pid"])
                             say(f"ray: worker {slot.number} ready: pid {slot.info['pid']} on {slot.info['node']}, "
                                 f"{slot.info['device']}")
                         except ray.exceptions.RayError as err:
-                            say(f"ray: worker {slot.number} did not start: {_reason(err)}; starting another")
-                            self._replace(slot, start, say)
+                            slot.start_failures += 1
+                            if slot.start_failures < START_TRIES:
+                                say(f"ray: worker {slot.number} did not start: {_reason(err)}; starting another")
+                                self._replace(slot, start, say)
+                                continue
+                            say(f"ray: worker {slot.number} did not start {START_TRIES} times: {_reason(err)}")
+                            slot.ready_ref, slot.retired = None, True
+                            if all(s.retired for s in slots):
+                                raise GenbatchError(f"no Ray worker could start: {_reason(err)}")
         finally:
             for slot in slots:
                 ray.kill(slot.actor, no_restart=True)
@@ -312,7 +322,7 @@ class RayEngine:
                 say(f"ray: worker {slot.number} (pid {slot.info.get('pid', '?')}) was lost: {reason}; "
                     "its batches go to other workers")
                 replace_slot(slot)
-            self._lost(unit, reason, sink, queue, recorded)
+            self._lost(unit, reason, work.options.device, sink, queue, recorded)
             return
         by_key = {job.key: job for job in unit.jobs}
         if "model_error" in result:
@@ -334,11 +344,12 @@ class RayEngine:
                 else:
                     slot.failed += 1
 
-    def _lost(self, unit: _Unit, reason: str, sink: ResultSink, queue: deque, recorded: set[str]) -> None:
+    def _lost(self, unit: _Unit, reason: str, device: str, sink: ResultSink, queue: deque,
+              recorded: set[str]) -> None:
         unit.losses += 1
         if unit.losses > self.max_retries:
             for job in unit.jobs:
-                self._record(job, BatchFacts(len(unit.jobs), 0.0, "?"), None,
+                self._record(job, BatchFacts(len(unit.jobs), 0.0, device), None,
                              f"lost with its Ray worker {unit.losses} times (--max-retries {self.max_retries}): "
                              f"{reason}", sink, recorded)
             return
