@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 DEMO_OUT ?= demo-out
 
-.PHONY: install demo test browser docs bench clean
+.PHONY: install demo test lint browser docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ browser:
 
 test: install browser
 	$(BIN)/python -m pytest
+
+# Lint, format and types; their settings are in pyproject.toml.
+lint: install
+	$(BIN)/ruff check
+	$(BIN)/ruff format --check
+	$(BIN)/mypy genbatch
 
 docs: install
 	$(BIN)/python docs/gen_cli.py

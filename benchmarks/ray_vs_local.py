@@ -22,7 +22,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,8 +94,9 @@ def main() -> None:
             print("startup", round(starts[-1], 2), flush=True)
         for engine, runs in figures.items():
             rates = [r["images_per_second"] for r in runs]
+            wall = statistics.median(r["wall"] for r in runs)
             print(f"{engine}: median {statistics.median(rates):.2f} img/s over {args.images} images "
-                  f"(runs: {', '.join(f'{r:.2f}' for r in rates)}; wall {statistics.median(r['wall'] for r in runs):.1f}s)")
+                  f"(runs: {', '.join(f'{r:.2f}' for r in rates)}; wall {wall:.1f}s)")
         print(f"ray start-up ({args.workers} workers ready): median {statistics.median(starts):.1f}s "
               f"(runs: {', '.join(f'{s:.1f}' for s in starts)})")
 

@@ -74,6 +74,20 @@ def _split_formats(values: list[str]) -> tuple[str | None, str]:
     return manifest_format, image_format
 
 
+def _batch_size(value: str | None) -> int | str | None:
+    if value is None:
+        return None
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise GenbatchError(f"--batch-size {value!r}: expected a whole number >= 1 or auto")
+    return number
+
+
 def _column_map(columns: list[str], prompt_column: str | None) -> dict[str, str]:
     mapping = parse_assignments(columns, "--column")
     if prompt_column:
@@ -92,7 +106,7 @@ def run(
     dtype: str = typer.Option("auto", help="auto, fp32, fp16 or bf16 (auto: fp16 on GPU, fp32 on CPU)."),
     scheduler: Optional[str] = typer.Option(None, help="A diffusers scheduler class name, e.g. EulerDiscreteScheduler."),
     providers: Optional[str] = typer.Option(None, help="ONNX Runtime execution providers, comma-separated (default: best available)."),
-    batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Images per batch."),
+    batch_size: Optional[str] = typer.Option(None, "--batch-size", "-b", help="Images per batch, or auto (the largest that fits and is fastest per image; remembered). Default: auto on a GPU, 8 on a CPU."),
     steps: Optional[int] = typer.Option(None, min=1, help="Steps for rows without a steps column."),
     guidance: Optional[float] = typer.Option(None, min=0.0, help="Guidance scale for rows without one."),
     width: Optional[int] = typer.Option(None, min=8, help="Width for rows without one (multiple of 8)."),
@@ -106,7 +120,7 @@ def run(
     format_: list[str] = typer.Option([], "--format", "-f", help="Image format png|webp|jpg, and/or manifest format csv|tsv|jsonl|txt|parquet."),
     quality: int = typer.Option(95, min=1, max=100, help="WebP/JPEG quality."),
     compress_level: int = typer.Option(6, min=0, max=9, help="PNG compression level (0 fastest, 9 smallest)."),
-    name_template: str = typer.Option(DEFAULT_NAME_TEMPLATE, help="Output file name; fields: index, row, line, k, id, slug, prompt, seed, steps, guidance, width, height, model, key, ext, and any manifest column."),
+    name_template: str = typer.Option(DEFAULT_NAME_TEMPLATE, help="Output file name; fields: index, row, line, k, bucket (index // 1000), id, slug, prompt, seed, steps, guidance, width, height, model, key, ext, and any manifest column."),
     workers: Optional[int] = typer.Option(None, min=1, help="Image encoding threads (default: up to 4)."),
     limit: Optional[int] = typer.Option(None, min=0, help="Run at most N jobs of the plan."),
     shard: Optional[str] = typer.Option(None, help="Run shard I of N (1-based), e.g. --shard 2/4."),
@@ -151,13 +165,15 @@ def run(
         return
     if not quiet:
         _err(result.summary.format())
+    if result.summary.error:
+        _err(f"error: {result.summary.error['message']}")
     if json_:
         print(json.dumps(result.summary.to_dict(), indent=2, ensure_ascii=False, default=str))
     raise typer.Exit(result.exit_code)
 
 
 def _run_options(manifest: str, out: Path, model: str | None, backend: str, device: str, dtype: str,
-                 scheduler: str | None, providers: str | None, batch_size: int, steps: int | None,
+                 scheduler: str | None, providers: str | None, batch_size: str | None, steps: int | None,
                  guidance: float | None, width: int | None, height: int | None, negative: str, num_images: int,
                  seed: int, column: list[str], prompt_column: str | None, set_: list[str], format_: list[str],
                  quality: int, compress_level: int, name_template: str, workers: int | None, limit: int | None,
@@ -190,7 +206,7 @@ def _run_options(manifest: str, out: Path, model: str | None, backend: str, devi
         dtype=dtype,
         scheduler=scheduler,
         providers=[p.strip() for p in providers.split(",") if p.strip()] if providers else None,
-        batch_size=batch_size,
+        batch_size=_batch_size(batch_size),
         name_template=name_template,
         image_format=image_format,
         quality=quality,
@@ -357,7 +373,7 @@ def report(
     contact_sheet: bool = typer.Option(False, "--contact-sheet", help="Also write contact-sheet-NNN.png grids."),
     cols: int = typer.Option(8, min=1, help="Contact sheet columns."),
     rows: int = typer.Option(8, min=1, help="Contact sheet rows."),
-    tables: bool = typer.Option(True, help="Also rewrite report.csv and report.parquet."),
+    tables: bool = typer.Option(True, help="Also rewrite report.csv, report.parquet and metadata.jsonl."),
 ) -> None:
     """Rebuild OUT/report.html (and report.csv/.parquet) from the ledger alone.
 
@@ -367,16 +383,16 @@ def report(
       genbatch report images/ --contact-sheet
     """
     from .contact_sheet import write_contact_sheets
-    from .ledger import iter_records, ledger_path
-    from .report import write_tables
+    from .ledger import ledger_path
+    from .report import write_metadata, write_tables
     from .report_html import write_html_report
 
     if not ledger_path(out).exists():
         raise GenbatchError(f"{out}: no genbatch.jsonl here; is this the --out folder of a genbatch run?")
-    records = list(iter_records(out))
     if tables:
-        write_tables(out, records)
-    print(write_html_report(out, records=records))
+        write_tables(out)
+        write_metadata(out)
+    print(write_html_report(out))
     if contact_sheet:
         for sheet in write_contact_sheets(out, cols=cols, rows=rows):
             print(sheet)

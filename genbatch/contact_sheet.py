@@ -8,15 +8,15 @@ for pasting into a chat or a paper. Built from the ledger, like the HTML report.
 from __future__ import annotations
 
 import io
-import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from genbatch.report_html import load_folder
-from genbatch.writer import write_atomic
+from .folder import load_folder
+from .safe_write import remove, write_atomic
+from .thumbnails import thumbnail, worker_count
 
 SHEET_NAME = "contact-sheet-{:03d}.png"
 _SHEET_RE = re.compile(r"^contact-sheet-(\d{3,})\.png$")
@@ -42,7 +42,7 @@ def write_contact_sheets(out: Path, *, cols: int = 8, rows: int = 8, thumb: int 
     paths = []
     for number, start in enumerate(range(0, len(cards), per_sheet), start=1):
         sheet = _sheet(out, cards[start : start + per_sheet], cols, font, font_size, thumb)
-        paths.append(_save_atomic(sheet, out / SHEET_NAME.format(number)))
+        paths.append(_save_atomic(sheet, out, SHEET_NAME.format(number)))
     _remove_stale(out, keep=len(paths))
     return paths
 
@@ -54,7 +54,7 @@ def _sheet(out: Path, cards: list[dict], cols: int, font, font_size: int, thumb:
     used_cols = min(cols, len(cards))
     sheet = Image.new("RGB", (used_cols * cell_w + PAD, rows * cell_h + PAD), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) + 1)) as pool:
+    with ThreadPoolExecutor(max_workers=worker_count()) as pool:
         pictures = pool.map(lambda card: _picture(out / card["file"], thumb), cards)
         for i, (card, picture) in enumerate(zip(cards, pictures)):
             x0 = PAD + (i % cols) * cell_w
@@ -69,15 +69,9 @@ def _sheet(out: Path, cards: list[dict], cols: int, font, font_size: int, thumb:
 
 
 def _picture(path: Path, size: int) -> Image.Image | None:
-    """The image scaled to fit ``size`` × ``size``, or None if it cannot be read."""
-    try:
-        with Image.open(path) as im:
-            im.draft("RGB", (size, size))
-            im = im.convert("RGBA") if "A" in im.getbands() or "transparency" in im.info else im.convert("RGB")
-            im.thumbnail((size, size))
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return None
-    if im.mode == "RGBA":
+    """The image scaled to fit ``size`` × ``size`` on the cell's colour, or None if it cannot be read."""
+    im = thumbnail(path, size)
+    if im is not None and im.mode == "RGBA":
         flat = Image.new("RGB", im.size, CELL_BACKGROUND)
         flat.paste(im, mask=im.getchannel("A"))
         return flat
@@ -112,15 +106,15 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def _save_atomic(image: Image.Image, path: Path) -> Path:
+def _save_atomic(image: Image.Image, out: Path, name: str) -> Path:
     buffer = io.BytesIO()
     image.save(buffer, "PNG", optimize=False)
-    write_atomic(path, buffer.getvalue())
-    return path
+    write_atomic(out / name, buffer.getvalue(), root=out)
+    return out / name
 
 
 def _remove_stale(out: Path, keep: int) -> None:
     for path in out.iterdir():
         match = _SHEET_RE.match(path.name)
-        if match and int(match.group(1)) > keep and path.is_file():
-            path.unlink()
+        if match and int(match.group(1)) > keep and (path.is_file() or path.is_symlink()):
+            remove(out, path)

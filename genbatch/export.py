@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -32,7 +31,15 @@ from typing import Any
 import numpy as np
 
 from .errors import GenbatchError, ModelError
-from .models import EXPORT_INFO, ModelRef, fingerprint, is_onnx_export, resolve_model, vae_scale_factor
+from .models import (
+    EXPORT_INFO,
+    ModelRef,
+    fingerprint,
+    is_onnx_export,
+    resolve_model,
+    vae_scale_factor,
+)
+from .safe_write import install_folder, staged_folder
 
 DEFAULT_OPSET = 17
 EXTERNAL_DATA = "model.onnx_data"
@@ -137,9 +144,7 @@ def export_onnx(model: str | None, out: Path | None = None, *, opset: int = DEFA
 
     quiet_hf_libraries()
     pipe = _load_pipeline(ref, index)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with staged_folder(out) as staging:
         # 1. Components
         result = ExportResult(out=out, model=ref.name, source_fingerprint=ref.fingerprint, opset=opset, fp16=fp16,
                               seconds=0.0)
@@ -157,20 +162,15 @@ def export_onnx(model: str | None, out: Path | None = None, *, opset: int = DEFA
         result.fingerprint = fingerprint(staging)
         if not result.passed:
             kept = out.with_name(out.name + ".unverified")
-            shutil.rmtree(kept, ignore_errors=True)
-            os.replace(staging, kept)
+            install_folder(staging, kept)
             raise VerificationError(
                 f"the ONNX export of {ref.name} differs from torch by more than the tolerance:\n"
                 + format_parity(result.parity) + f"\nnot installed at {out}; kept for inspection at {kept}",
                 result,
             )
         _make_readable(staging)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
+        install_folder(staging, out)
         return result
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _load_pipeline(ref: ModelRef, index: dict[str, Any]) -> Any:
@@ -284,7 +284,6 @@ def _export_component(pipe: Any, part: str, staging: Path, *, opset: int, fp16: 
     weight_bytes = sum(len(t.raw_data) for t in proto.graph.initializer)
     if fp16:
         from onnxruntime.transformers.float16 import convert_float_to_float16
-
         from onnxruntime.transformers.onnx_model import OnnxModel
 
         proto = convert_float_to_float16(proto, keep_io_types=True, disable_shape_infer=weight_bytes > PROTOBUF_LIMIT)

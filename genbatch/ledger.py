@@ -35,9 +35,17 @@ def repair(out: Path) -> bool:
         handle.seek(-1, os.SEEK_END)
         if handle.read(1) == b"\n":
             return False
-        handle.seek(0)
-        data = handle.read()
-        handle.truncate(data.rfind(b"\n") + 1)
+        # find the last newline reading backwards, so a large ledger is never read whole
+        end = handle.seek(0, os.SEEK_END)
+        while end > 0:
+            start = max(0, end - (1 << 16))
+            handle.seek(start)
+            newline = handle.read(end - start).rfind(b"\n")
+            if newline >= 0:
+                handle.truncate(start + newline + 1)
+                return True
+            end = start
+        handle.truncate(0)
     return True
 
 
@@ -56,6 +64,49 @@ def iter_records(out: Path) -> Iterator[dict[str, Any]]:
                 continue
             if isinstance(record, dict) and "key" in record:
                 yield record
+
+
+def iter_current_records(out: Path) -> Iterator[dict[str, Any]]:
+    """:func:`current_records` of the ledger, streamed: the first pass keeps only each key's
+    byte offset (not its record), the second reads the kept lines back in order, so memory
+    grows by ~150 bytes per job, not by a whole record (~2.7 kB)."""
+    path = ledger_path(out)
+    if not path.exists():
+        return
+    latest: dict[object, int] = {}
+    owner: dict[str, object] = {}
+    for offset, record in _records_with_offsets(path):
+        key = _identity(record)
+        latest[key] = offset
+        if record.get("status") == "done" and isinstance(record.get("file"), str):
+            owner[record["file"]] = key
+    with open(path, "rb") as handle:
+        for key, offset in latest.items():
+            handle.seek(offset)
+            record = json.loads(handle.readline())
+            file = record.get("file")
+            if record.get("status") != "done" or not isinstance(file, str) or owner.get(file) == key:
+                yield record
+
+
+def _records_with_offsets(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    offset = 0
+    with open(path, "rb") as handle:
+        for raw in handle:
+            start, offset = offset, offset + len(raw)
+            if not raw.endswith(b"\n"):
+                break  # torn last line
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and "key" in record:
+                yield start, record
+
+
+def _identity(record: dict[str, Any]) -> object:
+    key = record.get("key")
+    return key if key is not None else ("row", record.get("manifest"), record.get("line"), record.get("row"))
 
 
 def read_ledger(out: Path) -> list[dict[str, Any]]:
@@ -120,6 +171,11 @@ class Ledger:
                 self._handle = open_no_follow(self.out, LEDGER_NAME, "ab")
             self._handle.write(line)
             self._handle.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._handle is not None:
+                self._handle.flush()
 
     def close(self) -> None:
         with self._lock:

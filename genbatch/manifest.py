@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import GenbatchError, ManifestError, Problem
-from .fields import ALIASES, BY_NAME, MAX_SEED, ROW_FIELDS, Values
+from .fields import ALIASES, BY_NAME, ROW_FIELDS, Values
 
 FORMATS = ("csv", "tsv", "jsonl", "txt", "parquet")
 EXTENSIONS = {

@@ -160,7 +160,11 @@ def _place(source: Path, into: Path, file: str) -> bool:
     except OSError as err:
         if err.errno not in _NO_LINK:
             raise
-    write_atomic(into / file, lambda temp: shutil.copyfile(source, temp), root=into)
+
+    def copy(temp: Path) -> None:
+        shutil.copyfile(source, temp)
+
+    write_atomic(into / file, copy, root=into)
     return False
 
 

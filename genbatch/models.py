@@ -15,13 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ModelError
+from .safe_write import install_folder, staged_folder
 
 PACKAGE_MODELS = Path(__file__).parent / "models"
 TINY_RANDOM = "tiny-random"
@@ -270,12 +269,9 @@ def ensure_tiny_random() -> Path:
     with FileLock(str(target) + ".lock"):
         if (target / "model_index.json").is_file():
             return target
-        staging = Path(tempfile.mkdtemp(prefix=".tiny-random-", dir=target.parent))
-        try:
+        with staged_folder(target) as staging:
             build_tiny_random(staging)
-            os.replace(staging, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            install_folder(staging, target)
     return target
 
 
@@ -320,7 +316,12 @@ def build_tiny_random(folder: Path) -> None:
     makes the weights, and so every test image, the same on every machine.
     """
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     tokenizer_dir = folder / "tokenizer"

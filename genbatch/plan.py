@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from .runner import RunOptions
 
 DEFAULT_NAME_TEMPLATE = "{index:06d}-{slug}-{seed}.{ext}"
+# {bucket} in a name template: index // 1000, so "{bucket:04d}/{index:07d}.png" keeps every
+# folder of a million-image run to 1,000 files.
+BUCKET_SIZE = 1000
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
 
 
@@ -202,21 +205,16 @@ def name_fields(job: Job, ext: str) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for column, value in job.row.fields.items():
         fields[str(column)] = "" if value is None else value
+    fields.update(template_values(job.values))
     fields.update(
         {
             "index": job.index,
             "row": job.row.index,
             "line": job.row.line,
             "k": job.k,
+            "bucket": job.index // BUCKET_SIZE,
             "id": job.row.id or "",
             "slug": slugify(job.prompt),
-            "prompt": job.prompt,
-            "seed": job.seed,
-            "steps": job.steps,
-            "guidance": job.guidance_scale,
-            "guidance_scale": job.guidance_scale,
-            "width": job.width,
-            "height": job.height,
             "model": job.model.name.replace("/", "--"),
             "key": job.key,
             "ext": ext,

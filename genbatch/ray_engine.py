@@ -1,11 +1,13 @@
 """The Ray engine: the same batches, on model-holding workers across a Ray cluster.
 
 One :class:`RayWorker` actor per GPU (or per CPU slot where there is none) loads each
-model once, runs :func:`~genbatch.engine.generate_or_retry_alone` on the batches it is
-given, writes their images into ``--out`` itself (a folder every node mounts) with the
+model once, runs :func:`~genbatch.engine.generate_batch` on the batches it is given (a
+batch that runs out of memory is halved on that worker's device, as the local engine
+does), writes their images into ``--out`` itself (a folder every node mounts) with the
 same atomic writes as the local engine, and sends back only small records
 (:class:`~genbatch.writer.WrittenImage` or a reason). The driver feeds each worker at most
-``WINDOW`` batches at a time, in plan order, and alone reports results to the
+``WINDOW`` batches at a time, in plan order (with ``--batch-size auto``, units of up to
+``AUTO_CAP`` jobs that each worker sizes itself), and alone reports results to the
 :class:`~genbatch.sink.ResultSink`, so the ledger has one writer.
 
 Retries are the driver's, not Ray's: actors are created with no restarts and no task
@@ -23,16 +25,19 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .backends import BackendOptions, LoadedModel, get_backend
-from .engine import EngineReport, EngineWork, by_model, generate_or_retry_alone
+from .batch_size import AUTO_CAP, BatchSizer
+from .engine import EngineReport, EngineWork, batch_size_key, by_group, by_model, generate_batch
 from .errors import GenbatchError, ModelError
 from .models import ModelRef
 from .plan import Job
+from .safe_write import OutputUnwritableError, unwritable
 from .sink import BatchFacts, ResultSink, image_metadata, job_record
 from .writer import Encoding, WrittenImage, write_image
 
@@ -51,7 +56,8 @@ class RayWorker:
     generates while the other writes its images; generation itself is one at a time."""
 
     def __init__(self, backend: str, options: BackendOptions, out: str, encoding: Encoding, *,
-                 run_id: str, manifest: str, dtype: str, writers: int, cpu_threads: int | None):
+                 run_id: str, manifest: str, dtype: str, writers: int, cpu_threads: int | None,
+                 batch_size: int | None):
         import ray
 
         if options.device.startswith("cuda") and ray.get_gpu_ids():
@@ -64,6 +70,7 @@ class RayWorker:
         self.run_id, self.manifest, self.dtype = run_id, manifest, dtype
         self._writers = ThreadPoolExecutor(max_workers=max(1, writers), thread_name_prefix="genbatch-write")
         self._generate = threading.Lock()
+        self._sizer = BatchSizer(batch_size)  # this device's own fits and auto sizes
         self._model: str | None = None
         self._loaded: LoadedModel | None = None
         self._facts: dict[str, Any] = {}
@@ -85,30 +92,41 @@ class RayWorker:
         return self._loaded
 
     def run_batch(self, jobs: list[Job]) -> dict[str, Any]:
+        """Generate and write ``jobs`` (one group); per job: key, WrittenImage or None, error,
+        the size of the batch it ran in, its seconds, and whether the error stops the run."""
         with self._generate:
             try:
                 loaded = self._load(jobs[0].model)
             except ModelError as err:
                 return {"model_error": str(err)}
             began = time.monotonic()
-            results = generate_or_retry_alone(loaded, jobs)
+            key = batch_size_key(jobs[0], self.options)
+            results, start = [], 0
+            while start < len(jobs):
+                chunk = jobs[start:start + self._sizer.next_size(key)]
+                start += len(chunk)
+                results += generate_batch(loaded, chunk, self._sizer, key)
             seconds = time.monotonic() - began
             facts = dict(self._facts)
-        batch = BatchFacts(len(jobs), seconds / len(jobs), self.options.device, facts)
         began = time.monotonic()
-        outcomes = list(self._writers.map(lambda result: self._write(result, batch), results))
+        outcomes = list(self._writers.map(lambda r: self._write(r[0], r[1], r[2], facts), results))
         return {"seconds": seconds, "write_seconds": time.monotonic() - began, "device": self.options.device,
                 "facts": facts, "outcomes": outcomes}
 
-    def _write(self, result: Any, batch: BatchFacts) -> tuple[str, WrittenImage | None, str | None]:
+    def _write(self, result: Any, size: int, seconds: float, facts: dict[str, Any]) -> tuple:
         job = result.job
         if result.pixels is None:
-            return job.key, None, result.error or "no image"
+            return job.key, None, result.error or "no image", size, seconds, False
+        batch = BatchFacts(size, seconds, self.options.device, facts)
         record = job_record(job, run_id=self.run_id, manifest=self.manifest, dtype=self.dtype, batch=batch)
         try:
-            return job.key, write_image(self.out, job.file, result.pixels, image_metadata(record), self.encoding), None
-        except Exception as err:  # a bad path fails this image, not the batch
-            return job.key, None, f"writing the image failed: {type(err).__name__}: {err}"
+            written = write_image(self.out, job.file, result.pixels, image_metadata(record), self.encoding)
+        except Exception as err:  # a bad name fails one image; a full or read-only disk stops the run
+            fatal = unwritable(err, self.out)
+            if fatal is not None:
+                return job.key, None, str(fatal), size, seconds, True
+            return job.key, None, f"writing the image failed: {type(err).__name__}: {err}", size, seconds, False
+        return job.key, written, None, size, seconds, False
 
 
 # --- the driver ----------------------------------------------------------------------------
@@ -236,7 +254,12 @@ class RayEngine:
     def _run(self, work: EngineWork, sink: ResultSink, stop_requested: Callable[[], bool],
              say: Callable[[str], None], report: EngineReport) -> EngineReport:
         ray = self.ray
-        count, per_worker = self._placement(work.options.device, len(work.batches))
+        requested = work.sizer.requested
+        if requested is None:  # auto: each worker finds its own size within units of up to AUTO_CAP
+            units = [g[i:i + AUTO_CAP] for g in by_group(work.batches) for i in range(0, len(g), AUTO_CAP)]
+        else:
+            units = work.batches
+        count, per_worker = self._placement(work.options.device, len(units))
         actor_class = ray.remote(RayWorker).options(
             num_cpus=1, num_gpus=per_worker, max_restarts=0, max_task_retries=0, max_concurrency=WINDOW)
         out = str(Path(work.out).resolve())
@@ -246,22 +269,22 @@ class RayEngine:
         def start(slot_number: int) -> Any:
             return actor_class.remote(work.backend, work.options, out, work.encoding, run_id=sink.run_id,
                                       manifest=sink.manifest, dtype=sink.dtype, writers=writers,
-                                      cpu_threads=cpu_threads)
+                                      cpu_threads=cpu_threads, batch_size=requested)
 
         slots = [_Slot(i + 1, start(i + 1)) for i in range(count)]
         for slot in slots:
             slot.ready_ref = slot.actor.ready.remote()
-        say(f"ray: {len(work.batches)} batches on {count} workers "
+        say(f"ray: {len(units)} batches on {count} workers "
             f"({f'{per_worker:g} GPU' if per_worker else '1 CPU'} each, {work.options.device}/{work.options.dtype})")
 
-        queue = deque(_Unit(batch) for batch in work.batches)
+        queue = deque(_Unit(jobs) for jobs in units)
         running: dict[Any, tuple[_Slot, Any, _Unit]] = {}  # object ref -> slot, actor, unit
         recorded: set[str] = set()
         several_models = len(list(by_model(work.batches))) > 1
         stopping = False
         try:
             while True:
-                stopping = stopping or stop_requested()
+                stopping = stopping or stop_requested() or sink.fatal is not None
                 if not stopping:
                     for slot in slots:
                         while slot.ready_ref is None and not slot.retired and slot.inflight < WINDOW and queue:
@@ -300,6 +323,7 @@ class RayEngine:
         finally:
             for slot in slots:
                 ray.kill(slot.actor, no_restart=True)
+            sink.checkpoint()
         report.workers = [slot.stats() for slot in slots]
         return report
 
@@ -336,8 +360,12 @@ class RayEngine:
         report.generation_seconds += result["seconds"]
         report.facts.update(result["facts"])
         slot.seconds += result["seconds"] + result["write_seconds"]
-        batch = BatchFacts(len(unit.jobs), result["seconds"] / len(unit.jobs), result["device"], result["facts"])
-        for key, written, error in result["outcomes"]:
+        sink.checkpoint(at_most_every=1.0)  # what is recorded so far survives a crash
+        for key, written, error, size, seconds, fatal in result["outcomes"]:
+            if fatal:  # the output folder takes no more writes: the run stops, this job stays to do
+                sink.stop(OutputUnwritableError(error))
+                continue
+            batch = BatchFacts(size, seconds, result["device"], result["facts"])
             if self._record(by_key[key], batch, written, error, sink, recorded):
                 if written is not None:
                     slot.images += 1

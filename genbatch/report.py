@@ -11,10 +11,10 @@ import platform
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .fields import BY_NAME, report_columns
-from .ledger import current_records, iter_records
+from .ledger import iter_current_records
 from .safe_write import write_atomic
 
 TABLE_COLUMNS = [
@@ -47,23 +47,85 @@ def write_json(path: Path, data: Any, *, root: Path | None = None) -> None:
     write_atomic(path, (json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n").encode(), root=root)
 
 
-def write_tables(out: Path, records: list[dict[str, Any]] | None = None) -> list[Path]:
-    """report.csv and report.parquet, one row per job key; ``fields`` (the manifest's own
-    columns, of any type) is kept as a JSON string so both formats stay loadable.
+def write_tables(out: Path, *, chunk_rows: int = 20_000) -> list[Path]:
+    """report.csv and report.parquet, one row per job key (the ledger's current records),
+    streamed in chunks so memory stays flat however long the ledger. ``fields`` (the
+    manifest's own columns, of any type) is kept as a JSON string so both formats stay loadable."""
+    csv_final, parquet_final = Path(out) / "report.csv", Path(out) / "report.parquet"
+    write_atomic(csv_final, lambda temp: _write_csv(out, temp, chunk_rows), root=out)
+    write_atomic(parquet_final, lambda temp: _write_parquet(out, temp, chunk_rows), root=out)
+    return [csv_final, parquet_final]
 
-    ``records``: the ledger's records as ``ledger.iter_records`` reads them, when the caller
-    has them already (the end of a run reads the ledger once for the tables and the page)."""
+
+# metadata.jsonl: the Hugging Face ``imagefolder`` layout, so that
+# ``datasets.load_dataset("imagefolder", data_dir=OUT)`` loads a run as a data set. The same
+# columns on every line (None where a field is not set), so the data set has one schema.
+METADATA_NAME = "metadata.jsonl"
+METADATA_COLUMNS = ["key", *report_columns(), "model", "model_fingerprint", "id"]
+
+
+def write_metadata(out: Path) -> Path:
+    """OUT/metadata.jsonl, one line per image on disk (``file_name`` relative to OUT)."""
+
+    def write(path: Path) -> None:
+        with open(path, "w", encoding="utf-8") as handle:
+            for record in iter_current_records(out):
+                if record.get("status") != "done" or not isinstance(record.get("file"), str):
+                    continue
+                line = {"file_name": record["file"], **{c: record.get(c) for c in METADATA_COLUMNS}}
+                if line["timesteps"] is not None:
+                    line["timesteps"] = " ".join(map(str, line["timesteps"]))
+                handle.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
+
+    return write_atomic(Path(out) / METADATA_NAME, write, root=out)
+
+
+def _write_csv(out: Path, path: Path, chunk_rows: int) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        for number, frame in enumerate(_frames(out, chunk_rows)):
+            frame.to_csv(handle, index=False, header=number == 0)
+
+
+def _write_parquet(out: Path, path: Path, chunk_rows: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer = None
+    try:
+        for frame in _frames(out, chunk_rows):
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema)
+            writer.write_table(table.cast(writer.schema))
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _frames(out: Path, chunk_rows: int) -> Iterator[Any]:
+    """The report rows as typed DataFrames of up to ``chunk_rows`` rows (at least one, maybe empty)."""
+    rows: list[dict[str, Any]] = []
+    yielded = False
+    for record in iter_current_records(out):
+        rows.append(_table_row(record))
+        if len(rows) == chunk_rows:
+            yield _typed_frame(rows)
+            rows, yielded = [], True
+    if rows or not yielded:
+        yield _typed_frame(rows)
+
+
+def _table_row(record: dict[str, Any]) -> dict[str, Any]:
+    row = {column: record.get(column) for column in TABLE_COLUMNS}
+    row["fields"] = json.dumps(record.get("fields") or {}, ensure_ascii=False, default=str)
+    if row["timesteps"]:  # a model's own list (genbatch.json), as one cell of numbers
+        row["timesteps"] = " ".join(map(str, row["timesteps"]))
+    return row
+
+
+def _typed_frame(rows: list[dict[str, Any]]) -> Any:
     import pandas as pd
 
-    if records is None:
-        records = list(iter_records(out))
-    rows = []
-    for record in current_records(records):
-        row = {column: record.get(column) for column in TABLE_COLUMNS}
-        row["fields"] = json.dumps(record.get("fields") or {}, ensure_ascii=False, default=str)
-        if row["timesteps"]:  # a model's own list (genbatch.json), as one cell of numbers
-            row["timesteps"] = " ".join(map(str, row["timesteps"]))
-        rows.append(row)
     frame = pd.DataFrame(rows, columns=TABLE_COLUMNS + ["fields"])
     for columns, dtype in ((_INT_COLUMNS, "Int64"), (_UINT_COLUMNS, "UInt64"), (_FLOAT_COLUMNS, "Float64")):
         for column in columns:
@@ -71,8 +133,7 @@ def write_tables(out: Path, records: list[dict[str, Any]] | None = None) -> list
     for column in frame.columns:
         if frame[column].dtype == object:
             frame[column] = frame[column].astype("string")
-    return [write_atomic(Path(out) / "report.csv", lambda p: frame.to_csv(p, index=False), root=out),
-            write_atomic(Path(out) / "report.parquet", lambda p: frame.to_parquet(p, index=False), root=out)]
+    return frame
 
 
 def command_line() -> list[str]:

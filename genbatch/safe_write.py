@@ -13,9 +13,13 @@ and follows symlinked folders; ``filelock`` only locks.)
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
+import shutil
+import tempfile
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
@@ -28,7 +32,28 @@ class UnsafePathError(GenbatchError):
     """A path under --out that would lead outside it."""
 
 
-def _inside(root: Path, path: Path) -> bool:
+class OutputUnwritableError(GenbatchError):
+    """The output folder cannot take more writes (disk full, quota, read-only): the run stops."""
+
+    exit_code = 1
+
+
+# Errors that no retry of one image can get past: the run stops cleanly instead.
+FATAL_WRITE_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+                      errno.EROFS: "the file system is read-only"}
+
+
+def unwritable(err: BaseException, out: Path) -> OutputUnwritableError | None:
+    """The run-stopping form of a write error, or None for an error of one image only."""
+    if isinstance(err, OSError) and err.errno in FATAL_WRITE_ERRNOS:
+        return OutputUnwritableError(f"cannot write to {out}: {FATAL_WRITE_ERRNOS[err.errno]} ({err.strerror}); "
+                                     "the images written so far are kept and recorded: free space (or make it "
+                                     "writable) and run the same command again to finish")
+    return None
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` is ``root`` or below it (both resolved)."""
     try:
         path.relative_to(root)
         return True
@@ -40,9 +65,9 @@ def contained(root: Path, path: Path | str) -> Path:
     """``path`` (absolute, or relative to ``root``) after checking that writing it stays inside
     ``root``: its folder, with every symlink followed, is ``root`` or below, and the path itself,
     if it is a symlink, points inside too. Raises :class:`UnsafePathError` otherwise."""
-    root = Path(root).resolve()
+    root = _resolved(Path(root))
     full = Path(path) if Path(path).is_absolute() else root / path
-    parent = full.parent.resolve()
+    parent = _resolved(full.parent)
     if not _inside(parent, root):
         raise UnsafePathError(f"{full}: {_describe_escape(root, full.parent)}; genbatch never writes outside "
                               f"its output folder {root}")
@@ -53,6 +78,20 @@ def contained(root: Path, path: Path | str) -> Path:
             raise UnsafePathError(f"{target} is a symlink to {resolved}, outside the output folder {root}; "
                                   "genbatch never writes through it: remove the link")
     return target
+
+
+# A folder is resolved once per process (a run writes thousands of files into a few folders);
+# only folders that exist are remembered, so one created later is resolved when it exists.
+_RESOLVED: dict[Path, Path] = {}
+
+
+def _resolved(folder: Path) -> Path:
+    found = _RESOLVED.get(folder)
+    if found is None:
+        found = folder.resolve()
+        if found.is_dir() and len(_RESOLVED) < 100_000:
+            _RESOLVED[folder] = found
+    return found
 
 
 def _describe_escape(root: Path, folder: Path) -> str:
@@ -75,11 +114,13 @@ def write_atomic(path: Path, data: bytes | Callable[[Path], None], *, root: Path
     """Write ``data`` (bytes, or a function that writes a given temp path) to ``path`` atomically.
 
     With ``root``, ``path`` must stay inside it (see :func:`contained`) and missing folders are
-    created inside it."""
+    created inside it. Durability after a machine crash comes from :func:`sync_filesystem`,
+    once per batch, not from an fsync per file."""
     path = Path(path)
     if root is not None:
         path = contained(root, path)
-        make_folder(root, path.parent.relative_to(Path(root).resolve()))
+        if not path.parent.is_dir():
+            make_folder(root, path.parent.relative_to(_resolved(Path(root))))
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}{TEMP_MARKER}{uuid.uuid4().hex[:8]}")
@@ -120,6 +161,35 @@ def remove(root: Path, path: Path | str) -> None:
     full.unlink(missing_ok=True)
 
 
+def sync_filesystem(folder: Path) -> None:
+    """Make everything written so far on ``folder``'s file system durable, in one call.
+
+    Linux's ``syncfs`` flushes one file system's dirty data, names and renames together, so a
+    run pays one flush per batch instead of an fsync per image, its folder and the ledger
+    (each of which costs ~4 ms here). Elsewhere ``os.sync`` does the same for all of them."""
+    if _syncfs is None:
+        os.sync()
+        return
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        if _syncfs(fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+    finally:
+        os.close(fd)
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syncfs  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+_syncfs = _load_syncfs()
+
+
 def walk_files(root: Path) -> Iterator[Path]:
     """Every file under ``root``, never descending into symlinked folders."""
     for folder, _, files in os.walk(root):
@@ -139,3 +209,26 @@ def remove_stale_temp_files(out: Path) -> int:
             remove(out, path)
             removed += 1
     return removed
+
+
+@contextmanager
+def staged_folder(target: Path) -> Iterator[Path]:
+    """A temporary folder beside ``target`` to build a whole folder in (a model, an export);
+    :func:`install_folder` then renames it into place. Whatever is left is removed on exit,
+    so a failure or a kill mid-way never leaves a half-built folder under the final name."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}{TEMP_MARKER}", dir=target.parent))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def install_folder(staging: Path, target: Path) -> None:
+    """Rename a staged folder to ``target``, replacing what was there."""
+    if target.is_symlink() or target.is_file():
+        target.unlink()
+    elif target.exists():
+        shutil.rmtree(target)
+    os.replace(staging, target)

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from .errors import GenbatchError
 from .ledger import SCHEMA_VERSION, Ledger
 from .manifest import Manifest, SkippedRow
 from .plan import Job
 from .progress import Progress
+from .safe_write import sync_filesystem, unwritable
 from .writer import WrittenImage
 
 
@@ -64,7 +67,42 @@ class ResultSink:
         self.done_count = 0
         self.failed_count = 0
         self.failures: list[dict[str, Any]] = []
+        # Set when the output folder takes no more writes (disk full, read-only): the engine
+        # stops, nothing more is appended, the jobs not recorded are left for the next run.
+        self.fatal: GenbatchError | None = None
         self._lock = threading.Lock()
+        self._last_checkpoint = time.monotonic()
+
+    def checkpoint(self, *, at_most_every: float = 0.0) -> None:
+        """Make what is recorded so far survive a machine crash: one flush of the output
+        folder's file system (images, their renames and the ledger together). The engine calls
+        it after each batch with ``at_most_every=1.0`` (a flush costs ~2.5 ms, so at most 0.25 %
+        of a run), and once at the end."""
+        if self.fatal is not None or not self.done_count + self.failed_count:
+            return
+        if time.monotonic() - self._last_checkpoint < at_most_every:
+            return
+        self._last_checkpoint = time.monotonic()
+        try:
+            self.ledger.flush()
+            sync_filesystem(self.ledger.out)
+        except OSError as err:
+            self.stop(unwritable(err, self.ledger.out) or GenbatchError(f"cannot sync {self.ledger.out}: {err}"))
+
+    def stop(self, error: GenbatchError) -> None:
+        with self._lock:
+            if self.fatal is None:
+                self.fatal = error
+
+    def _append(self, record: dict[str, Any]) -> bool:
+        if self.fatal is not None:
+            return False
+        try:
+            self.ledger.append(record)
+        except OSError as err:
+            self.stop(unwritable(err, self.ledger.out) or GenbatchError(f"cannot append to {self.ledger.path}: {err}"))
+            return False
+        return True
 
     def record(self, job: Job, batch: BatchFacts) -> dict[str, Any]:
         return job_record(job, run_id=self.run_id, manifest=self.manifest, dtype=self.dtype, batch=batch)
@@ -73,7 +111,8 @@ class ResultSink:
         record = self.record(job, batch)
         record.update(status="done", file=written.file, bytes=written.bytes, sha256=written.sha256,
                       finished_at=now(), error=None)
-        self.ledger.append(record)
+        if not self._append(record):
+            return
         with self._lock:
             self.done_count += 1
             self.progress.advance(True)
@@ -81,7 +120,8 @@ class ResultSink:
     def failed(self, job: Job, batch: BatchFacts, error: str) -> None:
         record = self.record(job, batch)
         record.update(status="failed", file=None, finished_at=now(), error=error)
-        self.ledger.append(record)
+        if not self._append(record):
+            return
         with self._lock:
             self.failed_count += 1
             self.failures.append({"key": job.key, "line": job.row.line, "prompt": job.prompt, "seed": job.seed,
@@ -89,7 +129,7 @@ class ResultSink:
             self.progress.advance(False)
 
     def skipped(self, manifest: Manifest, skipped: SkippedRow) -> None:
-        self.ledger.append({
+        self._append({
             "status": "skipped", "key": skipped_key(manifest.path, skipped.line), "file": None,
             "line": skipped.line, "manifest": manifest.path, "prompt": skipped.prompt,
             "error": "; ".join(skipped.reasons), "fields": skipped.fields, "finished_at": now(),

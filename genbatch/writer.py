@@ -50,10 +50,10 @@ def write_image(out: Path, relpath: str, pixels: np.ndarray, meta: dict[str, Any
 class ImageWriter:
     """A bounded pool: ``submit`` blocks when ``4 x workers`` images wait, so a fast
     generator cannot pile decoded images up in memory. ``on_written(item, written)`` or
-    ``on_error(item, reason)`` is called from the pool for every image."""
+    ``on_error(item, exception)`` is called from the pool for every image."""
 
     def __init__(self, out: Path, encoding: Encoding, *, workers: int,
-                 on_written: Callable[[Any, WrittenImage], None], on_error: Callable[[Any, str], None]):
+                 on_written: Callable[[Any, WrittenImage], None], on_error: Callable[[Any, Exception], None]):
         self.out, self.encoding = Path(out), encoding
         self.on_written, self.on_error = on_written, on_error
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="genbatch-write")
@@ -75,8 +75,8 @@ class ImageWriter:
     def _write(self, item: Any, pixels: np.ndarray, relpath: str, meta: dict[str, Any]) -> None:
         try:
             written = write_image(self.out, relpath, pixels, meta, self.encoding)
-        except Exception as err:  # a bad path fails this image, not the run
-            self.on_error(item, f"writing the image failed: {type(err).__name__}: {err}")
+        except Exception as err:  # the caller decides: a bad name fails one image, a full disk the run
+            self.on_error(item, err)
             return
         self.on_written(item, written)
 

@@ -19,9 +19,18 @@ def _color(index: int) -> tuple[int, int, int]:
 
 
 def _record(status: str, index: int, **extra) -> dict:
-    record = {"status": status, "key": f"{index:020x}", "file": None, "index": index, "k": 0, "id": None,
-              "prompt": f"prompt number {index} with a fairly long tail of words", "seed": 1000 + index,
-              "error": None, "run_id": "run-1"}
+    record = {
+        "status": status,
+        "key": f"{index:020x}",
+        "file": None,
+        "index": index,
+        "k": 0,
+        "id": None,
+        "prompt": f"prompt number {index} with a fairly long tail of words",
+        "seed": 1000 + index,
+        "error": None,
+        "run_id": "run-1",
+    }
     record.update(extra)
     return record
 
@@ -77,7 +86,10 @@ def test_sheets_are_deterministic_and_stale_ones_removed(out: Path):
 
     assert first == second
     assert sorted(p.name for p in out.glob("contact-sheet-*")) == [
-        "contact-sheet-001.png", "contact-sheet-002.png", "contact-sheet-notes.png"]
+        "contact-sheet-001.png",
+        "contact-sheet-002.png",
+        "contact-sheet-notes.png",
+    ]
     assert [p.name for p in out.iterdir() if ".tmp-" in p.name] == []
 
 

@@ -9,7 +9,6 @@ import shutil
 
 import numpy as np
 import pytest
-
 from helpers import FAST, genbatch, images, ledger, pixels
 
 

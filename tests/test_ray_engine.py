@@ -12,7 +12,6 @@ import time
 
 import numpy as np
 import pytest
-
 from helpers import FAST, genbatch, genbatch_process, images, ledger, pixels
 
 ray = pytest.importorskip("ray")
@@ -23,16 +22,16 @@ NICE = {"RAY_worker_niceness": "0"}
 
 
 @pytest.fixture(scope="module")
-def ray_address():
+def ray_address(genbatch_home):
     """One Ray instance for the module (it takes seconds to start); runs in this process join it,
-    subprocesses get its address."""
-    os.environ.update(NICE)
+    subprocesses get its address. Its workers see the tests' GENBATCH_HOME."""
+    os.environ.update(NICE, GENBATCH_HOME=str(genbatch_home))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning")
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
-        os.environ.pop("RAY_worker_niceness", None)
+        os.environ.pop("RAY_worker_niceness", None)  # GENBATCH_HOME is reset by conftest's fixture
 
 
 @pytest.fixture

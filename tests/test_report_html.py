@@ -18,19 +18,48 @@ SCRIPT_PROMPT = "<script>window.__pwned=1</script>"
 IMG_PROMPT = '"><img src=x onerror="window.__pwned=1">'
 BREAKOUT_PROMPT = "</script><script>window.__pwned=2</script>{{data}}\u2028end"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def _record(status: str, key: str, index: int | None, prompt: str | None, **extra) -> dict:
     record = {
-        "status": status, "key": key, "file": None, "index": index, "row": index, "line": (index or 0) + 2,
-        "manifest": "prompts.csv", "k": 0, "id": None, "prompt": prompt, "negative_prompt": "",
-        "seed": 40 + (index or 0), "steps": 4, "guidance_scale": 7.5, "width": 64, "height": 48,
-        "scheduler": "euler", "model": "tiny-sd", "model_path": "/m/tiny-sd", "model_fingerprint": "f00",
-        "backend": "torch", "device": "cpu", "dtype": "float32", "batch_size": 1, "seconds": 0.5,
-        "finished_at": f"2026-11-22T20:00:{10 + (index or 0):02d}.000000+00:00", "sha256": None,
-        "fields": {"prompt": prompt}, "error": None, "run_id": "run-1",
+        "status": status,
+        "key": key,
+        "file": None,
+        "index": index,
+        "row": index,
+        "line": (index or 0) + 2,
+        "manifest": "prompts.csv",
+        "k": 0,
+        "id": None,
+        "prompt": prompt,
+        "negative_prompt": "",
+        "seed": 40 + (index or 0),
+        "steps": 4,
+        "guidance_scale": 7.5,
+        "width": 64,
+        "height": 48,
+        "scheduler": "euler",
+        "model": "tiny-sd",
+        "model_path": "/m/tiny-sd",
+        "model_fingerprint": "f00",
+        "backend": "torch",
+        "device": "cpu",
+        "dtype": "float32",
+        "batch_size": 1,
+        "seconds": 0.5,
+        "finished_at": f"2026-11-22T20:00:{10 + (index or 0):02d}.000000+00:00",
+        "sha256": None,
+        "fields": {"prompt": prompt},
+        "error": None,
+        "run_id": "run-1",
     }
     record.update(extra)
     return record
@@ -87,7 +116,9 @@ def test_report_lists_latest_records_and_writes_atomically(out: Path):
     assert [c["index"] for c in cards] == [0, 1, 2, 3, 4, 5, 6]  # job order, latest record per key
     assert len(cards) == len(list(out.glob("*.png")))
     assert [row[blob["failed_cols"].index("error")] for row in blob["failed"]] == [
-        "NaN in decoded image", "<b>boom</b>" + SCRIPT_PROMPT]
+        "NaN in decoded image",
+        "<b>boom</b>" + SCRIPT_PROMPT,
+    ]
     assert [row[blob["skipped_cols"].index("line")] for row in blob["skipped"]] == [11, 12]
     assert [row[blob["missing_cols"].index("file")] for row in blob["missing"]] == ["000010-gone.png"]
     assert "torn" not in [c["prompt"] for c in cards]
@@ -107,10 +138,14 @@ def test_user_text_never_reaches_the_page_as_markup(out: Path):
 
 def test_summary_escapes_run_json_and_shows_versions(out: Path):
     run = {
-        "run_id": "run-1", "started_at": "2026-11-22T20:00:00+00:00", "wall_seconds": 20.0,
-        "images_per_second": 0.35, "counts": {"planned": 10, "done": 7, "already_done": 0, "failed": 2,
-                                              "skipped": 2},
-        "exit_code": 3, "interrupted": True, "command": ["genbatch", "run", SCRIPT_PROMPT],
+        "run_id": "run-1",
+        "started_at": "2026-11-22T20:00:00+00:00",
+        "wall_seconds": 20.0,
+        "images_per_second": 0.35,
+        "counts": {"planned": 10, "done": 7, "already_done": 0, "failed": 2, "skipped": 2},
+        "exit_code": 3,
+        "interrupted": True,
+        "command": ["genbatch", "run", SCRIPT_PROMPT],
         "versions": {"python": "3.11.7", "genbatch": "0.1.0", "torch": "2.13.0"},
     }
     (out / "run.json").write_text(json.dumps(run), encoding="utf-8")
@@ -193,7 +228,11 @@ def test_paths_outside_the_folder_are_not_shown(out: Path):
     (out.parent / "outside.png").write_bytes(b"")
     with open(out / "genbatch.jsonl", "a", encoding="utf-8") as handle:
         handle.write("\n" + json.dumps(_record("done", "c0000000000000000001", 20, "escape", file="../outside.png")))
-        handle.write("\n" + json.dumps(_record("done", "c0000000000000000002", 21, "abs", file=str(out.parent / "outside.png"))) + "\n")
+        handle.write(
+            "\n"
+            + json.dumps(_record("done", "c0000000000000000002", 21, "abs", file=str(out.parent / "outside.png")))
+            + "\n"
+        )
 
     blob = _blob(write_html_report(out, thumbs=False).read_text(encoding="utf-8"))
 
@@ -202,8 +241,21 @@ def test_paths_outside_the_folder_are_not_shown(out: Path):
 
 def test_nan_in_the_ledger_shows_as_empty(out: Path):
     with open(out / "genbatch.jsonl", "a", encoding="utf-8") as handle:  # json writes NaN, JSON.parse refuses it
-        handle.write("\n" + json.dumps(_record("failed", "c0000000000000000003", 30, "nan", seconds=float("nan"),
-                                                seed=float("inf"), error="NaN in decoded image")) + "\n")
+        handle.write(
+            "\n"
+            + json.dumps(
+                _record(
+                    "failed",
+                    "c0000000000000000003",
+                    30,
+                    "nan",
+                    seconds=float("nan"),
+                    seed=float("inf"),
+                    error="NaN in decoded image",
+                )
+            )
+            + "\n"
+        )
 
     blob = _blob(write_html_report(out, thumbs=False).read_text(encoding="utf-8"))
 
@@ -273,7 +325,8 @@ def test_browser_shows_cards_failures_and_filters(browser, out: Path):
     assert "steps must be a positive integer" in skipped_text and IMG_PROMPT in skipped_text
     assert "000010-gone.png" in page.locator("#missing").inner_text()
     loaded = page.evaluate(
-        "Promise.all([...document.querySelectorAll('#images img')].map(i => i.decode().then(() => i.naturalWidth)))")
+        "Promise.all([...document.querySelectorAll('#images img')].map(i => i.decode().then(() => i.naturalWidth)))"
+    )
     assert 0 < max(loaded) <= THUMB_SIZE  # thumbnails load from disk
 
     page.fill("#filter", "circle")
@@ -313,3 +366,17 @@ def test_browser_pages_through_many_images(browser, tmp_path: Path):
     expect(page.locator("#images .card")).to_have_count(8)
     assert problems == []
     page.close()
+
+
+def test_a_thumbnail_folder_linked_out_of_the_folder_is_refused(out: Path, tmp_path: Path):
+    from genbatch.safe_write import UnsafePathError
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.webp").write_bytes(b"not a thumbnail of this folder")
+    (out / THUMBS_DIR).symlink_to(elsewhere)
+
+    with pytest.raises(UnsafePathError, match="outside the output folder"):
+        write_html_report(out)
+
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["keep.webp"]

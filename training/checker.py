@@ -106,14 +106,13 @@ def _object_mask(image: np.ndarray, pix: np.ndarray, obj: np.ndarray, bg: np.nda
         mask = np.zeros_like(mask)
         mask[ys - y0, xs - x0] = True
     my, mx = np.nonzero(mask)
-    return mask[my.min():my.max() + 1, mx.min():mx.max() + 1], (x0 + mx.min(), y0 + my.min())
+    return mask[my.min() : my.max() + 1, mx.min() : mx.max() + 1], (x0 + mx.min(), y0 + my.min())
 
 
 def analyse(image: np.ndarray) -> tuple[str, list[Blob]]:
     """The background colour and the blobs of an image."""
     labels = palette_labels(image)
-    ring = np.concatenate([labels[:2].ravel(), labels[-2:].ravel(),
-                           labels[:, :2].ravel(), labels[:, -2:].ravel()])
+    ring = np.concatenate([labels[:2].ravel(), labels[-2:].ravel(), labels[:, :2].ravel(), labels[:, -2:].ravel()])
     bg = Counter(ring.tolist()).most_common(1)[0][0]
     blobs = []
     for pix in _components(labels != bg):
@@ -123,8 +122,15 @@ def analyse(image: np.ndarray) -> tuple[str, list[Blob]]:
         label = Counter(labels[ys, xs].tolist()).most_common(1)[0][0]
         mask, (x0, y0) = _object_mask(image, pix, _PALETTE[label], _PALETTE[bg])
         h, w = mask.shape
-        blobs.append(Blob(_PALETTE_NAMES[label], classify_shape(mask), len(pix),
-                          (int(x0), int(y0), int(w), int(h)), (float(xs.mean()), float(ys.mean()))))
+        blobs.append(
+            Blob(
+                _PALETTE_NAMES[label],
+                classify_shape(mask),
+                len(pix),
+                (int(x0), int(y0), int(w), int(h)),
+                (float(xs.mean()), float(ys.mean())),
+            )
+        )
     return _PALETTE_NAMES[bg], blobs
 
 
@@ -149,8 +155,9 @@ def score(image: np.ndarray, spec: dict) -> dict[str, bool | None]:
             out["relation"] = False
         else:
             dx, dy = b.centroid[0] - a.centroid[0], b.centroid[1] - a.centroid[1]
-            along, across = {"left": (dx, dy), "right": (-dx, dy),
-                             "above": (dy, dx), "below": (-dy, dx)}[spec["relation"]]
+            along, across = {"left": (dx, dy), "right": (-dx, dy), "above": (dy, dx), "below": (-dy, dx)}[
+                spec["relation"]
+            ]
             out["relation"] = along > 0 and along > abs(across)
     if spec["kind"] == "count":
         out["count"] = len(blobs) == spec["count"]

@@ -43,8 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import checker as ck  # noqa: E402
 import semantic_latents as sl  # noqa: E402
 import shapes_data as sd  # noqa: E402
-
 from diffusers import DDPMScheduler, StableDiffusionPipeline  # noqa: E402
+
 from genbatch.latents import initial_latents  # noqa: E402
 from genbatch.models import read_defaults  # noqa: E402
 
@@ -78,20 +78,39 @@ def to_uint8(decoded: torch.Tensor) -> np.ndarray:
 Steps = int | list[int]  # a step count for the scheduler to space, or the timesteps themselves
 
 
-def generate(pipe, prompts: list[str], seeds: list[int], steps: Steps, guidance: float,
-             size: int = 64, batch_size: int = 16, latents: bool = False) -> np.ndarray | torch.Tensor:
+def generate(
+    pipe,
+    prompts: list[str],
+    seeds: list[int],
+    steps: Steps,
+    guidance: float,
+    size: int = 64,
+    batch_size: int = 16,
+    latents: bool = False,
+) -> np.ndarray | torch.Tensor:
     """uint8 images (n, size, size, 3), batch by batch; latents=True: the final latents
     (unscaled) instead of decoding them."""
     out = []
     when = {"timesteps": steps} if isinstance(steps, list) else {"num_inference_steps": steps}
     for i in range(0, len(prompts), batch_size):
-        p, s = prompts[i:i + batch_size], seeds[i:i + batch_size]
+        p, s = prompts[i : i + batch_size], seeds[i : i + batch_size]
         f = pipe.vae_scale_factor  # genbatch's own per-image latents, as a run draws them
         lat = initial_latents(s, pipe.unet.config.in_channels, size // f, size // f).to(pipe.device)
-        images = pipe(prompt=p, negative_prompt=[""] * len(p), guidance_scale=guidance, latents=lat,
-                      height=size, width=size, output_type="latent" if latents else "np", **when).images
-        out.append(images / pipe.vae.config.scaling_factor if latents
-                   else (np.clip(images, 0, 1) * 255).round().astype(np.uint8))
+        images = pipe(
+            prompt=p,
+            negative_prompt=[""] * len(p),
+            guidance_scale=guidance,
+            latents=lat,
+            height=size,
+            width=size,
+            output_type="latent" if latents else "np",
+            **when,
+        ).images
+        out.append(
+            images / pipe.vae.config.scaling_factor
+            if latents
+            else (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
+        )
     return torch.cat(out) if latents else np.concatenate(out)
 
 
@@ -120,11 +139,17 @@ def adherence(pipe, n: int, steps: Steps, guidance: float) -> dict:
     truth = [ck.score(sd.render(s), s) for s in specs]
     # one held-out caption in five leaves the background out (and asks for plain grey): a
     # form the model sees less often in training (diffusion.say_background), scored apart too
-    by_phrase = {form: ck.summarize([sc for sc, sp in zip(scores, specs)
-                                     if sp.get("say_background", True) == said])
-                 for form, said in (("named", True), ("left out", False))}
-    return {"model": ck.summarize(scores), "ground_truth": ck.summarize(truth),
-            "by_background_phrase": by_phrase, "images": images, "prompts": prompts}
+    by_phrase = {
+        form: ck.summarize([sc for sc, sp in zip(scores, specs) if sp.get("say_background", True) == said])
+        for form, said in (("named", True), ("left out", False))
+    }
+    return {
+        "model": ck.summarize(scores),
+        "ground_truth": ck.summarize(truth),
+        "by_background_phrase": by_phrase,
+        "images": images,
+        "prompts": prompts,
+    }
 
 
 def semantic(pipe) -> bool:
@@ -173,13 +198,16 @@ def denoising_profile(pipe, n: int, timesteps: list[int], batch_size: int = 32) 
     out = {}
     for t in timesteps:
         images = one_step_images(pipe, noise_sched, x0, t, cond, batch_size)
-        out[t] = {"alpha_bar": float(noise_sched.alphas_cumprod[t]),
-                  **ck.summarize([ck.score(im, sp) for im, sp in zip(images, specs)])}
+        out[t] = {
+            "alpha_bar": float(noise_sched.alphas_cumprod[t]),
+            **ck.summarize([ck.score(im, sp) for im, sp in zip(images, specs)]),
+        }
     return out
 
 
-def one_step_images(pipe, noise_sched: DDPMScheduler, x0: torch.Tensor, t: int, cond: torch.Tensor,
-                    batch_size: int = 32) -> np.ndarray:
+def one_step_images(
+    pipe, noise_sched: DDPMScheduler, x0: torch.Tensor, t: int, cond: torch.Tensor, batch_size: int = 32
+) -> np.ndarray:
     """Latents x0 (unscaled VAE means) noised to step t (fixed noise), denoised by the UNet
     in one step with `cond`, decoded."""
     vae = pipe.vae
@@ -217,19 +245,26 @@ def caption_swap(pipe, n: int, timesteps: list[int]) -> dict[int, dict[str, floa
     out = {}
     for t in timesteps:
         own, other = (one_step_images(pipe, noise_sched, x0, t, cond) for cond in conds)
-        out[t] = {"alpha_bar": float(noise_sched.alphas_cumprod[t]),
-                  "own_caption_own_shape": shares(own, specs),
-                  "swapped_caption_own_shape": shares(other, specs),
-                  "swapped_caption_swapped_shape": shares(other, swapped)}
+        out[t] = {
+            "alpha_bar": float(noise_sched.alphas_cumprod[t]),
+            "own_caption_own_shape": shares(own, specs),
+            "swapped_caption_own_shape": shares(other, specs),
+            "swapped_caption_swapped_shape": shares(other, swapped),
+        }
     return out
 
 
-def predict_clean(pipe, noise_sched: DDPMScheduler, xt: torch.Tensor, t: int, cond: torch.Tensor,
-                  batch_size: int = 32) -> torch.Tensor:
+def predict_clean(
+    pipe, noise_sched: DDPMScheduler, xt: torch.Tensor, t: int, cond: torch.Tensor, batch_size: int = 32
+) -> torch.Tensor:
     """The UNet's one-step estimate of the clean (scaled) latents from xt at step t."""
     tt = torch.full((len(xt),), t, device=xt.device)
-    pred = torch.cat([pipe.unet(xt[i:i + batch_size], tt[i:i + batch_size], cond[i:i + batch_size]).sample
-                      for i in range(0, len(xt), batch_size)])
+    pred = torch.cat(
+        [
+            pipe.unet(xt[i : i + batch_size], tt[i : i + batch_size], cond[i : i + batch_size]).sample
+            for i in range(0, len(xt), batch_size)
+        ]
+    )
     acp = noise_sched.alphas_cumprod[t]
     a, s = acp.sqrt(), (1 - acp).sqrt()
     return a * xt - s * pred if noise_sched.config.prediction_type == "v_prediction" else (xt - s * pred) / a
@@ -261,11 +296,10 @@ def shape_sweep(pipe, n_seeds: int, steps: Steps, guidance: float) -> tuple[dict
     same counts. Also returns the images, a row per shape word."""
     prompts = [f"a large red {shape} on a white background" for shape in sd.SHAPES for _ in range(n_seeds)]
     images = generate(pipe, prompts, list(range(n_seeds)) * len(sd.SHAPES), steps, guidance)
-    seen = [max(blobs, key=lambda b: b.area).shape if (blobs := ck.analyse(im)[1]) else "none"
-            for im in images]
+    seen = [max(blobs, key=lambda b: b.area).shape if (blobs := ck.analyse(im)[1]) else "none" for im in images]
     out = {}
     for i, shape in enumerate(sd.SHAPES):
-        row = seen[i * n_seeds:(i + 1) * n_seeds]
+        row = seen[i * n_seeds : (i + 1) * n_seeds]
         out[shape] = {s: row.count(s) for s in (*sd.SHAPES, "none") if row.count(s)}
     return out, images
 
@@ -282,10 +316,8 @@ def diversity(pipe, n_prompts: int, n_seeds: int, steps: Steps, guidance: float)
     for spec, prompt in pairs:
         seeds = [1000 + k for k in range(n_seeds)]
         model.append(mean_pairwise(generate(pipe, [prompt] * n_seeds, seeds, steps, guidance)))
-        data.append(mean_pairwise(np.stack([sd.render(sd.resample_layout(spec, rng))
-                                            for _ in range(n_seeds)])))
-    return {"model": statistics.mean(model), "data": statistics.mean(data),
-            "prompts": n_prompts, "seeds": n_seeds}
+        data.append(mean_pairwise(np.stack([sd.render(sd.resample_layout(spec, rng)) for _ in range(n_seeds)])))
+    return {"model": statistics.mean(model), "data": statistics.mean(data), "prompts": n_prompts, "seeds": n_seeds}
 
 
 def speed(pipe, steps: Steps, guidance: float, batch: int = 16, repeats: int = 3) -> float:
@@ -307,21 +339,20 @@ def contact_sheet(images: np.ndarray, path: Path, cols: int = 16, scale: int = 2
     sheet = np.full((rows * (h + 2), cols * (w + 2), 3), 128, np.uint8)
     for i, im in enumerate(images):
         r, c = divmod(i, cols)
-        sheet[r * (h + 2):r * (h + 2) + h, c * (w + 2):c * (w + 2) + w] = im
+        sheet[r * (h + 2) : r * (h + 2) + h, c * (w + 2) : c * (w + 2) + w] = im
     # 64 palette colours: the scenes are flat colours, and the sheets are small enough to commit
-    Image.fromarray(sheet).resize((sheet.shape[1] * scale, sheet.shape[0] * scale),
-                                  Image.NEAREST).quantize(64).save(path, optimize=True)
+    Image.fromarray(sheet).resize((sheet.shape[1] * scale, sheet.shape[0] * scale), Image.NEAREST).quantize(64).save(
+        path, optimize=True
+    )
 
 
 def fmt(summary: dict) -> str:
-    return "  ".join(f"{k} {v['accuracy']:.1%} (n={v['n']})" for k, v in summary.items()
-                     if v["accuracy"] is not None)
+    return "  ".join(f"{k} {v['accuracy']:.1%} (n={v['n']})" for k, v in summary.items() if v["accuracy"] is not None)
 
 
 def _cells(summary: dict, cats: tuple[str, ...]) -> str:
     """Accuracy per category as Markdown cells ("–" where no image asks for it)."""
-    return " | ".join(f"{summary[c]['accuracy']:.1%}" if summary[c]["accuracy"] is not None else "–"
-                      for c in cats)
+    return " | ".join(f"{summary[c]['accuracy']:.1%}" if summary[c]["accuracy"] is not None else "–" for c in cats)
 
 
 def markdown(results: list[dict]) -> str:
@@ -333,18 +364,27 @@ def markdown(results: list[dict]) -> str:
         div = r.get("diversity")
         div = f"{div['model']:.3f} / {div['data']:.3f}" if div else "–"
         sp = r.get("seconds_per_image_batch16")
-        lines.append(f"| {r['steps']} | {r['guidance_scale']} | {_cells(r['adherence'], cats)}"
-                     f" | {div} | {f'{sp:.3f}' if sp else '–'} |")
+        lines.append(
+            f"| {r['steps']} | {r['guidance_scale']} | {_cells(r['adherence'], cats)}"
+            f" | {div} | {f'{sp:.3f}' if sp else '–'} |"
+        )
     first = results[0]
-    for key, title in (("vae_ceiling", "VAE ceiling (ground truth decoded from its true latents)"),
-                       ("checker_on_ground_truth", "checker on the ground-truth renders")):
+    for key, title in (
+        ("vae_ceiling", "VAE ceiling (ground truth decoded from its true latents)"),
+        ("checker_on_ground_truth", "checker on the ground-truth renders"),
+    ):
         lines.append(f"| {title} | | {_cells(first[key], cats)} | | |")
     n = {c: first["adherence"][c]["n"] for c in cats}
     lines.append("")
     lines.append("Images per category: " + ", ".join(f"{c} {v}" for c, v in n.items()) + ".")
-    lines += ["", f"Split by whether the caption names the background ({first['steps']} steps, "
-              f"guidance {first['guidance_scale']}):", "",
-              "| background phrase | n | " + " | ".join(cats) + " |", "|" + " --- |" * (len(cats) + 2)]
+    lines += [
+        "",
+        f"Split by whether the caption names the background ({first['steps']} steps, "
+        f"guidance {first['guidance_scale']}):",
+        "",
+        "| background phrase | n | " + " | ".join(cats) + " |",
+        "|" + " --- |" * (len(cats) + 2),
+    ]
     for form, summary in first["adherence_by_background_phrase"].items():
         lines.append(f"| {form} | {summary['color']['n']} | {_cells(summary, cats)} |")
     return "\n".join(lines) + "\n"
@@ -361,16 +401,35 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--noise-levels", type=int, nargs="*", default=[], metavar="T",
-                    help="also print the one-step denoising profile at these timesteps")
-    ap.add_argument("--shape-sweep", type=int, default=0, metavar="SEEDS",
-                    help="also draw one large red object of every shape with these many seeds "
-                         "and print what the checker saw")
-    ap.add_argument("--caption-swap", type=int, nargs="*", default=[], metavar="T",
-                    help="also print, at these timesteps, whether one-step predictions take "
-                         "their shape from the noisy latents or from a swapped shape word")
-    ap.add_argument("--sheet", type=Path, help="write a contact sheet of the first 64 images "
-                    "(and one of the shape sweep, NAME-shape-sweep.png)")
+    ap.add_argument(
+        "--noise-levels",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="T",
+        help="also print the one-step denoising profile at these timesteps",
+    )
+    ap.add_argument(
+        "--shape-sweep",
+        type=int,
+        default=0,
+        metavar="SEEDS",
+        help="also draw one large red object of every shape with these many seeds and print what the checker saw",
+    )
+    ap.add_argument(
+        "--caption-swap",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="T",
+        help="also print, at these timesteps, whether one-step predictions take "
+        "their shape from the noisy latents or from a swapped shape word",
+    )
+    ap.add_argument(
+        "--sheet",
+        type=Path,
+        help="write a contact sheet of the first 64 images (and one of the shape sweep, NAME-shape-sweep.png)",
+    )
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("--markdown", type=Path, help="write the figures as a Markdown table here")
     args = ap.parse_args(argv)
@@ -379,43 +438,59 @@ def main(argv: list[str] | None = None) -> None:
     ceiling = vae_ceiling(pipe, args.n)
     print(f"VAE ceiling (ground truth decoded from its true latents): {fmt(ceiling)}", flush=True)
     if semantic(pipe):
-        print(f"VAE encoder round trip (ground truth encoded, decoded): "
-              f"{fmt(vae_ceiling(pipe, args.n, encoded))}", flush=True)
+        print(
+            f"VAE encoder round trip (ground truth encoded, decoded): {fmt(vae_ceiling(pipe, args.n, encoded))}",
+            flush=True,
+        )
     results = []
     for steps in args.steps or [defaults["steps"]]:
         taken = sampling(defaults, steps)
         for g in args.guidance or [defaults["guidance_scale"]]:
             t = time.time()
             a = adherence(pipe, args.n, taken, g)
-            row = {"steps": steps, "timesteps": taken if isinstance(taken, list) else None,
-                   "guidance_scale": g, "adherence": a["model"],
-                   "adherence_by_background_phrase": a["by_background_phrase"],
-                   "checker_on_ground_truth": a["ground_truth"], "vae_ceiling": ceiling}
+            row = {
+                "steps": steps,
+                "timesteps": taken if isinstance(taken, list) else None,
+                "guidance_scale": g,
+                "adherence": a["model"],
+                "adherence_by_background_phrase": a["by_background_phrase"],
+                "checker_on_ground_truth": a["ground_truth"],
+                "vae_ceiling": ceiling,
+            }
             own = " (the model's own timesteps)" if isinstance(taken, list) else ""
             print(f"steps {steps}{own} guidance {g}: {fmt(a['model'])}  [{time.time() - t:.0f}s]", flush=True)
             for form, summary in a["by_background_phrase"].items():
                 print(f"  captions with the background {form}: {fmt(summary)}", flush=True)
             if semantic(pipe):
                 row["shape_one_hot_right"] = shape_reading(pipe, args.n, taken, g)
-                print(f"  the UNet's shape one-hot names the asked shape (single and count "
-                      f"captions): {row['shape_one_hot_right']:.1%}", flush=True)
+                print(
+                    f"  the UNet's shape one-hot names the asked shape (single and count "
+                    f"captions): {row['shape_one_hot_right']:.1%}",
+                    flush=True,
+                )
             if args.sheet:
                 contact_sheet(a["images"][:64], args.sheet.with_name(f"{args.sheet.stem}-s{steps}-g{g}.png"))
             if args.div_prompts:
                 row["diversity"] = diversity(pipe, args.div_prompts, args.div_seeds, taken, g)
-                print(f"  diversity: model {row['diversity']['model']:.3f} vs data "
-                      f"{row['diversity']['data']:.3f}", flush=True)
+                print(
+                    f"  diversity: model {row['diversity']['model']:.3f} vs data {row['diversity']['data']:.3f}",
+                    flush=True,
+                )
             if not args.no_speed and args.device == "cpu":
                 row["seconds_per_image_batch16"] = speed(pipe, taken, g)
-                print(f"  speed: {row['seconds_per_image_batch16']:.3f} s/image at batch 16 "
-                      f"({args.threads} threads)", flush=True)
+                print(
+                    f"  speed: {row['seconds_per_image_batch16']:.3f} s/image at batch 16 ({args.threads} threads)",
+                    flush=True,
+                )
             results.append(row)
     print(f"checker on ground truth: {fmt(results[0]['checker_on_ground_truth'])}")
     if args.noise_levels:
         for t, r in denoising_profile(pipe, args.n, args.noise_levels).items():
             print(f"one-step denoising from t={t} (alpha_bar {r.pop('alpha_bar'):.3f}): {fmt(r)}")
-        print("spread across seeds of the clean latents predicted from pure noise: "
-              f"{noise_spread(pipe, args.div_prompts or 16, args.div_seeds):.3f}")
+        print(
+            "spread across seeds of the clean latents predicted from pure noise: "
+            f"{noise_spread(pipe, args.div_prompts or 16, args.div_seeds):.3f}"
+        )
     if args.shape_sweep:
         d = results[0]
         counts, images = shape_sweep(pipe, args.shape_sweep, sampling(defaults, d["steps"]), d["guidance_scale"])
@@ -425,9 +500,11 @@ def main(argv: list[str] | None = None) -> None:
             contact_sheet(images, args.sheet.with_name(f"{args.sheet.stem}-shape-sweep.png"), cols=args.shape_sweep)
     swaps = caption_swap(pipe, 200, args.caption_swap) if args.caption_swap else {}
     for t, r in swaps.items():
-        print(f"caption swap at t={t} (alpha_bar {r['alpha_bar']:.3f}): own caption, own shape "
-              f"{r['own_caption_own_shape']:.0%}; swapped caption, own shape {r['swapped_caption_own_shape']:.0%}, "
-              f"swapped shape {r['swapped_caption_swapped_shape']:.0%}")
+        print(
+            f"caption swap at t={t} (alpha_bar {r['alpha_bar']:.3f}): own caption, own shape "
+            f"{r['own_caption_own_shape']:.0%}; swapped caption, own shape {r['swapped_caption_own_shape']:.0%}, "
+            f"swapped shape {r['swapped_caption_swapped_shape']:.0%}"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     if args.markdown:

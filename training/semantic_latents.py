@@ -2,8 +2,8 @@
 
 A learned autoencoder keeps a shape as a subtle pattern of a few latent values at an
 object's edge, while its colour moves many values a long way: the UNet learns colour
-from the caption early and shape hardly at all (training/README.md, "What limited
-shape with a learned autoencoder"). Here every latent pixel (a 4×4 patch of the image)
+from the caption early and shape hardly at all (training/DESIGN.md, "Semantic
+latents", and its table of experiments). Here every latent pixel (a 4×4 patch of the image)
 says outright what the scene holds, in three object *slots*, one object each:
 
     channels 0-2     the scene's background colour (RGB in [-1, 1]), everywhere
@@ -17,7 +17,7 @@ A single object fills slot 0; the objects of a relation or a count fill slots 0,
 then a value of the whole latent, as the background is, which the UNet reads from the
 caption as surely as the background, rather than a value of the pixels where an
 object lands; and so is how many objects there are (how many slots are filled), while
-where each goes is said by its slot's coverage alone (training/README.md, "Object
+where each goes is said by its slot's coverage alone (training/DESIGN.md, "Object
 slots"). The decoder of an ordinary AutoencoderKL learns to draw scenes from these
 latents, and its encoder to read them back; the pipeline, export and runner see a
 plain diffusers VAE.
@@ -50,7 +50,7 @@ def _inside(box: list[int]) -> np.ndarray:
     """(64, 64) float32: 1 inside the box [x, y, side]."""
     x, y, s = box
     m = np.zeros((sd.IMAGE_SIZE, sd.IMAGE_SIZE), dtype=np.float32)
-    m[y:y + s, x:x + s] = 1.0
+    m[y : y + s, x : x + s] = 1.0
     return m
 
 
@@ -102,9 +102,9 @@ def roughen(z: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     n = len(z)
     sigma = torch.rand(n, generator=g) * 0.8  # in latent pixels
     k = torch.arange(-2, 3, dtype=torch.float32)
-    kernel = torch.exp(-k[None] ** 2 / (2 * sigma[:, None].clamp(min=1e-3) ** 2))
+    kernel = torch.exp(-(k[None] ** 2) / (2 * sigma[:, None].clamp(min=1e-3) ** 2))
     kernel = kernel / kernel.sum(1, keepdim=True)  # (n, 5)
-    obj = z[:, BACKGROUND.stop:]
+    obj = z[:, BACKGROUND.stop :]
     c = obj.shape[1]
     # separable blur, one kernel per image (grouped convolution over n*c channels)
     flat = obj.reshape(1, n * c, *obj.shape[2:])

@@ -55,8 +55,7 @@ COLORS: dict[str, tuple[int, int, int]] = {
 PLAIN_BACKGROUND = "grey"
 PALETTE = {**COLORS, PLAIN_BACKGROUND: (128, 128, 128)}  # every colour a scene can hold
 SHAPES = ("circle", "square", "triangle", "diamond", "cross")
-PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles",
-           "diamond": "diamonds", "cross": "crosses"}
+PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles", "diamond": "diamonds", "cross": "crosses"}
 SIZES: dict[str, int] = {"small": 14, "medium": 22, "large": 32}  # side of the box, px
 SIZE_WORDS = {"small": ("small", "little"), "medium": ("medium",), "large": ("large", "big")}
 RELATIONS = ("left", "right", "above", "below")
@@ -74,6 +73,7 @@ SAY_BACKGROUND_HELDOUT = 0.8  # held-out captions name the background this often
 
 
 # --------------------------------------------------------------------------- grammar
+
 
 def vocabulary() -> list[str]:
     """Every word a caption can contain, in a fixed order."""
@@ -157,8 +157,14 @@ def parse_caption(text: str) -> dict | None:
         o = noun_phrase(body[1:])
         if o is None:
             return None
-        return {"kind": "count", "background": background, "objects": [o],
-                "relation": None, "count": number_of[body[0]], "say_background": said}
+        return {
+            "kind": "count",
+            "background": background,
+            "objects": [o],
+            "relation": None,
+            "count": number_of[body[0]],
+            "say_background": said,
+        }
     if not body or body[0] != "a":
         return None
     body = body[1:]
@@ -166,20 +172,33 @@ def parse_caption(text: str) -> dict | None:
     for phrase, rel in sorted(phrases.items(), key=lambda kv: -len(kv[0])):
         p = phrase.split()
         for i in range(len(body) - len(p) + 1):
-            if body[i:i + len(p)] == p and i + len(p) < len(body) and body[i + len(p)] == "a":
+            if body[i : i + len(p)] == p and i + len(p) < len(body) and body[i + len(p)] == "a":
                 a = noun_phrase(body[:i])
-                b = noun_phrase(body[i + len(p) + 1:])
+                b = noun_phrase(body[i + len(p) + 1 :])
                 if a and b:
-                    return {"kind": "relation", "background": background, "objects": [a, b],
-                            "relation": rel, "count": None, "say_background": said}
+                    return {
+                        "kind": "relation",
+                        "background": background,
+                        "objects": [a, b],
+                        "relation": rel,
+                        "count": None,
+                        "say_background": said,
+                    }
     o = noun_phrase(body)
     if o is None:
         return None
-    return {"kind": "single", "background": background, "objects": [o],
-            "relation": None, "count": None, "say_background": said}
+    return {
+        "kind": "single",
+        "background": background,
+        "objects": [o],
+        "relation": None,
+        "count": None,
+        "say_background": said,
+    }
 
 
 # --------------------------------------------------------------------------- scenes
+
 
 def place(rng: random.Random, side: int) -> tuple[int, int]:
     """A random top-left corner for a box of this side, clear of the border."""
@@ -218,8 +237,7 @@ def _relation_boxes(rng: random.Random, sizes: list[str], rel: str) -> list[list
         # in the other half: where each goes is then said by the caption, not worked
         # out from where the other happened to land
         first, second = (_along_across(rel, x - mid, y - mid)[0] for x, y in ((ax, ay), (bx, by)))
-        if (along >= 12 and abs(across) <= 0.6 * along and first < 0 < second
-                and _apart(*boxes)):
+        if along >= 12 and abs(across) <= 0.6 * along and first < 0 < second and _apart(*boxes):
             return boxes
 
 
@@ -229,8 +247,9 @@ def _count_boxes(rng: random.Random, size: str, n: int) -> list[list[int]]:
     band = IMAGE_SIZE / n
     while True:
         boxes = [[*place(rng, s := _jitter(rng, size)), s] for _ in range(n)]
-        if (all(i * band <= centre(b)[0] < (i + 1) * band for i, b in enumerate(boxes))
-                and all(_apart(boxes[i], boxes[j]) for i in range(n) for j in range(i + 1, n))):
+        if all(i * band <= centre(b)[0] < (i + 1) * band for i, b in enumerate(boxes)) and all(
+            _apart(boxes[i], boxes[j]) for i in range(n) for j in range(i + 1, n)
+        ):
             return boxes
 
 
@@ -250,12 +269,17 @@ def resample_layout(spec: dict, rng: random.Random) -> dict:
     return new
 
 
-def single_spec(background: str, color: str, shape: str, size: str, box: list[int],
-                say_size: bool = True) -> dict:
+def single_spec(background: str, color: str, shape: str, size: str, box: list[int], say_size: bool = True) -> dict:
     """The spec of one object (box: [x, y, side]) on a background."""
     obj = {"color": color, "shape": shape, "size": size, "box": box}
-    return {"kind": "single", "background": background, "objects": [obj], "relation": None,
-            "count": None, "say_size": say_size}
+    return {
+        "kind": "single",
+        "background": background,
+        "objects": [obj],
+        "relation": None,
+        "count": None,
+        "say_size": say_size,
+    }
 
 
 def _random_spec(rng: random.Random) -> dict:
@@ -273,21 +297,26 @@ def _random_spec(rng: random.Random) -> dict:
         rel = rng.choice(RELATIONS)
         sizes = [rng.choice(("small", "medium")) for _ in range(2)]
         boxes = _relation_boxes(rng, sizes, rel)
-        objs = [{"color": c, "shape": rng.choice(SHAPES), "size": z, "box": b}
-                for c, z, b in zip((ca, cb), sizes, boxes)]
-        return {"kind": kind, "background": bg, "objects": objs, "relation": rel,
-                "count": None}
+        objs = [
+            {"color": c, "shape": rng.choice(SHAPES), "size": z, "box": b} for c, z, b in zip((ca, cb), sizes, boxes)
+        ]
+        return {"kind": kind, "background": bg, "objects": objs, "relation": rel, "count": None}
     n = rng.randint(1, 3)
     size = rng.choice(("small", "medium")) if n > 1 else rng.choice(list(SIZES))
     color, shape = rng.choice(fg), rng.choice(SHAPES)
     boxes = _count_boxes(rng, size, n)
     objs = [{"color": color, "shape": shape, "size": size, "box": b} for b in boxes]
-    return {"kind": kind, "background": bg, "objects": objs, "relation": None,
-            "count": n, "say_size": rng.random() < 0.7}
+    return {
+        "kind": kind,
+        "background": bg,
+        "objects": objs,
+        "relation": None,
+        "count": n,
+        "say_size": rng.random() < 0.7,
+    }
 
 
-def sample_scene(rng: random.Random, split: str = "train",
-                 say_background: float = 1.0) -> tuple[dict, str]:
+def sample_scene(rng: random.Random, split: str = "train", say_background: float = 1.0) -> tuple[dict, str]:
     """A random (spec, caption) whose semantic key belongs to `split` ("train"/"heldout").
 
     `say_background` is the share of captions that name the background (below 1.0
@@ -305,6 +334,7 @@ def sample_scene(rng: random.Random, split: str = "train",
 
 # --------------------------------------------------------------------------- drawing
 
+
 def shape_polygon(shape: str, x: float, y: float, w: float, h: float) -> list[tuple] | None:
     """Vertices of `shape` in the box (x, y, w, h); None for a circle (an ellipse)."""
     x1, y1 = x + w - 1, y + h - 1
@@ -320,8 +350,7 @@ def shape_polygon(shape: str, x: float, y: float, w: float, h: float) -> list[tu
     if shape == "cross":
         a, b = x + w / 3, x + 2 * w / 3 - 1
         c, d = y + h / 3, y + 2 * h / 3 - 1
-        return [(a, y), (b, y), (b, c), (x1, c), (x1, d), (b, d), (b, y1), (a, y1),
-                (a, d), (x, d), (x, c), (a, c)]
+        return [(a, y), (b, y), (b, c), (x1, c), (x1, d), (b, d), (b, y1), (a, y1), (a, d), (x, d), (x, c), (a, c)]
     raise ValueError(f"unknown shape {shape!r}")
 
 

@@ -1,13 +1,14 @@
 """Train genbatch's default "shapes" model from scratch and save it as a diffusers folder.
 
-    python training/train_shapes.py                       # the documented CPU recipe
+    python training/train_shapes.py                       # the recipe (training/README.md)
     python training/train_shapes.py --out /tmp/shapes --set diffusion.steps=50   # smoke
 
 Steps:
   1. Write a word-level CLIP tokenizer (vocab.json + merges.txt) for the caption grammar.
-  2. Train a small AutoencoderKL (64x64 RGB <-> 16x16x8 latents) on random 32x32 crops
-     (it is fully convolutional, and crops cost a quarter of whole scenes).
-  3. Render a fixed cache of training scenes and encode them to latents.
+  2. Train a small AutoencoderKL whose decoder draws 64x64 scenes from their 16x16x30
+     semantic latents (semantic_latents.py) and whose encoder reads them back, on random
+     32x32 crops (it is fully convolutional, and crops cost a quarter of whole scenes).
+  3. Render a fixed cache of training scenes and write their semantic latents.
   4. Train a CLIPTextModel and a UNet2DConditionModel together (v-prediction on a cosine
      schedule, low-noise steps capped as min-SNR does, object pixels weighted up, caption
      dropout to "" for classifier-free guidance, EMA), scoring the EMA weights on
@@ -38,7 +39,6 @@ import checker as ck  # noqa: E402
 import evaluate_shapes as ev  # noqa: E402
 import semantic_latents as sl  # noqa: E402
 import shapes_data as sd  # noqa: E402
-
 from diffusers import (  # noqa: E402
     AutoencoderKL,
     DDPMScheduler,
@@ -61,10 +61,10 @@ def log(msg: str) -> None:
 
 # --------------------------------------------------------------------------- 1. tokenizer
 
+
 def bytes_to_unicode() -> dict[int, str]:
     """CLIP's reversible byte -> printable-character map."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -116,12 +116,23 @@ def build_tokenizer(out_dir: Path, max_length: int) -> CLIPTokenizer:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}, ensure_ascii=False))
     (out_dir / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
-    (out_dir / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "CLIPTokenizer", "model_max_length": max_length,
-        "bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": EOS,
-        "do_lower_case": True}, indent=2))
-    (out_dir / "special_tokens_map.json").write_text(json.dumps(
-        {"bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": EOS}, indent=2))
+    (out_dir / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "CLIPTokenizer",
+                "model_max_length": max_length,
+                "bos_token": BOS,
+                "eos_token": EOS,
+                "unk_token": EOS,
+                "pad_token": EOS,
+                "do_lower_case": True,
+            },
+            indent=2,
+        )
+    )
+    (out_dir / "special_tokens_map.json").write_text(
+        json.dumps({"bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": EOS}, indent=2)
+    )
     tok = CLIPTokenizer.from_pretrained(out_dir)
     for word in sd.vocabulary():
         ids = tok(word, add_special_tokens=False).input_ids
@@ -130,11 +141,13 @@ def build_tokenizer(out_dir: Path, max_length: int) -> CLIPTokenizer:
 
 
 def tokenize(tok: CLIPTokenizer, captions: list[str]) -> torch.Tensor:
-    return tok(captions, padding="max_length", max_length=tok.model_max_length,
-               truncation=True, return_tensors="pt").input_ids
+    return tok(
+        captions, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
 
 
 # --------------------------------------------------------------------------- 2. VAE
+
 
 def warmup_cosine(total: int, warmup: int):
     """Learning-rate factor: linear warm-up, then cosine decay to 10%."""
@@ -145,11 +158,17 @@ def make_vae(cfg: dict) -> AutoencoderKL:
     c = cfg["vae"]
     n = len(c["block_out_channels"])
     return AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,
-        up_block_types=("UpDecoderBlock2D",) * n, block_out_channels=tuple(c["block_out_channels"]),
-        layers_per_block=c["layers_per_block"], latent_channels=c["latent_channels"],
-        norm_num_groups=c["norm_num_groups"], sample_size=cfg["image_size"],
-        mid_block_add_attention=c.get("mid_block_add_attention", True))
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=tuple(c["block_out_channels"]),
+        layers_per_block=c["layers_per_block"],
+        latent_channels=c["latent_channels"],
+        norm_num_groups=c["norm_num_groups"],
+        sample_size=cfg["image_size"],
+        mid_block_add_attention=c.get("mid_block_add_attention", True),
+    )
 
 
 def vae_step(vae: AutoencoderKL, opt, sched, loss: torch.Tensor) -> None:
@@ -163,38 +182,14 @@ def vae_step(vae: AutoencoderKL, opt, sched, loss: torch.Tensor) -> None:
 def crop_offsets(rng: random.Random, n: int, size: int, crop: int, step: int) -> list[tuple[int, int]]:
     """n random (row, column) corners of crop×crop windows in a size×size scene, on a
     grid of `step` pixels (the latent factor, so image and latent crops line up)."""
-    return [(rng.randrange(0, size - crop + 1, step), rng.randrange(0, size - crop + 1, step))
-            for _ in range(n)]
+    return [(rng.randrange(0, size - crop + 1, step), rng.randrange(0, size - crop + 1, step)) for _ in range(n)]
 
 
 def cut(t: torch.Tensor, offs: list[tuple[int, int]], crop: int, factor: int = 1) -> torch.Tensor:
     """The windows at offs (in image pixels) of a batch of images (factor 1) or latents."""
-    return torch.stack([x[:, i // factor:(i + crop) // factor, j // factor:(j + crop) // factor]
-                        for x, (i, j) in zip(t, offs)])
-
-
-def train_vae(cfg: dict, rng: random.Random, device: str) -> AutoencoderKL:
-    c = cfg["vae"]
-    vae = make_vae(cfg).to(device)
-    opt = torch.optim.AdamW(vae.parameters(), lr=c["lr"], weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(c["steps"], 50))
-    crop = c["crop"]
-    t0 = time.time()
-    for step in range(c["steps"]):
-        images, _, _ = sd.batch(rng, c["batch_size"],
-                                say_background=cfg["diffusion"].get("say_background", 1.0))
-        x = ev.to_tensor(images)
-        if crop < cfg["image_size"]:
-            x = cut(x, crop_offsets(rng, len(x), cfg["image_size"], crop, 4), crop)
-        x = x.to(device)
-        post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample()).sample
-        loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + c["kl_weight"] * post.kl().mean()
-        vae_step(vae, opt, sched, loss)
-        if step % 100 == 0 or step == c["steps"] - 1:
-            log(f"vae step {step:5d} loss {loss.item():.4f} ({time.time() - t0:.0f}s)")
-    vae.eval()
-    return vae
+    return torch.stack(
+        [x[:, i // factor : (i + crop) // factor, j // factor : (j + crop) // factor] for x, (i, j) in zip(t, offs)]
+    )
 
 
 def train_semantic_vae(cfg: dict, rng: random.Random, device: str) -> AutoencoderKL:
@@ -207,8 +202,7 @@ def train_semantic_vae(cfg: dict, rng: random.Random, device: str) -> Autoencode
     g = torch.Generator().manual_seed(cfg["seed"])
     t0 = time.time()
     for step in range(c["steps"]):
-        images, _, specs = sd.batch(rng, c["batch_size"],
-                                    say_background=cfg["diffusion"].get("say_background", 1.0))
+        images, _, specs = sd.batch(rng, c["batch_size"], say_background=cfg["diffusion"].get("say_background", 1.0))
         x = ev.to_tensor(images)
         w = torch.from_numpy(np.stack([sl.box_mask(s) for s in specs]))[:, None]
         f = latent_factor(cfg)
@@ -228,21 +222,14 @@ def train_semantic_vae(cfg: dict, rng: random.Random, device: str) -> Autoencode
         loss = draw_loss + read_loss
         vae_step(vae, opt, sched, loss)
         if step % 100 == 0 or step == c["steps"] - 1:
-            log(f"vae step {step:5d} draw {draw_loss.item():.4f} read {read_loss.item():.4f} "
-                f"({time.time() - t0:.0f}s)")
+            log(f"vae step {step:5d} draw {draw_loss.item():.4f} read {read_loss.item():.4f} ({time.time() - t0:.0f}s)")
     sl.make_encoder_certain(vae)
     vae.eval()
     return vae
 
 
-@torch.no_grad()
-def encode(vae: AutoencoderKL, images: np.ndarray, device: str, bs: int = 256) -> torch.Tensor:
-    out = [vae.encode(ev.to_tensor(images[i:i + bs]).to(device)).latent_dist.mean.cpu()
-           for i in range(0, len(images), bs)]
-    return torch.cat(out)
-
-
 # --------------------------------------------------------------------------- 4. diffusion
+
 
 def latent_factor(cfg: dict) -> int:
     """How many image pixels one latent pixel spans per side (the VAE halves per level)."""
@@ -253,24 +240,38 @@ def make_unet(cfg: dict, text_dim: int) -> UNet2DConditionModel:
     c = cfg["unet"]
     f = latent_factor(cfg)
     return UNet2DConditionModel(
-        sample_size=cfg["image_size"] // f, in_channels=cfg["vae"]["latent_channels"],
-        out_channels=cfg["vae"]["latent_channels"], down_block_types=tuple(c["down_block_types"]),
-        up_block_types=tuple(c["up_block_types"]), block_out_channels=tuple(c["block_out_channels"]),
-        layers_per_block=c["layers_per_block"], cross_attention_dim=text_dim,
-        attention_head_dim=c["attention_head_dim"], norm_num_groups=c["norm_num_groups"],
+        sample_size=cfg["image_size"] // f,
+        in_channels=cfg["vae"]["latent_channels"],
+        out_channels=cfg["vae"]["latent_channels"],
+        down_block_types=tuple(c["down_block_types"]),
+        up_block_types=tuple(c["up_block_types"]),
+        block_out_channels=tuple(c["block_out_channels"]),
+        layers_per_block=c["layers_per_block"],
+        cross_attention_dim=text_dim,
+        attention_head_dim=c["attention_head_dim"],
+        norm_num_groups=c["norm_num_groups"],
         # a pooled text embedding joins the time embedding: every ResNet block sees the
         # caption, not only the cross-attention layers
         addition_embed_type=c.get("addition_embed_type"),
-        addition_embed_type_num_heads=c.get("addition_embed_type_num_heads", 64))
+        addition_embed_type_num_heads=c.get("addition_embed_type_num_heads", 64),
+    )
 
 
 def make_text_encoder(cfg: dict, tok: CLIPTokenizer) -> CLIPTextModel:
     c = cfg["text_encoder"]
-    return CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tok), hidden_size=c["hidden_size"], intermediate_size=c["intermediate_size"],
-        num_hidden_layers=c["num_hidden_layers"], num_attention_heads=c["num_attention_heads"],
-        max_position_embeddings=tok.model_max_length, bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tok),
+            hidden_size=c["hidden_size"],
+            intermediate_size=c["intermediate_size"],
+            num_hidden_layers=c["num_hidden_layers"],
+            num_attention_heads=c["num_attention_heads"],
+            max_position_embeddings=tok.model_max_length,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
+    )
 
 
 def foreground_mask(images: np.ndarray, backgrounds: list[str], factor: int) -> torch.Tensor:
@@ -311,8 +312,9 @@ def timestep_weights(noise_sched: DDPMScheduler, gamma: float) -> torch.Tensor:
     return torch.clamp(snr, max=gamma) / snr  # epsilon: the published form
 
 
-def train_diffusion(cfg, tok, latents, ids, rng_t: torch.Generator, device: str, evaluate=None,
-                    weights: torch.Tensor | None = None):
+def train_diffusion(
+    cfg, tok, latents, ids, rng_t: torch.Generator, device: str, evaluate=None, weights: torch.Tensor | None = None
+):
     """Text encoder + UNet, jointly; `evaluate(unet, text_encoder)` is called with the EMA
     weights every `diffusion.eval_every` steps, so the log shows the learning curve.
     `weights` (one per latent pixel of each cached scene) weigh the squared error."""
@@ -340,9 +342,6 @@ def train_diffusion(cfg, tok, latents, ids, rng_t: torch.Generator, device: str,
         tokens[drop] = empty
         noise = torch.randn(x0.shape, generator=rng_t).to(device)
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (len(idx),), generator=rng_t)
-        if focus := c.get("focus_timesteps"):  # experiments: {"range": [lo, hi], "share": p}
-            k = round(len(idx) * focus["share"])
-            t[:k] = torch.randint(*focus["range"], (k,), generator=rng_t)
         t = t.to(device)
         xt = noise_sched.add_noise(x0, noise, t)
         cond = text_encoder(tokens)[0]
@@ -366,8 +365,10 @@ def train_diffusion(cfg, tok, latents, ids, rng_t: torch.Generator, device: str,
                 for p, q in zip(live.parameters(), avg.parameters()):
                     q.lerp_(p, 1 - decay)
         if step % 100 == 0 or step == total - 1:
-            log(f"diffusion step {step:5d} loss {loss.item():.4f} lr {sched.get_last_lr()[0]:.2e} "
-                f"({time.time() - t0:.0f}s)")
+            log(
+                f"diffusion step {step:5d} loss {loss.item():.4f} lr {sched.get_last_lr()[0]:.2e} "
+                f"({time.time() - t0:.0f}s)"
+            )
         if evaluate and c.get("eval_every") and (step + 1) % c["eval_every"] == 0 and step + 1 < total:
             evaluate(ema[0].eval(), ema[1].eval())
             ema[0].train(), ema[1].train()
@@ -376,12 +377,21 @@ def train_diffusion(cfg, tok, latents, ids, rng_t: torch.Generator, device: str,
 
 # --------------------------------------------------------------------------- 5. save
 
+
 def make_pipeline(cfg, vae, text_encoder, unet, tok: CLIPTokenizer) -> StableDiffusionPipeline:
-    scheduler = DPMSolverMultistepScheduler(**cfg["scheduler"], algorithm_type="dpmsolver++", steps_offset=1,
-                                            solver_order=2)
+    scheduler = DPMSolverMultistepScheduler(
+        **cfg["scheduler"], algorithm_type="dpmsolver++", steps_offset=1, solver_order=2
+    )
     pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tok, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tok,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -395,13 +405,22 @@ def save(cfg, out: Path, vae, text_encoder, unet, tok_dir: Path) -> None:
     for extra in ("tokenizer.json", "added_tokens.json", "chat_template.jinja"):
         (out / "tokenizer" / extra).unlink(missing_ok=True)
     d = cfg["defaults"]
-    (out / "genbatch.json").write_text(json.dumps({
-        "name": "shapes",
-        "description": "genbatch's own tiny text-to-image model: flat-colour shapes, colours, "
-                       "relations and counts (64x64, trained from scratch)",
-        "steps": d["steps"], "guidance_scale": d["guidance_scale"],
-        **({"timesteps": d["timesteps"]} if d.get("timesteps") else {}),
-        "width": cfg["image_size"], "height": cfg["image_size"]}, indent=2) + "\n")
+    (out / "genbatch.json").write_text(
+        json.dumps(
+            {
+                "name": "shapes",
+                "description": "genbatch's own tiny text-to-image model: flat-colour shapes, colours, "
+                "relations and counts (64x64, trained from scratch)",
+                "steps": d["steps"],
+                "guidance_scale": d["guidance_scale"],
+                **({"timesteps": d["timesteps"]} if d.get("timesteps") else {}),
+                "width": cfg["image_size"],
+                "height": cfg["image_size"],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 def set_path(cfg: dict, assignment: str) -> None:
@@ -418,13 +437,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--config", type=Path, default=HERE / "config.json")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--vae", type=Path, help="skip step 2: load this AutoencoderKL folder (experiments only)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
-                    help="override a config value, e.g. diffusion.steps=100")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="override a config value, e.g. diffusion.steps=100",
+    )
     args = ap.parse_args(argv)
     cfg = json.loads(args.config.read_text())
     for a in args.set:
         set_path(cfg, a)
+    if cfg["vae"].get("latents", "semantic") != "semantic":
+        sys.exit(
+            f'{args.config}: vae.latents must be "semantic" (a learned autoencoder: '
+            "training/experiments/learned-autoencoder.patch)"
+        )
     # the model's own timesteps, checked as genbatch will check the saved genbatch.json
     # (before an hour of training, not after), with int keys as genbatch reads them
     own = cfg["defaults"].get("timesteps")
@@ -441,22 +469,16 @@ def main(argv: list[str] | None = None) -> None:
     tok = build_tokenizer(tok_dir, cfg["tokenizer"]["model_max_length"])
     log(f"tokenizer: {len(tok)} tokens, max length {tok.model_max_length}")
 
-    semantic = cfg["vae"].get("latents") == "semantic"
-    # 2. VAE (or, to try diffusion settings quickly, one from an earlier run's output)
-    if args.vae:
-        vae = AutoencoderKL.from_pretrained(args.vae).to(args.device).eval()
-        log(f"VAE loaded from {args.vae}")
-    elif semantic:
-        vae = train_semantic_vae(cfg, rng, args.device)
-    else:
-        vae = train_vae(cfg, rng, args.device)
+    # 2. VAE
+    vae = train_semantic_vae(cfg, rng, args.device)
 
     # 3. latent cache
     # say_background: the share of captions that name the background (1.0 draws nothing
     # extra from rng, so earlier runs repeat exactly)
-    images, captions, specs = sd.batch(rng, cfg["diffusion"]["cache_size"],
-                                       say_background=cfg["diffusion"].get("say_background", 1.0))
-    latents = sl.of_specs(specs, latent_factor(cfg)) if semantic else encode(vae, images, args.device)
+    images, captions, specs = sd.batch(
+        rng, cfg["diffusion"]["cache_size"], say_background=cfg["diffusion"].get("say_background", 1.0)
+    )
+    latents = sl.of_specs(specs, latent_factor(cfg))
     scale = 1.0 / latents.std().item()
     vae.register_to_config(scaling_factor=scale)
     with torch.no_grad():
@@ -464,8 +486,10 @@ def main(argv: list[str] | None = None) -> None:
     rec_err = (rec - ev.to_tensor(images[:256])).abs().mean().item()
     rec_u8 = ev.to_uint8(rec)
     fidelity = ck.summarize([ck.score(im, s) for im, s in zip(rec_u8, specs[:256])])
-    log(f"cache: {len(latents)} scenes, latent std {1 / scale:.3f}, reconstruction L1 {rec_err:.4f}, "
-        f"checker on reconstructions: {ev.fmt(fidelity)}")
+    log(
+        f"cache: {len(latents)} scenes, latent std {1 / scale:.3f}, reconstruction L1 {rec_err:.4f}, "
+        f"checker on reconstructions: {ev.fmt(fidelity)}"
+    )
     ids = tokenize(tok, captions)
     weights = None
     if fg_weight := cfg["diffusion"].get("foreground_weight"):
@@ -483,8 +507,7 @@ def main(argv: list[str] | None = None) -> None:
         log(f"eval on {n} held-out captions ({time.time() - t:.0f}s): {ev.fmt(res['model'])}")
         return res
 
-    unet, text_encoder = train_diffusion(cfg, tok, latents * scale, ids, rng_t, args.device, evaluate,
-                                         weights)
+    unet, text_encoder = train_diffusion(cfg, tok, latents * scale, ids, rng_t, args.device, evaluate, weights)
     evaluate(unet, text_encoder)
 
     # 5. save
@@ -493,8 +516,10 @@ def main(argv: list[str] | None = None) -> None:
         f.unlink()
     tok_dir.rmdir()
     size = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file()) / 1e6
-    log(f"saved {args.out} ({size:.1f} MB); wall clock {(time.time() - start) / 60:.1f} min, "
-        f"process CPU time {time.process_time() / 60:.1f} min on {cfg['threads']} threads")
+    log(
+        f"saved {args.out} ({size:.1f} MB); wall clock {(time.time() - start) / 60:.1f} min, "
+        f"process CPU time {time.process_time() / 60:.1f} min on {cfg['threads']} threads"
+    )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ does not depend on the batch it ran in.
 from __future__ import annotations
 
 import inspect
-import json
 from pathlib import Path
 from typing import Any, Sequence
 

@@ -14,7 +14,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import evaluate_shapes as ev  # noqa: E402
-
 from diffusers import DPMSolverMultistepScheduler  # noqa: E402
 
 # (label, scheduler options, explicit timesteps or None for 10 steps of that spacing)
@@ -24,8 +23,11 @@ SPACINGS = [
     ("uniform in log-SNR", {"use_lu_lambdas": True}, None),
     # (main adds the model's own timesteps from its genbatch.json: for shapes, ten bunched
     # where layout and shape are decided, t > 850 on the cosine schedule)
-    ("20 steps, bunched high", {}, [999, 980, 960, 943, 925, 908, 890, 873, 855, 835,
-                                    815, 790, 760, 725, 680, 620, 550, 450, 330, 180]),
+    (
+        "20 steps, bunched high",
+        {},
+        [999, 980, 960, 943, 925, 908, 890, 873, 855, 835, 815, 790, 760, 725, 680, 620, 550, 450, 330, 180],
+    ),
 ]
 
 

@@ -1,0 +1,121 @@
+"""Small pictures of an output folder's images, for the HTML report and the contact sheets.
+
+``thumbnail(path, size)`` is the one way an image is scaled down: read at reduced size
+where the format allows it (JPEG draft mode), converted to RGB or RGBA, fitted into
+``size`` × ``size``. The report keeps its thumbnails as WebP files in
+``OUT/.genbatch-thumbs/`` (``report_thumbnails``), remade only when missing or older
+than their image; the contact sheets paste them straight into a grid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from PIL import Image
+
+from .folder import Folder, file_mtime_ns
+from .safe_write import contained, remove, write_atomic
+
+THUMBS_DIR = ".genbatch-thumbs"
+THUMB_SIZE = 256
+
+_KEY_RE = re.compile(r"^[0-9A-Za-z]{8,64}$")
+
+
+def thumbnail(path: Path, size: int) -> Image.Image | None:
+    """The image at ``path`` scaled to fit ``size`` × ``size`` (RGB, or RGBA when it has
+    transparency), or None when it cannot be read."""
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (size, size))
+            if im.mode not in ("RGB", "RGBA"):
+                im = im.convert("RGBA" if "A" in im.getbands() or "transparency" in im.info else "RGB")
+            im.thumbnail((size, size))
+            im.load()  # a picture already small enough is not read by thumbnail()
+            return im
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def worker_count() -> int:
+    """Threads for decoding and encoding pictures (Pillow releases the GIL while it works)."""
+    return min(8, (os.cpu_count() or 2) + 1)
+
+
+def report_thumbnails(out: Path, folder: Folder, *, make: bool) -> list[str | None]:
+    """Per card of ``folder``: its thumbnail's path relative to ``out``, or None when the
+    card must show the image itself. With ``make``, missing or stale thumbnails are
+    written first (in threads); without, only fresh existing ones are used."""
+    thumb_dir = thumbs_folder(out) if make else out / THUMBS_DIR
+    look = make or thumb_dir.is_dir()
+    thumb_root = os.fspath(thumb_dir)
+    shown: list[str | None] = []
+    todo: list[tuple[int, Path, Path]] = []
+    for position, card in enumerate(folder.cards):
+        name = thumb_name(card)
+        fresh = False
+        if look:
+            thumb_mtime = file_mtime_ns(os.path.join(thumb_root, name))
+            fresh = thumb_mtime is not None and thumb_mtime >= folder.image_mtimes[card["file"]]
+        shown.append(f"{THUMBS_DIR}/{name}" if fresh else None)
+        if make and not fresh:
+            todo.append((position, out / card["file"], thumb_dir / name))
+    if todo:
+        with ThreadPoolExecutor(max_workers=worker_count()) as pool:
+            made = pool.map(lambda job: write_thumbnail(job[1], job[2]), todo)
+            for (position, _, thumb), ok in zip(todo, made):
+                if ok:
+                    shown[position] = f"{THUMBS_DIR}/{thumb.name}"
+    return shown
+
+
+def thumbs_folder(out: Path) -> Path:
+    """``OUT/.genbatch-thumbs``, created if missing; a symlink there leading out of ``out`` is
+    refused (safe_write.UnsafePathError)."""
+    folder = contained(out, THUMBS_DIR)
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def write_thumbnail(image: Path, thumb: Path) -> bool:
+    """Write a WebP thumbnail of ``image`` (at most THUMB_SIZE px a side) atomically to
+    ``thumb``; False when the image cannot be read or the thumbnail written."""
+    picture = thumbnail(image, THUMB_SIZE)
+    if picture is None:
+        return False
+    try:
+        write_atomic(thumb, lambda tmp: picture.save(tmp, "WEBP", quality=80, method=4), root=thumb.parent)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def remove_stale_thumbnails(out: Path, folder: Folder, *, older_than_ns: int) -> None:
+    """Delete the thumbnails of records that are no longer current (a rerun with other
+    parameters gives the images new keys), so the folder does not grow with every rerun,
+    and the temp files of a report that was killed while making thumbnails.
+
+    Only files older than ``older_than_ns`` go: a report written at the same time from a
+    longer ledger may just have made a thumbnail this one does not know."""
+    keep = {thumb_name(card) for card in folder.cards}
+    thumb_dir = thumbs_folder(out)
+    with os.scandir(thumb_dir) as entries:
+        for entry in entries:
+            stale = entry.name.endswith(".webp") and entry.name not in keep
+            if stale or ".webp.tmp-" in entry.name:
+                with contextlib.suppress(OSError):
+                    if entry.stat(follow_symlinks=False).st_mtime_ns < older_than_ns:
+                        remove(thumb_dir, entry.path)
+
+
+def thumb_name(card: dict) -> str:
+    """The thumbnail's file name: the job key, or a hash of the image's file name."""
+    key = card.get("key")
+    if not (isinstance(key, str) and _KEY_RE.match(key)):
+        key = hashlib.sha1(card["file"].encode("utf-8")).hexdigest()[:20]
+    return f"{key}.webp"
