@@ -286,11 +286,7 @@ class RayEngine:
             while True:
                 stopping = stopping or stop_requested() or sink.fatal is not None
                 if not stopping:
-                    for slot in slots:
-                        while slot.ready_ref is None and not slot.retired and slot.inflight < WINDOW and queue:
-                            unit = queue.popleft()
-                            running[slot.actor.run_batch.remote(unit.jobs)] = (slot, slot.actor, unit)
-                            slot.inflight += 1
+                    self._dispatch(slots, queue, running)
                 if not running and (stopping or not queue):
                     break
                 waiting = list(running) + [s.ready_ref for s in slots if s.ready_ref is not None]
@@ -326,6 +322,21 @@ class RayEngine:
             sink.checkpoint()
         report.workers = [slot.stats() for slot in slots]
         return report
+
+    @staticmethod
+    def _dispatch(slots: list[_Slot], queue: deque, running: dict[Any, tuple[_Slot, Any, _Unit]]) -> None:
+        """Top up the ready workers' windows, one batch each in turn; a worker takes a second
+        only while there are more batches left than workers still starting."""
+        ready = [s for s in slots if s.ready_ref is None and not s.retired]
+        starting = sum(s.ready_ref is not None for s in slots)
+        for depth in range(WINDOW):
+            for slot in ready:
+                if not queue or (depth and len(queue) <= starting):
+                    return
+                if slot.inflight <= depth:
+                    unit = queue.popleft()
+                    running[slot.actor.run_batch.remote(unit.jobs)] = (slot, slot.actor, unit)
+                    slot.inflight += 1
 
     def _replace(self, slot: _Slot, start: Callable[[int], Any], say: Callable[[str], None]) -> None:
         self.ray.kill(slot.actor, no_restart=True)
