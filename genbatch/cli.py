@@ -407,7 +407,8 @@ def merge(
     json_: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Merge output folders into one: images hard-linked (or copied, across filesystems),
-    ledgers merged with one line per job, reports rebuilt. The folders are left as they were.
+    ledgers merged with one line per job, reports (and metadata.jsonl) rebuilt. The folders are
+    left as they were.
 
     Two different images under one file name are refused (exit 2) before anything is written.
 
@@ -419,17 +420,16 @@ def merge(
     """
     from dataclasses import asdict
 
-    from .ledger import iter_records
     from .merge import merge_outputs
-    from .report import write_tables
+    from .report import write_metadata, write_tables
 
     result = merge_outputs(outs, into)
-    records = list(iter_records(result.into))
-    write_tables(result.into, records)
+    write_tables(result.into)
+    write_metadata(result.into)
     if html:
         from .report_html import write_html_report
 
-        write_html_report(result.into, records=records)
+        write_html_report(result.into)
     if json_:
         print(json.dumps(asdict(result), indent=2, default=str))
         return
