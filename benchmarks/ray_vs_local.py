@@ -1,6 +1,6 @@
 """--engine local vs --engine ray on one machine, and Ray's start-up time.
 
-    python benchmarks/ray_vs_local.py [--images 512] [--repeats 3] [--workers 2] [--batch-size 8]
+    python benchmarks/ray_vs_local.py [--images 512] [--repeats 3] [--workers 2] [--batch-size 8] [--steps N]
 
 Each repeat runs ``genbatch run`` as a user would, alternating the engines, into a fresh
 folder, with the embedded model (``shapes``) at its defaults; the figure is images/s from
@@ -40,8 +40,9 @@ def manifest(folder: Path, images: int) -> Path:
     return path
 
 
-def run(engine: str, prompts: Path, out: Path, workers: int, batch_size: int) -> dict:
+def run(engine: str, prompts: Path, out: Path, workers: int, batch_size: int, steps: int | None) -> dict:
     extra = ["--engine", "ray", "--ray-workers", str(workers)] if engine == "ray" else []
+    extra += ["--steps", str(steps)] if steps else []
     command = [sys.executable, "-m", "genbatch.cli", "run", str(prompts), "--out", str(out), "--quiet",
                "--batch-size", str(batch_size), "--json", *extra]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True, env=ENV)
@@ -79,6 +80,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=None, help="default: the model's own (10 for shapes)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -88,7 +90,7 @@ def main() -> None:
         for repeat in range(args.repeats):
             for engine in ("local", "ray") if repeat % 2 == 0 else ("ray", "local"):
                 figures[engine].append(run(engine, prompts, folder / f"{engine}-{repeat}", args.workers,
-                                           args.batch_size))
+                                           args.batch_size, args.steps))
                 print(engine, figures[engine][-1], flush=True)
             starts.append(startup(args.workers))
             print("startup", round(starts[-1], 2), flush=True)
