@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -12,9 +13,12 @@ from typing import Any, Callable, Optional
 import typer
 
 from . import __version__
-from .errors import EXIT_USAGE, GenbatchError, ManifestError
+from .echo import shown, shown_bare
+from .errors import EXIT_SIGINT, EXIT_USAGE, GenbatchError, ManifestError
+from .fields import text_value
 from .image_formats import BY_EXTENSION as IMAGE_FORMATS
-from .manifest import FORMATS, parse_assignments, parse_value, read_manifest
+from .axes import parse_axes
+from .manifest import FORMATS, MAX_IMAGES_PER_ROW, parse_assignments, parse_value, read_manifest
 from .plan import DEFAULT_NAME_TEMPLATE, Defaults, parse_shard
 
 app = typer.Typer(
@@ -54,7 +58,22 @@ def _version(value: bool) -> None:
 def main_callback(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
 ) -> None:
-    pass
+    _show_library_warnings()
+
+
+def _show_library_warnings() -> None:
+    """genbatch's own logged warnings (a skipped ledger line) as ``warning: ...`` on stderr."""
+    logger = logging.getLogger("genbatch")
+    if not any(isinstance(h, _WarningLine) for h in logger.handlers):
+        logger.addHandler(_WarningLine())
+        logger.propagate = False
+
+
+class _WarningLine(logging.Handler):
+    """Writes to whatever sys.stderr is at the time (a test runner swaps it per command)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _err(f"warning: {record.getMessage()}")
 
 
 def _split_formats(values: list[str]) -> tuple[str | None, str]:
@@ -113,7 +132,13 @@ def run(
     height: Optional[int] = typer.Option(None, min=8, help="Height for rows without one (multiple of 8)."),
     negative: str = typer.Option("", help="Negative prompt for rows without one."),
     num_images: int = typer.Option(1, "--num-images", "-n", min=1, help="Images per row for rows without num_images."),
+    max_images_per_row: int = typer.Option(
+        MAX_IMAGES_PER_ROW, "--max-images-per-row", min=1, help="Refuse rows that ask for more images than this."
+    ),
     seed: int = typer.Option(0, min=0, help="Base seed from which rows without a seed derive theirs."),
+    lora: list[str] = typer.Option([], help="A LoRA for rows without a lora column: a .safetensors file, a folder or a cached hub id, with an optional weight: --lora style.safetensors:0.8 (repeat for several)."),
+    prompt_weighting: str = typer.Option("off", help="a1111: read (word:1.3), (word) and [word] in prompts as weights (needs compel); off: prompts as written."),
+    vary: list[str] = typer.Option([], help="Run every row for each value of a field: --vary steps=20,30 --vary lora=a:0.5,a:1.0 (the product of all --vary)."),
     column: list[str] = typer.Option([], help="Read a field from another column: --column seed=evaluation_seed."),
     prompt_column: Optional[str] = typer.Option(None, help="The column that holds the prompt."),
     set_: list[str] = typer.Option([], "--set", help="Force a value on every row: --set width=512."),
@@ -126,6 +151,9 @@ def run(
     shard: Optional[str] = typer.Option(None, help="Run shard I of N (1-based), e.g. --shard 2/4."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; load no model, write nothing."),
     force: bool = typer.Option(False, help="Regenerate images that are already done."),
+    verify: bool = typer.Option(
+        False, "--verify", help="Hash the images already done; regenerate those that no longer match the ledger."
+    ),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Run the valid rows; list invalid ones in the report."),
     wait: bool = typer.Option(False, help="If another run holds --out, wait for it instead of exiting."),
     engine: str = typer.Option("local", help="local (this process) or ray (workers on a Ray cluster; pip install 'genbatch[ray]')."),
@@ -175,11 +203,13 @@ def run(
 def _run_options(manifest: str, out: Path, model: str | None, backend: str, device: str, dtype: str,
                  scheduler: str | None, providers: str | None, batch_size: str | None, steps: int | None,
                  guidance: float | None, width: int | None, height: int | None, negative: str, num_images: int,
-                 seed: int, column: list[str], prompt_column: str | None, set_: list[str], format_: list[str],
+                 seed: int, lora: list[str], prompt_weighting: str, vary: list[str], column: list[str],
+                 prompt_column: str | None, set_: list[str], format_: list[str],
                  quality: int, compress_level: int, name_template: str, workers: int | None, limit: int | None,
                  shard: str | None, dry_run: bool, force: bool, skip_invalid: bool, wait: bool, quiet: bool,
                  engine: str, ray_address: str | None, ray_workers: int | None, gpus_per_worker: float | None,
-                 max_retries: int | None, **_: Any) -> Any:
+                 max_retries: int | None,
+                 max_images_per_row: int, verify: bool, **_: Any) -> Any:
     """``genbatch run``'s options, checked, as the library's RunOptions."""
     from .runner import RunOptions
 
@@ -189,7 +219,19 @@ def _run_options(manifest: str, out: Path, model: str | None, backend: str, devi
                 parse_value(name, value)
             except ValueError as err:
                 raise GenbatchError(f"--{name.split('_')[0]}: {err}") from None
+    if num_images > max_images_per_row:
+        raise GenbatchError(f"--num-images {num_images} is over the limit of {max_images_per_row} images per row; "
+                            "pass --max-images-per-row N to allow more")
     manifest_format, image_format = _split_formats(format_)
+    try:
+        loras = parse_value("lora", "; ".join(lora)) if lora else None
+    except ValueError as err:
+        raise GenbatchError(f"--lora: {err}") from None
+    try:
+        weighting = parse_value("prompt_weighting", prompt_weighting)
+    except ValueError as err:
+        raise GenbatchError(f"--prompt-weighting: {err}") from None
+    overrides = parse_assignments(set_, "--set")
     return RunOptions(
         engine=engine.lower(),
         engine_options=_engine_options(engine.lower(), ray_address, ray_workers, gpus_per_worker, max_retries),
@@ -197,9 +239,11 @@ def _run_options(manifest: str, out: Path, model: str | None, backend: str, devi
         out=out,
         format=manifest_format,
         column_map=_column_map(column, prompt_column),
-        overrides=parse_assignments(set_, "--set"),
+        overrides=overrides,
+        axes=parse_axes(vary, overrides),
         defaults=Defaults(steps=steps, guidance_scale=guidance, width=width, height=height, negative_prompt=negative,
-                          num_images=num_images, seed=seed),
+                          num_images=num_images, seed=seed, lora=loras or None,
+                          prompt_weighting=None if weighting == "off" else weighting),
         model=model,
         backend=backend,
         device=device,
@@ -219,6 +263,8 @@ def _run_options(manifest: str, out: Path, model: str | None, backend: str, devi
         skip_invalid=skip_invalid,
         wait=wait,
         quiet=quiet,
+        max_images_per_row=max_images_per_row,
+        verify=verify,
     )
 
 
@@ -253,8 +299,9 @@ def _print_plan(result: Any, as_json: bool) -> None:
         print(f"{c.skipped} invalid rows will be skipped")
     for job in result.pending[:20]:
         own = f" timesteps={','.join(map(str, job.timesteps))}" if job.timesteps else ""
+        own += f" lora={text_value('lora', job.lora)}" if job.lora else ""
         print(f"  {job.file}  seed={job.seed} steps={job.steps}{own} guidance={job.guidance_scale:g} "
-              f"{job.width}x{job.height}  {job.prompt[:60]!r}")
+              f"{job.width}x{job.height}  {shown(job.prompt, 60)}")
     if len(result.pending) > 20:
         print(f"  ... and {len(result.pending) - 20} more")
 
@@ -268,6 +315,9 @@ def validate(
     prompt_column: Optional[str] = typer.Option(None, help="The column that holds the prompt."),
     set_: list[str] = typer.Option([], "--set", help="Force a value on every row: --set width=512."),
     json_: bool = typer.Option(False, "--json", help="Print problems as JSON on stdout."),
+    max_images_per_row: int = typer.Option(
+        MAX_IMAGES_PER_ROW, "--max-images-per-row", min=1, help="Refuse rows that ask for more images than this."
+    ),
 ) -> None:
     """Check a manifest and report every problem as FILE:LINE:COLUMN: message. Loads no model.
 
@@ -279,7 +329,7 @@ def validate(
     """
     try:
         manifest_ = read_manifest(manifest, format=format_, column_map=_column_map(column, prompt_column),
-                                  overrides=parse_assignments(set_, "--set"))
+                                  overrides=parse_assignments(set_, "--set"), max_images_per_row=max_images_per_row)
     except ManifestError as err:
         problems, warnings, rows, name, fmt, columns = err.problems, [], [], manifest, format_, {}
     else:
@@ -301,7 +351,7 @@ def validate(
             _err(f"{name}: {len(problems)} problem{'s' if len(problems) != 1 else ''}, {len(rows)} valid rows")
         else:
             _err(f"{name}: {len(rows)} rows, {images} images, valid ({fmt}; columns: "
-                 + ", ".join(f"{k}<-{v!r}" for k, v in columns.items()) + ")")
+                 + ", ".join(f"{k}<-{shown(v)}" for k, v in columns.items()) + ")")
     raise typer.Exit(EXIT_USAGE if problems else 0)
 
 
@@ -436,6 +486,125 @@ def merge(
     _err(f"merged {len(outs)} folders into {result.into}: {result.images} images ({result.linked} hard-linked, "
          f"{result.copied} copied, {result.in_place} already there), {result.failed} failed, "
          f"{result.skipped} rows skipped")
+
+
+@app.command()
+@user_errors
+def grid(
+    out: Path = typer.Argument(..., help="An output folder of genbatch run."),
+    rows: str = typer.Option(..., "--rows", help="The axis down the side: prompt, seed, model, lora, steps, guidance, sampler, width, height, or a manifest column."),
+    cols: str = typer.Option(..., "--cols", help="The axis across the top (the same choices)."),
+    pages: Optional[str] = typer.Option(None, "--pages", help="A third axis: one grid per value."),
+    cell_size: Optional[int] = typer.Option(None, "--cell-size", min=16, help="Fit each image into N x N pixels (default: the images' own size)."),
+) -> None:
+    """Lay OUT's images out by two parameters, with labelled rows and columns (A1111's X/Y/Z
+    plot), into OUT/.genbatch-grids/NAME.png, with its layout in NAME.json; report.html lists them.
+
+    \b
+    Examples:
+      genbatch run prompts.csv --out cmp --vary steps=20,30 --vary lora=none,style.safetensors:0.8
+      genbatch grid cmp --rows prompt --cols lora --pages steps
+    """
+    from .grid import write_grids
+    from .ledger import ledger_path
+
+    if not ledger_path(out).exists():
+        raise GenbatchError(f"{out}: no genbatch.jsonl here; is this the --out folder of a genbatch run?")
+    for path in write_grids(out, rows, cols, pages, cell_size=cell_size):
+        print(path)
+    if (out / "report.html").exists():
+        from .report_html import write_html_report
+
+        write_html_report(out)
+
+
+def verify(
+    out: Path = typer.Argument(..., help="An output folder of genbatch run."),
+    json_: bool = typer.Option(False, "--json", help="Print the findings as JSON on stdout."),
+) -> None:
+    """Check every image against the sha256 its ledger line recorded, and list missing,
+    changed and unrecorded image files. Reads the folder only.
+
+    Exit codes: 0 every image matches, 1 something is missing, changed or unrecorded,
+    2 OUT has no ledger.
+
+    \b
+    Example:
+      genbatch verify images/
+    """
+    from .verify import verify_folder
+
+    result = verify_folder(out)
+    if json_:
+        print(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
+    else:
+        for kind in ("missing", "changed", "unrecorded"):
+            for name in getattr(result, kind):
+                print(f"{kind}: {shown_bare(name, 4096)}")
+        counts = f"{len(result.missing)} missing, {len(result.changed)} changed"
+        _err(f"{shown_bare(out, 4096)}: {result.checked} images checked: {counts}, "
+             f"{len(result.unrecorded)} unrecorded" + (" (all match the ledger)" if result.ok else ""))
+    raise typer.Exit(0 if result.ok else 1)
+
+
+@app.command("eval")
+@user_errors
+def eval_(
+    out: Path = typer.Argument(..., help="An output folder of genbatch run."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated: fid, is, clip, diversity, shapes. Default: shapes,diversity for a run of the shapes model, else clip,diversity."),
+    reference: Optional[str] = typer.Option(None, "--reference", help="FID reference: a folder of real images, or a .npz with mu and sigma."),
+    by: list[str] = typer.Option(["model"], "--by", help="Group by a ledger field (model, steps, guidance_scale, ...) or a manifest column; repeat for several."),
+    clip_model: Optional[str] = typer.Option(None, "--clip-model", help="CLIP folder, or hub id in the local cache. Default: openai/clip-vit-large-patch14."),
+    inception_weights: Optional[Path] = typer.Option(None, "--inception-weights", help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth. Default: the torch hub cache."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Images per batch."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    json_: bool = typer.Option(False, "--json", help="Print eval.json on stdout."),
+) -> None:
+    """Score the done images of OUT per group and write OUT/eval.json. Features are cached
+    per image, so a rerun computes only new images. Nothing is downloaded: weights come from
+    local files or the local Hugging Face / torch hub caches.
+
+    Exit codes: 0 evaluated, 2 bad input (no run, unknown metric, missing weights or reference).
+
+    \b
+    Examples:
+      genbatch eval demo-out --metrics shapes,diversity
+      genbatch eval parti --metrics clip --by model --by steps
+      genbatch eval coco --metrics fid,is,clip --reference coco-val2014/ --device cuda
+    """
+    from .evaluate import EvalOptions, evaluate_run, format_table, parse_metrics
+
+    def progress(done: int, total: int) -> None:
+        _err(f"evaluated {done}/{total} new images")
+
+    options = EvalOptions(
+        metrics=parse_metrics(metrics) if metrics is not None else None,
+        reference=reference,
+        by=tuple(by) or ("model",),
+        clip_model=clip_model,
+        inception_weights=inception_weights,
+        device=device,
+        batch_size=batch_size,
+        progress=None if quiet else progress,
+    )
+    try:
+        result = evaluate_run(out, options)
+    except KeyboardInterrupt:
+        _err("interrupted: what was computed is cached, and a rerun goes on from there")
+        raise typer.Exit(EXIT_SIGINT) from None
+    from .report_html import write_html_report
+
+    write_html_report(out)  # with the evaluation section
+    if json_:
+        print(json.dumps(result.report, indent=2, ensure_ascii=False))
+    else:
+        print(format_table(result.report))
+    if not quiet:
+        for note in result.report["notes"]:
+            _err(f"note: {note}")
+        computed = ", ".join(f"{n} {c}" for n, c in result.computed.items())
+        _err(f"wrote {result.path} ({len(result.report['images'])} images; computed now: {computed})")
 
 
 def main() -> None:

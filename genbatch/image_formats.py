@@ -16,12 +16,12 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from .errors import GenbatchError
-from .fields import a1111_settings
+from .fields import a1111_prompt, a1111_settings
 
 
 def a1111_parameters(meta: dict[str, Any]) -> str:
     """The ``parameters`` text AUTOMATIC1111-style tools read back from a PNG."""
-    lines = [meta["prompt"]]
+    lines = [a1111_prompt(meta)]
     if meta.get("negative_prompt"):
         lines.append(f"Negative prompt: {meta['negative_prompt']}")
     settings = a1111_settings(meta) + [("Model hash", meta["model_fingerprint"][:10]), ("Model", meta["model"]),

@@ -15,10 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .echo import shown, shown_bare
 from .errors import ModelError
 from .safe_write import install_folder, staged_folder
 
@@ -76,7 +78,7 @@ def resolve_model(spec: str | None) -> ModelRef:
     if path.exists():
         if not (path / "model_index.json").is_file():
             raise ModelError(
-                f"{spec}: not a diffusers model folder (no model_index.json); expected a folder saved "
+                f"{shown_bare(spec)}: not a diffusers model folder (no model_index.json); expected a folder saved "
                 "with save_pretrained(), an ONNX export from 'genbatch export', a Hugging Face id, "
                 f"or a built-in name ({', '.join(builtin_names())})"
             )
@@ -84,7 +86,7 @@ def resolve_model(spec: str | None) -> ModelRef:
     if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
         return _ref(spec, _hub_snapshot(spec), "hub")
     raise ModelError(
-        f"no model {spec!r}: not a built-in name ({', '.join(builtin_names())}), an existing folder, "
+        f"no model {shown(spec)}: not a built-in name ({', '.join(builtin_names())}), an existing folder, "
         "or a Hugging Face id like 'org/name'"
     )
 
@@ -96,9 +98,9 @@ def _hub_snapshot(repo_id: str) -> Path:
         return Path(snapshot_download(repo_id, local_files_only=True))
     except Exception:
         raise ModelError(
-            f"model {repo_id!r} is not in the local Hugging Face cache and genbatch does not download "
+            f"model {shown(repo_id)} is not in the local Hugging Face cache and genbatch does not download "
             "while it runs. On a machine with network access run\n"
-            f"    huggingface-cli download {repo_id}\n"
+            f"    huggingface-cli download {shlex.quote(shown_bare(repo_id))}\n"
             "(or copy the cache folder, HF_HOME, to this machine), or pass a local folder with --model."
         ) from None
 

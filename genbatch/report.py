@@ -13,7 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
-from .fields import BY_NAME, report_columns
+from .echo import shown_bare
+from .fields import BY_NAME, report_columns, text_value
 from .ledger import iter_current_records
 from .safe_write import write_atomic
 
@@ -25,6 +26,7 @@ TABLE_COLUMNS = [
 _INT_COLUMNS = ["index", "row", "line", "k", "batch_size", "bytes",
                 *(f for f in report_columns() if BY_NAME[f].kind == "int" and (BY_NAME[f].hi or 0) < 2**63)]
 _UINT_COLUMNS = [f for f in report_columns() if BY_NAME[f].kind == "int" and (BY_NAME[f].hi or 0) >= 2**63]
+_TEXT_COLUMNS = [f for f in report_columns() if BY_NAME[f].to_text is not None]
 _FLOAT_COLUMNS = ["seconds", *(f for f in report_columns() if BY_NAME[f].kind == "float")]
 
 
@@ -120,6 +122,8 @@ def _table_row(record: dict[str, Any]) -> dict[str, Any]:
     row["fields"] = json.dumps(record.get("fields") or {}, ensure_ascii=False, default=str)
     if row["timesteps"]:  # a model's own list (genbatch.json), as one cell of numbers
         row["timesteps"] = " ".join(map(str, row["timesteps"]))
+    for name in _TEXT_COLUMNS:  # a LoRA set as "style:0.8; other:0.5"
+        row[name] = text_value(name, row[name]) if row[name] else None
     return row
 
 
@@ -137,4 +141,5 @@ def _typed_frame(rows: list[dict[str, Any]]) -> Any:
 
 
 def command_line() -> list[str]:
-    return [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else []
+    # an argument that is not valid UTF-8 (a file name's bytes, as surrogates) is escaped
+    return [shown_bare(a, 1 << 16) for a in (Path(sys.argv[0]).name, *sys.argv[1:])] if sys.argv else []

@@ -31,7 +31,9 @@ from typing import Any
 
 import jinja2
 
+from .fields import text_value
 from .folder import Folder, load_folder
+from .grid import list_grids
 from .safe_write import write_atomic
 from .throughput import Run, chart, fmt_duration, runs, wall_and_rate
 from .thumbnails import THUMB_SIZE, THUMBS_DIR, remove_stale_thumbnails, report_thumbnails
@@ -45,7 +47,7 @@ MAX_CHARTS = 3
 # Column order of the rows in the JSON blob; the page looks columns up by these names.
 CARD_COLS = (
     "src", "thumb", "prompt", "negative_prompt", "seed", "steps", "guidance_scale",
-    "width", "height", "scheduler", "id", "model", "seconds", "index", "k",
+    "width", "height", "scheduler", "id", "model", "seconds", "index", "k", "lora",
 )  # fmt: skip
 FAILED_COLS = ("index", "line", "id", "prompt", "seed", "model", "error", "finished_at")
 SKIPPED_COLS = ("line", "manifest", "id", "prompt", "error")
@@ -118,6 +120,8 @@ def page_context(out: Path, folder: Folder, shown: list[str | None]) -> dict[str
         "n_failed": len(folder.failed),
         "n_skipped": len(folder.skipped),
         "n_missing": len(folder.missing),
+        "grids": list_grids(out),
+        "evaluation": _evaluation(out),
         "data": {
             "page_size": PAGE_SIZE,
             "card_cols": CARD_COLS,
@@ -130,6 +134,16 @@ def page_context(out: Path, folder: Folder, shown: list[str | None]) -> dict[str
             "missing": [_row(r, MISSING_COLS) for r in folder.missing],
         },
     }
+
+
+def _evaluation(out: Path) -> dict[str, Any] | None:
+    """``genbatch eval``'s figures (OUT/eval.json), shown when present."""
+    from .evaluate.report import report_section
+
+    try:
+        return report_section(out)
+    except (OSError, ValueError, KeyError, TypeError):  # a damaged eval.json must not cost the page
+        return None
 
 
 # --- Summary -----------------------------------------------------------------------------
@@ -209,6 +223,7 @@ def _card_row(card: dict, thumb: str | None) -> list:
     row = _row(card, CARD_COLS)
     row[0] = _url(card["file"])  # the image, opened by a click
     row[1] = _url(thumb) if thumb is not None else row[0]  # the picture on the card
+    row[CARD_COLS.index("lora")] = text_value("lora", card["lora"]) if card.get("lora") else None
     return row
 
 

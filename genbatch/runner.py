@@ -17,13 +17,16 @@ from typing import Any, Callable
 
 from filelock import FileLock, Timeout
 
+from .axes import Axis, apply_axes
+from .axes import describe as describe_axes
 from .backends import BackendOptions
 from .batch_size import BatchSizer
+from .echo import shown_bare
 from .engine import ENGINES, EngineWork
 from .errors import EXIT_FAILED_JOBS, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, GenbatchError, LockedError, ManifestError
 from .image_formats import image_format
 from .ledger import Ledger, done_records
-from .manifest import Manifest, read_manifest
+from .manifest import MAX_IMAGES_PER_ROW, Manifest, read_manifest
 from .plan import Defaults, Job, Plan, make_batches, make_plan
 from .progress import Progress
 from .report import METADATA_NAME, command_line, versions, write_json, write_metadata, write_tables
@@ -43,6 +46,7 @@ class RunOptions:
     format: str | None = None
     column_map: dict[str, str] = field(default_factory=dict)
     overrides: dict[str, str] = field(default_factory=dict)
+    axes: list[Axis] = field(default_factory=list)  # --vary
     defaults: Defaults = field(default_factory=Defaults)
     model: str | None = None
     backend: str = "torch"
@@ -66,6 +70,8 @@ class RunOptions:
     html_report: bool = True
     engine: str = "local"
     engine_options: dict[str, Any] = field(default_factory=dict)  # keyword arguments of ENGINES[engine]
+    max_images_per_row: int = MAX_IMAGES_PER_ROW
+    verify: bool = False  # hash the done images; a changed one is not done
 
     def fixed_batch_size(self, device: str) -> int | None:
         """The batch size asked for, or None for auto (the default on a GPU)."""
@@ -132,9 +138,10 @@ class _Stop:
 
 def load_manifest(options: RunOptions) -> Manifest:
     manifest = read_manifest(options.manifest, format=options.format, column_map=options.column_map,
-                             overrides=options.overrides)
+                             overrides=options.overrides, max_images_per_row=options.max_images_per_row)
     if manifest.fatal_problems or (manifest.problems and not options.skip_invalid):
         raise ManifestError(manifest.problems)
+    manifest.rows = apply_axes(manifest.rows, options.axes)
     return manifest
 
 
@@ -155,10 +162,23 @@ def run_manifest(options: RunOptions) -> RunResult:
 
 def _dry_run(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResult:
     out = Path(options.out)
-    done = done_records(out) if out.exists() else {}
+    done = _done(out, options, lambda message: None) if out.exists() else {}
     pending = [j for j in plan.jobs if options.force or j.key not in done]
     summary = _summary(options, manifest, plan, pending, dry_run=True)
     return RunResult(EXIT_OK, summary, plan, pending, manifest.warnings)
+
+
+def _done(out: Path, options: RunOptions, mismatched: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    """The done records of ``out``; with ``--verify`` only those whose image still has its
+    recorded sha256 (the others are passed to ``mismatched``)."""
+    done = done_records(out)
+    if options.verify and not options.force:
+        from .verify import still_done
+
+        done, changed = still_done(out, done)
+        for file in changed:
+            mismatched(file)
+    return done
 
 
 def _summary(options: RunOptions, manifest: Manifest, plan: Plan, pending: list[Job], *, dry_run: bool) -> RunSummary:
@@ -173,7 +193,7 @@ def _summary(options: RunOptions, manifest: Manifest, plan: Plan, pending: list[
         batch_size=options.fixed_batch_size(plan.device) or "auto", command=command_line(),
         settings={
             "name_template": options.name_template, "format": options.image_format, "column_map": options.column_map,
-            "set": options.overrides, "limit": options.limit,
+            "set": options.overrides, "vary": describe_axes(options.axes), "limit": options.limit,
             "shard": f"{options.shard[0]}/{options.shard[1]}" if options.shard else None,
             "defaults": options.defaults.__dict__, "scheduler": options.scheduler, "force": options.force,
             "backend_options": options.backend_options(plan.device, plan.dtype).as_dict(),
@@ -242,7 +262,8 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResul
     # 4. What is left to do: the ledger says what is done, the disk confirms it
     remove_stale_temp_files(out)
     ledger = Ledger(out)
-    done = done_records(out)
+    mismatched: list[str] = []
+    done = _done(out, options, mismatched.append)
     pending = [j for j in plan.jobs if options.force or j.key not in done]
     check_output_paths(out, pending)
     batches = make_batches(pending, options.fixed_batch_size(plan.device) or 8)
@@ -251,6 +272,9 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResul
     summary.run_id, summary.started_at = uuid.uuid4().hex[:12], started_at
     progress = Progress(len(pending), quiet=options.quiet)
     say = progress.log
+    if mismatched:
+        say(f"verify: {len(mismatched)} done images no longer match their ledger sha256 and are generated again: "
+            + ", ".join(shown_bare(f) for f in mismatched[:5]) + (" ..." if len(mismatched) > 5 else ""))
     sink = ResultSink(ledger, progress, run_id=summary.run_id, manifest=manifest.path, dtype=plan.dtype)
 
     # 5. Say what is known before generating: warnings, repairs, skipped rows, what is done
@@ -323,7 +347,7 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResul
 
 # The files genbatch keeps in --out besides the images.
 OWN_FILES = (LOCK_NAME, "genbatch.jsonl", "run.json", "report.csv", "report.parquet", "report.html",
-             METADATA_NAME, ".genbatch-thumbs")
+             METADATA_NAME, ".genbatch-thumbs", ".genbatch-grids")
 
 
 def check_output_paths(out: Path, jobs: list[Job]) -> None:

@@ -73,13 +73,14 @@
     if (r[C.guidance_scale] !== null) p.push("cfg " + r[C.guidance_scale]);
     if (r[C.width] !== null && r[C.height] !== null) p.push(r[C.width] + "×" + r[C.height]);
     if (r[C.scheduler]) p.push(r[C.scheduler]);
+    if (r[C.lora]) p.push("lora " + r[C.lora]);
     if (r[C.seconds] !== null) p.push(Number(r[C.seconds]).toFixed(2) + " s");
     return p.join(" · ");
   }
   var images = Section("images", data.cards, function (r) {
     return [r[C.prompt], r[C.negative_prompt], "seed:" + r[C.seed], "id:" + str(r[C.id]), "#" + r[C.index],
       params(r), "steps:" + r[C.steps], "cfg:" + r[C.guidance_scale], r[C.width] + "x" + r[C.height],
-      r[C.model], r[C.src]].map(str).join("\n");
+      r[C.model], r[C.src], r[C.lora] ? "lora:" + r[C.lora] : ""].map(str).join("\n");
   }, function (r) {
     var card = el("figure", "card");
     var a = el("a", "pic"); a.href = r[C.src]; a.target = "_blank"; a.rel = "noopener";
