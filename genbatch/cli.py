@@ -156,6 +156,11 @@ def run(
     ),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Run the valid rows; list invalid ones in the report."),
     wait: bool = typer.Option(False, help="If another run holds --out, wait for it instead of exiting."),
+    engine: str = typer.Option("local", help="local (this process) or ray (workers on a Ray cluster; pip install 'genbatch[ray]')."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join: auto, host:6379 or ray://host:10001 (default: RAY_ADDRESS, else start a local instance)."),
+    ray_workers: Optional[int] = typer.Option(None, "--ray-workers", min=1, help="Ray workers (default: one per GPU, or per CPU where there is none)."),
+    gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", min=0.0, help="GPUs each Ray worker holds; 0 for CPU workers, 0.5 for two per GPU (default: 1 if the cluster has GPUs)."),
+    max_retries: Optional[int] = typer.Option(None, "--max-retries", min=0, help="Times a batch lost with its Ray worker is retried before its jobs are recorded as failed (default 3)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     json_: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     offload: str = typer.Option("none", help="torch: none, model or sequential (diffusers' CPU offload, for models larger than the GPU)."),
@@ -172,6 +177,7 @@ def run(
       genbatch run prompts.csv --out images
       genbatch run parti.tsv --out parti --steps 30 --batch-size 16 --shard 1/4
       genbatch run coco.jsonl --out coco --set width=512 --set height=512 --name-template "{file_name}"
+      genbatch run prompts.csv --out /shared/images --engine ray --ray-address auto
     """
     from .summary import RunSummary
 
@@ -204,8 +210,9 @@ def _run_options(manifest: str, out: Path, model: str | None, backend: str, devi
                  prompt_column: str | None, set_: list[str], format_: list[str],
                  quality: int, compress_level: int, name_template: str, workers: int | None, limit: int | None,
                  shard: str | None, dry_run: bool, force: bool, skip_invalid: bool, wait: bool, quiet: bool,
-                 max_images_per_row: int, verify: bool, offload: str = "none", vae_tiling: bool = False,
-                 vae_slicing: bool = False, **_: Any) -> Any:
+                 engine: str, ray_address: str | None, ray_workers: int | None, gpus_per_worker: float | None,
+                 max_retries: int | None, max_images_per_row: int, verify: bool, offload: str = "none",
+                 vae_tiling: bool = False, vae_slicing: bool = False, **_: Any) -> Any:
     """``genbatch run``'s options, checked, as the library's RunOptions."""
     from .runner import RunOptions
 
@@ -234,6 +241,8 @@ def _run_options(manifest: str, out: Path, model: str | None, backend: str, devi
         offload=offload,
         vae_tiling=vae_tiling,
         vae_slicing=vae_slicing,
+        engine=engine.lower(),
+        engine_options=_engine_options(engine.lower(), ray_address, ray_workers, gpus_per_worker, max_retries),
         manifest=manifest,
         out=out,
         format=manifest_format,
@@ -265,6 +274,21 @@ def _run_options(manifest: str, out: Path, model: str | None, backend: str, devi
         max_images_per_row=max_images_per_row,
         verify=verify,
     )
+
+
+def _engine_options(engine: str, ray_address: str | None, ray_workers: int | None, gpus_per_worker: float | None,
+                    max_retries: int | None) -> dict[str, Any]:
+    ray = {"--ray-address": ray_address, "--ray-workers": ray_workers, "--gpus-per-worker": gpus_per_worker,
+           "--max-retries": max_retries}
+    if engine == "local":
+        given = [name for name, value in ray.items() if value is not None]
+        if given:
+            raise GenbatchError(f"{given[0]} is an option of --engine ray; add --engine ray, or leave it out")
+        return {}
+    if engine != "ray":
+        raise GenbatchError(f"--engine {engine!r}: expected local or ray")
+    return {"address": ray_address, "workers": ray_workers, "gpus_per_worker": gpus_per_worker,
+            **({"max_retries": max_retries} if max_retries is not None else {})}
 
 
 def _print_plan(result: Any, as_json: bool) -> None:
@@ -446,6 +470,46 @@ def report(
     if contact_sheet:
         for sheet in write_contact_sheets(out, cols=cols, rows=rows):
             print(sheet)
+
+
+@app.command()
+@user_errors
+def merge(
+    outs: list[Path] = typer.Argument(..., help="Output folders of genbatch run (e.g. one per --shard)."),
+    into: Path = typer.Option(..., "--into", help="The folder to merge them into (may be one of them)."),
+    html: bool = typer.Option(True, "--html/--no-html", help="Rebuild report.html (and its thumbnails)."),
+    json_: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+) -> None:
+    """Merge output folders into one: images hard-linked (or copied, across filesystems),
+    ledgers merged with one line per job, reports (and metadata.jsonl) rebuilt. The folders are
+    left as they were.
+
+    Two different images under one file name are refused (exit 2) before anything is written.
+
+    \b
+    Example:
+      genbatch run prompts.csv --out shard1 --shard 1/2   # on host 1
+      genbatch run prompts.csv --out shard2 --shard 2/2   # on host 2
+      genbatch merge shard1 shard2 --into images
+    """
+    from dataclasses import asdict
+
+    from .merge import merge_outputs
+    from .report import write_metadata, write_tables
+
+    result = merge_outputs(outs, into)
+    write_tables(result.into)
+    write_metadata(result.into)
+    if html:
+        from .report_html import write_html_report
+
+        write_html_report(result.into)
+    if json_:
+        print(json.dumps(asdict(result), indent=2, default=str))
+        return
+    _err(f"merged {len(outs)} folders into {result.into}: {result.images} images ({result.linked} hard-linked, "
+         f"{result.copied} copied, {result.in_place} already there), {result.failed} failed, "
+         f"{result.skipped} rows skipped")
 
 
 @app.command()

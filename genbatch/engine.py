@@ -42,6 +42,7 @@ class EngineWork:
 class EngineReport:
     generation_seconds: float = 0.0
     facts: dict[str, Any] = field(default_factory=dict)  # what the loaded models said of themselves
+    workers: list[dict[str, Any]] = field(default_factory=list)  # per worker: device, images, seconds (Ray)
 
 
 class Engine(Protocol):
@@ -187,4 +188,11 @@ class LocalEngine:
         return report
 
 
-ENGINES: dict[str, Callable[[], Engine]] = {"local": LocalEngine}
+def _ray_engine(**settings: Any) -> Engine:
+    from .ray_engine import RayEngine  # imports Ray only when asked for
+
+    return RayEngine(**settings)
+
+
+# Each takes the run's ``RunOptions.engine_options`` as keyword arguments.
+ENGINES: dict[str, Callable[..., Engine]] = {"local": LocalEngine, "ray": _ray_engine}

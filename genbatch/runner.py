@@ -69,6 +69,7 @@ class RunOptions:
     quiet: bool = False
     html_report: bool = True
     engine: str = "local"
+    engine_options: dict[str, Any] = field(default_factory=dict)  # keyword arguments of ENGINES[engine]
     max_images_per_row: int = MAX_IMAGES_PER_ROW
     verify: bool = False  # hash the done images; a changed one is not done
     offload: str = "none"  # torch: none, model or sequential (diffusers' CPU offload)
@@ -207,6 +208,7 @@ def _summary(options: RunOptions, manifest: Manifest, plan: Plan, pending: list[
             "shard": f"{options.shard[0]}/{options.shard[1]}" if options.shard else None,
             "defaults": options.defaults.__dict__, "scheduler": options.scheduler, "force": options.force,
             "backend_options": options.backend_options(plan.device, plan.dtype).as_dict(),
+            "engine_options": options.engine_options,
         },
         skipped=[{"line": s.line, "prompt": s.prompt, "reasons": s.reasons} for s in manifest.skipped],
     )
@@ -267,6 +269,7 @@ class OutputFolderLock:
 def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResult:
     out = Path(options.out)
     started_at, started = now(), time.monotonic()
+    engine = ENGINES[options.engine](**options.engine_options)  # a missing engine package fails before any write
     # 4. What is left to do: the ledger says what is done, the disk confirms it
     remove_stale_temp_files(out)
     ledger = Ledger(out)
@@ -297,7 +300,6 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResul
             f"generating {len(pending)}")
 
     # 6. Run the batches on the engine; the sink records every image as it lands
-    engine = ENGINES[options.engine]()
     work = EngineWork(out=out, batches=batches, backend=options.backend,
                       options=options.backend_options(plan.device, plan.dtype), encoding=options.encoding(),
                       # Measured on a 16-core H100 box: past 4 threads the GIL-bound part
@@ -330,6 +332,7 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResul
     summary.generation_seconds = round(report.generation_seconds, 3) if report else 0.0
     summary.images_per_second = round(sink.done_count / wall, 3) if wall > 0 else None
     summary.backend_facts = report.facts if report else {}
+    summary.workers = report.workers if report else []
     summary.batch_sizes = sizer.describe()
     summary.providers = summary.backend_facts.get("providers")
     summary.versions = versions()

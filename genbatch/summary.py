@@ -50,6 +50,7 @@ class RunSummary:
     command: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     backend_facts: dict[str, Any] = field(default_factory=dict)
+    workers: list[dict[str, Any]] = field(default_factory=list)  # per engine worker (Ray): device, images, seconds
     versions: dict[str, str] = field(default_factory=dict)
     genbatch_version: str | None = None
     failures: list[dict[str, Any]] = field(default_factory=list)
@@ -81,6 +82,9 @@ class RunSummary:
             f"{self.backend}/{self.device}/{self.dtype}",
             f"images, genbatch.jsonl, run.json, report.csv/.parquet, report.html in {self.out}",
         ]
+        if self.workers:
+            lines.append(f"{len(self.workers)} {self.engine} workers: " + "; ".join(
+                f"#{w['worker']} {w['images']} images in {w['seconds']:.1f}s on {w['device']}" for w in self.workers))
         for failure in self.failures[:10]:
             lines.append(f"  failed: line {failure['line']} seed {failure['seed']}: {failure['error']}")
         if len(self.failures) > 10:

@@ -1,0 +1,187 @@
+"""--engine ray on a local Ray instance with 2 CPU workers: the same images as the local
+engine, one ledger whoever wrote the images, resume across engines, a lost worker, a signal."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from helpers import FAST, genbatch, genbatch_process, images, ledger, pixels
+
+ray = pytest.importorskip("ray")
+
+# Ray runs workers at nice 15; where the tests share the CPU with other work that starves
+# them, so the tests run them at the driver's priority.
+NICE = {"RAY_worker_niceness": "0"}
+
+
+@pytest.fixture(scope="module")
+def ray_address(genbatch_home):
+    """One Ray instance for the module (it takes seconds to start); runs in this process join it,
+    subprocesses get its address. Its workers see the tests' GENBATCH_HOME."""
+    os.environ.update(NICE, GENBATCH_HOME=str(genbatch_home))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning")
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+        os.environ.pop("RAY_worker_niceness", None)  # GENBATCH_HOME is reset by conftest's fixture
+
+
+@pytest.fixture
+def manifest(tmp_path):
+    path = tmp_path / "p.txt"
+    path.write_text("".join(f"a shape number {i}\n" for i in range(10)))
+    return path
+
+
+def run_json(out):
+    return json.loads((out / "run.json").read_text())
+
+
+def assert_exactly_planned(out, count):
+    records = ledger(out)
+    keys = [r["key"] for r in records]
+    assert len(keys) == len(set(keys)) == count, "one ledger line per job"
+    assert all(r["status"] == "done" and (out / r["file"]).is_file() for r in records)
+    assert len(images(out)) == count
+
+
+def test_same_images_as_the_local_engine(tmp_path, manifest, ray_address):
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    assert genbatch("run", manifest, "--out", local, *FAST, "-b", "3").exit_code == 0
+    result = genbatch("run", manifest, "--out", remote, *FAST, "-b", "3", "--engine", "ray", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["engine"] == "ray" and summary["counts"]["done"] == 10
+
+    assert [p.name for p in images(remote)] == [p.name for p in images(local)]
+    for a, b in zip(images(remote), images(local)):
+        assert np.array_equal(pixels(a), pixels(b)), a.name
+    assert {r["key"] for r in ledger(remote)} == {r["key"] for r in ledger(local)}
+    assert_exactly_planned(remote, 10)
+    workers = run_json(remote)["workers"]
+    assert len(workers) == 2 and sum(w["images"] for w in workers) == 10
+    assert all(w["device"] == "cpu" and w["seconds"] > 0 and w["pids"] for w in workers)
+    assert (remote / "report.html").is_file()
+
+
+def test_resume_across_engines_both_ways(tmp_path, manifest, ray_address):
+    out = tmp_path / "out"
+    assert genbatch("run", manifest, "--out", out, *FAST, "-b", "2", "--limit", "3").exit_code == 0
+    steps = [("ray", ["--limit", "6"], 3, 3), ("local", [], 6, 4)]  # local -> ray, then ray -> local
+    for engine, limit, already_done, done in steps:
+        result = genbatch("run", manifest, "--out", out, *FAST, "-b", "2", "--engine", engine, *limit, "--json")
+        assert result.exit_code == 0, result.output
+        counts = json.loads(result.stdout)["counts"]
+        assert (counts["already_done"], counts["done"]) == (already_done, done), engine
+    assert_exactly_planned(out, 10)
+
+
+def read_lines(stream, lines: list[str]) -> threading.Thread:
+    thread = threading.Thread(target=lambda: lines.extend(iter(stream.readline, "")), daemon=True)
+    thread.start()
+    return thread
+
+
+def wait_until(condition, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def ledger_lines(out) -> int:
+    path = out / "genbatch.jsonl"
+    return path.read_text().count("\n") if path.exists() else 0
+
+
+SLOWER = ["--model", "tiny-random", "--steps", "8", "-b", "2"]
+
+
+def kill_a_worker_mid_run(tmp_path, ray_address, count: int, *options: str):
+    """Start a run of ``count`` jobs, SIGKILL worker 1 once two images are done; the run's
+    exit code, its stderr and the killed pid."""
+    manifest = tmp_path / "p.txt"
+    manifest.write_text("".join(f"a shape number {i}\n" for i in range(count)))
+    out = tmp_path / "out"
+    driver = genbatch_process("run", manifest, "--out", out, *SLOWER, "--engine", "ray", "--ray-address", ray_address,
+                              *options)
+    stderr: list[str] = []
+    reader = read_lines(driver.stderr, stderr)
+    wait_until(lambda: sum("ready: pid" in line for line in stderr) == 2 and ledger_lines(out) >= 2)
+    assert ledger_lines(out) < count - 4, "the run must still have work in flight"
+    pid = int(next(line for line in stderr if "worker 1 ready: pid" in line).split("pid ")[1].split()[0])
+    os.kill(pid, signal.SIGKILL)
+    code = driver.wait(timeout=180)
+    reader.join(5)
+    assert any("worker 1" in line and "was lost" in line for line in stderr), "".join(stderr)
+    return code, "".join(stderr), pid
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_loses_nothing(tmp_path, ray_address):
+    code, stderr, pid = kill_a_worker_mid_run(tmp_path, ray_address, 24)
+    assert code == 0, stderr
+    out = tmp_path / "out"
+    assert_exactly_planned(out, 24)
+    worker = next(w for w in run_json(out)["workers"] if w["worker"] == 1)
+    assert worker["replaced"] == 1 and worker["pids"][0] == pid
+
+
+@pytest.mark.slow
+def test_past_max_retries_a_lost_job_is_recorded_failed_with_its_reason(tmp_path, ray_address):
+    code, stderr, _ = kill_a_worker_mid_run(tmp_path, ray_address, 16, "--max-retries", "0")
+    assert code == 1, stderr
+    records = ledger(tmp_path / "out")
+    assert len(records) == len({r["key"] for r in records}) == 16
+    failed = [r for r in records if r["status"] == "failed"]
+    assert 1 <= len(failed) <= 4  # the batches in flight on the killed worker: 2 of 2 images at most
+    assert all("lost with its Ray worker 1 times (--max-retries 0)" in r["error"] for r in failed)
+
+
+@pytest.mark.slow
+def test_sigterm_on_the_driver_stops_flushes_and_resumes(tmp_path, ray_address):
+    """This driver starts its own local Ray instance, as on a machine without a cluster."""
+    manifest = tmp_path / "p.txt"
+    manifest.write_text("".join(f"a shape number {i}\n" for i in range(16)))
+    out = tmp_path / "out"
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, **NICE}
+    driver = genbatch_process("run", manifest, "--out", out, *SLOWER, "--engine", "ray", env=env)
+    stderr: list[str] = []
+    reader = read_lines(driver.stderr, stderr)
+    wait_until(lambda: ledger_lines(out) >= 2)
+    driver.send_signal(signal.SIGTERM)
+    assert driver.wait(timeout=120) == 143, "".join(stderr)
+    reader.join(5)
+    assert any("started a local Ray instance" in line for line in stderr), "".join(stderr)
+    records = ledger(out)
+    assert 2 <= len(records) < 16
+    assert len({r["key"] for r in records}) == len(records)
+    assert all((out / r["file"]).is_file() for r in records)
+    assert run_json(out)["interrupted"] and run_json(out)["exit_code"] == 143
+
+    result = genbatch("run", manifest, "--out", out, *SLOWER, "--quiet", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["counts"]["already_done"] == len(records)
+    assert_exactly_planned(out, 16)
+
+
+def test_without_ray_installed_it_says_how_to_install(tmp_path, manifest, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails, as where it is not installed
+    monkeypatch.delitem(sys.modules, "genbatch.ray_engine", raising=False)
+    result = genbatch("run", manifest, "--out", tmp_path / "out", *FAST, "--engine", "ray")
+    assert result.exit_code == 2
+    assert "pip install 'genbatch[ray]'" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_ray_options_need_the_ray_engine(tmp_path, manifest):
+    result = genbatch("run", manifest, "--out", tmp_path / "out", *FAST, "--ray-workers", "2")
+    assert result.exit_code == 2 and "--ray-workers is an option of --engine ray" in result.output
