@@ -258,6 +258,7 @@ def manifest_problems(manifest: Any, model: str | None = None) -> list[Problem]:
     """``genbatch validate``'s model checks: the models a manifest's rows use (its model
     column, else ``model``, else the default model) that cannot be found or cannot run on
     torch, and the row values their families do not take."""
+    from .manifest import Row
     from .models import resolve_model
     from .plan import Defaults, Target, expand_jobs
 
@@ -272,7 +273,9 @@ def manifest_problems(manifest: Any, model: str | None = None) -> list[Problem]:
             models[row.model] = None
             column = manifest.columns.get("model", "model") if row.model is not None else "--model"
             problems.append(Problem(manifest.path, row.line, column, str(err)))
-    rows = [row for row in manifest.rows if models[row.model] is not None]
+    # one job per row is enough to check it (a row may ask for thousands of images)
+    rows = [Row(row.index, row.line, row.fields, **{**row.values, "num_images": 1})
+            for row in manifest.rows if models[row.model] is not None]
     jobs = expand_jobs(rows, models, Defaults(num_images=1), Target("torch", "fp32"))
     return sorted(problems + plan_problems(jobs, manifest.path, manifest.columns), key=lambda p: p.line or 0)
 
