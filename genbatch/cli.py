@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 import typer
 
 from . import __version__
+from .a1111 import READINGS
 from .errors import EXIT_USAGE, GenbatchError, ManifestError
 from .image_formats import BY_EXTENSION as IMAGE_FORMATS
 from .manifest import FORMATS, parse_assignments, parse_value, read_manifest
@@ -259,10 +260,11 @@ def validate(
             _err(f"warning: {warning}")
         for problem in problems:
             print(problem)
+        reading = f" (read as {READINGS[fmt]})" if fmt in READINGS else ""
         if problems:
-            _err(f"{name}: {len(problems)} problem{'s' if len(problems) != 1 else ''}, {len(rows)} valid rows")
+            _err(f"{name}: {len(problems)} problem{'s' if len(problems) != 1 else ''}, {len(rows)} valid rows{reading}")
         else:
-            _err(f"{name}: {len(rows)} rows, {images} images, valid ({fmt}; columns: "
+            _err(f"{name}: {len(rows)} rows, {images} images, valid{reading} ({fmt}; columns: "
                  + ", ".join(f"{k}<-{v!r}" for k, v in columns.items()) + ")")
     raise typer.Exit(EXIT_USAGE if problems else 0)
 

@@ -16,14 +16,16 @@ import io
 import json
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from .errors import GenbatchError, ManifestError, Problem
 from .fields import ALIASES, BY_NAME, ROW_FIELDS, Values
+from .a1111 import is_prompt_file, read_prompt_file
+from .samplers import parse_scheduler
 
-FORMATS = ("csv", "tsv", "jsonl", "txt", "parquet")
+FORMATS = ("csv", "tsv", "jsonl", "txt", "a1111", "parquet")
 EXTENSIONS = {
     ".csv": "csv",
     ".tsv": "tsv",
@@ -173,6 +175,7 @@ def _as_prompt(value: Any, what: str) -> str:
 
 _PARSE_KIND: dict[str, Callable[[Any, str], Any]] = {
     "prompt": _as_prompt,
+    "scheduler": parse_scheduler,
     "text": _as_text,
     "name": lambda v, what: _as_text(v, what) or None,
 }
@@ -197,6 +200,7 @@ class _Raw:
     header: list[str] | None
     records: list[tuple[int, dict[str, Any]]]
     problems: list[Problem]
+    warnings: list[str] = field(default_factory=list)
 
 
 def _decode(data: bytes, name: str) -> str:
@@ -337,7 +341,7 @@ def detect_format(name: str, sample: bytes) -> str:
     )
 
 
-def _read_raw(path: str, fmt: str | None) -> tuple[str, _Raw]:
+def _read_raw(path: str, format: str | None) -> tuple[str, _Raw]:
     if path == "-":
         data = sys.stdin.buffer.read()
         name = "<stdin>"
@@ -347,7 +351,7 @@ def _read_raw(path: str, fmt: str | None) -> tuple[str, _Raw]:
             raise GenbatchError(f"{path}: no such file")
         data = file.read_bytes()
         name = path
-    fmt = (fmt or detect_format(path, data[:4096])).lower()
+    fmt = (format or detect_format(path, data[:4096])).lower()
     if fmt not in FORMATS:
         raise GenbatchError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if fmt == "parquet":
@@ -359,6 +363,9 @@ def _read_raw(path: str, fmt: str | None) -> tuple[str, _Raw]:
         return fmt, _read_delimited(text, name, "\t")
     if fmt == "jsonl":
         return fmt, _read_jsonl(text, name)
+    if fmt == "a1111" or (fmt == "txt" and format is None and is_prompt_file(text)):  # genbatch.a1111
+        found = read_prompt_file(text, name)
+        return "a1111", _Raw(found.header, found.records, found.problems, found.warnings)
     return fmt, _read_txt(text, name)
 
 
@@ -446,7 +453,7 @@ def read_manifest(
     fmt, raw = _read_raw(path, format)
     name = "<stdin>" if path == "-" else path
     mapping, problems, warnings = _map_columns(raw.header or [], column_map or {}, name)
-    problems = raw.problems + problems
+    problems, warnings = raw.problems + problems, raw.warnings + warnings
 
     forced: dict[str, Any] = {}
     for field_name, value in (overrides or {}).items():

@@ -22,6 +22,7 @@ from .errors import GenbatchError, ModelError
 from .fields import BY_NAME, GROUP_FIELDS, JOB_FIELDS, MAX_SEED, ROW_FIELDS, Values, key_values, template_values
 from .manifest import Manifest, Row
 from .models import ModelRef, keeps_own_scheduler, resolve_model
+from .samplers import resolve as resolve_scheduler
 
 if TYPE_CHECKING:
     from .runner import RunOptions
@@ -40,6 +41,7 @@ class Defaults:
     height: int | None = None
     negative_prompt: str = ""
     num_images: int = 1
+    clip_skip: int | None = None
     seed: int = 0  # the base seed that rows without a seed derive theirs from
 
     def get(self, name: str) -> Any:
@@ -130,9 +132,11 @@ def expand_jobs(
                 identity = f"prompt\x00{row.prompt}\x00{nth}"
             base = derive_seed(defaults.seed, identity)
         values = {name: _resolve(name, row, defaults, model) if name in ROW_FIELDS else None for name in JOB_FIELDS}
-        values["scheduler"] = target.scheduler or model.scheduler or "default"
+        # A row's sampler, else --scheduler, else the model's own: a class and its options.
+        requested = row.scheduler or target.scheduler
+        values["scheduler"], values["scheduler_options"] = resolve_scheduler(requested, model.scheduler)
         # A model's own timesteps go with its own scheduler; --scheduler picks another's spacing too.
-        if keeps_own_scheduler(target.scheduler, model.scheduler):
+        if keeps_own_scheduler(requested and values["scheduler"], model.scheduler) and not values["scheduler_options"]:
             values["timesteps"] = model.defaults.get("timesteps", {}).get(values["steps"])
         count = row.num_images if row.num_images is not None else defaults.num_images
         for k in range(count):

@@ -23,6 +23,7 @@ import numpy as np
 from ..errors import GenbatchError, ModelError
 from ..latents import initial_latents
 from ..models import EXPORT_INFO, ModelRef, genbatch_home, is_onnx_export, read_defaults, read_json, vae_scale_factor
+from ..samplers import SchedulerCache
 from .base import BackendOptions, GeneratedImage, to_uint8
 
 PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -143,6 +144,7 @@ class OnnxGenerator:
             own = scheduler_cls.from_config(config)
             check_own_timesteps(own, scheduler, read_defaults(path), path)
             self.scheduler = swap_scheduler(own, scheduler)
+            self.schedulers = SchedulerCache(self.scheduler)
         except GenbatchError:
             raise
         except Exception as err:
@@ -177,6 +179,10 @@ class OnnxGenerator:
 
     def generate(self, jobs: Sequence[Any]) -> list[GeneratedImage]:
         first = jobs[0]
+        if getattr(first, "clip_skip", None):
+            raise ModelError("clip_skip: the onnx backend's text encoder gives only its last layer; "
+                             "use --backend torch for clip skip")
+        self.scheduler = self.schedulers.get(first.scheduler, first.scheduler_options)
         images = self.images([j.prompt for j in jobs], [j.negative_prompt for j in jobs], [j.seed for j in jobs],
                              steps=first.steps, guidance_scale=first.guidance_scale, height=first.height,
                              width=first.width, timesteps=first.timesteps)

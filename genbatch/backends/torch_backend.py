@@ -11,6 +11,8 @@ from typing import Any, Sequence
 from ..errors import GenbatchError, ModelError
 from ..latents import initial_latents
 from ..models import ModelRef, is_onnx_export, keeps_own_scheduler
+from ..a1111 import clip_skip_kwargs
+from ..samplers import SchedulerCache, build as build_scheduler
 from .base import BackendOptions, GeneratedImage, to_uint8
 
 DTYPES = ("fp32", "fp16", "bf16")
@@ -84,17 +86,11 @@ class TorchBackend:
 
 
 def swap_scheduler(current: Any, name: str | None) -> Any:
-    """The pipeline's scheduler, or another diffusers scheduler class built from its config."""
+    """The pipeline's scheduler, or another one (a diffusers class name or an A1111 sampler
+    name, with its options: genbatch.samplers) built from its config."""
     if keeps_own_scheduler(name, type(current).__name__):
         return current
-    import diffusers
-
-    cls = getattr(diffusers, name, None)
-    if cls is None or not hasattr(cls, "from_config"):
-        compatible = sorted(c.__name__ for c in getattr(current, "compatibles", []))
-        raise GenbatchError(f"--scheduler {name!r}: not a diffusers scheduler; this model accepts: "
-                            + ", ".join(compatible))
-    return cls.from_config(current.config)
+    return build_scheduler(current, name)
 
 
 def check_own_timesteps(own: Any, name: str | None, defaults: dict[str, Any], path: Path) -> None:
@@ -130,6 +126,7 @@ class TorchGenerator:
                              "and a VAE, which the torch backend runs")
         check_own_timesteps(pipe.scheduler, scheduler, model.defaults, model.path)
         pipe.scheduler = swap_scheduler(pipe.scheduler, scheduler)
+        self.schedulers = SchedulerCache(pipe.scheduler)  # a batch's own sampler (a manifest column)
         pipe.set_progress_bar_config(disable=True)
         pipe.to(device)
         if device.startswith("cuda"):
@@ -149,6 +146,7 @@ class TorchGenerator:
         import torch
 
         first = jobs[0]
+        self.pipe.scheduler = self.schedulers.get(first.scheduler, first.scheduler_options)
         factor = self.pipe.vae_scale_factor
         latents = initial_latents(
             [j.seed for j in jobs], self.pipe.unet.config.in_channels, first.height // factor, first.width // factor
@@ -168,6 +166,7 @@ class TorchGenerator:
                 latents=latents,
                 generator=generators,
                 output_type="np",
+                **clip_skip_kwargs(self.pipe, first.clip_skip),
             )
         pixels, errors = to_uint8(out.images)
         flagged = getattr(out, "nsfw_content_detected", None) or [False] * len(jobs)
