@@ -200,4 +200,10 @@ def clip_skip_kwargs(pipe: Any, clip_skip: int | None) -> dict[str, Any]:
         return {}
     if "clip_skip" not in inspect.signature(pipe.__call__).parameters:
         raise GenbatchError(f"clip_skip: {type(pipe).__name__} takes no clip skip; remove clip_skip for this model")
+    for name in ("text_encoder", "text_encoder_2"):
+        encoder = getattr(pipe, name, None)
+        # diffusers' clip skip applies text_encoder.text_model.final_layer_norm; transformers 5
+        # flattened CLIPTextModel (no .text_model). An unregistered alias keeps it working.
+        if encoder is not None and not hasattr(encoder, "text_model") and hasattr(encoder, "final_layer_norm"):
+            object.__setattr__(encoder, "text_model", encoder)
     return {"clip_skip": clip_skip - 1}

@@ -17,6 +17,7 @@ from .errors import EXIT_USAGE, GenbatchError, ManifestError
 from .image_formats import BY_EXTENSION as IMAGE_FORMATS
 from .manifest import FORMATS, parse_assignments, parse_value, read_manifest
 from .plan import DEFAULT_NAME_TEMPLATE, Defaults, parse_shard
+from .samplers import parse_scheduler
 
 app = typer.Typer(
     add_completion=False,
@@ -91,7 +92,10 @@ def run(
     backend: str = typer.Option("torch", help="torch (diffusers) or onnx (ONNX Runtime)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
     dtype: str = typer.Option("auto", help="auto, fp32, fp16 or bf16 (auto: fp16 on GPU, fp32 on CPU)."),
-    scheduler: Optional[str] = typer.Option(None, help="A diffusers scheduler class name, e.g. EulerDiscreteScheduler."),
+    config: Optional[str] = typer.Option(None, "--config", help="For a single-file --model (model.safetensors): its pipeline's diffusers folder or hub id in the local cache."),
+    vae: Optional[str] = typer.Option(None, "--vae", help="Replace the model's VAE: a diffusers VAE folder, hub id in the local cache, or .safetensors file."),
+    scheduler: Optional[str] = typer.Option(None, help="An A1111 sampler name (\"DPM++ 2M Karras\", \"Euler a\"...) or a diffusers scheduler class name, e.g. EulerDiscreteScheduler."),
+    clip_skip: Optional[int] = typer.Option(None, "--clip-skip", min=1, max=12, help="A1111's clip skip for rows without one: 1 = the text encoder's last layer, 2 = the one before."),
     providers: Optional[str] = typer.Option(None, help="ONNX Runtime execution providers, comma-separated (default: best available)."),
     batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Images per batch."),
     steps: Optional[int] = typer.Option(None, min=1, help="Steps for rows without a steps column."),
@@ -153,8 +157,9 @@ def run(
     raise typer.Exit(result.exit_code)
 
 
-def _run_options(manifest: str, out: Path, model: str | None, backend: str, device: str, dtype: str,
-                 scheduler: str | None, providers: str | None, batch_size: int, steps: int | None,
+def _run_options(manifest: str, out: Path, model: str | None, config: str | None, vae: str | None,
+                 clip_skip: int | None, backend: str, device: str, dtype: str, scheduler: str | None,
+                 providers: str | None, batch_size: int, steps: int | None,
                  guidance: float | None, width: int | None, height: int | None, negative: str, num_images: int,
                  seed: int, column: list[str], prompt_column: str | None, set_: list[str], format_: list[str],
                  quality: int, compress_level: int, name_template: str, workers: int | None, limit: int | None,
@@ -169,6 +174,11 @@ def _run_options(manifest: str, out: Path, model: str | None, backend: str, devi
                 parse_value(name, value)
             except ValueError as err:
                 raise GenbatchError(f"--{name.split('_')[0]}: {err}") from None
+    if scheduler is not None:
+        try:
+            scheduler = parse_scheduler(scheduler, "--scheduler")
+        except ValueError as err:
+            raise GenbatchError(str(err)) from None
     manifest_format, image_format = _split_formats(format_)
     return RunOptions(
         manifest=manifest,
@@ -177,8 +187,10 @@ def _run_options(manifest: str, out: Path, model: str | None, backend: str, devi
         column_map=_column_map(column, prompt_column),
         overrides=parse_assignments(set_, "--set"),
         defaults=Defaults(steps=steps, guidance_scale=guidance, width=width, height=height, negative_prompt=negative,
-                          num_images=num_images, seed=seed),
+                          num_images=num_images, seed=seed, clip_skip=clip_skip),
         model=model,
+        config=config,
+        vae=vae,
         backend=backend,
         device=device,
         dtype=dtype,

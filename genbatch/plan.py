@@ -156,15 +156,17 @@ def _resolve(name: str, row: Row, defaults: Defaults, model: ModelRef) -> Any:
     return value
 
 
-def resolve_models(manifest: Manifest, default: str | None) -> dict[str | None, ModelRef]:
-    """The model of every row (``None``: rows without a model column use ``default``)."""
+def resolve_models(manifest: Manifest, default: str | None, *, config: str | None = None,
+                   vae: str | None = None) -> dict[str | None, ModelRef]:
+    """The model of every row (``None``: rows without a model column use ``default``);
+    ``config`` and ``vae``: --config and --vae (genbatch.checkpoints)."""
     models: dict[str | None, ModelRef] = {}
     if any(row.model is None for row in manifest.rows) or not manifest.rows:
-        models[None] = resolve_model(default)
+        models[None] = resolve_model(default, config=config, vae=vae)
     for row in manifest.rows:
         if row.model is not None and row.model not in models:
             try:
-                models[row.model] = resolve_model(row.model)
+                models[row.model] = resolve_model(row.model, config=config, vae=vae)
             except ModelError as err:
                 column = manifest.columns.get("model", "model")
                 raise ModelError(f"{manifest.path}:{row.line}:{column}: {err}") from None
@@ -176,7 +178,7 @@ def make_plan(manifest: Manifest, options: RunOptions) -> Plan:
     from .backends import get_backend
 
     device, dtype = get_backend(options.backend).resolve(options.device, options.dtype)
-    models = resolve_models(manifest, options.model)
+    models = resolve_models(manifest, options.model, config=options.config, vae=options.vae)
     jobs = expand_jobs(manifest.rows, models, options.defaults, Target(options.backend, dtype, options.scheduler))
     assign_file_names(jobs, options.name_template, options.image_format)
     selected = select(jobs, options.shard, options.limit)

@@ -43,6 +43,8 @@ class RunOptions:
     overrides: dict[str, str] = field(default_factory=dict)
     defaults: Defaults = field(default_factory=Defaults)
     model: str | None = None
+    config: str | None = None  # a single-file --model's pipeline folder or hub id
+    vae: str | None = None
     backend: str = "torch"
     device: str = "auto"
     dtype: str = "auto"

@@ -12,6 +12,7 @@ from ..errors import GenbatchError, ModelError
 from ..latents import initial_latents
 from ..models import ModelRef, is_onnx_export, keeps_own_scheduler
 from ..a1111 import clip_skip_kwargs
+from ..checkpoints import load_pipeline
 from ..samplers import SchedulerCache, build as build_scheduler
 from .base import BackendOptions, GeneratedImage, to_uint8
 
@@ -110,7 +111,6 @@ class TorchGenerator:
     def __init__(self, model: ModelRef, *, device: str, dtype: str, scheduler: str | None):
         quiet_hf_libraries()
         import torch
-        from diffusers import DiffusionPipeline
 
         if is_onnx_export(model.path):
             raise ModelError(f"{model.path} is an ONNX export; run it with --backend onnx")
@@ -118,7 +118,7 @@ class TorchGenerator:
         try:
             with warnings.catch_warnings():  # newer diffusers renames torch_dtype; both work
                 warnings.simplefilter("ignore", FutureWarning)
-                pipe = DiffusionPipeline.from_pretrained(model.path, torch_dtype=torch_dtype(dtype))
+                pipe = load_pipeline(model, torch_dtype(dtype))  # a folder, or a single file (+ --vae)
         except Exception as err:
             raise ModelError(f"cannot load {model.name} from {model.path}: {err}") from err
         if not hasattr(pipe, "unet") or not hasattr(pipe, "vae"):
