@@ -146,6 +146,9 @@ def load_pipeline(model: Any, torch_dtype: Any) -> Any:
     import diffusers
 
     from .models import read_json
+    from .progress import silence_library_progress
+
+    silence_library_progress()
 
     if model.checkpoint is None:
         pipe = diffusers.DiffusionPipeline.from_pretrained(model.path, torch_dtype=torch_dtype)

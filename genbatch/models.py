@@ -377,6 +377,9 @@ def build_tiny_random(folder: Path) -> None:
     Configs follow diffusers' own fast tests; ``torch.manual_seed(0)`` before each component
     makes the weights, and so every test image, the same on every machine.
     """
+    from .progress import silence_library_progress
+
+    silence_library_progress()
     import torch
     from diffusers import (
         AutoencoderKL,

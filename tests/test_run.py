@@ -58,7 +58,7 @@ def test_png_is_self_describing(tmp_path, csv_manifest):
     record = next(r for r in ledger(out) if r["seed"] == 1)
     with Image.open(out / record["file"]) as image:
         text = image.text
-    assert text["parameters"].startswith("a cat, sitting\nSteps: 2, Sampler: DDIMScheduler")
+    assert text["parameters"].startswith("a cat, sitting\nSteps: 2, Sampler: DDIM,")  # the A1111 name of DDIMScheduler
     assert "Seed: 1, Size: 64x64" in text["parameters"]
     meta = json.loads(text["genbatch"])
     assert meta["key"] == record["key"] and meta["model_fingerprint"] == record["model_fingerprint"]
