@@ -13,7 +13,7 @@ import typer
 
 from . import __version__
 from .a1111 import READINGS
-from .errors import EXIT_USAGE, GenbatchError, ManifestError
+from .errors import EXIT_SIGINT, EXIT_USAGE, GenbatchError, ManifestError
 from .image_formats import BY_EXTENSION as IMAGE_FORMATS
 from .manifest import FORMATS, parse_assignments, parse_value, read_manifest
 from .plan import DEFAULT_NAME_TEMPLATE, Defaults, parse_shard
@@ -76,6 +76,20 @@ def _split_formats(values: list[str]) -> tuple[str | None, str]:
     return manifest_format, image_format
 
 
+def _batch_size(value: str | None) -> int | str | None:
+    if value is None:
+        return None
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise GenbatchError(f"--batch-size {value!r}: expected a whole number >= 1 or auto")
+    return number
+
+
 def _column_map(columns: list[str], prompt_column: str | None) -> dict[str, str]:
     mapping = parse_assignments(columns, "--column")
     if prompt_column:
@@ -97,7 +111,7 @@ def run(
     scheduler: Optional[str] = typer.Option(None, help="An A1111 sampler name (\"DPM++ 2M Karras\", \"Euler a\"...) or a diffusers scheduler class name, e.g. EulerDiscreteScheduler."),
     clip_skip: Optional[int] = typer.Option(None, "--clip-skip", min=1, max=12, help="A1111's clip skip for rows without one: 1 = the text encoder's last layer, 2 = the one before."),
     providers: Optional[str] = typer.Option(None, help="ONNX Runtime execution providers, comma-separated (default: best available)."),
-    batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Images per batch."),
+    batch_size: Optional[str] = typer.Option(None, "--batch-size", "-b", help="Images per batch, or auto (the largest that fits and is fastest per image; remembered). Default: auto on a GPU, 8 on a CPU."),
     steps: Optional[int] = typer.Option(None, min=1, help="Steps for rows without a steps column."),
     guidance: Optional[float] = typer.Option(None, min=0.0, help="Guidance scale for rows without one."),
     width: Optional[int] = typer.Option(None, min=8, help="Width for rows without one (multiple of 8)."),
@@ -111,7 +125,7 @@ def run(
     format_: list[str] = typer.Option([], "--format", "-f", help="Image format png|webp|jpg, and/or manifest format csv|tsv|jsonl|txt|parquet."),
     quality: int = typer.Option(95, min=1, max=100, help="WebP/JPEG quality."),
     compress_level: int = typer.Option(6, min=0, max=9, help="PNG compression level (0 fastest, 9 smallest)."),
-    name_template: str = typer.Option(DEFAULT_NAME_TEMPLATE, help="Output file name; fields: index, row, line, k, id, slug, prompt, seed, steps, guidance, width, height, model, key, ext, and any manifest column."),
+    name_template: str = typer.Option(DEFAULT_NAME_TEMPLATE, help="Output file name; fields: index, row, line, k, bucket (index // 1000), id, slug, prompt, seed, steps, guidance, width, height, model, key, ext, and any manifest column."),
     workers: Optional[int] = typer.Option(None, min=1, help="Image encoding threads (default: up to 4)."),
     limit: Optional[int] = typer.Option(None, min=0, help="Run at most N jobs of the plan."),
     shard: Optional[str] = typer.Option(None, help="Run shard I of N (1-based), e.g. --shard 2/4."),
@@ -159,7 +173,7 @@ def run(
 
 def _run_options(manifest: str, out: Path, model: str | None, config: str | None, vae: str | None,
                  clip_skip: int | None, backend: str, device: str, dtype: str, scheduler: str | None,
-                 providers: str | None, batch_size: int, steps: int | None,
+                 providers: str | None, batch_size: str | None, steps: int | None,
                  guidance: float | None, width: int | None, height: int | None, negative: str, num_images: int,
                  seed: int, column: list[str], prompt_column: str | None, set_: list[str], format_: list[str],
                  quality: int, compress_level: int, name_template: str, workers: int | None, limit: int | None,
@@ -196,7 +210,7 @@ def _run_options(manifest: str, out: Path, model: str | None, config: str | None
         dtype=dtype,
         scheduler=scheduler,
         providers=[p.strip() for p in providers.split(",") if p.strip()] if providers else None,
-        batch_size=batch_size,
+        batch_size=_batch_size(batch_size),
         name_template=name_template,
         image_format=image_format,
         quality=quality,
@@ -349,7 +363,7 @@ def report(
     contact_sheet: bool = typer.Option(False, "--contact-sheet", help="Also write contact-sheet-NNN.png grids."),
     cols: int = typer.Option(8, min=1, help="Contact sheet columns."),
     rows: int = typer.Option(8, min=1, help="Contact sheet rows."),
-    tables: bool = typer.Option(True, help="Also rewrite report.csv and report.parquet."),
+    tables: bool = typer.Option(True, help="Also rewrite report.csv, report.parquet and metadata.jsonl."),
 ) -> None:
     """Rebuild OUT/report.html (and report.csv/.parquet) from the ledger alone.
 
@@ -360,17 +374,78 @@ def report(
     """
     from .contact_sheet import write_contact_sheets
     from .ledger import ledger_path
-    from .report import write_tables
+    from .report import write_metadata, write_tables
     from .report_html import write_html_report
 
     if not ledger_path(out).exists():
         raise GenbatchError(f"{out}: no genbatch.jsonl here; is this the --out folder of a genbatch run?")
     if tables:
         write_tables(out)
+        write_metadata(out)
     print(write_html_report(out))
     if contact_sheet:
         for sheet in write_contact_sheets(out, cols=cols, rows=rows):
             print(sheet)
+
+
+@app.command("eval")
+@user_errors
+def eval_(
+    out: Path = typer.Argument(..., help="An output folder of genbatch run."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated: fid, is, clip, diversity, shapes. Default: shapes,diversity for a run of the shapes model, else clip,diversity."),
+    reference: Optional[str] = typer.Option(None, "--reference", help="FID reference: a folder of real images, or a .npz with mu and sigma."),
+    by: list[str] = typer.Option(["model"], "--by", help="Group by a ledger field (model, steps, guidance_scale, ...) or a manifest column; repeat for several."),
+    clip_model: Optional[str] = typer.Option(None, "--clip-model", help="CLIP folder, or hub id in the local cache. Default: openai/clip-vit-large-patch14."),
+    inception_weights: Optional[Path] = typer.Option(None, "--inception-weights", help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth. Default: the torch hub cache."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Images per batch."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    json_: bool = typer.Option(False, "--json", help="Print eval.json on stdout."),
+) -> None:
+    """Score the done images of OUT per group and write OUT/eval.json. Features are cached
+    per image, so a rerun computes only new images. Nothing is downloaded: weights come from
+    local files or the local Hugging Face / torch hub caches.
+
+    Exit codes: 0 evaluated, 2 bad input (no run, unknown metric, missing weights or reference).
+
+    \b
+    Examples:
+      genbatch eval demo-out --metrics shapes,diversity
+      genbatch eval parti --metrics clip --by model --by steps
+      genbatch eval coco --metrics fid,is,clip --reference coco-val2014/ --device cuda
+    """
+    from .evaluate import EvalOptions, evaluate_run, format_table, parse_metrics
+
+    def progress(done: int, total: int) -> None:
+        _err(f"evaluated {done}/{total} new images")
+
+    options = EvalOptions(
+        metrics=parse_metrics(metrics) if metrics is not None else None,
+        reference=reference,
+        by=tuple(by) or ("model",),
+        clip_model=clip_model,
+        inception_weights=inception_weights,
+        device=device,
+        batch_size=batch_size,
+        progress=None if quiet else progress,
+    )
+    try:
+        result = evaluate_run(out, options)
+    except KeyboardInterrupt:
+        _err("interrupted: what was computed is cached, and a rerun goes on from there")
+        raise typer.Exit(EXIT_SIGINT) from None
+    from .report_html import write_html_report
+
+    write_html_report(out)  # with the evaluation section
+    if json_:
+        print(json.dumps(result.report, indent=2, ensure_ascii=False))
+    else:
+        print(format_table(result.report))
+    if not quiet:
+        for note in result.report["notes"]:
+            _err(f"note: {note}")
+        computed = ", ".join(f"{n} {c}" for n, c in result.computed.items())
+        _err(f"wrote {result.path} ({len(result.report['images'])} images; computed now: {computed})")
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
 from .backends import BackendOptions, GeneratedImage, LoadedModel, get_backend
+from .batch_size import BatchSizer, is_out_of_memory, size_key
 from .errors import ModelError
 from .models import ModelRef
 from .plan import Job
@@ -34,6 +35,7 @@ class EngineWork:
     options: BackendOptions
     encoding: Encoding
     writers: int  # image encoding threads
+    sizer: BatchSizer  # how many jobs each pipeline call takes
 
 
 @dataclass
@@ -51,18 +53,53 @@ class Engine(Protocol):
         to ``sink``. Raises :class:`ModelError` when the run's only model cannot load."""
 
 
-def generate_or_retry_alone(loaded: LoadedModel, batch: list[Job]) -> list[GeneratedImage]:
-    """A batch's images; if the batch fails as a whole, each job is retried alone, so one bad
-    job (or an out-of-memory batch) fails alone, with its reason."""
+def generate_batch(loaded: LoadedModel, batch: list[Job], sizer: BatchSizer,
+                   key: str) -> list[tuple[GeneratedImage, int, float]]:
+    """Each job's image, with the size of the batch it ran in and its seconds per image.
+
+    A batch that runs out of memory is halved and run again (the size that fit is remembered);
+    a batch that fails otherwise is retried one job at a time, so one bad job fails alone,
+    with its reason."""
+    began = time.monotonic()
     try:
-        return loaded.generate(batch)
+        images = loaded.generate(batch)
     except Exception as err:
-        if len(batch) == 1:
-            return [GeneratedImage(batch[0], None, f"{type(err).__name__}: {err}")]
         release = getattr(loaded, "release_memory", None)
         if release is not None:
             release()
-        return [image for job in batch for image in generate_or_retry_alone(loaded, [job])]
+        if len(batch) == 1:
+            reason = (f"out of memory: one image of {batch[0].width}x{batch[0].height} does not fit "
+                      f"({type(err).__name__}: {err})" if is_out_of_memory(err) else f"{type(err).__name__}: {err}")
+            return [(GeneratedImage(batch[0], None, reason), 1, 0.0)]
+        if not is_out_of_memory(err):
+            return [r for job in batch for r in generate_batch(loaded, [job], sizer, key)]
+        sizer.out_of_memory(key, len(batch))
+        results, start = [], 0
+        while start < len(batch):  # in the sizes now known to fit, which may shrink again
+            chunk = batch[start:start + sizer.next_size(key)]
+            start += len(chunk)
+            results += generate_batch(loaded, chunk, sizer, key)
+        return results
+    seconds = time.monotonic() - began
+    sizer.ran(key, len(batch), seconds)
+    return [(image, len(batch), seconds / len(batch)) for image in images]
+
+
+def batch_size_key(job: Job, options: BackendOptions) -> str:
+    return size_key(job.model.fingerprint, job.width, job.height, options.device, options.dtype)
+
+
+def by_group(batches: list[list[Job]]) -> Iterator[list[Job]]:
+    """The jobs of consecutive planned batches that share a group (the engine sizes its own
+    batches from them)."""
+    current: list[Job] = []
+    for batch in batches:
+        if current and batch[0].group != current[0].group:
+            yield current
+            current = []
+        current.extend(batch)
+    if current:
+        yield current
 
 
 def _model_id(model: ModelRef) -> str:
@@ -126,22 +163,22 @@ class LocalEngine:
                 facts = loaded.describe()
                 report.facts.update(facts)
                 try:
-                    for batch in batches:
-                        if stopping():
-                            break
-                        began = time.monotonic()
-                        results = generate_or_retry_alone(loaded, batch)
-                        seconds = time.monotonic() - began
-                        report.generation_seconds += seconds
-                        batch_facts = BatchFacts(len(batch), seconds / len(batch), device, facts)
-                        for result in results:
-                            item = (result.job, batch_facts)
-                            if result.pixels is None:
-                                sink.failed(result.job, batch_facts, result.error or "no image")
-                            else:
-                                meta = image_metadata(sink.record(result.job, batch_facts))
-                                writer.submit(item, result.pixels, result.job.file, meta)
-                        sink.checkpoint(at_most_every=1.0)  # what is recorded so far survives a crash
+                    for jobs in by_group(batches):
+                        key = batch_size_key(jobs[0], work.options)
+                        start = 0
+                        while start < len(jobs) and not stopping():
+                            batch = jobs[start:start + work.sizer.next_size(key)]
+                            start += len(batch)
+                            began = time.monotonic()
+                            for result, size, seconds in generate_batch(loaded, batch, work.sizer, key):
+                                batch_facts = BatchFacts(size, seconds, device, facts)
+                                if result.pixels is None:
+                                    sink.failed(result.job, batch_facts, result.error or "no image")
+                                else:
+                                    meta = image_metadata(sink.record(result.job, batch_facts))
+                                    writer.submit((result.job, batch_facts), result.pixels, result.job.file, meta)
+                            report.generation_seconds += time.monotonic() - began
+                            sink.checkpoint(at_most_every=1.0)  # what is recorded so far survives a crash
                 finally:
                     loaded.close()
         finally:

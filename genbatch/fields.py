@@ -89,9 +89,8 @@ ALIASES: dict[str, tuple[str, ...]] = {f.name: f.aliases for f in FIELDS if f.al
 
 def key_values(values: dict[str, Any]) -> dict[str, Any]:
     """The part of a job's values that goes into its key; a field that is not set (None) is
-    left out, so adding a field keeps every existing key."""
-    return {name: (list(values[name]) if isinstance(values[name], tuple) else values[name])
-            for name in KEY_FIELDS if values.get(name) is not None}
+    left out, so adding a field keeps every existing key. (Tuples are written as JSON lists.)"""
+    return {name: values[name] for name in KEY_FIELDS if values.get(name) is not None}
 
 
 def a1111_settings(values: dict[str, Any]) -> list[tuple[int, str, str]]:
@@ -100,9 +99,12 @@ def a1111_settings(values: dict[str, Any]) -> list[tuple[int, str, str]]:
     return [(order, label, text(values)) for order, label, text in declared]
 
 
+_TEMPLATE_NAMES: tuple[tuple[str, str], ...] = tuple((alias, f.name) for f in FIELDS for alias in f.template)
+
+
 def template_values(values: dict[str, Any]) -> dict[str, Any]:
     """A job's values under their --name-template names."""
-    return {alias: values[f.name] for f in FIELDS if f.template and f.name in values for alias in f.template}
+    return {alias: values[name] for alias, name in _TEMPLATE_NAMES if name in values}
 
 
 def report_columns() -> list[str]:
@@ -110,13 +112,21 @@ def report_columns() -> list[str]:
     return list(JOB_FIELDS)
 
 
-class Values:
-    """Attribute access to a ``values`` dict of generation fields (``row.seed``, ``job.steps``)."""
+_ATTRIBUTE_FIELDS = frozenset(BY_NAME)
 
+
+class Values:
+    """Attribute access to a ``values`` dict of generation fields (``row.seed``, ``job.steps``);
+    a field that is not in ``values`` reads as None."""
+
+    __slots__ = ()
     values: dict[str, Any]
 
     def __getattr__(self, name: str) -> Any:
-        values = self.__dict__.get("values")
-        if values is None or name.startswith("__") or name not in values:
+        if name not in _ATTRIBUTE_FIELDS:
             raise AttributeError(name)
-        return values[name]
+        try:
+            values = object.__getattribute__(self, "values")
+        except AttributeError:  # not set yet (while unpickling)
+            raise AttributeError(name) from None
+        return values.get(name)

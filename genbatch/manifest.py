@@ -44,18 +44,22 @@ _NEAR_MISS_TARGETS = {alias: name for name, aliases in ALIASES.items() for alias
 _NEAR_MISS_TARGETS.update({"cfg_scale": "guidance_scale", "num_steps": "steps", "negative_prompts": "negative_prompt"})
 
 
+_ROW_FIELD_SET = frozenset(ROW_FIELDS)
+
+
 class Row(Values):
     """One valid manifest row: its generation fields in ``values`` (``None``: not given here,
     a default applies later), readable as attributes (``row.seed``), and the row's own
     columns, untouched, in ``fields``."""
 
+    __slots__ = ("index", "line", "fields", "values")
+
     def __init__(self, index: int, line: int, fields: dict[str, Any] | None = None, **values: Any):
-        unknown = set(values) - set(ROW_FIELDS)
-        if unknown:
-            raise TypeError(f"Row has no field {', '.join(sorted(unknown))}")
+        if not _ROW_FIELD_SET.issuperset(values):
+            raise TypeError(f"Row has no field {', '.join(sorted(set(values) - _ROW_FIELD_SET))}")
         self.index, self.line = index, line
-        self.fields = dict(fields or {})
-        self.values = {name: values.get(name) for name in ROW_FIELDS}
+        self.fields = fields if fields is not None else {}
+        self.values = values  # only the fields given; the others read as None
 
     def __repr__(self) -> str:
         return f"Row(index={self.index}, line={self.line}, {self.values})"
@@ -501,6 +505,6 @@ def read_manifest(
                 SkippedRow(line, prompt if isinstance(prompt, str) else None, [str(p) for p in row_problems], record)
             )
             continue
-        rows.append(Row(index=index, line=line, fields=dict(record), **values))
+        rows.append(Row(index, line, record, **values))
     return Manifest(name, fmt, rows, problems, skipped, warnings, mapping)
 

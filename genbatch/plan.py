@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from .runner import RunOptions
 
 DEFAULT_NAME_TEMPLATE = "{index:06d}-{slug}-{seed}.{ext}"
+# {bucket} in a name template: index // 1000, so "{bucket:04d}/{index:07d}.png" keeps every
+# folder of a million-image run to 1,000 files.
+BUCKET_SIZE = 1000
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
 
 
@@ -57,7 +60,7 @@ class Target:
     scheduler: str | None = None  # overrides the model's own scheduler when set
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Job(Values):
     """One image to make: its row, its model and every generation field resolved (``values``,
     in :data:`genbatch.fields.JOB_FIELDS` order, readable as ``job.seed``, ``job.steps``...)."""
@@ -131,7 +134,14 @@ def expand_jobs(
                 occurrences[row.prompt] = nth + 1
                 identity = f"prompt\x00{row.prompt}\x00{nth}"
             base = derive_seed(defaults.seed, identity)
-        values = {name: _resolve(name, row, defaults, model) if name in ROW_FIELDS else None for name in JOB_FIELDS}
+        values = dict.fromkeys(JOB_FIELDS)
+        for name, kind in _RESOLVED:
+            value = row.values.get(name)
+            if value is None:
+                value = defaults.get(name)
+                if value is None:
+                    value = model.defaults.get(name)
+            values[name] = value if value is None or kind is None else kind(value)
         # A row's sampler, else --scheduler, else the model's own: a class and its options.
         requested = row.scheduler or target.scheduler
         values["scheduler"], values["scheduler_options"] = resolve_scheduler(requested, model.scheduler)
@@ -147,13 +157,10 @@ def expand_jobs(
     return jobs
 
 
-def _resolve(name: str, row: Row, defaults: Defaults, model: ModelRef) -> Any:
-    value = next((v for v in (row.values.get(name), defaults.get(name), model.defaults.get(name)) if v is not None),
-                 None)
-    kind = BY_NAME[name].kind
-    if value is not None and kind in ("int", "float"):
-        return int(value) if kind == "int" else float(value)
-    return value
+# The fields a row, a run option or the model sets (the rest are derived), with how to coerce
+# a model default read from JSON.
+_RESOLVED: tuple[tuple[str, Any], ...] = tuple(
+    (name, {"int": int, "float": float}.get(BY_NAME[name].kind)) for name in JOB_FIELDS if name in ROW_FIELDS)
 
 
 def resolve_models(manifest: Manifest, default: str | None, *, config: str | None = None,
@@ -215,6 +222,7 @@ def name_fields(job: Job, ext: str) -> dict[str, Any]:
             "row": job.row.index,
             "line": job.row.line,
             "k": job.k,
+            "bucket": job.index // BUCKET_SIZE,
             "id": job.row.id or "",
             "slug": slugify(job.prompt),
             "model": job.model.name.replace("/", "--"),

@@ -64,6 +64,29 @@ def write_tables(out: Path, *, chunk_rows: int = 20_000) -> list[Path]:
     return [csv_final, parquet_final]
 
 
+# metadata.jsonl: the Hugging Face ``imagefolder`` layout, so that
+# ``datasets.load_dataset("imagefolder", data_dir=OUT)`` loads a run as a data set. The same
+# columns on every line (None where a field is not set), so the data set has one schema.
+METADATA_NAME = "metadata.jsonl"
+METADATA_COLUMNS = ["key", *report_columns(), "model", "model_fingerprint", "id"]
+
+
+def write_metadata(out: Path) -> Path:
+    """OUT/metadata.jsonl, one line per image on disk (``file_name`` relative to OUT)."""
+
+    def write(path: Path) -> None:
+        with open(path, "w", encoding="utf-8") as handle:
+            for record in iter_current_records(out):
+                if record.get("status") != "done" or not isinstance(record.get("file"), str):
+                    continue
+                line = {"file_name": record["file"], **{c: record.get(c) for c in METADATA_COLUMNS}}
+                if line["timesteps"] is not None:
+                    line["timesteps"] = " ".join(map(str, line["timesteps"]))
+                handle.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
+
+    return write_atomic(Path(out) / METADATA_NAME, write, root=out)
+
+
 def _extra_columns(out: Path) -> dict[str, str]:
     """The extra manifest columns of the ledger's current records, in first-seen order, each
     with the pandas dtype its values fit: Int64, Float64 or string."""

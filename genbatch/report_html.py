@@ -119,6 +119,7 @@ def page_context(out: Path, folder: Folder, shown: list[str | None]) -> dict[str
         "n_failed": len(folder.failed),
         "n_skipped": len(folder.skipped),
         "n_missing": len(folder.missing),
+        "evaluation": _evaluation(out),
         "data": {
             "page_size": PAGE_SIZE,
             "card_cols": CARD_COLS,
@@ -131,6 +132,16 @@ def page_context(out: Path, folder: Folder, shown: list[str | None]) -> dict[str
             "missing": [_row(r, MISSING_COLS) for r in folder.missing],
         },
     }
+
+
+def _evaluation(out: Path) -> dict[str, Any] | None:
+    """``genbatch eval``'s figures (OUT/eval.json), shown when present."""
+    from .evaluate.report import report_section
+
+    try:
+        return report_section(out)
+    except (OSError, ValueError, KeyError, TypeError):  # a damaged eval.json must not cost the page
+        return None
 
 
 # --- Summary -----------------------------------------------------------------------------

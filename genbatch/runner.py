@@ -18,6 +18,7 @@ from typing import Any, Callable
 from filelock import FileLock, Timeout
 
 from .backends import BackendOptions
+from .batch_size import BatchSizer
 from .engine import ENGINES, EngineWork
 from .errors import EXIT_FAILED_JOBS, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, GenbatchError, LockedError, ManifestError
 from .image_formats import image_format
@@ -25,13 +26,14 @@ from .ledger import Ledger, done_records
 from .manifest import Manifest, read_manifest
 from .plan import Defaults, Job, Plan, make_batches, make_plan
 from .progress import Progress
-from .report import command_line, versions, write_json, write_tables
+from .report import METADATA_NAME, command_line, versions, write_json, write_metadata, write_tables
 from .safe_write import UnsafePathError, contained, remove_stale_temp_files, unwritable
 from .sink import ResultSink, now
 from .summary import Counts, RunSummary
 from .writer import Encoding
 
 LOCK_NAME = ".genbatch.lock"
+DEFAULT_CPU_BATCH_SIZE = 8
 
 
 @dataclass
@@ -50,7 +52,7 @@ class RunOptions:
     dtype: str = "auto"
     scheduler: str | None = None
     providers: list[str] | None = None
-    batch_size: int = 8
+    batch_size: int | str | None = None  # a number, "auto", or None: auto on a GPU, 8 on a CPU
     name_template: str = "{index:06d}-{slug}-{seed}.{ext}"
     image_format: str = "png"
     quality: int = 95
@@ -65,6 +67,18 @@ class RunOptions:
     quiet: bool = False
     html_report: bool = True
     engine: str = "local"
+
+    def fixed_batch_size(self, device: str) -> int | None:
+        """The batch size asked for, or None for auto (the default on a GPU)."""
+        if isinstance(self.batch_size, int):
+            if self.batch_size < 1:
+                raise GenbatchError(f"--batch-size {self.batch_size}: expected a whole number >= 1 or auto")
+            return self.batch_size
+        if self.batch_size == "auto" or (self.batch_size is None and not device.startswith("cpu")):
+            return None
+        if self.batch_size is None:
+            return DEFAULT_CPU_BATCH_SIZE
+        raise GenbatchError(f"--batch-size {self.batch_size!r}: expected a whole number >= 1 or auto")
 
     def backend_options(self, device: str, dtype: str) -> BackendOptions:
         return BackendOptions(device=device, dtype=dtype, scheduler=self.scheduler,
@@ -152,12 +166,12 @@ def _summary(options: RunOptions, manifest: Manifest, plan: Plan, pending: list[
     return RunSummary(
         out=str(options.out), dry_run=dry_run, manifest=manifest.path,
         counts=Counts(planned=len(plan.jobs), already_done=len(plan.jobs) - len(pending), to_generate=len(pending),
-                      batches=len(make_batches(pending, options.batch_size)) if pending else 0,
+                      batches=len(make_batches(pending, options.fixed_batch_size(plan.device) or 8)) if pending else 0,
                       skipped=len(manifest.skipped), not_run=len(pending)),
         models=[{"name": m.name, "path": str(m.path), "fingerprint": m.fingerprint, "source": m.source}
                 for m in plan.models],
         backend=options.backend, engine=options.engine, device=plan.device, dtype=plan.dtype,
-        batch_size=options.batch_size, command=command_line(),
+        batch_size=options.fixed_batch_size(plan.device) or "auto", command=command_line(),
         settings={
             "name_template": options.name_template, "format": options.image_format, "column_map": options.column_map,
             "set": options.overrides, "limit": options.limit,
@@ -230,7 +244,8 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResul
     done = done_records(out)
     pending = [j for j in plan.jobs if options.force or j.key not in done]
     check_output_paths(out, pending)
-    batches = make_batches(pending, options.batch_size)
+    batches = make_batches(pending, options.fixed_batch_size(plan.device) or 8)
+    sizer = BatchSizer(options.fixed_batch_size(plan.device))
     summary = _summary(options, manifest, plan, pending, dry_run=False)
     summary.run_id, summary.started_at = uuid.uuid4().hex[:12], started_at
     progress = Progress(len(pending), quiet=options.quiet)
@@ -254,7 +269,7 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResul
                       options=options.backend_options(plan.device, plan.dtype), encoding=options.encoding(),
                       # Measured on a 16-core H100 box: past 4 threads the GIL-bound part
                       # (metadata, ledger) makes more threads slower, not faster.
-                      writers=options.workers or max(1, min(4, os.cpu_count() or 1)))
+                      writers=options.workers or max(1, min(4, os.cpu_count() or 1)), sizer=sizer)
     stop = _Stop()
     stop.install()
     interrupted_hard = False
@@ -282,6 +297,7 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResul
     summary.generation_seconds = round(report.generation_seconds, 3) if report else 0.0
     summary.images_per_second = round(sink.done_count / wall, 3) if wall > 0 else None
     summary.backend_facts = report.facts if report else {}
+    summary.batch_sizes = sizer.describe()
     summary.providers = summary.backend_facts.get("providers")
     summary.versions = versions()
     summary.genbatch_version = summary.versions.get("genbatch")
@@ -291,6 +307,7 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResul
     try:
         write_json(out / "run.json", summary.to_dict(), root=out)
         write_tables(out)
+        write_metadata(out)
         if options.html_report:
             _write_html(out, say)
     except OSError as err:
@@ -305,7 +322,7 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResul
 
 # The files genbatch keeps in --out besides the images.
 OWN_FILES = (LOCK_NAME, "genbatch.jsonl", "run.json", "report.csv", "report.parquet", "report.html",
-             ".genbatch-thumbs")
+             METADATA_NAME, ".genbatch-thumbs")
 
 
 def check_output_paths(out: Path, jobs: list[Job]) -> None:

@@ -62,7 +62,7 @@ def _inside(path: Path, root: Path) -> bool:
 
 
 def contained(root: Path, path: Path | str) -> Path:
-    """``path`` (absolute, or relative to ``root``) after checking that writing it stays inside
+    """``path`` (absolute, or a name relative to ``root``) after checking that writing it stays inside
     ``root``: its folder, with every symlink followed, is ``root`` or below, and the path itself,
     if it is a symlink, points inside too. Raises :class:`UnsafePathError` otherwise."""
     root = _resolved(Path(root))
@@ -116,7 +116,7 @@ def write_atomic(path: Path, data: bytes | Callable[[Path], None], *, root: Path
     With ``root``, ``path`` must stay inside it (see :func:`contained`) and missing folders are
     created inside it. Durability after a machine crash comes from :func:`sync_filesystem`,
     once per batch, not from an fsync per file."""
-    path = Path(path)
+    path = Path(path).absolute()  # relative to the working folder, as the caller gave it
     if root is not None:
         path = contained(root, path)
         if not path.parent.is_dir():
@@ -153,8 +153,9 @@ def open_no_follow(root: Path, path: Path | str, mode: str) -> IO[bytes]:
 
 
 def remove(root: Path, path: Path | str) -> None:
-    """Delete a file under ``root`` (a symlink is removed itself, its target never touched)."""
-    full = Path(path) if Path(path).is_absolute() else Path(root).resolve() / path
+    """Delete a file under ``root`` (a symlink is removed itself, its target never touched).
+    ``path`` is a file-system path (absolute, or relative to the working folder)."""
+    full = Path(path).absolute()
     if not _inside(full.parent.resolve(), Path(root).resolve()):
         raise UnsafePathError(f"{full}: {_describe_escape(Path(root).resolve(), full.parent)}; genbatch never "
                               "deletes outside its output folder")
@@ -204,7 +205,7 @@ def is_temp_file(name: str) -> bool:
 def remove_stale_temp_files(out: Path) -> int:
     """Temp files a killed run left behind (only safe while holding the out-dir lock)."""
     removed = 0
-    for path in walk_files(out):
+    for path in walk_files(_resolved(Path(out))):
         if is_temp_file(path.name) and not path.is_symlink():
             remove(out, path)
             removed += 1

@@ -38,7 +38,8 @@ class RunSummary:
     device: str | None = None
     dtype: str | None = None
     providers: list[str] | None = None
-    batch_size: int | None = None
+    batch_size: int | str | None = None  # asked for: a number or "auto"
+    batch_sizes: dict[str, Any] = field(default_factory=dict)  # the largest that ran, per model x size x device
     run_id: str | None = None
     started_at: str | None = None
     finished_at: str | None = None

@@ -8,6 +8,7 @@ import signal
 import time
 from collections import Counter
 
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -87,10 +88,13 @@ def test_second_run_on_the_same_out_exits_at_once(tmp_path):
     first = genbatch_process("run", manifest, "--out", out, *SLOW, "--quiet")
     try:
         wait_for_ledger(out, 1)
+        began = time.monotonic()
         second = genbatch_process("run", manifest, "--out", out, *SLOW, "--quiet")
         _, stderr = second.communicate(timeout=60)
         assert second.returncode == 2
         assert "another genbatch run is writing to" in stderr and "--wait" in stderr
+        # The lock is taken before the manifest is read or torch imported: the answer is quick.
+        assert time.monotonic() - began < 10
     finally:
         first.kill()
         first.wait()
@@ -109,3 +113,33 @@ def test_wait_queues_behind_the_running_one(tmp_path, manifest):
     assert first.wait(timeout=60) == 0
     assert second.returncode == 0, stderr
     assert json.loads(stdout)["counts"]["already_done"] == 12
+
+
+def test_kill_9_in_the_report_step_leaves_complete_files_and_a_rerun_rebuilds(tmp_path):
+    manifest = tmp_path / "p.txt"
+    manifest.write_text("".join(f"prompt number {i}\n" for i in range(40)))
+    out = tmp_path / "out"
+    process = genbatch_process("run", manifest, "--out", out, *SLOW[:-1], "8", "--quiet")
+    deadline = time.monotonic() + 300
+    while not (out / "run.json").exists() and time.monotonic() < deadline:  # run.json comes just before the reports
+        time.sleep(0.002)
+    process.kill()
+    process.wait()
+    # Whatever was being written: a report file is there whole or not at all, thumbnails decode.
+    if (out / "report.csv").exists():
+        assert len(pd.read_csv(out / "report.csv")) == 40
+    if (out / "report.parquet").exists():
+        assert len(pd.read_parquet(out / "report.parquet")) == 40
+    if (out / "metadata.jsonl").exists():
+        assert len((out / "metadata.jsonl").read_text().splitlines()) == 40
+    if (out / "report.html").exists():
+        assert (out / "report.html").read_text(encoding="utf-8").rstrip().endswith("</html>")
+    for thumb in (out / ".genbatch-thumbs").glob("*.webp"):
+        with Image.open(thumb) as image:
+            image.load()
+    rerun = genbatch_process("run", manifest, "--out", out, *SLOW, "--quiet", "--json")
+    stdout, stderr = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, stderr
+    assert json.loads(stdout)["counts"]["already_done"] == 40
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+    assert len(pd.read_csv(out / "report.csv")) == 40 and (out / "report.html").exists()

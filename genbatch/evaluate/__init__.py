@@ -1,0 +1,19 @@
+"""Quality metrics of a run's images: FID, IS, CLIP score, diversity and the shapes judge.
+
+from genbatch.evaluate import EvalOptions, evaluate_run
+result = evaluate_run(Path("images"), EvalOptions(metrics=("clip", "diversity")))
+"""
+
+from .report import report_section
+from .run import EVAL_NAME, EvalOptions, EvalResult, evaluate_run, format_table, parse_metrics, read_eval
+
+__all__ = [
+    "EVAL_NAME",
+    "EvalOptions",
+    "EvalResult",
+    "evaluate_run",
+    "format_table",
+    "parse_metrics",
+    "read_eval",
+    "report_section",
+]

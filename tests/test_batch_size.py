@@ -1,0 +1,112 @@
+"""Batches that do not fit are halved, the size that fit is remembered, and --batch-size auto
+finds the largest batch that is still faster per image. A stand-in backend plays the GPU:
+it runs out of memory above a batch size and takes time that falls per image with size."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from genbatch.backends import base
+from helpers import genbatch, images, ledger, pixels
+
+CALLS: list[int] = []  # the size of every generate() call, in order
+LIMIT = {"fits": 3}
+
+
+class OutOfMemoryError(RuntimeError):
+    """As torch.cuda.OutOfMemoryError is named."""
+
+
+class FakeGpuModel:
+    backend, device, dtype = "fakegpu", "fake-gpu", "fp16"
+
+    def describe(self):
+        return {}
+
+    def generate(self, jobs):
+        CALLS.append(len(jobs))
+        if len(jobs) > LIMIT["fits"]:
+            raise OutOfMemoryError(f"CUDA out of memory. Tried to allocate {len(jobs)} GiB")
+        time.sleep(0.03 + 0.001 * len(jobs))  # per image: falls steeply with the batch size
+        results = []
+        for job in jobs:  # pixels from the seed alone, as the seed contract makes them
+            value = np.random.default_rng(job.seed % 2**32).integers(0, 256, (job.height, job.width, 3), np.uint8)
+            results.append(base.GeneratedImage(job, value))
+        return results
+
+    def close(self):
+        pass
+
+
+class FakeGpuBackend:
+    name = "fakegpu"
+
+    def resolve(self, device, dtype):
+        return "fake-gpu", "fp16"
+
+    def load(self, model, options):
+        return FakeGpuModel()
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch, tmp_path):
+    monkeypatch.setitem(base._REGISTERED, "fakegpu", f"{__name__}:FakeGpuBackend")
+    monkeypatch.setenv("GENBATCH_HOME", str(tmp_path / "home"))  # its own remembered sizes
+    CALLS.clear()
+    LIMIT["fits"] = 3
+    manifest = tmp_path / "p.txt"
+    manifest.write_text("".join(f"prompt {i}\n" for i in range(10)))
+    return manifest
+
+
+def run(manifest, out, *args):
+    result = genbatch("run", manifest, "--out", out, "--backend", "fakegpu", "--model", "shapes", "--quiet",
+                      "--json", *args)
+    return result, json.loads(result.stdout)
+
+
+def test_a_batch_that_does_not_fit_is_halved_and_the_fit_remembered(fake_gpu, tmp_path):
+    result, summary = run(fake_gpu, tmp_path / "a", "--batch-size", "8")
+    assert result.exit_code == 0 and summary["counts"]["done"] == 10
+    # 8 does not fit, nor 4; 2 does, and the rest of the run goes at 2.
+    assert CALLS == [8, 4, 2, 2, 2, 2, 2]
+    assert sorted({r["batch_size"] for r in ledger(tmp_path / "a")}) == [2]
+    assert list(summary["batch_sizes"]["used"].values()) == [2]
+
+    # Same pixels as one at a time.
+    _, alone = run(fake_gpu, tmp_path / "b", "--batch-size", "1")
+    a = {r["seed"]: pixels(tmp_path / "a" / r["file"]) for r in ledger(tmp_path / "a")}
+    b = {r["seed"]: pixels(tmp_path / "b" / r["file"]) for r in ledger(tmp_path / "b")}
+    assert a.keys() == b.keys() and all(np.array_equal(a[s], b[s]) for s in a)
+
+    # The next run starts at the size that fit: no out-of-memory call at all.
+    CALLS.clear()
+    result, _ = run(fake_gpu, tmp_path / "c", "--batch-size", "8")
+    assert result.exit_code == 0 and CALLS == [2, 2, 2, 2, 2]
+
+
+def test_a_job_is_lost_only_when_one_image_alone_does_not_fit(fake_gpu, tmp_path):
+    LIMIT["fits"] = 0
+    result, summary = run(fake_gpu, tmp_path / "out", "--batch-size", "2", "--limit", "2")
+    assert result.exit_code == 1 and summary["counts"]["failed"] == 2
+    assert all("out of memory: one image of" in f["error"] for f in summary["failures"])
+    assert images(tmp_path / "out") == []
+
+
+def test_auto_grows_the_batch_while_it_is_faster_and_remembers_the_answer(fake_gpu, tmp_path):
+    LIMIT["fits"] = 4
+    manifest = fake_gpu
+    manifest.write_text("".join(f"prompt {i}\n" for i in range(20)))
+    result, summary = run(manifest, tmp_path / "a")  # auto is the default on a GPU
+    assert result.exit_code == 0 and summary["counts"]["done"] == 20 and summary["batch_size"] == "auto"
+    # 1, 2, 4 run; 8 does not fit; the rest at 4.
+    assert CALLS == [1, 2, 4, 8, 4, 4, 4, 1]
+    state = json.loads((tmp_path / "home" / "batch-sizes.json").read_text())
+    assert list(state.values()) == [{"auto": 4, "fits": 4}]
+    CALLS.clear()
+    run(manifest, tmp_path / "b", "--batch-size", "auto")
+    assert CALLS == [4, 4, 4, 4, 4]
