@@ -12,6 +12,7 @@ problem at FILE:LINE:COL. The rules are re-implemented from their documented beh
 from __future__ import annotations
 
 import inspect
+import io
 import json
 import re
 import shlex
@@ -64,7 +65,8 @@ class PromptFile:
 
 def _tokens(line: str) -> list[tuple[int, str]]:
     """Shell-quoted words of a line, each with its 1-based column."""
-    lexer = shlex.shlex(line, posix=True)
+    stream = io.StringIO(line)
+    lexer = shlex.shlex(stream, posix=True)
     lexer.whitespace_split = True
     lexer.commenters = ""
     found: list[tuple[int, str]] = []
@@ -77,7 +79,7 @@ def _tokens(line: str) -> list[tuple[int, str]]:
         if token is None:
             return found
         found.append((start + 1, token))
-        position = lexer.instream.tell()
+        position = stream.tell()
 
 
 def read_prompt_file(text: str, name: str) -> PromptFile:
@@ -172,7 +174,9 @@ def parse_parameters(text: str) -> dict[str, str]:
     *head, last = text.split("\n")
     if len(_SETTING.findall(last)) < 3:  # no settings line
         head, last = head + [last], ""
-    prompt, negative, in_negative = [], [], False
+    prompt: list[str] = []
+    negative: list[str] = []
+    in_negative = False
     for line in head:
         if line.startswith("Negative prompt:"):
             in_negative, line = True, line[len("Negative prompt:"):].strip()

@@ -65,7 +65,7 @@ def _combined(*parts: str) -> str:
 def resolve_checkpoint(file: Path, config: str | None) -> Any:
     """A single-file checkpoint with the pipeline config ``--config`` names -> a ModelRef whose
     ``path`` is the config folder and ``checkpoint`` the file."""
-    from .models import ModelRef, resolve_model
+    from .models import resolve_model
 
     if file.suffix.lower() != ".safetensors":
         raise ModelError(f"{file}: genbatch loads single-file checkpoints as .safetensors only ({file.suffix} files "

@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from .errors import GenbatchError
 from .a1111 import quote
+from .errors import GenbatchError
 from .fields import a1111_settings
 
 

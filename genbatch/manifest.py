@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .a1111 import is_prompt_file, read_prompt_file
 from .errors import GenbatchError, ManifestError, Problem
 from .fields import ALIASES, BY_NAME, ROW_FIELDS, Values
-from .a1111 import is_prompt_file, read_prompt_file
 from .samplers import parse_scheduler
 
 FORMATS = ("csv", "tsv", "jsonl", "txt", "a1111", "parquet")

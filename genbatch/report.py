@@ -20,8 +20,8 @@ from .safe_write import write_atomic
 
 TABLE_COLUMNS = [
     "status", "key", "file", "index", "row", "line", "k", "id", *report_columns(), "model", "model_fingerprint",
-    "model_hash", "vae", "backend", "device", "dtype", "batch_size", "seconds", "finished_at", "bytes", "sha256", "error", "run_id",
-    "manifest",
+    "model_hash", "vae", "backend", "device", "dtype", "batch_size", "seconds", "finished_at", "bytes", "sha256",
+    "error", "run_id", "manifest",
 ]
 _INT_COLUMNS = ["index", "row", "line", "k", "batch_size", "bytes",
                 *(f for f in report_columns() if BY_NAME[f].kind == "int" and (BY_NAME[f].hi or 0) < 2**63)]

@@ -17,13 +17,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from helpers import FAST, genbatch, ledger, pixels
 from PIL import Image
 from safetensors.torch import load_file, save_file
+from test_report_html import _open, browser  # noqa: F401  (the browser fixture)
 
 from genbatch.a1111 import parse_parameters
 from genbatch.progress import Progress
-from helpers import FAST, genbatch, images, ledger, pixels
-from test_report_html import _open, browser  # noqa: F401  (the browser fixture)
 
 PROMPT_FILE = (
     '--prompt "a red circle, bold" --negative_prompt "blurry" --steps 3 --cfg_scale 7 --seed 42 '
@@ -224,7 +224,8 @@ def _vae_to_ldm(state: dict, config: dict) -> dict:
         new = top.get(key, key)
         new = re.sub(r"encoder\.down_blocks\.(\d+)\.resnets\.", r"encoder.down.\1.block.", new)
         new = re.sub(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.", r"encoder.down.\1.downsample.", new)
-        new = re.sub(r"decoder\.up_blocks\.(\d+)\.resnets\.", lambda m: f"decoder.up.{count - 1 - int(m[1])}.block.", new)
+        new = re.sub(r"decoder\.up_blocks\.(\d+)\.resnets\.",
+                     lambda m: f"decoder.up.{count - 1 - int(m[1])}.block.", new)
         new = re.sub(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.",
                      lambda m: f"decoder.up.{count - 1 - int(m[1])}.upsample.", new)
         new = re.sub(r"mid_block\.resnets\.(\d+)\.", lambda m: f"mid.block_{int(m[1]) + 1}.", new)
@@ -245,7 +246,8 @@ def write_single_file(folder: Path, target: Path) -> Path:
     state = {**_unet_to_ldm(read("unet", "diffusion_pytorch_model.safetensors"), config("unet")),
              **_vae_to_ldm(read("vae", "diffusion_pytorch_model.safetensors"), config("vae"))}
     for key, tensor in read("text_encoder", "model.safetensors").items():
-        state["cond_stage_model.transformer." + (key if key.startswith("text_model.") else "text_model." + key)] = tensor
+        name = key if key.startswith("text_model.") else "text_model." + key  # transformers 5 drops the prefix
+        state["cond_stage_model.transformer." + name] = tensor
     save_file({k: v.contiguous() for k, v in state.items()}, str(target))
     return target
 
@@ -358,7 +360,8 @@ def test_plain_log_lines_have_timestamps_and_no_library_progress_bars(tmp_path, 
     _hub_cache(tiny_model, cache, "someorg/tiny")
     manifest = tmp_path / "m.csv"
     manifest.write_text("prompt,model\na,someorg/tiny\nb,tiny-random\n", encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_HUB_DISABLE", "TRANSFORMERS_VERB", "DIFFUSERS_VERB"))}
+    quieting = ("HF_HUB_DISABLE", "TRANSFORMERS_VERB", "DIFFUSERS_VERB")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(quieting)}
     # a fresh home builds (saves) the tiny model; the hub id loads from the cache
     env.update(HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1", GENBATCH_HOME=str(tmp_path / "home"))
     done = subprocess.run([sys.executable, "-m", "genbatch.cli", "run", str(manifest), "--out", str(tmp_path / "out"),
