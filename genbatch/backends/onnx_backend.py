@@ -84,6 +84,9 @@ class OnnxBackend:
         return device, dtype
 
     def load(self, model: ModelRef, options: BackendOptions) -> "OnnxGenerator":
+        if model.checkpoint is not None or model.vae is not None:
+            raise ModelError(f"{model.name}: a single-file checkpoint or --vae runs on --backend torch; "
+                             "for onnx, export a diffusers folder (genbatch export --to onnx)")
         return OnnxGenerator(model.path, name=model.name, device=options.device, dtype=options.dtype,
                              scheduler=options.scheduler,
                              providers=list(options.providers) if options.providers else None)
