@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -13,9 +14,10 @@ import typer
 
 from . import __version__
 from .a1111 import READINGS
+from .echo import shown, shown_bare
 from .errors import EXIT_SIGINT, EXIT_USAGE, GenbatchError, ManifestError
 from .image_formats import BY_EXTENSION as IMAGE_FORMATS
-from .manifest import FORMATS, parse_assignments, parse_value, read_manifest
+from .manifest import FORMATS, MAX_IMAGES_PER_ROW, parse_assignments, parse_value, read_manifest
 from .plan import DEFAULT_NAME_TEMPLATE, Defaults, parse_shard
 from .samplers import parse_scheduler
 
@@ -56,7 +58,22 @@ def _version(value: bool) -> None:
 def main_callback(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
 ) -> None:
-    pass
+    _show_library_warnings()
+
+
+def _show_library_warnings() -> None:
+    """genbatch's own logged warnings (a skipped ledger line) as ``warning: ...`` on stderr."""
+    logger = logging.getLogger("genbatch")
+    if not any(isinstance(h, _WarningLine) for h in logger.handlers):
+        logger.addHandler(_WarningLine())
+        logger.propagate = False
+
+
+class _WarningLine(logging.Handler):
+    """Writes to whatever sys.stderr is at the time (a test runner swaps it per command)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _err(f"warning: {record.getMessage()}")
 
 
 def _split_formats(values: list[str]) -> tuple[str | None, str]:
@@ -118,6 +135,9 @@ def run(
     height: Optional[int] = typer.Option(None, min=8, help="Height for rows without one (multiple of 8)."),
     negative: str = typer.Option("", help="Negative prompt for rows without one."),
     num_images: int = typer.Option(1, "--num-images", "-n", min=1, help="Images per row for rows without num_images."),
+    max_images_per_row: int = typer.Option(
+        MAX_IMAGES_PER_ROW, "--max-images-per-row", min=1, help="Refuse rows that ask for more images than this."
+    ),
     seed: int = typer.Option(0, min=0, help="Base seed from which rows without a seed derive theirs."),
     column: list[str] = typer.Option([], help="Read a field from another column: --column seed=evaluation_seed."),
     prompt_column: Optional[str] = typer.Option(None, help="The column that holds the prompt."),
@@ -131,6 +151,9 @@ def run(
     shard: Optional[str] = typer.Option(None, help="Run shard I of N (1-based), e.g. --shard 2/4."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; load no model, write nothing."),
     force: bool = typer.Option(False, help="Regenerate images that are already done."),
+    verify: bool = typer.Option(
+        False, "--verify", help="Hash the images already done; regenerate those that no longer match the ledger."
+    ),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Run the valid rows; list invalid ones in the report."),
     wait: bool = typer.Option(False, help="If another run holds --out, wait for it instead of exiting."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
@@ -178,7 +201,7 @@ def _run_options(manifest: str, out: Path, model: str | None, config: str | None
                  seed: int, column: list[str], prompt_column: str | None, set_: list[str], format_: list[str],
                  quality: int, compress_level: int, name_template: str, workers: int | None, limit: int | None,
                  shard: str | None, dry_run: bool, force: bool, skip_invalid: bool, wait: bool, quiet: bool,
-                 **_: Any) -> Any:
+                 max_images_per_row: int, verify: bool, **_: Any) -> Any:
     """``genbatch run``'s options, checked, as the library's RunOptions."""
     from .runner import RunOptions
 
@@ -193,6 +216,9 @@ def _run_options(manifest: str, out: Path, model: str | None, config: str | None
             scheduler = parse_scheduler(scheduler, "--scheduler")
         except ValueError as err:
             raise GenbatchError(str(err)) from None
+    if num_images > max_images_per_row:
+        raise GenbatchError(f"--num-images {num_images} is over the limit of {max_images_per_row} images per row; "
+                            "pass --max-images-per-row N to allow more")
     manifest_format, image_format = _split_formats(format_)
     return RunOptions(
         manifest=manifest,
@@ -223,6 +249,8 @@ def _run_options(manifest: str, out: Path, model: str | None, config: str | None
         skip_invalid=skip_invalid,
         wait=wait,
         quiet=quiet,
+        max_images_per_row=max_images_per_row,
+        verify=verify,
     )
 
 
@@ -243,7 +271,7 @@ def _print_plan(result: Any, as_json: bool) -> None:
     for job in result.pending[:20]:
         own = f" timesteps={','.join(map(str, job.timesteps))}" if job.timesteps else ""
         print(f"  {job.file}  seed={job.seed} steps={job.steps}{own} guidance={job.guidance_scale:g} "
-              f"{job.width}x{job.height}  {job.prompt[:60]!r}")
+              f"{job.width}x{job.height}  {shown(job.prompt, 60)}")
     if len(result.pending) > 20:
         print(f"  ... and {len(result.pending) - 20} more")
 
@@ -257,6 +285,9 @@ def validate(
     prompt_column: Optional[str] = typer.Option(None, help="The column that holds the prompt."),
     set_: list[str] = typer.Option([], "--set", help="Force a value on every row: --set width=512."),
     json_: bool = typer.Option(False, "--json", help="Print problems as JSON on stdout."),
+    max_images_per_row: int = typer.Option(
+        MAX_IMAGES_PER_ROW, "--max-images-per-row", min=1, help="Refuse rows that ask for more images than this."
+    ),
 ) -> None:
     """Check a manifest and report every problem as FILE:LINE:COLUMN: message. Loads no model.
 
@@ -268,7 +299,7 @@ def validate(
     """
     try:
         manifest_ = read_manifest(manifest, format=format_, column_map=_column_map(column, prompt_column),
-                                  overrides=parse_assignments(set_, "--set"))
+                                  overrides=parse_assignments(set_, "--set"), max_images_per_row=max_images_per_row)
     except ManifestError as err:
         problems, warnings, rows, name, fmt, columns = err.problems, [], [], manifest, format_, {}
     else:
@@ -291,7 +322,7 @@ def validate(
             _err(f"{name}: {len(problems)} problem{'s' if len(problems) != 1 else ''}, {len(rows)} valid rows{reading}")
         else:
             _err(f"{name}: {len(rows)} rows, {images} images, valid{reading} ({fmt}; columns: "
-                 + ", ".join(f"{k}<-{v!r}" for k, v in columns.items()) + ")")
+                 + ", ".join(f"{k}<-{shown(v)}" for k, v in columns.items()) + ")")
     raise typer.Exit(EXIT_USAGE if problems else 0)
 
 
@@ -386,6 +417,37 @@ def report(
     if contact_sheet:
         for sheet in write_contact_sheets(out, cols=cols, rows=rows):
             print(sheet)
+
+
+@app.command()
+@user_errors
+def verify(
+    out: Path = typer.Argument(..., help="An output folder of genbatch run."),
+    json_: bool = typer.Option(False, "--json", help="Print the findings as JSON on stdout."),
+) -> None:
+    """Check every image against the sha256 its ledger line recorded, and list missing,
+    changed and unrecorded image files. Reads the folder only.
+
+    Exit codes: 0 every image matches, 1 something is missing, changed or unrecorded,
+    2 OUT has no ledger.
+
+    \b
+    Example:
+      genbatch verify images/
+    """
+    from .verify import verify_folder
+
+    result = verify_folder(out)
+    if json_:
+        print(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
+    else:
+        for kind in ("missing", "changed", "unrecorded"):
+            for name in getattr(result, kind):
+                print(f"{kind}: {shown_bare(name, 4096)}")
+        counts = f"{len(result.missing)} missing, {len(result.changed)} changed"
+        _err(f"{shown_bare(out, 4096)}: {result.checked} images checked: {counts}, "
+             f"{len(result.unrecorded)} unrecorded" + (" (all match the ledger)" if result.ok else ""))
+    raise typer.Exit(0 if result.ok else 1)
 
 
 @app.command("eval")

@@ -39,11 +39,13 @@ class Problem:
     fatal: bool = False
 
     def __str__(self) -> str:
-        where = self.file
+        from .echo import shown_bare  # file and column names come from users' files
+
+        where = shown_bare(self.file, limit=4096)
         if self.line is not None:
             where += f":{self.line}"
         if self.column:
-            where += f":{self.column}"
+            where += f":{shown_bare(self.column)}"
         return f"{where}: {self.message}"
 
 

@@ -9,11 +9,13 @@ line, which :func:`repair` drops. Later lines win over earlier ones for the same
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
+from .echo import shown
 from .errors import GenbatchError
 from .safe_write import open_no_follow
 
@@ -49,21 +51,98 @@ def repair(out: Path) -> bool:
     return True
 
 
-def iter_records(out: Path) -> Iterator[dict[str, Any]]:
-    """Every readable record in file order; a torn or hand-damaged line is passed over."""
-    path = ledger_path(out)
-    if not path.exists():
-        return
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            if not line.endswith("\n"):
-                break  # torn last line
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and "key" in record:
-                yield record
+# What each field of a record must be for genbatch to use it; a record breaking this (the
+# ledger is text a person can edit) is reported and skipped, never a crash later on.
+_TEXT, _INT, _SEED, _NUMBER = "text", "a whole number", "a whole number from 0 to 2**64-1", "a number"
+_LIST, _OBJECT = "a list of whole numbers", "an object"
+_FIELD_TYPES: dict[str, str] = {
+    "key": _TEXT, "status": _TEXT, "file": _TEXT, "id": _TEXT, "prompt": _TEXT, "negative_prompt": _TEXT,
+    "scheduler": _TEXT, "model": _TEXT, "model_path": _TEXT, "model_fingerprint": _TEXT, "backend": _TEXT,
+    "device": _TEXT, "dtype": _TEXT, "finished_at": _TEXT, "sha256": _TEXT, "error": _TEXT, "run_id": _TEXT,
+    "manifest": _TEXT,
+    "index": _INT, "row": _INT, "line": _INT, "k": _INT, "seed": _SEED, "steps": _INT, "width": _INT,
+    "height": _INT, "batch_size": _INT, "bytes": _INT,
+    "guidance_scale": _NUMBER, "seconds": _NUMBER,
+    "timesteps": _LIST, "fields": _OBJECT,
+}
+_REPORTED = 10  # bad lines reported one by one; the rest are counted
+_log = logging.getLogger("genbatch.ledger")
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """The default reporter: each message once per process (a run reads the ledger at its
+    start and again for the reports)."""
+    if message not in _warned:
+        _warned.add(message)
+        _log.warning(message)
+
+
+def _type_name(value: Any) -> str:
+    names = {str: "text", bool: "true/false", int: "a number", float: "a number", list: "a list", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _fits(value: Any, kind: str) -> bool:
+    if kind == _TEXT:
+        return isinstance(value, str) and not _has_surrogate(value)
+    if kind in (_INT, _SEED):  # what a 64-bit column of report.csv/.parquet holds
+        lo, hi = (0, 2**64) if kind == _SEED else (-(2**63), 2**63)
+        return isinstance(value, int) and not isinstance(value, bool) and lo <= value < hi
+    if kind == _NUMBER:
+        # NaN passes (json writes it for a float; readers show it as empty), infinities do not
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return number and (value != value or abs(value) < 2**63)
+    if kind == _LIST:
+        return isinstance(value, list) and all(_fits(v, _INT) for v in value)
+    return isinstance(value, dict)
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def record_problem(record: Any) -> str | None:
+    """Why a parsed ledger line cannot be used as a record, or None if it can."""
+    if not isinstance(record, dict):
+        return f"expected a JSON object, got {_type_name(record)}"
+    if "key" not in record:
+        return 'no "key"'
+    for name, kind in _FIELD_TYPES.items():
+        value = record.get(name)
+        if value is None and name != "key":
+            continue
+        if not _fits(value, kind):
+            if kind == _TEXT and isinstance(value, str):
+                return f'"{name}" holds half of a UTF-16 surrogate pair, not text'
+            numeric = type(value) in (int, float) and kind in (_INT, _SEED, _NUMBER)
+            what = "is out of range" if numeric else f"is {_type_name(value)}"
+            return f'"{name}" {what}, expected {kind}'
+    if not record["key"]:
+        return '"key" is empty'
+    file = record.get("file")
+    if record.get("status") == "done" and not (file or "").strip():
+        return 'a "done" record without a "file"'
+    if file and (file.startswith(("/", "\\")) or ".." in file.replace("\\", "/").split("/") or ":" in file[:2]):
+        return f'"file" {shown(file)} is not a path inside the output folder'
+    return None
+
+
+def iter_records(out: Path, warn: Callable[[str], None] | None = None) -> Iterator[dict[str, Any]]:
+    """Every usable record in file order, read line by line (the ledger is never held whole).
+
+    A torn last line (no newline: a killed run's) is passed over silently; :func:`repair`
+    removes it. Any other line that is not a JSON object with fields of the expected types
+    is skipped and reported through ``warn`` (default: the ``genbatch.ledger`` logger) as
+    ``PATH:LINE: skipped: why``: the first ten one by one, then how many more."""
+    for _, record in _records_with_offsets(ledger_path(out), warn):
+        yield record
 
 
 def iter_current_records(out: Path) -> Iterator[dict[str, Any]]:
@@ -83,25 +162,43 @@ def iter_current_records(out: Path) -> Iterator[dict[str, Any]]:
     with open(path, "rb") as handle:
         for key, offset in latest.items():
             handle.seek(offset)
-            record = json.loads(handle.readline())
+            record = json.loads(handle.readline().decode("utf-8", "replace"))  # as the first pass read it
             file = record.get("file")
             if record.get("status") != "done" or not isinstance(file, str) or owner.get(file) == key:
                 yield record
 
 
-def _records_with_offsets(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    offset = 0
+def _records_with_offsets(
+    path: Path, warn: Callable[[str], None] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(byte offset, record) of every usable line: the one reader behind iter_records."""
+    if not path.exists():
+        return
+    report = warn or _warn_once
+    bad = offset = 0
     with open(path, "rb") as handle:
-        for raw in handle:
+        for number, raw in enumerate(handle, start=1):
             start, offset = offset, offset + len(raw)
             if not raw.endswith(b"\n"):
                 break  # torn last line
-            try:
-                record = json.loads(raw)
-            except ValueError:
+            line = raw.decode("utf-8", "replace")
+            if not line.strip():
                 continue
-            if isinstance(record, dict) and "key" in record:
-                yield start, record
+            why: str | None
+            try:
+                record = json.loads(line)
+            except (ValueError, RecursionError) as err:
+                why = f"not JSON ({err.msg})" if isinstance(err, json.JSONDecodeError) else "not usable JSON"
+            else:
+                why = record_problem(record)
+                if why is None:
+                    yield start, record
+                    continue
+            bad += 1
+            if bad <= _REPORTED:
+                report(f"{path}:{number}: skipped: {why}")
+    if bad > _REPORTED:
+        report(f"{path}: skipped {bad - _REPORTED} more bad lines ({bad} in all)")
 
 
 def _identity(record: dict[str, Any]) -> object:
@@ -123,9 +220,7 @@ def current_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     latest: dict[object, dict[str, Any]] = {}
     owner: dict[str, object] = {}
     for record in records:
-        key = record.get("key")
-        if key is None:
-            key = ("row", record.get("manifest"), record.get("line"), record.get("row"))
+        key = _identity(record)
         latest[key] = record
         if record.get("status") == "done" and record.get("file"):
             owner[record["file"]] = key

@@ -15,10 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .echo import shown, shown_bare
 from .errors import ModelError
 from .safe_write import install_folder, staged_folder
 
@@ -101,7 +103,7 @@ def _resolve(spec: str | None, config: str | None) -> ModelRef:
     if path.exists():
         if not (path / "model_index.json").is_file():
             raise ModelError(
-                f"{spec}: not a diffusers model folder (no model_index.json); expected a folder saved "
+                f"{shown_bare(spec)}: not a diffusers model folder (no model_index.json); expected a folder saved "
                 "with save_pretrained(), an ONNX export from 'genbatch export', a Hugging Face id, "
                 f"or a built-in name ({', '.join(builtin_names())})"
             )
@@ -111,7 +113,7 @@ def _resolve(spec: str | None, config: str | None) -> ModelRef:
     if spec.count("/") == 1:
         return _ref(spec, _hub_snapshot(spec), "hub")
     raise ModelError(
-        f"no model {spec!r}: not a built-in name ({', '.join(builtin_names())}), an existing folder, "
+        f"no model {shown(spec)}: not a built-in name ({', '.join(builtin_names())}), an existing folder, "
         "or a Hugging Face id like 'org/name'"
     )
 
@@ -135,8 +137,8 @@ def _no_such_path(path: Path) -> str:
         near = difflib.get_close_matches(path.name, [p.name for p in parent.iterdir()], n=3, cutoff=0.6)
     except OSError:
         near = []
-    hint = f"; did you mean {', '.join(str(parent / n) for n in near)}?" if near else ""
-    return f"{path}: no such {kind}{hint}"
+    hint = f"; did you mean {', '.join(shown_bare(str(parent / n)) for n in near)}?" if near else ""
+    return f"{shown_bare(str(path))}: no such {kind}{hint}"
 
 
 def download_command(repo_id: str) -> str:
@@ -158,9 +160,9 @@ def _hub_snapshot(repo_id: str) -> Path:
         return Path(snapshot_download(repo_id, local_files_only=True))
     except Exception:
         raise ModelError(
-            f"model {repo_id!r} is not in the local Hugging Face cache and genbatch does not download "
+            f"model {shown(repo_id)} is not in the local Hugging Face cache and genbatch does not download "
             "while it runs. On a machine with network access run\n"
-            f"    {download_command(repo_id)}\n"
+            f"    {download_command(shlex.quote(shown_bare(repo_id)))}\n"
             "(or copy the cache folder, HF_HOME, to this machine), or pass a local folder with --model."
         ) from None
 

@@ -18,6 +18,7 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Iterable
 
 from . import image_formats as formats
+from .echo import shown, shown_bare
 from .errors import GenbatchError, ModelError
 from .fields import BY_NAME, GROUP_FIELDS, JOB_FIELDS, MAX_SEED, ROW_FIELDS, Values, key_values, template_values
 from .manifest import Manifest, Row
@@ -176,7 +177,7 @@ def resolve_models(manifest: Manifest, default: str | None, *, config: str | Non
                 models[row.model] = resolve_model(row.model, config=config, vae=vae)
             except ModelError as err:
                 column = manifest.columns.get("model", "model")
-                raise ModelError(f"{manifest.path}:{row.line}:{column}: {err}") from None
+                raise ModelError(f"{manifest.path}:{row.line}:{shown_bare(column)}: {err}") from None
     return models
 
 
@@ -196,25 +197,60 @@ def make_plan(manifest: Manifest, options: RunOptions) -> Plan:
 # --- file names ----------------------------------------------------------------------------
 
 
+# Limits on what a name template may do with manifest values: each value is cut to
+# VALUE_BYTES of UTF-8, a width or precision in a format spec (``{seed:>8}``) may not pass
+# MAX_FORMAT_WIDTH (a file name cannot be longer anyway), and each folder or file name of
+# the result must fit NAME_BYTES, the limit of ext4, APFS, NTFS and most others.
+VALUE_BYTES = 120
+MAX_FORMAT_WIDTH = 255
+NAME_BYTES = 255
+# Names Windows reserves whatever the extension (``NUL.txt`` is the null device there).
+_RESERVED = re.compile(r"^(?:CON|PRN|AUX|NUL|COM[0-9¹²³]|LPT[0-9¹²³])(?:\..*)?$", re.IGNORECASE)
+
+
 class _SafeFormatter(string.Formatter):
     """Formats a name template, neutralising every substituted value.
 
     Values come from users' manifests: a ``/``, ``..`` or control character in an id must
     never steer a file outside the output folder, so each value is cleaned after formatting;
-    only the template's own literal text may contain ``/`` (sub-folders).
+    only the template's own literal text may contain ``/`` (sub-folders). Fields are plain
+    names (no ``{prompt.__class__}`` or ``{x[0]}``) and format widths are bounded, so a
+    template cannot reach into Python objects or allocate gigabytes.
     """
 
+    def get_field(self, field_name: str, args: Any, kwargs: Any) -> tuple[Any, str]:
+        if not field_name or field_name.isdigit():
+            raise GenbatchError("fields are named, e.g. {seed}; {} and {0} have no value here")
+        if "." in field_name or "[" in field_name:
+            raise GenbatchError(
+                f"{{{shown_bare(field_name, 60)}}}: attribute and index access are not allowed in a name "
+                "template; use a plain field name such as {id} or {seed}"
+            )
+        return self.get_value(field_name, args, kwargs), field_name
+
     def format_field(self, value: Any, format_spec: str) -> str:
-        text = super().format_field(value, format_spec)
-        text = _UNSAFE.sub("_", text).strip()
+        for digits in re.findall(r"\d+", format_spec):
+            if len(digits) > 3 or int(digits) > MAX_FORMAT_WIDTH:
+                raise GenbatchError(
+                    f"format spec {shown(format_spec, 40)}: widths and precisions above {MAX_FORMAT_WIDTH} "
+                    "are not allowed in a file name"
+                )
+        text = super().format_field(value, format_spec)[: 4 * VALUE_BYTES]
+        text = "".join("_" if _UNSAFE.match(c) or unicodedata.category(c)[0] == "C" else c for c in text).strip()
         text = re.sub(r"\.{2,}", "_", text).lstrip(".")
-        return text[:120]
+        return text.encode("utf-8")[:VALUE_BYTES].decode("utf-8", "ignore")
 
 
 def name_fields(job: Job, ext: str) -> dict[str, Any]:
+    """The values a name template can use: plain text and numbers only (a nested JSON or
+    Parquet value is given as its JSON text)."""
     fields: dict[str, Any] = {}
     for column, value in job.row.fields.items():
-        fields[str(column)] = "" if value is None else value
+        if value is None:
+            value = ""
+        elif isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            value = json.dumps(value, ensure_ascii=False, default=str)
+        fields[str(column)] = value
     fields.update(template_values(job.values))
     fields.update(
         {
@@ -233,11 +269,42 @@ def name_fields(job: Job, ext: str) -> dict[str, Any]:
     return fields
 
 
+def _check_parts(path: PurePosixPath, template: str) -> PurePosixPath:
+    """Refuse names genbatch itself uses or that file systems cannot hold; neutralise the
+    names Windows reserves (``CON.png`` -> ``_CON.png``)."""
+    from .contact_sheet import _SHEET_RE
+    from .safe_write import TEMP_MARKER
+
+    parts = []
+    for part in path.parts:
+        if part.startswith("."):
+            raise GenbatchError(
+                f"--name-template {shown(template)} gives {shown(path.as_posix())}: a name that begins with '.' "
+                f"is hidden and may be taken for genbatch's own files (.genbatch-thumbs, .NAME{TEMP_MARKER}XXXX "
+                "temp files that a rerun deletes); start the name with a letter or digit"
+            )
+        if _RESERVED.match(part):
+            part = "_" + part
+        size = len(part.encode("utf-8", "surrogatepass"))
+        if size > NAME_BYTES:
+            raise GenbatchError(
+                f"--name-template {shown(template)} gives a name of {size} bytes, {shown(part, 60)}; file systems "
+                f"allow {NAME_BYTES} bytes per file or folder name: use shorter fields ({{slug}}, {{index}}, {{seed}})"
+            )
+        parts.append(part)
+    if len(parts) == 1 and _SHEET_RE.match(parts[0]):
+        raise GenbatchError(
+            f"--name-template {shown(template)} gives {shown(parts[0])}, the name of a contact sheet that "
+            "`genbatch report --contact-sheet` writes over; use another name"
+        )
+    return PurePosixPath(*parts)
+
+
 def assign_file_names(jobs: list[Job], template: str, image_format: str) -> None:
     """Give each job its output path (relative to --out); refuse unsafe templates and clashes."""
     ext = formats.image_format(image_format).ext
     if template.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", template):
-        raise GenbatchError(f"--name-template {template!r}: must be a relative path inside --out")
+        raise GenbatchError(f"--name-template {shown(template)}: must be a relative path inside --out")
     formatter = _SafeFormatter()
     seen: dict[str, Job] = {}
     clashes: list[str] = []
@@ -247,27 +314,32 @@ def assign_file_names(jobs: list[Job], template: str, image_format: str) -> None
             name = formatter.vformat(template, (), fields)
         except KeyError as err:
             available = ", ".join(sorted(k for k in fields if k.isidentifier()))
-            raise GenbatchError(f"--name-template: unknown field {err}; available fields: {available}") from None
-        except (ValueError, IndexError) as err:
-            raise GenbatchError(f"--name-template {template!r}: {err}") from None
+            raise GenbatchError(f"--name-template: unknown field {shown(err.args[0] if err.args else '')}; "
+                                f"available fields: {shown_bare(available, 2000)}") from None
+        except GenbatchError as err:
+            raise GenbatchError(f"--name-template {shown(template)}: {err}") from None
+        except (ValueError, IndexError, TypeError) as err:
+            raise GenbatchError(f"--name-template {shown(template)}: {shown_bare(str(err))} "
+                                f"(line {job.row.line})") from None
         path = PurePosixPath(name.replace("\\", "/"))
         if path.is_absolute() or any(part in ("", ".", "..") for part in path.parts) or not path.parts:
-            raise GenbatchError(f"--name-template {template!r} gives {name!r}, which is not inside --out")
+            raise GenbatchError(f"--name-template {shown(template)} gives {shown(name)}, which is not inside --out")
         named = formats.BY_EXTENSION.get(path.suffix.lower().lstrip("."))
         if named is None:
             path = path.with_name(f"{path.name}.{ext}")
         elif named.ext != ext:  # "{file_name}" = 000123.jpg written as PNG -> 000123.png
             path = path.with_suffix(f".{ext}")
-        job.file = path.as_posix()
+        job.file = _check_parts(path, template).as_posix()
         folded = job.file.lower()
         if folded in seen:
-            clashes.append(f"{job.file!r}: line {seen[folded].row.line} and line {job.row.line}")
+            clashes.append(f"{shown(job.file)}: line {seen[folded].row.line} and line {job.row.line}")
         else:
             seen[folded] = job
     if clashes:
-        shown = "\n  ".join(clashes[:10]) + (f"\n  ... and {len(clashes) - 10} more" if len(clashes) > 10 else "")
+        more = f"\n  ... and {len(clashes) - 10} more" if len(clashes) > 10 else ""
+        shown_clashes = "\n  ".join(clashes[:10]) + more
         raise GenbatchError(
-            f"--name-template {template!r} gives the same file name to different images:\n  {shown}\n"
+            f"--name-template {shown(template)} gives the same file name to different images:\n  {shown_clashes}\n"
             "add {index}, {seed} or {k} to the template"
         )
 

@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
+from .echo import shown_bare
 from .fields import BY_NAME, report_columns
 from .folder import extra_fields
 from .ledger import iter_current_records
@@ -165,4 +166,5 @@ def _typed_frame(rows: list[dict[str, Any]], extras: dict[str, str]) -> Any:
 
 
 def command_line() -> list[str]:
-    return [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else []
+    # an argument that is not valid UTF-8 (a file name's bytes, as surrogates) is escaped
+    return [shown_bare(a, 1 << 16) for a in (Path(sys.argv[0]).name, *sys.argv[1:])] if sys.argv else []

@@ -19,11 +19,12 @@ from filelock import FileLock, Timeout
 
 from .backends import BackendOptions
 from .batch_size import BatchSizer
+from .echo import shown_bare
 from .engine import ENGINES, EngineWork
 from .errors import EXIT_FAILED_JOBS, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, GenbatchError, LockedError, ManifestError
 from .image_formats import image_format
 from .ledger import Ledger, done_records
-from .manifest import Manifest, read_manifest
+from .manifest import MAX_IMAGES_PER_ROW, Manifest, read_manifest
 from .plan import Defaults, Job, Plan, make_batches, make_plan
 from .progress import Progress
 from .report import METADATA_NAME, command_line, versions, write_json, write_metadata, write_tables
@@ -67,6 +68,8 @@ class RunOptions:
     quiet: bool = False
     html_report: bool = True
     engine: str = "local"
+    max_images_per_row: int = MAX_IMAGES_PER_ROW
+    verify: bool = False  # hash the done images; a changed one is not done
 
     def fixed_batch_size(self, device: str) -> int | None:
         """The batch size asked for, or None for auto (the default on a GPU)."""
@@ -133,7 +136,7 @@ class _Stop:
 
 def load_manifest(options: RunOptions) -> Manifest:
     manifest = read_manifest(options.manifest, format=options.format, column_map=options.column_map,
-                             overrides=options.overrides)
+                             overrides=options.overrides, max_images_per_row=options.max_images_per_row)
     if manifest.fatal_problems or (manifest.problems and not options.skip_invalid):
         raise ManifestError(manifest.problems)
     return manifest
@@ -156,10 +159,23 @@ def run_manifest(options: RunOptions) -> RunResult:
 
 def _dry_run(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResult:
     out = Path(options.out)
-    done = done_records(out) if out.exists() else {}
+    done = _done(out, options, lambda message: None) if out.exists() else {}
     pending = [j for j in plan.jobs if options.force or j.key not in done]
     summary = _summary(options, manifest, plan, pending, dry_run=True)
     return RunResult(EXIT_OK, summary, plan, pending, manifest.warnings)
+
+
+def _done(out: Path, options: RunOptions, mismatched: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    """The done records of ``out``; with ``--verify`` only those whose image still has its
+    recorded sha256 (the others are passed to ``mismatched``)."""
+    done = done_records(out)
+    if options.verify and not options.force:
+        from .verify import still_done
+
+        done, changed = still_done(out, done)
+        for file in changed:
+            mismatched(file)
+    return done
 
 
 def _summary(options: RunOptions, manifest: Manifest, plan: Plan, pending: list[Job], *, dry_run: bool) -> RunSummary:
@@ -241,7 +257,8 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResul
     # 4. What is left to do: the ledger says what is done, the disk confirms it
     remove_stale_temp_files(out)
     ledger = Ledger(out)
-    done = done_records(out)
+    mismatched: list[str] = []
+    done = _done(out, options, mismatched.append)
     pending = [j for j in plan.jobs if options.force or j.key not in done]
     check_output_paths(out, pending)
     batches = make_batches(pending, options.fixed_batch_size(plan.device) or 8)
@@ -250,6 +267,9 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResul
     summary.run_id, summary.started_at = uuid.uuid4().hex[:12], started_at
     progress = Progress(len(pending), quiet=options.quiet)
     say = progress.log
+    if mismatched:
+        say(f"verify: {len(mismatched)} done images no longer match their ledger sha256 and are generated again: "
+            + ", ".join(shown_bare(f) for f in mismatched[:5]) + (" ..." if len(mismatched) > 5 else ""))
     sink = ResultSink(ledger, progress, run_id=summary.run_id, manifest=manifest.path, dtype=plan.dtype)
 
     # 5. Say what is known before generating: warnings, repairs, skipped rows, what is done

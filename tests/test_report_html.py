@@ -236,30 +236,22 @@ def test_paths_outside_the_folder_are_not_shown(out: Path):
 
     blob = _blob(write_html_report(out, thumbs=False).read_text(encoding="utf-8"))
 
-    assert len(blob["cards"]) == 7 and len(blob["missing"]) == 3
+    # the ledger reader skips (and reports) a record whose file is not inside the folder
+    assert len(blob["cards"]) == 7 and len(blob["missing"]) == 1
 
 
 def test_nan_in_the_ledger_shows_as_empty(out: Path):
     with open(out / "genbatch.jsonl", "a", encoding="utf-8") as handle:  # json writes NaN, JSON.parse refuses it
-        handle.write(
-            "\n"
-            + json.dumps(
-                _record(
-                    "failed",
-                    "c0000000000000000003",
-                    30,
-                    "nan",
-                    seconds=float("nan"),
-                    seed=float("inf"),
-                    error="NaN in decoded image",
-                )
-            )
-            + "\n"
-        )
+        handle.write("\n" + json.dumps(_record("failed", "c0000000000000000003", 30, "nan", seconds=float("nan"),
+                                                fields={"x": float("inf")}, error="NaN in decoded image")) + "\n")
+        # a seed that is no whole number: the ledger reader skips (and reports) the line
+        handle.write(json.dumps(_record("failed", "c0000000000000000004", 31, "inf", seed=float("inf"))) + "\n")
 
-    blob = _blob(write_html_report(out, thumbs=False).read_text(encoding="utf-8"))
+    html = write_html_report(out, thumbs=False).read_text(encoding="utf-8")
+    blob = _blob(html)
 
-    assert blob["failed"][-1][blob["failed_cols"].index("seed")] is None
+    assert blob["failed"][-1][blob["failed_cols"].index("prompt")] == "nan"
+    assert "NaN" not in html.replace("NaN in decoded image", "") and "Infinity" not in html
 
 
 def test_empty_folder_still_gets_a_report(tmp_path: Path):
