@@ -16,7 +16,9 @@ from . import __version__
 from .a1111 import READINGS
 from .echo import shown, shown_bare
 from .errors import EXIT_SIGINT, EXIT_USAGE, GenbatchError, ManifestError
+from .fields import text_value
 from .image_formats import BY_EXTENSION as IMAGE_FORMATS
+from .axes import parse_axes
 from .manifest import FORMATS, MAX_IMAGES_PER_ROW, parse_assignments, parse_value, read_manifest
 from .plan import DEFAULT_NAME_TEMPLATE, Defaults, parse_shard
 from .samplers import parse_scheduler
@@ -139,6 +141,9 @@ def run(
         MAX_IMAGES_PER_ROW, "--max-images-per-row", min=1, help="Refuse rows that ask for more images than this."
     ),
     seed: int = typer.Option(0, min=0, help="Base seed from which rows without a seed derive theirs."),
+    lora: list[str] = typer.Option([], help="A LoRA for rows without a lora column: a .safetensors file, a folder or a cached hub id, with an optional weight: --lora style.safetensors:0.8 (repeat for several)."),
+    prompt_weighting: str = typer.Option("off", help="a1111: read (word:1.3), (word) and [word] in prompts as weights (needs compel); off: prompts as written."),
+    vary: list[str] = typer.Option([], help="Run every row for each value of a field: --vary steps=20,30 --vary lora=a:0.5,a:1.0 (the product of all --vary)."),
     column: list[str] = typer.Option([], help="Read a field from another column: --column seed=evaluation_seed."),
     prompt_column: Optional[str] = typer.Option(None, help="The column that holds the prompt."),
     set_: list[str] = typer.Option([], "--set", help="Force a value on every row: --set width=512."),
@@ -198,7 +203,8 @@ def _run_options(manifest: str, out: Path, model: str | None, config: str | None
                  clip_skip: int | None, backend: str, device: str, dtype: str, scheduler: str | None,
                  providers: str | None, batch_size: str | None, steps: int | None,
                  guidance: float | None, width: int | None, height: int | None, negative: str, num_images: int,
-                 seed: int, column: list[str], prompt_column: str | None, set_: list[str], format_: list[str],
+                 seed: int, lora: list[str], prompt_weighting: str, vary: list[str], column: list[str],
+                 prompt_column: str | None, set_: list[str], format_: list[str],
                  quality: int, compress_level: int, name_template: str, workers: int | None, limit: int | None,
                  shard: str | None, dry_run: bool, force: bool, skip_invalid: bool, wait: bool, quiet: bool,
                  max_images_per_row: int, verify: bool, **_: Any) -> Any:
@@ -220,14 +226,25 @@ def _run_options(manifest: str, out: Path, model: str | None, config: str | None
         raise GenbatchError(f"--num-images {num_images} is over the limit of {max_images_per_row} images per row; "
                             "pass --max-images-per-row N to allow more")
     manifest_format, image_format = _split_formats(format_)
+    try:
+        loras = parse_value("lora", "; ".join(lora)) if lora else None
+    except ValueError as err:
+        raise GenbatchError(f"--lora: {err}") from None
+    try:
+        weighting = parse_value("prompt_weighting", prompt_weighting)
+    except ValueError as err:
+        raise GenbatchError(f"--prompt-weighting: {err}") from None
+    overrides = parse_assignments(set_, "--set")
     return RunOptions(
         manifest=manifest,
         out=out,
         format=manifest_format,
         column_map=_column_map(column, prompt_column),
-        overrides=parse_assignments(set_, "--set"),
+        overrides=overrides,
+        axes=parse_axes(vary, overrides),
         defaults=Defaults(steps=steps, guidance_scale=guidance, width=width, height=height, negative_prompt=negative,
-                          num_images=num_images, seed=seed, clip_skip=clip_skip),
+                          num_images=num_images, seed=seed, clip_skip=clip_skip, lora=loras or None,
+                          prompt_weighting=None if weighting == "off" else weighting),
         model=model,
         config=config,
         vae=vae,
@@ -270,6 +287,7 @@ def _print_plan(result: Any, as_json: bool) -> None:
         print(f"{c.skipped} invalid rows will be skipped")
     for job in result.pending[:20]:
         own = f" timesteps={','.join(map(str, job.timesteps))}" if job.timesteps else ""
+        own += f" lora={text_value('lora', job.lora)}" if job.lora else ""
         print(f"  {job.file}  seed={job.seed} steps={job.steps}{own} guidance={job.guidance_scale:g} "
               f"{job.width}x{job.height}  {shown(job.prompt, 60)}")
     if len(result.pending) > 20:
@@ -421,6 +439,34 @@ def report(
 
 @app.command()
 @user_errors
+def grid(
+    out: Path = typer.Argument(..., help="An output folder of genbatch run."),
+    rows: str = typer.Option(..., "--rows", help="The axis down the side: prompt, seed, model, lora, steps, guidance, sampler, width, height, or a manifest column."),
+    cols: str = typer.Option(..., "--cols", help="The axis across the top (the same choices)."),
+    pages: Optional[str] = typer.Option(None, "--pages", help="A third axis: one grid per value."),
+    cell_size: Optional[int] = typer.Option(None, "--cell-size", min=16, help="Fit each image into N x N pixels (default: the images' own size)."),
+) -> None:
+    """Lay OUT's images out by two parameters, with labelled rows and columns (A1111's X/Y/Z
+    plot), into OUT/.genbatch-grids/NAME.png, with its layout in NAME.json; report.html lists them.
+
+    \b
+    Examples:
+      genbatch run prompts.csv --out cmp --vary steps=20,30 --vary lora=none,style.safetensors:0.8
+      genbatch grid cmp --rows prompt --cols lora --pages steps
+    """
+    from .grid import write_grids
+    from .ledger import ledger_path
+
+    if not ledger_path(out).exists():
+        raise GenbatchError(f"{out}: no genbatch.jsonl here; is this the --out folder of a genbatch run?")
+    for path in write_grids(out, rows, cols, pages, cell_size=cell_size):
+        print(path)
+    if (out / "report.html").exists():
+        from .report_html import write_html_report
+
+        write_html_report(out)
+
+
 def verify(
     out: Path = typer.Argument(..., help="An output folder of genbatch run."),
     json_: bool = typer.Option(False, "--json", help="Print the findings as JSON on stdout."),

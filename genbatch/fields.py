@@ -22,7 +22,8 @@ MAX_SEED = 2**64 - 1
 @dataclass(frozen=True)
 class Field:
     name: str
-    kind: str  # how values parse: "prompt", "text", "int", "float", "name" (id, model), "scheduler", "list" (internal)
+    kind: str  # how values parse: "prompt", "text", "int", "float", "name" (id, model), "lora", "choice",
+    #   "scheduler", "list"
     aliases: tuple[str, ...] = ()  # manifest column names; () = not read from a manifest
     lo: float = 0
     hi: int | None = None
@@ -33,6 +34,13 @@ class Field:
     group: bool = False  # jobs in one batch share the value
     template: tuple[str, ...] = ()  # names it has in --name-template
     a1111: tuple[int, str, Callable[[dict[str, Any]], str]] | None = None  # (order, label, text)
+    choices: tuple[str, ...] = ()  # kind "choice": the accepted values
+    off: Any = None  # a value that means "not set" (a row's "none" beats a run option, then reads as None)
+    # A value that is not plain JSON (a LoRA set): its form in the job key and in the ledger,
+    # and a short text for tables, grid labels and messages.
+    to_key: Callable[[Any], Any] | None = None
+    to_record: Callable[[Any], Any] | None = None
+    to_text: Callable[[Any], str] | None = None
 
     @property
     def accepted(self) -> str:
@@ -46,6 +54,10 @@ class Field:
             from .samplers import accepted
 
             return accepted()
+        if self.kind == "choice":
+            return " or ".join(self.choices)
+        if self.kind == "lora":
+            return "LoRA files or ids with optional weights, e.g. style.safetensors:0.8; other:0.5 (or none)"
         return "text"
 
 
@@ -73,6 +85,13 @@ FIELDS: tuple[Field, ...] = (
           template=("clip_skip",), a1111=(7, "Clip skip", lambda p: str(p["clip_skip"]))),
     # A model's own timesteps at this step count (its genbatch.json), else None.
     Field("timesteps", "list", key=True, group=True),
+    # LoRA adapters and their weights (genbatch.lora): a row's ``lora`` column, else --lora.
+    Field("lora", "lora", ("lora", "loras"), option="--lora", key=True, group=True,
+          to_key=lambda v: _lora().key_form(v), to_record=lambda v: _lora().record_form(v),
+          to_text=lambda v: _lora().text_form(v), off=()),
+    # A1111 emphasis syntax, (word:1.3) and [word] (genbatch.prompt_weighting); None when off.
+    Field("prompt_weighting", "choice", ("prompt_weighting",), option="--prompt-weighting", choices=("a1111", "off"),
+          key=True, group=True, off="off"),
     Field("num_images", "int", ("num_images", "n"), lo=1, option="--num-images", job=False),
     Field("id", "name", ("id", "name"), job=False),
     Field("model", "name", ("model",), option="--model", job=False),
@@ -87,10 +106,49 @@ GROUP_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.group)
 ALIASES: dict[str, tuple[str, ...]] = {f.name: f.aliases for f in FIELDS if f.aliases}
 
 
+def _lora() -> Any:
+    from . import lora
+
+    return lora
+
+
 def key_values(values: dict[str, Any]) -> dict[str, Any]:
     """The part of a job's values that goes into its key; a field that is not set (None) is
-    left out, so adding a field keeps every existing key. (Tuples are written as JSON lists.)"""
-    return {name: values[name] for name in KEY_FIELDS if values.get(name) is not None}
+    left out, so adding a field keeps every existing key. (Tuples are written as JSON lists; a
+    field with ``to_key``, a LoRA set, as that gives it.)"""
+    return {name: _as_json(name, values[name], BY_NAME[name].to_key)
+            for name in KEY_FIELDS if values.get(name) is not None}
+
+
+def record_values(values: dict[str, Any]) -> dict[str, Any]:
+    """The fields that are set, as the ledger and image metadata record them."""
+    return {name: _as_json(name, v, BY_NAME[name].to_record if name in BY_NAME else None)
+            for name, v in values.items() if v is not None}
+
+
+def _as_json(name: str, value: Any, convert: Callable[[Any], Any] | None) -> Any:
+    if convert is not None:
+        return convert(value)
+    return list(value) if isinstance(value, tuple) else value
+
+
+def text_value(name: str, value: Any) -> str:
+    """A field's value (as a job holds it, or as the ledger records it) as short text."""
+    spec = BY_NAME.get(name)
+    if value is None:
+        return "none" if spec is not None and spec.to_text else ""
+    if spec is not None and spec.to_text is not None:
+        return spec.to_text(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def a1111_prompt(values: dict[str, Any]) -> str:
+    """The prompt line of the A1111 ``parameters`` text: the prompt, then ``<lora:name:weight>``
+    for each LoRA, as A1111 writes them."""
+    tags = _lora().a1111_tags(values["lora"]) if values.get("lora") else ""
+    return f"{values['prompt']} {tags}" if tags else values["prompt"]
 
 
 def a1111_settings(values: dict[str, Any]) -> list[tuple[int, str, str]]:

@@ -17,7 +17,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from .a1111 import quote
 from .errors import GenbatchError
-from .fields import a1111_settings
+from .fields import a1111_prompt, a1111_settings
 
 
 def a1111_parameters(meta: dict[str, Any]) -> str:
@@ -25,7 +25,7 @@ def a1111_parameters(meta: dict[str, Any]) -> str:
     prompt, then one line of ``Label: value`` settings in A1111's order, each value quoted as
     A1111 quotes it (genbatch.a1111.quote). ``Model hash`` is A1111's (the first 10 hex digits
     of a checkpoint file's sha256) where the model is one file, else genbatch's fingerprint."""
-    lines = [meta["prompt"]]
+    lines = [a1111_prompt(meta)]
     if meta.get("negative_prompt"):
         lines.append(f"Negative prompt: {meta['negative_prompt']}")
     settings = a1111_settings(meta)

@@ -208,6 +208,15 @@ def parse_value(name: str, value: Any) -> Any:
         return _as_int(value, name, int(spec.lo), spec.hi, spec.multiple_of)
     if spec.kind == "float":
         return _as_float(value, name, spec.lo)
+    if spec.kind == "choice":
+        text = _as_text(value, name).lower()
+        if text not in spec.choices:
+            raise _Invalid(f"{name} {text!r} is not accepted; expected {spec.accepted}")
+        return text
+    if spec.kind == "lora":
+        from .lora import parse_specs
+
+        return parse_specs(_as_text(value, name))
     return _PARSE_KIND[spec.kind](value, name)
 
 

@@ -14,13 +14,14 @@ import re
 import string
 import unicodedata
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Iterable
 
 from . import image_formats as formats
 from .echo import shown, shown_bare
 from .errors import GenbatchError, ModelError
-from .fields import BY_NAME, GROUP_FIELDS, JOB_FIELDS, MAX_SEED, ROW_FIELDS, Values, key_values, template_values
+from .fields import (BY_NAME, GROUP_FIELDS, JOB_FIELDS, MAX_SEED, ROW_FIELDS, Values, key_values, record_values,
+                     template_values)
 from .manifest import Manifest, Row
 from .models import ModelRef, keeps_own_scheduler, resolve_model
 from .samplers import resolve as resolve_scheduler
@@ -47,6 +48,8 @@ class Defaults:
     num_images: int = 1
     clip_skip: int | None = None
     seed: int = 0  # the base seed that rows without a seed derive theirs from
+    lora: tuple[Any, ...] | None = None  # --lora: parsed specs (genbatch.lora.LoraSpec)
+    prompt_weighting: str | None = None  # --prompt-weighting
 
     def get(self, name: str) -> Any:
         return getattr(self, name, None)
@@ -83,7 +86,7 @@ class Job(Values):
 
     def params(self) -> dict[str, Any]:
         """The generation fields that are set, as the ledger and image metadata record them."""
-        return {name: list(v) if isinstance(v, tuple) else v for name, v in self.values.items() if v is not None}
+        return record_values(self.values)
 
 
 @dataclass
@@ -118,15 +121,20 @@ def expand_jobs(
     models: dict[str | None, ModelRef],
     defaults: Defaults,
     target: Target,
+    loras: dict[Any, Any] | None = None,
 ) -> list[Job]:
     """Rows x num_images -> jobs, with every field resolved: the row's value, else the run
-    option's, else the model's."""
+    option's, else the model's. ``loras``: each LoRA set as parsed -> its files (genbatch.lora).
+    Rows with the same ``index`` (one manifest row varied by ``--vary``) share its seed."""
     jobs: list[Job] = []
     occurrences: dict[str, int] = {}
+    row_seeds: dict[int, int] = {}
     for row in rows:
         model = models[row.model]
         if row.seed is not None:
             base = row.seed
+        elif row.index in row_seeds:
+            base = row_seeds[row.index]
         else:
             if row.id is not None:
                 identity = f"id\x00{row.id}"
@@ -135,14 +143,19 @@ def expand_jobs(
                 occurrences[row.prompt] = nth + 1
                 identity = f"prompt\x00{row.prompt}\x00{nth}"
             base = derive_seed(defaults.seed, identity)
+            row_seeds[row.index] = base
         values = dict.fromkeys(JOB_FIELDS)
-        for name, kind in _RESOLVED:
+        for name, kind, off in _RESOLVED:
             value = row.values.get(name)
             if value is None:
                 value = defaults.get(name)
                 if value is None:
                     value = model.defaults.get(name)
+            if off is not None and value == off:  # a row's "none" beats the run option, then is unset
+                value = None
             values[name] = value if value is None or kind is None else kind(value)
+        if values.get("lora"):
+            values["lora"] = (loras or {})[values["lora"]]
         # A row's sampler, else --scheduler, else the model's own: a class and its options.
         requested = row.scheduler or target.scheduler
         values["scheduler"], values["scheduler_options"] = resolve_scheduler(requested, model.scheduler)
@@ -159,9 +172,10 @@ def expand_jobs(
 
 
 # The fields a row, a run option or the model sets (the rest are derived), with how to coerce
-# a model default read from JSON.
-_RESOLVED: tuple[tuple[str, Any], ...] = tuple(
-    (name, {"int": int, "float": float}.get(BY_NAME[name].kind)) for name in JOB_FIELDS if name in ROW_FIELDS)
+# a model default read from JSON, and the value that means "not set" (genbatch.fields.Field.off).
+_RESOLVED: tuple[tuple[str, Any, Any], ...] = tuple(
+    (name, {"int": int, "float": float}.get(BY_NAME[name].kind), BY_NAME[name].off)
+    for name in JOB_FIELDS if name in ROW_FIELDS)
 
 
 def resolve_models(manifest: Manifest, default: str | None, *, config: str | None = None,
@@ -181,13 +195,51 @@ def resolve_models(manifest: Manifest, default: str | None, *, config: str | Non
     return models
 
 
+def resolve_loras(manifest: Manifest, default: tuple[Any, ...] | None) -> dict[Any, Any]:
+    """Each LoRA set of the manifest (and ``--lora``) as parsed -> its files; a set that
+    cannot be found is refused as FILE:LINE:COLUMN before any model loads."""
+    from .lora import LoraError, resolve_set
+
+    base = Path(manifest.path).parent if manifest.path != "<stdin>" else None
+    found: dict[Any, Any] = {}
+    for line, specs in [(None, default), *((row.line, row.values.get("lora")) for row in manifest.rows)]:
+        if specs and specs not in found:
+            try:
+                found[specs] = resolve_set(specs, base)
+            except LoraError as err:
+                where = f"{manifest.path}:{line}:{manifest.columns.get('lora', 'lora')}" if line else "--lora"
+                raise LoraError(f"{where}: {err}") from None
+    return found
+
+
+def check_torch_only(jobs: list[Job], backend: str) -> None:
+    """LoRAs and prompt weighting run on the torch backend, on pipelines that take them;
+    anything else is refused before a model loads."""
+    from . import lora, prompt_weighting
+
+    for name, check in (("lora", lora.check_model), ("prompt_weighting", prompt_weighting.check_model)):
+        using = [j for j in jobs if j.values.get(name)]
+        if using and backend != "torch":
+            raise GenbatchError(f"line {using[0].row.line}: {name.replace('_', ' ')} needs --backend torch; "
+                                f"the {backend} backend does not apply it")
+        for model in {id(j.model): j.model for j in using}.values():
+            try:
+                class_name = json.loads((model.path / "model_index.json").read_text(encoding="utf-8"))["_class_name"]
+            except (OSError, ValueError, KeyError):
+                continue  # not a diffusers folder: the backend says so when it loads
+            check(class_name, model.name)
+
+
 def make_plan(manifest: Manifest, options: RunOptions) -> Plan:
     """The jobs this run makes (shard and limit applied), with the resolved device and dtype."""
     from .backends import get_backend
 
     device, dtype = get_backend(options.backend).resolve(options.device, options.dtype)
     models = resolve_models(manifest, options.model, config=options.config, vae=options.vae)
-    jobs = expand_jobs(manifest.rows, models, options.defaults, Target(options.backend, dtype, options.scheduler))
+    loras = resolve_loras(manifest, options.defaults.lora)
+    jobs = expand_jobs(manifest.rows, models, options.defaults, Target(options.backend, dtype, options.scheduler),
+                       loras)
+    check_torch_only(jobs, options.backend)
     assign_file_names(jobs, options.name_template, options.image_format)
     selected = select(jobs, options.shard, options.limit)
     used = {id(j.model): j.model for j in selected}

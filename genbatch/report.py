@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .echo import shown_bare
-from .fields import BY_NAME, report_columns
+from .fields import BY_NAME, report_columns, text_value
 from .folder import extra_fields
 from .ledger import iter_current_records
 from .safe_write import write_atomic
@@ -27,6 +27,7 @@ TABLE_COLUMNS = [
 _INT_COLUMNS = ["index", "row", "line", "k", "batch_size", "bytes",
                 *(f for f in report_columns() if BY_NAME[f].kind == "int" and (BY_NAME[f].hi or 0) < 2**63)]
 _UINT_COLUMNS = [f for f in report_columns() if BY_NAME[f].kind == "int" and (BY_NAME[f].hi or 0) >= 2**63]
+_TEXT_COLUMNS = [f for f in report_columns() if BY_NAME[f].to_text is not None]
 _FLOAT_COLUMNS = ["seconds", *(f for f in report_columns() if BY_NAME[f].kind == "float")]
 
 
@@ -147,6 +148,8 @@ def _table_row(record: dict[str, Any], extras: dict[str, str]) -> dict[str, Any]
             value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str))
     if row["timesteps"]:  # a model's own list (genbatch.json), as one cell of numbers
         row["timesteps"] = " ".join(map(str, row["timesteps"]))
+    for name in _TEXT_COLUMNS:  # a LoRA set as "style:0.8; other:0.5"
+        row[name] = text_value(name, row[name]) if row[name] else None
     return row
 
 

@@ -31,7 +31,9 @@ from typing import Any
 
 import jinja2
 
+from .fields import text_value
 from .folder import Folder, extra_fields, load_folder
+from .grid import list_grids
 from .samplers import a1111_name
 from .safe_write import write_atomic
 from .throughput import Run, chart, fmt_duration, runs, wall_and_rate
@@ -46,7 +48,7 @@ MAX_CHARTS = 3
 # Column order of the rows in the JSON blob; the page looks columns up by these names.
 CARD_COLS = (
     "src", "thumb", "prompt", "negative_prompt", "seed", "steps", "guidance_scale",
-    "width", "height", "scheduler", "id", "model", "seconds", "index", "k", "extra",
+    "width", "height", "scheduler", "id", "model", "seconds", "index", "k", "lora", "extra",
 )  # fmt: skip
 FAILED_COLS = ("index", "line", "id", "prompt", "seed", "model", "error", "finished_at")
 SKIPPED_COLS = ("line", "manifest", "id", "prompt", "error")
@@ -119,6 +121,7 @@ def page_context(out: Path, folder: Folder, shown: list[str | None]) -> dict[str
         "n_failed": len(folder.failed),
         "n_skipped": len(folder.skipped),
         "n_missing": len(folder.missing),
+        "grids": list_grids(out),
         "evaluation": _evaluation(out),
         "data": {
             "page_size": PAGE_SIZE,
@@ -221,7 +224,8 @@ def _card_row(card: dict, thumb: str | None) -> list:
     row = _row(card, CARD_COLS)
     row[0] = _url(card["file"])  # the image, opened by a click
     row[1] = _url(thumb) if thumb is not None else row[0]  # the picture on the card
-    row[-1] = [[name, value] for name, value in extra_fields(card).items()] or None  # DrawBench's Category...
+    row[CARD_COLS.index("lora")] = text_value("lora", card["lora"]) if card.get("lora") else None
+    row[CARD_COLS.index("extra")] = [[name, value] for name, value in extra_fields(card).items()] or None  # DrawBench's Category...
     if isinstance(card.get("scheduler"), str):  # "DPM++ 2M Karras" rather than a class and its options
         row[CARD_COLS.index("scheduler")] = a1111_name(card["scheduler"], card.get("scheduler_options"))
     return row

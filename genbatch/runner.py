@@ -17,6 +17,8 @@ from typing import Any, Callable
 
 from filelock import FileLock, Timeout
 
+from .axes import Axis, apply_axes
+from .axes import describe as describe_axes
 from .backends import BackendOptions
 from .batch_size import BatchSizer
 from .echo import shown_bare
@@ -44,6 +46,7 @@ class RunOptions:
     format: str | None = None
     column_map: dict[str, str] = field(default_factory=dict)
     overrides: dict[str, str] = field(default_factory=dict)
+    axes: list[Axis] = field(default_factory=list)  # --vary
     defaults: Defaults = field(default_factory=Defaults)
     model: str | None = None
     config: str | None = None  # a single-file --model's pipeline folder or hub id
@@ -139,6 +142,7 @@ def load_manifest(options: RunOptions) -> Manifest:
                              overrides=options.overrides, max_images_per_row=options.max_images_per_row)
     if manifest.fatal_problems or (manifest.problems and not options.skip_invalid):
         raise ManifestError(manifest.problems)
+    manifest.rows = apply_axes(manifest.rows, options.axes)
     return manifest
 
 
@@ -190,7 +194,7 @@ def _summary(options: RunOptions, manifest: Manifest, plan: Plan, pending: list[
         batch_size=options.fixed_batch_size(plan.device) or "auto", command=command_line(),
         settings={
             "name_template": options.name_template, "format": options.image_format, "column_map": options.column_map,
-            "set": options.overrides, "limit": options.limit,
+            "set": options.overrides, "vary": describe_axes(options.axes), "limit": options.limit,
             "shard": f"{options.shard[0]}/{options.shard[1]}" if options.shard else None,
             "defaults": options.defaults.__dict__, "scheduler": options.scheduler, "force": options.force,
             "backend_options": options.backend_options(plan.device, plan.dtype).as_dict(),
@@ -342,7 +346,7 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResul
 
 # The files genbatch keeps in --out besides the images.
 OWN_FILES = (LOCK_NAME, "genbatch.jsonl", "run.json", "report.csv", "report.parquet", "report.html",
-             METADATA_NAME, ".genbatch-thumbs")
+             METADATA_NAME, ".genbatch-thumbs", ".genbatch-grids")
 
 
 def check_output_paths(out: Path, jobs: list[Job]) -> None:

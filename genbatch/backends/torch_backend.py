@@ -10,10 +10,12 @@ from typing import Any, Sequence
 
 from ..errors import GenbatchError, ModelError
 from ..latents import initial_latents
+from ..lora import apply_set as apply_lora_set
 from ..models import ModelRef, is_onnx_export, keeps_own_scheduler
 from ..a1111 import clip_skip_kwargs
 from ..checkpoints import load_pipeline
 from ..samplers import SchedulerCache, build as build_scheduler
+from ..prompt_weighting import weighted_call
 from .base import BackendOptions, GeneratedImage, to_uint8
 
 DTYPES = ("fp32", "fp16", "bf16")
@@ -154,10 +156,11 @@ class TorchGenerator:
         # Ancestral/SDE schedulers draw noise at each step: one CPU generator per image keeps
         # that per-image too.
         generators = [torch.Generator("cpu").manual_seed(j.seed) for j in jobs]
+        apply_lora_set(self.pipe, first.values.get("lora"))  # genbatch.lora: the batch's LoRA set, or none
         with torch.inference_mode():
             out = self.pipe(
-                prompt=[j.prompt for j in jobs],
-                negative_prompt=[j.negative_prompt for j in jobs],
+                **weighted_call(self.pipe, jobs, {"prompt": [j.prompt for j in jobs],  # genbatch.prompt_weighting
+                                                  "negative_prompt": [j.negative_prompt for j in jobs]}),
                 num_inference_steps=first.steps,
                 timesteps=list(first.timesteps) if first.timesteps else None,
                 guidance_scale=first.guidance_scale,

@@ -74,6 +74,7 @@
     if (r[C.guidance_scale] !== null) p.push("cfg " + r[C.guidance_scale]);
     if (r[C.width] !== null && r[C.height] !== null) p.push(r[C.width] + "×" + r[C.height]);
     if (r[C.scheduler]) p.push(r[C.scheduler]);
+    if (r[C.lora]) p.push("lora " + r[C.lora]);
     if (r[C.seconds] !== null) p.push(Number(r[C.seconds]).toFixed(2) + " s");
     return p.join(" · ");
   }
@@ -84,8 +85,8 @@
   var images = Section("images", data.cards, function (r) {
     return "\n" + [r[C.prompt], r[C.negative_prompt], "seed:" + r[C.seed], "id:" + str(r[C.id]), "#" + r[C.index],
       params(r), "steps:" + r[C.steps], "cfg:" + r[C.guidance_scale], r[C.width] + "x" + r[C.height],
-      r[C.model], r[C.src]].concat(extras(r).map(function (e) { return e[0] + ":" + str(e[1]); }))
-      .map(str).join("\n") + "\n";
+      r[C.model], r[C.src], r[C.lora] ? "lora:" + r[C.lora] : ""]
+      .concat(extras(r).map(function (e) { return e[0] + ":" + str(e[1]); })).map(str).join("\n") + "\n";
   }, function (r) {
     var card = el("figure", "card");
     var a = el("a", "pic"); a.href = r[C.src]; a.target = "_blank"; a.rel = "noopener";

@@ -1,0 +1,300 @@
+"""Comparison grids: an output folder's images laid out by two parameters, as AUTOMATIC1111's
+X/Y/Z plot lays them out.
+
+``genbatch grid OUT --rows prompt --cols lora`` reads the ledger (the done images on disk)
+and writes one PNG per page into ``OUT/.genbatch-grids/``: a column label above each column,
+a row label left of each row (long prompts wrapped, and cut with "…" where a row is too
+short for them), the images at their own size (or fitted into ``--cell-size``). A third axis
+(``--pages seed``) makes one grid per value. Beside each PNG a JSON file records the layout:
+the axes, the labels, and for each cell the image's file, key and box in the grid. The grids
+sit in a hidden folder, like the report's thumbnails, so a data-set layout in OUT is left as
+it is; the HTML report lists them.
+
+An axis is a generation field (prompt, negative_prompt, seed, steps, guidance, width,
+height, sampler/scheduler, lora, prompt_weighting), ``model``, or a column of the manifest.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFont
+
+from .errors import GenbatchError
+from .fields import ALIASES, BY_NAME, text_value
+from .folder import load_folder
+from .safe_write import contained, remove, write_atomic
+from .thumbnails import thumbnail
+
+GRIDS_DIR = ".genbatch-grids"
+BACKGROUND = (255, 255, 255)
+CELL_BACKGROUND = (238, 240, 243)
+TEXT = (29, 33, 37)
+MUTED = (106, 115, 125)
+PAD = 6
+MAX_HEADER_LINES = 4
+# Names people use for an axis -> the ledger field they mean.
+_SYNONYMS = {"sampler": "scheduler", "cfg": "guidance_scale", "guidance": "guidance_scale", "size": "size",
+             "negative": "negative_prompt", "weighting": "prompt_weighting"}
+FIELD_AXES = ("prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "scheduler", "lora",
+              "prompt_weighting", "model", "size")
+
+
+class GridError(GenbatchError):
+    """A grid that cannot be made from this folder as asked."""
+
+
+@dataclass
+class Page:
+    """One grid image: its labels and, per cell, the ledger record shown there (or None)."""
+
+    title: str | None
+    row_axis: str
+    col_axis: str
+    rows: list[str]
+    cols: list[str]
+    cells: list[list[dict[str, Any] | None]]
+
+
+def axis_name(name: str, records: list[dict[str, Any]]) -> str:
+    """The field an axis name means, or the manifest column it names; GridError otherwise."""
+    norm = name.strip().lower().replace("-", "_").replace(" ", "_")
+    norm = _SYNONYMS.get(norm, norm)
+    norm = next((field for field, aliases in ALIASES.items() if norm in aliases), norm)
+    if norm in FIELD_AXES:
+        return norm
+    if any(isinstance(r.get("fields"), dict) and name in r["fields"] for r in records):
+        return f"fields.{name}"
+    columns = sorted({c for r in records if isinstance(r.get("fields"), dict) for c in r["fields"]})
+    raise GridError(f"no axis {name!r}: expected one of prompt, seed, model, lora, steps, guidance, sampler, width, "
+                    f"height, negative_prompt, prompt_weighting, size, or a manifest column"
+                    + (f" ({', '.join(columns)})" if columns else ""))
+
+
+def label(record: dict[str, Any], axis: str) -> str:
+    """How a record reads on an axis."""
+    if axis.startswith("fields."):
+        value = (record.get("fields") or {}).get(axis[len("fields."):])
+        return "" if value is None else str(value)
+    if axis == "size":
+        return f"{record.get('width')}x{record.get('height')}"
+    if axis == "prompt_weighting":
+        return record.get("prompt_weighting") or "off"
+    if axis in BY_NAME:
+        return text_value(axis, record.get(axis))
+    return str(record.get(axis, ""))
+
+
+def plan_pages(records: list[dict[str, Any]], rows: str, cols: str, pages: str | None) -> list[Page]:
+    """The grid pages of ``records`` (done images, in job order): labels in order of first
+    appearance. A cell that would hold two images is refused, naming what differs in it."""
+    axes = [rows, cols] + ([pages] if pages else [])
+    if len(set(axes)) < len(axes):
+        raise GridError(f"--rows, --cols and --pages must be different axes, not {', '.join(axes)}")
+    order: dict[str, dict[str, None]] = {axis: {} for axis in axes}
+    for record in records:
+        for axis in axes:
+            order[axis].setdefault(label(record, axis), None)
+    found: list[Page] = []
+    for page in list(order[pages]) if pages else [None]:
+        chosen = [r for r in records if pages is None or label(r, pages) == page]
+        row_labels = [v for v in order[rows] if any(label(r, rows) == v for r in chosen)]
+        col_labels = [v for v in order[cols] if any(label(r, cols) == v for r in chosen)]
+        cells: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for record in chosen:
+            cells.setdefault((label(record, rows), label(record, cols)), []).append(record)
+        for (row, col), held in cells.items():
+            if len(held) > 1:
+                raise GridError(_crowded(held, rows, cols, row, col, page, pages))
+        found.append(Page(None if pages is None else f"{_axis_title(pages)}: {page}", _axis_title(rows),
+                          _axis_title(cols), row_labels, col_labels,
+                          [[cells.get((row, col), [None])[0] for col in col_labels] for row in row_labels]))
+    return found
+
+
+def _crowded(held: list[dict[str, Any]], rows: str, cols: str, row: str, col: str, page: str | None,
+             pages: str | None) -> str:
+    columns = sorted({f"fields.{c}" for r in held for c in (r.get("fields") or {})})
+    differ = [a for a in [*FIELD_AXES, *columns] if len({label(r, a) for r in held}) > 1 and a != "size"]
+    where = f"{_axis_title(rows)} {row!r}, {_axis_title(cols)} {col!r}" + (f", {_axis_title(pages)} {page!r}"
+                                                                              if pages else "")
+    hint = f"; add --pages {_axis_title(differ[0])}" if differ and not pages else ""
+    return (f"the cell {where} would hold {len(held)} images, which differ in "
+            f"{', '.join(_axis_title(d) for d in differ) or 'nothing but their number (k)'}{hint}, or pick "
+            "other axes")
+
+
+def _axis_title(axis: str) -> str:
+    return axis[len("fields."):] if axis.startswith("fields.") else {"guidance_scale": "guidance"}.get(axis, axis)
+
+
+def write_grids(out: Path, rows: str, cols: str, pages: str | None = None, *,
+                cell_size: int | None = None) -> list[Path]:
+    """Write the grids of ``out`` (PNG plus layout JSON each) and return the PNGs' paths."""
+    out = Path(out)
+    records = load_folder(out).cards
+    if not records:
+        raise GridError(f"{out}: no images on disk to lay out (the ledger records none as done)")
+    rows_axis, cols_axis = axis_name(rows, records), axis_name(cols, records)
+    pages_axis = axis_name(pages, records) if pages else None
+    found = plan_pages(records, rows_axis, cols_axis, pages_axis)
+    base = "-by-".join(_slug(_axis_title(a)) for a in (rows_axis, cols_axis)) + (
+        f"-per-{_slug(_axis_title(pages_axis))}" if pages_axis else "")
+    folder = contained(out, GRIDS_DIR)
+    paths = []
+    for number, page in enumerate(found, start=1):
+        name = f"{base}-{number:03d}" if pages_axis else base
+        image, layout = render(out, page, cell_size)
+        layout.update(rows_axis=_axis_title(rows_axis), cols_axis=_axis_title(cols_axis),
+                      pages_axis=_axis_title(pages_axis) if pages_axis else None, image=f"{name}.png")
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        write_atomic(folder / f"{name}.png", buffer.getvalue(), root=out)
+        write_atomic(folder / f"{name}.json", (json.dumps(layout, indent=1, ensure_ascii=False) + "\n").encode(),
+                     root=out)
+        paths.append(folder / f"{name}.png")
+    if pages_axis:  # pages left from an earlier grid of the same axes with more values
+        pattern = re.compile(re.escape(base) + r"-(\d{3,})\.(png|json)$")
+        for path in folder.iterdir():
+            match = pattern.match(path.name)
+            if match and int(match.group(1)) > len(found):
+                remove(out, path)
+    return paths
+
+
+def list_grids(out: Path) -> list[dict[str, Any]]:
+    """The grids in ``out`` (their layout JSON, with ``image`` relative to ``out``), by name."""
+    folder = Path(out) / GRIDS_DIR
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    grids = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            layout = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(layout, dict) and (folder / str(layout.get("image"))).is_file():
+            grids.append(dict(layout, image=f"{GRIDS_DIR}/{layout['image']}"))
+    return grids
+
+
+# --- drawing -------------------------------------------------------------------------------------
+
+
+def render(out: Path, page: Page, cell_size: int | None) -> tuple[Image.Image, dict[str, Any]]:
+    """The grid image of a page, and its layout (labels, and each cell's box and image)."""
+    pictures = [[_picture(out, record, cell_size) for record in row] for row in page.cells]
+    sizes = [p.size for row in pictures for p in row if p is not None]
+    cell_w = max((w for w, _ in sizes), default=64)
+    cell_h = max((h for _, h in sizes), default=64)
+    font_size = max(11, min(24, cell_w // 14))
+    font, line_h = _font(font_size), font_size + 4
+    label_w = max(cell_w, 160)
+    col_w = max(cell_w, 96)  # a column is at least wide enough for a short label
+    col_lines = [wrap(text, font, col_w - PAD)[:MAX_HEADER_LINES] for text in page.cols]
+    header_h = max((len(lines) for lines in col_lines), default=1) * line_h + 2 * PAD
+    title_h = line_h + 2 * PAD if page.title else 0
+    left, top = label_w + PAD, title_h + header_h
+    width = left + len(page.cols) * (col_w + PAD)
+    height = top + len(page.rows) * (cell_h + PAD)
+    grid = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(grid)
+    if page.title:
+        draw.text((PAD, PAD), page.title, font=font, fill=TEXT)
+    corner = _ellipsis(f"{page.row_axis} \\ {page.col_axis}", font, label_w - 2 * PAD)
+    draw.text((PAD, top - line_h - PAD), corner, font=font, fill=MUTED)
+    for c, lines in enumerate(col_lines):
+        x = left + c * (col_w + PAD)
+        for i, line in enumerate(lines):
+            draw.text((x + (col_w - font.getlength(line)) / 2, title_h + PAD + i * line_h), line, font=font, fill=TEXT)
+    cells: list[list[dict[str, Any] | None]] = []
+    for r, text in enumerate(page.rows):
+        y = top + r * (cell_h + PAD)
+        lines = wrap(text, font, label_w - 2 * PAD)
+        fit = max(1, cell_h // line_h)
+        if len(lines) > fit:
+            lines = lines[: fit - 1] + [_ellipsis(" ".join(lines[fit - 1:]), font, label_w - 2 * PAD)]
+        for i, line in enumerate(lines):
+            draw.text((PAD, y + i * line_h), line, font=font, fill=TEXT)
+        row_cells: list[dict[str, Any] | None] = []
+        for c, (record, picture) in enumerate(zip(page.cells[r], pictures[r])):
+            x = left + c * (col_w + PAD) + (col_w - cell_w) // 2
+            draw.rectangle([x, y, x + cell_w - 1, y + cell_h - 1], fill=CELL_BACKGROUND)
+            if record is None or picture is None:
+                draw.text((x + PAD, y + PAD), "—" if record is None else "unreadable", font=font, fill=MUTED)
+                row_cells.append(None)
+                continue
+            grid.paste(picture, (x, y))
+            row_cells.append({"x": x, "y": y, "width": picture.width, "height": picture.height,
+                              "file": record["file"], "key": record.get("key")})
+        cells.append(row_cells)
+    layout = {"title": page.title, "rows": page.rows, "cols": page.cols, "cell_width": cell_w, "col_width": col_w,
+              "cell_height": cell_h, "label_width": label_w, "header_height": header_h, "top": top, "left": left,
+              "cells": cells}
+    return grid, layout
+
+
+def _picture(out: Path, record: dict[str, Any] | None, cell_size: int | None) -> Image.Image | None:
+    if record is None:
+        return None
+    path = out / record["file"]
+    if cell_size:
+        picture = thumbnail(path, cell_size)
+    else:
+        try:
+            with Image.open(path) as image:
+                picture = image.convert("RGB")
+        except (OSError, ValueError):
+            return None
+    if picture is not None and picture.mode != "RGB":
+        flat = Image.new("RGB", picture.size, CELL_BACKGROUND)
+        flat.paste(picture, mask=picture.getchannel("A") if picture.mode == "RGBA" else None)
+        picture = flat
+    return picture
+
+
+def wrap(text: str, font: Any, width: float) -> list[str]:
+    """``text`` in lines that fit ``width`` pixels, broken between words (inside a word too
+    long for a line)."""
+    lines: list[str] = []
+    line = ""
+    for word in " ".join(str(text).split()).split(" "):
+        candidate = f"{line} {word}".strip()
+        if font.getlength(candidate) <= width:
+            line = candidate
+            continue
+        if line:
+            lines.append(line)
+        while font.getlength(word) > width and len(word) > 1:
+            cut = max(1, next((i for i in range(len(word), 0, -1) if font.getlength(word[:i]) <= width), 1))
+            lines.append(word[:cut])
+            word = word[cut:]
+        line = word
+    if line or not lines:
+        lines.append(line)
+    return lines
+
+
+def _ellipsis(text: str, font: Any, width: float) -> str:
+    if font.getlength(text) <= width:
+        return text
+    while text and font.getlength(text + "…") > width:
+        text = text[:-1]
+    return text.rstrip() + "…"
+
+
+def _font(size: int) -> Any:
+    try:
+        return ImageFont.load_default(size=size)  # FreeType build of Pillow >= 10.1
+    except (TypeError, ImportError, OSError):
+        return ImageFont.load_default()
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "axis"
+
