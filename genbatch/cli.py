@@ -135,7 +135,7 @@ def run(
     guidance: Optional[float] = typer.Option(None, min=0.0, help="Guidance scale for rows without one."),
     width: Optional[int] = typer.Option(None, min=8, help="Width for rows without one (multiple of 8)."),
     height: Optional[int] = typer.Option(None, min=8, help="Height for rows without one (multiple of 8)."),
-    negative: str = typer.Option("", help="Negative prompt for rows without one."),
+    negative: Optional[str] = typer.Option(None, help="Negative prompt for rows without one (default: none, the model's own default)."),
     num_images: int = typer.Option(1, "--num-images", "-n", min=1, help="Images per row for rows without num_images."),
     max_images_per_row: int = typer.Option(
         MAX_IMAGES_PER_ROW, "--max-images-per-row", min=1, help="Refuse rows that ask for more images than this."
@@ -163,6 +163,9 @@ def run(
     wait: bool = typer.Option(False, help="If another run holds --out, wait for it instead of exiting."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     json_: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    offload: str = typer.Option("none", help="torch: none, model or sequential (diffusers' CPU offload, for models larger than the GPU)."),
+    vae_tiling: bool = typer.Option(False, "--vae-tiling", help="torch: decode large images tile by tile (less memory)."),
+    vae_slicing: bool = typer.Option(False, "--vae-slicing", help="torch: decode a batch one image at a time (less memory)."),
 ) -> None:
     """Generate an image for every row (x num_images) of MANIFEST into --out.
 
@@ -200,14 +203,14 @@ def run(
 
 
 def _run_options(manifest: str, out: Path, model: str | None, config: str | None, vae: str | None,
-                 clip_skip: int | None, backend: str, device: str, dtype: str, scheduler: str | None,
-                 providers: str | None, batch_size: str | None, steps: int | None,
-                 guidance: float | None, width: int | None, height: int | None, negative: str, num_images: int,
+                 clip_skip: int | None, backend: str, device: str, dtype: str, scheduler: str | None, providers: str | None, batch_size: str | None, steps: int | None,
+                 guidance: float | None, width: int | None, height: int | None, negative: str | None, num_images: int,
                  seed: int, lora: list[str], prompt_weighting: str, vary: list[str], column: list[str],
                  prompt_column: str | None, set_: list[str], format_: list[str],
                  quality: int, compress_level: int, name_template: str, workers: int | None, limit: int | None,
                  shard: str | None, dry_run: bool, force: bool, skip_invalid: bool, wait: bool, quiet: bool,
-                 max_images_per_row: int, verify: bool, **_: Any) -> Any:
+                 max_images_per_row: int, verify: bool, offload: str = "none", vae_tiling: bool = False,
+                 vae_slicing: bool = False, **_: Any) -> Any:
     """``genbatch run``'s options, checked, as the library's RunOptions."""
     from .runner import RunOptions
 
@@ -222,6 +225,8 @@ def _run_options(manifest: str, out: Path, model: str | None, config: str | None
             scheduler = parse_scheduler(scheduler, "--scheduler")
         except ValueError as err:
             raise GenbatchError(str(err)) from None
+    if offload not in ("none", "model", "sequential"):
+        raise GenbatchError(f"--offload {offload!r}: expected none, model or sequential")
     if num_images > max_images_per_row:
         raise GenbatchError(f"--num-images {num_images} is over the limit of {max_images_per_row} images per row; "
                             "pass --max-images-per-row N to allow more")
@@ -236,6 +241,9 @@ def _run_options(manifest: str, out: Path, model: str | None, config: str | None
         raise GenbatchError(f"--prompt-weighting: {err}") from None
     overrides = parse_assignments(set_, "--set")
     return RunOptions(
+        offload=offload,
+        vae_tiling=vae_tiling,
+        vae_slicing=vae_slicing,
         manifest=manifest,
         out=out,
         format=manifest_format,
@@ -280,7 +288,8 @@ def _print_plan(result: Any, as_json: bool) -> None:
     for warning in result.warnings:
         _err(f"warning: {warning}")
     c = summary.counts
-    models = ", ".join(f"{m['name']} ({m['fingerprint']})" for m in summary.models)
+    models = ", ".join(f"{m['name']} ({m['fingerprint']}; {m['family']}: "
+                       + " ".join(f"{k}={v}" for k, v in m["defaults"].items()) + ")" for m in summary.models)
     print(f"plan: {c.planned} images, {c.already_done} already done, {c.to_generate} to generate in {c.batches} batches")
     print(f"model: {models}; {summary.backend}/{summary.device}/{summary.dtype}; out: {summary.out}")
     if c.skipped:
@@ -302,12 +311,15 @@ def validate(
     column: list[str] = typer.Option([], help="Read a field from another column: --column seed=evaluation_seed."),
     prompt_column: Optional[str] = typer.Option(None, help="The column that holds the prompt."),
     set_: list[str] = typer.Option([], "--set", help="Force a value on every row: --set width=512."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="The model of rows without a model column (default: the embedded model)."),
     json_: bool = typer.Option(False, "--json", help="Print problems as JSON on stdout."),
     max_images_per_row: int = typer.Option(
         MAX_IMAGES_PER_ROW, "--max-images-per-row", min=1, help="Refuse rows that ask for more images than this."
     ),
 ) -> None:
-    """Check a manifest and report every problem as FILE:LINE:COLUMN: message. Loads no model.
+    """Check a manifest and report every problem as FILE:LINE:COLUMN: message, including
+    models that cannot run on the torch backend and values their family does not take.
+    Loads no model.
 
     Exit code 0 if the manifest is valid, 2 if not.
 
@@ -323,6 +335,10 @@ def validate(
     else:
         problems, warnings, rows = manifest_.problems, manifest_.warnings, manifest_.rows
         name, fmt, columns = manifest_.path, manifest_.format, manifest_.columns
+        if not manifest_.fatal_problems:
+            from .families import manifest_problems
+
+            problems = [*problems, *manifest_problems(manifest_, model)]
     images = sum(r.num_images or 1 for r in rows)
     if json_:
         print(json.dumps({
@@ -346,12 +362,16 @@ def validate(
 
 @app.command()
 @user_errors
-def models(json_: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
-    """List the models genbatch can use here without a download: built-ins and the local
-    Hugging Face cache, with their folders."""
+def models(
+    folders: Optional[list[Path]] = typer.Argument(None, help="Model folders to check as well."),
+    json_: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """List the models genbatch can use here without a download: built-ins, the local
+    Hugging Face cache and any FOLDERS, with their family and whether they run on the torch
+    and onnx backends (and why not)."""
     from .models import list_models
 
-    found = list_models()
+    found = list_models(folders or [])
     if json_:
         print(json.dumps(found, indent=2))
         return
@@ -360,6 +380,10 @@ def models(json_: bool = typer.Option(False, "--json", help="Print as JSON.")) -
         state = "" if entry["present"] else " (built on first use)"
         print(f"{mark} {entry['name']:<24} {entry['source']:<10} {entry['path']}{state}")
         print(f"  {'':<24} {entry['description']}")
+        runs = ", ".join(f"{b}: " + ("yes" if entry[b] is True else entry[b]) for b in ("torch", "onnx"))
+        print(f"  {'':<24} family {entry['family']} ({entry['pipeline'] or '?'}); {runs}")
+        if entry.get("notes"):
+            print(f"  {'':<24} {entry['notes']}")
 
 
 @app.command()

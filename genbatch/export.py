@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .errors import GenbatchError, ModelError
+from .families import SD, SDXL, folder_family
 from .models import (
     EXPORT_INFO,
     ModelRef,
@@ -44,7 +45,8 @@ from .safe_write import install_folder, staged_folder
 DEFAULT_OPSET = 17
 EXTERNAL_DATA = "model.onnx_data"
 PROTOBUF_LIMIT = 2**31 - 1 - 64 * 2**20  # 2 GB, less headroom for the graph itself
-SUPPORTED = ("StableDiffusionPipeline",)
+SUPPORTED = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
+XL_COMPONENTS = ("text_encoder_2",)  # an SDXL export's, besides COMPONENTS
 COMPONENTS = ("text_encoder", "unet", "vae_decoder", "vae_encoder")
 # Verification tolerances: component outputs (max abs diff, relative to the output's scale)
 # and end-to-end images (max abs diff in pixel levels, 0-255).
@@ -58,7 +60,7 @@ class VerificationError(GenbatchError):
 
     exit_code = 1
 
-    def __init__(self, message: str, result: "ExportResult"):
+    def __init__(self, message: str, result: ExportResult):
         super().__init__(message)
         self.result = result
 
@@ -94,11 +96,13 @@ def check_supported(model: ModelRef) -> dict[str, Any]:
     cls = str(index.get("_class_name", "?"))
     if is_onnx_export(model.path) or cls.startswith("Onnx"):
         raise ModelError(f"{model.name} ({model.path}) is already an ONNX export; run it with --backend onnx")
-    supported = f"genbatch export supports {', '.join(SUPPORTED)} folders (SD 1.x/2.x architecture)"
-    if "text_encoder_2" in index or "XL" in cls:
-        raise ModelError(f"{model.name}: {cls} (SDXL: two text encoders, added conditioning) cannot be exported "
-                         f"yet; {supported}")
-    missing = [c for c in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if not index.get(c, [None])[0]]
+    supported = f"genbatch export supports {', '.join(SUPPORTED)} folders (SD 1.x/2.x and SDXL)"
+    family = folder_family(model.path)
+    if family is not None and family not in (SD, SDXL):
+        raise ModelError(f"{model.name}: {cls} is a {family.title} pipeline, which genbatch cannot export to ONNX "
+                         f"(run it with --backend torch); {supported}")
+    needed = SDXL.components if family is SDXL else ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+    missing = [c for c in needed if not index.get(c, [None])[0]]
     if cls not in SUPPORTED or missing:
         detail = f" (it has no {', '.join(missing)})" if missing else ""
         raise ModelError(f"{model.name}: {cls} is not supported{detail}; {supported}")
@@ -148,7 +152,7 @@ def export_onnx(model: str | None, out: Path | None = None, *, opset: int = DEFA
         # 1. Components
         result = ExportResult(out=out, model=ref.name, source_fingerprint=ref.fingerprint, opset=opset, fp16=fp16,
                               seconds=0.0)
-        for part in COMPONENTS:
+        for part in components_of(pipe):
             result.components[part] = _export_component(pipe, part, staging, opset=opset, fp16=fp16,
                                                         force_external_data=force_external_data)
         # 2. Configs, tokenizer, scheduler, model_index.json, genbatch.json
@@ -173,25 +177,40 @@ def export_onnx(model: str | None, out: Path | None = None, *, opset: int = DEFA
         return result
 
 
+def components_of(pipe: Any) -> tuple[str, ...]:
+    """The ONNX files an export of ``pipe`` has: SDXL's second text encoder besides SD's four."""
+    return COMPONENTS + (XL_COMPONENTS if is_xl(pipe) else ())
+
+
+def is_xl(pipe: Any) -> bool:
+    return getattr(pipe, "text_encoder_2", None) is not None
+
+
 def _load_pipeline(ref: ModelRef, index: dict[str, Any]) -> Any:
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            pipe = StableDiffusionPipeline.from_pretrained(ref.path, safety_checker=None, feature_extractor=None,
-                                                           requires_safety_checker=False)
+            if index.get("_class_name") == "StableDiffusionXLPipeline":
+                pipe = StableDiffusionXLPipeline.from_pretrained(ref.path)
+            else:
+                pipe = StableDiffusionPipeline.from_pretrained(ref.path, safety_checker=None, feature_extractor=None,
+                                                               requires_safety_checker=False)
     except Exception as err:
         raise ModelError(f"cannot load {ref.name} from {ref.path}: {err}") from err
     unet = pipe.unet.config
     # addition_embed_type "text" is computed from the prompt embeddings the UNet already takes,
-    # so it traces into the graph; other extra conditioning would need inputs the loop lacks.
-    if getattr(unet, "time_cond_proj_dim", None) or getattr(unet, "addition_embed_type", None) not in (None, "text"):
+    # so it traces into the graph; SDXL's "text_time" gets its own inputs (text_embeds, time_ids);
+    # other extra conditioning would need inputs the loop lacks.
+    allowed = ("text_time",) if is_xl(pipe) else (None, "text")
+    if getattr(unet, "time_cond_proj_dim", None) or getattr(unet, "addition_embed_type", None) not in allowed:
         raise ModelError(f"{ref.name}: this UNet takes extra conditioning (time_cond_proj_dim / addition_embed_type), "
                          "which the ONNX export does not carry; SD 1.x/2.x UNets are supported")
     pipe.set_progress_bar_config(disable=True)
-    for part in (pipe.unet, pipe.vae, pipe.text_encoder):
-        part.eval()
+    for part in (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
+        if part is not None:
+            part.eval()
     return pipe
 
 
@@ -222,6 +241,28 @@ def _wrappers(pipe: Any) -> dict[str, tuple[Any, tuple[Any, ...], list[str], lis
         def forward(self, sample: Any, timestep: Any, encoder_hidden_states: Any) -> Any:
             return self.model(sample, timestep, encoder_hidden_states, return_dict=False)[0]
 
+    class TextEncoderXL(torch.nn.Module):
+        """SDXL's encoders: the penultimate hidden states, and the pooled output (the second
+        encoder's projected ``text_embeds`` is the one SDXL uses)."""
+
+        def __init__(self, model: Any):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: Any) -> Any:
+            out = self.model(input_ids=input_ids, output_hidden_states=True)
+            return out.hidden_states[-2], out[0] if out[0].ndim == 2 else out.pooler_output
+
+    class UnetXL(torch.nn.Module):
+        def __init__(self, model: Any):
+            super().__init__()
+            self.model = model
+
+        def forward(self, sample: Any, timestep: Any, encoder_hidden_states: Any, text_embeds: Any,
+                    time_ids: Any) -> Any:
+            return self.model(sample, timestep, encoder_hidden_states, return_dict=False,
+                              added_cond_kwargs={"text_embeds": text_embeds, "time_ids": time_ids})[0]
+
     class VaeDecoder(torch.nn.Module):
         def __init__(self, vae: Any):
             super().__init__()
@@ -247,6 +288,30 @@ def _wrappers(pipe: Any) -> dict[str, tuple[Any, tuple[Any, ...], list[str], lis
     sample = unet.sample_size if isinstance(unet.sample_size, int) else unet.sample_size[0]
     latent = (2, unet.in_channels, sample, sample)
     batch_hw = {0: "batch", 2: "height", 3: "width"}
+    if is_xl(pipe):
+        context = text.hidden_size + pipe.text_encoder_2.config.hidden_size
+        pooled = pipe.text_encoder_2.config.projection_dim
+        ids = (torch.zeros(2, length, dtype=torch.int32),)
+        text_axes = {"input_ids": {0: "batch", 1: "sequence"}, "hidden_states": {0: "batch", 1: "sequence"},
+                     "pooled": {0: "batch"}}
+        return {
+            "text_encoder": (TextEncoderXL(pipe.text_encoder), ids, ["input_ids"], ["hidden_states", "pooled"],
+                             text_axes),
+            "text_encoder_2": (TextEncoderXL(pipe.text_encoder_2), ids, ["input_ids"], ["hidden_states", "pooled"],
+                               text_axes),
+            "unet": (UnetXL(pipe.unet), (torch.randn(latent, generator=g), torch.tensor([999.0, 999.0]),
+                                         torch.randn(2, length, context, generator=g),
+                                         torch.randn(2, pooled, generator=g), torch.full((2, 6), 64.0)),
+                     ["sample", "timestep", "encoder_hidden_states", "text_embeds", "time_ids"], ["out_sample"],
+                     {"sample": batch_hw, "timestep": {0: "batch"},
+                      "encoder_hidden_states": {0: "batch", 1: "sequence"}, "text_embeds": {0: "batch"},
+                      "time_ids": {0: "batch"}, "out_sample": batch_hw}),
+            "vae_decoder": (VaeDecoder(pipe.vae), (torch.randn(1, vae.latent_channels, sample, sample, generator=g),),
+                            ["latent_sample"], ["sample"], {"latent_sample": batch_hw, "sample": batch_hw}),
+            "vae_encoder": (VaeEncoder(pipe.vae),
+                            (torch.randn(1, vae.in_channels, sample * factor, sample * factor, generator=g),),
+                            ["sample"], ["latent_sample"], {"sample": batch_hw, "latent_sample": batch_hw}),
+        }
     return {
         "text_encoder": (TextEncoder(pipe.text_encoder), (torch.zeros(2, length, dtype=torch.int32),),
                          ["input_ids"], ["last_hidden_state", "pooler_output"],
@@ -309,11 +374,14 @@ def _write_configs(ref: ModelRef, index: dict[str, Any], staging: Path) -> None:
     import diffusers
 
     src = ref.path
+    xl = index.get("_class_name") == "StableDiffusionXLPipeline"
     for part, config in (("text_encoder", "text_encoder"), ("unet", "unet"), ("vae_decoder", "vae"),
-                         ("vae_encoder", "vae")):
-        if (src / config / "config.json").is_file():
+                         ("vae_encoder", "vae"), ("text_encoder_2", "text_encoder_2")):
+        if (src / config / "config.json").is_file() and (staging / part).is_dir():
             shutil.copy2(src / config / "config.json", staging / part / "config.json")
     shutil.copytree(src / "tokenizer", staging / "tokenizer")
+    if xl:
+        shutil.copytree(src / "tokenizer_2", staging / "tokenizer_2")
     shutil.copytree(src / "scheduler", staging / "scheduler")
     model_index = {
         "_class_name": "OnnxStableDiffusionPipeline",
@@ -328,6 +396,10 @@ def _write_configs(ref: ModelRef, index: dict[str, Any], staging: Path) -> None:
         "vae_decoder": ["diffusers", "OnnxRuntimeModel"],
         "vae_encoder": ["diffusers", "OnnxRuntimeModel"],
     }
+    if xl:  # genbatch's own layout: diffusers has no ONNX SDXL pipeline
+        model_index.update({"_class_name": "OnnxStableDiffusionXLPipeline",
+                            "text_encoder_2": ["diffusers", "OnnxRuntimeModel"], "tokenizer_2": index["tokenizer_2"],
+                            "force_zeros_for_empty_prompt": index.get("force_zeros_for_empty_prompt", True)})
     (staging / "model_index.json").write_text(json.dumps(model_index, indent=2) + "\n", encoding="utf-8")
     own = {}
     if (src / "genbatch.json").is_file():
@@ -344,7 +416,8 @@ def _check_complete(folder: Path) -> None:
     from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
     missing = []
-    for part in COMPONENTS:
+    xl = (folder / "tokenizer_2").is_dir()
+    for part in COMPONENTS + (XL_COMPONENTS if xl else ()):
         path = folder / part / "model.onnx"
         if not path.is_file() or path.stat().st_size == 0:
             missing.append(f"{part}/model.onnx")
@@ -408,12 +481,18 @@ def verify_export(pipe: Any, folder: Path, ref: ModelRef, *, fp16: bool) -> dict
     ids = pipe.tokenizer(VERIFY_PROMPTS + [""], padding="max_length", max_length=pipe.tokenizer.model_max_length,
                          truncation=True, return_tensors="pt").input_ids
     other = max(8, sample // 2 + 8)  # a latent size other than the traced one
+    context = pipe.text_encoder.config.hidden_size
+    unet_extra: dict[str, Any] = {}
+    if is_xl(pipe):
+        context += pipe.text_encoder_2.config.hidden_size
+        unet_extra = {"text_embeds": torch.randn(3, pipe.text_encoder_2.config.projection_dim, generator=g),
+                      "time_ids": torch.tensor([[64.0, 64.0, 0.0, 0.0, 64.0, 64.0]] * 3)}
     inputs = {
         "text_encoder": {"input_ids": ids.to(torch.int32)},
+        **({"text_encoder_2": {"input_ids": ids.to(torch.int32)}} if is_xl(pipe) else {}),
         "unet": {"sample": torch.randn(3, unet.in_channels, other, sample, generator=g),
                  "timestep": torch.tensor([999.0, 500.0, 1.0]),
-                 "encoder_hidden_states": torch.randn(3, ids.shape[1], pipe.text_encoder.config.hidden_size,
-                                                      generator=g)},
+                 "encoder_hidden_states": torch.randn(3, ids.shape[1], context, generator=g), **unet_extra},
         "vae_decoder": {"latent_sample": torch.randn(3, vae.latent_channels, sample, other, generator=g)},
         "vae_encoder": {"sample": torch.rand(3, vae.in_channels, sample * factor, sample * factor, generator=g) * 2 - 1},
     }
@@ -445,8 +524,10 @@ def _verify_images(pipe: Any, folder: Path, ref: ModelRef, tolerance: float) -> 
     factor = pipe.vae_scale_factor
     latents = initial_latents(VERIFY_SEEDS, pipe.unet.config.in_channels, height // factor, width // factor)
     with torch.inference_mode():
+        # the same latents diffusers draws from these generators (SDXL draws them itself)
         expected = pipe(prompt=VERIFY_PROMPTS, negative_prompt=[""] * len(VERIFY_PROMPTS), num_inference_steps=steps,
-                        guidance_scale=guidance, height=height, width=width, latents=latents,
+                        guidance_scale=guidance, height=height, width=width,
+                        latents=None if is_xl(pipe) else latents,
                         generator=[torch.Generator("cpu").manual_seed(s) for s in VERIFY_SEEDS],
                         output_type="np").images
     onnx_run = OnnxGenerator(folder, name=ref.name, device="cpu")

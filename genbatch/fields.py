@@ -92,6 +92,10 @@ FIELDS: tuple[Field, ...] = (
     # A1111 emphasis syntax, (word:1.3) and [word] (genbatch.prompt_weighting); None when off.
     Field("prompt_weighting", "choice", ("prompt_weighting",), option="--prompt-weighting", choices=("a1111", "off"),
           key=True, group=True, off="off"),
+    # T5/Gemma prompt length of SD3, Flux, PixArt and Sana (a model's genbatch.json, else the pipeline's).
+    Field("max_sequence_length", "int", ("max_sequence_length",), lo=1, key=True, group=True),
+    # The model's diffusers family (genbatch.families); its fingerprint is already in the key.
+    Field("family", "name"),
     Field("num_images", "int", ("num_images", "n"), lo=1, option="--num-images", job=False),
     Field("id", "name", ("id", "name"), job=False),
     Field("model", "name", ("model",), option="--model", job=False),

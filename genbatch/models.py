@@ -27,8 +27,6 @@ from .safe_write import install_folder, staged_folder
 PACKAGE_MODELS = Path(__file__).parent / "models"
 TINY_RANDOM = "tiny-random"
 SHAPES = "shapes"
-FALLBACK_STEPS = 30
-FALLBACK_GUIDANCE = 7.5
 _HASH_CHUNK = 1 << 20
 EXPORT_INFO = "genbatch_export.json"  # written by genbatch export beside an ONNX export
 
@@ -64,6 +62,13 @@ class ModelRef:
         if self.vae is not None:
             found["vae"] = self.vae.name
         return found
+    @property
+    def family(self) -> str:
+        """Its diffusers family (genbatch.families), ``"?"`` where genbatch knows none."""
+        from .families import folder_family
+
+        found = folder_family(self.path)
+        return found.name if found else "?"
 
 
 def builtin_names() -> list[str]:
@@ -216,24 +221,15 @@ def read_json(path: Path) -> dict[str, Any]:
 def read_defaults(path: Path) -> dict[str, Any]:
     """Steps, guidance, size and scheduler a model is meant to run at.
 
-    ``genbatch.json`` in the folder wins; otherwise the size comes from the UNet's sample
-    size times the VAE's downsampling, and steps/guidance from common SD practice.
+    ``genbatch.json`` in the folder wins; otherwise the model's family says
+    (:func:`genbatch.families.folder_defaults`: its denoiser's sample size times the VAE's
+    downsampling, and the family's usual steps and guidance).
     """
+    from .families import folder_defaults
+
     own = read_json(path / "genbatch.json")
     scheduler = read_json(path / "scheduler" / "scheduler_config.json").get("_class_name")
-    unet = read_json(path / "unet" / "config.json")
-    vae = read_json(path / "vae" / "config.json") or read_json(path / "vae_decoder" / "config.json")
-    factor = vae_scale_factor(vae)
-    sample = unet.get("sample_size", 64)
-    sample = sample[0] if isinstance(sample, (list, tuple)) else sample
-    defaults = {
-        "steps": FALLBACK_STEPS,
-        "guidance_scale": FALLBACK_GUIDANCE,
-        "width": int(sample) * factor,
-        "height": int(sample) * factor,
-        "scheduler": scheduler,
-        "description": "",
-    }
+    defaults = {**folder_defaults(path), "scheduler": scheduler, "description": ""}
     defaults.update({k: v for k, v in own.items() if v is not None})
     if "timesteps" in own:
         train_steps = read_json(path / "scheduler" / "scheduler_config.json").get("num_train_timesteps", 1000)
@@ -270,9 +266,17 @@ def read_timesteps(source: Path, value: Any, train_steps: int) -> dict[int, tupl
     return found
 
 
-def list_models() -> list[dict[str, Any]]:
-    """Models genbatch can use here without a download: built-ins and the local HF cache."""
+def list_models(folders: list[Path] | tuple[Path, ...] = ()) -> list[dict[str, Any]]:
+    """Models genbatch can use here without a download: built-ins, the local HF cache and
+    ``folders``, each with its family and whether it runs on torch and on onnx
+    (:func:`genbatch.families.runs_on`: True, or the reason it does not)."""
+    from .families import runs_on
+
     found: list[dict[str, Any]] = []
+    for folder in folders:
+        ref = resolve_model(str(folder))
+        found.append({"name": ref.name, "source": "local", "path": str(ref.path), "present": True, "default": False,
+                      "description": ref.defaults.get("description") or "diffusers pipeline folder"})
     for name in builtin_names():
         path = _shapes_path() if name == SHAPES else genbatch_home() / "models" / TINY_RANDOM
         defaults = read_defaults(path) if path and path.exists() else {}
@@ -306,6 +310,12 @@ def list_models() -> list[dict[str, Any]]:
                 )
     except Exception:  # no cache folder yet, or an unreadable one: nothing to list
         pass
+    for entry in found:
+        path = Path(entry["path"])
+        # the built-ins are SD pipelines, also before tiny-random is first built
+        entry.update(runs_on(path) if entry["present"] else
+                     {"family": "sd", "pipeline": "StableDiffusionPipeline", "torch": True,
+                      "onnx": "after genbatch export --to onnx", "notes": ""})
     return found
 
 

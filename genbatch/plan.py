@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Iterable
 
+from . import families
 from . import image_formats as formats
 from .echo import shown, shown_bare
-from .errors import GenbatchError, ModelError
+from .errors import GenbatchError, ManifestError, ModelError
 from .fields import (BY_NAME, GROUP_FIELDS, JOB_FIELDS, MAX_SEED, ROW_FIELDS, Values, key_values, record_values,
                      template_values)
 from .manifest import Manifest, Row
@@ -44,7 +45,7 @@ class Defaults:
     guidance_scale: float | None = None
     width: int | None = None
     height: int | None = None
-    negative_prompt: str = ""
+    negative_prompt: str | None = None  # None: the model's own default (genbatch.families.job_negative)
     num_images: int = 1
     clip_skip: int | None = None
     seed: int = 0  # the base seed that rows without a seed derive theirs from
@@ -81,8 +82,15 @@ class Job(Values):
 
     @property
     def group(self) -> tuple[Any, ...]:
-        """Jobs with the same group can share a batch."""
-        return (self.model.fingerprint, str(self.model.path), *(self.values[name] for name in GROUP_FIELDS))
+        """Jobs with the same group can share a batch (one pipeline call cannot mix jobs with and
+        without a negative prompt)."""
+        return (self.model.fingerprint, str(self.model.path), *(self.values[name] for name in GROUP_FIELDS),
+                self.values["negative_prompt"] is None)
+
+    @property
+    def call(self) -> dict[str, Any]:
+        """What the model's pipeline is called with for this image, the generator aside."""
+        return families.recorded_call(self)
 
     def params(self) -> dict[str, Any]:
         """The generation fields that are set, as the ledger and image metadata record them."""
@@ -128,6 +136,7 @@ def expand_jobs(
     Rows with the same ``index`` (one manifest row varied by ``--vary``) share its seed."""
     jobs: list[Job] = []
     occurrences: dict[str, int] = {}
+    family_of: dict[Any, str] = {}
     row_seeds: dict[int, int] = {}
     for row in rows:
         model = models[row.model]
@@ -159,6 +168,8 @@ def expand_jobs(
         # A row's sampler, else --scheduler, else the model's own: a class and its options.
         requested = row.scheduler or target.scheduler
         values["scheduler"], values["scheduler_options"] = resolve_scheduler(requested, model.scheduler)
+        values["family"] = family_of.get(model.path) or family_of.setdefault(model.path, model.family)
+        values["negative_prompt"] = families.job_negative(model.path, values["negative_prompt"])
         # A model's own timesteps go with its own scheduler; --scheduler picks another's spacing too.
         if keeps_own_scheduler(requested and values["scheduler"], model.scheduler) and not values["scheduler_options"]:
             values["timesteps"] = model.defaults.get("timesteps", {}).get(values["steps"])
@@ -240,6 +251,10 @@ def make_plan(manifest: Manifest, options: RunOptions) -> Plan:
     jobs = expand_jobs(manifest.rows, models, options.defaults, Target(options.backend, dtype, options.scheduler),
                        loras)
     check_torch_only(jobs, options.backend)
+    if options.backend == "torch":  # before any model loads: models that cannot run, options they do not take
+        problems = families.plan_problems(jobs, manifest.path, manifest.columns)
+        if problems:
+            raise ManifestError(problems)
     assign_file_names(jobs, options.name_template, options.image_format)
     selected = select(jobs, options.shard, options.limit)
     used = {id(j.model): j.model for j in selected}

@@ -73,6 +73,9 @@ class RunOptions:
     engine: str = "local"
     max_images_per_row: int = MAX_IMAGES_PER_ROW
     verify: bool = False  # hash the done images; a changed one is not done
+    offload: str = "none"  # torch: none, model or sequential (diffusers' CPU offload)
+    vae_tiling: bool = False  # torch: decode large images tile by tile
+    vae_slicing: bool = False  # torch: decode a batch one image at a time
 
     def fixed_batch_size(self, device: str) -> int | None:
         """The batch size asked for, or None for auto (the default on a GPU)."""
@@ -87,8 +90,10 @@ class RunOptions:
         raise GenbatchError(f"--batch-size {self.batch_size!r}: expected a whole number >= 1 or auto")
 
     def backend_options(self, device: str, dtype: str) -> BackendOptions:
+        extra = ({"offload": self.offload, "vae_tiling": self.vae_tiling, "vae_slicing": self.vae_slicing}
+                 if self.backend == "torch" else {})
         return BackendOptions(device=device, dtype=dtype, scheduler=self.scheduler,
-                              providers=tuple(self.providers) if self.providers else None)
+                              providers=tuple(self.providers) if self.providers else None, extra=extra)
 
     def encoding(self) -> Encoding:
         return Encoding(fmt=image_format(self.image_format).name, quality=self.quality,
@@ -169,6 +174,12 @@ def _dry_run(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResult:
     return RunResult(EXIT_OK, summary, plan, pending, manifest.warnings)
 
 
+def model_defaults(model: Any) -> dict[str, Any]:
+    """What a job of this model runs at where neither its row nor a run option says."""
+    return {k: model.defaults[k] for k in ("steps", "guidance_scale", "width", "height", "max_sequence_length")
+            if model.defaults.get(k) is not None}
+
+
 def _done(out: Path, options: RunOptions, mismatched: Callable[[str], None]) -> dict[str, dict[str, Any]]:
     """The done records of ``out``; with ``--verify`` only those whose image still has its
     recorded sha256 (the others are passed to ``mismatched``)."""
@@ -188,8 +199,8 @@ def _summary(options: RunOptions, manifest: Manifest, plan: Plan, pending: list[
         counts=Counts(planned=len(plan.jobs), already_done=len(plan.jobs) - len(pending), to_generate=len(pending),
                       batches=len(make_batches(pending, options.fixed_batch_size(plan.device) or 8)) if pending else 0,
                       skipped=len(manifest.skipped), not_run=len(pending)),
-        models=[{"name": m.name, "path": str(m.path), "fingerprint": m.fingerprint, "source": m.source}
-                for m in plan.models],
+        models=[{"name": m.name, "path": str(m.path), "fingerprint": m.fingerprint, "source": m.source,
+                 "family": m.family, "defaults": model_defaults(m)} for m in plan.models],
         backend=options.backend, engine=options.engine, device=plan.device, dtype=plan.dtype,
         batch_size=options.fixed_batch_size(plan.device) or "auto", command=command_line(),
         settings={

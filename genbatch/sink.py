@@ -43,7 +43,7 @@ def job_record(job: Job, *, run_id: str, manifest: str, dtype: str, batch: Batch
     less ``fields`` and ``run_id``, it is also the metadata embedded in the image."""
     return {
         "key": job.key, "index": job.index, "row": job.row.index, "line": job.row.line, "manifest": manifest,
-        "k": job.k, "id": job.row.id, **job.params(),
+        "k": job.k, "id": job.row.id, **job.params(), "call": job.call,
         "model": job.model.name, "model_path": str(job.model.path), "model_fingerprint": job.model.fingerprint,
         **job.model.record(),
         "backend": job.backend, "device": batch.device, "dtype": dtype, "batch_size": batch.batch_size,

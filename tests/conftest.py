@@ -37,3 +37,19 @@ def tiny_model(genbatch_home: Path) -> Path:
             os.environ.pop("GENBATCH_HOME", None)
         else:
             os.environ["GENBATCH_HOME"] = previous
+
+
+@pytest.fixture(scope="session")
+def tiny_family(genbatch_home: Path):
+    """``tiny_family("flux")``: the folder of a tiny random pipeline of that family
+    (genbatch.tiny_models), built once per session."""
+    from genbatch.tiny_models import build_tiny
+
+    built: dict[str, Path] = {}
+
+    def folder(family: str) -> Path:
+        if family not in built:
+            built[family] = build_tiny(family, genbatch_home / "tiny-families" / family)
+        return built[family]
+
+    return folder

@@ -87,11 +87,13 @@ def test_ledger_torn_by_a_kill_is_repaired(tmp_path, standin, tiny_model):
 
 
 def test_a_model_that_fails_to_load_leaves_no_trace(tmp_path):
-    # a model folder with a UNet config but no weights: from_pretrained fails
+    # a model folder naming every SD component, with a UNet config but no weights: from_pretrained fails
     broken = tmp_path / "broken"
     (broken / "unet").mkdir(parents=True)
     (broken / "model_index.json").write_text(json.dumps(
-        {"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}))
+        {"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
+         "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
+         "tokenizer": ["transformers", "CLIPTokenizer"], "scheduler": ["diffusers", "DDIMScheduler"]}))
     (broken / "unet" / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel"}))
     manifest = tmp_path / "p.txt"
     manifest.write_text("a red circle\n")

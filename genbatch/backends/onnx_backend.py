@@ -15,8 +15,9 @@ does not depend on the batch it ran in.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -83,7 +84,7 @@ class OnnxBackend:
                                 "genbatch export --to onnx --fp16)")
         return device, dtype
 
-    def load(self, model: ModelRef, options: BackendOptions) -> "OnnxGenerator":
+    def load(self, model: ModelRef, options: BackendOptions) -> OnnxGenerator:
         if model.checkpoint is not None or model.vae is not None:
             raise ModelError(f"{model.name}: a single-file checkpoint or --vae runs on --backend torch; "
                              "for onnx, export a diffusers folder (genbatch export --to onnx)")
@@ -115,9 +116,9 @@ class OnnxGenerator:
         if dtype not in ("auto", exported):
             raise ModelError(f"{name} is an {exported} export; --dtype {dtype} needs another export "
                              f"(genbatch export --to onnx{' --fp16' if dtype == 'fp16' else ''}), or leave --dtype auto")
-        if (path / "text_encoder_2" / "model.onnx").exists():
-            raise ModelError(f"{name}: SDXL exports (two text encoders) are not supported; the onnx backend runs "
-                             "SD 1.x/2.x-architecture exports")
+        # SDXL: a second text encoder, pooled embeddings and size conditioning (time ids)
+        self.xl = (path / "text_encoder_2" / "model.onnx").exists()
+        self.force_zeros = bool(read_json(path / "model_index.json").get("force_zeros_for_empty_prompt", True))
         quiet_hf_libraries()
         import diffusers
         from transformers import CLIPTokenizer
@@ -133,13 +134,14 @@ class OnnxGenerator:
             self.sessions = {
                 part: ort.InferenceSession(str(path / part / "model.onnx"), sess_options=options,
                                            providers=provider_args)
-                for part in ("text_encoder", "unet", "vae_decoder")
+                for part in ("text_encoder", "unet", "vae_decoder") + (("text_encoder_2",) if self.xl else ())
             }
         except Exception as err:
             raise ModelError(f"cannot load the ONNX export {path}: {err}") from err
         self.providers = self.sessions["unet"].get_providers()
         try:
             self.tokenizer = CLIPTokenizer.from_pretrained(path / "tokenizer")
+            self.tokenizer_2 = CLIPTokenizer.from_pretrained(path / "tokenizer_2") if self.xl else None
             config = read_json(path / "scheduler" / "scheduler_config.json")
             scheduler_cls = getattr(diffusers, config.get("_class_name", ""), None)
             if scheduler_cls is None:
@@ -201,7 +203,11 @@ class OnnxGenerator:
 
         guided = guidance_scale > 1.0
         # 1. Encode the prompts (negative first, as diffusers concatenates them)
-        embeddings = self._encode(list(negative_prompts) + list(prompts) if guided else list(prompts))
+        extra: dict[str, np.ndarray] = {}
+        if self.xl:
+            embeddings, extra = self._encode_xl(list(prompts), list(negative_prompts), guided, height, width)
+        else:
+            embeddings = self._encode(list(negative_prompts) + list(prompts) if guided else list(prompts))
         # 2. Timesteps and the per-image initial latents, scaled by the scheduler
         scheduler = self.scheduler
         if timesteps:
@@ -218,7 +224,7 @@ class OnnxGenerator:
         if "generator" in accepted:
             step_kwargs["generator"] = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         # 4. Denoising loop
-        unet = _UnetRunner(self, embeddings)
+        unet = _UnetRunner(self, embeddings, extra)
         for t in scheduler.timesteps:
             model_input = torch.cat([latents] * 2) if guided else latents
             model_input = scheduler.scale_model_input(model_input, t)
@@ -237,6 +243,33 @@ class OnnxGenerator:
                              truncation=True, return_tensors="np").input_ids
         return self._run("text_encoder", {"input_ids": ids})[0]
 
+    def _encode_xl(self, prompts: list[str], negatives: list[str | None], guided: bool, height: int,
+                   width: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """As ``StableDiffusionXLPipeline.encode_prompt``: both encoders' penultimate hidden
+        states side by side, the second's pooled projection, and the size conditioning
+        (original size, crop 0,0, target size). No negative prompt with
+        ``force_zeros_for_empty_prompt``: zeros instead of the encoded ``""``."""
+        def encode(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+            hidden, pooled = [], None
+            for part, tokenizer in (("text_encoder", self.tokenizer), ("text_encoder_2", self.tokenizer_2)):
+                ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                                return_tensors="np").input_ids
+                states, pooled = self._run(part, {"input_ids": ids})[:2]
+                hidden.append(states)
+            return np.concatenate(hidden, axis=-1), pooled
+
+        embeddings, pooled = encode(prompts)
+        time_ids = np.tile(np.array([[height, width, 0, 0, height, width]], dtype=np.float32), (len(prompts), 1))
+        if guided:
+            if all(n is None for n in negatives) and self.force_zeros:
+                negative, negative_pooled = np.zeros_like(embeddings), np.zeros_like(pooled)
+            else:
+                negative, negative_pooled = encode([n or "" for n in negatives])
+            embeddings = np.concatenate([negative, embeddings])
+            pooled = np.concatenate([negative_pooled, pooled])
+            time_ids = np.concatenate([time_ids, time_ids])
+        return embeddings, {"text_embeds": pooled, "time_ids": time_ids}
+
     def _run(self, part: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         types = self.types[part]
         outputs = self.sessions[part].run(None, {k: v.astype(types[k], copy=False) for k, v in feeds.items()})
@@ -251,11 +284,13 @@ class _UnetRunner:
     (IO binding) instead of once per step; the latents come back to the CPU for the
     scheduler, which is a diffusers (torch) object."""
 
-    def __init__(self, generator: OnnxGenerator, embeddings: np.ndarray):
+    def __init__(self, generator: OnnxGenerator, embeddings: np.ndarray, extra: dict[str, np.ndarray] | None = None):
         self.g = generator
         self.session = generator.sessions["unet"]
         self.types = generator.types["unet"]
         self.embeddings = embeddings.astype(self.types["encoder_hidden_states"], copy=False)
+        # SDXL's pooled embeddings and time ids: constant through the loop, like the embeddings
+        self.extra = {k: v.astype(self.types[k], copy=False) for k, v in (extra or {}).items()}
         self.bound = None
         if generator.io_device:
             import onnxruntime as ort
@@ -267,12 +302,14 @@ class _UnetRunner:
         timestep = np.full((sample.shape[0],), t, dtype=self.types["timestep"])
         if self.bound is None:
             out = self.session.run(None, {"sample": sample, "timestep": timestep,
-                                          "encoder_hidden_states": self.embeddings})[0]
+                                          "encoder_hidden_states": self.embeddings, **self.extra})[0]
         else:
             binding = self.session.io_binding()
             binding.bind_cpu_input("sample", sample)
             binding.bind_cpu_input("timestep", timestep)
             binding.bind_ortvalue_input("encoder_hidden_states", self.bound)
+            for name, value in self.extra.items():
+                binding.bind_cpu_input(name, value)
             binding.bind_output(self.g.unet_output, self.g.io_device, self.g.device_id)
             self.session.run_with_iobinding(binding)
             out = binding.copy_outputs_to_cpu()[0]

@@ -1,17 +1,22 @@
-"""PyTorch backend: any diffusers text-to-image pipeline, loaded with ``from_pretrained``."""
+"""PyTorch backend: diffusers text-to-image pipelines, loaded with ``from_pretrained``.
+
+What differs between families (SD, SDXL, SD3, Flux, PixArt, Sana, the generic path) is
+in :mod:`genbatch.families`; this module loads, places and calls the pipeline.
+"""
 
 from __future__ import annotations
 
 import inspect
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import GenbatchError, ModelError
-from ..latents import initial_latents
+from ..families import call_kwargs, detect, negative_groups
 from ..lora import apply_set as apply_lora_set
-from ..models import ModelRef, is_onnx_export, keeps_own_scheduler
+from ..models import ModelRef, keeps_own_scheduler
 from ..a1111 import clip_skip_kwargs
 from ..checkpoints import load_pipeline
 from ..samplers import SchedulerCache, build as build_scheduler
@@ -77,6 +82,9 @@ def torch_dtype(name: str):
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
+OFFLOAD = ("none", "model", "sequential")
+
+
 class TorchBackend:
     name = "torch"
 
@@ -84,8 +92,35 @@ class TorchBackend:
         resolved = resolve_torch_device(device)
         return resolved, resolve_dtype(resolved, dtype)
 
-    def load(self, model: ModelRef, options: BackendOptions) -> "TorchGenerator":
-        return TorchGenerator(model, device=options.device, dtype=options.dtype, scheduler=options.scheduler)
+    def load(self, model: ModelRef, options: BackendOptions) -> TorchGenerator:
+        """``options.extra``: ``offload`` (none, model, sequential), ``vae_tiling``, ``vae_slicing``."""
+        extra = options.extra
+        return TorchGenerator(model, device=options.device, dtype=options.dtype, scheduler=options.scheduler,
+                              offload=extra.get("offload"), vae_tiling=bool(extra.get("vae_tiling")),
+                              vae_slicing=bool(extra.get("vae_slicing")))
+
+
+def scheduler_class(name: str, current: Any) -> Any:
+    """The diffusers scheduler class ``--scheduler name`` asks for; one line naming the
+    package to install where it needs one that is missing (DPMSolverSDEScheduler: torchsde)."""
+    import diffusers
+
+    cls = getattr(diffusers, name, None)
+    if cls is None or not hasattr(cls, "from_config"):
+        compatible = sorted(c.__name__ for c in getattr(current, "compatibles", []))
+        raise GenbatchError(f"--scheduler {name!r}: not a diffusers scheduler; this model accepts: "
+                            + ", ".join(compatible))
+    missing = [b for b in getattr(cls, "_backends", []) if b != "torch" and not _installed(b)]
+    if missing:  # diffusers' placeholder for a scheduler whose package is not installed
+        raise GenbatchError(f"--scheduler {name} needs the Python package {missing[0]}, which is not installed: "
+                            f"pip install {missing[0]}")
+    return cls
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 def swap_scheduler(current: Any, name: str | None) -> Any:
@@ -110,28 +145,33 @@ def check_own_timesteps(own: Any, name: str | None, defaults: dict[str, Any], pa
 class TorchGenerator:
     backend = "torch"
 
-    def __init__(self, model: ModelRef, *, device: str, dtype: str, scheduler: str | None):
+    def __init__(self, model: ModelRef, *, device: str, dtype: str, scheduler: str | None, offload: str | None = None,
+                 vae_tiling: bool = False, vae_slicing: bool = False):
         quiet_hf_libraries()
         import torch
 
-        if is_onnx_export(model.path):
-            raise ModelError(f"{model.path} is an ONNX export; run it with --backend onnx")
-        self.device, self.dtype, self.model = device, dtype, model
+        offload = offload or "none"
+        if offload not in OFFLOAD:
+            raise GenbatchError(f"--offload {offload!r}: expected {', '.join(OFFLOAD)}")
+        family = detect(model.path)  # before loading: a refused pipeline costs no load
+        self.device, self.dtype, self.model, self.family = device, dtype, model, family
+        self.options = {"offload": offload, "vae_tiling": vae_tiling, "vae_slicing": vae_slicing}
         try:
             with warnings.catch_warnings():  # newer diffusers renames torch_dtype; both work
                 warnings.simplefilter("ignore", FutureWarning)
                 pipe = load_pipeline(model, torch_dtype(dtype))  # a folder, or a single file (+ --vae)
         except Exception as err:
             raise ModelError(f"cannot load {model.name} from {model.path}: {err}") from err
-        if not hasattr(pipe, "unet") or not hasattr(pipe, "vae"):
-            raise ModelError(f"{model.name}: {type(pipe).__name__} is not a text-to-image pipeline with a UNet "
-                             "and a VAE, which the torch backend runs")
         check_own_timesteps(pipe.scheduler, scheduler, model.defaults, model.path)
         pipe.scheduler = swap_scheduler(pipe.scheduler, scheduler)
         self.schedulers = SchedulerCache(pipe.scheduler)  # a batch's own sampler (a manifest column)
         pipe.set_progress_bar_config(disable=True)
-        pipe.to(device)
-        if device.startswith("cuda"):
+        place(pipe, device, offload)
+        if vae_tiling:
+            pipe.vae.enable_tiling()
+        if vae_slicing:
+            pipe.vae.enable_slicing()
+        if device.startswith("cuda") and offload == "none" and hasattr(pipe, "unet"):
             pipe.unet.to(memory_format=torch.channels_last)
         self.pipe = pipe
         self.scheduler_name = type(pipe.scheduler).__name__
@@ -139,38 +179,36 @@ class TorchGenerator:
     def describe(self) -> dict[str, Any]:
         import torch
 
-        facts: dict[str, Any] = {"pipeline": type(self.pipe).__name__, "scheduler": self.scheduler_name}
+        facts: dict[str, Any] = {"pipeline": type(self.pipe).__name__, "family": self.family.name,
+                                 "scheduler": self.scheduler_name, **self.options}
         if self.device.startswith("cuda"):
             facts["gpu"] = torch.cuda.get_device_name(torch.device(self.device))
         return facts
 
     def generate(self, jobs: Sequence[Any]) -> list[GeneratedImage]:
+        """Images for jobs that share settings, in their order. A batch that mixes jobs with and
+        without a negative prompt is two pipeline calls (one call cannot mix them). An exception
+        fails the whole batch; the engine then retries its jobs one at a time."""
+        by_job = {id(image.job): image for group in negative_groups(jobs) for image in self._generate(group)}
+        return [by_job[id(job)] for job in jobs]
+
+    def _generate(self, jobs: Sequence[Any]) -> list[GeneratedImage]:
         import torch
 
         first = jobs[0]
         self.pipe.scheduler = self.schedulers.get(first.scheduler, first.scheduler_options)
-        factor = self.pipe.vae_scale_factor
-        latents = initial_latents(
-            [j.seed for j in jobs], self.pipe.unet.config.in_channels, first.height // factor, first.width // factor
-        ).to(self.device, torch_dtype(self.dtype))
-        # Ancestral/SDE schedulers draw noise at each step: one CPU generator per image keeps
-        # that per-image too.
+        # One CPU generator per image: the pipeline draws each image's initial noise (and an
+        # ancestral scheduler its per-step noise) from the image's own seed, so an image is
+        # the same alone or in a batch, and the same as plain diffusers gives for its seed.
         generators = [torch.Generator("cpu").manual_seed(j.seed) for j in jobs]
-        apply_lora_set(self.pipe, first.values.get("lora"))  # genbatch.lora: the batch's LoRA set, or none
+        if hasattr(self.pipe.scheduler, "noise_sampler_seed"):  # DPMSolverSDEScheduler's Brownian tree
+            self.pipe.scheduler.noise_sampler_seed = [j.seed for j in jobs]
+        apply_lora_set(self.pipe, jobs[0].values.get("lora"))  # genbatch.lora: the batch's LoRA set, or none
+        call = call_kwargs(self.family, self.pipe, jobs, generators)
+        texts = {name: call.pop(name) for name in ("prompt", "negative_prompt") if name in call}
         with torch.inference_mode():
-            out = self.pipe(
-                **weighted_call(self.pipe, jobs, {"prompt": [j.prompt for j in jobs],  # genbatch.prompt_weighting
-                                                  "negative_prompt": [j.negative_prompt for j in jobs]}),
-                num_inference_steps=first.steps,
-                timesteps=list(first.timesteps) if first.timesteps else None,
-                guidance_scale=first.guidance_scale,
-                height=first.height,
-                width=first.width,
-                latents=latents,
-                generator=generators,
-                output_type="np",
-                **clip_skip_kwargs(self.pipe, first.clip_skip),
-            )
+            out = self.pipe(**weighted_call(self.pipe, jobs, texts), **call,  # genbatch.prompt_weighting
+                            **clip_skip_kwargs(self.pipe, first.clip_skip))
         pixels, errors = to_uint8(out.images)
         flagged = getattr(out, "nsfw_content_detected", None) or [False] * len(jobs)
         results = []
@@ -190,3 +228,14 @@ class TorchGenerator:
     def close(self) -> None:
         self.pipe = None
         self.release_memory()
+
+
+def place(pipe: Any, device: str, offload: str) -> None:
+    """Move the pipeline to ``device``, or let diffusers move each model there when it runs
+    (``model``: one component at a time; ``sequential``: one layer at a time, slowest, least memory)."""
+    if offload == "none" or device == "cpu":
+        pipe.to(device)
+    elif offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.enable_sequential_cpu_offload(device=device)
