@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 import typer
 
 from . import __version__
+from .a1111 import READINGS
 from .echo import shown, shown_bare
 from .errors import EXIT_SIGINT, EXIT_USAGE, GenbatchError, ManifestError
 from .fields import text_value
@@ -20,6 +21,7 @@ from .image_formats import BY_EXTENSION as IMAGE_FORMATS
 from .axes import parse_axes
 from .manifest import FORMATS, MAX_IMAGES_PER_ROW, parse_assignments, parse_value, read_manifest
 from .plan import DEFAULT_NAME_TEMPLATE, Defaults, parse_shard
+from .samplers import parse_scheduler
 
 app = typer.Typer(
     add_completion=False,
@@ -123,7 +125,10 @@ def run(
     backend: str = typer.Option("torch", help="torch (diffusers) or onnx (ONNX Runtime)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
     dtype: str = typer.Option("auto", help="auto, fp32, fp16 or bf16 (auto: fp16 on GPU, fp32 on CPU)."),
-    scheduler: Optional[str] = typer.Option(None, help="A diffusers scheduler class name, e.g. EulerDiscreteScheduler."),
+    config: Optional[str] = typer.Option(None, "--config", help="For a single-file --model (model.safetensors): its pipeline's diffusers folder or hub id in the local cache."),
+    vae: Optional[str] = typer.Option(None, "--vae", help="Replace the model's VAE: a diffusers VAE folder, hub id in the local cache, or .safetensors file."),
+    scheduler: Optional[str] = typer.Option(None, help="An A1111 sampler name (\"DPM++ 2M Karras\", \"Euler a\"...) or a diffusers scheduler class name, e.g. EulerDiscreteScheduler."),
+    clip_skip: Optional[int] = typer.Option(None, "--clip-skip", min=1, max=12, help="A1111's clip skip for rows without one: 1 = the text encoder's last layer, 2 = the one before."),
     providers: Optional[str] = typer.Option(None, help="ONNX Runtime execution providers, comma-separated (default: best available)."),
     batch_size: Optional[str] = typer.Option(None, "--batch-size", "-b", help="Images per batch, or auto (the largest that fits and is fastest per image; remembered). Default: auto on a GPU, 8 on a CPU."),
     steps: Optional[int] = typer.Option(None, min=1, help="Steps for rows without a steps column."),
@@ -203,8 +208,8 @@ def run(
     raise typer.Exit(result.exit_code)
 
 
-def _run_options(manifest: str, out: Path, model: str | None, backend: str, device: str, dtype: str,
-                 scheduler: str | None, providers: str | None, batch_size: str | None, steps: int | None,
+def _run_options(manifest: str, out: Path, model: str | None, config: str | None, vae: str | None,
+                 clip_skip: int | None, backend: str, device: str, dtype: str, scheduler: str | None, providers: str | None, batch_size: str | None, steps: int | None,
                  guidance: float | None, width: int | None, height: int | None, negative: str | None, num_images: int,
                  seed: int, lora: list[str], prompt_weighting: str, vary: list[str], column: list[str],
                  prompt_column: str | None, set_: list[str], format_: list[str],
@@ -222,6 +227,11 @@ def _run_options(manifest: str, out: Path, model: str | None, backend: str, devi
                 parse_value(name, value)
             except ValueError as err:
                 raise GenbatchError(f"--{name.split('_')[0]}: {err}") from None
+    if scheduler is not None:
+        try:
+            scheduler = parse_scheduler(scheduler, "--scheduler")
+        except ValueError as err:
+            raise GenbatchError(str(err)) from None
     if offload not in ("none", "model", "sequential"):
         raise GenbatchError(f"--offload {offload!r}: expected none, model or sequential")
     if num_images > max_images_per_row:
@@ -250,9 +260,11 @@ def _run_options(manifest: str, out: Path, model: str | None, backend: str, devi
         overrides=overrides,
         axes=parse_axes(vary, overrides),
         defaults=Defaults(steps=steps, guidance_scale=guidance, width=width, height=height, negative_prompt=negative,
-                          num_images=num_images, seed=seed, lora=loras or None,
+                          num_images=num_images, seed=seed, clip_skip=clip_skip, lora=loras or None,
                           prompt_weighting=None if weighting == "off" else weighting),
         model=model,
+        config=config,
+        vae=vae,
         backend=backend,
         device=device,
         dtype=dtype,
@@ -363,10 +375,11 @@ def validate(
             _err(f"warning: {warning}")
         for problem in problems:
             print(problem)
+        reading = f" (read as {READINGS[fmt]})" if fmt in READINGS else ""
         if problems:
-            _err(f"{name}: {len(problems)} problem{'s' if len(problems) != 1 else ''}, {len(rows)} valid rows")
+            _err(f"{name}: {len(problems)} problem{'s' if len(problems) != 1 else ''}, {len(rows)} valid rows{reading}")
         else:
-            _err(f"{name}: {len(rows)} rows, {images} images, valid ({fmt}; columns: "
+            _err(f"{name}: {len(rows)} rows, {images} images, valid{reading} ({fmt}; columns: "
                  + ", ".join(f"{k}<-{shown(v)}" for k, v in columns.items()) + ")")
     raise typer.Exit(EXIT_USAGE if problems else 0)
 

@@ -14,13 +14,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .samplers import a1111_name
+
 MAX_SEED = 2**64 - 1
 
 
 @dataclass(frozen=True)
 class Field:
     name: str
-    kind: str  # how values parse: "prompt", "text", "int", "float", "name" (id, model), "lora", "choice", "list"
+    kind: str  # how values parse: "prompt", "text", "int", "float", "name" (id, model), "lora", "choice",
+    #   "scheduler", "list"
     aliases: tuple[str, ...] = ()  # manifest column names; () = not read from a manifest
     lo: float = 0
     hi: int | None = None
@@ -47,6 +50,10 @@ class Field:
             return text + (f" that is a multiple of {self.multiple_of}" if self.multiple_of > 1 else "")
         if self.kind == "float":
             return f"a number >= {self.lo:g}"
+        if self.kind == "scheduler":
+            from .samplers import accepted
+
+            return accepted()
         if self.kind == "choice":
             return " or ".join(self.choices)
         if self.kind == "lora":
@@ -68,8 +75,14 @@ FIELDS: tuple[Field, ...] = (
           template=("width",), a1111=(4, "Size", lambda p: f"{p['width']}x{p['height']}")),
     Field("height", "int", ("height",), lo=8, multiple_of=8, option="--height", key=True, group=True,
           template=("height",)),
-    Field("scheduler", "text", option="--scheduler", key=True, group=True,
-          a1111=(1, "Sampler", lambda p: str(p["scheduler"]))),
+    # A diffusers class name or an A1111 sampler name (genbatch.samplers): a job records the
+    # class here and what an A1111 name adds to it (Karras sigmas...) in scheduler_options.
+    Field("scheduler", "scheduler", ("scheduler", "sampler", "sampler_name"), option="--scheduler", key=True,
+          group=True, a1111=(1, "Sampler", lambda p: a1111_name(p["scheduler"], p.get("scheduler_options")))),
+    Field("scheduler_options", "text", key=True, group=True),
+    # A1111's convention: 1 = the text encoder's last layer (no skip), 2 = the one before...
+    Field("clip_skip", "int", ("clip_skip",), lo=1, hi=12, option="--clip-skip", key=True, group=True,
+          template=("clip_skip",), a1111=(7, "Clip skip", lambda p: str(p["clip_skip"]))),
     # A model's own timesteps at this step count (its genbatch.json), else None.
     Field("timesteps", "list", key=True, group=True),
     # LoRA adapters and their weights (genbatch.lora): a row's ``lora`` column, else --lora.
@@ -142,10 +155,10 @@ def a1111_prompt(values: dict[str, Any]) -> str:
     return f"{values['prompt']} {tags}" if tags else values["prompt"]
 
 
-def a1111_settings(values: dict[str, Any]) -> list[tuple[str, str]]:
-    """(label, text) pairs of the A1111 ``parameters`` settings line, in A1111's order."""
+def a1111_settings(values: dict[str, Any]) -> list[tuple[int, str, str]]:
+    """(order, label, text) of the A1111 ``parameters`` settings line, in A1111's order."""
     declared = sorted((f.a1111 for f in FIELDS if f.a1111 and values.get(f.name) is not None), key=lambda a: a[0])
-    return [(label, text(values)) for _, label, text in declared]
+    return [(order, label, text(values)) for order, label, text in declared]
 
 
 _TEMPLATE_NAMES: tuple[tuple[str, str], ...] = tuple((alias, f.name) for f in FIELDS for alias in f.template)

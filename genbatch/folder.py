@@ -97,3 +97,26 @@ def as_int(value: object, default: int) -> int:
 
 def _job_order(record: dict) -> tuple:
     return (as_int(record.get("index"), 1 << 62), as_int(record.get("k"), 0), str(record.get("key")))
+
+
+def _field_aliases() -> frozenset[str]:
+    from .fields import ALIASES
+
+    return frozenset(alias for aliases in ALIASES.values() for alias in aliases)
+
+
+_ALIASES: frozenset[str] | None = None
+
+
+def extra_fields(record: dict) -> dict[str, object]:
+    """A record's manifest columns that are not generation fields (DrawBench's ``Category``,
+    a ``style`` column...): the report shows, filters and tabulates them. A column is a
+    generation field when its name, read as manifests read column names, is a field's alias."""
+    global _ALIASES
+    if _ALIASES is None:
+        _ALIASES = _field_aliases()
+    fields = record.get("fields")
+    if not isinstance(fields, dict):
+        return {}
+    return {str(name): value for name, value in fields.items()
+            if str(name).strip().lower().replace(" ", "_").replace("-", "_") not in _ALIASES}

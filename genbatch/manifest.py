@@ -24,11 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from .a1111 import is_prompt_file, read_prompt_file
 from .echo import shown, shown_bare
 from .errors import GenbatchError, ManifestError, Problem
 from .fields import ALIASES, BY_NAME, ROW_FIELDS, Values
+from .samplers import parse_scheduler
 
-FORMATS = ("csv", "tsv", "jsonl", "txt", "parquet")
+FORMATS = ("csv", "tsv", "jsonl", "txt", "a1111", "parquet")
 EXTENSIONS = {
     ".csv": "csv",
     ".tsv": "tsv",
@@ -186,6 +188,7 @@ def _as_prompt(value: Any, what: str) -> str:
 
 _PARSE_KIND: dict[str, Callable[[Any, str], Any]] = {
     "prompt": _as_prompt,
+    "scheduler": parse_scheduler,
     "text": _as_text,
     "name": lambda v, what: _as_text(v, what) or None,
 }
@@ -226,6 +229,7 @@ class _Raw:
     header: list[str] | None
     records: list[tuple[int, dict[str, Any]]]
     problems: list[Problem]
+    warnings: list[str] = field(default_factory=list)
 
 
 def _decode(data: bytes, name: str) -> str:
@@ -696,6 +700,7 @@ def _read_raw(path: str, fmt: str | None) -> tuple[str, _Raw]:
             data = file.read_bytes()
         except OSError as err:
             raise GenbatchError(f"{name}: cannot read the file: {err.strerror}") from None
+    given = fmt  # a .txt file is read as A1111 lines unless --format txt says otherwise
     fmt = (fmt or detect_format(name, data[:4096])).lower()
     if fmt not in FORMATS:
         raise GenbatchError(f"unknown format {shown(fmt)}; expected one of {', '.join(FORMATS)}")
@@ -708,6 +713,9 @@ def _read_raw(path: str, fmt: str | None) -> tuple[str, _Raw]:
         return fmt, _read_delimited(text, name, "\t")
     if fmt == "jsonl":
         return fmt, _read_jsonl(text, name)
+    if fmt == "a1111" or (fmt == "txt" and given is None and is_prompt_file(text)):  # genbatch.a1111
+        found = read_prompt_file(text, name)
+        return "a1111", _Raw(found.header, found.records, found.problems, found.warnings)
     return fmt, _read_txt(text, name)
 
 
@@ -799,6 +807,7 @@ def read_manifest(
     mapping, problems, warnings = _map_columns(raw.header or [], column_map or {}, name)
     # a file none of whose lines could be read has no columns: say why, not "no prompt column"
     problems = raw.problems + ([] if raw.problems and not raw.header else problems)
+    warnings = raw.warnings + warnings
 
     forced: dict[str, Any] = {}
     for field_name, value in (overrides or {}).items():

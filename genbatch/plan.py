@@ -25,6 +25,7 @@ from .fields import (BY_NAME, GROUP_FIELDS, JOB_FIELDS, MAX_SEED, ROW_FIELDS, Va
                      template_values)
 from .manifest import Manifest, Row
 from .models import ModelRef, keeps_own_scheduler, resolve_model
+from .samplers import resolve as resolve_scheduler
 
 if TYPE_CHECKING:
     from .runner import RunOptions
@@ -46,6 +47,7 @@ class Defaults:
     height: int | None = None
     negative_prompt: str | None = None  # None: the model's own default (genbatch.families.job_negative)
     num_images: int = 1
+    clip_skip: int | None = None
     seed: int = 0  # the base seed that rows without a seed derive theirs from
     lora: tuple[Any, ...] | None = None  # --lora: parsed specs (genbatch.lora.LoraSpec)
     prompt_weighting: str | None = None  # --prompt-weighting
@@ -163,11 +165,13 @@ def expand_jobs(
             values[name] = value if value is None or kind is None else kind(value)
         if values.get("lora"):
             values["lora"] = (loras or {})[values["lora"]]
-        values["scheduler"] = target.scheduler or model.scheduler or "default"
+        # A row's sampler, else --scheduler, else the model's own: a class and its options.
+        requested = row.scheduler or target.scheduler
+        values["scheduler"], values["scheduler_options"] = resolve_scheduler(requested, model.scheduler)
         values["family"] = family_of.get(model.path) or family_of.setdefault(model.path, model.family)
         values["negative_prompt"] = families.job_negative(model.path, values["negative_prompt"])
         # A model's own timesteps go with its own scheduler; --scheduler picks another's spacing too.
-        if keeps_own_scheduler(target.scheduler, model.scheduler):
+        if keeps_own_scheduler(requested and values["scheduler"], model.scheduler) and not values["scheduler_options"]:
             values["timesteps"] = model.defaults.get("timesteps", {}).get(values["steps"])
         count = row.num_images if row.num_images is not None else defaults.num_images
         for k in range(count):
@@ -185,15 +189,17 @@ _RESOLVED: tuple[tuple[str, Any, Any], ...] = tuple(
     for name in JOB_FIELDS if name in ROW_FIELDS)
 
 
-def resolve_models(manifest: Manifest, default: str | None) -> dict[str | None, ModelRef]:
-    """The model of every row (``None``: rows without a model column use ``default``)."""
+def resolve_models(manifest: Manifest, default: str | None, *, config: str | None = None,
+                   vae: str | None = None) -> dict[str | None, ModelRef]:
+    """The model of every row (``None``: rows without a model column use ``default``);
+    ``config`` and ``vae``: --config and --vae (genbatch.checkpoints)."""
     models: dict[str | None, ModelRef] = {}
     if any(row.model is None for row in manifest.rows) or not manifest.rows:
-        models[None] = resolve_model(default)
+        models[None] = resolve_model(default, config=config, vae=vae)
     for row in manifest.rows:
         if row.model is not None and row.model not in models:
             try:
-                models[row.model] = resolve_model(row.model)
+                models[row.model] = resolve_model(row.model, config=config, vae=vae)
             except ModelError as err:
                 column = manifest.columns.get("model", "model")
                 raise ModelError(f"{manifest.path}:{row.line}:{shown_bare(column)}: {err}") from None
@@ -240,7 +246,7 @@ def make_plan(manifest: Manifest, options: RunOptions) -> Plan:
     from .backends import get_backend
 
     device, dtype = get_backend(options.backend).resolve(options.device, options.dtype)
-    models = resolve_models(manifest, options.model)
+    models = resolve_models(manifest, options.model, config=options.config, vae=options.vae)
     loras = resolve_loras(manifest, options.defaults.lora)
     jobs = expand_jobs(manifest.rows, models, options.defaults, Target(options.backend, dtype, options.scheduler),
                        loras)

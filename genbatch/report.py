@@ -15,13 +15,14 @@ from typing import Any, Iterator
 
 from .echo import shown_bare
 from .fields import BY_NAME, report_columns, text_value
+from .folder import extra_fields
 from .ledger import iter_current_records
 from .safe_write import write_atomic
 
 TABLE_COLUMNS = [
     "status", "key", "file", "index", "row", "line", "k", "id", *report_columns(), "model", "model_fingerprint",
-    "backend", "device", "dtype", "batch_size", "seconds", "finished_at", "bytes", "sha256", "error", "run_id",
-    "manifest",
+    "model_hash", "vae", "backend", "device", "dtype", "batch_size", "seconds", "finished_at", "bytes", "sha256",
+    "error", "run_id", "manifest",
 ]
 _INT_COLUMNS = ["index", "row", "line", "k", "batch_size", "bytes",
                 *(f for f in report_columns() if BY_NAME[f].kind == "int" and (BY_NAME[f].hi or 0) < 2**63)]
@@ -49,13 +50,19 @@ def write_json(path: Path, data: Any, *, root: Path | None = None) -> None:
     write_atomic(path, (json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n").encode(), root=root)
 
 
+EXTRA_PREFIX = "field."
+
+
 def write_tables(out: Path, *, chunk_rows: int = 20_000) -> list[Path]:
     """report.csv and report.parquet, one row per job key (the ledger's current records),
     streamed in chunks so memory stays flat however long the ledger. ``fields`` (the
-    manifest's own columns, of any type) is kept as a JSON string so both formats stay loadable."""
+    manifest's own columns, of any type) is kept as a JSON string so both formats stay loadable;
+    besides, each manifest column that is not a generation field (DrawBench's ``Category``) is
+    a column of its own, ``field.<name>``: whole numbers, numbers or text, as its values are."""
     csv_final, parquet_final = Path(out) / "report.csv", Path(out) / "report.parquet"
-    write_atomic(csv_final, lambda temp: _write_csv(out, temp, chunk_rows), root=out)
-    write_atomic(parquet_final, lambda temp: _write_parquet(out, temp, chunk_rows), root=out)
+    extras = _extra_columns(out)
+    write_atomic(csv_final, lambda temp: _write_csv(out, temp, chunk_rows, extras), root=out)
+    write_atomic(parquet_final, lambda temp: _write_parquet(out, temp, chunk_rows, extras), root=out)
     return [csv_final, parquet_final]
 
 
@@ -82,19 +89,34 @@ def write_metadata(out: Path) -> Path:
     return write_atomic(Path(out) / METADATA_NAME, write, root=out)
 
 
-def _write_csv(out: Path, path: Path, chunk_rows: int) -> None:
+def _extra_columns(out: Path) -> dict[str, str]:
+    """The extra manifest columns of the ledger's current records, in first-seen order, each
+    with the pandas dtype its values fit: Int64, Float64 or string."""
+    kinds: dict[str, set[str]] = {}
+    for record in iter_current_records(out):
+        for name, value in extra_fields(record).items():
+            seen = kinds.setdefault(name, set())
+            if value is None or value == "":
+                continue
+            seen.add("int" if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63 else
+                     "float" if isinstance(value, (int, float)) and not isinstance(value, bool) else "text")
+    return {EXTRA_PREFIX + name: ("Int64" if seen == {"int"} else "Float64" if seen and seen <= {"int", "float"}
+                                  else "string") for name, seen in kinds.items()}
+
+
+def _write_csv(out: Path, path: Path, chunk_rows: int, extras: dict[str, str]) -> None:
     with open(path, "w", encoding="utf-8", newline="") as handle:
-        for number, frame in enumerate(_frames(out, chunk_rows)):
+        for number, frame in enumerate(_frames(out, chunk_rows, extras)):
             frame.to_csv(handle, index=False, header=number == 0)
 
 
-def _write_parquet(out: Path, path: Path, chunk_rows: int) -> None:
+def _write_parquet(out: Path, path: Path, chunk_rows: int, extras: dict[str, str]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     writer = None
     try:
-        for frame in _frames(out, chunk_rows):
+        for frame in _frames(out, chunk_rows, extras):
             table = pa.Table.from_pandas(frame, preserve_index=False)
             if writer is None:
                 writer = pq.ParquetWriter(path, table.schema)
@@ -104,22 +126,26 @@ def _write_parquet(out: Path, path: Path, chunk_rows: int) -> None:
             writer.close()
 
 
-def _frames(out: Path, chunk_rows: int) -> Iterator[Any]:
+def _frames(out: Path, chunk_rows: int, extras: dict[str, str]) -> Iterator[Any]:
     """The report rows as typed DataFrames of up to ``chunk_rows`` rows (at least one, maybe empty)."""
     rows: list[dict[str, Any]] = []
     yielded = False
     for record in iter_current_records(out):
-        rows.append(_table_row(record))
+        rows.append(_table_row(record, extras))
         if len(rows) == chunk_rows:
-            yield _typed_frame(rows)
+            yield _typed_frame(rows, extras)
             rows, yielded = [], True
     if rows or not yielded:
-        yield _typed_frame(rows)
+        yield _typed_frame(rows, extras)
 
 
-def _table_row(record: dict[str, Any]) -> dict[str, Any]:
+def _table_row(record: dict[str, Any], extras: dict[str, str]) -> dict[str, Any]:
     row = {column: record.get(column) for column in TABLE_COLUMNS}
     row["fields"] = json.dumps(record.get("fields") or {}, ensure_ascii=False, default=str)
+    for name, value in extra_fields(record).items():
+        column = EXTRA_PREFIX + name
+        row[column] = None if value == "" else value if extras[column] != "string" or value is None else (
+            value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str))
     if row["timesteps"]:  # a model's own list (genbatch.json), as one cell of numbers
         row["timesteps"] = " ".join(map(str, row["timesteps"]))
     for name in _TEXT_COLUMNS:  # a LoRA set as "style:0.8; other:0.5"
@@ -127,10 +153,12 @@ def _table_row(record: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _typed_frame(rows: list[dict[str, Any]]) -> Any:
+def _typed_frame(rows: list[dict[str, Any]], extras: dict[str, str]) -> Any:
     import pandas as pd
 
-    frame = pd.DataFrame(rows, columns=TABLE_COLUMNS + ["fields"])
+    frame = pd.DataFrame(rows, columns=TABLE_COLUMNS + ["fields", *extras])
+    for column, dtype in extras.items():
+        frame[column] = frame[column].astype(dtype)
     for columns, dtype in ((_INT_COLUMNS, "Int64"), (_UINT_COLUMNS, "UInt64"), (_FLOAT_COLUMNS, "Float64")):
         for column in columns:
             frame[column] = frame[column].astype(dtype)

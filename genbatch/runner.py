@@ -49,6 +49,8 @@ class RunOptions:
     axes: list[Axis] = field(default_factory=list)  # --vary
     defaults: Defaults = field(default_factory=Defaults)
     model: str | None = None
+    config: str | None = None  # a single-file --model's pipeline folder or hub id
+    vae: str | None = None
     backend: str = "torch"
     device: str = "auto"
     dtype: str = "auto"

@@ -45,6 +45,7 @@ def job_record(job: Job, *, run_id: str, manifest: str, dtype: str, batch: Batch
         "key": job.key, "index": job.index, "row": job.row.index, "line": job.row.line, "manifest": manifest,
         "k": job.k, "id": job.row.id, **job.params(), "call": job.call,
         "model": job.model.name, "model_path": str(job.model.path), "model_fingerprint": job.model.fingerprint,
+        **job.model.record(),
         "backend": job.backend, "device": batch.device, "dtype": dtype, "batch_size": batch.batch_size,
         "seconds": round(batch.seconds, 4), "fields": job.row.fields, "run_id": run_id,
         **({"providers": batch.facts["providers"]} if batch.facts.get("providers") else {}),

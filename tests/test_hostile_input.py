@@ -219,7 +219,7 @@ ESC = "\x1b]0;owned\x07\x1b[31m"
 def test_manifest_text_is_escaped_in_every_message(tmp_path):
     model = write(tmp_path / "m.csv", f'prompt,model\na,"org/{ESC}x"\n')
     result = dry_run(model, tmp_path)
-    assert result.exit_code == 2 and "huggingface-cli download" in result.output
+    assert result.exit_code == 2 and "hf download" in result.output
     assert "\x1b" not in result.output and "\x07" not in result.output and "\\x1b]0;owned" in result.output
     messages = [
         validate(write(tmp_path / "a.csv", f"prompt,seed\na,{ESC}\n")),  # a bad value

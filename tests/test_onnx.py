@@ -121,7 +121,7 @@ def test_forced_external_data_export_loads_and_runs(tiny_model: Path, onnx_batch
 
 def test_export_errors_are_one_line_and_exit_2(exported: Path, tiny_model: Path, tmp_path: Path) -> None:
     missing = invoke("export", "--to", "onnx", "--model", tmp_path / "nope", "--out", tmp_path / "o")
-    assert missing.exit_code == 2 and "no model" in missing.output
+    assert missing.exit_code == 2 and "nope: no such folder" in missing.output
     unsupported = tmp_path / "ddpm"
     unsupported.mkdir()
     (unsupported / "model_index.json").write_text(json.dumps(

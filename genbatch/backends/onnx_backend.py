@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import GenbatchError, ModelError
 from ..latents import initial_latents
 from ..models import EXPORT_INFO, ModelRef, genbatch_home, is_onnx_export, read_defaults, read_json, vae_scale_factor
+from ..samplers import SchedulerCache
 from .base import BackendOptions, GeneratedImage, to_uint8
 
 PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -84,6 +85,9 @@ class OnnxBackend:
         return device, dtype
 
     def load(self, model: ModelRef, options: BackendOptions) -> OnnxGenerator:
+        if model.checkpoint is not None or model.vae is not None:
+            raise ModelError(f"{model.name}: a single-file checkpoint or --vae runs on --backend torch; "
+                             "for onnx, export a diffusers folder (genbatch export --to onnx)")
         return OnnxGenerator(model.path, name=model.name, device=options.device, dtype=options.dtype,
                              scheduler=options.scheduler,
                              providers=list(options.providers) if options.providers else None)
@@ -145,6 +149,7 @@ class OnnxGenerator:
             own = scheduler_cls.from_config(config)
             check_own_timesteps(own, scheduler, read_defaults(path), path)
             self.scheduler = swap_scheduler(own, scheduler)
+            self.schedulers = SchedulerCache(self.scheduler)
         except GenbatchError:
             raise
         except Exception as err:
@@ -179,6 +184,10 @@ class OnnxGenerator:
 
     def generate(self, jobs: Sequence[Any]) -> list[GeneratedImage]:
         first = jobs[0]
+        if getattr(first, "clip_skip", None):
+            raise ModelError("clip_skip: the onnx backend's text encoder gives only its last layer; "
+                             "use --backend torch for clip skip")
+        self.scheduler = self.schedulers.get(first.scheduler, first.scheduler_options)
         images = self.images([j.prompt for j in jobs], [j.negative_prompt for j in jobs], [j.seed for j in jobs],
                              steps=first.steps, guidance_scale=first.guidance_scale, height=first.height,
                              width=first.width, timesteps=first.timesteps)

@@ -17,6 +17,9 @@ from ..errors import GenbatchError, ModelError
 from ..families import call_kwargs, detect, negative_groups
 from ..lora import apply_set as apply_lora_set
 from ..models import ModelRef, keeps_own_scheduler
+from ..a1111 import clip_skip_kwargs
+from ..checkpoints import load_pipeline
+from ..samplers import SchedulerCache, build as build_scheduler
 from ..prompt_weighting import weighted_call
 from .base import BackendOptions, GeneratedImage, to_uint8
 
@@ -121,10 +124,11 @@ def _installed(module: str) -> bool:
 
 
 def swap_scheduler(current: Any, name: str | None) -> Any:
-    """The pipeline's scheduler, or another diffusers scheduler class built from its config."""
+    """The pipeline's scheduler, or another one (a diffusers class name or an A1111 sampler
+    name, with its options: genbatch.samplers) built from its config."""
     if keeps_own_scheduler(name, type(current).__name__):
         return current
-    return scheduler_class(name, current).from_config(current.config)
+    return build_scheduler(current, name)
 
 
 def check_own_timesteps(own: Any, name: str | None, defaults: dict[str, Any], path: Path) -> None:
@@ -145,7 +149,6 @@ class TorchGenerator:
                  vae_tiling: bool = False, vae_slicing: bool = False):
         quiet_hf_libraries()
         import torch
-        from diffusers import DiffusionPipeline
 
         offload = offload or "none"
         if offload not in OFFLOAD:
@@ -156,11 +159,12 @@ class TorchGenerator:
         try:
             with warnings.catch_warnings():  # newer diffusers renames torch_dtype; both work
                 warnings.simplefilter("ignore", FutureWarning)
-                pipe = DiffusionPipeline.from_pretrained(model.path, torch_dtype=torch_dtype(dtype))
+                pipe = load_pipeline(model, torch_dtype(dtype))  # a folder, or a single file (+ --vae)
         except Exception as err:
             raise ModelError(f"cannot load {model.name} from {model.path}: {err}") from err
         check_own_timesteps(pipe.scheduler, scheduler, model.defaults, model.path)
         pipe.scheduler = swap_scheduler(pipe.scheduler, scheduler)
+        self.schedulers = SchedulerCache(pipe.scheduler)  # a batch's own sampler (a manifest column)
         pipe.set_progress_bar_config(disable=True)
         place(pipe, device, offload)
         if vae_tiling:
@@ -191,6 +195,8 @@ class TorchGenerator:
     def _generate(self, jobs: Sequence[Any]) -> list[GeneratedImage]:
         import torch
 
+        first = jobs[0]
+        self.pipe.scheduler = self.schedulers.get(first.scheduler, first.scheduler_options)
         # One CPU generator per image: the pipeline draws each image's initial noise (and an
         # ancestral scheduler its per-step noise) from the image's own seed, so an image is
         # the same alone or in a batch, and the same as plain diffusers gives for its seed.
@@ -201,7 +207,8 @@ class TorchGenerator:
         call = call_kwargs(self.family, self.pipe, jobs, generators)
         texts = {name: call.pop(name) for name in ("prompt", "negative_prompt") if name in call}
         with torch.inference_mode():
-            out = self.pipe(**weighted_call(self.pipe, jobs, texts), **call)  # genbatch.prompt_weighting
+            out = self.pipe(**weighted_call(self.pipe, jobs, texts), **call,  # genbatch.prompt_weighting
+                            **clip_skip_kwargs(self.pipe, first.clip_skip))
         pixels, errors = to_uint8(out.images)
         flagged = getattr(out, "nsfw_content_detected", None) or [False] * len(jobs)
         results = []

@@ -66,6 +66,7 @@
   }
 
   var C = cols(data.card_cols);
+  var SMALL = 128;
   function params(r) {
     var p = [];
     if (r[C.seed] !== null) p.push("seed " + r[C.seed]);
@@ -77,15 +78,22 @@
     if (r[C.seconds] !== null) p.push(Number(r[C.seconds]).toFixed(2) + " s");
     return p.join(" · ");
   }
+  // The manifest's own columns (DrawBench's Category...): "name: value" on the card, found by the
+  // filter as "name:value", and a menu per column with few values.
+  function extras(r) { return r[C.extra] || []; }
+  function extraTerm(name, value) { return "\n" + (name + ":" + str(value)).toLowerCase() + "\n"; }
   var images = Section("images", data.cards, function (r) {
-    return [r[C.prompt], r[C.negative_prompt], "seed:" + r[C.seed], "id:" + str(r[C.id]), "#" + r[C.index],
+    return "\n" + [r[C.prompt], r[C.negative_prompt], "seed:" + r[C.seed], "id:" + str(r[C.id]), "#" + r[C.index],
       params(r), "steps:" + r[C.steps], "cfg:" + r[C.guidance_scale], r[C.width] + "x" + r[C.height],
-      r[C.model], r[C.src], r[C.lora] ? "lora:" + r[C.lora] : ""].map(str).join("\n");
+      r[C.model], r[C.src], r[C.lora] ? "lora:" + r[C.lora] : ""]
+      .concat(extras(r).map(function (e) { return e[0] + ":" + str(e[1]); })).map(str).join("\n") + "\n";
   }, function (r) {
     var card = el("figure", "card");
     var a = el("a", "pic"); a.href = r[C.src]; a.target = "_blank"; a.rel = "noopener";
     var img = el("img"); img.loading = "lazy"; img.decoding = "async"; img.alt = str(r[C.prompt]).slice(0, 200);
     if (r[C.width] > 0 && r[C.height] > 0) img.style.aspectRatio = Number(r[C.width]) + " / " + Number(r[C.height]);
+    // Small images (64 px) scaled up with nearest neighbour: crisp pixels, not blur.
+    if (r[C.width] > 0 && r[C.width] < SMALL && r[C.height] < SMALL) img.className = "pixelated";
     img.src = r[C.thumb];
     a.appendChild(img); card.appendChild(a);
     var cap = el("figcaption");
@@ -95,6 +103,9 @@
         (r[C.id] !== null && r[C.id] !== "" ? " · id " + r[C.id] : "");
     cap.appendChild(el("p", "meta", head));
     cap.appendChild(el("p", "meta", params(r)));
+    extras(r).forEach(function (e) {
+      if (e[1] !== null && e[1] !== "") cap.appendChild(el("p", "meta extra", e[0] + ": " + str(e[1])));
+    });
     card.appendChild(cap);
     return card;
   });
@@ -123,9 +134,34 @@
   var sections = [images, failed, skipped, missing];
   var input = document.getElementById("filter"), info = document.getElementById("filter-info");
   var timer = null;
+  var facets = document.getElementById("facets"), chosen = {};
+  (function () {
+    var values = {};
+    data.cards.forEach(function (r) {
+      extras(r).forEach(function (e) {
+        if (e[1] === null || e[1] === "" || typeof e[1] === "object") return;
+        (values[e[0]] = values[e[0]] || {})[str(e[1])] = true;
+      });
+    });
+    Object.keys(values).forEach(function (name) {
+      var options = Object.keys(values[name]).sort();
+      if (options.length > 50) return;
+      var label = el("label", "muted", name + " ");
+      var select = el("select"); select.setAttribute("data-column", name);
+      select.appendChild(el("option", "", "all")).value = "";
+      options.forEach(function (v) { select.appendChild(el("option", "", v)).value = v; });
+      select.addEventListener("change", function () {
+        if (select.value) chosen[name] = extraTerm(name, select.value); else delete chosen[name];
+        runFilter();
+      });
+      label.appendChild(select); facets.appendChild(label);
+    });
+  })();
   function runFilter() {
     var words = input.value.toLowerCase().split(/\s+/).filter(Boolean);
-    var counts = sections.map(function (s) { return s.filter(words); });
+    var picked = Object.keys(chosen).map(function (name) { return chosen[name]; });  // images only
+    var counts = sections.map(function (s, i) { return s.filter(i ? words : words.concat(picked)); });
+    words = words.concat(picked);
     info.textContent = words.length ? counts[0].toLocaleString() + " images, " + counts[1].toLocaleString() +
         " failed, " + counts[2].toLocaleString() + " skipped match" : "";
   }
