@@ -32,7 +32,7 @@ browser:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; }
 
-test: install browser
+test: lint browser
 	$(BIN)/python -m pytest
 
 # Lint, format and types; their settings are in pyproject.toml.

@@ -28,14 +28,31 @@ sys.path.insert(0, str(ROOT))
 from genbatch.backends import BackendOptions, get_backend  # noqa: E402
 from genbatch.models import default_model_name, resolve_model  # noqa: E402
 
-PROMPTS = ["a red circle", "a blue square on green", "two yellow triangles", "a purple star",
-           "an orange ring", "a small white dot", "three black lines", "a pink heart"]
+PROMPTS = [
+    "a red circle",
+    "a blue square on green",
+    "two yellow triangles",
+    "a purple star",
+    "an orange ring",
+    "a small white dot",
+    "three black lines",
+    "a pink heart",
+]
 
 
 def jobs(count: int, defaults: dict, steps: int | None) -> list[SimpleNamespace]:
-    return [SimpleNamespace(prompt=PROMPTS[i % len(PROMPTS)], negative_prompt="", seed=1000 + i,
-                            steps=steps or defaults["steps"], guidance_scale=float(defaults["guidance_scale"]),
-                            width=defaults["width"], height=defaults["height"]) for i in range(count)]
+    return [
+        SimpleNamespace(
+            prompt=PROMPTS[i % len(PROMPTS)],
+            negative_prompt="",
+            seed=1000 + i,
+            steps=steps or defaults["steps"],
+            guidance_scale=float(defaults["guidance_scale"]),
+            width=defaults["width"],
+            height=defaults["height"],
+        )
+        for i in range(count)
+    ]
 
 
 def measure(generator, todo: list, batch: int, repeat: int) -> tuple[float, dict[int, np.ndarray]]:
@@ -46,7 +63,7 @@ def measure(generator, todo: list, batch: int, repeat: int) -> tuple[float, dict
     for _ in range(repeat):
         began = time.perf_counter()
         for start in range(0, len(todo), batch):
-            for result in generator.generate(todo[start:start + batch]):
+            for result in generator.generate(todo[start : start + batch]):
                 if result.pixels is None:
                     raise SystemExit(f"seed {result.job.seed} failed: {result.error}")
                 pixels[result.job.seed] = result.pixels.astype(int)
@@ -57,9 +74,12 @@ def measure(generator, todo: list, batch: int, repeat: int) -> tuple[float, dict
 def timed_export(model: str, out: Path, *extra: str) -> float:
     """Wall time of ``genbatch export`` as a user runs it (a fresh process, imports included)."""
     began = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "genbatch.cli", "export", "--to", "onnx", "--model", model,
-                    "--out", str(out), *extra], check=True, capture_output=True,
-                   env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
+    subprocess.run(
+        [sys.executable, "-m", "genbatch.cli", "export", "--to", "onnx", "--model", model, "--out", str(out), *extra],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])},
+    )
     return time.perf_counter() - began
 
 
@@ -89,8 +109,11 @@ def main() -> None:
             backend = get_backend(name)
             device, resolved = backend.resolve(args.device, dtype if name == "torch" else "auto")
             generator = backend.load(ref, BackendOptions(device=device, dtype=resolved))
-            label = f"{name} ({', '.join(p.replace('ExecutionProvider', '') for p in generator.describe()['providers'])})" \
-                if name == "onnx" else f"torch ({device}, {resolved})"
+            label = (
+                f"{name} ({', '.join(p.replace('ExecutionProvider', '') for p in generator.describe()['providers'])})"
+                if name == "onnx"
+                else f"torch ({device}, {resolved})"
+            )
             for batch in args.batch:
                 seconds, pixels = measure(generator, todo, batch, args.repeat)
                 if name == "torch":
@@ -100,15 +123,21 @@ def main() -> None:
                 rows.append((label, batch, len(todo), seconds, len(todo) / seconds, diff))
             generator.close()
 
-    print(f"\nmodel {model.name} ({model.defaults['width']}x{model.defaults['height']}, "
-          f"{todo[0].steps} steps, guidance {todo[0].guidance_scale:g}), device {args.device}, {dtype}")
-    print(f"genbatch export: {export_seconds:.1f} s with --no-verify, {verified_seconds:.1f} s with verification "
-          f"(wall time of the command)\n")
+    print(
+        f"\nmodel {model.name} ({model.defaults['width']}x{model.defaults['height']}, "
+        f"{todo[0].steps} steps, guidance {todo[0].guidance_scale:g}), device {args.device}, {dtype}"
+    )
+    print(
+        f"genbatch export: {export_seconds:.1f} s with --no-verify, {verified_seconds:.1f} s with verification "
+        f"(wall time of the command)\n"
+    )
     torch_speed = {batch: speed for label, batch, _, _, speed, _ in rows if label.startswith("torch")}
     print(f"{'backend':<28} {'batch':>5} {'images':>6} {'seconds':>8} {'images/s':>9} {'vs torch':>8} {'max diff':>8}")
     for label, batch, count, seconds, speed, diff in rows:
-        print(f"{label:<28} {batch:>5} {count:>6} {seconds:>8.2f} {speed:>9.2f} {speed / torch_speed[batch]:>7.2f}x "
-              f"{diff:>8}")
+        print(
+            f"{label:<28} {batch:>5} {count:>6} {seconds:>8.2f} {speed:>9.2f} {speed / torch_speed[batch]:>7.2f}x "
+            f"{diff:>8}"
+        )
 
 
 if __name__ == "__main__":

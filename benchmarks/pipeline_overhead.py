@@ -50,13 +50,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         manifest = Path(tmp) / "m.txt"
         manifest.write_text("".join(f"a red circle on a blue background {i}\n" for i in range(args.images)))
-        result = run_manifest(RunOptions(
-            manifest=str(manifest), out=Path(tmp) / "out", model="tiny-random", backend="instant",
-            batch_size=args.batch_size, quiet=True, html_report=False,
-            overrides={"width": str(args.size), "height": str(args.size)}))
+        result = run_manifest(
+            RunOptions(
+                manifest=str(manifest),
+                out=Path(tmp) / "out",
+                model="tiny-random",
+                backend="instant",
+                batch_size=args.batch_size,
+                quiet=True,
+                html_report=False,
+                overrides={"width": str(args.size), "height": str(args.size)},
+            )
+        )
     s = result.summary
-    print(f"{s.counts.done} images of {args.size}x{args.size} in {s.wall_seconds:.2f} s: "
-          f"{s.images_per_second:.0f} img/s through plan, PNG encoding, sha256 and ledger")
+    print(
+        f"{s.counts.done} images of {args.size}x{args.size} in {s.wall_seconds:.2f} s: "
+        f"{s.images_per_second:.0f} img/s through plan, PNG encoding, sha256 and ledger"
+    )
 
 
 if __name__ == "__main__":

@@ -43,12 +43,27 @@ def manifest(folder: Path, images: int) -> Path:
 def run(engine: str, prompts: Path, out: Path, workers: int, batch_size: int, steps: int | None) -> dict:
     extra = ["--engine", "ray", "--ray-workers", str(workers)] if engine == "ray" else []
     extra += ["--steps", str(steps)] if steps else []
-    command = [sys.executable, "-m", "genbatch.cli", "run", str(prompts), "--out", str(out), "--quiet",
-               "--batch-size", str(batch_size), "--json", *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "genbatch.cli",
+        "run",
+        str(prompts),
+        "--out",
+        str(out),
+        "--quiet",
+        "--batch-size",
+        str(batch_size),
+        "--json",
+        *extra,
+    ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True, env=ENV)
     summary = json.loads(result.stdout)
-    return {"images_per_second": summary["images_per_second"], "wall": summary["wall_seconds"],
-            "generation": summary["generation_seconds"]}
+    return {
+        "images_per_second": summary["images_per_second"],
+        "wall": summary["wall_seconds"],
+        "generation": summary["generation_seconds"],
+    }
 
 
 STARTUP = """
@@ -69,8 +84,14 @@ ray.shutdown()
 
 
 def startup(workers: int) -> float:
-    result = subprocess.run([sys.executable, "-c", STARTUP.format(workers=workers)], cwd=ROOT, capture_output=True,
-                            text=True, check=True, env=ENV)
+    result = subprocess.run(
+        [sys.executable, "-c", STARTUP.format(workers=workers)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=ENV,
+    )
     return float(result.stdout.strip().splitlines()[-1])
 
 
@@ -89,18 +110,23 @@ def main() -> None:
         starts: list[float] = []
         for repeat in range(args.repeats):
             for engine in ("local", "ray") if repeat % 2 == 0 else ("ray", "local"):
-                figures[engine].append(run(engine, prompts, folder / f"{engine}-{repeat}", args.workers,
-                                           args.batch_size, args.steps))
+                figures[engine].append(
+                    run(engine, prompts, folder / f"{engine}-{repeat}", args.workers, args.batch_size, args.steps)
+                )
                 print(engine, figures[engine][-1], flush=True)
             starts.append(startup(args.workers))
             print("startup", round(starts[-1], 2), flush=True)
         for engine, runs in figures.items():
             rates = [r["images_per_second"] for r in runs]
             wall = statistics.median(r["wall"] for r in runs)
-            print(f"{engine}: median {statistics.median(rates):.2f} img/s over {args.images} images "
-                  f"(runs: {', '.join(f'{r:.2f}' for r in rates)}; wall {wall:.1f}s)")
-        print(f"ray start-up ({args.workers} workers ready): median {statistics.median(starts):.1f}s "
-              f"(runs: {', '.join(f'{s:.1f}' for s in starts)})")
+            print(
+                f"{engine}: median {statistics.median(rates):.2f} img/s over {args.images} images "
+                f"(runs: {', '.join(f'{r:.2f}' for r in rates)}; wall {wall:.1f}s)"
+            )
+        print(
+            f"ray start-up ({args.workers} workers ready): median {statistics.median(starts):.1f}s "
+            f"(runs: {', '.join(f'{s:.1f}' for s in starts)})"
+        )
 
 
 if __name__ == "__main__":

@@ -26,11 +26,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from genbatch.report_html import write_html_report  # noqa: E402
 
-SUBJECTS = ["a red fox", "a lighthouse", "an astronaut", "a bowl of ramen", "a vintage car",
-            "a snowy mountain", "a cyberpunk street", "a watercolor owl", "a glass teapot",
-            "a koi pond", "a desert caravan", "a robot gardener"]
-STYLES = ["at golden hour", "in the style of ukiyo-e", "studio lighting, 85mm",
-          "oil painting", "isometric, low poly", "foggy morning", "neon night", "macro photo"]
+SUBJECTS = [
+    "a red fox",
+    "a lighthouse",
+    "an astronaut",
+    "a bowl of ramen",
+    "a vintage car",
+    "a snowy mountain",
+    "a cyberpunk street",
+    "a watercolor owl",
+    "a glass teapot",
+    "a koi pond",
+    "a desert caravan",
+    "a robot gardener",
+]
+STYLES = [
+    "at golden hour",
+    "in the style of ukiyo-e",
+    "studio lighting, 85mm",
+    "oil painting",
+    "isometric, low poly",
+    "foggy morning",
+    "neon night",
+    "macro photo",
+]
 
 
 def make_fake_out(out: Path, n: int, *, images: bool, seed: int = 0) -> None:
@@ -48,22 +67,51 @@ def make_fake_out(out: Path, n: int, *, images: bool, seed: int = 0) -> None:
         status = "failed" if rng.random() < 0.03 else "skipped" if rng.random() < 0.02 else "done"
         file = f"{index + 1:06d}-{prompt[:24].replace(' ', '-').replace(',', '')}-{seed_value}.png"
         record = {
-            "status": status, "key": f"{index:020x}", "file": file if status == "done" else None,
-            "index": index, "row": index, "line": index + 2, "manifest": "prompts.csv", "k": 0,
-            "id": f"p{index:05d}", "prompt": prompt, "negative_prompt": "blurry" if index % 3 else "",
-            "seed": seed_value, "steps": 20, "guidance_scale": 7.5, "width": 512, "height": 512,
-            "scheduler": "euler", "model": "sd-turbo", "model_path": "/models/sd-turbo",
-            "model_fingerprint": "abc123", "backend": "torch", "device": "cuda:0",
-            "dtype": "float16", "batch_size": 1, "seconds": round(seconds, 3),
-            "finished_at": clock.isoformat(), "sha256": None, "fields": {"prompt": prompt},
-            "error": None, "run_id": "20261122T200000-demo",
+            "status": status,
+            "key": f"{index:020x}",
+            "file": file if status == "done" else None,
+            "index": index,
+            "row": index,
+            "line": index + 2,
+            "manifest": "prompts.csv",
+            "k": 0,
+            "id": f"p{index:05d}",
+            "prompt": prompt,
+            "negative_prompt": "blurry" if index % 3 else "",
+            "seed": seed_value,
+            "steps": 20,
+            "guidance_scale": 7.5,
+            "width": 512,
+            "height": 512,
+            "scheduler": "euler",
+            "model": "sd-turbo",
+            "model_path": "/models/sd-turbo",
+            "model_fingerprint": "abc123",
+            "backend": "torch",
+            "device": "cuda:0",
+            "dtype": "float16",
+            "batch_size": 1,
+            "seconds": round(seconds, 3),
+            "finished_at": clock.isoformat(),
+            "sha256": None,
+            "fields": {"prompt": prompt},
+            "error": None,
+            "run_id": "20261122T200000-demo",
         }
         if status == "failed":
-            record["error"] = rng.choice(["NaN in decoded image (black output)",
-                                          "CUDA out of memory. Tried to allocate 2.00 GiB"])
+            record["error"] = rng.choice(
+                ["NaN in decoded image (black output)", "CUDA out of memory. Tried to allocate 2.00 GiB"]
+            )
         if status == "skipped":
-            record.update({"key": None, "seed": None, "steps": None, "seconds": None,
-                           "error": "row 7: steps must be a positive integer, got 'many'"})
+            record.update(
+                {
+                    "key": None,
+                    "seed": None,
+                    "steps": None,
+                    "seconds": None,
+                    "error": "row 7: steps must be a positive integer, got 'many'",
+                }
+            )
         if status == "done" and images:
             _write_image(out / file, index, rng)
         elif status == "done":
@@ -106,8 +154,10 @@ def main() -> None:
         t2, cpu2 = time.perf_counter(), time.process_time()
         size = report.stat().st_size
         print(f"records: {args.n:,}  setup: {t1 - t0:.1f} s")
-        print(f"write_html_report(thumbs={args.thumbs or args.demo is not None}): {t2 - t1:.2f} s "
-              f"({cpu2 - cpu1:.2f} s CPU in this process), report.html {size / 1e6:.1f} MB")
+        print(
+            f"write_html_report(thumbs={args.thumbs or args.demo is not None}): {t2 - t1:.2f} s "
+            f"({cpu2 - cpu1:.2f} s CPU in this process), report.html {size / 1e6:.1f} MB"
+        )
         if args.demo:
             print(f"open file://{report.resolve()}")
     finally:

@@ -18,8 +18,16 @@ import time
 from pathlib import Path
 
 
-def plain_diffusers(model_path: Path, prompts: list[str], batch_size: int, steps: int, guidance: float,
-                    device: str, dtype: str, out: Path) -> float:
+def plain_diffusers(
+    model_path: Path,
+    prompts: list[str],
+    batch_size: int,
+    steps: int,
+    guidance: float,
+    device: str,
+    dtype: str,
+    out: Path,
+) -> float:
     import torch
     from diffusers import DiffusionPipeline
 
@@ -41,16 +49,24 @@ def plain_diffusers(model_path: Path, prompts: list[str], batch_size: int, steps
     return time.perf_counter() - start
 
 
-def with_genbatch(model: str, prompts: list[str], batch_size: int, steps: int, guidance: float, device: str,
-                  dtype: str, out: Path) -> tuple[float, dict]:
+def with_genbatch(
+    model: str, prompts: list[str], batch_size: int, steps: int, guidance: float, device: str, dtype: str, out: Path
+) -> tuple[float, dict]:
     from genbatch.models import resolve_model
     from genbatch.plan import Defaults
     from genbatch.runner import RunOptions, run_manifest
 
     manifest = out.parent / "bench.txt"
     manifest.write_text("".join(p + "\n" for p in prompts))
-    common = dict(model=model, device=device, dtype=dtype, batch_size=batch_size, quiet=True, html_report=False,
-                  defaults=Defaults(steps=steps, guidance_scale=guidance))
+    common = dict(
+        model=model,
+        device=device,
+        dtype=dtype,
+        batch_size=batch_size,
+        quiet=True,
+        html_report=False,
+        defaults=Defaults(steps=steps, guidance_scale=guidance),
+    )
     # Warm-up run in another folder: loads the model code paths once, like the plain loop.
     run_manifest(RunOptions(manifest=str(manifest), out=out.parent / "warm", limit=1, **common))
     resolve_model(model)
@@ -75,29 +91,42 @@ def main() -> None:
     steps = args.steps or model.defaults["steps"]
     dtype = args.dtype or ("fp32" if args.device == "cpu" else "fp16")
     guidance = model.defaults["guidance_scale"]
-    prompts = [f"a {c} {s} on a {b} background" for c, s, b in
-               zip(["red", "green", "blue", "yellow"] * 64, ["circle", "square", "triangle"] * 86,
-                   ["white", "black", "purple", "orange", "blue"] * 52)][: args.images]
+    prompts = [
+        f"a {c} {s} on a {b} background"
+        for c, s, b in zip(
+            ["red", "green", "blue", "yellow"] * 64,
+            ["circle", "square", "triangle"] * 86,
+            ["white", "black", "purple", "orange", "blue"] * 52,
+        )
+    ][: args.images]
     plains, ours_all = [], []
     for repeat in range(args.repeats):  # alternate, so a noisy neighbour hits both sides alike
         with tempfile.TemporaryDirectory() as tmp:
             plain_out, gb_out = Path(tmp) / "plain", Path(tmp) / "gb" / "out"
             plain_out.mkdir()
             gb_out.parent.mkdir()
-            plains.append(plain_diffusers(model.path, prompts, args.batch_size, steps, guidance, args.device,
-                                          dtype, plain_out))
-            seconds, summary = with_genbatch(str(model.path), prompts, args.batch_size, steps, guidance,
-                                             args.device, dtype, gb_out)
+            plains.append(
+                plain_diffusers(model.path, prompts, args.batch_size, steps, guidance, args.device, dtype, plain_out)
+            )
+            seconds, summary = with_genbatch(
+                str(model.path), prompts, args.batch_size, steps, guidance, args.device, dtype, gb_out
+            )
             ours_all.append(seconds)
     plain, ours = statistics.median(plains), statistics.median(ours_all)
     n = len(prompts)
     result = {
-        "model": model.name, "images": n, "batch_size": args.batch_size, "steps": steps, "device": summary["device"],
+        "model": model.name,
+        "images": n,
+        "batch_size": args.batch_size,
+        "steps": steps,
+        "device": summary["device"],
         "dtype": dtype,
-        "plain_diffusers_images_per_s": round(n / plain, 2), "genbatch_images_per_s": round(n / ours, 2),
+        "plain_diffusers_images_per_s": round(n / plain, 2),
+        "genbatch_images_per_s": round(n / ours, 2),
         "ratio_genbatch_over_plain": round(plain / ours, 3),
         "genbatch_failed": summary["counts"]["failed"],
-        "plain_seconds": [round(s, 2) for s in plains], "genbatch_seconds": [round(s, 2) for s in ours_all],
+        "plain_seconds": [round(s, 2) for s in plains],
+        "genbatch_seconds": [round(s, 2) for s in ours_all],
     }
     print(f"{'':24}{'seconds':>10}{'images/s':>10}")
     print(f"{'plain diffusers loop':24}{plain:>10.2f}{n / plain:>10.2f}")

@@ -56,15 +56,38 @@ def main() -> None:
         manifest = Path(tmp) / "soak.txt"
         manifest.write_text("".join(f"a small red circle on a blue background {i}\n" for i in range(args.images)))
         out = Path(tmp) / "out"
-        command = [sys.executable, "-m", "genbatch.cli", "run", str(manifest), "--out", str(out), "--quiet",
-                   "--steps", str(args.steps), "--width", str(args.size), "--height", str(args.size),
-                   "--batch-size", str(args.batch_size), "--name-template", "{bucket:04d}/{index:07d}.png"]
+        command = [
+            sys.executable,
+            "-m",
+            "genbatch.cli",
+            "run",
+            str(manifest),
+            "--out",
+            str(out),
+            "--quiet",
+            "--steps",
+            str(args.steps),
+            "--width",
+            str(args.size),
+            "--height",
+            str(args.size),
+            "--batch-size",
+            str(args.batch_size),
+            "--name-template",
+            "{bucket:04d}/{index:07d}.png",
+        ]
         began = time.monotonic()
         process = subprocess.Popen(command)
         samples = []
         while process.poll() is None:
-            samples.append({"t": round(time.monotonic() - began, 2), "images": ledger_lines(out / "genbatch.jsonl"),
-                            "rss_mb": rss_mb(process.pid), "open_files": open_files(process.pid)})
+            samples.append(
+                {
+                    "t": round(time.monotonic() - began, 2),
+                    "images": ledger_lines(out / "genbatch.jsonl"),
+                    "rss_mb": rss_mb(process.pid),
+                    "open_files": open_files(process.pid),
+                }
+            )
             time.sleep(args.every)
         wall = time.monotonic() - began
     generating = [s for s in samples if s["rss_mb"] and s["images"]]
@@ -77,11 +100,17 @@ def main() -> None:
         return (inside[-1]["images"] - inside[0]["images"]) / (inside[-1]["t"] - inside[0]["t"])
 
     result = {
-        "images": args.images, "size": args.size, "steps": args.steps, "batch_size": args.batch_size,
-        "exit_code": process.returncode, "wall_seconds": round(wall, 1),
-        "rss_mb": {"start": generating[0]["rss_mb"] if generating else None,
-                   "peak": max((s["rss_mb"] for s in samples if s["rss_mb"]), default=None),
-                   "end_of_generation": generating[-1]["rss_mb"] if generating else None},
+        "images": args.images,
+        "size": args.size,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "exit_code": process.returncode,
+        "wall_seconds": round(wall, 1),
+        "rss_mb": {
+            "start": generating[0]["rss_mb"] if generating else None,
+            "peak": max((s["rss_mb"] for s in samples if s["rss_mb"]), default=None),
+            "end_of_generation": generating[-1]["rss_mb"] if generating else None,
+        },
         "open_files": {"max": max((s["open_files"] for s in samples if s["open_files"]), default=None)},
         "images_per_second": {"first_tenth": rate(0, tenth), "last_tenth": rate(args.images - tenth, args.images)},
         "samples": samples,

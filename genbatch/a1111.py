@@ -37,9 +37,22 @@ OPTION_FIELDS = {
 IMAGE_COUNT = ("n_iter", "batch_size")
 # A1111 options that change nothing genbatch does (saving, face restoration, styles...).
 NO_MEANING = (
-    "styles", "subseed", "subseed_strength", "seed_resize_from_h", "seed_resize_from_w", "sampler_index",
-    "restore_faces", "tiling", "do_not_save_samples", "do_not_save_grid", "outpath_samples", "outpath_grids",
-    "prompt_for_display", "seed_enable_extras", "denoising_strength", "scheduler",
+    "styles",
+    "subseed",
+    "subseed_strength",
+    "seed_resize_from_h",
+    "seed_resize_from_w",
+    "sampler_index",
+    "restore_faces",
+    "tiling",
+    "do_not_save_samples",
+    "do_not_save_grid",
+    "outpath_samples",
+    "outpath_grids",
+    "prompt_for_display",
+    "seed_enable_extras",
+    "denoising_strength",
+    "scheduler",
 )
 KNOWN = (*OPTION_FIELDS, *IMAGE_COUNT, *NO_MEANING)
 
@@ -110,10 +123,17 @@ def read_prompt_file(text: str, name: str) -> PromptFile:
             option = word[2:] if word.startswith("--") else None
             if option is None or option not in KNOWN:
                 what = f"unknown option {word!r}" if option is not None else f"{word!r} is not an option"
-                problems.append(Problem(name, number, str(column),
-                                        f"{what}; expected A1111 prompt-file options: --"
-                                        + ", --".join((*OPTION_FIELDS, *IMAGE_COUNT)) + " (and A1111's others, "
-                                        "which are ignored here)"))
+                problems.append(
+                    Problem(
+                        name,
+                        number,
+                        str(column),
+                        f"{what}; expected A1111 prompt-file options: --"
+                        + ", --".join((*OPTION_FIELDS, *IMAGE_COUNT))
+                        + " (and A1111's others, "
+                        "which are ignored here)",
+                    )
+                )
                 bad = True
                 break
             if i + 1 >= len(words):
@@ -179,7 +199,7 @@ def parse_parameters(text: str) -> dict[str, str]:
     in_negative = False
     for line in head:
         if line.startswith("Negative prompt:"):
-            in_negative, line = True, line[len("Negative prompt:"):].strip()
+            in_negative, line = True, line[len("Negative prompt:") :].strip()
         (negative if in_negative else prompt).append(line)
     found = {"Prompt": "\n".join(prompt).strip(), "Negative prompt": "\n".join(negative).strip()}
     for label, value in _SETTING.findall(last):

@@ -23,7 +23,7 @@ from .manifest import Row, normalise_column, parse_value
 # Names an A1111 user reaches for that are run options here, with what to do instead.
 _NOT_AXES = {
     "scheduler": "the scheduler is a run option (--scheduler), one per run: run once per scheduler into its own "
-                 "--out, or into one --out with --name-template \"{index:06d}-{key}.{ext}\"",
+    '--out, or into one --out with --name-template "{index:06d}-{key}.{ext}"',
     "id": "an id names one row; it cannot vary",
 }
 _NOT_AXES["sampler"] = _NOT_AXES["scheduler"]

@@ -115,5 +115,8 @@ def _read_state(path: Path) -> dict[str, dict[str, int]]:
         return {}
     if not isinstance(data, dict):
         return {}
-    return {str(k): {n: int(v[n]) for n in ("fits", "auto") if isinstance(v.get(n), int) and v[n] >= 1}
-            for k, v in data.items() if isinstance(v, dict)}
+    return {
+        str(k): {n: int(v[n]) for n in ("fits", "auto") if isinstance(v.get(n), int) and v[n] >= 1}
+        for k, v in data.items()
+        if isinstance(v, dict)
+    }

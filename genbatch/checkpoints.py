@@ -68,8 +68,10 @@ def resolve_checkpoint(file: Path, config: str | None) -> Any:
     from .models import resolve_model
 
     if file.suffix.lower() != ".safetensors":
-        raise ModelError(f"{file}: genbatch loads single-file checkpoints as .safetensors only ({file.suffix} files "
-                         "are pickles, which can run code when loaded); use the .safetensors version of the model")
+        raise ModelError(
+            f"{file}: genbatch loads single-file checkpoints as .safetensors only ({file.suffix} files "
+            "are pickles, which can run code when loaded); use the .safetensors version of the model"
+        )
     if not config:
         raise ModelError(missing_config_message(file))
     try:
@@ -79,20 +81,30 @@ def resolve_checkpoint(file: Path, config: str | None) -> Any:
     if base.checkpoint is not None:
         raise ModelError(f"--config {config}: expected a diffusers folder or hub id, not another single file")
     sha = file_sha256(file)
-    return dataclasses.replace(base, name=file.name, source="single-file", fingerprint=_combined(sha, base.fingerprint),
-                               checkpoint=file.resolve(), a1111_hash=sha[:10])
+    return dataclasses.replace(
+        base,
+        name=file.name,
+        source="single-file",
+        fingerprint=_combined(sha, base.fingerprint),
+        checkpoint=file.resolve(),
+        a1111_hash=sha[:10],
+    )
 
 
 def missing_config_message(file: Path) -> str:
     repo = _config_repo(file)
     from .models import download_command
 
-    which = (f"it looks like {repo}: run\n    {download_command(repo)} --include '*.json' '*.txt'\n"
-             f"then add --config {repo}" if repo else
-             "add --config with the diffusers folder (or cached hub id) of the model it was trained from, e.g. "
-             "--config stable-diffusion-v1-5/stable-diffusion-v1-5")
-    return (f"{file} is a single-file checkpoint; genbatch needs its pipeline's configs and tokenizer as well, "
-            f"from a diffusers folder or a hub id in the local cache: {which}")
+    which = (
+        f"it looks like {repo}: run\n    {download_command(repo)} --include '*.json' '*.txt'\nthen add --config {repo}"
+        if repo
+        else "add --config with the diffusers folder (or cached hub id) of the model it was trained from, e.g. "
+        "--config stable-diffusion-v1-5/stable-diffusion-v1-5"
+    )
+    return (
+        f"{file} is a single-file checkpoint; genbatch needs its pipeline's configs and tokenizer as well, "
+        f"from a diffusers folder or a hub id in the local cache: {which}"
+    )
 
 
 class _Shape:
@@ -156,8 +168,9 @@ def load_pipeline(model: Any, torch_dtype: Any) -> Any:
         cls = getattr(diffusers, read_json(model.path / "model_index.json").get("_class_name", ""), None)
         if cls is None or not hasattr(cls, "from_single_file"):
             raise ModelError(f"{model.checkpoint}: the --config pipeline ({model.path}) cannot load single files")
-        pipe = cls.from_single_file(str(model.checkpoint), config=str(model.path), torch_dtype=torch_dtype,
-                                    local_files_only=True)
+        pipe = cls.from_single_file(
+            str(model.checkpoint), config=str(model.path), torch_dtype=torch_dtype, local_files_only=True
+        )
     if model.vae is not None:
         pipe.vae = load_vae(model.vae, model.path, torch_dtype)
     return pipe
@@ -167,7 +180,8 @@ def load_vae(path: Path, config_folder: Path, torch_dtype: Any) -> Any:
     from diffusers import AutoencoderKL
 
     if path.is_file():
-        return AutoencoderKL.from_single_file(str(path), config=str(config_folder), subfolder="vae",
-                                              torch_dtype=torch_dtype, local_files_only=True)
+        return AutoencoderKL.from_single_file(
+            str(path), config=str(config_folder), subfolder="vae", torch_dtype=torch_dtype, local_files_only=True
+        )
     sub = "vae" if (path / "vae" / "config.json").is_file() else None
     return AutoencoderKL.from_pretrained(path, subfolder=sub, torch_dtype=torch_dtype)

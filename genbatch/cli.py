@@ -7,18 +7,19 @@ import functools
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import typer
 
 from . import __version__
 from .a1111 import READINGS
+from .axes import parse_axes
 from .echo import shown, shown_bare
 from .errors import EXIT_SIGINT, EXIT_USAGE, GenbatchError, ManifestError
 from .fields import text_value
 from .image_formats import BY_EXTENSION as IMAGE_FORMATS
-from .axes import parse_axes
 from .manifest import FORMATS, MAX_IMAGES_PER_ROW, parse_assignments, parse_value, read_manifest
 from .plan import DEFAULT_NAME_TEMPLATE, Defaults, parse_shard
 from .samplers import parse_scheduler
@@ -121,56 +122,127 @@ def _column_map(columns: list[str], prompt_column: str | None) -> dict[str, str]
 def run(
     manifest: str = typer.Argument(..., help="Manifest file (.csv .tsv .jsonl .ndjson .txt .parquet), or - for stdin."),
     out: Path = typer.Option(Path("genbatch-out"), "--out", "-o", help="Output folder: images, ledger, reports."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Built-in name, diffusers folder, ONNX export, or hub id in the local cache. Default: the embedded model."),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Built-in name, diffusers folder, ONNX export, or hub id in the local cache. Default: the embedded model.",
+    ),
     backend: str = typer.Option("torch", help="torch (diffusers) or onnx (ONNX Runtime)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
     dtype: str = typer.Option("auto", help="auto, fp32, fp16 or bf16 (auto: fp16 on GPU, fp32 on CPU)."),
-    config: Optional[str] = typer.Option(None, "--config", help="For a single-file --model (model.safetensors): its pipeline's diffusers folder or hub id in the local cache."),
-    vae: Optional[str] = typer.Option(None, "--vae", help="Replace the model's VAE: a diffusers VAE folder, hub id in the local cache, or .safetensors file."),
-    scheduler: Optional[str] = typer.Option(None, help="An A1111 sampler name (\"DPM++ 2M Karras\", \"Euler a\"...) or a diffusers scheduler class name, e.g. EulerDiscreteScheduler."),
-    clip_skip: Optional[int] = typer.Option(None, "--clip-skip", min=1, max=12, help="A1111's clip skip for rows without one: 1 = the text encoder's last layer, 2 = the one before."),
-    providers: Optional[str] = typer.Option(None, help="ONNX Runtime execution providers, comma-separated (default: best available)."),
-    batch_size: Optional[str] = typer.Option(None, "--batch-size", "-b", help="Images per batch, or auto (the largest that fits and is fastest per image; remembered). Default: auto on a GPU, 8 on a CPU."),
-    steps: Optional[int] = typer.Option(None, min=1, help="Steps for rows without a steps column."),
-    guidance: Optional[float] = typer.Option(None, min=0.0, help="Guidance scale for rows without one."),
-    width: Optional[int] = typer.Option(None, min=8, help="Width for rows without one (multiple of 8)."),
-    height: Optional[int] = typer.Option(None, min=8, help="Height for rows without one (multiple of 8)."),
-    negative: Optional[str] = typer.Option(None, help="Negative prompt for rows without one (default: none, the model's own default)."),
+    config: str | None = typer.Option(
+        None,
+        "--config",
+        help="For a single-file --model (model.safetensors): its pipeline's diffusers folder or hub id in the local cache.",
+    ),
+    vae: str | None = typer.Option(
+        None,
+        "--vae",
+        help="Replace the model's VAE: a diffusers VAE folder, hub id in the local cache, or .safetensors file.",
+    ),
+    scheduler: str | None = typer.Option(
+        None,
+        help='An A1111 sampler name ("DPM++ 2M Karras", "Euler a"...) or a diffusers scheduler class name, e.g. EulerDiscreteScheduler.',
+    ),
+    clip_skip: int | None = typer.Option(
+        None,
+        "--clip-skip",
+        min=1,
+        max=12,
+        help="A1111's clip skip for rows without one: 1 = the text encoder's last layer, 2 = the one before.",
+    ),
+    providers: str | None = typer.Option(
+        None, help="ONNX Runtime execution providers, comma-separated (default: best available)."
+    ),
+    batch_size: str | None = typer.Option(
+        None,
+        "--batch-size",
+        "-b",
+        help="Images per batch, or auto (the largest that fits and is fastest per image; remembered). Default: auto on a GPU, 8 on a CPU.",
+    ),
+    steps: int | None = typer.Option(None, min=1, help="Steps for rows without a steps column."),
+    guidance: float | None = typer.Option(None, min=0.0, help="Guidance scale for rows without one."),
+    width: int | None = typer.Option(None, min=8, help="Width for rows without one (multiple of 8)."),
+    height: int | None = typer.Option(None, min=8, help="Height for rows without one (multiple of 8)."),
+    negative: str | None = typer.Option(
+        None, help="Negative prompt for rows without one (default: none, the model's own default)."
+    ),
     num_images: int = typer.Option(1, "--num-images", "-n", min=1, help="Images per row for rows without num_images."),
     max_images_per_row: int = typer.Option(
         MAX_IMAGES_PER_ROW, "--max-images-per-row", min=1, help="Refuse rows that ask for more images than this."
     ),
     seed: int = typer.Option(0, min=0, help="Base seed from which rows without a seed derive theirs."),
-    lora: list[str] = typer.Option([], help="A LoRA for rows without a lora column: a .safetensors file, a folder or a cached hub id, with an optional weight: --lora style.safetensors:0.8 (repeat for several)."),
-    prompt_weighting: str = typer.Option("off", help="a1111: read (word:1.3), (word) and [word] in prompts as weights (needs compel); off: prompts as written."),
-    vary: list[str] = typer.Option([], help="Run every row for each value of a field: --vary steps=20,30 --vary lora=a:0.5,a:1.0 (the product of all --vary)."),
+    lora: list[str] = typer.Option(
+        [],
+        help="A LoRA for rows without a lora column: a .safetensors file, a folder or a cached hub id, with an optional weight: --lora style.safetensors:0.8 (repeat for several).",
+    ),
+    prompt_weighting: str = typer.Option(
+        "off",
+        help="a1111: read (word:1.3), (word) and [word] in prompts as weights (needs compel); off: prompts as written.",
+    ),
+    vary: list[str] = typer.Option(
+        [],
+        help="Run every row for each value of a field: --vary steps=20,30 --vary lora=a:0.5,a:1.0 (the product of all --vary).",
+    ),
     column: list[str] = typer.Option([], help="Read a field from another column: --column seed=evaluation_seed."),
-    prompt_column: Optional[str] = typer.Option(None, help="The column that holds the prompt."),
+    prompt_column: str | None = typer.Option(None, help="The column that holds the prompt."),
     set_: list[str] = typer.Option([], "--set", help="Force a value on every row: --set width=512."),
-    format_: list[str] = typer.Option([], "--format", "-f", help="Image format png|webp|jpg, and/or manifest format csv|tsv|jsonl|txt|parquet."),
+    format_: list[str] = typer.Option(
+        [], "--format", "-f", help="Image format png|webp|jpg, and/or manifest format csv|tsv|jsonl|txt|parquet."
+    ),
     quality: int = typer.Option(95, min=1, max=100, help="WebP/JPEG quality."),
     compress_level: int = typer.Option(6, min=0, max=9, help="PNG compression level (0 fastest, 9 smallest)."),
-    name_template: str = typer.Option(DEFAULT_NAME_TEMPLATE, help="Output file name; fields: index, row, line, k, bucket (index // 1000), id, slug, prompt, seed, steps, guidance, width, height, model, key, ext, and any manifest column."),
-    workers: Optional[int] = typer.Option(None, min=1, help="Image encoding threads (default: up to 4)."),
-    limit: Optional[int] = typer.Option(None, min=0, help="Run at most N jobs of the plan."),
-    shard: Optional[str] = typer.Option(None, help="Run shard I of N (1-based), e.g. --shard 2/4."),
+    name_template: str = typer.Option(
+        DEFAULT_NAME_TEMPLATE,
+        help="Output file name; fields: index, row, line, k, bucket (index // 1000), id, slug, prompt, seed, steps, guidance, width, height, model, key, ext, and any manifest column.",
+    ),
+    workers: int | None = typer.Option(None, min=1, help="Image encoding threads (default: up to 4)."),
+    limit: int | None = typer.Option(None, min=0, help="Run at most N jobs of the plan."),
+    shard: str | None = typer.Option(None, help="Run shard I of N (1-based), e.g. --shard 2/4."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; load no model, write nothing."),
     force: bool = typer.Option(False, help="Regenerate images that are already done."),
     verify: bool = typer.Option(
         False, "--verify", help="Hash the images already done; regenerate those that no longer match the ledger."
     ),
-    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Run the valid rows; list invalid ones in the report."),
+    skip_invalid: bool = typer.Option(
+        False, "--skip-invalid", help="Run the valid rows; list invalid ones in the report."
+    ),
     wait: bool = typer.Option(False, help="If another run holds --out, wait for it instead of exiting."),
-    engine: str = typer.Option("local", help="local (this process) or ray (workers on a Ray cluster; pip install 'genbatch[ray]')."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join: auto, host:6379 or ray://host:10001 (default: RAY_ADDRESS, else start a local instance)."),
-    ray_workers: Optional[int] = typer.Option(None, "--ray-workers", min=1, help="Ray workers (default: one per GPU, or per CPU where there is none)."),
-    gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", min=0.0, help="GPUs each Ray worker holds; 0 for CPU workers, 0.5 for two per GPU (default: 1 if the cluster has GPUs)."),
-    max_retries: Optional[int] = typer.Option(None, "--max-retries", min=0, help="Times a batch lost with its Ray worker is retried before its jobs are recorded as failed (default 3)."),
+    engine: str = typer.Option(
+        "local", help="local (this process) or ray (workers on a Ray cluster; pip install 'genbatch[ray]')."
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        help="Ray cluster to join: auto, host:6379 or ray://host:10001 (default: RAY_ADDRESS, else start a local instance).",
+    ),
+    ray_workers: int | None = typer.Option(
+        None, "--ray-workers", min=1, help="Ray workers (default: one per GPU, or per CPU where there is none)."
+    ),
+    gpus_per_worker: float | None = typer.Option(
+        None,
+        "--gpus-per-worker",
+        min=0.0,
+        help="GPUs each Ray worker holds; 0 for CPU workers, 0.5 for two per GPU (default: 1 if the cluster has GPUs).",
+    ),
+    max_retries: int | None = typer.Option(
+        None,
+        "--max-retries",
+        min=0,
+        help="Times a batch lost with its Ray worker is retried before its jobs are recorded as failed (default 3).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     json_: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
-    offload: str = typer.Option("none", help="torch: none, model or sequential (diffusers' CPU offload, for models larger than the GPU)."),
-    vae_tiling: bool = typer.Option(False, "--vae-tiling", help="torch: decode large images tile by tile (less memory)."),
-    vae_slicing: bool = typer.Option(False, "--vae-slicing", help="torch: decode a batch one image at a time (less memory)."),
+    offload: str = typer.Option(
+        "none", help="torch: none, model or sequential (diffusers' CPU offload, for models larger than the GPU)."
+    ),
+    vae_tiling: bool = typer.Option(
+        False, "--vae-tiling", help="torch: decode large images tile by tile (less memory)."
+    ),
+    vae_slicing: bool = typer.Option(
+        False, "--vae-slicing", help="torch: decode a batch one image at a time (less memory)."
+    ),
 ) -> None:
     """Generate an image for every row (x num_images) of MANIFEST into --out.
 
@@ -193,8 +265,11 @@ def run(
         result = run_manifest(options)
     except GenbatchError as err:
         if json_:  # a script reading --json gets an object on failure too
-            print(json.dumps(RunSummary.from_error(err, str(out), manifest).to_dict(), indent=2, ensure_ascii=False,
-                             default=str))
+            print(
+                json.dumps(
+                    RunSummary.from_error(err, str(out), manifest).to_dict(), indent=2, ensure_ascii=False, default=str
+                )
+            )
         raise
     if dry_run:
         _print_plan(result, json_)
@@ -208,16 +283,56 @@ def run(
     raise typer.Exit(result.exit_code)
 
 
-def _run_options(manifest: str, out: Path, model: str | None, config: str | None, vae: str | None,
-                 clip_skip: int | None, backend: str, device: str, dtype: str, scheduler: str | None, providers: str | None, batch_size: str | None, steps: int | None,
-                 guidance: float | None, width: int | None, height: int | None, negative: str | None, num_images: int,
-                 seed: int, lora: list[str], prompt_weighting: str, vary: list[str], column: list[str],
-                 prompt_column: str | None, set_: list[str], format_: list[str],
-                 quality: int, compress_level: int, name_template: str, workers: int | None, limit: int | None,
-                 shard: str | None, dry_run: bool, force: bool, skip_invalid: bool, wait: bool, quiet: bool,
-                 engine: str, ray_address: str | None, ray_workers: int | None, gpus_per_worker: float | None,
-                 max_retries: int | None, max_images_per_row: int, verify: bool, offload: str = "none",
-                 vae_tiling: bool = False, vae_slicing: bool = False, **_: Any) -> Any:
+def _run_options(
+    manifest: str,
+    out: Path,
+    model: str | None,
+    config: str | None,
+    vae: str | None,
+    clip_skip: int | None,
+    backend: str,
+    device: str,
+    dtype: str,
+    scheduler: str | None,
+    providers: str | None,
+    batch_size: str | None,
+    steps: int | None,
+    guidance: float | None,
+    width: int | None,
+    height: int | None,
+    negative: str | None,
+    num_images: int,
+    seed: int,
+    lora: list[str],
+    prompt_weighting: str,
+    vary: list[str],
+    column: list[str],
+    prompt_column: str | None,
+    set_: list[str],
+    format_: list[str],
+    quality: int,
+    compress_level: int,
+    name_template: str,
+    workers: int | None,
+    limit: int | None,
+    shard: str | None,
+    dry_run: bool,
+    force: bool,
+    skip_invalid: bool,
+    wait: bool,
+    quiet: bool,
+    engine: str,
+    ray_address: str | None,
+    ray_workers: int | None,
+    gpus_per_worker: float | None,
+    max_retries: int | None,
+    max_images_per_row: int,
+    verify: bool,
+    offload: str = "none",
+    vae_tiling: bool = False,
+    vae_slicing: bool = False,
+    **_: Any,
+) -> Any:
     """``genbatch run``'s options, checked, as the library's RunOptions."""
     from .runner import RunOptions
 
@@ -235,8 +350,10 @@ def _run_options(manifest: str, out: Path, model: str | None, config: str | None
     if offload not in ("none", "model", "sequential"):
         raise GenbatchError(f"--offload {offload!r}: expected none, model or sequential")
     if num_images > max_images_per_row:
-        raise GenbatchError(f"--num-images {num_images} is over the limit of {max_images_per_row} images per row; "
-                            "pass --max-images-per-row N to allow more")
+        raise GenbatchError(
+            f"--num-images {num_images} is over the limit of {max_images_per_row} images per row; "
+            "pass --max-images-per-row N to allow more"
+        )
     manifest_format, image_format = _split_formats(format_)
     try:
         loras = parse_value("lora", "; ".join(lora)) if lora else None
@@ -259,9 +376,18 @@ def _run_options(manifest: str, out: Path, model: str | None, config: str | None
         column_map=_column_map(column, prompt_column),
         overrides=overrides,
         axes=parse_axes(vary, overrides),
-        defaults=Defaults(steps=steps, guidance_scale=guidance, width=width, height=height, negative_prompt=negative,
-                          num_images=num_images, seed=seed, clip_skip=clip_skip, lora=loras or None,
-                          prompt_weighting=None if weighting == "off" else weighting),
+        defaults=Defaults(
+            steps=steps,
+            guidance_scale=guidance,
+            width=width,
+            height=height,
+            negative_prompt=negative,
+            num_images=num_images,
+            seed=seed,
+            clip_skip=clip_skip,
+            lora=loras or None,
+            prompt_weighting=None if weighting == "off" else weighting,
+        ),
         model=model,
         config=config,
         vae=vae,
@@ -288,10 +414,19 @@ def _run_options(manifest: str, out: Path, model: str | None, config: str | None
     )
 
 
-def _engine_options(engine: str, ray_address: str | None, ray_workers: int | None, gpus_per_worker: float | None,
-                    max_retries: int | None) -> dict[str, Any]:
-    ray = {"--ray-address": ray_address, "--ray-workers": ray_workers, "--gpus-per-worker": gpus_per_worker,
-           "--max-retries": max_retries}
+def _engine_options(
+    engine: str,
+    ray_address: str | None,
+    ray_workers: int | None,
+    gpus_per_worker: float | None,
+    max_retries: int | None,
+) -> dict[str, Any]:
+    ray = {
+        "--ray-address": ray_address,
+        "--ray-workers": ray_workers,
+        "--gpus-per-worker": gpus_per_worker,
+        "--max-retries": max_retries,
+    }
     if engine == "local":
         given = [name for name, value in ray.items() if value is not None]
         if given:
@@ -299,8 +434,12 @@ def _engine_options(engine: str, ray_address: str | None, ray_workers: int | Non
         return {}
     if engine != "ray":
         raise GenbatchError(f"--engine {engine!r}: expected local or ray")
-    return {"address": ray_address, "workers": ray_workers, "gpus_per_worker": gpus_per_worker,
-            **({"max_retries": max_retries} if max_retries is not None else {})}
+    return {
+        "address": ray_address,
+        "workers": ray_workers,
+        "gpus_per_worker": gpus_per_worker,
+        **({"max_retries": max_retries} if max_retries is not None else {}),
+    }
 
 
 def _print_plan(result: Any, as_json: bool) -> None:
@@ -312,17 +451,25 @@ def _print_plan(result: Any, as_json: bool) -> None:
     for warning in result.warnings:
         _err(f"warning: {warning}")
     c = summary.counts
-    models = ", ".join(f"{m['name']} ({m['fingerprint']}; {m['family']}: "
-                       + " ".join(f"{k}={v}" for k, v in m["defaults"].items()) + ")" for m in summary.models)
-    print(f"plan: {c.planned} images, {c.already_done} already done, {c.to_generate} to generate in {c.batches} batches")
+    models = ", ".join(
+        f"{m['name']} ({m['fingerprint']}; {m['family']}: "
+        + " ".join(f"{k}={v}" for k, v in m["defaults"].items())
+        + ")"
+        for m in summary.models
+    )
+    print(
+        f"plan: {c.planned} images, {c.already_done} already done, {c.to_generate} to generate in {c.batches} batches"
+    )
     print(f"model: {models}; {summary.backend}/{summary.device}/{summary.dtype}; out: {summary.out}")
     if c.skipped:
         print(f"{c.skipped} invalid rows will be skipped")
     for job in result.pending[:20]:
         own = f" timesteps={','.join(map(str, job.timesteps))}" if job.timesteps else ""
         own += f" lora={text_value('lora', job.lora)}" if job.lora else ""
-        print(f"  {job.file}  seed={job.seed} steps={job.steps}{own} guidance={job.guidance_scale:g} "
-              f"{job.width}x{job.height}  {shown(job.prompt, 60)}")
+        print(
+            f"  {job.file}  seed={job.seed} steps={job.steps}{own} guidance={job.guidance_scale:g} "
+            f"{job.width}x{job.height}  {shown(job.prompt, 60)}"
+        )
     if len(result.pending) > 20:
         print(f"  ... and {len(result.pending) - 20} more")
 
@@ -331,11 +478,13 @@ def _print_plan(result: Any, as_json: bool) -> None:
 @user_errors
 def validate(
     manifest: str = typer.Argument(..., help="Manifest file, or - for stdin."),
-    format_: Optional[str] = typer.Option(None, "--format", "-f", help=f"Manifest format: {', '.join(FORMATS)}."),
+    format_: str | None = typer.Option(None, "--format", "-f", help=f"Manifest format: {', '.join(FORMATS)}."),
     column: list[str] = typer.Option([], help="Read a field from another column: --column seed=evaluation_seed."),
-    prompt_column: Optional[str] = typer.Option(None, help="The column that holds the prompt."),
+    prompt_column: str | None = typer.Option(None, help="The column that holds the prompt."),
     set_: list[str] = typer.Option([], "--set", help="Force a value on every row: --set width=512."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="The model of rows without a model column (default: the embedded model)."),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="The model of rows without a model column (default: the embedded model)."
+    ),
     json_: bool = typer.Option(False, "--json", help="Print problems as JSON on stdout."),
     max_images_per_row: int = typer.Option(
         MAX_IMAGES_PER_ROW, "--max-images-per-row", min=1, help="Refuse rows that ask for more images than this."
@@ -352,8 +501,13 @@ def validate(
       genbatch validate prompts.csv
     """
     try:
-        manifest_ = read_manifest(manifest, format=format_, column_map=_column_map(column, prompt_column),
-                                  overrides=parse_assignments(set_, "--set"), max_images_per_row=max_images_per_row)
+        manifest_ = read_manifest(
+            manifest,
+            format=format_,
+            column_map=_column_map(column, prompt_column),
+            overrides=parse_assignments(set_, "--set"),
+            max_images_per_row=max_images_per_row,
+        )
     except ManifestError as err:
         problems, warnings, rows, name, fmt, columns = err.problems, [], [], manifest, format_, {}
     else:
@@ -365,11 +519,24 @@ def validate(
             problems = [*problems, *manifest_problems(manifest_, model)]
     images = sum(r.num_images or 1 for r in rows)
     if json_:
-        print(json.dumps({
-            "file": name, "format": fmt, "valid": not problems, "rows": len(rows), "images": images,
-            "columns": columns, "warnings": warnings,
-            "problems": [{"file": p.file, "line": p.line, "column": p.column, "message": p.message} for p in problems],
-        }, indent=2, ensure_ascii=False))
+        print(
+            json.dumps(
+                {
+                    "file": name,
+                    "format": fmt,
+                    "valid": not problems,
+                    "rows": len(rows),
+                    "images": images,
+                    "columns": columns,
+                    "warnings": warnings,
+                    "problems": [
+                        {"file": p.file, "line": p.line, "column": p.column, "message": p.message} for p in problems
+                    ],
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
     else:
         for warning in warnings:
             _err(f"warning: {warning}")
@@ -379,15 +546,18 @@ def validate(
         if problems:
             _err(f"{name}: {len(problems)} problem{'s' if len(problems) != 1 else ''}, {len(rows)} valid rows{reading}")
         else:
-            _err(f"{name}: {len(rows)} rows, {images} images, valid{reading} ({fmt}; columns: "
-                 + ", ".join(f"{k}<-{shown(v)}" for k, v in columns.items()) + ")")
+            _err(
+                f"{name}: {len(rows)} rows, {images} images, valid{reading} ({fmt}; columns: "
+                + ", ".join(f"{k}<-{shown(v)}" for k, v in columns.items())
+                + ")"
+            )
     raise typer.Exit(EXIT_USAGE if problems else 0)
 
 
 @app.command()
 @user_errors
 def models(
-    folders: Optional[list[Path]] = typer.Argument(None, help="Model folders to check as well."),
+    folders: list[Path] | None = typer.Argument(None, help="Model folders to check as well."),
     json_: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """List the models genbatch can use here without a download: built-ins, the local
@@ -414,13 +584,22 @@ def models(
 @user_errors
 def export(
     to: str = typer.Option(..., "--to", help="Export format: onnx."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Built-in name, diffusers folder, or hub id in the local cache. Default: the embedded model."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder. Default: exports/<model>-onnx."),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Built-in name, diffusers folder, or hub id in the local cache. Default: the embedded model.",
+    ),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder. Default: exports/<model>-onnx."),
     opset: int = typer.Option(17, min=14, help="ONNX opset."),
     fp16: bool = typer.Option(False, "--fp16", help="Store weights in fp16 (for GPUs; inputs and outputs stay fp32)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder."),
-    verify: bool = typer.Option(True, "--verify/--no-verify", help="Compare each component and whole images against torch."),
-    external_data: bool = typer.Option(False, "--external-data", help="Keep weights in model.onnx_data files even under 2 GB (always over)."),
+    verify: bool = typer.Option(
+        True, "--verify/--no-verify", help="Compare each component and whole images against torch."
+    ),
+    external_data: bool = typer.Option(
+        False, "--external-data", help="Keep weights in model.onnx_data files even under 2 GB (always over)."
+    ),
     json_: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Export a model for ONNX Runtime, then check it against torch: each component on
@@ -439,16 +618,32 @@ def export(
         raise GenbatchError(f"--to {to!r}: the export format is onnx")
     from .export import export_onnx, format_parity
 
-    result = export_onnx(model, out, opset=opset, fp16=fp16, overwrite=overwrite, verify=verify,
-                         force_external_data=external_data)
+    result = export_onnx(
+        model, out, opset=opset, fp16=fp16, overwrite=overwrite, verify=verify, force_external_data=external_data
+    )
     if json_:
-        print(json.dumps({"out": str(result.out), "model": result.model, "fingerprint": result.fingerprint,
-                          "source_fingerprint": result.source_fingerprint, "opset": result.opset, "fp16": result.fp16,
-                          "seconds": result.seconds, "components": result.components, "parity": result.parity},
-                         indent=2, default=str))
+        print(
+            json.dumps(
+                {
+                    "out": str(result.out),
+                    "model": result.model,
+                    "fingerprint": result.fingerprint,
+                    "source_fingerprint": result.source_fingerprint,
+                    "opset": result.opset,
+                    "fp16": result.fp16,
+                    "seconds": result.seconds,
+                    "components": result.components,
+                    "parity": result.parity,
+                },
+                indent=2,
+                default=str,
+            )
+        )
         return
-    _err(f"exported {result.model} to {result.out} in {result.seconds:.1f} s "
-         f"(opset {result.opset}, {'fp16' if result.fp16 else 'fp32'}, fingerprint {result.fingerprint})")
+    _err(
+        f"exported {result.model} to {result.out} in {result.seconds:.1f} s "
+        f"(opset {result.opset}, {'fp16' if result.fp16 else 'fp32'}, fingerprint {result.fingerprint})"
+    )
     _err(format_parity(result.parity))
     _err(f"run it: genbatch run PROMPTS --backend onnx --model {result.out}")
 
@@ -520,19 +715,27 @@ def merge(
     if json_:
         print(json.dumps(asdict(result), indent=2, default=str))
         return
-    _err(f"merged {len(outs)} folders into {result.into}: {result.images} images ({result.linked} hard-linked, "
-         f"{result.copied} copied, {result.in_place} already there), {result.failed} failed, "
-         f"{result.skipped} rows skipped")
+    _err(
+        f"merged {len(outs)} folders into {result.into}: {result.images} images ({result.linked} hard-linked, "
+        f"{result.copied} copied, {result.in_place} already there), {result.failed} failed, "
+        f"{result.skipped} rows skipped"
+    )
 
 
 @app.command()
 @user_errors
 def grid(
     out: Path = typer.Argument(..., help="An output folder of genbatch run."),
-    rows: str = typer.Option(..., "--rows", help="The axis down the side: prompt, seed, model, lora, steps, guidance, sampler, width, height, or a manifest column."),
+    rows: str = typer.Option(
+        ...,
+        "--rows",
+        help="The axis down the side: prompt, seed, model, lora, steps, guidance, sampler, width, height, or a manifest column.",
+    ),
     cols: str = typer.Option(..., "--cols", help="The axis across the top (the same choices)."),
-    pages: Optional[str] = typer.Option(None, "--pages", help="A third axis: one grid per value."),
-    cell_size: Optional[int] = typer.Option(None, "--cell-size", min=16, help="Fit each image into N x N pixels (default: the images' own size)."),
+    pages: str | None = typer.Option(None, "--pages", help="A third axis: one grid per value."),
+    cell_size: int | None = typer.Option(
+        None, "--cell-size", min=16, help="Fit each image into N x N pixels (default: the images' own size)."
+    ),
 ) -> None:
     """Lay OUT's images out by two parameters, with labelled rows and columns (A1111's X/Y/Z
     plot), into OUT/.genbatch-grids/NAME.png, with its layout in NAME.json; report.html lists them.
@@ -581,8 +784,10 @@ def verify(
             for name in getattr(result, kind):
                 print(f"{kind}: {shown_bare(name, 4096)}")
         counts = f"{len(result.missing)} missing, {len(result.changed)} changed"
-        _err(f"{shown_bare(out, 4096)}: {result.checked} images checked: {counts}, "
-             f"{len(result.unrecorded)} unrecorded" + (" (all match the ledger)" if result.ok else ""))
+        _err(
+            f"{shown_bare(out, 4096)}: {result.checked} images checked: {counts}, "
+            f"{len(result.unrecorded)} unrecorded" + (" (all match the ledger)" if result.ok else "")
+        )
     raise typer.Exit(0 if result.ok else 1)
 
 
@@ -590,11 +795,27 @@ def verify(
 @user_errors
 def eval_(
     out: Path = typer.Argument(..., help="An output folder of genbatch run."),
-    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated: fid, is, clip, diversity, shapes. Default: shapes,diversity for a run of the shapes model, else clip,diversity."),
-    reference: Optional[str] = typer.Option(None, "--reference", help="FID reference: a folder of real images, or a .npz with mu and sigma."),
-    by: list[str] = typer.Option(["model"], "--by", help="Group by a ledger field (model, steps, guidance_scale, ...) or a manifest column; repeat for several."),
-    clip_model: Optional[str] = typer.Option(None, "--clip-model", help="CLIP folder, or hub id in the local cache. Default: openai/clip-vit-large-patch14."),
-    inception_weights: Optional[Path] = typer.Option(None, "--inception-weights", help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth. Default: the torch hub cache."),
+    metrics: str | None = typer.Option(
+        None,
+        "--metrics",
+        help="Comma-separated: fid, is, clip, diversity, shapes. Default: shapes,diversity for a run of the shapes model, else clip,diversity.",
+    ),
+    reference: str | None = typer.Option(
+        None, "--reference", help="FID reference: a folder of real images, or a .npz with mu and sigma."
+    ),
+    by: list[str] = typer.Option(
+        ["model"],
+        "--by",
+        help="Group by a ledger field (model, steps, guidance_scale, ...) or a manifest column; repeat for several.",
+    ),
+    clip_model: str | None = typer.Option(
+        None, "--clip-model", help="CLIP folder, or hub id in the local cache. Default: openai/clip-vit-large-patch14."
+    ),
+    inception_weights: Path | None = typer.Option(
+        None,
+        "--inception-weights",
+        help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth. Default: the torch hub cache.",
+    ),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Images per batch."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),

@@ -11,9 +11,10 @@ send back small :class:`~genbatch.writer.WrittenImage` records.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Protocol
 
 from .backends import BackendOptions, GeneratedImage, LoadedModel, get_backend
 from .batch_size import BatchSizer, is_out_of_memory, size_key
@@ -48,14 +49,16 @@ class EngineReport:
 class Engine(Protocol):
     name: str
 
-    def run(self, work: EngineWork, sink: ResultSink, stop_requested: Callable[[], bool],
-            say: Callable[[str], None]) -> EngineReport:
+    def run(
+        self, work: EngineWork, sink: ResultSink, stop_requested: Callable[[], bool], say: Callable[[str], None]
+    ) -> EngineReport:
         """Run ``work.batches`` until done or ``stop_requested()``; report every job that ran
         to ``sink``. Raises :class:`ModelError` when the run's only model cannot load."""
 
 
-def generate_batch(loaded: LoadedModel, batch: list[Job], sizer: BatchSizer,
-                   key: str) -> list[tuple[GeneratedImage, int, float]]:
+def generate_batch(
+    loaded: LoadedModel, batch: list[Job], sizer: BatchSizer, key: str
+) -> list[tuple[GeneratedImage, int, float]]:
     """Each job's image, with the size of the batch it ran in and its seconds per image.
 
     A batch that runs out of memory is halved and run again (the size that fit is remembered);
@@ -69,15 +72,19 @@ def generate_batch(loaded: LoadedModel, batch: list[Job], sizer: BatchSizer,
         if release is not None:
             release()
         if len(batch) == 1:
-            reason = (f"out of memory: one image of {batch[0].width}x{batch[0].height} does not fit "
-                      f"({type(err).__name__}: {err})" if is_out_of_memory(err) else f"{type(err).__name__}: {err}")
+            reason = (
+                f"out of memory: one image of {batch[0].width}x{batch[0].height} does not fit "
+                f"({type(err).__name__}: {err})"
+                if is_out_of_memory(err)
+                else f"{type(err).__name__}: {err}"
+            )
             return [(GeneratedImage(batch[0], None, reason), 1, 0.0)]
         if not is_out_of_memory(err):
             return [r for job in batch for r in generate_batch(loaded, [job], sizer, key)]
         sizer.out_of_memory(key, len(batch))
         results, start = [], 0
         while start < len(batch):  # in the sizes now known to fit, which may shrink again
-            chunk = batch[start:start + sizer.next_size(key)]
+            chunk = batch[start : start + sizer.next_size(key)]
             start += len(chunk)
             results += generate_batch(loaded, chunk, sizer, key)
         return results
@@ -124,8 +131,9 @@ class LocalEngine:
 
     name = "local"
 
-    def run(self, work: EngineWork, sink: ResultSink, stop_requested: Callable[[], bool],
-            say: Callable[[str], None]) -> EngineReport:
+    def run(
+        self, work: EngineWork, sink: ResultSink, stop_requested: Callable[[], bool], say: Callable[[str], None]
+    ) -> EngineReport:
         report = EngineReport()
         backend = get_backend(work.backend)
         groups = list(by_model(work.batches))
@@ -168,7 +176,7 @@ class LocalEngine:
                         key = batch_size_key(jobs[0], work.options)
                         start = 0
                         while start < len(jobs) and not stopping():
-                            batch = jobs[start:start + work.sizer.next_size(key)]
+                            batch = jobs[start : start + work.sizer.next_size(key)]
                             start += len(batch)
                             began = time.monotonic()
                             for result, size, seconds in generate_batch(loaded, batch, work.sizer, key):

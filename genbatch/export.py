@@ -99,8 +99,10 @@ def check_supported(model: ModelRef) -> dict[str, Any]:
     supported = f"genbatch export supports {', '.join(SUPPORTED)} folders (SD 1.x/2.x and SDXL)"
     family = folder_family(model.path)
     if family is not None and family not in (SD, SDXL):
-        raise ModelError(f"{model.name}: {cls} is a {family.title} pipeline, which genbatch cannot export to ONNX "
-                         f"(run it with --backend torch); {supported}")
+        raise ModelError(
+            f"{model.name}: {cls} is a {family.title} pipeline, which genbatch cannot export to ONNX "
+            f"(run it with --backend torch); {supported}"
+        )
     needed = SDXL.components if family is SDXL else ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
     missing = [c for c in needed if not index.get(c, [None])[0]]
     if cls not in SUPPORTED or missing:
@@ -119,12 +121,22 @@ def _check_out(out: Path, model: ModelRef, overwrite: bool) -> None:
         if not overwrite:
             raise GenbatchError(f"--out {out} is not empty; pass --overwrite to replace it, or choose another --out")
         if not (out / "model_index.json").is_file():  # --overwrite replaces an export, not any folder
-            raise GenbatchError(f"--out {out} is not empty and holds no model (no model_index.json); "
-                                "--overwrite only replaces an earlier export; choose another --out")
+            raise GenbatchError(
+                f"--out {out} is not empty and holds no model (no model_index.json); "
+                "--overwrite only replaces an earlier export; choose another --out"
+            )
 
 
-def export_onnx(model: str | None, out: Path | None = None, *, opset: int = DEFAULT_OPSET, fp16: bool = False,
-                overwrite: bool = False, verify: bool = True, force_external_data: bool = False) -> ExportResult:
+def export_onnx(
+    model: str | None,
+    out: Path | None = None,
+    *,
+    opset: int = DEFAULT_OPSET,
+    fp16: bool = False,
+    overwrite: bool = False,
+    verify: bool = True,
+    force_external_data: bool = False,
+) -> ExportResult:
     """Export ``model`` (a built-in name, diffusers folder or cached hub id) to ONNX in ``out``.
 
     The export is written to a staging folder next to ``out`` and moved into place only
@@ -150,11 +162,13 @@ def export_onnx(model: str | None, out: Path | None = None, *, opset: int = DEFA
     pipe = _load_pipeline(ref, index)
     with staged_folder(out) as staging:
         # 1. Components
-        result = ExportResult(out=out, model=ref.name, source_fingerprint=ref.fingerprint, opset=opset, fp16=fp16,
-                              seconds=0.0)
+        result = ExportResult(
+            out=out, model=ref.name, source_fingerprint=ref.fingerprint, opset=opset, fp16=fp16, seconds=0.0
+        )
         for part in components_of(pipe):
-            result.components[part] = _export_component(pipe, part, staging, opset=opset, fp16=fp16,
-                                                        force_external_data=force_external_data)
+            result.components[part] = _export_component(
+                pipe, part, staging, opset=opset, fp16=fp16, force_external_data=force_external_data
+            )
         # 2. Configs, tokenizer, scheduler, model_index.json, genbatch.json
         _write_configs(ref, index, staging)
         _check_complete(staging)
@@ -169,7 +183,8 @@ def export_onnx(model: str | None, out: Path | None = None, *, opset: int = DEFA
             install_folder(staging, kept)
             raise VerificationError(
                 f"the ONNX export of {ref.name} differs from torch by more than the tolerance:\n"
-                + format_parity(result.parity) + f"\nnot installed at {out}; kept for inspection at {kept}",
+                + format_parity(result.parity)
+                + f"\nnot installed at {out}; kept for inspection at {kept}",
                 result,
             )
         _make_readable(staging)
@@ -195,8 +210,9 @@ def _load_pipeline(ref: ModelRef, index: dict[str, Any]) -> Any:
             if index.get("_class_name") == "StableDiffusionXLPipeline":
                 pipe = StableDiffusionXLPipeline.from_pretrained(ref.path)
             else:
-                pipe = StableDiffusionPipeline.from_pretrained(ref.path, safety_checker=None, feature_extractor=None,
-                                                               requires_safety_checker=False)
+                pipe = StableDiffusionPipeline.from_pretrained(
+                    ref.path, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+                )
     except Exception as err:
         raise ModelError(f"cannot load {ref.name} from {ref.path}: {err}") from err
     unet = pipe.unet.config
@@ -205,8 +221,10 @@ def _load_pipeline(ref: ModelRef, index: dict[str, Any]) -> Any:
     # other extra conditioning would need inputs the loop lacks.
     allowed = ("text_time",) if is_xl(pipe) else (None, "text")
     if getattr(unet, "time_cond_proj_dim", None) or getattr(unet, "addition_embed_type", None) not in allowed:
-        raise ModelError(f"{ref.name}: this UNet takes extra conditioning (time_cond_proj_dim / addition_embed_type), "
-                         "which the ONNX export does not carry; SD 1.x/2.x UNets are supported")
+        raise ModelError(
+            f"{ref.name}: this UNet takes extra conditioning (time_cond_proj_dim / addition_embed_type), "
+            "which the ONNX export does not carry; SD 1.x/2.x UNets are supported"
+        )
     pipe.set_progress_bar_config(disable=True)
     for part in (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
         if part is not None:
@@ -258,10 +276,16 @@ def _wrappers(pipe: Any) -> dict[str, tuple[Any, tuple[Any, ...], list[str], lis
             super().__init__()
             self.model = model
 
-        def forward(self, sample: Any, timestep: Any, encoder_hidden_states: Any, text_embeds: Any,
-                    time_ids: Any) -> Any:
-            return self.model(sample, timestep, encoder_hidden_states, return_dict=False,
-                              added_cond_kwargs={"text_embeds": text_embeds, "time_ids": time_ids})[0]
+        def forward(
+            self, sample: Any, timestep: Any, encoder_hidden_states: Any, text_embeds: Any, time_ids: Any
+        ) -> Any:
+            return self.model(
+                sample,
+                timestep,
+                encoder_hidden_states,
+                return_dict=False,
+                added_cond_kwargs={"text_embeds": text_embeds, "time_ids": time_ids},
+            )[0]
 
     class VaeDecoder(torch.nn.Module):
         def __init__(self, vae: Any):
@@ -292,46 +316,109 @@ def _wrappers(pipe: Any) -> dict[str, tuple[Any, tuple[Any, ...], list[str], lis
         context = text.hidden_size + pipe.text_encoder_2.config.hidden_size
         pooled = pipe.text_encoder_2.config.projection_dim
         ids = (torch.zeros(2, length, dtype=torch.int32),)
-        text_axes = {"input_ids": {0: "batch", 1: "sequence"}, "hidden_states": {0: "batch", 1: "sequence"},
-                     "pooled": {0: "batch"}}
+        text_axes = {
+            "input_ids": {0: "batch", 1: "sequence"},
+            "hidden_states": {0: "batch", 1: "sequence"},
+            "pooled": {0: "batch"},
+        }
         return {
-            "text_encoder": (TextEncoderXL(pipe.text_encoder), ids, ["input_ids"], ["hidden_states", "pooled"],
-                             text_axes),
-            "text_encoder_2": (TextEncoderXL(pipe.text_encoder_2), ids, ["input_ids"], ["hidden_states", "pooled"],
-                               text_axes),
-            "unet": (UnetXL(pipe.unet), (torch.randn(latent, generator=g), torch.tensor([999.0, 999.0]),
-                                         torch.randn(2, length, context, generator=g),
-                                         torch.randn(2, pooled, generator=g), torch.full((2, 6), 64.0)),
-                     ["sample", "timestep", "encoder_hidden_states", "text_embeds", "time_ids"], ["out_sample"],
-                     {"sample": batch_hw, "timestep": {0: "batch"},
-                      "encoder_hidden_states": {0: "batch", 1: "sequence"}, "text_embeds": {0: "batch"},
-                      "time_ids": {0: "batch"}, "out_sample": batch_hw}),
-            "vae_decoder": (VaeDecoder(pipe.vae), (torch.randn(1, vae.latent_channels, sample, sample, generator=g),),
-                            ["latent_sample"], ["sample"], {"latent_sample": batch_hw, "sample": batch_hw}),
-            "vae_encoder": (VaeEncoder(pipe.vae),
-                            (torch.randn(1, vae.in_channels, sample * factor, sample * factor, generator=g),),
-                            ["sample"], ["latent_sample"], {"sample": batch_hw, "latent_sample": batch_hw}),
+            "text_encoder": (
+                TextEncoderXL(pipe.text_encoder),
+                ids,
+                ["input_ids"],
+                ["hidden_states", "pooled"],
+                text_axes,
+            ),
+            "text_encoder_2": (
+                TextEncoderXL(pipe.text_encoder_2),
+                ids,
+                ["input_ids"],
+                ["hidden_states", "pooled"],
+                text_axes,
+            ),
+            "unet": (
+                UnetXL(pipe.unet),
+                (
+                    torch.randn(latent, generator=g),
+                    torch.tensor([999.0, 999.0]),
+                    torch.randn(2, length, context, generator=g),
+                    torch.randn(2, pooled, generator=g),
+                    torch.full((2, 6), 64.0),
+                ),
+                ["sample", "timestep", "encoder_hidden_states", "text_embeds", "time_ids"],
+                ["out_sample"],
+                {
+                    "sample": batch_hw,
+                    "timestep": {0: "batch"},
+                    "encoder_hidden_states": {0: "batch", 1: "sequence"},
+                    "text_embeds": {0: "batch"},
+                    "time_ids": {0: "batch"},
+                    "out_sample": batch_hw,
+                },
+            ),
+            "vae_decoder": (
+                VaeDecoder(pipe.vae),
+                (torch.randn(1, vae.latent_channels, sample, sample, generator=g),),
+                ["latent_sample"],
+                ["sample"],
+                {"latent_sample": batch_hw, "sample": batch_hw},
+            ),
+            "vae_encoder": (
+                VaeEncoder(pipe.vae),
+                (torch.randn(1, vae.in_channels, sample * factor, sample * factor, generator=g),),
+                ["sample"],
+                ["latent_sample"],
+                {"sample": batch_hw, "latent_sample": batch_hw},
+            ),
         }
     return {
-        "text_encoder": (TextEncoder(pipe.text_encoder), (torch.zeros(2, length, dtype=torch.int32),),
-                         ["input_ids"], ["last_hidden_state", "pooler_output"],
-                         {"input_ids": {0: "batch", 1: "sequence"}, "last_hidden_state": {0: "batch", 1: "sequence"},
-                          "pooler_output": {0: "batch"}}),
-        "unet": (Unet(pipe.unet), (torch.randn(latent, generator=g), torch.tensor([999.0, 999.0]),
-                                   torch.randn(2, length, text.hidden_size, generator=g)),
-                 ["sample", "timestep", "encoder_hidden_states"], ["out_sample"],
-                 {"sample": batch_hw, "timestep": {0: "batch"}, "encoder_hidden_states": {0: "batch", 1: "sequence"},
-                  "out_sample": batch_hw}),
-        "vae_decoder": (VaeDecoder(pipe.vae), (torch.randn(1, vae.latent_channels, sample, sample, generator=g),),
-                        ["latent_sample"], ["sample"], {"latent_sample": batch_hw, "sample": batch_hw}),
-        "vae_encoder": (VaeEncoder(pipe.vae),
-                        (torch.randn(1, vae.in_channels, sample * factor, sample * factor, generator=g),),
-                        ["sample"], ["latent_sample"], {"sample": batch_hw, "latent_sample": batch_hw}),
+        "text_encoder": (
+            TextEncoder(pipe.text_encoder),
+            (torch.zeros(2, length, dtype=torch.int32),),
+            ["input_ids"],
+            ["last_hidden_state", "pooler_output"],
+            {
+                "input_ids": {0: "batch", 1: "sequence"},
+                "last_hidden_state": {0: "batch", 1: "sequence"},
+                "pooler_output": {0: "batch"},
+            },
+        ),
+        "unet": (
+            Unet(pipe.unet),
+            (
+                torch.randn(latent, generator=g),
+                torch.tensor([999.0, 999.0]),
+                torch.randn(2, length, text.hidden_size, generator=g),
+            ),
+            ["sample", "timestep", "encoder_hidden_states"],
+            ["out_sample"],
+            {
+                "sample": batch_hw,
+                "timestep": {0: "batch"},
+                "encoder_hidden_states": {0: "batch", 1: "sequence"},
+                "out_sample": batch_hw,
+            },
+        ),
+        "vae_decoder": (
+            VaeDecoder(pipe.vae),
+            (torch.randn(1, vae.latent_channels, sample, sample, generator=g),),
+            ["latent_sample"],
+            ["sample"],
+            {"latent_sample": batch_hw, "sample": batch_hw},
+        ),
+        "vae_encoder": (
+            VaeEncoder(pipe.vae),
+            (torch.randn(1, vae.in_channels, sample * factor, sample * factor, generator=g),),
+            ["sample"],
+            ["latent_sample"],
+            {"sample": batch_hw, "latent_sample": batch_hw},
+        ),
     }
 
 
-def _export_component(pipe: Any, part: str, staging: Path, *, opset: int, fp16: bool,
-                      force_external_data: bool) -> dict[str, Any]:
+def _export_component(
+    pipe: Any, part: str, staging: Path, *, opset: int, fp16: bool, force_external_data: bool
+) -> dict[str, Any]:
     import onnx
     import torch
 
@@ -343,8 +430,17 @@ def _export_component(pipe: Any, part: str, staging: Path, *, opset: int, fp16: 
     began = time.monotonic()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, str(scratch / "model.onnx"), input_names=inputs, output_names=outputs,
-                          dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False)
+        torch.onnx.export(
+            module,
+            args,
+            str(scratch / "model.onnx"),
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
     proto = onnx.load(str(scratch / "model.onnx"), load_external_data=True)
     weight_bytes = sum(len(t.raw_data) for t in proto.graph.initializer)
     if fp16:
@@ -359,15 +455,25 @@ def _export_component(pipe: Any, part: str, staging: Path, *, opset: int, fp16: 
     external = force_external_data or weight_bytes > PROTOBUF_LIMIT
     target = folder / "model.onnx"
     if external:
-        onnx.save_model(proto, str(target), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=EXTERNAL_DATA, size_threshold=0 if force_external_data else 1024)
+        onnx.save_model(
+            proto,
+            str(target),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=EXTERNAL_DATA,
+            size_threshold=0 if force_external_data else 1024,
+        )
     else:
         onnx.save_model(proto, str(target))
     shutil.rmtree(scratch)
     onnx.checker.check_model(str(target))
     files = sorted(p.name for p in folder.iterdir())
-    return {"files": files, "external_data": external, "weight_bytes": weight_bytes,
-            "seconds": round(time.monotonic() - began, 3)}
+    return {
+        "files": files,
+        "external_data": external,
+        "weight_bytes": weight_bytes,
+        "seconds": round(time.monotonic() - began, 3),
+    }
 
 
 def _write_configs(ref: ModelRef, index: dict[str, Any], staging: Path) -> None:
@@ -375,8 +481,13 @@ def _write_configs(ref: ModelRef, index: dict[str, Any], staging: Path) -> None:
 
     src = ref.path
     xl = index.get("_class_name") == "StableDiffusionXLPipeline"
-    for part, config in (("text_encoder", "text_encoder"), ("unet", "unet"), ("vae_decoder", "vae"),
-                         ("vae_encoder", "vae"), ("text_encoder_2", "text_encoder_2")):
+    for part, config in (
+        ("text_encoder", "text_encoder"),
+        ("unet", "unet"),
+        ("vae_decoder", "vae"),
+        ("vae_encoder", "vae"),
+        ("text_encoder_2", "text_encoder_2"),
+    ):
         if (src / config / "config.json").is_file() and (staging / part).is_dir():
             shutil.copy2(src / config / "config.json", staging / part / "config.json")
     shutil.copytree(src / "tokenizer", staging / "tokenizer")
@@ -397,15 +508,21 @@ def _write_configs(ref: ModelRef, index: dict[str, Any], staging: Path) -> None:
         "vae_encoder": ["diffusers", "OnnxRuntimeModel"],
     }
     if xl:  # genbatch's own layout: diffusers has no ONNX SDXL pipeline
-        model_index.update({"_class_name": "OnnxStableDiffusionXLPipeline",
-                            "text_encoder_2": ["diffusers", "OnnxRuntimeModel"], "tokenizer_2": index["tokenizer_2"],
-                            "force_zeros_for_empty_prompt": index.get("force_zeros_for_empty_prompt", True)})
+        model_index.update(
+            {
+                "_class_name": "OnnxStableDiffusionXLPipeline",
+                "text_encoder_2": ["diffusers", "OnnxRuntimeModel"],
+                "tokenizer_2": index["tokenizer_2"],
+                "force_zeros_for_empty_prompt": index.get("force_zeros_for_empty_prompt", True),
+            }
+        )
     (staging / "model_index.json").write_text(json.dumps(model_index, indent=2) + "\n", encoding="utf-8")
     own = {}
     if (src / "genbatch.json").is_file():
         own = json.loads((src / "genbatch.json").read_text(encoding="utf-8"))
-    own.update({k: v for k, v in ref.defaults.items() if k in ("steps", "guidance_scale", "width", "height")
-                and k not in own})
+    own.update(
+        {k: v for k, v in ref.defaults.items() if k in ("steps", "guidance_scale", "width", "height") and k not in own}
+    )
     own["source_model"] = ref.name
     (staging / "genbatch.json").write_text(json.dumps(own, indent=2) + "\n", encoding="utf-8")
 
@@ -428,8 +545,13 @@ def _check_complete(folder: Path) -> None:
                 location = ExternalDataInfo(tensor).location
                 if not (path.parent / location).is_file():
                     missing.append(f"{part}/{location}")
-    for name in ("model_index.json", "tokenizer/tokenizer_config.json", "scheduler/scheduler_config.json",
-                 "unet/config.json", "vae_decoder/config.json"):
+    for name in (
+        "model_index.json",
+        "tokenizer/tokenizer_config.json",
+        "scheduler/scheduler_config.json",
+        "unet/config.json",
+        "vae_decoder/config.json",
+    ):
         if not (folder / name).is_file():
             missing.append(name)
     if missing:
@@ -478,23 +600,35 @@ def verify_export(pipe: Any, folder: Path, ref: ModelRef, *, fp16: bool) -> dict
     unet, vae = pipe.unet.config, pipe.vae.config
     sample = unet.sample_size if isinstance(unet.sample_size, int) else unet.sample_size[0]
     factor = vae_scale_factor(vae)
-    ids = pipe.tokenizer(VERIFY_PROMPTS + [""], padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                         truncation=True, return_tensors="pt").input_ids
+    ids = pipe.tokenizer(
+        VERIFY_PROMPTS + [""],
+        padding="max_length",
+        max_length=pipe.tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
     other = max(8, sample // 2 + 8)  # a latent size other than the traced one
     context = pipe.text_encoder.config.hidden_size
     unet_extra: dict[str, Any] = {}
     if is_xl(pipe):
         context += pipe.text_encoder_2.config.hidden_size
-        unet_extra = {"text_embeds": torch.randn(3, pipe.text_encoder_2.config.projection_dim, generator=g),
-                      "time_ids": torch.tensor([[64.0, 64.0, 0.0, 0.0, 64.0, 64.0]] * 3)}
+        unet_extra = {
+            "text_embeds": torch.randn(3, pipe.text_encoder_2.config.projection_dim, generator=g),
+            "time_ids": torch.tensor([[64.0, 64.0, 0.0, 0.0, 64.0, 64.0]] * 3),
+        }
     inputs = {
         "text_encoder": {"input_ids": ids.to(torch.int32)},
         **({"text_encoder_2": {"input_ids": ids.to(torch.int32)}} if is_xl(pipe) else {}),
-        "unet": {"sample": torch.randn(3, unet.in_channels, other, sample, generator=g),
-                 "timestep": torch.tensor([999.0, 500.0, 1.0]),
-                 "encoder_hidden_states": torch.randn(3, ids.shape[1], context, generator=g), **unet_extra},
+        "unet": {
+            "sample": torch.randn(3, unet.in_channels, other, sample, generator=g),
+            "timestep": torch.tensor([999.0, 500.0, 1.0]),
+            "encoder_hidden_states": torch.randn(3, ids.shape[1], context, generator=g),
+            **unet_extra,
+        },
         "vae_decoder": {"latent_sample": torch.randn(3, vae.latent_channels, sample, other, generator=g)},
-        "vae_encoder": {"sample": torch.rand(3, vae.in_channels, sample * factor, sample * factor, generator=g) * 2 - 1},
+        "vae_encoder": {
+            "sample": torch.rand(3, vae.in_channels, sample * factor, sample * factor, generator=g) * 2 - 1
+        },
     }
     modules = _wrappers(pipe)
     components: dict[str, Any] = {}
@@ -525,20 +659,41 @@ def _verify_images(pipe: Any, folder: Path, ref: ModelRef, tolerance: float) -> 
     latents = initial_latents(VERIFY_SEEDS, pipe.unet.config.in_channels, height // factor, width // factor)
     with torch.inference_mode():
         # the same latents diffusers draws from these generators (SDXL draws them itself)
-        expected = pipe(prompt=VERIFY_PROMPTS, negative_prompt=[""] * len(VERIFY_PROMPTS), num_inference_steps=steps,
-                        guidance_scale=guidance, height=height, width=width,
-                        latents=None if is_xl(pipe) else latents,
-                        generator=[torch.Generator("cpu").manual_seed(s) for s in VERIFY_SEEDS],
-                        output_type="np").images
+        expected = pipe(
+            prompt=VERIFY_PROMPTS,
+            negative_prompt=[""] * len(VERIFY_PROMPTS),
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            height=height,
+            width=width,
+            latents=None if is_xl(pipe) else latents,
+            generator=[torch.Generator("cpu").manual_seed(s) for s in VERIFY_SEEDS],
+            output_type="np",
+        ).images
     onnx_run = OnnxGenerator(folder, name=ref.name, device="cpu")
-    got = onnx_run.images(VERIFY_PROMPTS, [""] * len(VERIFY_PROMPTS), VERIFY_SEEDS, steps=steps,
-                          guidance_scale=guidance, height=height, width=width)
+    got = onnx_run.images(
+        VERIFY_PROMPTS,
+        [""] * len(VERIFY_PROMPTS),
+        VERIFY_SEEDS,
+        steps=steps,
+        guidance_scale=guidance,
+        height=height,
+        width=width,
+    )
     onnx_run.close()
     diff = np.abs(got.astype(np.float64) - expected.astype(np.float64)) * 255.0
     uint8 = np.abs(np.round(np.clip(got, 0, 1) * 255).astype(int) - np.round(np.clip(expected, 0, 1) * 255).astype(int))
-    return {"seeds": VERIFY_SEEDS, "steps": steps, "guidance_scale": guidance, "size": [width, height],
-            "max_pixel_diff": float(diff.max()), "mean_pixel_diff": float(diff.mean()),
-            "max_uint8_diff": int(uint8.max()), "tolerance": tolerance, "passed": float(diff.max()) <= tolerance}
+    return {
+        "seeds": VERIFY_SEEDS,
+        "steps": steps,
+        "guidance_scale": guidance,
+        "size": [width, height],
+        "max_pixel_diff": float(diff.max()),
+        "mean_pixel_diff": float(diff.mean()),
+        "max_uint8_diff": int(uint8.max()),
+        "tolerance": tolerance,
+        "passed": float(diff.max()) <= tolerance,
+    }
 
 
 def format_parity(parity: dict[str, Any] | None) -> str:
@@ -546,10 +701,14 @@ def format_parity(parity: dict[str, Any] | None) -> str:
         return "verification: skipped (--no-verify)"
     lines = []
     for part, c in parity["components"].items():
-        lines.append(f"  {part:<13} max abs diff {c['max_abs_diff']:.2e}  (tolerance {c['tolerance']:.1e})"
-                     + ("" if c["passed"] else "  FAILED"))
+        lines.append(
+            f"  {part:<13} max abs diff {c['max_abs_diff']:.2e}  (tolerance {c['tolerance']:.1e})"
+            + ("" if c["passed"] else "  FAILED")
+        )
     e = parity["end_to_end"]
-    lines.append(f"  end to end    max pixel diff {e['max_pixel_diff']:.4f} levels, mean {e['mean_pixel_diff']:.5f}, "
-                 f"uint8 max {e['max_uint8_diff']}  (tolerance {e['tolerance']:g}; seeds {e['seeds']}, "
-                 f"{e['steps']} steps)" + ("" if e["passed"] else "  FAILED"))
+    lines.append(
+        f"  end to end    max pixel diff {e['max_pixel_diff']:.4f} levels, mean {e['mean_pixel_diff']:.5f}, "
+        f"uint8 max {e['max_uint8_diff']}  (tolerance {e['tolerance']:g}; seeds {e['seeds']}, "
+        f"{e['steps']} steps)" + ("" if e["passed"] else "  FAILED")
+    )
     return "verification (torch vs ONNX Runtime CPU):\n" + "\n".join(lines)

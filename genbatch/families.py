@@ -44,31 +44,87 @@ class Family:
     notes: str = ""  # what differs from the other families, for genbatch models
 
 
-SD = Family("sd", "SD 1.x/2.x", ("StableDiffusionPipeline",),
-            ("unet", "vae", "text_encoder", "tokenizer", "scheduler"), steps=30, guidance_scale=7.5, size=512,
-            timesteps=True, onnx=True)
-SDXL = Family("sdxl", "SDXL", ("StableDiffusionXLPipeline",),
-              ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"),
-              steps=30, guidance_scale=5.0, size=1024, timesteps=True, onnx=True,
-              notes="no negative prompt: a zeroed unconditional embedding (force_zeros_for_empty_prompt)")
-SD3 = Family("sd3", "SD3/3.5", ("StableDiffusion3Pipeline",),
-             ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"),
-             steps=28, guidance_scale=7.0, size=1024, max_sequence_length=True)
-FLUX = Family("flux", "Flux.1", ("FluxPipeline",),
-              ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"),
-              steps=28, guidance_scale=3.5, size=1024, negative_prompt=False, max_sequence_length=True,
-              notes="guidance-distilled (dev: 28 steps, guidance 3.5; schnell: 4 steps, no guidance); "
-                    "no negative prompt")
-PIXART = Family("pixart", "PixArt-α/Σ", ("PixArtSigmaPipeline", "PixArtAlphaPipeline"),
-                ("transformer", "vae", "text_encoder", "tokenizer", "scheduler"), steps=20, guidance_scale=4.5,
-                size=1024, max_sequence_length=True, timesteps=True,
-                fixed={"use_resolution_binning": False, "clean_caption": False},
-                notes="resolution binning and caption cleaning off: sizes and prompts exactly as asked")
-SANA = Family("sana", "Sana", ("SanaPipeline",), ("transformer", "vae", "text_encoder", "tokenizer", "scheduler"),
-              steps=20, guidance_scale=4.5, size=1024, max_sequence_length=True, timesteps=True,
-              fixed={"use_resolution_binning": False}, notes="resolution binning off: sizes exactly as asked")
-GENERIC = Family("generic", "other text-to-image pipelines", (), ("scheduler",), steps=30, guidance_scale=5.0,
-                 size=1024, notes="prompt, negative prompt when the pipeline takes one, size, steps, guidance")
+SD = Family(
+    "sd",
+    "SD 1.x/2.x",
+    ("StableDiffusionPipeline",),
+    ("unet", "vae", "text_encoder", "tokenizer", "scheduler"),
+    steps=30,
+    guidance_scale=7.5,
+    size=512,
+    timesteps=True,
+    onnx=True,
+)
+SDXL = Family(
+    "sdxl",
+    "SDXL",
+    ("StableDiffusionXLPipeline",),
+    ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"),
+    steps=30,
+    guidance_scale=5.0,
+    size=1024,
+    timesteps=True,
+    onnx=True,
+    notes="no negative prompt: a zeroed unconditional embedding (force_zeros_for_empty_prompt)",
+)
+SD3 = Family(
+    "sd3",
+    "SD3/3.5",
+    ("StableDiffusion3Pipeline",),
+    ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"),
+    steps=28,
+    guidance_scale=7.0,
+    size=1024,
+    max_sequence_length=True,
+)
+FLUX = Family(
+    "flux",
+    "Flux.1",
+    ("FluxPipeline",),
+    ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"),
+    steps=28,
+    guidance_scale=3.5,
+    size=1024,
+    negative_prompt=False,
+    max_sequence_length=True,
+    notes="guidance-distilled (dev: 28 steps, guidance 3.5; schnell: 4 steps, no guidance); no negative prompt",
+)
+PIXART = Family(
+    "pixart",
+    "PixArt-α/Σ",
+    ("PixArtSigmaPipeline", "PixArtAlphaPipeline"),
+    ("transformer", "vae", "text_encoder", "tokenizer", "scheduler"),
+    steps=20,
+    guidance_scale=4.5,
+    size=1024,
+    max_sequence_length=True,
+    timesteps=True,
+    fixed={"use_resolution_binning": False, "clean_caption": False},
+    notes="resolution binning and caption cleaning off: sizes and prompts exactly as asked",
+)
+SANA = Family(
+    "sana",
+    "Sana",
+    ("SanaPipeline",),
+    ("transformer", "vae", "text_encoder", "tokenizer", "scheduler"),
+    steps=20,
+    guidance_scale=4.5,
+    size=1024,
+    max_sequence_length=True,
+    timesteps=True,
+    fixed={"use_resolution_binning": False},
+    notes="resolution binning off: sizes exactly as asked",
+)
+GENERIC = Family(
+    "generic",
+    "other text-to-image pipelines",
+    (),
+    ("scheduler",),
+    steps=30,
+    guidance_scale=5.0,
+    size=1024,
+    notes="prompt, negative prompt when the pipeline takes one, size, steps, guidance",
+)
 
 FAMILIES: tuple[Family, ...] = (SD, SDXL, SD3, FLUX, PIXART, SANA)
 
@@ -113,13 +169,17 @@ def family_of(class_name: str) -> Family:
     if class_name in _NEEDS_MORE:
         raise ModelError(f"{class_name}: {_NEEDS_MORE[class_name]}, which genbatch does not run")
     if any(word in class_name for word in ("ControlNet", "Control", "Kontext", "Img2Img", "Inpaint")):
-        raise ModelError(f"{class_name} needs an input image as well as a prompt; genbatch runs text-to-image "
-                         "pipelines only")
+        raise ModelError(
+            f"{class_name} needs an input image as well as a prompt; genbatch runs text-to-image pipelines only"
+        )
     if class_name and class_name in _auto_text2image():
         return GENERIC
-    raise ModelError(f"{class_name or 'a pipeline with no _class_name'} is not a text-to-image pipeline that "
-                     "diffusers' AutoPipelineForText2Image maps; genbatch runs "
-                     + ", ".join(f.title for f in FAMILIES) + " and other text-only pipelines")
+    raise ModelError(
+        f"{class_name or 'a pipeline with no _class_name'} is not a text-to-image pipeline that "
+        "diffusers' AutoPipelineForText2Image maps; genbatch runs "
+        + ", ".join(f.title for f in FAMILIES)
+        + " and other text-only pipelines"
+    )
 
 
 # What genbatch export writes; these run on --backend onnx only.
@@ -136,8 +196,10 @@ def detect(path: Path) -> Family:
     family = family_of(cls)
     missing = [c for c in family.components if not (index.get(c) or [None])[0]]
     if missing:
-        raise ModelError(f"{path}: {index.get('_class_name')} has no {', '.join(missing)} "
-                         "(model_index.json names none), which it needs to make an image")
+        raise ModelError(
+            f"{path}: {index.get('_class_name')} has no {', '.join(missing)} "
+            "(model_index.json names none), which it needs to make an image"
+        )
     return family
 
 
@@ -169,8 +231,13 @@ def runs_on(path: Path) -> dict[str, Any]:
     else:
         named = family.title if family is not None and family is not GENERIC else pipeline_class(path) or "it"
         onnx = f"no: genbatch export does not export {named}"
-    return {"family": family.name if family else "?", "pipeline": pipeline_class(path), "torch": torch, "onnx": onnx,
-            "notes": family.notes if family else ""}
+    return {
+        "family": family.name if family else "?",
+        "pipeline": pipeline_class(path),
+        "torch": torch,
+        "onnx": onnx,
+        "notes": family.notes if family else "",
+    }
 
 
 def _vae_factor(path: Path) -> int:
@@ -212,8 +279,10 @@ def check_model(path: Path, defaults: dict[str, Any]) -> Family:
     does not take."""
     family = detect(path)
     if defaults.get("timesteps") and not family.timesteps:
-        raise ModelError(f'{Path(path) / "genbatch.json"}: "timesteps": {family.title} pipelines take no list of '
-                         'timesteps; remove "timesteps"')
+        raise ModelError(
+            f'{Path(path) / "genbatch.json"}: "timesteps": {family.title} pipelines take no list of '
+            'timesteps; remove "timesteps"'
+        )
     return family
 
 
@@ -274,8 +343,11 @@ def manifest_problems(manifest: Any, model: str | None = None) -> list[Problem]:
             column = manifest.columns.get("model", "model") if row.model is not None else "--model"
             problems.append(Problem(manifest.path, row.line, column, str(err)))
     # one job per row is enough to check it (a row may ask for thousands of images)
-    rows = [Row(row.index, row.line, row.fields, **{**row.values, "num_images": 1})
-            for row in manifest.rows if models[row.model] is not None]
+    rows = [
+        Row(row.index, row.line, row.fields, **{**row.values, "num_images": 1})
+        for row in manifest.rows
+        if models[row.model] is not None
+    ]
     jobs = expand_jobs(rows, models, Defaults(num_images=1), Target("torch", "fp32"))
     return sorted(problems + plan_problems(jobs, manifest.path, manifest.columns), key=lambda p: p.line or 0)
 

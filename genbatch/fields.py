@@ -11,8 +11,9 @@ new field is one entry here plus its behaviour.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .samplers import a1111_name
 
@@ -46,7 +47,11 @@ class Field:
     def accepted(self) -> str:
         """What a valid value looks like, for messages."""
         if self.kind == "int":
-            text = f"a whole number from {self.lo:g} to {self.hi}" if self.hi is not None else f"a whole number >= {self.lo:g}"
+            text = (
+                f"a whole number from {self.lo:g} to {self.hi}"
+                if self.hi is not None
+                else f"a whole number >= {self.lo:g}"
+            )
             return text + (f" that is a multiple of {self.multiple_of}" if self.multiple_of > 1 else "")
         if self.kind == "float":
             return f"a number >= {self.lo:g}"
@@ -64,34 +69,96 @@ class Field:
 FIELDS: tuple[Field, ...] = (
     Field("prompt", "prompt", ("prompt", "prompts", "text", "caption"), key=True, template=("prompt",)),
     Field("negative_prompt", "text", ("negative_prompt", "negative"), option="--negative", key=True),
-    Field("seed", "int", ("seed",), hi=MAX_SEED, key=True, template=("seed",),
-          a1111=(3, "Seed", lambda p: str(p["seed"]))),
-    Field("steps", "int", ("steps", "num_inference_steps"), lo=1, option="--steps", key=True, group=True,
-          template=("steps",), a1111=(0, "Steps", lambda p: str(p["steps"]))),
-    Field("guidance_scale", "float", ("guidance_scale", "guidance", "cfg"), option="--guidance", key=True,
-          group=True, template=("guidance", "guidance_scale"),
-          a1111=(2, "CFG scale", lambda p: f"{p['guidance_scale']:g}")),
-    Field("width", "int", ("width",), lo=8, multiple_of=8, option="--width", key=True, group=True,
-          template=("width",), a1111=(4, "Size", lambda p: f"{p['width']}x{p['height']}")),
-    Field("height", "int", ("height",), lo=8, multiple_of=8, option="--height", key=True, group=True,
-          template=("height",)),
+    Field(
+        "seed", "int", ("seed",), hi=MAX_SEED, key=True, template=("seed",), a1111=(3, "Seed", lambda p: str(p["seed"]))
+    ),
+    Field(
+        "steps",
+        "int",
+        ("steps", "num_inference_steps"),
+        lo=1,
+        option="--steps",
+        key=True,
+        group=True,
+        template=("steps",),
+        a1111=(0, "Steps", lambda p: str(p["steps"])),
+    ),
+    Field(
+        "guidance_scale",
+        "float",
+        ("guidance_scale", "guidance", "cfg"),
+        option="--guidance",
+        key=True,
+        group=True,
+        template=("guidance", "guidance_scale"),
+        a1111=(2, "CFG scale", lambda p: f"{p['guidance_scale']:g}"),
+    ),
+    Field(
+        "width",
+        "int",
+        ("width",),
+        lo=8,
+        multiple_of=8,
+        option="--width",
+        key=True,
+        group=True,
+        template=("width",),
+        a1111=(4, "Size", lambda p: f"{p['width']}x{p['height']}"),
+    ),
+    Field(
+        "height", "int", ("height",), lo=8, multiple_of=8, option="--height", key=True, group=True, template=("height",)
+    ),
     # A diffusers class name or an A1111 sampler name (genbatch.samplers): a job records the
     # class here and what an A1111 name adds to it (Karras sigmas...) in scheduler_options.
-    Field("scheduler", "scheduler", ("scheduler", "sampler", "sampler_name"), option="--scheduler", key=True,
-          group=True, a1111=(1, "Sampler", lambda p: a1111_name(p["scheduler"], p.get("scheduler_options")))),
+    Field(
+        "scheduler",
+        "scheduler",
+        ("scheduler", "sampler", "sampler_name"),
+        option="--scheduler",
+        key=True,
+        group=True,
+        a1111=(1, "Sampler", lambda p: a1111_name(p["scheduler"], p.get("scheduler_options"))),
+    ),
     Field("scheduler_options", "text", key=True, group=True),
     # A1111's convention: 1 = the text encoder's last layer (no skip), 2 = the one before...
-    Field("clip_skip", "int", ("clip_skip",), lo=1, hi=12, option="--clip-skip", key=True, group=True,
-          template=("clip_skip",), a1111=(7, "Clip skip", lambda p: str(p["clip_skip"]))),
+    Field(
+        "clip_skip",
+        "int",
+        ("clip_skip",),
+        lo=1,
+        hi=12,
+        option="--clip-skip",
+        key=True,
+        group=True,
+        template=("clip_skip",),
+        a1111=(7, "Clip skip", lambda p: str(p["clip_skip"])),
+    ),
     # A model's own timesteps at this step count (its genbatch.json), else None.
     Field("timesteps", "list", key=True, group=True),
     # LoRA adapters and their weights (genbatch.lora): a row's ``lora`` column, else --lora.
-    Field("lora", "lora", ("lora", "loras"), option="--lora", key=True, group=True,
-          to_key=lambda v: _lora().key_form(v), to_record=lambda v: _lora().record_form(v),
-          to_text=lambda v: _lora().text_form(v), off=()),
+    Field(
+        "lora",
+        "lora",
+        ("lora", "loras"),
+        option="--lora",
+        key=True,
+        group=True,
+        to_key=lambda v: _lora().key_form(v),
+        to_record=lambda v: _lora().record_form(v),
+        to_text=lambda v: _lora().text_form(v),
+        off=(),
+    ),
     # A1111 emphasis syntax, (word:1.3) and [word] (genbatch.prompt_weighting); None when off.
-    Field("prompt_weighting", "choice", ("prompt_weighting",), option="--prompt-weighting", choices=("a1111", "off"),
-          key=True, group=True, off="off"),
+    Field(
+        "prompt_weighting",
+        "choice",
+        ("prompt_weighting",),
+        option="--prompt-weighting",
+        choices=("a1111", "off"),
+        key=True,
+        group=True,
+        off="off",
+    ),
     # T5/Gemma prompt length of SD3, Flux, PixArt and Sana (a model's genbatch.json, else the pipeline's).
     Field("max_sequence_length", "int", ("max_sequence_length",), lo=1, key=True, group=True),
     # The model's diffusers family (genbatch.families); its fingerprint is already in the key.
@@ -120,14 +187,18 @@ def key_values(values: dict[str, Any]) -> dict[str, Any]:
     """The part of a job's values that goes into its key; a field that is not set (None) is
     left out, so adding a field keeps every existing key. (Tuples are written as JSON lists; a
     field with ``to_key``, a LoRA set, as that gives it.)"""
-    return {name: _as_json(name, values[name], BY_NAME[name].to_key)
-            for name in KEY_FIELDS if values.get(name) is not None}
+    return {
+        name: _as_json(name, values[name], BY_NAME[name].to_key) for name in KEY_FIELDS if values.get(name) is not None
+    }
 
 
 def record_values(values: dict[str, Any]) -> dict[str, Any]:
     """The fields that are set, as the ledger and image metadata record them."""
-    return {name: _as_json(name, v, BY_NAME[name].to_record if name in BY_NAME else None)
-            for name, v in values.items() if v is not None}
+    return {
+        name: _as_json(name, v, BY_NAME[name].to_record if name in BY_NAME else None)
+        for name, v in values.items()
+        if v is not None
+    }
 
 
 def _as_json(name: str, value: Any, convert: Callable[[Any], Any] | None) -> Any:

@@ -118,5 +118,8 @@ def extra_fields(record: dict) -> dict[str, object]:
     fields = record.get("fields")
     if not isinstance(fields, dict):
         return {}
-    return {str(name): value for name, value in fields.items()
-            if str(name).strip().lower().replace(" ", "_").replace("-", "_") not in _ALIASES}
+    return {
+        str(name): value
+        for name, value in fields.items()
+        if str(name).strip().lower().replace(" ", "_").replace("-", "_") not in _ALIASES
+    }

@@ -39,10 +39,28 @@ MUTED = (106, 115, 125)
 PAD = 6
 MAX_HEADER_LINES = 4
 # Names people use for an axis -> the ledger field they mean.
-_SYNONYMS = {"sampler": "scheduler", "cfg": "guidance_scale", "guidance": "guidance_scale", "size": "size",
-             "negative": "negative_prompt", "weighting": "prompt_weighting"}
-FIELD_AXES = ("prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "scheduler", "lora",
-              "prompt_weighting", "model", "size")
+_SYNONYMS = {
+    "sampler": "scheduler",
+    "cfg": "guidance_scale",
+    "guidance": "guidance_scale",
+    "size": "size",
+    "negative": "negative_prompt",
+    "weighting": "prompt_weighting",
+}
+FIELD_AXES = (
+    "prompt",
+    "negative_prompt",
+    "seed",
+    "steps",
+    "guidance_scale",
+    "width",
+    "height",
+    "scheduler",
+    "lora",
+    "prompt_weighting",
+    "model",
+    "size",
+)
 
 
 class GridError(GenbatchError):
@@ -71,15 +89,17 @@ def axis_name(name: str, records: list[dict[str, Any]]) -> str:
     if any(isinstance(r.get("fields"), dict) and name in r["fields"] for r in records):
         return f"fields.{name}"
     columns = sorted({c for r in records if isinstance(r.get("fields"), dict) for c in r["fields"]})
-    raise GridError(f"no axis {name!r}: expected one of prompt, seed, model, lora, steps, guidance, sampler, width, "
-                    f"height, negative_prompt, prompt_weighting, size, or a manifest column"
-                    + (f" ({', '.join(columns)})" if columns else ""))
+    raise GridError(
+        f"no axis {name!r}: expected one of prompt, seed, model, lora, steps, guidance, sampler, width, "
+        f"height, negative_prompt, prompt_weighting, size, or a manifest column"
+        + (f" ({', '.join(columns)})" if columns else "")
+    )
 
 
 def label(record: dict[str, Any], axis: str) -> str:
     """How a record reads on an axis."""
     if axis.startswith("fields."):
-        value = (record.get("fields") or {}).get(axis[len("fields."):])
+        value = (record.get("fields") or {}).get(axis[len("fields.") :])
         return "" if value is None else str(value)
     if axis == "size":
         return f"{record.get('width')}x{record.get('height')}"
@@ -111,30 +131,42 @@ def plan_pages(records: list[dict[str, Any]], rows: str, cols: str, pages: str |
         for (row, col), held in cells.items():
             if len(held) > 1:
                 raise GridError(_crowded(held, rows, cols, row, col, page, pages))
-        found.append(Page(None if pages is None else f"{_axis_title(pages)}: {page}", _axis_title(rows),
-                          _axis_title(cols), row_labels, col_labels,
-                          [[cells.get((row, col), [None])[0] for col in col_labels] for row in row_labels]))
+        found.append(
+            Page(
+                None if pages is None else f"{_axis_title(pages)}: {page}",
+                _axis_title(rows),
+                _axis_title(cols),
+                row_labels,
+                col_labels,
+                [[cells.get((row, col), [None])[0] for col in col_labels] for row in row_labels],
+            )
+        )
     return found
 
 
-def _crowded(held: list[dict[str, Any]], rows: str, cols: str, row: str, col: str, page: str | None,
-             pages: str | None) -> str:
+def _crowded(
+    held: list[dict[str, Any]], rows: str, cols: str, row: str, col: str, page: str | None, pages: str | None
+) -> str:
     columns = sorted({f"fields.{c}" for r in held for c in (r.get("fields") or {})})
     differ = [a for a in [*FIELD_AXES, *columns] if len({label(r, a) for r in held}) > 1 and a != "size"]
-    where = f"{_axis_title(rows)} {row!r}, {_axis_title(cols)} {col!r}" + (f", {_axis_title(pages)} {page!r}"
-                                                                              if pages else "")
+    where = f"{_axis_title(rows)} {row!r}, {_axis_title(cols)} {col!r}" + (
+        f", {_axis_title(pages)} {page!r}" if pages else ""
+    )
     hint = f"; add --pages {_axis_title(differ[0])}" if differ and not pages else ""
-    return (f"the cell {where} would hold {len(held)} images, which differ in "
-            f"{', '.join(_axis_title(d) for d in differ) or 'nothing but their number (k)'}{hint}, or pick "
-            "other axes")
+    return (
+        f"the cell {where} would hold {len(held)} images, which differ in "
+        f"{', '.join(_axis_title(d) for d in differ) or 'nothing but their number (k)'}{hint}, or pick "
+        "other axes"
+    )
 
 
 def _axis_title(axis: str) -> str:
-    return axis[len("fields."):] if axis.startswith("fields.") else {"guidance_scale": "guidance"}.get(axis, axis)
+    return axis[len("fields.") :] if axis.startswith("fields.") else {"guidance_scale": "guidance"}.get(axis, axis)
 
 
-def write_grids(out: Path, rows: str, cols: str, pages: str | None = None, *,
-                cell_size: int | None = None) -> list[Path]:
+def write_grids(
+    out: Path, rows: str, cols: str, pages: str | None = None, *, cell_size: int | None = None
+) -> list[Path]:
     """Write the grids of ``out`` (PNG plus layout JSON each) and return the PNGs' paths."""
     out = Path(out)
     records = load_folder(out).cards
@@ -144,19 +176,25 @@ def write_grids(out: Path, rows: str, cols: str, pages: str | None = None, *,
     pages_axis = axis_name(pages, records) if pages else None
     found = plan_pages(records, rows_axis, cols_axis, pages_axis)
     base = "-by-".join(_slug(_axis_title(a)) for a in (rows_axis, cols_axis)) + (
-        f"-per-{_slug(_axis_title(pages_axis))}" if pages_axis else "")
+        f"-per-{_slug(_axis_title(pages_axis))}" if pages_axis else ""
+    )
     folder = contained(out, GRIDS_DIR)
     paths = []
     for number, page in enumerate(found, start=1):
         name = f"{base}-{number:03d}" if pages_axis else base
         image, layout = render(out, page, cell_size)
-        layout.update(rows_axis=_axis_title(rows_axis), cols_axis=_axis_title(cols_axis),
-                      pages_axis=_axis_title(pages_axis) if pages_axis else None, image=f"{name}.png")
+        layout.update(
+            rows_axis=_axis_title(rows_axis),
+            cols_axis=_axis_title(cols_axis),
+            pages_axis=_axis_title(pages_axis) if pages_axis else None,
+            image=f"{name}.png",
+        )
         buffer = io.BytesIO()
         image.save(buffer, "PNG")
         write_atomic(folder / f"{name}.png", buffer.getvalue(), root=out)
-        write_atomic(folder / f"{name}.json", (json.dumps(layout, indent=1, ensure_ascii=False) + "\n").encode(),
-                     root=out)
+        write_atomic(
+            folder / f"{name}.json", (json.dumps(layout, indent=1, ensure_ascii=False) + "\n").encode(), root=out
+        )
         paths.append(folder / f"{name}.png")
     if pages_axis:  # pages left from an earlier grid of the same axes with more values
         pattern = re.compile(re.escape(base) + r"-(\d{3,})\.(png|json)$")
@@ -218,7 +256,7 @@ def render(out: Path, page: Page, cell_size: int | None) -> tuple[Image.Image, d
         lines = wrap(text, font, label_w - 2 * PAD)
         fit = max(1, cell_h // line_h)
         if len(lines) > fit:
-            lines = lines[: fit - 1] + [_ellipsis(" ".join(lines[fit - 1:]), font, label_w - 2 * PAD)]
+            lines = lines[: fit - 1] + [_ellipsis(" ".join(lines[fit - 1 :]), font, label_w - 2 * PAD)]
         for i, line in enumerate(lines):
             draw.text((PAD, y + i * line_h), line, font=font, fill=TEXT)
         row_cells: list[dict[str, Any] | None] = []
@@ -230,12 +268,30 @@ def render(out: Path, page: Page, cell_size: int | None) -> tuple[Image.Image, d
                 row_cells.append(None)
                 continue
             grid.paste(picture, (x, y))
-            row_cells.append({"x": x, "y": y, "width": picture.width, "height": picture.height,
-                              "file": record["file"], "key": record.get("key")})
+            row_cells.append(
+                {
+                    "x": x,
+                    "y": y,
+                    "width": picture.width,
+                    "height": picture.height,
+                    "file": record["file"],
+                    "key": record.get("key"),
+                }
+            )
         cells.append(row_cells)
-    layout = {"title": page.title, "rows": page.rows, "cols": page.cols, "cell_width": cell_w, "col_width": col_w,
-              "cell_height": cell_h, "label_width": label_w, "header_height": header_h, "top": top, "left": left,
-              "cells": cells}
+    layout = {
+        "title": page.title,
+        "rows": page.rows,
+        "cols": page.cols,
+        "cell_width": cell_w,
+        "col_width": col_w,
+        "cell_height": cell_h,
+        "label_width": label_w,
+        "header_height": header_h,
+        "top": top,
+        "left": left,
+        "cells": cells,
+    }
     return grid, layout
 
 
@@ -297,4 +353,3 @@ def _font(size: int) -> Any:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "axis"
-

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -30,8 +31,10 @@ def a1111_parameters(meta: dict[str, Any]) -> str:
         lines.append(f"Negative prompt: {meta['negative_prompt']}")
     settings = a1111_settings(meta)
     at = sum(1 for order, *_ in settings if order <= _MODEL_ORDER)
-    model = [(_MODEL_ORDER, "Model hash", (meta.get("model_hash") or meta["model_fingerprint"])[:10]),
-             (_MODEL_ORDER, "Model", meta["model"])]
+    model = [
+        (_MODEL_ORDER, "Model hash", (meta.get("model_hash") or meta["model_fingerprint"])[:10]),
+        (_MODEL_ORDER, "Model", meta["model"]),
+    ]
     if meta.get("vae"):
         model.append((_MODEL_ORDER, "VAE", meta["vae"]))
     ordered = settings[:at] + model + settings[at:] + [(99, "Backend", meta["backend"])]

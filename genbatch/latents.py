@@ -14,8 +14,9 @@ def initial_latents(seeds: list[int], channels: int, height: int, width: int) ->
     """float32 CPU tensor of shape (len(seeds), channels, height, width)."""
     return torch.cat(
         [
-            torch.randn((1, channels, height, width), generator=torch.Generator("cpu").manual_seed(seed),
-                        dtype=torch.float32)
+            torch.randn(
+                (1, channels, height, width), generator=torch.Generator("cpu").manual_seed(seed), dtype=torch.float32
+            )
             for seed in seeds
         ]
     )

@@ -12,8 +12,9 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any
 
 from .echo import shown
 from .errors import GenbatchError
@@ -56,14 +57,38 @@ def repair(out: Path) -> bool:
 _TEXT, _INT, _SEED, _NUMBER = "text", "a whole number", "a whole number from 0 to 2**64-1", "a number"
 _LIST, _OBJECT = "a list of whole numbers", "an object"
 _FIELD_TYPES: dict[str, str] = {
-    "key": _TEXT, "status": _TEXT, "file": _TEXT, "id": _TEXT, "prompt": _TEXT, "negative_prompt": _TEXT,
-    "scheduler": _TEXT, "model": _TEXT, "model_path": _TEXT, "model_fingerprint": _TEXT, "backend": _TEXT,
-    "device": _TEXT, "dtype": _TEXT, "finished_at": _TEXT, "sha256": _TEXT, "error": _TEXT, "run_id": _TEXT,
+    "key": _TEXT,
+    "status": _TEXT,
+    "file": _TEXT,
+    "id": _TEXT,
+    "prompt": _TEXT,
+    "negative_prompt": _TEXT,
+    "scheduler": _TEXT,
+    "model": _TEXT,
+    "model_path": _TEXT,
+    "model_fingerprint": _TEXT,
+    "backend": _TEXT,
+    "device": _TEXT,
+    "dtype": _TEXT,
+    "finished_at": _TEXT,
+    "sha256": _TEXT,
+    "error": _TEXT,
+    "run_id": _TEXT,
     "manifest": _TEXT,
-    "index": _INT, "row": _INT, "line": _INT, "k": _INT, "seed": _SEED, "steps": _INT, "width": _INT,
-    "height": _INT, "batch_size": _INT, "bytes": _INT,
-    "guidance_scale": _NUMBER, "seconds": _NUMBER,
-    "timesteps": _LIST, "fields": _OBJECT,
+    "index": _INT,
+    "row": _INT,
+    "line": _INT,
+    "k": _INT,
+    "seed": _SEED,
+    "steps": _INT,
+    "width": _INT,
+    "height": _INT,
+    "batch_size": _INT,
+    "bytes": _INT,
+    "guidance_scale": _NUMBER,
+    "seconds": _NUMBER,
+    "timesteps": _LIST,
+    "fields": _OBJECT,
 }
 _REPORTED = 10  # bad lines reported one by one; the rest are counted
 _log = logging.getLogger("genbatch.ledger")
@@ -224,8 +249,7 @@ def current_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         latest[key] = record
         if record.get("status") == "done" and record.get("file"):
             owner[record["file"]] = key
-    return [r for key, r in latest.items()
-            if r.get("status") != "done" or not r.get("file") or owner[r["file"]] == key]
+    return [r for key, r in latest.items() if r.get("status") != "done" or not r.get("file") or owner[r["file"]] == key]
 
 
 def done_records(out: Path) -> dict[str, dict[str, Any]]:
@@ -253,8 +277,9 @@ class Ledger:
         self.out = Path(out)
         self.path = ledger_path(out)
         if self.path.is_dir():
-            raise GenbatchError(f"{self.path} is a folder; genbatch keeps its ledger in a file of that name: "
-                                "move the folder away")
+            raise GenbatchError(
+                f"{self.path} is a folder; genbatch keeps its ledger in a file of that name: move the folder away"
+            )
         self.repaired = repair(self.out)
         self._lock = threading.Lock()
         self._handle: IO[bytes] | None = None

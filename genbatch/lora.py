@@ -111,8 +111,10 @@ def _resolve_file(source: str, base: str | None, cwd: str) -> tuple[str, str, st
     if found is None and hub_id:
         found, name = _hub_snapshot(source), source.split("/")[-1]
     if found is None:
-        raise LoraError(f"LoRA {source!r}: no such file or folder (looked in {', '.join(map(str, candidates))}), "
-                        "and not a Hugging Face id like 'org/name'")
+        raise LoraError(
+            f"LoRA {source!r}: no such file or folder (looked in {', '.join(map(str, candidates))}), "
+            "and not a Hugging Face id like 'org/name'"
+        )
     file = _weights_file(found, source)
     if name is None:  # A1111 names a LoRA by its file; diffusers' default file by its folder
         name = file.resolve().parent.name if file.name == WEIGHTS_NAME else file.stem
@@ -129,9 +131,11 @@ def _weights_file(found: Path, source: str) -> Path:
     files = sorted(p for p in found.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES)
     if len(files) == 1:
         return files[0]
-    raise LoraError(f"LoRA {source!r}: the folder {found} holds {len(files) or 'no'} weight files"
-                    + (f" ({', '.join(p.name for p in files[:5])})" if files else "")
-                    + f"; name the file, or keep one ({WEIGHTS_NAME})")
+    raise LoraError(
+        f"LoRA {source!r}: the folder {found} holds {len(files) or 'no'} weight files"
+        + (f" ({', '.join(p.name for p in files[:5])})" if files else "")
+        + f"; name the file, or keep one ({WEIGHTS_NAME})"
+    )
 
 
 def _hub_snapshot(repo_id: str) -> Path:
@@ -140,9 +144,11 @@ def _hub_snapshot(repo_id: str) -> Path:
     try:
         return Path(snapshot_download(repo_id, local_files_only=True))
     except Exception:
-        raise LoraError(f"LoRA {repo_id!r} is not a file here nor in the local Hugging Face cache, and genbatch "
-                        f"does not download while it runs: on a machine with network access run "
-                        f"`huggingface-cli download {repo_id}`, or pass the .safetensors file") from None
+        raise LoraError(
+            f"LoRA {repo_id!r} is not a file here nor in the local Hugging Face cache, and genbatch "
+            f"does not download while it runs: on a machine with network access run "
+            f"`huggingface-cli download {repo_id}`, or pass the .safetensors file"
+        ) from None
 
 
 def file_fingerprint(path: Path) -> str:
@@ -217,13 +223,17 @@ def takes_loras(pipeline_class: str) -> bool:
 def check_model(pipeline_class: str, model_name: str) -> None:
     """Refuse, before any model loads, a model whose pipeline takes no LoRAs."""
     if not takes_loras(pipeline_class):
-        raise LoraError(f"{model_name}: {pipeline_class} takes no LoRAs (diffusers has no LoRA loader for it); "
-                        "remove --lora and the lora column for this model")
+        raise LoraError(
+            f"{model_name}: {pipeline_class} takes no LoRAs (diffusers has no LoRA loader for it); "
+            "remove --lora and the lora column for this model"
+        )
     try:
         import peft  # noqa: F401
     except ImportError:
-        raise LoraError("LoRAs need the peft package, through which diffusers loads them: "
-                        "pip install 'genbatch[lora]' (or pip install peft)") from None
+        raise LoraError(
+            "LoRAs need the peft package, through which diffusers loads them: "
+            "pip install 'genbatch[lora]' (or pip install peft)"
+        ) from None
 
 
 def apply_set(pipe: Any, loras: tuple[LoraRef, ...] | None) -> None:
@@ -252,5 +262,4 @@ def apply_set(pipe: Any, loras: tuple[LoraRef, ...] | None) -> None:
     if not state.enabled and state.adapters:
         pipe.enable_lora()
     state.enabled = True
-    pipe.set_adapters([state.adapters[ref.fingerprint] for ref in loras],
-                      adapter_weights=[ref.weight for ref in loras])
+    pipe.set_adapters([state.adapters[ref.fingerprint] for ref in loras], adapter_weights=[ref.weight for ref in loras])

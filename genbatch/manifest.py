@@ -20,9 +20,10 @@ import json
 import math
 import re
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from .a1111 import is_prompt_file, read_prompt_file
 from .echo import shown, shown_bare
@@ -197,8 +198,10 @@ _PARSE_KIND: dict[str, Callable[[Any, str], Any]] = {
 def check_images_per_row(count: int | None, limit: int) -> None:
     """Raise ValueError if a row's ``num_images`` is over ``limit``."""
     if count is not None and count > limit:
-        raise _Invalid(f"num_images {shown(count)} is over the limit of {limit} images per row; "
-                       "pass --max-images-per-row N to allow more")
+        raise _Invalid(
+            f"num_images {shown(count)} is over the limit of {limit} images per row; "
+            "pass --max-images-per-row N to allow more"
+        )
 
 
 def parse_value(name: str, value: Any) -> Any:
@@ -238,7 +241,7 @@ def _decode(data: bytes, name: str) -> str:
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
-        hint = (" (it looks like UTF-16)" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else "")
+        hint = " (it looks like UTF-16)" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
         raise ManifestError(
             [
                 Problem(
@@ -256,8 +259,15 @@ def _decode(data: bytes, name: str) -> str:
         # Text never holds NUL; UTF-16 without a BOM decodes as "valid" UTF-8 full of them.
         line, column = _position(text, nul)
         raise ManifestError(
-            [Problem(name, line, str(column), "a NUL character: this is not a UTF-8 text file (UTF-16?); "
-                     "save it as UTF-8", fatal=True)]
+            [
+                Problem(
+                    name,
+                    line,
+                    str(column),
+                    "a NUL character: this is not a UTF-8 text file (UTF-16?); save it as UTF-8",
+                    fatal=True,
+                )
+            ]
         )
     return text
 
@@ -343,11 +353,17 @@ def _split_csv_exact(text: str, name: str, delimiter: str, problems: list[Proble
                 while True:
                     q = text.find('"', p)
                     if q < 0:
-                        problems.append(Problem(
-                            name, open_line, str(open_col),
-                            "this quoted field is never closed: it runs to the end of the file and swallows "
-                            f"every line after it ({_count_breaks(text[pos:])} lines); close it with \" or "
-                            "double a quote that is part of the text (\"\")", fatal=True))
+                        problems.append(
+                            Problem(
+                                name,
+                                open_line,
+                                str(open_col),
+                                "this quoted field is never closed: it runs to the end of the file and swallows "
+                                f'every line after it ({_count_breaks(text[pos:])} lines); close it with " or '
+                                'double a quote that is part of the text ("")',
+                                fatal=True,
+                            )
+                        )
                         return records
                     parts.append(text[p:q])
                     if text.startswith('"', q + 1):
@@ -365,11 +381,17 @@ def _split_csv_exact(text: str, name: str, delimiter: str, problems: list[Proble
                 if pos < n and text[pos] not in (delimiter, "\r", "\n"):
                     after = stop.search(text, pos)
                     tail = text[pos : after.start() if after else n]
-                    problems.append(Problem(
-                        name, line, str(pos - line_start + 1),
-                        f"text {shown(tail, 40)} follows the closing quote of the field that starts at line "
-                        f"{open_line} column {open_col}; quote the whole field and double the quotes inside "
-                        f"it, e.g. \"\"\"a green\"\" star\"", fatal=True))
+                    problems.append(
+                        Problem(
+                            name,
+                            line,
+                            str(pos - line_start + 1),
+                            f"text {shown(tail, 40)} follows the closing quote of the field that starts at line "
+                            f"{open_line} column {open_col}; quote the whole field and double the quotes inside "
+                            f'it, e.g. """a green"" star"',
+                            fatal=True,
+                        )
+                    )
                     return records
             else:
                 match = stop.search(text, pos)
@@ -425,8 +447,11 @@ def _swallowed_rows(records: list[_Record], width: int, delimiter: str, text: st
 
     def row_like(physical: str) -> bool:
         cells = physical.replace('"', "").split(delimiter)
-        return (len(cells) == width and all(_NUMBER.fullmatch(cells[j]) or not cells[j].strip() for j in number_columns)
-                and any(cells[j].strip() for j in number_columns))
+        return (
+            len(cells) == width
+            and all(_NUMBER.fullmatch(cells[j]) or not cells[j].strip() for j in number_columns)
+            and any(cells[j].strip() for j in number_columns)
+        )
 
     physical_lines: list[str] | None = None
     for record in records:
@@ -435,9 +460,14 @@ def _swallowed_rows(records: list[_Record], width: int, delimiter: str, text: st
         index, open_line, open_col = record.multiline[-1]
         value = record.cells[index]
         if index == len(record.cells) - 1 and len(record.cells) < width and delimiter in value:
-            yield open_line, open_col, (
-                f"its row has {len(record.cells)} of the header's {width} fields and the {delimiter!r} "
-                f"separators of lines {open_line}-{record.last_line} are inside it")
+            yield (
+                open_line,
+                open_col,
+                (
+                    f"its row has {len(record.cells)} of the header's {width} fields and the {delimiter!r} "
+                    f"separators of lines {open_line}-{record.last_line} are inside it"
+                ),
+            )
             continue
         if not number_columns or width < 2:
             continue
@@ -446,8 +476,11 @@ def _swallowed_rows(records: list[_Record], width: int, delimiter: str, text: st
         rows = [number for number in range(record.line, record.last_line + 1) if row_like(physical_lines[number - 1])]
         if len(rows) >= 2:
             shown_rows = ", ".join(map(str, rows[:5])) + (", ..." if len(rows) > 5 else "")
-            yield record.multiline[0][1], record.multiline[0][2], (
-                f"lines {shown_rows} within it each read as a row of their own")
+            yield (
+                record.multiline[0][1],
+                record.multiline[0][2],
+                (f"lines {shown_rows} within it each read as a row of their own"),
+            )
 
 
 def _read_delimited(text: str, name: str, delimiter: str) -> _Raw:
@@ -470,11 +503,16 @@ def _read_delimited(text: str, name: str, delimiter: str) -> _Raw:
         return _Raw(None, [], problems)
     if delimiter != "\t":
         for line, column, why in _swallowed_rows(body, len(header), delimiter, text):
-            problems.append(Problem(
-                name, line, str(column),
-                f"the quoted field that starts here spans lines and seems to have swallowed rows: {why}; "
-                "check for a missing or stray quote (a quote that is part of the text is written \"\")",
-                fatal=True))
+            problems.append(
+                Problem(
+                    name,
+                    line,
+                    str(column),
+                    f"the quoted field that starts here spans lines and seems to have swallowed rows: {why}; "
+                    'check for a missing or stray quote (a quote that is part of the text is written "")',
+                    fatal=True,
+                )
+            )
     for record in body:
         cells = record.cells
         if len(cells) > len(header):
@@ -484,8 +522,11 @@ def _read_delimited(text: str, name: str, delimiter: str) -> _Raw:
                     record.line,
                     None,
                     f"row has {len(cells)} fields but the header (line {header_line}) has {len(header)}; "
-                    + ("quote fields that contain a comma" if delimiter != "\t"
-                       else "a prompt cannot contain a tab in TSV"),
+                    + (
+                        "quote fields that contain a comma"
+                        if delimiter != "\t"
+                        else "a prompt cannot contain a tab in TSV"
+                    ),
                 )
             )
             continue
@@ -499,9 +540,15 @@ def _duplicate_columns(header: list[str], name: str, line: int) -> list[Problem]
     problems = []
     for number, column in enumerate(header, start=1):
         if column in first:
-            problems.append(Problem(name, line, str(number),
-                                    f"column {shown(column)} repeats column {first[column]}; "
-                                    "every column needs its own name", fatal=True))
+            problems.append(
+                Problem(
+                    name,
+                    line,
+                    str(number),
+                    f"column {shown(column)} repeats column {first[column]}; every column needs its own name",
+                    fatal=True,
+                )
+            )
         else:
             first[column] = number
     return problems
@@ -513,8 +560,10 @@ def _duplicate_columns(header: list[str], name: str, line: int) -> list[Problem]
 MAX_JSON_DIGITS = 100
 MAX_JSON_DEPTH = 64
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
-_LONE_SURROGATE = re.compile(r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
-                             r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+_LONE_SURROGATE = re.compile(
+    r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
 
 
 class _JsonLimit(ValueError):
@@ -533,8 +582,10 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     if len(obj) != len(pairs):
         seen: set[str] = set()
         repeated = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-        raise _JsonLimit(f"key {shown(repeated)} appears twice in one object; the first value would be lost",
-                         json.dumps(repeated, ensure_ascii=False))
+        raise _JsonLimit(
+            f"key {shown(repeated)} appears twice in one object; the first value would be lost",
+            json.dumps(repeated, ensure_ascii=False),
+        )
     return obj
 
 
@@ -589,8 +640,9 @@ def _read_jsonl(text: str, name: str) -> _Raw:
                 first = line.find(err.args[1])
                 where = line.find(err.args[1], first + 1) if first >= 0 else -1
             else:
-                long_number = re.search(rf"\d{{{MAX_JSON_DIGITS + 1},}}", _JSON_STRING.sub(
-                    lambda m: " " * len(m.group()), line))
+                long_number = re.search(
+                    rf"\d{{{MAX_JSON_DIGITS + 1},}}", _JSON_STRING.sub(lambda m: " " * len(m.group()), line)
+                )
                 where = long_number.start() if long_number else -1
             problems.append(Problem(name, number, str(where + 1) if where >= 0 else None, err.args[0]))
             continue
@@ -599,10 +651,15 @@ def _read_jsonl(text: str, name: str) -> _Raw:
             continue
         if _has_surrogate(obj):
             where = _LONE_SURROGATE.search(line)
-            problems.append(Problem(
-                name, number, str(where.start() + 1) if where else None,
-                f"{where.group() if where else 'a string'} is half of a UTF-16 surrogate pair, not a character; "
-                "write the character itself or both halves of the pair"))
+            problems.append(
+                Problem(
+                    name,
+                    number,
+                    str(where.start() + 1) if where else None,
+                    f"{where.group() if where else 'a string'} is half of a UTF-16 surrogate pair, not a character; "
+                    "write the character itself or both halves of the pair",
+                )
+            )
             continue
         if not isinstance(obj, dict):
             problems.append(Problem(name, number, None, f"expected a JSON object per line, got {type(obj).__name__}"))
@@ -613,11 +670,7 @@ def _read_jsonl(text: str, name: str) -> _Raw:
 
 
 def _read_txt(text: str, name: str) -> _Raw:
-    records = [
-        (number, {"prompt": line})
-        for number, line in enumerate(_BREAK.split(text), start=1)
-        if line.strip()
-    ]
+    records = [(number, {"prompt": line}) for number, line in enumerate(_BREAK.split(text), start=1) if line.strip()]
     return _Raw(["prompt"], records, [])
 
 
@@ -633,8 +686,9 @@ def _read_parquet(source: Path | bytes, name: str) -> _Raw:
         header = [str(c) for c in table.column_names]
         rows = table.to_pylist()
     except Exception as err:  # pyarrow raises several types for a bad file
-        raise ManifestError([Problem(name, None, None, f"cannot read as Parquet: {shown(str(err), 200)}",
-                                     fatal=True)]) from None
+        raise ManifestError(
+            [Problem(name, None, None, f"cannot read as Parquet: {shown(str(err), 200)}", fatal=True)]
+        ) from None
     problems = _duplicate_columns(header, name, 1) if len(set(header)) != len(header) else []
     records = [(number, {str(k): _plain(v) for k, v in rec.items()}) for number, rec in enumerate(rows, start=1)]
     return _Raw(header, records, problems)
@@ -831,13 +885,13 @@ def read_manifest(
         for field_name, column in mapping.items():
             if field_name in forced:  # --set wins; the file's value is kept in fields only
                 continue
-            value = record.get(column)
-            if _is_missing(value):
+            cell = record.get(column)
+            if _is_missing(cell):
                 if field_name == "prompt":
                     row_problems.append(Problem(name, line, column, "the prompt is empty"))
                 continue
             try:
-                values[field_name] = parse_value(field_name, value)
+                values[field_name] = parse_value(field_name, cell)
                 if field_name == "num_images":
                     check_images_per_row(values[field_name], max_images_per_row)
             except ValueError as err:
@@ -860,4 +914,3 @@ def read_manifest(
             continue
         rows.append(Row(index, line, record, **values))
     return Manifest(name, fmt, rows, problems, skipped, warnings, mapping)
-

@@ -91,7 +91,8 @@ def _merge(sources: list[Path], into: Path) -> MergeResult:
                     raise GenbatchError(
                         f"{other.source / file} (job {other.record['key']}) and {folder / file} (job {key}) are "
                         "different images under one file name; merge overwrites nothing: rerun one of them with "
-                        "another --name-template, or merge them into different folders")
+                        "another --name-template, or merge them into different folders"
+                    )
                 owner[file] = entry
             chosen[key] = entry  # a done image wins over a failure; of two failures, the later
     _check_target(into, owner)
@@ -102,11 +103,13 @@ def _merge(sources: list[Path], into: Path) -> MergeResult:
             result.linked += 1
         else:
             result.copied += 1
-    records = [dict(e.record, **({"merged_from": str(e.source)} if e.source != into else {}))
-               for e in chosen.values()]
+    records = [dict(e.record, **({"merged_from": str(e.source)} if e.source != into else {})) for e in chosen.values()]
     records.sort(key=lambda r: (r.get("status") != "skipped", r.get("index", -1), r.get("line") or 0, r["key"]))
-    write_atomic(ledger_path(into), "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n"
-                                            for r in records).encode(), root=into)
+    write_atomic(
+        ledger_path(into),
+        "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records).encode(),
+        root=into,
+    )
     result.images = sum(r.get("status") == "done" for r in records)
     result.failed = sum(r.get("status") == "failed" for r in records)
     result.skipped = sum(r.get("status") == "skipped" for r in records)
@@ -118,8 +121,10 @@ def _relative_file(folder: Path, record: dict[str, Any]) -> str:
     file = str(record["file"])
     path = PurePosixPath(file)
     if path.is_absolute() or ".." in path.parts:
-        raise UnsafePathError(f"{folder / 'genbatch.jsonl'}: job {record['key']} names the file {file!r}, which is "
-                              "not inside its folder; merge only takes files inside each output folder")
+        raise UnsafePathError(
+            f"{folder / 'genbatch.jsonl'}: job {record['key']} names the file {file!r}, which is "
+            "not inside its folder; merge only takes files inside each output folder"
+        )
     contained(folder, file)  # nor through a symlink that leads out
     return path.as_posix()
 
@@ -147,9 +152,11 @@ def _check_target(into: Path, owner: dict[str, _Entry]) -> None:
             continue
         target = contained(into, file)
         if target.exists() and not _same_file(target, entry.record):
-            raise GenbatchError(f"{target} exists and is not the image of job {entry.record['key']} from "
-                                f"{entry.source}; merge overwrites nothing: move it away, or merge into another "
-                                "folder")
+            raise GenbatchError(
+                f"{target} exists and is not the image of job {entry.record['key']} from "
+                f"{entry.source}; merge overwrites nothing: move it away, or merge into another "
+                "folder"
+            )
 
 
 def _place(source: Path, into: Path, file: str) -> bool:

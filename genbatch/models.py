@@ -62,6 +62,7 @@ class ModelRef:
         if self.vae is not None:
             found["vae"] = self.vae.name
         return found
+
     @property
     def family(self) -> str:
         """Its diffusers family (genbatch.families), ``"?"`` where genbatch knows none."""
@@ -249,8 +250,10 @@ def read_timesteps(source: Path, value: Any, train_steps: int) -> dict[int, tupl
 
     A scheduler's config fixes one spacing for every step count; a model that samples best
     with its steps elsewhere (bunched where layout is decided) lists them here instead."""
-    accepted = (f'expected {{"<steps>": [<steps> whole numbers, decreasing, each 0 to {train_steps - 1}]}}, '
-                'e.g. {"4": [999, 750, 500, 250]}')
+    accepted = (
+        f'expected {{"<steps>": [<steps> whole numbers, decreasing, each 0 to {train_steps - 1}]}}, '
+        'e.g. {"4": [999, 750, 500, 250]}'
+    )
     if not isinstance(value, dict) or not value:
         raise ModelError(f'{source}: "timesteps" is {json.dumps(value)}; {accepted}')
     found: dict[int, tuple[int, ...]] = {}
@@ -258,9 +261,12 @@ def read_timesteps(source: Path, value: Any, train_steps: int) -> dict[int, tupl
         where = f'{source}: "timesteps" / "{count}"'
         if not str(count).isdigit() or int(count) < 1:
             raise ModelError(f"{where}: the key must be a step count (a whole number from 1); {accepted}")
-        if (not isinstance(steps, list) or len(steps) != int(count)
-                or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < train_steps for t in steps)
-                or any(a <= b for a, b in zip(steps, steps[1:]))):
+        if (
+            not isinstance(steps, list)
+            or len(steps) != int(count)
+            or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < train_steps for t in steps)
+            or any(a <= b for a, b in zip(steps, steps[1:]))
+        ):
             raise ModelError(f"{where} is {json.dumps(steps)}; {accepted}")
         found[int(count)] = tuple(steps)
     return found
@@ -275,8 +281,16 @@ def list_models(folders: list[Path] | tuple[Path, ...] = ()) -> list[dict[str, A
     found: list[dict[str, Any]] = []
     for folder in folders:
         ref = resolve_model(str(folder))
-        found.append({"name": ref.name, "source": "local", "path": str(ref.path), "present": True, "default": False,
-                      "description": ref.defaults.get("description") or "diffusers pipeline folder"})
+        found.append(
+            {
+                "name": ref.name,
+                "source": "local",
+                "path": str(ref.path),
+                "present": True,
+                "default": False,
+                "description": ref.defaults.get("description") or "diffusers pipeline folder",
+            }
+        )
     for name in builtin_names():
         path = _shapes_path() if name == SHAPES else genbatch_home() / "models" / TINY_RANDOM
         defaults = read_defaults(path) if path and path.exists() else {}
@@ -313,9 +327,17 @@ def list_models(folders: list[Path] | tuple[Path, ...] = ()) -> list[dict[str, A
     for entry in found:
         path = Path(entry["path"])
         # the built-ins are SD pipelines, also before tiny-random is first built
-        entry.update(runs_on(path) if entry["present"] else
-                     {"family": "sd", "pipeline": "StableDiffusionPipeline", "torch": True,
-                      "onnx": "after genbatch export --to onnx", "notes": ""})
+        entry.update(
+            runs_on(path)
+            if entry["present"]
+            else {
+                "family": "sd",
+                "pipeline": "StableDiffusionPipeline",
+                "torch": True,
+                "onnx": "after genbatch export --to onnx",
+                "notes": "",
+            }
+        )
     return found
 
 

@@ -13,16 +13,26 @@ import json
 import re
 import string
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from . import families
 from . import image_formats as formats
 from .echo import shown, shown_bare
 from .errors import GenbatchError, ManifestError, ModelError
-from .fields import (BY_NAME, GROUP_FIELDS, JOB_FIELDS, MAX_SEED, ROW_FIELDS, Values, key_values, record_values,
-                     template_values)
+from .fields import (
+    BY_NAME,
+    GROUP_FIELDS,
+    JOB_FIELDS,
+    MAX_SEED,
+    ROW_FIELDS,
+    Values,
+    key_values,
+    record_values,
+    template_values,
+)
 from .manifest import Manifest, Row
 from .models import ModelRef, keeps_own_scheduler, resolve_model
 from .samplers import resolve as resolve_scheduler
@@ -84,8 +94,12 @@ class Job(Values):
     def group(self) -> tuple[Any, ...]:
         """Jobs with the same group can share a batch (one pipeline call cannot mix jobs with and
         without a negative prompt)."""
-        return (self.model.fingerprint, str(self.model.path), *(self.values[name] for name in GROUP_FIELDS),
-                self.values["negative_prompt"] is None)
+        return (
+            self.model.fingerprint,
+            str(self.model.path),
+            *(self.values[name] for name in GROUP_FIELDS),
+            self.values["negative_prompt"] is None,
+        )
 
     @property
     def call(self) -> dict[str, Any]:
@@ -176,8 +190,9 @@ def expand_jobs(
         count = row.num_images if row.num_images is not None else defaults.num_images
         for k in range(count):
             job_values = dict(values, seed=(base + k) % (MAX_SEED + 1))
-            key = job_key({"model": model.fingerprint, "dtype": target.dtype, "backend": target.backend,
-                           **key_values(job_values)})
+            key = job_key(
+                {"model": model.fingerprint, "dtype": target.dtype, "backend": target.backend, **key_values(job_values)}
+            )
             jobs.append(Job(len(jobs), key, row, k, model, target.backend, target.dtype, job_values))
     return jobs
 
@@ -186,11 +201,14 @@ def expand_jobs(
 # a model default read from JSON, and the value that means "not set" (genbatch.fields.Field.off).
 _RESOLVED: tuple[tuple[str, Any, Any], ...] = tuple(
     (name, {"int": int, "float": float}.get(BY_NAME[name].kind), BY_NAME[name].off)
-    for name in JOB_FIELDS if name in ROW_FIELDS)
+    for name in JOB_FIELDS
+    if name in ROW_FIELDS
+)
 
 
-def resolve_models(manifest: Manifest, default: str | None, *, config: str | None = None,
-                   vae: str | None = None) -> dict[str | None, ModelRef]:
+def resolve_models(
+    manifest: Manifest, default: str | None, *, config: str | None = None, vae: str | None = None
+) -> dict[str | None, ModelRef]:
     """The model of every row (``None``: rows without a model column use ``default``);
     ``config`` and ``vae``: --config and --vae (genbatch.checkpoints)."""
     models: dict[str | None, ModelRef] = {}
@@ -231,8 +249,10 @@ def check_torch_only(jobs: list[Job], backend: str) -> None:
     for name, check in (("lora", lora.check_model), ("prompt_weighting", prompt_weighting.check_model)):
         using = [j for j in jobs if j.values.get(name)]
         if using and backend != "torch":
-            raise GenbatchError(f"line {using[0].row.line}: {name.replace('_', ' ')} needs --backend torch; "
-                                f"the {backend} backend does not apply it")
+            raise GenbatchError(
+                f"line {using[0].row.line}: {name.replace('_', ' ')} needs --backend torch; "
+                f"the {backend} backend does not apply it"
+            )
         for model in {id(j.model): j.model for j in using}.values():
             try:
                 class_name = json.loads((model.path / "model_index.json").read_text(encoding="utf-8"))["_class_name"]
@@ -248,8 +268,9 @@ def make_plan(manifest: Manifest, options: RunOptions) -> Plan:
     device, dtype = get_backend(options.backend).resolve(options.device, options.dtype)
     models = resolve_models(manifest, options.model, config=options.config, vae=options.vae)
     loras = resolve_loras(manifest, options.defaults.lora)
-    jobs = expand_jobs(manifest.rows, models, options.defaults, Target(options.backend, dtype, options.scheduler),
-                       loras)
+    jobs = expand_jobs(
+        manifest.rows, models, options.defaults, Target(options.backend, dtype, options.scheduler), loras
+    )
     check_torch_only(jobs, options.backend)
     if options.backend == "torch":  # before any model loads: models that cannot run, options they do not take
         problems = families.plan_problems(jobs, manifest.path, manifest.columns)
@@ -381,13 +402,16 @@ def assign_file_names(jobs: list[Job], template: str, image_format: str) -> None
             name = formatter.vformat(template, (), fields)
         except KeyError as err:
             available = ", ".join(sorted(k for k in fields if k.isidentifier()))
-            raise GenbatchError(f"--name-template: unknown field {shown(err.args[0] if err.args else '')}; "
-                                f"available fields: {shown_bare(available, 2000)}") from None
+            raise GenbatchError(
+                f"--name-template: unknown field {shown(err.args[0] if err.args else '')}; "
+                f"available fields: {shown_bare(available, 2000)}"
+            ) from None
         except GenbatchError as err:
             raise GenbatchError(f"--name-template {shown(template)}: {err}") from None
         except (ValueError, IndexError, TypeError) as err:
-            raise GenbatchError(f"--name-template {shown(template)}: {shown_bare(str(err))} "
-                                f"(line {job.row.line})") from None
+            raise GenbatchError(
+                f"--name-template {shown(template)}: {shown_bare(str(err))} (line {job.row.line})"
+            ) from None
         path = PurePosixPath(name.replace("\\", "/"))
         if path.is_absolute() or any(part in ("", ".", "..") for part in path.parts) or not path.parts:
             raise GenbatchError(f"--name-template {shown(template)} gives {shown(name)}, which is not inside --out")
@@ -446,5 +470,7 @@ def make_batches(jobs: list[Job], batch_size: int) -> list[list[Job]]:
     for job in jobs:
         model_order.setdefault(job.model.fingerprint + str(job.model.path), len(model_order))
         groups.setdefault(job.group, []).append(job)
-    ordered = sorted(groups.values(), key=lambda g: (model_order[g[0].model.fingerprint + str(g[0].model.path)], g[0].index))
+    ordered = sorted(
+        groups.values(), key=lambda g: (model_order[g[0].model.fingerprint + str(g[0].model.path)], g[0].index)
+    )
     return [group[i : i + batch_size] for group in ordered for i in range(0, len(group), batch_size)]

@@ -103,8 +103,12 @@ class Progress:
         self._printed = finished
         eta = self.eta()
         left = f", ETA {_duration(eta)}" if eta is not None and finished < self.total else ""
-        print(f"{timestamp()} genbatch: {finished}/{self.total} images ({self.failed} failed), "
-              f"{self.rate:.2f} img/s{left}", file=self.stream, flush=True)
+        print(
+            f"{timestamp()} genbatch: {finished}/{self.total} images ({self.failed} failed), "
+            f"{self.rate:.2f} img/s{left}",
+            file=self.stream,
+            flush=True,
+        )
 
     def log(self, message: str) -> None:
         if self.quiet:

@@ -81,13 +81,16 @@ def supports(pipeline_class: str) -> bool:
 def check_model(pipeline_class: str, model_name: str) -> None:
     """Refuse, before any model loads, a model or an install that cannot weight prompts."""
     if not supports(pipeline_class):
-        raise PromptWeightingError(f"{model_name}: prompt weighting runs on {', '.join(SUPPORTED)} models; "
-                                   f"{pipeline_class} is not one: run it with --prompt-weighting off")
+        raise PromptWeightingError(
+            f"{model_name}: prompt weighting runs on {', '.join(SUPPORTED)} models; "
+            f"{pipeline_class} is not one: run it with --prompt-weighting off"
+        )
     try:
         import compel  # noqa: F401
     except ImportError:
-        raise PromptWeightingError("--prompt-weighting a1111 needs the compel package: "
-                                   "pip install 'genbatch[lora]' (or pip install compel)") from None
+        raise PromptWeightingError(
+            "--prompt-weighting a1111 needs the compel package: pip install 'genbatch[lora]' (or pip install compel)"
+        ) from None
 
 
 def weighted_call(pipe: Any, jobs: Sequence[Any], call: dict[str, Any]) -> dict[str, Any]:
@@ -96,8 +99,7 @@ def weighted_call(pipe: Any, jobs: Sequence[Any], call: dict[str, Any]) -> dict[
     if not getattr(jobs[0], "values", {}).get("prompt_weighting"):
         return call
     if not supports(type(pipe).__name__):
-        raise PromptWeightingError(f"prompt weighting runs on {', '.join(SUPPORTED)} models, "
-                                   f"not {type(pipe).__name__}")
+        raise PromptWeightingError(f"prompt weighting runs on {', '.join(SUPPORTED)} models, not {type(pipe).__name__}")
     call = dict(call)
     call["prompt_embeds"] = _embeddings(pipe, call.pop("prompt"))
     if call.get("negative_prompt") is not None:
@@ -123,7 +125,11 @@ def _compel(pipe: Any) -> Any:
     if found is None:
         from compel import Compel
 
-        found = Compel(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, truncate_long_prompts=True,
-                       dtype_for_device_getter=lambda device: pipe.text_encoder.dtype)
+        found = Compel(
+            tokenizer=pipe.tokenizer,
+            text_encoder=pipe.text_encoder,
+            truncate_long_prompts=True,
+            dtype_for_device_getter=lambda device: pipe.text_encoder.dtype,
+        )
         _COMPEL[pipe] = found
     return found

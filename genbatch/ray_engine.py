@@ -55,9 +55,20 @@ class RayWorker:
     """Runs batches on one device. Two calls may run at once (``max_concurrency=2``): one
     generates while the other writes its images; generation itself is one at a time."""
 
-    def __init__(self, backend: str, options: BackendOptions, out: str, encoding: Encoding, *,
-                 run_id: str, manifest: str, dtype: str, writers: int, cpu_threads: int | None,
-                 batch_size: int | None):
+    def __init__(
+        self,
+        backend: str,
+        options: BackendOptions,
+        out: str,
+        encoding: Encoding,
+        *,
+        run_id: str,
+        manifest: str,
+        dtype: str,
+        writers: int,
+        cpu_threads: int | None,
+        batch_size: int | None,
+    ):
         import ray
 
         if options.device.startswith("cuda") and ray.get_gpu_ids():
@@ -103,15 +114,20 @@ class RayWorker:
             key = batch_size_key(jobs[0], self.options)
             results, start = [], 0
             while start < len(jobs):
-                chunk = jobs[start:start + self._sizer.next_size(key)]
+                chunk = jobs[start : start + self._sizer.next_size(key)]
                 start += len(chunk)
                 results += generate_batch(loaded, chunk, self._sizer, key)
             seconds = time.monotonic() - began
             facts = dict(self._facts)
         began = time.monotonic()
         outcomes = list(self._writers.map(lambda r: self._write(r[0], r[1], r[2], facts), results))
-        return {"seconds": seconds, "write_seconds": time.monotonic() - began, "device": self.options.device,
-                "facts": facts, "outcomes": outcomes}
+        return {
+            "seconds": seconds,
+            "write_seconds": time.monotonic() - began,
+            "device": self.options.device,
+            "facts": facts,
+            "outcomes": outcomes,
+        }
 
     def _write(self, result: Any, size: int, seconds: float, facts: dict[str, Any]) -> tuple:
         job = result.job
@@ -158,9 +174,16 @@ class _Slot:
     pids: list[int] = field(default_factory=list)
 
     def stats(self) -> dict[str, Any]:
-        return {"worker": self.number, "node": self.info.get("node"), "device": self.info.get("device"),
-                "pids": self.pids, "images": self.images, "failed": self.failed,
-                "seconds": round(self.seconds, 3), "replaced": self.replaced}
+        return {
+            "worker": self.number,
+            "node": self.info.get("node"),
+            "device": self.info.get("device"),
+            "pids": self.pids,
+            "images": self.images,
+            "failed": self.failed,
+            "seconds": round(self.seconds, 3),
+            "replaced": self.replaced,
+        }
 
 
 class RayEngine:
@@ -168,8 +191,13 @@ class RayEngine:
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, workers: int | None = None,
-                 gpus_per_worker: float | None = None, max_retries: int = 3):
+    def __init__(
+        self,
+        address: str | None = None,
+        workers: int | None = None,
+        gpus_per_worker: float | None = None,
+        max_retries: int = 3,
+    ):
         try:
             import ray
         except ImportError:
@@ -182,7 +210,11 @@ class RayEngine:
             raise GenbatchError(f"--max-retries {max_retries}: expected 0 or more")
         self.ray = ray
         self.address, self.workers, self.gpus_per_worker, self.max_retries = (
-            address, workers, gpus_per_worker, max_retries)
+            address,
+            workers,
+            gpus_per_worker,
+            max_retries,
+        )
 
     # -- connecting --
 
@@ -204,10 +236,15 @@ class RayEngine:
                 for sig, handler in handlers.items():  # ray.init sets its own; the run's must stay
                     signal.signal(sig, handler)
         resources = ray.cluster_resources()
-        where = ("started a local Ray instance" if not (self.address or os.environ.get("RAY_ADDRESS"))
-                 else f"joined the Ray cluster at {self.address or os.environ['RAY_ADDRESS']}")
-        say(f"ray: {where} in {time.monotonic() - began:.1f}s: {len(ray.nodes())} node(s), "
-            f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
+        where = (
+            "started a local Ray instance"
+            if not (self.address or os.environ.get("RAY_ADDRESS"))
+            else f"joined the Ray cluster at {self.address or os.environ['RAY_ADDRESS']}"
+        )
+        say(
+            f"ray: {where} in {time.monotonic() - began:.1f}s: {len(ray.nodes())} node(s), "
+            f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs"
+        )
         return True
 
     def _placement(self, device: str, batches: int) -> tuple[int, float]:
@@ -218,11 +255,14 @@ class RayEngine:
         if per_worker is None:
             per_worker = 1.0 if gpus and device != "cpu" else 0.0
         if per_worker > 0 and not gpus:
-            raise GenbatchError(f"--gpus-per-worker {per_worker:g}: the Ray cluster has no GPUs; "
-                                "use --gpus-per-worker 0 (CPU workers) or add GPU nodes")
+            raise GenbatchError(
+                f"--gpus-per-worker {per_worker:g}: the Ray cluster has no GPUs; "
+                "use --gpus-per-worker 0 (CPU workers) or add GPU nodes"
+            )
         if per_worker > 0 and device == "cpu":
-            raise GenbatchError(f"--gpus-per-worker {per_worker:g} with --device cpu: pass --device cuda, "
-                                "or --gpus-per-worker 0")
+            raise GenbatchError(
+                f"--gpus-per-worker {per_worker:g} with --device cpu: pass --device cuda, or --gpus-per-worker 0"
+            )
         count = self.workers or max(1, int(gpus // per_worker) if per_worker else int(resources.get("CPU", 1)))
         return max(1, min(count, batches)), per_worker
 
@@ -239,8 +279,9 @@ class RayEngine:
 
     # -- running --
 
-    def run(self, work: EngineWork, sink: ResultSink, stop_requested: Callable[[], bool],
-            say: Callable[[str], None]) -> EngineReport:
+    def run(
+        self, work: EngineWork, sink: ResultSink, stop_requested: Callable[[], bool], say: Callable[[str], None]
+    ) -> EngineReport:
         report = EngineReport()
         if not work.batches:
             return report
@@ -251,31 +292,49 @@ class RayEngine:
             if joined:
                 self.ray.shutdown()
 
-    def _run(self, work: EngineWork, sink: ResultSink, stop_requested: Callable[[], bool],
-             say: Callable[[str], None], report: EngineReport) -> EngineReport:
+    def _run(
+        self,
+        work: EngineWork,
+        sink: ResultSink,
+        stop_requested: Callable[[], bool],
+        say: Callable[[str], None],
+        report: EngineReport,
+    ) -> EngineReport:
         ray = self.ray
         requested = work.sizer.requested
         if requested is None:  # auto: each worker finds its own size within units of up to AUTO_CAP
-            units = [g[i:i + AUTO_CAP] for g in by_group(work.batches) for i in range(0, len(g), AUTO_CAP)]
+            units = [g[i : i + AUTO_CAP] for g in by_group(work.batches) for i in range(0, len(g), AUTO_CAP)]
         else:
             units = work.batches
         count, per_worker = self._placement(work.options.device, len(units))
         actor_class = ray.remote(RayWorker).options(
-            num_cpus=1, num_gpus=per_worker, max_restarts=0, max_task_retries=0, max_concurrency=WINDOW)
+            num_cpus=1, num_gpus=per_worker, max_restarts=0, max_task_retries=0, max_concurrency=WINDOW
+        )
         out = str(Path(work.out).resolve())
         writers = max(1, min(work.writers, 2))
         cpu_threads = self._cpu_threads(work)
 
         def start(slot_number: int) -> Any:
-            return actor_class.remote(work.backend, work.options, out, work.encoding, run_id=sink.run_id,
-                                      manifest=sink.manifest, dtype=sink.dtype, writers=writers,
-                                      cpu_threads=cpu_threads, batch_size=requested)
+            return actor_class.remote(
+                work.backend,
+                work.options,
+                out,
+                work.encoding,
+                run_id=sink.run_id,
+                manifest=sink.manifest,
+                dtype=sink.dtype,
+                writers=writers,
+                cpu_threads=cpu_threads,
+                batch_size=requested,
+            )
 
         slots = [_Slot(i + 1, start(i + 1)) for i in range(count)]
         for slot in slots:
             slot.ready_ref = slot.actor.ready.remote()
-        say(f"ray: {len(units)} batches on {count} workers "
-            f"({f'{per_worker:g} GPU' if per_worker else '1 CPU'} each, {work.options.device}/{work.options.dtype})")
+        say(
+            f"ray: {len(units)} batches on {count} workers "
+            f"({f'{per_worker:g} GPU' if per_worker else '1 CPU'} each, {work.options.device}/{work.options.dtype})"
+        )
 
         queue = deque(_Unit(jobs) for jobs in units)
         running: dict[Any, tuple[_Slot, Any, _Unit]] = {}  # object ref -> slot, actor, unit
@@ -296,16 +355,30 @@ class RayEngine:
                         slot, actor, unit = running.pop(ref)
                         if slot.actor is actor:
                             slot.inflight -= 1
-                        self._finished(ref, slot, actor, unit, work, sink, queue, report, recorded,
-                                       several_models, say, lambda s: self._replace(s, start, say))
+                        self._finished(
+                            ref,
+                            slot,
+                            actor,
+                            unit,
+                            work,
+                            sink,
+                            queue,
+                            report,
+                            recorded,
+                            several_models,
+                            say,
+                            lambda s: self._replace(s, start, say),
+                        )
                     else:
                         slot = next(s for s in slots if s.ready_ref == ref)
                         try:
                             slot.info = ray.get(ref)
                             slot.ready_ref, slot.start_failures = None, 0
                             slot.pids.append(slot.info["pid"])
-                            say(f"ray: worker {slot.number} ready: pid {slot.info['pid']} on {slot.info['node']}, "
-                                f"{slot.info['device']}")
+                            say(
+                                f"ray: worker {slot.number} ready: pid {slot.info['pid']} on {slot.info['node']}, "
+                                f"{slot.info['device']}"
+                            )
                         except ray.exceptions.RayError as err:
                             slot.start_failures += 1
                             if slot.start_failures < START_TRIES:
@@ -345,17 +418,31 @@ class RayEngine:
         slot.inflight = 0
         slot.replaced += 1
 
-    def _finished(self, ref: Any, slot: _Slot, actor: Any, unit: _Unit, work: EngineWork, sink: ResultSink,
-                  queue: deque, report: EngineReport, recorded: set[str], several_models: bool,
-                  say: Callable[[str], None], replace_slot: Callable[[_Slot], None]) -> None:
+    def _finished(
+        self,
+        ref: Any,
+        slot: _Slot,
+        actor: Any,
+        unit: _Unit,
+        work: EngineWork,
+        sink: ResultSink,
+        queue: deque,
+        report: EngineReport,
+        recorded: set[str],
+        several_models: bool,
+        say: Callable[[str], None],
+        replace_slot: Callable[[_Slot], None],
+    ) -> None:
         ray = self.ray
         try:
             result = ray.get(ref)
         except ray.exceptions.RayError as err:
             reason = _reason(err)
             if slot.actor is actor:  # the first of its batches to come back lost: replace the worker
-                say(f"ray: worker {slot.number} (pid {slot.info.get('pid', '?')}) was lost: {reason}; "
-                    "its batches go to other workers")
+                say(
+                    f"ray: worker {slot.number} (pid {slot.info.get('pid', '?')}) was lost: {reason}; "
+                    "its batches go to other workers"
+                )
                 replace_slot(slot)
             self._lost(unit, reason, work.options.device, sink, queue, recorded)
             return
@@ -365,8 +452,14 @@ class RayEngine:
                 raise ModelError(result["model_error"])
             say(f"error: {result['model_error']}")
             for job in unit.jobs:
-                self._record(job, BatchFacts(len(unit.jobs), 0.0, work.options.device), None,
-                             f"the model did not load: {result['model_error']}", sink, recorded)
+                self._record(
+                    job,
+                    BatchFacts(len(unit.jobs), 0.0, work.options.device),
+                    None,
+                    f"the model did not load: {result['model_error']}",
+                    sink,
+                    recorded,
+                )
             return
         report.generation_seconds += result["seconds"]
         report.facts.update(result["facts"])
@@ -383,14 +476,18 @@ class RayEngine:
                 else:
                     slot.failed += 1
 
-    def _lost(self, unit: _Unit, reason: str, device: str, sink: ResultSink, queue: deque,
-              recorded: set[str]) -> None:
+    def _lost(self, unit: _Unit, reason: str, device: str, sink: ResultSink, queue: deque, recorded: set[str]) -> None:
         unit.losses += 1
         if unit.losses > self.max_retries:
             for job in unit.jobs:
-                self._record(job, BatchFacts(len(unit.jobs), 0.0, device), None,
-                             f"lost with its Ray worker {unit.losses} times (--max-retries {self.max_retries}): "
-                             f"{reason}", sink, recorded)
+                self._record(
+                    job,
+                    BatchFacts(len(unit.jobs), 0.0, device),
+                    None,
+                    f"lost with its Ray worker {unit.losses} times (--max-retries {self.max_retries}): {reason}",
+                    sink,
+                    recorded,
+                )
             return
         if unit.losses >= 2 and len(unit.jobs) > 1:  # lost twice: find the job that kills workers
             queue.extendleft(reversed([_Unit([job], unit.losses) for job in unit.jobs]))
@@ -398,8 +495,14 @@ class RayEngine:
             queue.appendleft(unit)
 
     @staticmethod
-    def _record(job: Job, batch: BatchFacts, written: WrittenImage | None, error: str | None, sink: ResultSink,
-                recorded: set[str]) -> bool:
+    def _record(
+        job: Job,
+        batch: BatchFacts,
+        written: WrittenImage | None,
+        error: str | None,
+        sink: ResultSink,
+        recorded: set[str],
+    ) -> bool:
         """One ledger line per job, whatever comes back twice."""
         if job.key in recorded:
             return False

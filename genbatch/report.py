@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import platform
 import sys
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .echo import shown_bare
 from .fields import BY_NAME, report_columns, text_value
@@ -20,12 +21,40 @@ from .ledger import iter_current_records
 from .safe_write import write_atomic
 
 TABLE_COLUMNS = [
-    "status", "key", "file", "index", "row", "line", "k", "id", *report_columns(), "model", "model_fingerprint",
-    "model_hash", "vae", "backend", "device", "dtype", "batch_size", "seconds", "finished_at", "bytes", "sha256",
-    "error", "run_id", "manifest",
+    "status",
+    "key",
+    "file",
+    "index",
+    "row",
+    "line",
+    "k",
+    "id",
+    *report_columns(),
+    "model",
+    "model_fingerprint",
+    "model_hash",
+    "vae",
+    "backend",
+    "device",
+    "dtype",
+    "batch_size",
+    "seconds",
+    "finished_at",
+    "bytes",
+    "sha256",
+    "error",
+    "run_id",
+    "manifest",
 ]
-_INT_COLUMNS = ["index", "row", "line", "k", "batch_size", "bytes",
-                *(f for f in report_columns() if BY_NAME[f].kind == "int" and (BY_NAME[f].hi or 0) < 2**63)]
+_INT_COLUMNS = [
+    "index",
+    "row",
+    "line",
+    "k",
+    "batch_size",
+    "bytes",
+    *(f for f in report_columns() if BY_NAME[f].kind == "int" and (BY_NAME[f].hi or 0) < 2**63),
+]
 _UINT_COLUMNS = [f for f in report_columns() if BY_NAME[f].kind == "int" and (BY_NAME[f].hi or 0) >= 2**63]
 _TEXT_COLUMNS = [f for f in report_columns() if BY_NAME[f].to_text is not None]
 _FLOAT_COLUMNS = ["seconds", *(f for f in report_columns() if BY_NAME[f].kind == "float")]
@@ -33,8 +62,17 @@ _FLOAT_COLUMNS = ["seconds", *(f for f in report_columns() if BY_NAME[f].kind ==
 
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
-    for name in ("genbatch", "torch", "diffusers", "transformers", "numpy", "pillow", "onnxruntime",
-                 "onnxruntime-gpu", "onnx"):
+    for name in (
+        "genbatch",
+        "torch",
+        "diffusers",
+        "transformers",
+        "numpy",
+        "pillow",
+        "onnxruntime",
+        "onnxruntime-gpu",
+        "onnx",
+    ):
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -98,10 +136,19 @@ def _extra_columns(out: Path) -> dict[str, str]:
             seen = kinds.setdefault(name, set())
             if value is None or value == "":
                 continue
-            seen.add("int" if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63 else
-                     "float" if isinstance(value, (int, float)) and not isinstance(value, bool) else "text")
-    return {EXTRA_PREFIX + name: ("Int64" if seen == {"int"} else "Float64" if seen and seen <= {"int", "float"}
-                                  else "string") for name, seen in kinds.items()}
+            seen.add(
+                "int"
+                if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63
+                else "float"
+                if isinstance(value, (int, float)) and not isinstance(value, bool)
+                else "text"
+            )
+    return {
+        EXTRA_PREFIX + name: (
+            "Int64" if seen == {"int"} else "Float64" if seen and seen <= {"int", "float"} else "string"
+        )
+        for name, seen in kinds.items()
+    }
 
 
 def _write_csv(out: Path, path: Path, chunk_rows: int, extras: dict[str, str]) -> None:
@@ -144,8 +191,13 @@ def _table_row(record: dict[str, Any], extras: dict[str, str]) -> dict[str, Any]
     row["fields"] = json.dumps(record.get("fields") or {}, ensure_ascii=False, default=str)
     for name, value in extra_fields(record).items():
         column = EXTRA_PREFIX + name
-        row[column] = None if value == "" else value if extras[column] != "string" or value is None else (
-            value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str))
+        row[column] = (
+            None
+            if value == ""
+            else value
+            if extras[column] != "string" or value is None
+            else (value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str))
+        )
     if row["timesteps"]:  # a model's own list (genbatch.json), as one cell of numbers
         row["timesteps"] = " ".join(map(str, row["timesteps"]))
     for name in _TEXT_COLUMNS:  # a LoRA set as "style:0.8; other:0.5"

@@ -34,8 +34,8 @@ import jinja2
 from .fields import text_value
 from .folder import Folder, extra_fields, load_folder
 from .grid import list_grids
-from .samplers import a1111_name
 from .safe_write import write_atomic
+from .samplers import a1111_name
 from .throughput import Run, chart, fmt_duration, runs, wall_and_rate
 from .thumbnails import THUMB_SIZE, THUMBS_DIR, remove_stale_thumbnails, report_thumbnails
 
@@ -225,7 +225,9 @@ def _card_row(card: dict, thumb: str | None) -> list:
     row[0] = _url(card["file"])  # the image, opened by a click
     row[1] = _url(thumb) if thumb is not None else row[0]  # the picture on the card
     row[CARD_COLS.index("lora")] = text_value("lora", card["lora"]) if card.get("lora") else None
-    row[CARD_COLS.index("extra")] = [[name, value] for name, value in extra_fields(card).items()] or None  # DrawBench's Category...
+    row[CARD_COLS.index("extra")] = [
+        [name, value] for name, value in extra_fields(card).items()
+    ] or None  # DrawBench's Category...
     if isinstance(card.get("scheduler"), str):  # "DPM++ 2M Karras" rather than a class and its options
         row[CARD_COLS.index("scheduler")] = a1111_name(card["scheduler"], card.get("scheduler_options"))
     return row

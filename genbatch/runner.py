@@ -11,9 +11,10 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -91,14 +92,23 @@ class RunOptions:
         raise GenbatchError(f"--batch-size {self.batch_size!r}: expected a whole number >= 1 or auto")
 
     def backend_options(self, device: str, dtype: str) -> BackendOptions:
-        extra = ({"offload": self.offload, "vae_tiling": self.vae_tiling, "vae_slicing": self.vae_slicing}
-                 if self.backend == "torch" else {})
-        return BackendOptions(device=device, dtype=dtype, scheduler=self.scheduler,
-                              providers=tuple(self.providers) if self.providers else None, extra=extra)
+        extra = (
+            {"offload": self.offload, "vae_tiling": self.vae_tiling, "vae_slicing": self.vae_slicing}
+            if self.backend == "torch"
+            else {}
+        )
+        return BackendOptions(
+            device=device,
+            dtype=dtype,
+            scheduler=self.scheduler,
+            providers=tuple(self.providers) if self.providers else None,
+            extra=extra,
+        )
 
     def encoding(self) -> Encoding:
-        return Encoding(fmt=image_format(self.image_format).name, quality=self.quality,
-                        compress_level=self.compress_level)
+        return Encoding(
+            fmt=image_format(self.image_format).name, quality=self.quality, compress_level=self.compress_level
+        )
 
 
 @dataclass
@@ -144,8 +154,13 @@ class _Stop:
 
 
 def load_manifest(options: RunOptions) -> Manifest:
-    manifest = read_manifest(options.manifest, format=options.format, column_map=options.column_map,
-                             overrides=options.overrides, max_images_per_row=options.max_images_per_row)
+    manifest = read_manifest(
+        options.manifest,
+        format=options.format,
+        column_map=options.column_map,
+        overrides=options.overrides,
+        max_images_per_row=options.max_images_per_row,
+    )
     if manifest.fatal_problems or (manifest.problems and not options.skip_invalid):
         raise ManifestError(manifest.problems)
     manifest.rows = apply_axes(manifest.rows, options.axes)
@@ -177,8 +192,11 @@ def _dry_run(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResult:
 
 def model_defaults(model: Any) -> dict[str, Any]:
     """What a job of this model runs at where neither its row nor a run option says."""
-    return {k: model.defaults[k] for k in ("steps", "guidance_scale", "width", "height", "max_sequence_length")
-            if model.defaults.get(k) is not None}
+    return {
+        k: model.defaults[k]
+        for k in ("steps", "guidance_scale", "width", "height", "max_sequence_length")
+        if model.defaults.get(k) is not None
+    }
 
 
 def _done(out: Path, options: RunOptions, mismatched: Callable[[str], None]) -> dict[str, dict[str, Any]]:
@@ -196,19 +214,45 @@ def _done(out: Path, options: RunOptions, mismatched: Callable[[str], None]) -> 
 
 def _summary(options: RunOptions, manifest: Manifest, plan: Plan, pending: list[Job], *, dry_run: bool) -> RunSummary:
     return RunSummary(
-        out=str(options.out), dry_run=dry_run, manifest=manifest.path,
-        counts=Counts(planned=len(plan.jobs), already_done=len(plan.jobs) - len(pending), to_generate=len(pending),
-                      batches=len(make_batches(pending, options.fixed_batch_size(plan.device) or 8)) if pending else 0,
-                      skipped=len(manifest.skipped), not_run=len(pending)),
-        models=[{"name": m.name, "path": str(m.path), "fingerprint": m.fingerprint, "source": m.source,
-                 "family": m.family, "defaults": model_defaults(m)} for m in plan.models],
-        backend=options.backend, engine=options.engine, device=plan.device, dtype=plan.dtype,
-        batch_size=options.fixed_batch_size(plan.device) or "auto", command=command_line(),
+        out=str(options.out),
+        dry_run=dry_run,
+        manifest=manifest.path,
+        counts=Counts(
+            planned=len(plan.jobs),
+            already_done=len(plan.jobs) - len(pending),
+            to_generate=len(pending),
+            batches=len(make_batches(pending, options.fixed_batch_size(plan.device) or 8)) if pending else 0,
+            skipped=len(manifest.skipped),
+            not_run=len(pending),
+        ),
+        models=[
+            {
+                "name": m.name,
+                "path": str(m.path),
+                "fingerprint": m.fingerprint,
+                "source": m.source,
+                "family": m.family,
+                "defaults": model_defaults(m),
+            }
+            for m in plan.models
+        ],
+        backend=options.backend,
+        engine=options.engine,
+        device=plan.device,
+        dtype=plan.dtype,
+        batch_size=options.fixed_batch_size(plan.device) or "auto",
+        command=command_line(),
         settings={
-            "name_template": options.name_template, "format": options.image_format, "column_map": options.column_map,
-            "set": options.overrides, "vary": describe_axes(options.axes), "limit": options.limit,
+            "name_template": options.name_template,
+            "format": options.image_format,
+            "column_map": options.column_map,
+            "set": options.overrides,
+            "vary": describe_axes(options.axes),
+            "limit": options.limit,
             "shard": f"{options.shard[0]}/{options.shard[1]}" if options.shard else None,
-            "defaults": options.defaults.__dict__, "scheduler": options.scheduler, "force": options.force,
+            "defaults": options.defaults.__dict__,
+            "scheduler": options.scheduler,
+            "force": options.force,
             "backend_options": options.backend_options(plan.device, plan.dtype).as_dict(),
             "engine_options": options.engine_options,
         },
@@ -226,7 +270,7 @@ class OutputFolderLock:
         self.created = False
         self.lock: FileLock | None = None
 
-    def __enter__(self) -> "OutputFolderLock":
+    def __enter__(self) -> OutputFolderLock:
         out = self.out
         if out.exists() and not out.is_dir():
             raise GenbatchError(f"--out {out}: exists and is not a folder")
@@ -238,8 +282,9 @@ class OutputFolderLock:
                 raise GenbatchError(f"--out {out}: cannot create the folder: {err.strerror}") from None
             path = out / LOCK_NAME
             if path.is_symlink() or (path.exists() and not path.is_file()):
-                raise UnsafePathError(f"{path} is not a plain file (a symlink or a folder); genbatch keeps its lock "
-                                      "there: remove it")
+                raise UnsafePathError(
+                    f"{path} is not a plain file (a symlink or a folder); genbatch keeps its lock there: remove it"
+                )
             contained(out, LOCK_NAME)
             self.lock = FileLock(str(path), timeout=-1 if self.wait else 0)
             try:
@@ -286,8 +331,11 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResul
     progress = Progress(len(pending), quiet=options.quiet)
     say = progress.log
     if mismatched:
-        say(f"verify: {len(mismatched)} done images no longer match their ledger sha256 and are generated again: "
-            + ", ".join(shown_bare(f) for f in mismatched[:5]) + (" ..." if len(mismatched) > 5 else ""))
+        say(
+            f"verify: {len(mismatched)} done images no longer match their ledger sha256 and are generated again: "
+            + ", ".join(shown_bare(f) for f in mismatched[:5])
+            + (" ..." if len(mismatched) > 5 else "")
+        )
     sink = ResultSink(ledger, progress, run_id=summary.run_id, manifest=manifest.path, dtype=plan.dtype)
 
     # 5. Say what is known before generating: warnings, repairs, skipped rows, what is done
@@ -298,15 +346,23 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResul
     for skipped in manifest.skipped:
         sink.skipped(manifest, skipped)
     if summary.counts.already_done:
-        say(f"{summary.counts.already_done} of {len(plan.jobs)} images are already done in {out}; "
-            f"generating {len(pending)}")
+        say(
+            f"{summary.counts.already_done} of {len(plan.jobs)} images are already done in {out}; "
+            f"generating {len(pending)}"
+        )
 
     # 6. Run the batches on the engine; the sink records every image as it lands
-    work = EngineWork(out=out, batches=batches, backend=options.backend,
-                      options=options.backend_options(plan.device, plan.dtype), encoding=options.encoding(),
-                      # Measured on a 16-core H100 box: past 4 threads the GIL-bound part
-                      # (metadata, ledger) makes more threads slower, not faster.
-                      writers=options.workers or max(1, min(4, os.cpu_count() or 1)), sizer=sizer)
+    work = EngineWork(
+        out=out,
+        batches=batches,
+        backend=options.backend,
+        options=options.backend_options(plan.device, plan.dtype),
+        encoding=options.encoding(),
+        # Measured on a 16-core H100 box: past 4 threads the GIL-bound part
+        # (metadata, ledger) makes more threads slower, not faster.
+        writers=options.workers or max(1, min(4, os.cpu_count() or 1)),
+        sizer=sizer,
+    )
     stop = _Stop()
     stop.install()
     interrupted_hard = False
@@ -359,8 +415,17 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResul
 
 
 # The files genbatch keeps in --out besides the images.
-OWN_FILES = (LOCK_NAME, "genbatch.jsonl", "run.json", "report.csv", "report.parquet", "report.html",
-             METADATA_NAME, ".genbatch-thumbs", ".genbatch-grids")
+OWN_FILES = (
+    LOCK_NAME,
+    "genbatch.jsonl",
+    "run.json",
+    "report.csv",
+    "report.parquet",
+    "report.html",
+    METADATA_NAME,
+    ".genbatch-thumbs",
+    ".genbatch-grids",
+)
 
 
 def check_output_paths(out: Path, jobs: list[Job]) -> None:

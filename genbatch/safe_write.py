@@ -19,9 +19,10 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Callable, Iterator
+from typing import IO
 
 from .errors import GenbatchError
 
@@ -39,16 +40,21 @@ class OutputUnwritableError(GenbatchError):
 
 
 # Errors that no retry of one image can get past: the run stops cleanly instead.
-FATAL_WRITE_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
-                      errno.EROFS: "the file system is read-only"}
+FATAL_WRITE_ERRNOS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
+}
 
 
 def unwritable(err: BaseException, out: Path) -> OutputUnwritableError | None:
     """The run-stopping form of a write error, or None for an error of one image only."""
     if isinstance(err, OSError) and err.errno in FATAL_WRITE_ERRNOS:
-        return OutputUnwritableError(f"cannot write to {out}: {FATAL_WRITE_ERRNOS[err.errno]} ({err.strerror}); "
-                                     "the images written so far are kept and recorded: free space (or make it "
-                                     "writable) and run the same command again to finish")
+        return OutputUnwritableError(
+            f"cannot write to {out}: {FATAL_WRITE_ERRNOS[err.errno]} ({err.strerror}); "
+            "the images written so far are kept and recorded: free space (or make it "
+            "writable) and run the same command again to finish"
+        )
     return None
 
 
@@ -69,14 +75,17 @@ def contained(root: Path, path: Path | str) -> Path:
     full = Path(path) if Path(path).is_absolute() else root / path
     parent = _resolved(full.parent)
     if not _inside(parent, root):
-        raise UnsafePathError(f"{full}: {_describe_escape(root, full.parent)}; genbatch never writes outside "
-                              f"its output folder {root}")
+        raise UnsafePathError(
+            f"{full}: {_describe_escape(root, full.parent)}; genbatch never writes outside its output folder {root}"
+        )
     target = parent / full.name
     if target.is_symlink():
         resolved = target.resolve()
         if not _inside(resolved, root):
-            raise UnsafePathError(f"{target} is a symlink to {resolved}, outside the output folder {root}; "
-                                  "genbatch never writes through it: remove the link")
+            raise UnsafePathError(
+                f"{target} is a symlink to {resolved}, outside the output folder {root}; "
+                "genbatch never writes through it: remove the link"
+            )
     return target
 
 
@@ -157,8 +166,10 @@ def remove(root: Path, path: Path | str) -> None:
     ``path`` is a file-system path (absolute, or relative to the working folder)."""
     full = Path(path).absolute()
     if not _inside(full.parent.resolve(), Path(root).resolve()):
-        raise UnsafePathError(f"{full}: {_describe_escape(Path(root).resolve(), full.parent)}; genbatch never "
-                              "deletes outside its output folder")
+        raise UnsafePathError(
+            f"{full}: {_describe_escape(Path(root).resolve(), full.parent)}; genbatch never "
+            "deletes outside its output folder"
+        )
     full.unlink(missing_ok=True)
 
 
@@ -183,7 +194,7 @@ def sync_filesystem(folder: Path) -> None:
 def _load_syncfs() -> Callable[[int], int] | None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        return libc.syncfs  # type: ignore[no-any-return]
+        return libc.syncfs
     except (OSError, AttributeError):
         return None
 

@@ -79,8 +79,10 @@ def names() -> list[str]:
 
 
 def accepted() -> str:
-    return ("an A1111 sampler name (" + ", ".join(names()) + ") or a diffusers scheduler class name, "
-            "e.g. EulerDiscreteScheduler")
+    return (
+        "an A1111 sampler name (" + ", ".join(names()) + ") or a diffusers scheduler class name, "
+        "e.g. EulerDiscreteScheduler"
+    )
 
 
 def parse_scheduler(value: Any, what: str = "scheduler") -> str:
@@ -132,12 +134,18 @@ def scheduler_choice(current: Any, name: str | None, options: str | None = None)
     cls = getattr(diffusers, cls_name, None)
     if cls is None or not hasattr(cls, "from_config"):
         compatible = sorted(c.__name__ for c in getattr(current, "compatibles", []))
-        raise GenbatchError(f"--scheduler {name!r}: not a diffusers scheduler; this model accepts: "
-                            + ", ".join(compatible) + "; or an A1111 sampler name: " + ", ".join(names()))
+        raise GenbatchError(
+            f"--scheduler {name!r}: not a diffusers scheduler; this model accepts: "
+            + ", ".join(compatible)
+            + "; or an A1111 sampler name: "
+            + ", ".join(names())
+        )
     missing = [b for b in getattr(cls, "_backends", []) if b != "torch" and not _installed(b)]
     if missing:  # diffusers' placeholder for a scheduler whose package is not installed
-        raise GenbatchError(f"--scheduler {name} needs the Python package {missing[0]}, which is not installed: "
-                            f"pip install {missing[0]}")
+        raise GenbatchError(
+            f"--scheduler {name} needs the Python package {missing[0]}, which is not installed: "
+            f"pip install {missing[0]}"
+        )
     return cls, extra
 
 

@@ -42,12 +42,26 @@ def job_record(job: Job, *, run_id: str, manifest: str, dtype: str, batch: Batch
     """A job's ledger record before its outcome (status, file, bytes, sha256, error) is known;
     less ``fields`` and ``run_id``, it is also the metadata embedded in the image."""
     return {
-        "key": job.key, "index": job.index, "row": job.row.index, "line": job.row.line, "manifest": manifest,
-        "k": job.k, "id": job.row.id, **job.params(), "call": job.call,
-        "model": job.model.name, "model_path": str(job.model.path), "model_fingerprint": job.model.fingerprint,
+        "key": job.key,
+        "index": job.index,
+        "row": job.row.index,
+        "line": job.row.line,
+        "manifest": manifest,
+        "k": job.k,
+        "id": job.row.id,
+        **job.params(),
+        "call": job.call,
+        "model": job.model.name,
+        "model_path": str(job.model.path),
+        "model_fingerprint": job.model.fingerprint,
         **job.model.record(),
-        "backend": job.backend, "device": batch.device, "dtype": dtype, "batch_size": batch.batch_size,
-        "seconds": round(batch.seconds, 4), "fields": job.row.fields, "run_id": run_id,
+        "backend": job.backend,
+        "device": batch.device,
+        "dtype": dtype,
+        "batch_size": batch.batch_size,
+        "seconds": round(batch.seconds, 4),
+        "fields": job.row.fields,
+        "run_id": run_id,
         **({"providers": batch.facts["providers"]} if batch.facts.get("providers") else {}),
         "schema": SCHEMA_VERSION,
     }
@@ -110,8 +124,9 @@ class ResultSink:
 
     def done(self, job: Job, batch: BatchFacts, written: WrittenImage) -> None:
         record = self.record(job, batch)
-        record.update(status="done", file=written.file, bytes=written.bytes, sha256=written.sha256,
-                      finished_at=now(), error=None)
+        record.update(
+            status="done", file=written.file, bytes=written.bytes, sha256=written.sha256, finished_at=now(), error=None
+        )
         if not self._append(record):
             return
         with self._lock:
@@ -125,14 +140,24 @@ class ResultSink:
             return
         with self._lock:
             self.failed_count += 1
-            self.failures.append({"key": job.key, "line": job.row.line, "prompt": job.prompt, "seed": job.seed,
-                                  "error": error})
+            self.failures.append(
+                {"key": job.key, "line": job.row.line, "prompt": job.prompt, "seed": job.seed, "error": error}
+            )
             self.progress.advance(False)
 
     def skipped(self, manifest: Manifest, skipped: SkippedRow) -> None:
-        self._append({
-            "status": "skipped", "key": skipped_key(manifest.path, skipped.line), "file": None,
-            "line": skipped.line, "manifest": manifest.path, "prompt": skipped.prompt,
-            "error": "; ".join(skipped.reasons), "fields": skipped.fields, "finished_at": now(),
-            "run_id": self.run_id, "schema": SCHEMA_VERSION,
-        })
+        self._append(
+            {
+                "status": "skipped",
+                "key": skipped_key(manifest.path, skipped.line),
+                "file": None,
+                "line": skipped.line,
+                "manifest": manifest.path,
+                "prompt": skipped.prompt,
+                "error": "; ".join(skipped.reasons),
+                "fields": skipped.fields,
+                "finished_at": now(),
+                "run_id": self.run_id,
+                "schema": SCHEMA_VERSION,
+            }
+        )

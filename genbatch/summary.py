@@ -62,15 +62,23 @@ class RunSummary:
         return asdict(self)
 
     @classmethod
-    def from_error(cls, err: GenbatchError, out: str, manifest: str | None) -> "RunSummary":
+    def from_error(cls, err: GenbatchError, out: str, manifest: str | None) -> RunSummary:
         """What ``--json`` prints when a run stops on bad input."""
         where: dict[str, Any] = {}
         if isinstance(err, ManifestError) and err.problems:
             first = err.problems[0]
-            where = {"file": first.file, "line": first.line, "column": first.column,
-                     "problems": [str(p) for p in err.problems]}
-        return cls(out=out, exit_code=err.exit_code, manifest=manifest,
-                   error={"message": str(err), "type": type(err).__name__, **where})
+            where = {
+                "file": first.file,
+                "line": first.line,
+                "column": first.column,
+                "problems": [str(p) for p in err.problems],
+            }
+        return cls(
+            out=out,
+            exit_code=err.exit_code,
+            manifest=manifest,
+            error={"message": str(err), "type": type(err).__name__, **where},
+        )
 
     def format(self) -> str:
         """The five-second read at the end of a run."""
@@ -83,8 +91,12 @@ class RunSummary:
             f"images, genbatch.jsonl, run.json, report.csv/.parquet, report.html in {self.out}",
         ]
         if self.workers:
-            lines.append(f"{len(self.workers)} {self.engine} workers: " + "; ".join(
-                f"#{w['worker']} {w['images']} images in {w['seconds']:.1f}s on {w['device']}" for w in self.workers))
+            lines.append(
+                f"{len(self.workers)} {self.engine} workers: "
+                + "; ".join(
+                    f"#{w['worker']} {w['images']} images in {w['seconds']:.1f}s on {w['device']}" for w in self.workers
+                )
+            )
         for failure in self.failures[:10]:
             lines.append(f"  failed: line {failure['line']} seed {failure['seed']}: {failure['error']}")
         if len(self.failures) > 10:

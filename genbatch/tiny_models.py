@@ -45,9 +45,18 @@ def _clip_config(tokenizer: Any, hidden: int = 8, projection: int = 8) -> Any:
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        hidden_size=hidden, intermediate_size=16, layer_norm_eps=1e-05, num_attention_heads=2, num_hidden_layers=2,
-        vocab_size=len(tokenizer), max_position_embeddings=77, projection_dim=projection, hidden_act="gelu",
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        hidden_size=hidden,
+        intermediate_size=16,
+        layer_norm_eps=1e-05,
+        num_attention_heads=2,
+        num_hidden_layers=2,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=77,
+        projection_dim=projection,
+        hidden_act="gelu",
     )
 
 
@@ -67,8 +76,15 @@ def _t5_encoder(tokenizer: Any, d_model: int = 16) -> Any:
     from transformers import T5Config, T5EncoderModel
 
     config = T5Config(
-        vocab_size=len(tokenizer), d_model=d_model, d_kv=4, d_ff=32, num_layers=1, num_heads=2,
-        relative_attention_num_buckets=8, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        d_model=d_model,
+        d_kv=4,
+        d_ff=32,
+        num_layers=1,
+        num_heads=2,
+        relative_attention_num_buckets=8,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         decoder_start_token_id=tokenizer.pad_token_id,
     )
     return _seeded(lambda: T5EncoderModel(config))
@@ -89,12 +105,19 @@ def _vae(latent_channels: int = 4, **extra: Any) -> Any:
     """A two-level AutoencoderKL: images twice the latents' size."""
     from diffusers import AutoencoderKL
 
-    return _seeded(lambda: AutoencoderKL(
-        block_out_channels=[4, 8], in_channels=3, out_channels=3,
-        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
-        latent_channels=latent_channels, norm_num_groups=2, sample_size=32, **extra,
-    ))
+    return _seeded(
+        lambda: AutoencoderKL(
+            block_out_channels=[4, 8],
+            in_channels=3,
+            out_channels=3,
+            down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+            up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+            latent_channels=latent_channels,
+            norm_num_groups=2,
+            sample_size=32,
+            **extra,
+        )
+    )
 
 
 def build_sdxl(folder: Path) -> None:
@@ -104,20 +127,39 @@ def build_sdxl(folder: Path) -> None:
     tokenizer = _clip_tokenizer(folder / "tokenizer")
     tokenizer_2 = _clip_tokenizer(folder / "tokenizer_2")
     # Time ids (6 values, 8 dims each) plus the second encoder's pooled projection (8).
-    unet = _seeded(lambda: UNet2DConditionModel(
-        block_out_channels=(4, 8), layers_per_block=1, sample_size=32, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
-        addition_time_embed_dim=8, transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=56,
-        cross_attention_dim=16, norm_num_groups=2,
-    ))
+    unet = _seeded(
+        lambda: UNet2DConditionModel(
+            block_out_channels=(4, 8),
+            layers_per_block=1,
+            sample_size=32,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=(2, 4),
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
+            transformer_layers_per_block=(1, 1),
+            projection_class_embeddings_input_dim=56,
+            cross_attention_dim=16,
+            norm_num_groups=2,
+        )
+    )
     pipe = StableDiffusionXLPipeline(
-        vae=_vae(), unet=unet,
+        vae=_vae(),
+        unet=unet,
         text_encoder=_seeded(lambda: CLIPTextModel(_clip_config(tokenizer))),
         text_encoder_2=_seeded(lambda: CLIPTextModelWithProjection(_clip_config(tokenizer_2))),
-        tokenizer=tokenizer, tokenizer_2=tokenizer_2,
-        scheduler=EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, steps_offset=1,
-                                         beta_schedule="scaled_linear", timestep_spacing="leading"),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        scheduler=EulerDiscreteScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            steps_offset=1,
+            beta_schedule="scaled_linear",
+            timestep_spacing="leading",
+        ),
     )
     _save(pipe, folder, "sdxl", width=64, height=64, guidance_scale=5.0)
 
@@ -130,16 +172,30 @@ def build_sd3(folder: Path) -> None:
     tokenizer_2 = _clip_tokenizer(folder / "tokenizer_2")
     tokenizer_3 = t5_tokenizer()
     # Both CLIP encoders' hidden states side by side (8 + 8) are padded to T5's width (16).
-    transformer = _seeded(lambda: SD3Transformer2DModel(
-        sample_size=16, patch_size=1, in_channels=4, out_channels=4, num_layers=1, attention_head_dim=8,
-        num_attention_heads=2, caption_projection_dim=16, joint_attention_dim=16, pooled_projection_dim=16,
-    ))
+    transformer = _seeded(
+        lambda: SD3Transformer2DModel(
+            sample_size=16,
+            patch_size=1,
+            in_channels=4,
+            out_channels=4,
+            num_layers=1,
+            attention_head_dim=8,
+            num_attention_heads=2,
+            caption_projection_dim=16,
+            joint_attention_dim=16,
+            pooled_projection_dim=16,
+        )
+    )
     pipe = StableDiffusion3Pipeline(
-        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
         vae=_vae(use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035),
-        text_encoder=_seeded(lambda: CLIPTextModelWithProjection(_clip_config(tokenizer))), tokenizer=tokenizer,
+        text_encoder=_seeded(lambda: CLIPTextModelWithProjection(_clip_config(tokenizer))),
+        tokenizer=tokenizer,
         text_encoder_2=_seeded(lambda: CLIPTextModelWithProjection(_clip_config(tokenizer_2))),
-        tokenizer_2=tokenizer_2, text_encoder_3=_t5_encoder(tokenizer_3), tokenizer_3=tokenizer_3,
+        tokenizer_2=tokenizer_2,
+        text_encoder_3=_t5_encoder(tokenizer_3),
+        tokenizer_3=tokenizer_3,
     )
     _save(pipe, folder, "sd3", width=32, height=32, guidance_scale=5.0, max_sequence_length=32)
 
@@ -152,20 +208,44 @@ def build_flux(folder: Path, *, guidance_embeds: bool = True) -> None:
     tokenizer = _clip_tokenizer(folder / "tokenizer")
     tokenizer_2 = t5_tokenizer()
     # Latents of one channel packed 2x2 into tokens of 4; pooled CLIP output (8); T5 width (16).
-    transformer = _seeded(lambda: FluxTransformer2DModel(
-        patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=8,
-        num_attention_heads=2, joint_attention_dim=16, pooled_projection_dim=8, axes_dims_rope=[2, 2, 4],
-        guidance_embeds=guidance_embeds,
-    ))
-    pipe = FluxPipeline(
-        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-        vae=_vae(latent_channels=1, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609,
-                 scaling_factor=1.5035),
-        text_encoder=_seeded(lambda: CLIPTextModel(_clip_config(tokenizer))), tokenizer=tokenizer,
-        text_encoder_2=_t5_encoder(tokenizer_2), tokenizer_2=tokenizer_2,
+    transformer = _seeded(
+        lambda: FluxTransformer2DModel(
+            patch_size=1,
+            in_channels=4,
+            num_layers=1,
+            num_single_layers=1,
+            attention_head_dim=8,
+            num_attention_heads=2,
+            joint_attention_dim=16,
+            pooled_projection_dim=8,
+            axes_dims_rope=[2, 2, 4],
+            guidance_embeds=guidance_embeds,
+        )
     )
-    _save(pipe, folder, "flux" if guidance_embeds else "flux-schnell", width=32, height=32,
-          guidance_scale=3.5 if guidance_embeds else 0.0, max_sequence_length=32)
+    pipe = FluxPipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=_vae(
+            latent_channels=1,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+            shift_factor=0.0609,
+            scaling_factor=1.5035,
+        ),
+        text_encoder=_seeded(lambda: CLIPTextModel(_clip_config(tokenizer))),
+        tokenizer=tokenizer,
+        text_encoder_2=_t5_encoder(tokenizer_2),
+        tokenizer_2=tokenizer_2,
+    )
+    _save(
+        pipe,
+        folder,
+        "flux" if guidance_embeds else "flux-schnell",
+        width=32,
+        height=32,
+        guidance_scale=3.5 if guidance_embeds else 0.0,
+        max_sequence_length=32,
+    )
 
 
 def build_pixart(folder: Path) -> None:
@@ -173,14 +253,32 @@ def build_pixart(folder: Path) -> None:
     from diffusers import DPMSolverMultistepScheduler, PixArtSigmaPipeline, PixArtTransformer2DModel
 
     tokenizer = t5_tokenizer()
-    transformer = _seeded(lambda: PixArtTransformer2DModel(
-        sample_size=16, num_layers=1, patch_size=2, attention_head_dim=8, num_attention_heads=2,
-        caption_channels=16, in_channels=4, cross_attention_dim=16, out_channels=8, attention_bias=True,
-        activation_fn="gelu-approximate", num_embeds_ada_norm=1000, norm_type="ada_norm_single",
-        norm_elementwise_affine=False, norm_eps=1e-6,
-    ))
-    pipe = PixArtSigmaPipeline(tokenizer=tokenizer, text_encoder=_t5_encoder(tokenizer), vae=_vae(),
-                               transformer=transformer, scheduler=DPMSolverMultistepScheduler())
+    transformer = _seeded(
+        lambda: PixArtTransformer2DModel(
+            sample_size=16,
+            num_layers=1,
+            patch_size=2,
+            attention_head_dim=8,
+            num_attention_heads=2,
+            caption_channels=16,
+            in_channels=4,
+            cross_attention_dim=16,
+            out_channels=8,
+            attention_bias=True,
+            activation_fn="gelu-approximate",
+            num_embeds_ada_norm=1000,
+            norm_type="ada_norm_single",
+            norm_elementwise_affine=False,
+            norm_eps=1e-6,
+        )
+    )
+    pipe = PixArtSigmaPipeline(
+        tokenizer=tokenizer,
+        text_encoder=_t5_encoder(tokenizer),
+        vae=_vae(),
+        transformer=transformer,
+        scheduler=DPMSolverMultistepScheduler(),
+    )
     _save(pipe, folder, "pixart-sigma", width=32, height=32, guidance_scale=4.5, max_sequence_length=32)
 
 
@@ -190,28 +288,67 @@ def build_sana(folder: Path) -> None:
     from transformers import Gemma2Config, Gemma2Model
 
     tokenizer = gemma_tokenizer()
-    transformer = _seeded(lambda: SanaTransformer2DModel(
-        patch_size=1, in_channels=4, out_channels=4, num_layers=1, num_attention_heads=2, attention_head_dim=4,
-        num_cross_attention_heads=2, cross_attention_head_dim=4, cross_attention_dim=8, caption_channels=8,
-        sample_size=16,
-    ))
-    vae = _seeded(lambda: AutoencoderDC(
-        in_channels=3, latent_channels=4, attention_head_dim=2,
-        encoder_block_types=("ResBlock", "EfficientViTBlock"), decoder_block_types=("ResBlock", "EfficientViTBlock"),
-        encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8),
-        encoder_qkv_multiscales=((), (5,)), decoder_qkv_multiscales=((), (5,)),
-        encoder_layers_per_block=(1, 1), decoder_layers_per_block=[1, 1], downsample_block_type="conv",
-        upsample_block_type="interpolate", decoder_norm_types="rms_norm", decoder_act_fns="silu",
-        scaling_factor=0.41407,
-    ))
-    text_encoder = _seeded(lambda: Gemma2Model(Gemma2Config(
-        head_dim=16, hidden_size=8, initializer_range=0.02, intermediate_size=64, max_position_embeddings=8192,
-        num_attention_heads=2, num_hidden_layers=1, num_key_value_heads=2, vocab_size=len(tokenizer),
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, attn_implementation="eager",
-    )))
-    pipe = SanaPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
-                        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
+    transformer = _seeded(
+        lambda: SanaTransformer2DModel(
+            patch_size=1,
+            in_channels=4,
+            out_channels=4,
+            num_layers=1,
+            num_attention_heads=2,
+            attention_head_dim=4,
+            num_cross_attention_heads=2,
+            cross_attention_head_dim=4,
+            cross_attention_dim=8,
+            caption_channels=8,
+            sample_size=16,
+        )
+    )
+    vae = _seeded(
+        lambda: AutoencoderDC(
+            in_channels=3,
+            latent_channels=4,
+            attention_head_dim=2,
+            encoder_block_types=("ResBlock", "EfficientViTBlock"),
+            decoder_block_types=("ResBlock", "EfficientViTBlock"),
+            encoder_block_out_channels=(8, 8),
+            decoder_block_out_channels=(8, 8),
+            encoder_qkv_multiscales=((), (5,)),
+            decoder_qkv_multiscales=((), (5,)),
+            encoder_layers_per_block=(1, 1),
+            decoder_layers_per_block=[1, 1],
+            downsample_block_type="conv",
+            upsample_block_type="interpolate",
+            decoder_norm_types="rms_norm",
+            decoder_act_fns="silu",
+            scaling_factor=0.41407,
+        )
+    )
+    text_encoder = _seeded(
+        lambda: Gemma2Model(
+            Gemma2Config(
+                head_dim=16,
+                hidden_size=8,
+                initializer_range=0.02,
+                intermediate_size=64,
+                max_position_embeddings=8192,
+                num_attention_heads=2,
+                num_hidden_layers=1,
+                num_key_value_heads=2,
+                vocab_size=len(tokenizer),
+                pad_token_id=tokenizer.pad_token_id,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                attn_implementation="eager",
+            )
+        )
+    )
+    pipe = SanaPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+    )
     _save(pipe, folder, "sana", width=32, height=32, guidance_scale=4.5, max_sequence_length=32)
 
 
@@ -221,23 +358,42 @@ def build_lcm(folder: Path) -> None:
     from transformers import CLIPTextModel
 
     tokenizer = _clip_tokenizer(folder / "tokenizer")
-    unet = _seeded(lambda: UNet2DConditionModel(
-        block_out_channels=(4, 8), layers_per_block=1, sample_size=32, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=8, attention_head_dim=2, norm_num_groups=2, time_cond_proj_dim=8,
-    ))
+    unet = _seeded(
+        lambda: UNet2DConditionModel(
+            block_out_channels=(4, 8),
+            layers_per_block=1,
+            sample_size=32,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=8,
+            attention_head_dim=2,
+            norm_num_groups=2,
+            time_cond_proj_dim=8,
+        )
+    )
     pipe = LatentConsistencyModelPipeline(
-        vae=_vae(), unet=unet, text_encoder=_seeded(lambda: CLIPTextModel(_clip_config(tokenizer))),
-        tokenizer=tokenizer, scheduler=LCMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        vae=_vae(),
+        unet=unet,
+        text_encoder=_seeded(lambda: CLIPTextModel(_clip_config(tokenizer))),
+        tokenizer=tokenizer,
+        scheduler=LCMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     _save(pipe, folder, "lcm", width=64, height=64, guidance_scale=8.0)
 
 
 def _save(pipe: Any, folder: Path, name: str, **defaults: Any) -> None:
     pipe.save_pretrained(folder, safe_serialization=True)
-    own = {"name": f"tiny-{name}", "description": f"tiny randomly initialised {name} pipeline; its images are noise",
-           "steps": 4, **defaults}
+    own = {
+        "name": f"tiny-{name}",
+        "description": f"tiny randomly initialised {name} pipeline; its images are noise",
+        "steps": 4,
+        **defaults,
+    }
     (folder / "genbatch.json").write_text(json.dumps(own, indent=2), encoding="utf-8")
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -52,8 +53,15 @@ class ImageWriter:
     generator cannot pile decoded images up in memory. ``on_written(item, written)`` or
     ``on_error(item, exception)`` is called from the pool for every image."""
 
-    def __init__(self, out: Path, encoding: Encoding, *, workers: int,
-                 on_written: Callable[[Any, WrittenImage], None], on_error: Callable[[Any, Exception], None]):
+    def __init__(
+        self,
+        out: Path,
+        encoding: Encoding,
+        *,
+        workers: int,
+        on_written: Callable[[Any, WrittenImage], None],
+        on_error: Callable[[Any, Exception], None],
+    ):
         self.out, self.encoding = Path(out), encoding
         self.on_written, self.on_error = on_written, on_error
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="genbatch-write")

@@ -25,8 +25,14 @@ def genbatch(*args: str | Path, input: str | None = None):
 
 def genbatch_process(*args: str | Path, cwd: Path | None = None, **kwargs) -> subprocess.Popen:
     """Run the CLI as a real process (for signals, kills and locks)."""
-    return subprocess.Popen([sys.executable, "-m", "genbatch.cli", *map(str, args)], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "genbatch.cli", *map(str, args)],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def ledger(out: Path) -> list[dict]:
@@ -35,7 +41,9 @@ def ledger(out: Path) -> list[dict]:
 
 
 def images(out: Path) -> list[Path]:
-    return sorted(p for p in out.rglob("*") if p.suffix in (".png", ".webp", ".jpg") and ".genbatch-thumbs" not in p.parts)
+    return sorted(
+        p for p in out.rglob("*") if p.suffix in (".png", ".webp", ".jpg") and ".genbatch-thumbs" not in p.parts
+    )
 
 
 def pixels(path: Path) -> np.ndarray:

@@ -51,8 +51,10 @@ def test_a1111_prompt_file_lines_map_onto_fields(tmp_path):
     assert validate.exit_code == 0, validate.output
     assert "read as A1111 prompts-from-file lines" in validate.stderr
     # options with no meaning here: a warning naming FILE:LINE, not an error
-    assert f"warning: {manifest}:3: --styles has no meaning in genbatch and is ignored (also on 1 more line)" \
+    assert (
+        f"warning: {manifest}:3: --styles has no meaning in genbatch and is ignored (also on 1 more line)"
         in validate.stderr
+    )
     assert f"{manifest}:5: --restore_faces has no meaning" in validate.stderr
 
     jobs = dry_run(manifest, tmp_path / "out")["jobs"]
@@ -92,10 +94,13 @@ def test_a1111_prompt_file_problems_are_located_at_their_column(tmp_path):
     assert result.exit_code == 2
     lines = result.stdout.splitlines()
     assert lines[0] == f"{manifest}:2:22: --steps: 'abc' is not a valid steps; expected a whole number >= 1"
-    assert lines[1].startswith(f"{manifest}:3:14: unknown option '--bogus'; expected A1111 prompt-file options: "
-                               "--prompt, --negative_prompt")
-    assert lines[2].startswith(f"{manifest}:4:29: --sampler_name: scheduler 'Euler b' is not a known sampler; "
-                               "expected an A1111 sampler name (DPM++ 2M,")
+    assert lines[1].startswith(
+        f"{manifest}:3:14: unknown option '--bogus'; expected A1111 prompt-file options: --prompt, --negative_prompt"
+    )
+    assert lines[2].startswith(
+        f"{manifest}:4:29: --sampler_name: scheduler 'Euler b' is not a known sampler; "
+        "expected an A1111 sampler name (DPM++ 2M,"
+    )
     assert lines[3].startswith(f"{manifest}:5:") and "No closing quotation" in lines[3]
     assert lines[4] == f"{manifest}:6:1: no --prompt on this line"
     assert "5 problems, 1 valid rows" in result.stderr
@@ -142,14 +147,19 @@ def test_metadata_reads_back_with_sd_parsers_and_a1111_rules(tmp_path, tiny_mode
 
     model = _model_named(tiny_model, tmp_path / "lcm, v2")  # a comma in a value: quoted
     manifest = tmp_path / "m.csv"
-    manifest.write_text('prompt,negative_prompt,seed,sampler\n"café ☕, 東京","ugly, 見にくい",7,DPM++ 2M Karras\n'
-                        "a plain one,,8,Euler a\n", encoding="utf-8")
+    manifest.write_text(
+        'prompt,negative_prompt,seed,sampler\n"café ☕, 東京","ugly, 見にくい",7,DPM++ 2M Karras\n'
+        "a plain one,,8,Euler a\n",
+        encoding="utf-8",
+    )
     out = tmp_path / "out"
     result = genbatch("run", manifest, "--out", out, "--model", model, "--format", image_format, "--quiet")
     assert result.exit_code == 0, result.output
     records = {r["seed"]: r for r in ledger(out)}
-    for seed, sampler, prompt, negative in ((7, "DPM++ 2M Karras", "café ☕, 東京", "ugly, 見にくい"),
-                                            (8, "Euler a", "a plain one", "")):
+    for seed, sampler, prompt, negative in (
+        (7, "DPM++ 2M Karras", "café ☕, 東京", "ugly, 見にくい"),
+        (8, "Euler a", "a plain one", ""),
+    ):
         path = out / records[seed]["file"]
         info = ParserManager().parse(path)
         assert info is not None, path
@@ -177,8 +187,14 @@ def test_metadata_reads_back_with_sd_parsers_and_a1111_rules(tmp_path, tiny_mode
 
 # --- Single-file checkpoints, --vae, clip skip --------------------------------------------------
 
-_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0", "conv2": "out_layers.3",
-           "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
+_RESNET = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "time_emb_proj": "emb_layers.1",
+    "conv_shortcut": "skip_connection",
+}
 _VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
 
 
@@ -224,10 +240,14 @@ def _vae_to_ldm(state: dict, config: dict) -> dict:
         new = top.get(key, key)
         new = re.sub(r"encoder\.down_blocks\.(\d+)\.resnets\.", r"encoder.down.\1.block.", new)
         new = re.sub(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.", r"encoder.down.\1.downsample.", new)
-        new = re.sub(r"decoder\.up_blocks\.(\d+)\.resnets\.",
-                     lambda m: f"decoder.up.{count - 1 - int(m[1])}.block.", new)
-        new = re.sub(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.",
-                     lambda m: f"decoder.up.{count - 1 - int(m[1])}.upsample.", new)
+        new = re.sub(
+            r"decoder\.up_blocks\.(\d+)\.resnets\.", lambda m: f"decoder.up.{count - 1 - int(m[1])}.block.", new
+        )
+        new = re.sub(
+            r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.",
+            lambda m: f"decoder.up.{count - 1 - int(m[1])}.upsample.",
+            new,
+        )
         new = re.sub(r"mid_block\.resnets\.(\d+)\.", lambda m: f"mid.block_{int(m[1]) + 1}.", new)
         if "mid_block.attentions.0." in new:
             new = new.replace("mid_block.attentions.0.", "mid.attn_1.")
@@ -243,8 +263,10 @@ def write_single_file(folder: Path, target: Path) -> Path:
     by inverting diffusers' own conversion tables."""
     read = lambda part, name: load_file(folder / part / name)  # noqa: E731
     config = lambda part: json.loads((folder / part / "config.json").read_text())  # noqa: E731
-    state = {**_unet_to_ldm(read("unet", "diffusion_pytorch_model.safetensors"), config("unet")),
-             **_vae_to_ldm(read("vae", "diffusion_pytorch_model.safetensors"), config("vae"))}
+    state = {
+        **_unet_to_ldm(read("unet", "diffusion_pytorch_model.safetensors"), config("unet")),
+        **_vae_to_ldm(read("vae", "diffusion_pytorch_model.safetensors"), config("vae")),
+    }
     for key, tensor in read("text_encoder", "model.safetensors").items():
         name = key if key.startswith("text_model.") else "text_model." + key  # transformers 5 drops the prefix
         state["cond_stage_model.transformer." + name] = tensor
@@ -260,8 +282,10 @@ def test_single_file_checkpoint_loads_with_its_config_and_says_what_to_download(
     no_config = genbatch("run", manifest, "--out", tmp_path / "none", "--model", checkpoint, *FAST[2:])
     assert no_config.exit_code == 2
     assert f"{checkpoint} is a single-file checkpoint" in no_config.stderr
-    assert ("hf download stable-diffusion-v1-5/stable-diffusion-v1-5 --include '*.json' '*.txt'\n"
-            "then add --config stable-diffusion-v1-5/stable-diffusion-v1-5") in no_config.stderr
+    assert (
+        "hf download stable-diffusion-v1-5/stable-diffusion-v1-5 --include '*.json' '*.txt'\n"
+        "then add --config stable-diffusion-v1-5/stable-diffusion-v1-5"
+    ) in no_config.stderr
     assert not (tmp_path / "none").exists()
 
     single, folder = tmp_path / "single", tmp_path / "folder"
@@ -285,8 +309,10 @@ def test_vae_swap_and_clip_skip_change_pixels_and_keys(tmp_path, tiny_model):
     state["decoder.conv_out.bias"] = state["decoder.conv_out.bias"] + torch.tensor([0.5, -0.5, 0.25])
     save_file(state, str(weights))
     manifest = tmp_path / "m.csv"
-    manifest.write_text("prompt,seed,clip_skip,Category\na red circle,3,,Colors\na red circle,3,2,Colors\n"
-                        "two squares,4,,Counting\n", encoding="utf-8")
+    manifest.write_text(
+        "prompt,seed,clip_skip,Category\na red circle,3,,Colors\na red circle,3,2,Colors\ntwo squares,4,,Counting\n",
+        encoding="utf-8",
+    )
     plain, swapped = tmp_path / "plain", tmp_path / "vae"
     assert genbatch("run", manifest, "--out", plain, *FAST).exit_code == 0
     result = genbatch("run", manifest, "--out", swapped, "--vae", other_vae, *FAST)
@@ -313,8 +339,9 @@ def test_vae_swap_and_clip_skip_change_pixels_and_keys(tmp_path, tiny_model):
 def test_report_cards_show_and_filter_extra_columns_with_crisp_small_images(tmp_path, browser):  # noqa: F811
     browser, expect = browser
     manifest = tmp_path / "m.csv"
-    manifest.write_text("prompt,seed,Category\na red circle,1,Colors\ntwo squares,2,Counting\nthree,3,Counting\n",
-                        encoding="utf-8")
+    manifest.write_text(
+        "prompt,seed,Category\na red circle,1,Colors\ntwo squares,2,Counting\nthree,3,Counting\n", encoding="utf-8"
+    )
     out = tmp_path / "out"
     assert genbatch("run", manifest, "--out", out, *FAST).exit_code == 0
     page, problems = _open(browser, out / "report.html")
@@ -364,15 +391,33 @@ def test_plain_log_lines_have_timestamps_and_no_library_progress_bars(tmp_path, 
     env = {k: v for k, v in os.environ.items() if not k.startswith(quieting)}
     # a fresh home builds (saves) the tiny model; the hub id loads from the cache
     env.update(HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1", GENBATCH_HOME=str(tmp_path / "home"))
-    done = subprocess.run([sys.executable, "-m", "genbatch.cli", "run", str(manifest), "--out", str(tmp_path / "out"),
-                           "--steps", "2", "--batch-size", "1"], env=env, capture_output=True, text=True, timeout=600,
-                          cwd=Path(__file__).parent.parent)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "genbatch.cli",
+            "run",
+            str(manifest),
+            "--out",
+            str(tmp_path / "out"),
+            "--steps",
+            "2",
+            "--batch-size",
+            "1",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=Path(__file__).parent.parent,
+    )
     assert done.returncode == 0, done.stderr
     for bar in ("Loading weights", "Writing model shards", "Loading pipeline components", "it/s]", "%|"):
         assert bar not in done.stderr
     progress = [line for line in done.stderr.splitlines() if " genbatch: " in line]
-    assert progress and all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ genbatch: \d+/2 images", line)
-                            for line in progress)
+    assert progress and all(
+        re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ genbatch: \d+/2 images", line) for line in progress
+    )
     assert progress[-1].startswith(progress[-1][:21] + "genbatch: 2/2 images (0 failed)")
     assert "ETA" not in progress[-1]
 

@@ -9,9 +9,9 @@ import time
 
 import numpy as np
 import pytest
+from helpers import genbatch, images, ledger, pixels
 
 from genbatch.backends import base
-from helpers import genbatch, images, ledger, pixels
 
 CALLS: list[int] = []  # the size of every generate() call, in order
 LIMIT = {"fits": 3}
@@ -64,8 +64,9 @@ def fake_gpu(monkeypatch, tmp_path):
 
 
 def run(manifest, out, *args):
-    result = genbatch("run", manifest, "--out", out, "--backend", "fakegpu", "--model", "shapes", "--quiet",
-                      "--json", *args)
+    result = genbatch(
+        "run", manifest, "--out", out, "--backend", "fakegpu", "--model", "shapes", "--quiet", "--json", *args
+    )
     return result, json.loads(result.stdout)
 
 

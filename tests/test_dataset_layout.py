@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from helpers import FAST, genbatch, images, ledger
 
 
@@ -18,8 +17,15 @@ def test_a_run_loads_with_datasets_imagefolder(tmp_path):
     assert result.exit_code == 0, result.output
     assert genbatch("report", out, "--contact-sheet").exit_code == 0
     assert sorted(p.relative_to(out).as_posix() for p in images(out)) == (
-        ["0000/0000000.png", "0000/0000001.png", "0000/0000002.png", "0000/0000003.png", "0000/0000004.png",
-         "contact-sheet-001.png"])
+        [
+            "0000/0000000.png",
+            "0000/0000001.png",
+            "0000/0000002.png",
+            "0000/0000003.png",
+            "0000/0000004.png",
+            "contact-sheet-001.png",
+        ]
+    )
     lines = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
     records = {r["file"]: r for r in ledger(out)}
     assert sorted(line["file_name"] for line in lines) == sorted(records)
@@ -36,6 +42,19 @@ def test_bucket_is_the_index_in_thousands(tmp_path):
     manifest = tmp_path / "p.txt"
     manifest.write_text("a prompt\n")
     out = tmp_path / "out"
-    plan = json.loads(genbatch("run", manifest, "--out", out, *FAST, "--num-images", "3", "--dry-run", "--json",
-                               "--name-template", "{bucket}-{index}").stdout)
+    plan = json.loads(
+        genbatch(
+            "run",
+            manifest,
+            "--out",
+            out,
+            *FAST,
+            "--num-images",
+            "3",
+            "--dry-run",
+            "--json",
+            "--name-template",
+            "{bucket}-{index}",
+        ).stdout
+    )
     assert [job["file"] for job in plan["jobs"]] == ["0-0.png", "0-1.png", "0-2.png"]

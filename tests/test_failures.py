@@ -10,10 +10,10 @@ import json
 
 import numpy as np
 import pytest
+from helpers import genbatch, images, ledger
 
 from genbatch.backends import base
 from genbatch.backends.base import GeneratedImage, to_uint8
-from helpers import genbatch, images, ledger
 
 
 class StandInGenerator:
@@ -66,8 +66,9 @@ def test_nan_and_black_images_are_failures_not_successes(tmp_path, standin, tiny
     assert "failed: line 2" in result.stderr
 
     # A rerun retries only the failed jobs.
-    again = json.loads(genbatch("run", manifest, "--out", out, "--backend", "standin", "--model", "tiny-random",
-                                "--json").stdout)
+    again = json.loads(
+        genbatch("run", manifest, "--out", out, "--backend", "standin", "--model", "tiny-random", "--json").stdout
+    )
     assert again["counts"]["already_done"] == 2 and again["counts"]["failed"] == 2
 
 
@@ -91,10 +92,18 @@ def broken_model(tmp_path):
     planning accepts it, from_pretrained fails."""
     broken = tmp_path / "broken"
     (broken / "unet").mkdir(parents=True)
-    (broken / "model_index.json").write_text(json.dumps(
-        {"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
-         "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
-         "tokenizer": ["transformers", "CLIPTokenizer"], "scheduler": ["diffusers", "DDIMScheduler"]}))
+    (broken / "model_index.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "StableDiffusionPipeline",
+                "unet": ["diffusers", "UNet2DConditionModel"],
+                "vae": ["diffusers", "AutoencoderKL"],
+                "text_encoder": ["transformers", "CLIPTextModel"],
+                "tokenizer": ["transformers", "CLIPTokenizer"],
+                "scheduler": ["diffusers", "DDIMScheduler"],
+            }
+        )
+    )
     (broken / "unet" / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel"}))
     return broken
 

@@ -38,9 +38,16 @@ def diffusers_images(folder, records, extra):
     pipe.set_progress_bar_config(disable=True)
     found = {}
     for r in records:
-        out = pipe(prompt=r["prompt"], num_inference_steps=r["steps"], guidance_scale=r["guidance_scale"],
-                   height=r["height"], width=r["width"], generator=torch.Generator("cpu").manual_seed(r["seed"]),
-                   output_type="np", **extra)
+        out = pipe(
+            prompt=r["prompt"],
+            num_inference_steps=r["steps"],
+            guidance_scale=r["guidance_scale"],
+            height=r["height"],
+            width=r["width"],
+            generator=torch.Generator("cpu").manual_seed(r["seed"]),
+            output_type="np",
+            **extra,
+        )
         found[r["seed"]] = (out.images[0] * 255).round().astype(np.int16)
     return found
 
@@ -57,8 +64,9 @@ def test_family_contract(tiny, tiny_family, tmp_path):
     manifest.write_text("prompt,seed\n" + "".join(f"{p},{s}\n" for p, s in PROMPTS), encoding="utf-8")
 
     batched, alone = tmp_path / "batched", tmp_path / "alone"
-    result = genbatch("run", manifest, "--model", folder, "--steps", "2", "--batch-size", "3", "--out", batched,
-                      "--quiet")
+    result = genbatch(
+        "run", manifest, "--model", folder, "--steps", "2", "--batch-size", "3", "--out", batched, "--quiet"
+    )
     assert result.exit_code == 0, result.output
     records = ledger(batched)
     assert [r["status"] for r in records] == ["done"] * 3
@@ -69,8 +77,12 @@ def test_family_contract(tiny, tiny_family, tmp_path):
         assert json.loads(image.info["genbatch"])["family"] == family
 
     # alone or in a batch: the same image
-    assert genbatch("run", manifest, "--model", folder, "--steps", "2", "--batch-size", "1", "--out", alone,
-                    "--quiet").exit_code == 0
+    assert (
+        genbatch(
+            "run", manifest, "--model", folder, "--steps", "2", "--batch-size", "1", "--out", alone, "--quiet"
+        ).exit_code
+        == 0
+    )
     in_batch, by_itself = by_seed(batched), by_seed(alone)
     assert sorted(in_batch) == sorted(by_itself) == [s for _, s in PROMPTS]
     batch_delta = max(int(np.abs(in_batch[s] - by_itself[s]).max()) for s in in_batch)
@@ -113,21 +125,33 @@ def test_family_defaults_when_the_model_folder_says_nothing(tiny_family, tmp_pat
     schnell = tiny_family("flux-schnell")
     assert family_defaults(schnell, detect(schnell))["steps"] == 4
     assert family_defaults(schnell, detect(schnell))["guidance_scale"] == 0.0
-    for tiny, steps, guidance, size in [("sdxl", 30, 5.0, 64), ("sd3", 28, 7.0, 32), ("pixart-sigma", 20, 4.5, 32),
-                                        ("sana", 20, 4.5, 32), ("sd", 30, 7.5, 64)]:
+    for tiny, steps, guidance, size in [
+        ("sdxl", 30, 5.0, 64),
+        ("sd3", 28, 7.0, 32),
+        ("pixart-sigma", 20, 4.5, 32),
+        ("sana", 20, 4.5, 32),
+        ("sd", 30, 7.5, 64),
+    ]:
         folder = tiny_family(tiny)
-        assert family_defaults(folder, detect(folder)) == {"steps": steps, "guidance_scale": guidance,
-                                                           "width": size, "height": size}, tiny
+        assert family_defaults(folder, detect(folder)) == {
+            "steps": steps,
+            "guidance_scale": guidance,
+            "width": size,
+            "height": size,
+        }, tiny
 
 
-@pytest.mark.parametrize("cls, words", [
-    ("StableDiffusionXLControlNetPipeline", "input image"),
-    ("FluxKontextPipeline", "input image"),
-    ("IFPipeline", "super-resolution"),
-    ("KandinskyV22CombinedPipeline", "prior"),
-    ("StableCascadeCombinedPipeline", "prior"),
-    ("StableVideoDiffusionPipeline", "AutoPipelineForText2Image"),
-])
+@pytest.mark.parametrize(
+    "cls, words",
+    [
+        ("StableDiffusionXLControlNetPipeline", "input image"),
+        ("FluxKontextPipeline", "input image"),
+        ("IFPipeline", "super-resolution"),
+        ("KandinskyV22CombinedPipeline", "prior"),
+        ("StableCascadeCombinedPipeline", "prior"),
+        ("StableVideoDiffusionPipeline", "AutoPipelineForText2Image"),
+    ],
+)
 def test_pipelines_that_need_more_than_a_prompt_are_refused_by_name(cls, words):
     from genbatch.errors import ModelError
 
@@ -152,8 +176,19 @@ def _has(module: str) -> bool:
 def test_a_scheduler_whose_package_is_missing_is_one_line_naming_it(tiny_family, tmp_path):
     manifest = tmp_path / "p.txt"
     manifest.write_text("a red circle\n")
-    result = genbatch("run", manifest, "--model", tiny_family("sd"), "--steps", "2", "--out", tmp_path / "out",
-                      "--scheduler", "DPMSolverSDEScheduler", "--quiet")
+    result = genbatch(
+        "run",
+        manifest,
+        "--model",
+        tiny_family("sd"),
+        "--steps",
+        "2",
+        "--out",
+        tmp_path / "out",
+        "--scheduler",
+        "DPMSolverSDEScheduler",
+        "--quiet",
+    )
     assert result.exit_code == 2
     assert "error: --scheduler DPMSolverSDEScheduler needs the Python package torchsde" in result.output
     assert "pip install torchsde" in result.output and "Traceback" not in result.output
@@ -180,14 +215,21 @@ def test_a_scheduler_with_its_own_noise_seed_gets_each_images_seed(tiny_family, 
     pipe.scheduler = DPMSolverSDEScheduler.from_config(pipe.scheduler.config)
     record = ledger(tmp_path / "b3")[0]
     pipe.scheduler.noise_sampler_seed = [record["seed"]]
-    out = pipe(prompt=record["prompt"], num_inference_steps=3, guidance_scale=record["guidance_scale"],
-               negative_prompt="", generator=torch.Generator("cpu").manual_seed(record["seed"]), output_type="np")
+    out = pipe(
+        prompt=record["prompt"],
+        num_inference_steps=3,
+        guidance_scale=record["guidance_scale"],
+        negative_prompt="",
+        generator=torch.Generator("cpu").manual_seed(record["seed"]),
+        output_type="np",
+    )
     plain = (out.images[0] * 255).round().astype(np.int16)
     assert np.abs(plain - in_batch[record["seed"]]).max() <= 2
 
 
-@pytest.mark.parametrize("tiny, title", [("sd3", "SD3/3.5"), ("flux", "Flux.1"), ("pixart-sigma", "PixArt-α/Σ"),
-                                         ("sana", "Sana")])
+@pytest.mark.parametrize(
+    "tiny, title", [("sd3", "SD3/3.5"), ("flux", "Flux.1"), ("pixart-sigma", "PixArt-α/Σ"), ("sana", "Sana")]
+)
 def test_export_refuses_other_families_by_name(tiny, title, tiny_family, tmp_path):
     result = genbatch("export", "--to", "onnx", "--model", tiny_family(tiny), "--out", tmp_path / "o")
     assert result.exit_code == 2 and "Traceback" not in result.output
@@ -240,8 +282,11 @@ def test_models_that_cannot_run_are_named_with_file_and_line_before_any_model_lo
     (broken / "model_index.json").write_text(json.dumps(index))
     flux, sdxl = tiny_family("flux"), tiny_family("sdxl")
     manifest = tmp_path / "p.csv"
-    manifest.write_text(f"prompt,negative,model\na,blurry,{flux}\nb,,{flux}\nc,blurry,{sdxl}\nd,,{broken}\n"
-                        f"e,,{broken}\nf,,{tmp_path / 'nowhere'}\n", encoding="utf-8")
+    manifest.write_text(
+        f"prompt,negative,model\na,blurry,{flux}\nb,,{flux}\nc,blurry,{sdxl}\nd,,{broken}\n"
+        f"e,,{broken}\nf,,{tmp_path / 'nowhere'}\n",
+        encoding="utf-8",
+    )
     expected = [
         f"{manifest}:2:negative: Flux.1 takes no negative prompt (it is guidance-distilled); remove it for this model",
         f"{manifest}:5:model: broken-sd3: {broken.resolve()}: StableDiffusion3Pipeline has no transformer "
@@ -260,8 +305,9 @@ def test_models_that_cannot_run_are_named_with_file_and_line_before_any_model_lo
     plain.write_text(f"prompt,model\na,{flux}\nb,{flux}\n", encoding="utf-8")
     ran = genbatch("run", plain, "--negative", "blurry", "--out", tmp_path / "out", "--dry-run")
     assert ran.exit_code == 2
-    assert ran.stderr.splitlines()[1:] == [f"{plain}:2:--negative: Flux.1 takes no negative prompt (it is "
-                                           "guidance-distilled); remove it for this model"]
+    assert ran.stderr.splitlines()[1:] == [
+        f"{plain}:2:--negative: Flux.1 takes no negative prompt (it is guidance-distilled); remove it for this model"
+    ]
 
 
 def test_no_negative_prompt_changes_keys_only_where_it_changes_pixels(tiny_family, tmp_path):
@@ -274,8 +320,12 @@ def test_no_negative_prompt_changes_keys_only_where_it_changes_pixels(tiny_famil
         none, empty = tmp_path / f"{tiny}-none", tmp_path / f"{tiny}-empty"
         # rows with and without a negative prompt in one run: two pipeline calls, each image as asked
         assert genbatch("run", manifest, "--model", folder, "--steps", "2", "--out", none, "--quiet").exit_code == 0
-        assert genbatch("run", manifest, "--model", folder, "--steps", "2", "--negative", "", "--out", empty,
-                        "--quiet").exit_code == 0
+        assert (
+            genbatch(
+                "run", manifest, "--model", folder, "--steps", "2", "--negative", "", "--out", empty, "--quiet"
+            ).exit_code
+            == 0
+        )
         by_seed_order = (sorted(ledger(out), key=lambda r: r["seed"]) for out in (none, empty))
         (no_negative, blurry), (empty_negative, _) = by_seed_order
         # SD: no negative prompt is "" (the same pixels, the keys genbatch always gave); SDXL: none
@@ -311,16 +361,24 @@ def test_sdxl_exports_to_onnx_and_keeps_the_seed_contract(tiny_family, tmp_path)
     exported = genbatch("export", "--to", "onnx", "--model", tiny_family("sdxl"), "--out", export, "--json")
     assert exported.exit_code == 0, exported.output
     parity = json.loads(exported.stdout)["parity"]
-    assert parity["passed"] and set(parity["components"]) == {"text_encoder", "text_encoder_2", "unet",
-                                                               "vae_decoder", "vae_encoder"}
+    assert parity["passed"] and set(parity["components"]) == {
+        "text_encoder",
+        "text_encoder_2",
+        "unet",
+        "vae_decoder",
+        "vae_encoder",
+    }
     assert json.loads(genbatch("models", export, "--json").stdout)[0]["family"] == "sdxl"
     manifest = tmp_path / "p.csv"
-    manifest.write_text("prompt,negative_prompt,seed\na red circle,,11\ntwo squares,blurry,12\nthird,,13\n",
-                        encoding="utf-8")
+    manifest.write_text(
+        "prompt,negative_prompt,seed\na red circle,,11\ntwo squares,blurry,12\nthird,,13\n", encoding="utf-8"
+    )
     runs = {}
-    for name, args in (("onnx", ["--backend", "onnx", "--model", export]),
-                       ("onnx-alone", ["--backend", "onnx", "--model", export, "--batch-size", "1"]),
-                       ("torch", ["--model", tiny_family("sdxl")])):
+    for name, args in (
+        ("onnx", ["--backend", "onnx", "--model", export]),
+        ("onnx-alone", ["--backend", "onnx", "--model", export, "--batch-size", "1"]),
+        ("torch", ["--model", tiny_family("sdxl")]),
+    ):
         assert genbatch("run", manifest, "--steps", "3", "--out", tmp_path / name, "--quiet", *args).exit_code == 0
         runs[name] = by_seed(tmp_path / name)
     for seed in (11, 12, 13):
@@ -334,8 +392,10 @@ def test_max_sequence_length_is_taken_by_the_families_that_have_one(tiny_family,
     manifest.write_text("prompt,max_sequence_length\na red circle,16\n", encoding="utf-8")
     refused = genbatch("run", manifest, "--model", tiny_family("sd"), "--out", tmp_path / "o", "--dry-run")
     assert refused.exit_code == 2
-    assert (f"{manifest}:2:max_sequence_length: SD 1.x/2.x takes no max_sequence_length (SD3, Flux, PixArt and "
-            "Sana do); remove it here") in refused.stderr
+    assert (
+        f"{manifest}:2:max_sequence_length: SD 1.x/2.x takes no max_sequence_length (SD3, Flux, PixArt and "
+        "Sana do); remove it here"
+    ) in refused.stderr
     planned = genbatch("run", manifest, "--model", tiny_family("flux"), "--out", tmp_path / "o", "--dry-run", "--json")
     (job,) = json.loads(planned.stdout)["jobs"]
     assert job["max_sequence_length"] == 16 and job["family"] == "flux"

@@ -45,16 +45,20 @@ def test_a_2_by_3_grid_has_its_labels_and_each_image_in_its_cell(varied):
         for c, guidance in enumerate((1.0, 3.0, 5.0)):
             cell = layout["cells"][r][c]
             assert cell["file"] == records[(prompt, guidance)]["file"]
-            crop = grid[cell["y"]:cell["y"] + cell["height"], cell["x"]:cell["x"] + cell["width"]]
+            crop = grid[cell["y"] : cell["y"] + cell["height"], cell["x"] : cell["x"] + cell["width"]]
             assert np.array_equal(crop, pixels(varied / cell["file"]))
     # Labels are drawn: each column's header strip and each row's label strip holds text, and
     # different labels look different.
-    header = [grid[:layout["top"], layout["cells"][0][c]["x"]:layout["cells"][0][c]["x"] + layout["cell_width"]]
-              for c in range(3)]
+    header = [
+        grid[: layout["top"], layout["cells"][0][c]["x"] : layout["cells"][0][c]["x"] + layout["cell_width"]]
+        for c in range(3)
+    ]
     assert all((strip < 128).any() for strip in header)
     assert not np.array_equal(header[0], header[1]) and not np.array_equal(header[1], header[2])
-    labels = [grid[cells[0]["y"]:cells[0]["y"] + layout["cell_height"], :layout["label_width"]]
-              for cells in layout["cells"]]
+    labels = [
+        grid[cells[0]["y"] : cells[0]["y"] + layout["cell_height"], : layout["label_width"]]
+        for cells in layout["cells"]
+    ]
     assert all((strip < 128).any() for strip in labels)
     # The long prompt is wrapped over several lines: ink on more rows of its strip than the short one's.
     inked = [int((strip < 128).any(axis=(1, 2)).sum()) for strip in labels]
@@ -108,11 +112,23 @@ def test_vary_mistakes_are_one_line(tmp_path):
         result = genbatch("run", manifest, "--out", tmp_path / "out", *FAST, "--vary", option, "--dry-run")
         assert result.exit_code == 2, option
         assert message in result.output, result.output
-    both = genbatch("run", manifest, "--out", tmp_path / "out", *FAST, "--vary", "steps=2,3", "--set", "steps=4",
-                    "--dry-run")
+    both = genbatch(
+        "run", manifest, "--out", tmp_path / "out", *FAST, "--vary", "steps=2,3", "--set", "steps=4", "--dry-run"
+    )
     assert both.exit_code == 2 and "use one of the two" in both.output
-    plan = genbatch("run", manifest, "--out", tmp_path / "out", *FAST, "--vary", 'prompt="a, b",c', "--vary",
-                    "steps=2,3", "--dry-run", "--json")
+    plan = genbatch(
+        "run",
+        manifest,
+        "--out",
+        tmp_path / "out",
+        *FAST,
+        "--vary",
+        'prompt="a, b",c',
+        "--vary",
+        "steps=2,3",
+        "--dry-run",
+        "--json",
+    )
     jobs = json.loads(plan.stdout)["jobs"]
     assert [(j["prompt"], j["steps"]) for j in jobs] == [("a, b", 2), ("a, b", 3), ("c", 2), ("c", 3)]
     assert len({j["seed"] for j in jobs}) == 1
@@ -123,8 +139,9 @@ def test_samplers_compared_by_one_run_each_into_one_folder(tmp_path):
     manifest.write_text("prompt,seed\na red circle,1\na blue square,2\n", encoding="utf-8")
     out = tmp_path / "out"
     for scheduler in ("DDIMScheduler", "EulerDiscreteScheduler"):
-        result = genbatch("run", manifest, "--out", out, *FAST, "--scheduler", scheduler,
-                          "--name-template", "{index:06d}-{key}.{ext}")
+        result = genbatch(
+            "run", manifest, "--out", out, *FAST, "--scheduler", scheduler, "--name-template", "{index:06d}-{key}.{ext}"
+        )
         assert result.exit_code == 0, result.output
     result = genbatch("grid", out, "--rows", "prompt", "--cols", "sampler")
     assert result.exit_code == 0, result.output

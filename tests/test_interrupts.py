@@ -10,9 +10,8 @@ from collections import Counter
 
 import pandas as pd
 import pytest
-from PIL import Image
-
 from helpers import genbatch_process, images, ledger
+from PIL import Image
 
 SLOW = ["--model", "tiny-random", "--steps", "2", "--batch-size", "2"]
 

@@ -25,8 +25,9 @@ def make_lora(model: Path, folder: Path, seed: int) -> Path:
     from peft import LoraConfig, get_peft_model_state_dict
 
     pipe = StableDiffusionPipeline.from_pretrained(model)
-    pipe.unet.add_adapter(LoraConfig(r=2, lora_alpha=2, init_lora_weights="gaussian",
-                                     target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    pipe.unet.add_adapter(
+        LoraConfig(r=2, lora_alpha=2, init_lora_weights="gaussian", target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+    )
     torch.manual_seed(seed)
     for name, parameter in pipe.unet.named_parameters():
         if "lora_B" in name:
@@ -81,8 +82,14 @@ def test_weight_zero_gives_the_base_pixels_and_a_weight_changes_them(tmp_path, l
     base, zero, weighted = (pixels(out / records[k]["file"]) for k in ("none", "ink:0", "ink:0.8"))
     assert np.array_equal(zero, base)  # the adapter is loaded, at weight 0: the base model's pixels
     assert np.abs(weighted - base).max() > 10
-    assert records["ink:0.8"]["lora"] == [{"name": "ink", "weight": 0.8, "path": str(ink.resolve()),
-                                           "fingerprint": records["ink:0"]["lora"][0]["fingerprint"]}]
+    assert records["ink:0.8"]["lora"] == [
+        {
+            "name": "ink",
+            "weight": 0.8,
+            "path": str(ink.resolve()),
+            "fingerprint": records["ink:0"]["lora"][0]["fingerprint"],
+        }
+    ]
     assert len({r["key"] for r in records.values()}) == 3
     assert len({r["seed"] for r in records.values()}) == 1  # the varied copies of a row keep its seed
     with Image.open(out / records["ink:0.8"]["file"]) as image:
@@ -117,11 +124,23 @@ def test_two_sets_load_each_adapter_once_never_share_a_batch_and_resume(tmp_path
     assert load_counts == {"ink.safetensors": 1, "glow.safetensors": 1}
     records = {r["prompt"]: r for r in ledger(out)}
     sets = {p: "; ".join(f"{x['name']}:{x['weight']:g}" for x in r.get("lora", [])) for p, r in records.items()}
-    assert sets == {"one": "ink:0.5", "two": "glow:1", "three": "ink:1; glow:0.5", "four": "ink:0.5",
-                    "five": "glow:0.3", "six": ""}  # an empty cell takes --lora; "none" is none
+    assert sets == {
+        "one": "ink:0.5",
+        "two": "glow:1",
+        "three": "ink:1; glow:0.5",
+        "four": "ink:0.5",
+        "five": "glow:0.3",
+        "six": "",
+    }  # an empty cell takes --lora; "none" is none
     # A batch never mixes LoRA sets: the two ink:0.5 rows share one, every other set is alone.
-    assert {p: r["batch_size"] for p, r in records.items()} == {"one": 2, "two": 1, "three": 1, "four": 2,
-                                                                  "five": 1, "six": 1}
+    assert {p: r["batch_size"] for p, r in records.items()} == {
+        "one": 2,
+        "two": 1,
+        "three": 1,
+        "four": 2,
+        "five": 1,
+        "six": 1,
+    }
     # Switching sets, and back to none, gives what a fresh pipeline gives: "six" (no LoRA) before
     # any LoRA is loaded, "four" alone in its batch.
     fresh = tmp_path / "fresh"
@@ -149,8 +168,19 @@ def test_lora_mistakes_are_one_line_before_any_model_loads(tmp_path, tiny_model,
     twice = genbatch("run", manifest, "--out", tmp_path / "out", *FAST, "--lora", f"{loras['ink']}; {loras['ink']}:2")
     assert twice.exit_code == 2 and "is given twice in one set" in twice.output
 
-    onnx = genbatch("run", manifest, "--out", tmp_path / "out", "--set", f"lora={loras['ink']}", "--backend", "onnx",
-                    "--model", "tiny-random", "--dry-run")
+    onnx = genbatch(
+        "run",
+        manifest,
+        "--out",
+        tmp_path / "out",
+        "--set",
+        f"lora={loras['ink']}",
+        "--backend",
+        "onnx",
+        "--model",
+        "tiny-random",
+        "--dry-run",
+    )
     assert onnx.exit_code == 2 and "lora needs --backend torch" in onnx.output
 
     # A pipeline diffusers has no LoRA loader for is refused by name.
@@ -158,14 +188,17 @@ def test_lora_mistakes_are_one_line_before_any_model_loads(tmp_path, tiny_model,
     shutil.copytree(tiny_model, pixart)
     index = json.loads((pixart / "model_index.json").read_text())
     (pixart / "model_index.json").write_text(json.dumps(dict(index, _class_name="PixArtSigmaPipeline")))
-    refused = genbatch("run", manifest, "--out", tmp_path / "out", "--model", pixart, "--set",
-                       f"lora={loras['ink']}", "--dry-run")
+    refused = genbatch(
+        "run", manifest, "--out", tmp_path / "out", "--model", pixart, "--set", f"lora={loras['ink']}", "--dry-run"
+    )
     assert refused.exit_code == 2 and "PixArtSigmaPipeline takes no LoRAs" in refused.output
 
 
 def test_lora_specs_parse_as_a1111_users_write_them():
     assert [(s.source, s.weight) for s in parse_specs("style.safetensors:0.8; other:0.5")] == [
-        ("style.safetensors", 0.8), ("other", 0.5)]
+        ("style.safetensors", 0.8),
+        ("other", 0.5),
+    ]
     assert [(s.source, s.weight) for s in parse_specs("org/name")] == [("org/name", 1.0)]
     windows = r"C:\loras\a.safetensors"
     assert [(s.source, s.weight) for s in parse_specs(windows + ":-1")] == [(windows, -1.0)]
@@ -202,8 +235,19 @@ def test_weighted_prompts_change_pixels_and_off_keeps_them(tmp_path):
     assert np.array_equal(pixels(weighted / records["off"]["file"]), pixels(plain / plain_record["file"]))
     assert np.abs(pixels(weighted / records["a1111"]["file"]) - pixels(plain / plain_record["file"])).max() > 0
 
-    onnx = genbatch("run", manifest, "--out", tmp_path / "o", "--model", "tiny-random", "--backend", "onnx",
-                    "--prompt-weighting", "a1111", "--dry-run")
+    onnx = genbatch(
+        "run",
+        manifest,
+        "--out",
+        tmp_path / "o",
+        "--model",
+        "tiny-random",
+        "--backend",
+        "onnx",
+        "--prompt-weighting",
+        "a1111",
+        "--dry-run",
+    )
     assert onnx.exit_code == 2 and "prompt weighting needs --backend torch" in onnx.output
     bad = genbatch("run", manifest, "--out", tmp_path / "o", *FAST, "--prompt-weighting", "comfy")
     assert bad.exit_code == 2

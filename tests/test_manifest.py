@@ -86,7 +86,13 @@ def test_aliases_are_case_insensitive(tmp_path):
     text = "PROMPTS,Negative,NUM_INFERENCE_STEPS,Guidance,N,Name\nx,blurry,3,2.5,2,row-1\n"
     row = read_manifest(write(tmp_path / "p.csv", text)).rows[0]
     assert (row.prompt, row.negative_prompt, row.steps, row.guidance_scale, row.num_images, row.id) == (
-        "x", "blurry", 3, 2.5, 2, "row-1")
+        "x",
+        "blurry",
+        3,
+        2.5,
+        2,
+        "row-1",
+    )
 
 
 def test_every_problem_is_reported_with_line_and_column(tmp_path):

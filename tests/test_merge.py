@@ -72,6 +72,7 @@ def test_merge_of_two_shards_equals_one_unsharded_run(tmp_path, manifest, shards
 
 def test_merging_again_changes_nothing_and_copies_across_filesystems(tmp_path, shards, monkeypatch):
     into = tmp_path / "merged"
+
     def no_link(*args, **kwargs):
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
@@ -90,8 +91,12 @@ def test_merging_again_changes_nothing_and_copies_across_filesystems(tmp_path, s
 
 def test_two_images_under_one_name_are_refused_before_anything_is_written(tmp_path, manifest, shards):
     other = tmp_path / "other"  # other steps: other jobs, the same file names
-    assert genbatch("run", manifest, "--out", other, "--model", "tiny-random", "--steps", "3", "--quiet",
-                    "--shard", "1/2").exit_code == 0
+    assert (
+        genbatch(
+            "run", manifest, "--out", other, "--model", "tiny-random", "--steps", "3", "--quiet", "--shard", "1/2"
+        ).exit_code
+        == 0
+    )
     into = tmp_path / "merged"
     result = genbatch("merge", shards[0], other, "--into", into)
     assert result.exit_code == 2

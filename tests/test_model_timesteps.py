@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from PIL import Image
-
 from helpers import genbatch, ledger, pixels
+from PIL import Image
 
 OWN = [999, 500]
 
@@ -42,8 +41,7 @@ def manifest(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def euler_model(tiny_model: Path, tmp_path: Path) -> Path:
-    return model_with(tiny_model, tmp_path / "euler", "EulerDiscreteScheduler",
-                      {"steps": 2, "timesteps": {"2": OWN}})
+    return model_with(tiny_model, tmp_path / "euler", "EulerDiscreteScheduler", {"steps": 2, "timesteps": {"2": OWN}})
 
 
 def run(manifest: Path, out: Path, model: Path, *options: str) -> list[dict]:
@@ -83,15 +81,19 @@ def test_other_step_counts_and_other_schedulers_use_their_own_spacing(tmp_path, 
     assert euler["timesteps"] == OWN
 
 
-@pytest.mark.parametrize("timesteps, complaint", [
-    ({"2": [999]}, '"timesteps" / "2" is [999]'),
-    ({"2": [500, 999]}, '"timesteps" / "2" is [500, 999]'),
-    ({"2": [999, 1000]}, '"timesteps" / "2" is [999, 1000]'),
-    ({"two": [999, 500]}, 'the key must be a step count'),
-    ([999, 500], '"timesteps" is [999, 500]'),
-])
-def test_bad_timesteps_name_the_file_the_entry_and_what_is_accepted(tmp_path, manifest, tiny_model,
-                                                                     timesteps, complaint):
+@pytest.mark.parametrize(
+    "timesteps, complaint",
+    [
+        ({"2": [999]}, '"timesteps" / "2" is [999]'),
+        ({"2": [500, 999]}, '"timesteps" / "2" is [500, 999]'),
+        ({"2": [999, 1000]}, '"timesteps" / "2" is [999, 1000]'),
+        ({"two": [999, 500]}, "the key must be a step count"),
+        ([999, 500], '"timesteps" is [999, 500]'),
+    ],
+)
+def test_bad_timesteps_name_the_file_the_entry_and_what_is_accepted(
+    tmp_path, manifest, tiny_model, timesteps, complaint
+):
     model = model_with(tiny_model, tmp_path / "m", "EulerDiscreteScheduler", {"steps": 2, "timesteps": timesteps})
     out = tmp_path / "out"
     result = genbatch("run", manifest, "--out", out, "--model", model, "--quiet")
@@ -107,8 +109,20 @@ def test_a_scheduler_that_cannot_take_timesteps_is_refused_before_any_image(tmp_
     assert result.exit_code == 2
     assert "DDIMScheduler does not" in result.output and "genbatch.json" in result.output
     # another scheduler, or another step count, does not need them
-    assert genbatch("run", manifest, "--out", tmp_path / "b", "--model", model, "--quiet",
-                    "--scheduler", "EulerDiscreteScheduler").exit_code == 0
+    assert (
+        genbatch(
+            "run",
+            manifest,
+            "--out",
+            tmp_path / "b",
+            "--model",
+            model,
+            "--quiet",
+            "--scheduler",
+            "EulerDiscreteScheduler",
+        ).exit_code
+        == 0
+    )
 
 
 def test_a_dry_run_shows_the_timesteps_a_run_would_take(tmp_path, manifest, euler_model):

@@ -48,16 +48,36 @@ def exported(tiny_model: Path, workdir: Path) -> Path:
 @pytest.fixture(scope="module")
 def onnx_batch3(exported: Path, workdir: Path) -> Path:
     out = workdir / "onnx-b3"
-    result = invoke("run", workdir / "prompts.csv", "--out", out, "--backend", "onnx", "--model", exported,
-                    "--batch-size", "3", "--quiet")
+    result = invoke(
+        "run",
+        workdir / "prompts.csv",
+        "--out",
+        out,
+        "--backend",
+        "onnx",
+        "--model",
+        exported,
+        "--batch-size",
+        "3",
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     return out
 
 
 def test_export_has_the_diffusers_onnx_layout_and_parity_figures(exported: Path, tiny_model: Path) -> None:
-    for name in ("model_index.json", "text_encoder/model.onnx", "unet/model.onnx", "vae_decoder/model.onnx",
-                 "vae_encoder/model.onnx", "tokenizer/tokenizer_config.json", "scheduler/scheduler_config.json",
-                 "unet/config.json", "vae_decoder/config.json", "genbatch.json"):
+    for name in (
+        "model_index.json",
+        "text_encoder/model.onnx",
+        "unet/model.onnx",
+        "vae_decoder/model.onnx",
+        "vae_encoder/model.onnx",
+        "tokenizer/tokenizer_config.json",
+        "scheduler/scheduler_config.json",
+        "unet/config.json",
+        "vae_decoder/config.json",
+        "genbatch.json",
+    ):
         assert (exported / name).is_file(), name
     assert json.loads((exported / "model_index.json").read_text())["_class_name"] == "OnnxStableDiffusionPipeline"
     assert json.loads((exported / "genbatch.json").read_text())["source_model"] == "tiny-random"
@@ -75,8 +95,19 @@ def test_export_has_the_diffusers_onnx_layout_and_parity_figures(exported: Path,
 
 def test_onnx_images_match_torch_and_record_providers(onnx_batch3: Path, tiny_model: Path, workdir: Path) -> None:
     torch_out = workdir / "torch"
-    result = invoke("run", workdir / "prompts.csv", "--out", torch_out, "--model", tiny_model, "--batch-size", "3",
-                    "--limit", "2", "--quiet")
+    result = invoke(
+        "run",
+        workdir / "prompts.csv",
+        "--out",
+        torch_out,
+        "--model",
+        tiny_model,
+        "--batch-size",
+        "3",
+        "--limit",
+        "2",
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     on_torch, on_onnx = images(torch_out), images(onnx_batch3)
     assert len(on_torch) == 2
@@ -87,15 +118,38 @@ def test_onnx_images_match_torch_and_record_providers(onnx_batch3: Path, tiny_mo
     record = json.loads((onnx_batch3 / "genbatch.jsonl").read_text().splitlines()[0])
     assert record["backend"] == "onnx" and record["providers"] == ["CPUExecutionProvider"]
     # the backend is part of a job's key: torch's finished images do not count for an onnx run
-    plan = invoke("run", workdir / "prompts.csv", "--out", torch_out, "--backend", "onnx", "--model", tiny_model,
-                  "--dry-run", "--json")
+    plan = invoke(
+        "run",
+        workdir / "prompts.csv",
+        "--out",
+        torch_out,
+        "--backend",
+        "onnx",
+        "--model",
+        tiny_model,
+        "--dry-run",
+        "--json",
+    )
     assert json.loads(plan.stdout)["counts"]["already_done"] == 0
 
 
 def test_batch_size_does_not_change_images(onnx_batch3: Path, exported: Path, workdir: Path) -> None:
     out = workdir / "onnx-b1"
-    result = invoke("run", workdir / "prompts.csv", "--out", out, "--backend", "onnx", "--model", exported,
-                    "--batch-size", "1", "--providers", "CPUExecutionProvider", "--quiet")
+    result = invoke(
+        "run",
+        workdir / "prompts.csv",
+        "--out",
+        out,
+        "--backend",
+        "onnx",
+        "--model",
+        exported,
+        "--batch-size",
+        "1",
+        "--providers",
+        "CPUExecutionProvider",
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     single, batched = images(out), images(onnx_batch3)
     assert single.keys() == batched.keys() and len(single) == 3
@@ -112,10 +166,11 @@ def test_forced_external_data_export_loads_and_runs(tiny_model: Path, onnx_batch
     info = json.loads((out / "genbatch_export.json").read_text())
     assert info["components"]["unet"]["external_data"] and info["parity"] is None
     run_out = workdir / "onnx-external"
-    result = invoke("run", workdir / "prompts.csv", "--out", run_out, "--backend", "onnx", "--model", out,
-                    "--limit", "1", "--quiet")
+    result = invoke(
+        "run", workdir / "prompts.csv", "--out", run_out, "--backend", "onnx", "--model", out, "--limit", "1", "--quiet"
+    )
     assert result.exit_code == 0, result.output
-    (name, pixels), = images(run_out).items()
+    ((name, pixels),) = images(run_out).items()
     assert np.array_equal(pixels, images(onnx_batch3)[name])
 
 
@@ -124,13 +179,26 @@ def test_export_errors_are_one_line_and_exit_2(exported: Path, tiny_model: Path,
     assert missing.exit_code == 2 and "nope: no such folder" in missing.output
     unsupported = tmp_path / "ddpm"
     unsupported.mkdir()
-    (unsupported / "model_index.json").write_text(json.dumps(
-        {"_class_name": "DDPMPipeline", "unet": ["diffusers", "UNet2DModel"], "scheduler": ["diffusers", "DDPMScheduler"]}))
+    (unsupported / "model_index.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "DDPMPipeline",
+                "unet": ["diffusers", "UNet2DModel"],
+                "scheduler": ["diffusers", "DDPMScheduler"],
+            }
+        )
+    )
     result = invoke("export", "--to", "onnx", "--model", unsupported, "--out", tmp_path / "o")
     assert result.exit_code == 2 and "DDPMPipeline is not supported" in result.output
     assert "StableDiffusionPipeline" in result.output and "Traceback" not in result.output
-    (unsupported / "model_index.json").write_text(json.dumps(
-        {"_class_name": "StableDiffusionXLPipeline", "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"]}))
+    (unsupported / "model_index.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "StableDiffusionXLPipeline",
+                "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+            }
+        )
+    )
     result = invoke("export", "--to", "onnx", "--model", unsupported, "--out", tmp_path / "o")
     assert result.exit_code == 2 and "SDXL" in result.output
     result = invoke("export", "--to", "onnx", "--model", tiny_model, "--out", exported)
@@ -149,22 +217,52 @@ def test_backends_refuse_each_others_folders(exported: Path, tiny_model: Path, w
     assert result.exit_code == 2 and "export it first: genbatch export --to onnx" in result.output
     result = invoke("run", workdir / "prompts.csv", "--out", tmp_path / "b", "--model", exported)
     assert result.exit_code == 2 and "--backend onnx" in result.output
-    result = invoke("run", workdir / "prompts.csv", "--out", tmp_path / "c", "--backend", "onnx", "--model", exported,
-                    "--dtype", "fp16")
+    result = invoke(
+        "run",
+        workdir / "prompts.csv",
+        "--out",
+        tmp_path / "c",
+        "--backend",
+        "onnx",
+        "--model",
+        exported,
+        "--dtype",
+        "fp16",
+    )
     assert result.exit_code == 2 and "fp32 export" in result.output
-    result = invoke("run", workdir / "prompts.csv", "--out", tmp_path / "d", "--backend", "onnx", "--model", exported,
-                    "--providers", "NoSuchExecutionProvider")
+    result = invoke(
+        "run",
+        workdir / "prompts.csv",
+        "--out",
+        tmp_path / "d",
+        "--backend",
+        "onnx",
+        "--model",
+        exported,
+        "--providers",
+        "NoSuchExecutionProvider",
+    )
     assert result.exit_code == 2 and "not available" in result.output
 
 
-def test_failed_verification_exits_1_and_installs_nothing(tiny_model: Path, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_verification_exits_1_and_installs_nothing(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import genbatch.export as export
 
-    figures = {"passed": False,
-               "components": {"unet": {"max_abs_diff": 0.5, "tolerance": 1e-3, "passed": False}},
-               "end_to_end": {"max_pixel_diff": 40.0, "mean_pixel_diff": 3.0, "max_uint8_diff": 40, "tolerance": 1.0,
-                              "seeds": [0], "steps": 4, "passed": False}}
+    figures = {
+        "passed": False,
+        "components": {"unet": {"max_abs_diff": 0.5, "tolerance": 1e-3, "passed": False}},
+        "end_to_end": {
+            "max_pixel_diff": 40.0,
+            "mean_pixel_diff": 3.0,
+            "max_uint8_diff": 40,
+            "tolerance": 1.0,
+            "seeds": [0],
+            "steps": 4,
+            "passed": False,
+        },
+    }
     monkeypatch.setattr(export, "verify_export", lambda *args, **kwargs: figures)
     out = tmp_path / "exports" / "bad"
     result = invoke("export", "--to", "onnx", "--model", tiny_model, "--out", out)
@@ -206,8 +304,10 @@ def test_the_default_model_exports_and_matches_torch(tmp_path: Path) -> None:
     from genbatch.models import default_model_name
 
     manifest = tmp_path / "p.csv"
-    manifest.write_text("prompt,seed\na red circle on a blue background,1\n"
-                        "two green squares on a white background,2\n", encoding="utf-8")
+    manifest.write_text(
+        "prompt,seed\na red circle on a blue background,1\ntwo green squares on a white background,2\n",
+        encoding="utf-8",
+    )
     out = tmp_path / "exported"
     result = invoke("export", "--to", "onnx", "--out", out, "--json")
     assert result.exit_code == 0, result.output

@@ -10,10 +10,10 @@ import os
 import time
 
 import pytest
+from helpers import FAST, genbatch, genbatch_process, images, ledger
 
 import genbatch.sink as sink_module
 import genbatch.writer as writer_module
-from helpers import FAST, genbatch, genbatch_process, images, ledger
 
 
 @pytest.fixture
@@ -34,9 +34,11 @@ def elsewhere(tmp_path):
 
 
 def untouched(folder) -> bool:
-    return (sorted(p.name for p in folder.iterdir()) == ["genbatch.jsonl", "precious.txt"]
-            and (folder / "precious.txt").read_text() == "keep me\n"
-            and (folder / "genbatch.jsonl").read_text() == "not a ledger\n")
+    return (
+        sorted(p.name for p in folder.iterdir()) == ["genbatch.jsonl", "precious.txt"]
+        and (folder / "precious.txt").read_text() == "keep me\n"
+        and (folder / "genbatch.jsonl").read_text() == "not a ledger\n"
+    )
 
 
 @pytest.mark.parametrize("name", ["genbatch.jsonl", "run.json", "report.csv", "report.parquet", "report.html"])
@@ -114,8 +116,7 @@ def assert_consistent(out) -> None:
 
 
 @pytest.mark.parametrize("code, words", [(errno.ENOSPC, "disk is full"), (errno.EROFS, "read-only")])
-def test_an_unwritable_folder_stops_the_run_cleanly_and_a_rerun_finishes(tmp_path, manifest, monkeypatch, code,
-                                                                          words):
+def test_an_unwritable_folder_stops_the_run_cleanly_and_a_rerun_finishes(tmp_path, manifest, monkeypatch, code, words):
     out = tmp_path / "out"
     real = writer_module.write_image
     calls = []

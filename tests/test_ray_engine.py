@@ -111,8 +111,9 @@ def kill_a_worker_mid_run(tmp_path, ray_address, count: int, *options: str):
     manifest = tmp_path / "p.txt"
     manifest.write_text("".join(f"a shape number {i}\n" for i in range(count)))
     out = tmp_path / "out"
-    driver = genbatch_process("run", manifest, "--out", out, *SLOWER, "--engine", "ray", "--ray-address", ray_address,
-                              *options)
+    driver = genbatch_process(
+        "run", manifest, "--out", out, *SLOWER, "--engine", "ray", "--ray-address", ray_address, *options
+    )
     stderr: list[str] = []
     reader = read_lines(driver.stderr, stderr)
     wait_until(lambda: sum("ready: pid" in line for line in stderr) == 2 and ledger_lines(out) >= 2)

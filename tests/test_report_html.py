@@ -242,8 +242,21 @@ def test_paths_outside_the_folder_are_not_shown(out: Path):
 
 def test_nan_in_the_ledger_shows_as_empty(out: Path):
     with open(out / "genbatch.jsonl", "a", encoding="utf-8") as handle:  # json writes NaN, JSON.parse refuses it
-        handle.write("\n" + json.dumps(_record("failed", "c0000000000000000003", 30, "nan", seconds=float("nan"),
-                                                fields={"x": float("inf")}, error="NaN in decoded image")) + "\n")
+        handle.write(
+            "\n"
+            + json.dumps(
+                _record(
+                    "failed",
+                    "c0000000000000000003",
+                    30,
+                    "nan",
+                    seconds=float("nan"),
+                    fields={"x": float("inf")},
+                    error="NaN in decoded image",
+                )
+            )
+            + "\n"
+        )
         # a seed that is no whole number: the ledger reader skips (and reports) the line
         handle.write(json.dumps(_record("failed", "c0000000000000000004", 31, "inf", seed=float("inf"))) + "\n")
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+from helpers import FAST, genbatch, ledger, pixels
 
 from genbatch.manifest import Row
 from genbatch.models import resolve_model
 from genbatch.plan import Defaults, Target, expand_jobs, select
-from helpers import FAST, genbatch, ledger, pixels
 
 
 def by_seed(out):
@@ -70,7 +70,8 @@ def test_derived_seeds_ignore_other_rows_limit_and_shard(tiny_model):
     assert len(set(occurrences)) == 2
     # Another base seed gives other seeds.
     assert seed(expand_jobs(rows("a"), models, Defaults(seed=8), target), "a") != seed(
-        expand_jobs(rows("a"), models, defaults, target), "a")
+        expand_jobs(rows("a"), models, defaults, target), "a"
+    )
 
 
 def test_limit_and_shard_from_the_cli(tmp_path):

@@ -6,9 +6,8 @@ import json
 
 import pandas as pd
 import pytest
-from PIL import Image
-
 from helpers import FAST, genbatch, images, ledger
+from PIL import Image
 
 AWKWARD_CSV = (
     "\ufeffPrompt,seed,style\r\n"
@@ -80,7 +79,7 @@ def test_every_manifest_format_runs(tmp_path):
     rows = [{"prompt": "a red circle", "seed": 5}, {"prompt": '"quoted" start', "seed": 6}]
     (tmp_path / "m.tsv").write_text("prompt\tseed\n" + "".join(f"{r['prompt']}\t{r['seed']}\n" for r in rows))
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "m.txt").write_text("a red circle\n\"quoted\" start\n")
+    (tmp_path / "m.txt").write_text('a red circle\n"quoted" start\n')
     pd.DataFrame(rows).to_parquet(tmp_path / "m.parquet")
     for name in ("m.tsv", "m.jsonl", "m.txt", "m.parquet"):
         out = tmp_path / f"out-{name}"
@@ -101,12 +100,23 @@ def test_rerun_generates_nothing_and_changed_steps_regenerate(tmp_path, csv_mani
     genbatch("run", csv_manifest, "--out", out, *FAST)
     again = genbatch("run", csv_manifest, "--out", out, *FAST, "--json")
     summary = json.loads(again.stdout)
-    assert summary["counts"] == {"planned": 4, "already_done": 4, "to_generate": 0, "batches": 0, "done": 0,
-                                 "failed": 0, "skipped": 0, "not_run": 0}
+    assert summary["counts"] == {
+        "planned": 4,
+        "already_done": 4,
+        "to_generate": 0,
+        "batches": 0,
+        "done": 0,
+        "failed": 0,
+        "skipped": 0,
+        "not_run": 0,
+    }
     assert len(ledger(out)) == 4
 
-    changed = json.loads(genbatch("run", csv_manifest, "--out", out, "--model", "tiny-random", "--steps", "3",
-                                  "--quiet", "--json").stdout)
+    changed = json.loads(
+        genbatch(
+            "run", csv_manifest, "--out", out, "--model", "tiny-random", "--steps", "3", "--quiet", "--json"
+        ).stdout
+    )
     assert changed["counts"]["done"] == 4 and changed["counts"]["already_done"] == 0
     assert len({r["key"] for r in ledger(out)}) == 8
 
@@ -205,13 +215,37 @@ def test_name_template_with_manifest_column_and_clash_detection(tmp_path):
     manifest = tmp_path / "coco.csv"
     manifest.write_text("caption,file_name,width,height\na dog,000123.jpg,640,427\na cat,000456.jpg,500,333\n")
     out = tmp_path / "out"
-    result = genbatch("run", manifest, "--out", out, "--set", "width=64", "--set", "height=64",
-                      "--name-template", "{file_name}", "--format", "png", *FAST)
+    result = genbatch(
+        "run",
+        manifest,
+        "--out",
+        out,
+        "--set",
+        "width=64",
+        "--set",
+        "height=64",
+        "--name-template",
+        "{file_name}",
+        "--format",
+        "png",
+        *FAST,
+    )
     assert result.exit_code == 0, result.output
     # The column's .jpg is swapped for the format actually written.
     assert [p.name for p in images(out)] == ["000123.png", "000456.png"]
-    clash = genbatch("run", manifest, "--out", tmp_path / "o2", "--set", "width=64", "--set", "height=64",
-                     "--name-template", "{model}", *FAST)
+    clash = genbatch(
+        "run",
+        manifest,
+        "--out",
+        tmp_path / "o2",
+        "--set",
+        "width=64",
+        "--set",
+        "height=64",
+        "--name-template",
+        "{model}",
+        *FAST,
+    )
     assert clash.exit_code == 2 and "same file name" in clash.stderr
 
 

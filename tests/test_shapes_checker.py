@@ -92,10 +92,17 @@ def test_grammar_covers_the_issue():
     pairs = [sd.sample_scene(rng) for _ in range(3000)]
     caps = [c for _, c in pairs]
     specs = [s for s, _ in pairs]
-    assert "a large red circle on a blue background" in {
-        sd.caption(s) for s in specs if s["kind"] == "single"} | {
-        sd.caption({"kind": "single", "background": "blue", "relation": None, "count": None,
-                    "objects": [{"color": "red", "shape": "circle", "size": "large"}]})}
+    assert "a large red circle on a blue background" in {sd.caption(s) for s in specs if s["kind"] == "single"} | {
+        sd.caption(
+            {
+                "kind": "single",
+                "background": "blue",
+                "relation": None,
+                "count": None,
+                "objects": [{"color": "red", "shape": "circle", "size": "large"}],
+            }
+        )
+    }
     assert any(c.startswith("a big ") for c in caps)
     assert any(" to the left of " in c for c in caps) and any(" left of " in c for c in caps)
     assert any(" above " in c for c in caps) and any(" below " in c for c in caps)
@@ -129,8 +136,13 @@ def test_training_loss_weights_the_latent_pixels_an_object_touches():
 
     # a 14-pixel square at x 8..21, y 12..25: with 4x down-sampling, latent columns 2..5
     # and rows 3..6 hold part of it; every other latent pixel is pure background
-    spec = {"kind": "single", "background": "white", "relation": None, "count": None,
-            "objects": [{"color": "red", "shape": "square", "size": "small", "box": [8, 12, 14]}]}
+    spec = {
+        "kind": "single",
+        "background": "white",
+        "relation": None,
+        "count": None,
+        "objects": [{"color": "red", "shape": "square", "size": "small", "box": [8, 12, 14]}],
+    }
     mask = foreground_mask(sd.render(spec)[None], ["white"], 4)
     assert mask.shape == (1, 1, 16, 16)
     rows, cols = np.nonzero(mask[0, 0].numpy())
@@ -139,6 +151,7 @@ def test_training_loss_weights_the_latent_pixels_an_object_touches():
 
 def test_training_loss_keeps_high_noise_steps_in_play():
     from diffusers import DDPMScheduler
+
     from training.train_shapes import timestep_weights
 
     sched = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
@@ -182,8 +195,14 @@ def test_shipped_model_generates_64px_images():
     pipe.set_progress_bar_config(disable=True)
     shape = (1, pipe.unet.config.in_channels, 64 // pipe.vae_scale_factor, 64 // pipe.vae_scale_factor)
     latents = torch.cat([torch.randn(shape, generator=torch.Generator("cpu").manual_seed(s)) for s in (0, 1)])
-    out = pipe(prompt=["a large red circle on a blue background"] * 2, negative_prompt=[""] * 2,
-               num_inference_steps=2, guidance_scale=3.0, latents=latents, output_type="np").images
+    out = pipe(
+        prompt=["a large red circle on a blue background"] * 2,
+        negative_prompt=[""] * 2,
+        num_inference_steps=2,
+        guidance_scale=3.0,
+        latents=latents,
+        output_type="np",
+    ).images
     assert out.shape == (2, 64, 64, 3)
     assert np.isfinite(out).all()
 
@@ -220,8 +239,13 @@ def test_semantic_latents_say_where_how_big_and_what():
 
 
 def _relation(relation: str, first: tuple, second: tuple) -> dict:
-    return {"kind": "relation", "background": "white", "relation": relation, "count": None,
-            "objects": [{"color": c, "shape": s, "size": "small", "box": b} for c, s, b in (first, second)]}
+    return {
+        "kind": "relation",
+        "background": "white",
+        "relation": relation,
+        "count": None,
+        "objects": [{"color": c, "shape": s, "size": "small", "box": b} for c, s, b in (first, second)],
+    }
 
 
 def test_semantic_latents_put_a_relation_in_slots_by_where_the_objects_are():
@@ -245,9 +269,16 @@ def test_semantic_latents_give_each_object_of_a_count_its_own_slot_left_to_right
     from training import semantic_latents as sl
 
     # listed right, left, middle; the middle one is the highest, the left one the lowest
-    spec = {"kind": "count", "background": "white", "relation": None, "count": 3,
-            "objects": [{"color": "red", "shape": "circle", "size": "small", "box": b}
-                        for b in ([44, 20, 14], [4, 44, 14], [24, 4, 14])]}
+    spec = {
+        "kind": "count",
+        "background": "white",
+        "relation": None,
+        "count": 3,
+        "objects": [
+            {"color": "red", "shape": "circle", "size": "small", "box": b}
+            for b in ([44, 20, 14], [4, 44, 14], [24, 4, 14])
+        ],
+    }
     z = sl.of_spec(spec)
     assert [float(z[sl.COVERAGE[k]][row, col]) for k, (row, col) in enumerate([(12, 2), (2, 7), (6, 12)])] == [1.0] * 3
     assert all((z[sl.COVERAGE[k]] > -1).sum() == 16 for k in range(3))  # one 4x4-patch box each
@@ -284,10 +315,16 @@ def test_semantic_encoder_reads_without_spread():
     pytest.importorskip("diffusers")
     import torch
     from diffusers import AutoencoderKL
+
     from training import semantic_latents as sl
 
-    vae = AutoencoderKL(block_out_channels=(8,), norm_num_groups=1, latent_channels=sl.CHANNELS,
-                        down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",))
+    vae = AutoencoderKL(
+        block_out_channels=(8,),
+        norm_num_groups=1,
+        latent_channels=sl.CHANNELS,
+        down_block_types=("DownEncoderBlock2D",),
+        up_block_types=("UpDecoderBlock2D",),
+    )
     sl.make_encoder_certain(vae)
     dist = vae.encode(torch.rand(2, 3, 16, 16) * 2 - 1).latent_dist
     assert float(dist.std.max()) < 0.01

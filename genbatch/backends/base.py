@@ -10,9 +10,10 @@ the same one a third-party package uses.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -29,7 +30,7 @@ ENTRY_POINT_GROUP = "genbatch.backends"
 class GeneratedImage:
     """One job's result: pixels (H x W x 3 uint8) or the reason there are none."""
 
-    job: "Job"
+    job: Job
     pixels: np.ndarray | None
     error: str | None = None
 
@@ -49,8 +50,13 @@ class BackendOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"device": self.device, "dtype": self.dtype, "scheduler": self.scheduler,
-                "providers": list(self.providers) if self.providers else None, **self.extra}
+        return {
+            "device": self.device,
+            "dtype": self.dtype,
+            "scheduler": self.scheduler,
+            "providers": list(self.providers) if self.providers else None,
+            **self.extra,
+        }
 
 
 class LoadedModel(Protocol):
@@ -63,7 +69,7 @@ class LoadedModel(Protocol):
     def describe(self) -> dict[str, Any]:
         """Facts for the ledger and run.json (e.g. execution providers)."""
 
-    def generate(self, jobs: Sequence["Job"]) -> list[GeneratedImage]:
+    def generate(self, jobs: Sequence[Job]) -> list[GeneratedImage]:
         """Images for jobs that share a batch group, in the same order. An exception fails the
         whole batch; the engine then retries its jobs one at a time."""
 
@@ -76,7 +82,7 @@ class Backend(Protocol):
     def resolve(self, device: str, dtype: str) -> tuple[str, str]:
         """``auto`` -> a concrete device and dtype (``fp32``, ``fp16``, ``bf16``)."""
 
-    def load(self, model: "ModelRef", options: BackendOptions) -> LoadedModel: ...
+    def load(self, model: ModelRef, options: BackendOptions) -> LoadedModel: ...
 
 
 # Backends registered in this process (a script or a test); installed ones come from entry points.
@@ -92,8 +98,10 @@ def register_backend(name: str, target: str) -> None:
 def _registered() -> dict[str, str]:
     found = {entry.name: entry.value for entry in entry_points(group=ENTRY_POINT_GROUP)}
     if not found:
-        raise GenbatchError("genbatch's backends are not registered: install the package "
-                            "(pip install -e . in a checkout) rather than running it from a bare source tree")
+        raise GenbatchError(
+            "genbatch's backends are not registered: install the package "
+            "(pip install -e . in a checkout) rather than running it from a bare source tree"
+        )
     found.update(_REGISTERED)
     return found
 

@@ -49,8 +49,10 @@ def choose_providers(device: str, requested: list[str] | None = None) -> list[st
         expanded = [p if p.endswith("ExecutionProvider") else p + "ExecutionProvider" for p in requested]
         missing = [p for p in expanded if p not in available]
         if missing:
-            raise GenbatchError(f"--providers: {', '.join(missing)} not available in this onnxruntime; "
-                                f"available: {', '.join(available)}")
+            raise GenbatchError(
+                f"--providers: {', '.join(missing)} not available in this onnxruntime; "
+                f"available: {', '.join(available)}"
+            )
         return expanded
     if device == "cpu":
         return ["CPUExecutionProvider"]
@@ -72,50 +74,73 @@ class OnnxBackend:
         elif device.startswith("cuda"):
             index = device.partition(":")[2]
             if not has_cuda:
-                raise GenbatchError(f"--device {device}: this onnxruntime has no CUDA execution provider "
-                                    f"(providers: {', '.join(available)}); install 'genbatch[gpu]' or use --device cpu")
+                raise GenbatchError(
+                    f"--device {device}: this onnxruntime has no CUDA execution provider "
+                    f"(providers: {', '.join(available)}); install 'genbatch[gpu]' or use --device cpu"
+                )
             if index and not index.isdigit():
                 raise GenbatchError(f"--device {device!r}: expected cuda or cuda:N")
         elif device != "cpu":
             raise GenbatchError(f"--device {device!r}: the onnx backend runs on auto, cpu, cuda or cuda:N")
         dtype = (dtype or "auto").lower()
         if dtype != "auto" and dtype not in DTYPES:
-            raise GenbatchError(f"--dtype {dtype!r}: ONNX exports are fp32 or fp16 (chosen at export: "
-                                "genbatch export --to onnx --fp16)")
+            raise GenbatchError(
+                f"--dtype {dtype!r}: ONNX exports are fp32 or fp16 (chosen at export: genbatch export --to onnx --fp16)"
+            )
         return device, dtype
 
     def load(self, model: ModelRef, options: BackendOptions) -> OnnxGenerator:
         if model.checkpoint is not None or model.vae is not None:
-            raise ModelError(f"{model.name}: a single-file checkpoint or --vae runs on --backend torch; "
-                             "for onnx, export a diffusers folder (genbatch export --to onnx)")
-        return OnnxGenerator(model.path, name=model.name, device=options.device, dtype=options.dtype,
-                             scheduler=options.scheduler,
-                             providers=list(options.providers) if options.providers else None)
+            raise ModelError(
+                f"{model.name}: a single-file checkpoint or --vae runs on --backend torch; "
+                "for onnx, export a diffusers folder (genbatch export --to onnx)"
+            )
+        return OnnxGenerator(
+            model.path,
+            name=model.name,
+            device=options.device,
+            dtype=options.dtype,
+            scheduler=options.scheduler,
+            providers=list(options.providers) if options.providers else None,
+        )
 
 
 def _numpy_type(onnx_type: str) -> Any:
     return {"tensor(float16)": np.float16, "tensor(int32)": np.int32, "tensor(int64)": np.int64}.get(
-        onnx_type, np.float32)
+        onnx_type, np.float32
+    )
 
 
 class OnnxGenerator:
     backend = "onnx"
 
-    def __init__(self, path: Path, *, name: str | None = None, device: str = "cpu", dtype: str = "auto",
-                 scheduler: str | None = None, providers: list[str] | None = None):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        name: str | None = None,
+        device: str = "cpu",
+        dtype: str = "auto",
+        scheduler: str | None = None,
+        providers: list[str] | None = None,
+    ):
         from .torch_backend import check_own_timesteps, quiet_hf_libraries, swap_scheduler
 
         ort = onnxruntime()
         path = Path(path)
         name = name or path.name
         if not is_onnx_export(path):
-            raise ModelError(f"{name} ({path}) is not an ONNX export (no unet/model.onnx); export it first: "
-                             f"genbatch export --to onnx --model {name}")
+            raise ModelError(
+                f"{name} ({path}) is not an ONNX export (no unet/model.onnx); export it first: "
+                f"genbatch export --to onnx --model {name}"
+            )
         info = read_json(path / EXPORT_INFO)
         exported = "fp16" if info.get("fp16") else "fp32"
         if dtype not in ("auto", exported):
-            raise ModelError(f"{name} is an {exported} export; --dtype {dtype} needs another export "
-                             f"(genbatch export --to onnx{' --fp16' if dtype == 'fp16' else ''}), or leave --dtype auto")
+            raise ModelError(
+                f"{name} is an {exported} export; --dtype {dtype} needs another export "
+                f"(genbatch export --to onnx{' --fp16' if dtype == 'fp16' else ''}), or leave --dtype auto"
+            )
         # SDXL: a second text encoder, pooled embeddings and size conditioning (time ids)
         self.xl = (path / "text_encoder_2" / "model.onnx").exists()
         self.force_zeros = bool(read_json(path / "model_index.json").get("force_zeros_for_empty_prompt", True))
@@ -132,8 +157,9 @@ class OnnxGenerator:
         provider_args = [(p, self._provider_options(p)) for p in wanted]
         try:
             self.sessions = {
-                part: ort.InferenceSession(str(path / part / "model.onnx"), sess_options=options,
-                                           providers=provider_args)
+                part: ort.InferenceSession(
+                    str(path / part / "model.onnx"), sess_options=options, providers=provider_args
+                )
                 for part in ("text_encoder", "unet", "vae_decoder") + (("text_encoder_2",) if self.xl else ())
             }
         except Exception as err:
@@ -170,33 +196,60 @@ class OnnxGenerator:
         if provider == "TensorrtExecutionProvider":
             cache = genbatch_home() / "tensorrt-cache"
             cache.mkdir(parents=True, exist_ok=True)
-            return {"device_id": self.device_id, "trt_engine_cache_enable": True,
-                    "trt_engine_cache_path": str(cache), "trt_fp16_enable": self.dtype == "fp16"}
+            return {
+                "device_id": self.device_id,
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(cache),
+                "trt_fp16_enable": self.dtype == "fp16",
+            }
         return {}
 
     def describe(self) -> dict[str, Any]:
         info = read_json(self.path / EXPORT_INFO)
-        return {"providers": list(self.providers), "pipeline": "genbatch ONNX Runtime loop",
-                "scheduler": type(self.scheduler).__name__, "export_dtype": self.dtype,
-                "io_binding": self.io_device is not None, "source_model": info.get("source_model")}
+        return {
+            "providers": list(self.providers),
+            "pipeline": "genbatch ONNX Runtime loop",
+            "scheduler": type(self.scheduler).__name__,
+            "export_dtype": self.dtype,
+            "io_binding": self.io_device is not None,
+            "source_model": info.get("source_model"),
+        }
 
     # --- generating -------------------------------------------------------------------------
 
     def generate(self, jobs: Sequence[Any]) -> list[GeneratedImage]:
         first = jobs[0]
         if getattr(first, "clip_skip", None):
-            raise ModelError("clip_skip: the onnx backend's text encoder gives only its last layer; "
-                             "use --backend torch for clip skip")
+            raise ModelError(
+                "clip_skip: the onnx backend's text encoder gives only its last layer; "
+                "use --backend torch for clip skip"
+            )
         self.scheduler = self.schedulers.get(first.scheduler, first.scheduler_options)
-        images = self.images([j.prompt for j in jobs], [j.negative_prompt for j in jobs], [j.seed for j in jobs],
-                             steps=first.steps, guidance_scale=first.guidance_scale, height=first.height,
-                             width=first.width, timesteps=first.timesteps)
+        images = self.images(
+            [j.prompt for j in jobs],
+            [j.negative_prompt for j in jobs],
+            [j.seed for j in jobs],
+            steps=first.steps,
+            guidance_scale=first.guidance_scale,
+            height=first.height,
+            width=first.width,
+            timesteps=first.timesteps,
+        )
         pixels, errors = to_uint8(images)
         return [GeneratedImage(job, image, error) for job, image, error in zip(jobs, pixels, errors)]
 
-    def images(self, prompts: list[str], negative_prompts: list[str], seeds: list[int], *, steps: int,
-               guidance_scale: float, height: int, width: int,
-               timesteps: Sequence[int] | None = None) -> np.ndarray:
+    def images(
+        self,
+        prompts: list[str],
+        negative_prompts: list[str],
+        seeds: list[int],
+        *,
+        steps: int,
+        guidance_scale: float,
+        height: int,
+        width: int,
+        timesteps: Sequence[int] | None = None,
+    ) -> np.ndarray:
         """Float images in [0, 1], N x H x W x 3, as ``StableDiffusionPipeline`` makes them
         (``timesteps``: the model's own list, which replaces the scheduler's spacing of ``steps``)."""
         import torch
@@ -214,8 +267,10 @@ class OnnxGenerator:
             scheduler.set_timesteps(timesteps=list(timesteps), device="cpu")
         else:
             scheduler.set_timesteps(steps, device="cpu")
-        latents = initial_latents(seeds, self.in_channels, height // self.vae_scale_factor,
-                                  width // self.vae_scale_factor) * scheduler.init_noise_sigma
+        latents = (
+            initial_latents(seeds, self.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
+            * scheduler.init_noise_sigma
+        )
         # 3. Per-image CPU generators for schedulers that draw noise at each step
         step_kwargs: dict[str, Any] = {}
         accepted = inspect.signature(scheduler.step).parameters
@@ -239,21 +294,38 @@ class OnnxGenerator:
         return decoded.transpose(0, 2, 3, 1)
 
     def _encode(self, prompts: list[str]) -> np.ndarray:
-        ids = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
-                             truncation=True, return_tensors="np").input_ids
+        ids = self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="np",
+        ).input_ids
         return self._run("text_encoder", {"input_ids": ids})[0]
 
-    def _encode_xl(self, prompts: list[str], negatives: list[str | None], guided: bool, height: int,
-                   width: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def _encode_xl(
+        self, prompts: list[str], negatives: list[str | None], guided: bool, height: int, width: int
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """As ``StableDiffusionXLPipeline.encode_prompt``: both encoders' penultimate hidden
         states side by side, the second's pooled projection, and the size conditioning
         (original size, crop 0,0, target size). No negative prompt with
         ``force_zeros_for_empty_prompt``: zeros instead of the encoded ``""``."""
+
         def encode(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-            hidden, pooled = [], None
-            for part, tokenizer in (("text_encoder", self.tokenizer), ("text_encoder_2", self.tokenizer_2)):
-                ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                                return_tensors="np").input_ids
+            hidden: list[np.ndarray] = []
+            pooled = np.zeros(0)
+            tokenizers: tuple[tuple[str, Any], ...] = (
+                ("text_encoder", self.tokenizer),
+                ("text_encoder_2", self.tokenizer_2),
+            )
+            for part, tokenizer in tokenizers:
+                ids = tokenizer(
+                    texts,
+                    padding="max_length",
+                    max_length=tokenizer.model_max_length,
+                    truncation=True,
+                    return_tensors="np",
+                ).input_ids
                 states, pooled = self._run(part, {"input_ids": ids})[:2]
                 hidden.append(states)
             return np.concatenate(hidden, axis=-1), pooled
@@ -301,8 +373,9 @@ class _UnetRunner:
         sample = sample.astype(self.types["sample"], copy=False)
         timestep = np.full((sample.shape[0],), t, dtype=self.types["timestep"])
         if self.bound is None:
-            out = self.session.run(None, {"sample": sample, "timestep": timestep,
-                                          "encoder_hidden_states": self.embeddings, **self.extra})[0]
+            out = self.session.run(
+                None, {"sample": sample, "timestep": timestep, "encoder_hidden_states": self.embeddings, **self.extra}
+            )[0]
         else:
             binding = self.session.io_binding()
             binding.bind_cpu_input("sample", sample)

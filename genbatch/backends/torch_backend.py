@@ -13,14 +13,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..a1111 import clip_skip_kwargs
+from ..checkpoints import load_pipeline
 from ..errors import GenbatchError, ModelError
 from ..families import call_kwargs, detect, negative_groups
 from ..lora import apply_set as apply_lora_set
 from ..models import ModelRef, keeps_own_scheduler
-from ..a1111 import clip_skip_kwargs
-from ..checkpoints import load_pipeline
-from ..samplers import SchedulerCache, build as build_scheduler
 from ..prompt_weighting import weighted_call
+from ..samplers import SchedulerCache
+from ..samplers import build as build_scheduler
 from .base import BackendOptions, GeneratedImage, to_uint8
 
 DTYPES = ("fp32", "fp16", "bf16")
@@ -52,8 +53,9 @@ def resolve_torch_device(device: str) -> str:
         return "cpu"
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise GenbatchError(f"--device {device}: CUDA is not available here (torch {torch.__version__}); "
-                                "use --device cpu or auto")
+            raise GenbatchError(
+                f"--device {device}: CUDA is not available here (torch {torch.__version__}); use --device cpu or auto"
+            )
         index = device.partition(":")[2]
         if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
             raise GenbatchError(f"--device {device}: there are {torch.cuda.device_count()} CUDA devices")
@@ -95,9 +97,15 @@ class TorchBackend:
     def load(self, model: ModelRef, options: BackendOptions) -> TorchGenerator:
         """``options.extra``: ``offload`` (none, model, sequential), ``vae_tiling``, ``vae_slicing``."""
         extra = options.extra
-        return TorchGenerator(model, device=options.device, dtype=options.dtype, scheduler=options.scheduler,
-                              offload=extra.get("offload"), vae_tiling=bool(extra.get("vae_tiling")),
-                              vae_slicing=bool(extra.get("vae_slicing")))
+        return TorchGenerator(
+            model,
+            device=options.device,
+            dtype=options.dtype,
+            scheduler=options.scheduler,
+            offload=extra.get("offload"),
+            vae_tiling=bool(extra.get("vae_tiling")),
+            vae_slicing=bool(extra.get("vae_slicing")),
+        )
 
 
 def scheduler_class(name: str, current: Any) -> Any:
@@ -108,12 +116,15 @@ def scheduler_class(name: str, current: Any) -> Any:
     cls = getattr(diffusers, name, None)
     if cls is None or not hasattr(cls, "from_config"):
         compatible = sorted(c.__name__ for c in getattr(current, "compatibles", []))
-        raise GenbatchError(f"--scheduler {name!r}: not a diffusers scheduler; this model accepts: "
-                            + ", ".join(compatible))
+        raise GenbatchError(
+            f"--scheduler {name!r}: not a diffusers scheduler; this model accepts: " + ", ".join(compatible)
+        )
     missing = [b for b in getattr(cls, "_backends", []) if b != "torch" and not _installed(b)]
     if missing:  # diffusers' placeholder for a scheduler whose package is not installed
-        raise GenbatchError(f"--scheduler {name} needs the Python package {missing[0]}, which is not installed: "
-                            f"pip install {missing[0]}")
+        raise GenbatchError(
+            f"--scheduler {name} needs the Python package {missing[0]}, which is not installed: "
+            f"pip install {missing[0]}"
+        )
     return cls
 
 
@@ -137,16 +148,27 @@ def check_own_timesteps(own: Any, name: str | None, defaults: dict[str, Any], pa
     if not defaults.get("timesteps") or not keeps_own_scheduler(name, type(own).__name__):
         return
     if "timesteps" not in inspect.signature(own.set_timesteps).parameters:
-        raise ModelError(f'{path / "genbatch.json"}: "timesteps" needs a scheduler that takes a list of timesteps, '
-                         f"and {type(own).__name__} does not (DPMSolverMultistepScheduler, EulerDiscreteScheduler "
-                         "and DDPMScheduler do); change the scheduler or remove \"timesteps\"")
+        raise ModelError(
+            f'{path / "genbatch.json"}: "timesteps" needs a scheduler that takes a list of timesteps, '
+            f"and {type(own).__name__} does not (DPMSolverMultistepScheduler, EulerDiscreteScheduler "
+            'and DDPMScheduler do); change the scheduler or remove "timesteps"'
+        )
 
 
 class TorchGenerator:
     backend = "torch"
 
-    def __init__(self, model: ModelRef, *, device: str, dtype: str, scheduler: str | None, offload: str | None = None,
-                 vae_tiling: bool = False, vae_slicing: bool = False):
+    def __init__(
+        self,
+        model: ModelRef,
+        *,
+        device: str,
+        dtype: str,
+        scheduler: str | None,
+        offload: str | None = None,
+        vae_tiling: bool = False,
+        vae_slicing: bool = False,
+    ):
         quiet_hf_libraries()
         import torch
 
@@ -179,8 +201,12 @@ class TorchGenerator:
     def describe(self) -> dict[str, Any]:
         import torch
 
-        facts: dict[str, Any] = {"pipeline": type(self.pipe).__name__, "family": self.family.name,
-                                 "scheduler": self.scheduler_name, **self.options}
+        facts: dict[str, Any] = {
+            "pipeline": type(self.pipe).__name__,
+            "family": self.family.name,
+            "scheduler": self.scheduler_name,
+            **self.options,
+        }
         if self.device.startswith("cuda"):
             facts["gpu"] = torch.cuda.get_device_name(torch.device(self.device))
         return facts
@@ -205,10 +231,13 @@ class TorchGenerator:
             self.pipe.scheduler.noise_sampler_seed = [j.seed for j in jobs]
         apply_lora_set(self.pipe, jobs[0].values.get("lora"))  # genbatch.lora: the batch's LoRA set, or none
         call = call_kwargs(self.family, self.pipe, jobs, generators)
-        texts = {name: call.pop(name) for name in ("prompt", "negative_prompt") if name in call}
+        texts: dict[str, Any] = {name: call.pop(name) for name in ("prompt", "negative_prompt") if name in call}
         with torch.inference_mode():
-            out = self.pipe(**weighted_call(self.pipe, jobs, texts), **call,  # genbatch.prompt_weighting
-                            **clip_skip_kwargs(self.pipe, first.clip_skip))
+            out = self.pipe(
+                **weighted_call(self.pipe, jobs, texts),
+                **call,  # genbatch.prompt_weighting
+                **clip_skip_kwargs(self.pipe, first.clip_skip),
+            )
         pixels, errors = to_uint8(out.images)
         flagged = getattr(out, "nsfw_content_detected", None) or [False] * len(jobs)
         results = []
