@@ -170,6 +170,25 @@ def iter_records(out: Path, warn: Callable[[str], None] | None = None) -> Iterat
         yield record
 
 
+# Up to this size the current records are read once into memory and shared by the reports
+# (faster); past it each report streams them again (flat memory).
+IN_MEMORY_BYTES = 64 << 20
+
+
+class CurrentRecords:
+    """The ledger's current records, for reading more than once: held in memory for a ledger
+    of up to :data:`IN_MEMORY_BYTES`, streamed again by each reader past that."""
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        path = ledger_path(out)
+        small = not path.exists() or path.stat().st_size <= IN_MEMORY_BYTES
+        self._held = list(iter_current_records(out)) if small else None
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self._held) if self._held is not None else iter_current_records(self.out)
+
+
 def iter_current_records(out: Path) -> Iterator[dict[str, Any]]:
     """:func:`current_records` of the ledger, streamed: the first pass keeps only each key's
     byte offset (not its record), the second reads the kept lines back in order, so memory

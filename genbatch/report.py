@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import platform
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from typing import Any
 from .echo import shown_bare
 from .fields import BY_NAME, report_columns, text_value
 from .folder import extra_fields
-from .ledger import iter_current_records
+from .ledger import CurrentRecords, iter_current_records
 from .safe_write import write_atomic
 
 TABLE_COLUMNS = [
@@ -91,16 +91,17 @@ def write_json(path: Path, data: Any, *, root: Path | None = None) -> None:
 EXTRA_PREFIX = "field."
 
 
-def write_tables(out: Path, *, chunk_rows: int = 20_000) -> list[Path]:
+def write_tables(out: Path, *, chunk_rows: int = 20_000, records: Iterable[dict[str, Any]] | None = None) -> list[Path]:
     """report.csv and report.parquet, one row per job key (the ledger's current records),
     streamed in chunks so memory stays flat however long the ledger. ``fields`` (the
     manifest's own columns, of any type) is kept as a JSON string so both formats stay loadable;
     besides, each manifest column that is not a generation field (DrawBench's ``Category``) is
     a column of its own, ``field.<name>``: whole numbers, numbers or text, as its values are."""
     csv_final, parquet_final = Path(out) / "report.csv", Path(out) / "report.parquet"
-    extras = _extra_columns(out)
-    write_atomic(csv_final, lambda temp: _write_csv(out, temp, chunk_rows, extras), root=out)
-    write_atomic(parquet_final, lambda temp: _write_parquet(out, temp, chunk_rows, extras), root=out)
+    current = records if records is not None else CurrentRecords(out)
+    extras = _extra_columns(current)
+    write_atomic(csv_final, lambda temp: _write_csv(current, temp, chunk_rows, extras), root=out)
+    write_atomic(parquet_final, lambda temp: _write_parquet(current, temp, chunk_rows, extras), root=out)
     return [csv_final, parquet_final]
 
 
@@ -111,12 +112,12 @@ METADATA_NAME = "metadata.jsonl"
 METADATA_COLUMNS = ["key", *report_columns(), "model", "model_fingerprint", "id"]
 
 
-def write_metadata(out: Path) -> Path:
+def write_metadata(out: Path, *, records: Iterable[dict[str, Any]] | None = None) -> Path:
     """OUT/metadata.jsonl, one line per image on disk (``file_name`` relative to OUT)."""
 
     def write(path: Path) -> None:
         with open(path, "w", encoding="utf-8") as handle:
-            for record in iter_current_records(out):
+            for record in records if records is not None else iter_current_records(out):
                 if record.get("status") != "done" or not isinstance(record.get("file"), str):
                     continue
                 line = {"file_name": record["file"], **{c: record.get(c) for c in METADATA_COLUMNS}}
@@ -127,11 +128,11 @@ def write_metadata(out: Path) -> Path:
     return write_atomic(Path(out) / METADATA_NAME, write, root=out)
 
 
-def _extra_columns(out: Path) -> dict[str, str]:
+def _extra_columns(records: Iterable[dict[str, Any]]) -> dict[str, str]:
     """The extra manifest columns of the ledger's current records, in first-seen order, each
     with the pandas dtype its values fit: Int64, Float64 or string."""
     kinds: dict[str, set[str]] = {}
-    for record in iter_current_records(out):
+    for record in records:
         for name, value in extra_fields(record).items():
             seen = kinds.setdefault(name, set())
             if value is None or value == "":
@@ -151,19 +152,19 @@ def _extra_columns(out: Path) -> dict[str, str]:
     }
 
 
-def _write_csv(out: Path, path: Path, chunk_rows: int, extras: dict[str, str]) -> None:
+def _write_csv(records: Iterable[dict[str, Any]], path: Path, chunk_rows: int, extras: dict[str, str]) -> None:
     with open(path, "w", encoding="utf-8", newline="") as handle:
-        for number, frame in enumerate(_frames(out, chunk_rows, extras)):
+        for number, frame in enumerate(_frames(records, chunk_rows, extras)):
             frame.to_csv(handle, index=False, header=number == 0)
 
 
-def _write_parquet(out: Path, path: Path, chunk_rows: int, extras: dict[str, str]) -> None:
+def _write_parquet(records: Iterable[dict[str, Any]], path: Path, chunk_rows: int, extras: dict[str, str]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     writer = None
     try:
-        for frame in _frames(out, chunk_rows, extras):
+        for frame in _frames(records, chunk_rows, extras):
             table = pa.Table.from_pandas(frame, preserve_index=False)
             if writer is None:
                 writer = pq.ParquetWriter(path, table.schema)
@@ -173,11 +174,11 @@ def _write_parquet(out: Path, path: Path, chunk_rows: int, extras: dict[str, str
             writer.close()
 
 
-def _frames(out: Path, chunk_rows: int, extras: dict[str, str]) -> Iterator[Any]:
+def _frames(records: Iterable[dict[str, Any]], chunk_rows: int, extras: dict[str, str]) -> Iterator[Any]:
     """The report rows as typed DataFrames of up to ``chunk_rows`` rows (at least one, maybe empty)."""
     rows: list[dict[str, Any]] = []
     yielded = False
-    for record in iter_current_records(out):
+    for record in records:
         rows.append(_table_row(record, extras))
         if len(rows) == chunk_rows:
             yield _typed_frame(rows, extras)

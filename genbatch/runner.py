@@ -26,7 +26,7 @@ from .echo import shown_bare
 from .engine import ENGINES, EngineWork
 from .errors import EXIT_FAILED_JOBS, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, GenbatchError, LockedError, ManifestError
 from .image_formats import image_format
-from .ledger import Ledger, done_records
+from .ledger import CurrentRecords, Ledger, done_records
 from .manifest import MAX_IMAGES_PER_ROW, Manifest, read_manifest
 from .plan import Defaults, Job, Plan, make_batches, make_plan
 from .progress import Progress
@@ -400,8 +400,9 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResul
         summary.error = {"message": str(sink.fatal), "type": type(sink.fatal).__name__}
     try:
         write_json(out / "run.json", summary.to_dict(), root=out)
-        write_tables(out)
-        write_metadata(out)
+        current = CurrentRecords(out)  # read once for the tables and metadata.jsonl
+        write_tables(out, records=current)
+        write_metadata(out, records=current)
         if options.html_report:
             _write_html(out, say)
     except OSError as err:

@@ -50,7 +50,9 @@ def job_record(job: Job, *, run_id: str, manifest: str, dtype: str, batch: Batch
         "k": job.k,
         "id": job.row.id,
         **job.params(),
-        "call": job.call,
+        # the diffusers pipeline call that gives the image again: the torch backend's alone
+        # (other backends, third-party ones included, never pay for importing diffusers here)
+        "call": job.call if job.backend == "torch" else {},
         "model": job.model.name,
         "model_path": str(job.model.path),
         "model_fingerprint": job.model.fingerprint,
