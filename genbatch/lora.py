@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .errors import GenbatchError
+from .models import hash_weights
 
 WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 SUFFIXES = (".safetensors", ".bin")
-_HASH_CHUNK = 1 << 20
 
 
 class LoraError(GenbatchError):
@@ -154,15 +154,7 @@ def _hub_snapshot(repo_id: str) -> Path:
 def file_fingerprint(path: Path) -> str:
     """A hash of a weights file: whole when small, else its size and first and last MiB."""
     digest = hashlib.sha256()
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        if size <= 2 * _HASH_CHUNK:
-            digest.update(handle.read())
-        else:
-            digest.update(str(size).encode())
-            digest.update(handle.read(_HASH_CHUNK))
-            handle.seek(-_HASH_CHUNK, os.SEEK_END)
-            digest.update(handle.read(_HASH_CHUNK))
+    hash_weights(digest, path)
     return digest.hexdigest()[:16]
 
 

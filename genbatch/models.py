@@ -190,16 +190,21 @@ def fingerprint(path: Path) -> str:
         if rel.startswith(".") or "/." in rel or rel in ("genbatch.json", EXPORT_INFO) or rel.endswith(".lock"):
             continue
         digest.update(rel.encode() + b"\0")
-        size = file.stat().st_size
-        with open(file, "rb") as handle:
-            if size <= 2 * _HASH_CHUNK:
-                digest.update(handle.read())
-            else:
-                digest.update(str(size).encode())
-                digest.update(handle.read(_HASH_CHUNK))
-                handle.seek(-_HASH_CHUNK, os.SEEK_END)
-                digest.update(handle.read(_HASH_CHUNK))
+        hash_weights(digest, file)
     return digest.hexdigest()[:16]
+
+
+def hash_weights(digest: Any, file: Path) -> None:
+    """Feed a file to ``digest``: whole when small, else its size and first and last MiB."""
+    size = file.stat().st_size
+    with open(file, "rb") as handle:
+        if size <= 2 * _HASH_CHUNK:
+            digest.update(handle.read())
+        else:
+            digest.update(str(size).encode())
+            digest.update(handle.read(_HASH_CHUNK))
+            handle.seek(-_HASH_CHUNK, os.SEEK_END)
+            digest.update(handle.read(_HASH_CHUNK))
 
 
 def is_onnx_export(path: Path) -> bool:
