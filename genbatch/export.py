@@ -312,6 +312,26 @@ def _wrappers(pipe: Any) -> dict[str, tuple[Any, tuple[Any, ...], list[str], lis
     sample = unet.sample_size if isinstance(unet.sample_size, int) else unet.sample_size[0]
     latent = (2, unet.in_channels, sample, sample)
     batch_hw = {0: "batch", 2: "height", 3: "width"}
+
+    def vae_parts() -> dict[str, Any]:
+        """The VAE's two parts, the same for every family (drawn after the UNet's inputs)."""
+        return {
+            "vae_decoder": (
+                VaeDecoder(pipe.vae),
+                (torch.randn(1, vae.latent_channels, sample, sample, generator=g),),
+                ["latent_sample"],
+                ["sample"],
+                {"latent_sample": batch_hw, "sample": batch_hw},
+            ),
+            "vae_encoder": (
+                VaeEncoder(pipe.vae),
+                (torch.randn(1, vae.in_channels, sample * factor, sample * factor, generator=g),),
+                ["sample"],
+                ["latent_sample"],
+                {"sample": batch_hw, "latent_sample": batch_hw},
+            ),
+        }
+
     if is_xl(pipe):
         context = text.hidden_size + pipe.text_encoder_2.config.hidden_size
         pooled = pipe.text_encoder_2.config.projection_dim
@@ -356,20 +376,7 @@ def _wrappers(pipe: Any) -> dict[str, tuple[Any, tuple[Any, ...], list[str], lis
                     "out_sample": batch_hw,
                 },
             ),
-            "vae_decoder": (
-                VaeDecoder(pipe.vae),
-                (torch.randn(1, vae.latent_channels, sample, sample, generator=g),),
-                ["latent_sample"],
-                ["sample"],
-                {"latent_sample": batch_hw, "sample": batch_hw},
-            ),
-            "vae_encoder": (
-                VaeEncoder(pipe.vae),
-                (torch.randn(1, vae.in_channels, sample * factor, sample * factor, generator=g),),
-                ["sample"],
-                ["latent_sample"],
-                {"sample": batch_hw, "latent_sample": batch_hw},
-            ),
+            **vae_parts(),
         }
     return {
         "text_encoder": (
@@ -399,20 +406,7 @@ def _wrappers(pipe: Any) -> dict[str, tuple[Any, tuple[Any, ...], list[str], lis
                 "out_sample": batch_hw,
             },
         ),
-        "vae_decoder": (
-            VaeDecoder(pipe.vae),
-            (torch.randn(1, vae.latent_channels, sample, sample, generator=g),),
-            ["latent_sample"],
-            ["sample"],
-            {"latent_sample": batch_hw, "sample": batch_hw},
-        ),
-        "vae_encoder": (
-            VaeEncoder(pipe.vae),
-            (torch.randn(1, vae.in_channels, sample * factor, sample * factor, generator=g),),
-            ["sample"],
-            ["latent_sample"],
-            {"sample": batch_hw, "latent_sample": batch_hw},
-        ),
+        **vae_parts(),
     }
 
 
