@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -294,7 +294,7 @@ def check_negative_prompt(family: Family, negative_prompt: str | None) -> str | 
     return None
 
 
-def plan_problems(jobs: Sequence[Any], manifest: str, columns: dict[str, str] | None = None) -> list[Problem]:
+def plan_problems(jobs: Iterable[Any], manifest: str, columns: dict[str, str] | None = None) -> list[Problem]:
     """Why jobs of a plan cannot run on the torch backend, found before any model loads, each
     located at its row (the first row of a model that cannot run names it)."""
     columns = columns or {}
@@ -329,7 +329,7 @@ def manifest_problems(manifest: Any, model: str | None = None) -> list[Problem]:
     torch, and the row values their families do not take."""
     from .manifest import Row
     from .models import resolve_model
-    from .plan import Defaults, Target, expand_jobs
+    from .plan import Defaults, Target, iter_jobs
 
     models: dict[str | None, Any] = {}
     problems: list[Problem] = []
@@ -342,13 +342,14 @@ def manifest_problems(manifest: Any, model: str | None = None) -> list[Problem]:
             models[row.model] = None
             column = manifest.columns.get("model", "model") if row.model is not None else "--model"
             problems.append(Problem(manifest.path, row.line, column, str(err)))
-    # one job per row is enough to check it (a row may ask for thousands of images)
-    rows = [
-        Row(row.index, row.line, row.fields, **{**row.values, "num_images": 1})
+    # one job per row is enough to check it (a row may ask for thousands of images), made
+    # one at a time and without its key (a million-row manifest is checked in flat memory)
+    rows = (
+        Row.of(row.index, row.line, row.columns, row.cells, {**row.values, "num_images": 1})
         for row in manifest.rows
         if models[row.model] is not None
-    ]
-    jobs = expand_jobs(rows, models, Defaults(num_images=1), Target("torch", "fp32"))
+    )
+    jobs = iter_jobs(rows, models, Defaults(num_images=1), Target("torch", "fp32"), keys=False)
     return sorted(problems + plan_problems(jobs, manifest.path, manifest.columns), key=lambda p: p.line or 0)
 
 

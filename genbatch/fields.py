@@ -187,9 +187,15 @@ def key_values(values: dict[str, Any]) -> dict[str, Any]:
     """The part of a job's values that goes into its key; a field that is not set (None) is
     left out, so adding a field keeps every existing key. (Tuples are written as JSON lists; a
     field with ``to_key``, a LoRA set, as that gives it.)"""
-    return {
-        name: _as_json(name, values[name], BY_NAME[name].to_key) for name in KEY_FIELDS if values.get(name) is not None
-    }
+    key: dict[str, Any] = {}
+    for name, convert in _KEY_FORMS:
+        value = values.get(name)
+        if value is not None:
+            key[name] = convert(value) if convert is not None else list(value) if isinstance(value, tuple) else value
+    return key
+
+
+_KEY_FORMS = tuple((name, BY_NAME[name].to_key) for name in KEY_FIELDS)
 
 
 def record_values(values: dict[str, Any]) -> dict[str, Any]:

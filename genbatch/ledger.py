@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from .bulk import paused_gc
 from .echo import shown
 from .errors import GenbatchError
 from .safe_write import open_no_follow
@@ -110,9 +111,11 @@ def _type_name(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def _fits(value: Any, kind: str) -> bool:
+def _fits(value: Any, kind: str, surrogates: bool = True) -> bool:
+    """Whether ``value`` is of ``kind``; ``surrogates=False``: the line holds no ``\\ud``
+    escape, so no text in it can hold half a surrogate pair."""
     if kind == _TEXT:
-        return isinstance(value, str) and not _has_surrogate(value)
+        return isinstance(value, str) and not (surrogates and _has_surrogate(value))
     if kind in (_INT, _SEED):  # what a 64-bit column of report.csv/.parquet holds
         lo, hi = (0, 2**64) if kind == _SEED else (-(2**63), 2**63)
         return isinstance(value, int) and not isinstance(value, bool) and lo <= value < hi
@@ -121,7 +124,9 @@ def _fits(value: Any, kind: str) -> bool:
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         return number and (value != value or abs(value) < 2**63)
     if kind == _LIST:
-        return isinstance(value, list) and all(_fits(v, _INT) for v in value)
+        return isinstance(value, list) and all(
+            isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**63 for v in value
+        )
     return isinstance(value, dict)
 
 
@@ -133,22 +138,17 @@ def _has_surrogate(text: str) -> bool:
     return False
 
 
-def record_problem(record: Any) -> str | None:
-    """Why a parsed ledger line cannot be used as a record, or None if it can."""
+def record_problem(record: Any, surrogates: bool = True) -> str | None:
+    """Why a parsed ledger line cannot be used as a record, or None if it can
+    (``surrogates=False``: its line has no ``\\ud`` escape, see :func:`_fits`)."""
     if not isinstance(record, dict):
         return f"expected a JSON object, got {_type_name(record)}"
     if "key" not in record:
         return 'no "key"'
-    for name, kind in _FIELD_TYPES.items():
-        value = record.get(name)
-        if value is None and name != "key":
-            continue
-        if not _fits(value, kind):
-            if kind == _TEXT and isinstance(value, str):
-                return f'"{name}" holds half of a UTF-16 surrogate pair, not text'
-            numeric = type(value) in (int, float) and kind in (_INT, _SEED, _NUMBER)
-            what = "is out of range" if numeric else f"is {_type_name(value)}"
-            return f'"{name}" {what}, expected {kind}'
+    if surrogates or not _plainly_fits(record):
+        why = _field_problem(record, surrogates)
+        if why is not None:
+            return why
     if not record["key"]:
         return '"key" is empty'
     file = record.get("file")
@@ -156,6 +156,42 @@ def record_problem(record: Any) -> str | None:
         return 'a "done" record without a "file"'
     if file and (file.startswith(("/", "\\")) or ".." in file.replace("\\", "/").split("/") or ":" in file[:2]):
         return f'"file" {shown(file)} is not a path inside the output folder'
+    return None
+
+
+_PLAIN_CHECKS: dict[str, Callable[[Any], bool]] = {
+    _TEXT: lambda v: type(v) is str,
+    _INT: lambda v: type(v) is int and -(2**63) <= v < 2**63,
+    _SEED: lambda v: type(v) is int and 0 <= v < 2**64,
+    _NUMBER: lambda v: (type(v) is float and (v != v or abs(v) < 2**63)) or (type(v) is int and abs(v) < 2**63),
+    _LIST: lambda v: type(v) is list and all(type(x) is int and -(2**63) <= x < 2**63 for x in v),
+    _OBJECT: lambda v: type(v) is dict,
+}
+_FIELD_CHECKS = {name: _PLAIN_CHECKS[kind] for name, kind in _FIELD_TYPES.items()}
+
+
+def _plainly_fits(record: dict[str, Any]) -> bool:
+    """A quick yes for a record whose fields are all plainly of their types (as genbatch
+    writes them); a no sends it through :func:`_field_problem`, which says why."""
+    for name, value in record.items():
+        check = _FIELD_CHECKS.get(name)
+        if check is not None and value is not None and not check(value):
+            return False
+    return record["key"] is not None
+
+
+def _field_problem(record: dict[str, Any], surrogates: bool) -> str | None:
+    """The first field, in :data:`_FIELD_TYPES` order, that is not of its type."""
+    for name, kind in _FIELD_TYPES.items():
+        value = record.get(name)
+        if value is None and name != "key":
+            continue
+        if not _fits(value, kind, surrogates):
+            if kind == _TEXT and isinstance(value, str):
+                return f'"{name}" holds half of a UTF-16 surrogate pair, not text'
+            numeric = type(value) in (int, float) and kind in (_INT, _SEED, _NUMBER)
+            what = "is out of range" if numeric else f"is {_type_name(value)}"
+            return f'"{name}" {what}, expected {kind}'
     return None
 
 
@@ -234,7 +270,7 @@ def _records_with_offsets(
             except (ValueError, RecursionError) as err:
                 why = f"not JSON ({err.msg})" if isinstance(err, json.JSONDecodeError) else "not usable JSON"
             else:
-                why = record_problem(record)
+                why = record_problem(record, b"\\ud" in raw or b"\\uD" in raw)
                 if why is None:
                     yield start, record
                     continue
@@ -285,6 +321,33 @@ def done_records(out: Path) -> dict[str, dict[str, Any]]:
             continue
         if record.get("bytes") in (None, size):
             done[record["key"]] = record
+    return done
+
+
+def done_index(out: Path) -> dict[str, dict[str, Any]]:
+    """:func:`done_records` in one streaming pass that keeps, per job, only what a resume
+    needs (``key``, ``file``, ``bytes``, ``sha256``), never whole records: the resume scan of
+    a large folder holds a few hundred bytes per image."""
+    out = Path(out)
+    latest: dict[object, tuple[Any, Any, Any, Any]] = {}
+    owner: dict[str, object] = {}
+    with paused_gc():
+        for _, record in _records_with_offsets(ledger_path(out)):
+            key, status, file = _identity(record), record.get("status"), record.get("file")
+            latest[key] = (status, file, record.get("bytes"), record.get("sha256"))
+            if status == "done" and file:
+                owner[file] = key
+    done: dict[str, dict[str, Any]] = {}
+    folder = str(out)
+    for key, (status, file, size, sha256) in latest.items():
+        if status != "done" or not file or owner[file] != key:
+            continue
+        try:
+            found = os.stat(os.path.join(folder, file)).st_size
+        except OSError:
+            continue
+        if size in (None, found):
+            done[str(key)] = {"key": key, "file": file, "bytes": size, "sha256": sha256}
     return done
 
 

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import re
-import string
-import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import families
-from . import image_formats as formats
-from .echo import shown, shown_bare
+from .bulk import paused_gc
+from .echo import shown_bare
 from .errors import GenbatchError, ManifestError, ModelError
 from .fields import (
     BY_NAME,
@@ -31,20 +30,16 @@ from .fields import (
     Values,
     key_values,
     record_values,
-    template_values,
 )
 from .manifest import Manifest, Row
 from .models import ModelRef, keeps_own_scheduler, resolve_model
+from .names import DEFAULT_NAME_TEMPLATE as DEFAULT_NAME_TEMPLATE
+from .names import assign_file_names
+from .names import slugify as slugify
 from .samplers import resolve as resolve_scheduler
 
 if TYPE_CHECKING:
     from .runner import RunOptions
-
-DEFAULT_NAME_TEMPLATE = "{index:06d}-{slug}-{seed}.{ext}"
-# {bucket} in a name template: index // 1000, so "{bucket:04d}/{index:07d}.png" keeps every
-# folder of a million-image run to 1,000 files.
-BUCKET_SIZE = 1000
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
 
 
 @dataclass(frozen=True)
@@ -75,6 +70,9 @@ class Target:
     scheduler: str | None = None  # overrides the model's own scheduler when set
 
 
+_GROUP_VALUES = operator.itemgetter(*GROUP_FIELDS)
+
+
 @dataclass(eq=False, slots=True)
 class Job(Values):
     """One image to make: its row, its model and every generation field resolved (``values``,
@@ -94,11 +92,12 @@ class Job(Values):
     def group(self) -> tuple[Any, ...]:
         """Jobs with the same group can share a batch (one pipeline call cannot mix jobs with and
         without a negative prompt)."""
+        values = self.values
         return (
             self.model.fingerprint,
             str(self.model.path),
-            *(self.values[name] for name in GROUP_FIELDS),
-            self.values["negative_prompt"] is None,
+            *_GROUP_VALUES(values),
+            values["negative_prompt"] is None,
         )
 
     @property
@@ -127,15 +126,78 @@ def derive_seed(base_seed: int, identity: str) -> int:
     return int.from_bytes(digest[:8], "big") >> 1
 
 
+# json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":")), made once
+_KEY_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
 def job_key(fields: dict[str, Any]) -> str:
-    blob = json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+    return hashlib.sha256(_KEY_JSON.encode(fields).encode()).hexdigest()[:20]
 
 
-def slugify(text: str, limit: int = 40) -> str:
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
-    return slug[:limit].rstrip("-") or "image"
+# The fields a row, a run option or the model sets (the rest are derived), with how to coerce
+# a model default read from JSON, and the value that means "not set" (genbatch.fields.Field.off).
+_RESOLVED: dict[str, tuple[Any, Any]] = {
+    name: ({"int": int, "float": float}.get(BY_NAME[name].kind), BY_NAME[name].off)
+    for name in JOB_FIELDS
+    if name in ROW_FIELDS
+}
+
+
+def _settle(name: str, value: Any) -> Any:
+    """A field's value as a job holds it: "not set" (a row's "none") as None, a model
+    default read from JSON coerced."""
+    kind, off = _RESOLVED[name]
+    if off is not None and value == off:
+        return None
+    return value if value is None or kind is None else kind(value)
+
+
+@dataclass
+class _ModelSettings:
+    """What every job of one model starts from: the run options, else the model's defaults."""
+
+    model: ModelRef
+    values: dict[str, Any]
+    negative: str | None  # a job's negative prompt where none is given (families.job_negative)
+    schedulers: dict[Any, tuple[str, Any, bool]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, model: ModelRef, defaults: Defaults) -> _ModelSettings:
+        values = dict.fromkeys(JOB_FIELDS)
+        for name in _RESOLVED:
+            value = defaults.get(name)
+            values[name] = _settle(name, model.defaults.get(name) if value is None else value)
+        values["family"] = model.family
+        return cls(model, values, families.job_negative(model.path, None))
+
+    def scheduler(self, requested: str | None) -> tuple[str, Any, bool]:
+        """A row's sampler, else --scheduler, else the model's own: (class, options, whether
+        the model's own timesteps go with it)."""
+        if requested not in self.schedulers:
+            name, options = resolve_scheduler(requested, self.model.scheduler)
+            own = keeps_own_scheduler(requested and name, self.model.scheduler) and not options
+            self.schedulers[requested] = (name, options, own)
+        return self.schedulers[requested]
+
+
+def _row_seed(row: Row, base_seed: int, occurrences: dict[str, int], row_seeds: dict[int, int]) -> int:
+    """The seed of a row's first image: its own, else one derived from its id, else from its
+    prompt and how often that prompt came before (copies made by --vary share it)."""
+    own = row.values
+    seed = own.get("seed")
+    if seed is not None:
+        return int(seed)
+    if row.index in row_seeds:
+        return row_seeds[row.index]
+    if own.get("id") is not None:
+        identity = f"id\x00{own['id']}"
+    else:
+        prompt = own.get("prompt")
+        nth = occurrences.get(prompt, 0)  # type: ignore[arg-type]
+        occurrences[prompt] = nth + 1  # type: ignore[index]
+        identity = f"prompt\x00{prompt}\x00{nth}"
+    row_seeds[row.index] = seed = derive_seed(base_seed, identity)
+    return seed
 
 
 def expand_jobs(
@@ -148,62 +210,56 @@ def expand_jobs(
     """Rows x num_images -> jobs, with every field resolved: the row's value, else the run
     option's, else the model's. ``loras``: each LoRA set as parsed -> its files (genbatch.lora).
     Rows with the same ``index`` (one manifest row varied by ``--vary``) share its seed."""
-    jobs: list[Job] = []
+    with paused_gc():
+        return list(iter_jobs(rows, models, defaults, target, loras))
+
+
+def iter_jobs(
+    rows: Iterable[Row],
+    models: dict[str | None, ModelRef],
+    defaults: Defaults,
+    target: Target,
+    loras: dict[Any, Any] | None = None,
+    *,
+    keys: bool = True,
+) -> Iterator[Job]:
+    """:func:`expand_jobs` one job at a time (``keys=False``: with no key, for checks that
+    need none), so that checking a million rows never holds a million jobs."""
     occurrences: dict[str, int] = {}
-    family_of: dict[Any, str] = {}
     row_seeds: dict[int, int] = {}
+    settings: dict[str | None, _ModelSettings] = {}
+    index = 0
     for row in rows:
-        model = models[row.model]
-        if row.seed is not None:
-            base = row.seed
-        elif row.index in row_seeds:
-            base = row_seeds[row.index]
-        else:
-            if row.id is not None:
-                identity = f"id\x00{row.id}"
-            else:
-                nth = occurrences.get(row.prompt, 0)
-                occurrences[row.prompt] = nth + 1
-                identity = f"prompt\x00{row.prompt}\x00{nth}"
-            base = derive_seed(defaults.seed, identity)
-            row_seeds[row.index] = base
-        values = dict.fromkeys(JOB_FIELDS)
-        for name, kind, off in _RESOLVED:
-            value = row.values.get(name)
-            if value is None:
-                value = defaults.get(name)
-                if value is None:
-                    value = model.defaults.get(name)
-            if off is not None and value == off:  # a row's "none" beats the run option, then is unset
-                value = None
-            values[name] = value if value is None or kind is None else kind(value)
-        if values.get("lora"):
+        own = row.values
+        found = settings.get(row.model)
+        if found is None:
+            found = settings[row.model] = _ModelSettings.of(models[row.model], defaults)
+        model = found.model
+        base = _row_seed(row, defaults.seed, occurrences, row_seeds)
+        values = dict(found.values)
+        for name, value in own.items():
+            if value is not None and name in _RESOLVED:
+                values[name] = _settle(name, value)
+        if values["lora"]:
             values["lora"] = (loras or {})[values["lora"]]
-        # A row's sampler, else --scheduler, else the model's own: a class and its options.
-        requested = row.scheduler or target.scheduler
-        values["scheduler"], values["scheduler_options"] = resolve_scheduler(requested, model.scheduler)
-        values["family"] = family_of.get(model.path) or family_of.setdefault(model.path, model.family)
-        values["negative_prompt"] = families.job_negative(model.path, values["negative_prompt"])
+        values["scheduler"], values["scheduler_options"], own_steps = found.scheduler(
+            own.get("scheduler") or target.scheduler
+        )
+        if values["negative_prompt"] is None:
+            values["negative_prompt"] = found.negative
         # A model's own timesteps go with its own scheduler; --scheduler picks another's spacing too.
-        if keeps_own_scheduler(requested and values["scheduler"], model.scheduler) and not values["scheduler_options"]:
+        if own_steps:
             values["timesteps"] = model.defaults.get("timesteps", {}).get(values["steps"])
-        count = row.num_images if row.num_images is not None else defaults.num_images
+        count = own.get("num_images")
+        count = defaults.num_images if count is None else count
+        key: dict[str, Any] = {"model": model.fingerprint, "dtype": target.dtype, "backend": target.backend}
+        key.update(key_values(values) if keys else {})
         for k in range(count):
-            job_values = dict(values, seed=(base + k) % (MAX_SEED + 1))
-            key = job_key(
-                {"model": model.fingerprint, "dtype": target.dtype, "backend": target.backend, **key_values(job_values)}
-            )
-            jobs.append(Job(len(jobs), key, row, k, model, target.backend, target.dtype, job_values))
-    return jobs
-
-
-# The fields a row, a run option or the model sets (the rest are derived), with how to coerce
-# a model default read from JSON, and the value that means "not set" (genbatch.fields.Field.off).
-_RESOLVED: tuple[tuple[str, Any, Any], ...] = tuple(
-    (name, {"int": int, "float": float}.get(BY_NAME[name].kind), BY_NAME[name].off)
-    for name in JOB_FIELDS
-    if name in ROW_FIELDS
-)
+            seed = (base + k) % (MAX_SEED + 1)
+            job_values = dict(values, seed=seed) if count > 1 else values
+            job_values["seed"] = key["seed"] = seed
+            yield Job(index, job_key(key) if keys else "", row, k, model, target.backend, target.dtype, job_values)
+            index += 1
 
 
 def resolve_models(
@@ -282,159 +338,6 @@ def make_plan(manifest: Manifest, options: RunOptions) -> Plan:
     return Plan(selected, list(used.values()), device, dtype)
 
 
-# --- file names ----------------------------------------------------------------------------
-
-
-# Limits on what a name template may do with manifest values: each value is cut to
-# VALUE_BYTES of UTF-8, a width or precision in a format spec (``{seed:>8}``) may not pass
-# MAX_FORMAT_WIDTH (a file name cannot be longer anyway), and each folder or file name of
-# the result must fit NAME_BYTES, the limit of ext4, APFS, NTFS and most others.
-VALUE_BYTES = 120
-MAX_FORMAT_WIDTH = 255
-NAME_BYTES = 255
-# Names Windows reserves whatever the extension (``NUL.txt`` is the null device there).
-_RESERVED = re.compile(r"^(?:CON|PRN|AUX|NUL|COM[0-9¹²³]|LPT[0-9¹²³])(?:\..*)?$", re.IGNORECASE)
-
-
-class _SafeFormatter(string.Formatter):
-    """Formats a name template, neutralising every substituted value.
-
-    Values come from users' manifests: a ``/``, ``..`` or control character in an id must
-    never steer a file outside the output folder, so each value is cleaned after formatting;
-    only the template's own literal text may contain ``/`` (sub-folders). Fields are plain
-    names (no ``{prompt.__class__}`` or ``{x[0]}``) and format widths are bounded, so a
-    template cannot reach into Python objects or allocate gigabytes.
-    """
-
-    def get_field(self, field_name: str, args: Any, kwargs: Any) -> tuple[Any, str]:
-        if not field_name or field_name.isdigit():
-            raise GenbatchError("fields are named, e.g. {seed}; {} and {0} have no value here")
-        if "." in field_name or "[" in field_name:
-            raise GenbatchError(
-                f"{{{shown_bare(field_name, 60)}}}: attribute and index access are not allowed in a name "
-                "template; use a plain field name such as {id} or {seed}"
-            )
-        return self.get_value(field_name, args, kwargs), field_name
-
-    def format_field(self, value: Any, format_spec: str) -> str:
-        for digits in re.findall(r"\d+", format_spec):
-            if len(digits) > 3 or int(digits) > MAX_FORMAT_WIDTH:
-                raise GenbatchError(
-                    f"format spec {shown(format_spec, 40)}: widths and precisions above {MAX_FORMAT_WIDTH} "
-                    "are not allowed in a file name"
-                )
-        text = super().format_field(value, format_spec)[: 4 * VALUE_BYTES]
-        text = "".join("_" if _UNSAFE.match(c) or unicodedata.category(c)[0] == "C" else c for c in text).strip()
-        text = re.sub(r"\.{2,}", "_", text).lstrip(".")
-        return text.encode("utf-8")[:VALUE_BYTES].decode("utf-8", "ignore")
-
-
-def name_fields(job: Job, ext: str) -> dict[str, Any]:
-    """The values a name template can use: plain text and numbers only (a nested JSON or
-    Parquet value is given as its JSON text)."""
-    fields: dict[str, Any] = {}
-    for column, value in job.row.fields.items():
-        if value is None:
-            value = ""
-        elif isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            value = json.dumps(value, ensure_ascii=False, default=str)
-        fields[str(column)] = value
-    fields.update(template_values(job.values))
-    fields.update(
-        {
-            "index": job.index,
-            "row": job.row.index,
-            "line": job.row.line,
-            "k": job.k,
-            "bucket": job.index // BUCKET_SIZE,
-            "id": job.row.id or "",
-            "slug": slugify(job.prompt),
-            "model": job.model.name.replace("/", "--"),
-            "key": job.key,
-            "ext": ext,
-        }
-    )
-    return fields
-
-
-def _check_parts(path: PurePosixPath, template: str) -> PurePosixPath:
-    """Refuse names genbatch itself uses or that file systems cannot hold; neutralise the
-    names Windows reserves (``CON.png`` -> ``_CON.png``)."""
-    from .contact_sheet import _SHEET_RE
-    from .safe_write import TEMP_MARKER
-
-    parts = []
-    for part in path.parts:
-        if part.startswith("."):
-            raise GenbatchError(
-                f"--name-template {shown(template)} gives {shown(path.as_posix())}: a name that begins with '.' "
-                f"is hidden and may be taken for genbatch's own files (.genbatch-thumbs, .NAME{TEMP_MARKER}XXXX "
-                "temp files that a rerun deletes); start the name with a letter or digit"
-            )
-        if _RESERVED.match(part):
-            part = "_" + part
-        size = len(part.encode("utf-8", "surrogatepass"))
-        if size > NAME_BYTES:
-            raise GenbatchError(
-                f"--name-template {shown(template)} gives a name of {size} bytes, {shown(part, 60)}; file systems "
-                f"allow {NAME_BYTES} bytes per file or folder name: use shorter fields ({{slug}}, {{index}}, {{seed}})"
-            )
-        parts.append(part)
-    if len(parts) == 1 and _SHEET_RE.match(parts[0]):
-        raise GenbatchError(
-            f"--name-template {shown(template)} gives {shown(parts[0])}, the name of a contact sheet that "
-            "`genbatch report --contact-sheet` writes over; use another name"
-        )
-    return PurePosixPath(*parts)
-
-
-def assign_file_names(jobs: list[Job], template: str, image_format: str) -> None:
-    """Give each job its output path (relative to --out); refuse unsafe templates and clashes."""
-    ext = formats.image_format(image_format).ext
-    if template.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", template):
-        raise GenbatchError(f"--name-template {shown(template)}: must be a relative path inside --out")
-    formatter = _SafeFormatter()
-    seen: dict[str, Job] = {}
-    clashes: list[str] = []
-    for job in jobs:
-        fields = name_fields(job, ext)
-        try:
-            name = formatter.vformat(template, (), fields)
-        except KeyError as err:
-            available = ", ".join(sorted(k for k in fields if k.isidentifier()))
-            raise GenbatchError(
-                f"--name-template: unknown field {shown(err.args[0] if err.args else '')}; "
-                f"available fields: {shown_bare(available, 2000)}"
-            ) from None
-        except GenbatchError as err:
-            raise GenbatchError(f"--name-template {shown(template)}: {err}") from None
-        except (ValueError, IndexError, TypeError) as err:
-            raise GenbatchError(
-                f"--name-template {shown(template)}: {shown_bare(str(err))} (line {job.row.line})"
-            ) from None
-        path = PurePosixPath(name.replace("\\", "/"))
-        if path.is_absolute() or any(part in ("", ".", "..") for part in path.parts) or not path.parts:
-            raise GenbatchError(f"--name-template {shown(template)} gives {shown(name)}, which is not inside --out")
-        named = formats.BY_EXTENSION.get(path.suffix.lower().lstrip("."))
-        if named is None:
-            path = path.with_name(f"{path.name}.{ext}")
-        elif named.ext != ext:  # "{file_name}" = 000123.jpg written as PNG -> 000123.png
-            path = path.with_suffix(f".{ext}")
-        job.file = _check_parts(path, template).as_posix()
-        folded = job.file.lower()
-        if folded in seen:
-            clashes.append(f"{shown(job.file)}: line {seen[folded].row.line} and line {job.row.line}")
-        else:
-            seen[folded] = job
-    if clashes:
-        more = f"\n  ... and {len(clashes) - 10} more" if len(clashes) > 10 else ""
-        shown_clashes = "\n  ".join(clashes[:10]) + more
-        raise GenbatchError(
-            f"--name-template {shown(template)} gives the same file name to different images:\n  {shown_clashes}\n"
-            "add {index}, {seed} or {k} to the template"
-        )
-
-
 # --- selecting and batching ----------------------------------------------------------------
 
 
@@ -457,6 +360,17 @@ def select(jobs: list[Job], shard: tuple[int, int] | None, limit: int | None) ->
     if limit is not None:
         jobs = jobs[:limit]
     return jobs
+
+
+def count_batches(jobs: Iterable[Job], batch_size: int) -> int:
+    """``len(make_batches(jobs, batch_size))``, without making them."""
+    if batch_size < 1:
+        raise GenbatchError("--batch-size must be at least 1")
+    sizes: dict[tuple[Any, ...], int] = {}
+    for job in jobs:
+        group = job.group
+        sizes[group] = sizes.get(group, 0) + 1
+    return sum(-(-size // batch_size) for size in sizes.values())
 
 
 def make_batches(jobs: list[Job], batch_size: int) -> list[list[Job]]:

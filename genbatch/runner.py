@@ -26,9 +26,9 @@ from .echo import shown_bare
 from .engine import ENGINES, EngineWork
 from .errors import EXIT_FAILED_JOBS, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, GenbatchError, LockedError, ManifestError
 from .image_formats import image_format
-from .ledger import CurrentRecords, Ledger, done_records
+from .ledger import CurrentRecords, Ledger, done_index
 from .manifest import MAX_IMAGES_PER_ROW, Manifest, read_manifest
-from .plan import Defaults, Job, Plan, make_batches, make_plan
+from .plan import Defaults, Job, Plan, count_batches, make_batches, make_plan
 from .progress import Progress
 from .report import METADATA_NAME, command_line, versions, write_json, write_metadata, write_tables
 from .safe_write import UnsafePathError, contained, remove_stale_temp_files, unwritable
@@ -202,7 +202,7 @@ def model_defaults(model: Any) -> dict[str, Any]:
 def _done(out: Path, options: RunOptions, mismatched: Callable[[str], None]) -> dict[str, dict[str, Any]]:
     """The done records of ``out``; with ``--verify`` only those whose image still has its
     recorded sha256 (the others are passed to ``mismatched``)."""
-    done = done_records(out)
+    done = done_index(out)
     if options.verify and not options.force:
         from .verify import still_done
 
@@ -221,7 +221,7 @@ def _summary(options: RunOptions, manifest: Manifest, plan: Plan, pending: list[
             planned=len(plan.jobs),
             already_done=len(plan.jobs) - len(pending),
             to_generate=len(pending),
-            batches=len(make_batches(pending, options.fixed_batch_size(plan.device) or 8)) if pending else 0,
+            batches=count_batches(pending, options.fixed_batch_size(plan.device) or 8) if pending else 0,
             skipped=len(manifest.skipped),
             not_run=len(pending),
         ),

@@ -107,7 +107,7 @@ def write_csv(rows, quoting: int, terminator: str) -> str:
 
 def looks_like_rows(prompt: str) -> bool:
     """A prompt with two lines that each read as a ``text,number`` row: the one legitimate
-    input the swallowed-row rule rejects (see manifest._swallowed_rows)."""
+    input the swallowed-row rule rejects (see csv_reader._swallowed_rows)."""
     return any(
         line.replace('"', "").count(",") == 1 for line in prompt.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     )
@@ -159,7 +159,8 @@ def test_stray_quotes_never_merge_rows_silently(tmp_path_factory, rows, position
 def test_the_fast_and_the_exact_csv_reader_agree(text):
     """Most files go through the standard library's reader; where it accepts a file, the
     exact reader (the one that locates problems) must read the same cells."""
-    from genbatch.manifest import _split_csv_exact, _split_csv_simple
+    from genbatch.csv_reader import split_csv_exact as _split_csv_exact
+    from genbatch.csv_reader import split_csv_simple as _split_csv_simple
 
     fast = _split_csv_simple(text, ",")
     if fast is not None:
