@@ -24,7 +24,7 @@ from .errors import GenbatchError
 from .fields import FIELDS, template_values
 
 if TYPE_CHECKING:
-    from .plan import Job
+    from .jobs import Job
 
 DEFAULT_NAME_TEMPLATE = "{index:06d}-{slug}-{seed}.{ext}"
 # {bucket} in a name template: index // 1000, so "{bucket:04d}/{index:07d}.png" keeps every

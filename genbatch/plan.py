@@ -1,113 +1,37 @@
-"""Turn manifest rows into jobs (one per image) and jobs into batches.
+"""The plan of a run: manifest rows into jobs (one per image, genbatch.expand), their models,
+file names (genbatch.names), the host's shard, and jobs into batches.
 
-A job's key is a hash of everything that determines its pixels, so "done" can be decided
-from the ledger alone and a changed parameter is a new job. Seeds, file names and shards
-depend only on a row's own content, never on its neighbours, so reruns, ``--limit``,
-``--shard`` and reordering other rows leave them unchanged.
+Seeds, keys, file names and shards depend only on a row's own content, never on its
+neighbours, so reruns, ``--limit``, ``--shard`` and reordering other rows leave them unchanged.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import operator
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import families
-from .bulk import paused_gc
 from .echo import shown_bare
 from .errors import GenbatchError, ManifestError, ModelError
-from .fields import (
-    BY_NAME,
-    GROUP_FIELDS,
-    JOB_FIELDS,
-    MAX_SEED,
-    ROW_FIELDS,
-    Values,
-    key_values,
-    record_values,
-)
-from .manifest import Manifest, Row
-from .models import ModelRef, keeps_own_scheduler, resolve_model
+from .expand import expand_jobs as expand_jobs
+from .expand import iter_jobs as iter_jobs
+from .jobs import Defaults as Defaults
+from .jobs import Job as Job
+from .jobs import Target as Target
+from .jobs import derive_seed as derive_seed
+from .jobs import job_key as job_key
+from .manifest import Manifest
+from .models import ModelRef, resolve_model
 from .names import DEFAULT_NAME_TEMPLATE as DEFAULT_NAME_TEMPLATE
 from .names import assign_file_names
 from .names import slugify as slugify
-from .samplers import resolve as resolve_scheduler
 
 if TYPE_CHECKING:
     from .runner import RunOptions
-
-
-@dataclass(frozen=True)
-class Defaults:
-    """What a row leaves out is taken from here (run options), then from the model."""
-
-    steps: int | None = None
-    guidance_scale: float | None = None
-    width: int | None = None
-    height: int | None = None
-    negative_prompt: str | None = None  # None: the model's own default (genbatch.families.job_negative)
-    num_images: int = 1
-    clip_skip: int | None = None
-    seed: int = 0  # the base seed that rows without a seed derive theirs from
-    lora: tuple[Any, ...] | None = None  # --lora: parsed specs (genbatch.lora.LoraSpec)
-    prompt_weighting: str | None = None  # --prompt-weighting
-
-    def get(self, name: str) -> Any:
-        return getattr(self, name, None)
-
-
-@dataclass(frozen=True)
-class Target:
-    """Run-wide settings that determine pixels: which backend runs, at which precision."""
-
-    backend: str
-    dtype: str
-    scheduler: str | None = None  # overrides the model's own scheduler when set
-
-
-_GROUP_VALUES = operator.itemgetter(*GROUP_FIELDS)
-
-
-@dataclass(eq=False, slots=True)
-class Job(Values):
-    """One image to make: its row, its model and every generation field resolved (``values``,
-    in :data:`genbatch.fields.JOB_FIELDS` order, readable as ``job.seed``, ``job.steps``...)."""
-
-    index: int
-    key: str
-    row: Row
-    k: int
-    model: ModelRef
-    backend: str
-    dtype: str
-    values: dict[str, Any]
-    file: str = ""
-
-    @property
-    def group(self) -> tuple[Any, ...]:
-        """Jobs with the same group can share a batch (one pipeline call cannot mix jobs with and
-        without a negative prompt)."""
-        values = self.values
-        return (
-            self.model.fingerprint,
-            str(self.model.path),
-            *_GROUP_VALUES(values),
-            values["negative_prompt"] is None,
-        )
-
-    @property
-    def call(self) -> dict[str, Any]:
-        """What the model's pipeline is called with for this image, the generator aside."""
-        return families.recorded_call(self)
-
-    def params(self) -> dict[str, Any]:
-        """The generation fields that are set, as the ledger and image metadata record them."""
-        return record_values(self.values)
 
 
 @dataclass
@@ -118,148 +42,6 @@ class Plan:
     models: list[ModelRef] = field(default_factory=list)
     device: str = "cpu"
     dtype: str = "fp32"
-
-
-def derive_seed(base_seed: int, identity: str) -> int:
-    """A seed from the base seed and a row's identity; 63 bits so that seed + k never wraps."""
-    digest = hashlib.sha256(f"{base_seed}\x00{identity}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
-
-
-# json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":")), made once
-_KEY_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-
-
-def job_key(fields: dict[str, Any]) -> str:
-    return hashlib.sha256(_KEY_JSON.encode(fields).encode()).hexdigest()[:20]
-
-
-# The fields a row, a run option or the model sets (the rest are derived), with how to coerce
-# a model default read from JSON, and the value that means "not set" (genbatch.fields.Field.off).
-_RESOLVED: dict[str, tuple[Any, Any]] = {
-    name: ({"int": int, "float": float}.get(BY_NAME[name].kind), BY_NAME[name].off)
-    for name in JOB_FIELDS
-    if name in ROW_FIELDS
-}
-
-
-def _settle(name: str, value: Any) -> Any:
-    """A field's value as a job holds it: "not set" (a row's "none") as None, a model
-    default read from JSON coerced."""
-    kind, off = _RESOLVED[name]
-    if off is not None and value == off:
-        return None
-    return value if value is None or kind is None else kind(value)
-
-
-@dataclass
-class _ModelSettings:
-    """What every job of one model starts from: the run options, else the model's defaults."""
-
-    model: ModelRef
-    values: dict[str, Any]
-    negative: str | None  # a job's negative prompt where none is given (families.job_negative)
-    schedulers: dict[Any, tuple[str, Any, bool]] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, model: ModelRef, defaults: Defaults) -> _ModelSettings:
-        values = dict.fromkeys(JOB_FIELDS)
-        for name in _RESOLVED:
-            value = defaults.get(name)
-            values[name] = _settle(name, model.defaults.get(name) if value is None else value)
-        values["family"] = model.family
-        return cls(model, values, families.job_negative(model.path, None))
-
-    def scheduler(self, requested: str | None) -> tuple[str, Any, bool]:
-        """A row's sampler, else --scheduler, else the model's own: (class, options, whether
-        the model's own timesteps go with it)."""
-        if requested not in self.schedulers:
-            name, options = resolve_scheduler(requested, self.model.scheduler)
-            own = keeps_own_scheduler(requested and name, self.model.scheduler) and not options
-            self.schedulers[requested] = (name, options, own)
-        return self.schedulers[requested]
-
-
-def _row_seed(row: Row, base_seed: int, occurrences: dict[str, int], row_seeds: dict[int, int]) -> int:
-    """The seed of a row's first image: its own, else one derived from its id, else from its
-    prompt and how often that prompt came before (copies made by --vary share it)."""
-    own = row.values
-    seed = own.get("seed")
-    if seed is not None:
-        return int(seed)
-    if row.index in row_seeds:
-        return row_seeds[row.index]
-    if own.get("id") is not None:
-        identity = f"id\x00{own['id']}"
-    else:
-        prompt = own.get("prompt")
-        nth = occurrences.get(prompt, 0)  # type: ignore[arg-type]
-        occurrences[prompt] = nth + 1  # type: ignore[index]
-        identity = f"prompt\x00{prompt}\x00{nth}"
-    row_seeds[row.index] = seed = derive_seed(base_seed, identity)
-    return seed
-
-
-def expand_jobs(
-    rows: Iterable[Row],
-    models: dict[str | None, ModelRef],
-    defaults: Defaults,
-    target: Target,
-    loras: dict[Any, Any] | None = None,
-) -> list[Job]:
-    """Rows x num_images -> jobs, with every field resolved: the row's value, else the run
-    option's, else the model's. ``loras``: each LoRA set as parsed -> its files (genbatch.lora).
-    Rows with the same ``index`` (one manifest row varied by ``--vary``) share its seed."""
-    with paused_gc():
-        return list(iter_jobs(rows, models, defaults, target, loras))
-
-
-def iter_jobs(
-    rows: Iterable[Row],
-    models: dict[str | None, ModelRef],
-    defaults: Defaults,
-    target: Target,
-    loras: dict[Any, Any] | None = None,
-    *,
-    keys: bool = True,
-) -> Iterator[Job]:
-    """:func:`expand_jobs` one job at a time (``keys=False``: with no key, for checks that
-    need none), so that checking a million rows never holds a million jobs."""
-    occurrences: dict[str, int] = {}
-    row_seeds: dict[int, int] = {}
-    settings: dict[str | None, _ModelSettings] = {}
-    index = 0
-    for row in rows:
-        own = row.values
-        found = settings.get(row.model)
-        if found is None:
-            found = settings[row.model] = _ModelSettings.of(models[row.model], defaults)
-        model = found.model
-        base = _row_seed(row, defaults.seed, occurrences, row_seeds)
-        values = dict(found.values)
-        for name, value in own.items():
-            if value is not None and name in _RESOLVED:
-                values[name] = _settle(name, value)
-        if values["lora"]:
-            values["lora"] = (loras or {})[values["lora"]]
-        values["scheduler"], values["scheduler_options"], own_steps = found.scheduler(
-            own.get("scheduler") or target.scheduler
-        )
-        if values["negative_prompt"] is None:
-            values["negative_prompt"] = found.negative
-        # A model's own timesteps go with its own scheduler; --scheduler picks another's spacing too.
-        if own_steps:
-            values["timesteps"] = model.defaults.get("timesteps", {}).get(values["steps"])
-        count = own.get("num_images")
-        count = defaults.num_images if count is None else count
-        key: dict[str, Any] = {"model": model.fingerprint, "dtype": target.dtype, "backend": target.backend}
-        key.update(key_values(values) if keys else {})
-        for k in range(count):
-            seed = (base + k) % (MAX_SEED + 1)
-            job_values = dict(values, seed=seed) if count > 1 else values
-            job_values["seed"] = key["seed"] = seed
-            yield Job(index, job_key(key) if keys else "", row, k, model, target.backend, target.dtype, job_values)
-            index += 1
 
 
 def resolve_models(

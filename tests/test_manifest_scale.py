@@ -14,10 +14,11 @@ from hypothesis import strategies as st
 
 from genbatch import csv_fast, names
 from genbatch.csv_reader import read_delimited
+from genbatch.fields import key_values
 from genbatch.ledger import done_index, done_records
 from genbatch.manifest import read_manifest
 from genbatch.manifest_raw import decode
-from genbatch.plan import make_plan
+from genbatch.plan import job_key, make_plan
 from genbatch.runner import RunOptions, load_manifest
 
 ROWS = 20_000
@@ -195,3 +196,29 @@ def test_file_names_without_folders_are_checked_as_paths_are(name):
             return str(err)
 
     assert outcome(names._file_name) == outcome(names._folder_path)
+
+
+def test_keys_made_from_shared_shapes_are_the_keys_of_the_job_fields(tmp_path):
+    """Rows that differ only in prompt and seed share their key's JSON text; every key is
+    still the hash of the job's own fields (here with quotes, backslashes, unicode, a NUL and
+    the very stand-ins the shared text uses, in prompts and negative prompts)."""
+    odd = ['say "hi"', "back\\slash", "café ☕ 東京 😀", "nul \x00 here", "\x00prompt\x00", "\x00seed\x00", "plain"]
+    lines = []
+    for i in range(60):
+        row = {"prompt": odd[i % len(odd)] + f" {i // 3}", "n": 1 + i % 3}
+        if i % 4:
+            row["seed"] = i * 31
+        if i % 5 == 0:
+            row["negative_prompt"] = odd[(i // 5) % len(odd)]
+        if i % 6 == 0:
+            row["steps"] = 2 + i % 2
+        lines.append(json.dumps(row))
+    path = tmp_path / "m.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    options = RunOptions(manifest=str(path), out=tmp_path / "out", dry_run=True)
+    jobs = make_plan(load_manifest(options), options).jobs
+    assert len(jobs) == sum(1 + i % 3 for i in range(60))
+    for job in jobs:
+        fields = {"model": job.model.fingerprint, "dtype": job.dtype, "backend": job.backend}
+        assert job.key == job_key({**fields, **key_values(job.values)}), job.prompt
+    assert len({job.key for job in jobs}) == len(jobs)

@@ -1,0 +1,103 @@
+"""A job (one image to make) and what identifies it.
+
+A job's key is a hash of everything that determines its pixels, so "done" can be decided
+from the ledger alone and a changed parameter is a new job. Seeds derive from a row's own
+content, never from its neighbours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import operator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import families
+from .fields import GROUP_FIELDS, Values, record_values
+
+if TYPE_CHECKING:
+    from .manifest import Row
+    from .models import ModelRef
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What a row leaves out is taken from here (run options), then from the model."""
+
+    steps: int | None = None
+    guidance_scale: float | None = None
+    width: int | None = None
+    height: int | None = None
+    negative_prompt: str | None = None  # None: the model's own default (genbatch.families.job_negative)
+    num_images: int = 1
+    clip_skip: int | None = None
+    seed: int = 0  # the base seed that rows without a seed derive theirs from
+    lora: tuple[Any, ...] | None = None  # --lora: parsed specs (genbatch.lora.LoraSpec)
+    prompt_weighting: str | None = None  # --prompt-weighting
+
+    def get(self, name: str) -> Any:
+        return getattr(self, name, None)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Run-wide settings that determine pixels: which backend runs, at which precision."""
+
+    backend: str
+    dtype: str
+    scheduler: str | None = None  # overrides the model's own scheduler when set
+
+
+_GROUP_VALUES = operator.itemgetter(*GROUP_FIELDS)
+
+
+@dataclass(eq=False, slots=True)
+class Job(Values):
+    """One image to make: its row, its model and every generation field resolved (``values``,
+    in :data:`genbatch.fields.JOB_FIELDS` order, readable as ``job.seed``, ``job.steps``...)."""
+
+    index: int
+    key: str
+    row: Row
+    k: int
+    model: ModelRef
+    backend: str
+    dtype: str
+    values: dict[str, Any]
+    file: str = ""
+
+    @property
+    def group(self) -> tuple[Any, ...]:
+        """Jobs with the same group can share a batch (one pipeline call cannot mix jobs with and
+        without a negative prompt)."""
+        values = self.values
+        return (
+            self.model.fingerprint,
+            str(self.model.path),
+            *_GROUP_VALUES(values),
+            values["negative_prompt"] is None,
+        )
+
+    @property
+    def call(self) -> dict[str, Any]:
+        """What the model's pipeline is called with for this image, the generator aside."""
+        return families.recorded_call(self)
+
+    def params(self) -> dict[str, Any]:
+        """The generation fields that are set, as the ledger and image metadata record them."""
+        return record_values(self.values)
+
+
+def derive_seed(base_seed: int, identity: str) -> int:
+    """A seed from the base seed and a row's identity; 63 bits so that seed + k never wraps."""
+    digest = hashlib.sha256(f"{base_seed}\x00{identity}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+# json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":")), made once
+KEY_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def job_key(fields: dict[str, Any]) -> str:
+    return hashlib.sha256(KEY_JSON.encode(fields).encode()).hexdigest()[:20]
