@@ -159,25 +159,40 @@ def record_problem(record: Any, surrogates: bool = True) -> str | None:
     return None
 
 
-_PLAIN_CHECKS: dict[str, Callable[[Any], bool]] = {
-    _TEXT: lambda v: type(v) is str,
-    _INT: lambda v: type(v) is int and -(2**63) <= v < 2**63,
-    _SEED: lambda v: type(v) is int and 0 <= v < 2**64,
-    _NUMBER: lambda v: (type(v) is float and (v != v or abs(v) < 2**63)) or (type(v) is int and abs(v) < 2**63),
-    _LIST: lambda v: type(v) is list and all(type(x) is int and -(2**63) <= x < 2**63 for x in v),
-    _OBJECT: lambda v: type(v) is dict,
-}
-_FIELD_CHECKS = {name: _PLAIN_CHECKS[kind] for name, kind in _FIELD_TYPES.items()}
+def _names(kind: str) -> tuple[str, ...]:
+    return tuple(name for name, of in _FIELD_TYPES.items() if of == kind)
+
+
+_TEXTS, _INTS, _NUMBERS, _LISTS, _OBJECTS = (_names(k) for k in (_TEXT, _INT, _NUMBER, _LIST, _OBJECT))
+_I64 = 2**63
 
 
 def _plainly_fits(record: dict[str, Any]) -> bool:
     """A quick yes for a record whose fields are all plainly of their types (as genbatch
     writes them); a no sends it through :func:`_field_problem`, which says why."""
-    for name, value in record.items():
-        check = _FIELD_CHECKS.get(name)
-        if check is not None and value is not None and not check(value):
+    get = record.get
+    for name in _TEXTS:
+        value = get(name)
+        if value is not None and type(value) is not str:
             return False
-    return record["key"] is not None
+    for name in _INTS:
+        value = get(name)
+        if value is not None and (type(value) is not int or not -_I64 <= value < _I64):
+            return False
+    for name in _NUMBERS:
+        value = get(name)
+        if value is not None and not (type(value) in (int, float) and (value != value or abs(value) < _I64)):
+            return False
+    for name in _LISTS:
+        value = get(name)
+        if value is not None and (type(value) is not list or any(type(v) is not int for v in value)):
+            return False
+        if value and not -_I64 <= min(value) <= max(value) < _I64:
+            return False
+    seed = get("seed")
+    if seed is not None and (type(seed) is not int or not 0 <= seed < 2 * _I64):
+        return False
+    return record["key"] is not None and all(type(get(name, {})) is dict for name in _OBJECTS)
 
 
 def _field_problem(record: dict[str, Any], surrogates: bool) -> str | None:

@@ -60,6 +60,10 @@ class Row(Values):
     per row (``columns``, shared, and this row's ``cells``)."""
 
     __slots__ = ("index", "line", "columns", "cells", "values")
+    index: int
+    line: int
+    columns: tuple[str, ...]
+    cells: tuple[Any, ...]
 
     def __init__(self, index: int, line: int, fields: dict[str, Any] | None = None, **values: Any):
         if not _ROW_FIELD_SET.issuperset(values):

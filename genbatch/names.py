@@ -13,7 +13,7 @@ import json
 import re
 import string
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -40,14 +40,12 @@ MAX_FORMAT_WIDTH = 255
 NAME_BYTES = 255
 # Names Windows reserves whatever the extension (``NUL.txt`` is the null device there).
 _RESERVED = re.compile(r"^(?:CON|PRN|AUX|NUL|COM[0-9¹²³]|LPT[0-9¹²³])(?:\..*)?$", re.IGNORECASE)
-# The fields every job has, whatever its row's columns (they win over a column of that name).
-_JOB_NAMES = ("index", "row", "line", "k", "bucket", "id", "slug", "model", "key", "ext")
 # --name-template names of generation fields ({guidance} is guidance_scale) -> the field
 _TEMPLATE_ALIASES = {alias: f.name for f in FIELDS for alias in f.template}
 
 
 def slugify(text: str, limit: int = 40) -> str:
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    ascii_text = text if text.isascii() else unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
     return slug[:limit].rstrip("-") or "image"
 
@@ -105,25 +103,36 @@ def _column_value(value: Any) -> Any:
     return value
 
 
-def _job_value(job: Job, name: str, ext: str) -> Any:
-    """One of the fields every job has (:data:`_JOB_NAMES`)."""
-    if name == "index":
-        return job.index
-    if name == "row":
-        return job.row.index
-    if name == "line":
-        return job.row.line
-    if name == "k":
-        return job.k
-    if name == "bucket":
-        return job.index // BUCKET_SIZE
-    if name == "id":
-        return job.row.id or ""
-    if name == "slug":
-        return slugify(job.prompt)
-    if name == "model":
-        return job.model.name.replace("/", "--")
-    return job.key if name == "key" else ext
+# The fields every job has, whatever its row's columns (they win over a column of that name).
+_JOB_FIELDS: dict[str, Callable[[Job, str], Any]] = {
+    "index": lambda job, ext: job.index,
+    "row": lambda job, ext: job.row.index,
+    "line": lambda job, ext: job.row.line,
+    "k": lambda job, ext: job.k,
+    "bucket": lambda job, ext: job.index // BUCKET_SIZE,
+    "id": lambda job, ext: job.row.id or "",
+    "slug": lambda job, ext: slugify(job.prompt),
+    "model": lambda job, ext: job.model.name.replace("/", "--"),
+    "key": lambda job, ext: job.key,
+    "ext": lambda job, ext: ext,
+}
+
+
+def _column(job: Job, name: str) -> Any:
+    fields = job.row.fields
+    if name not in fields:
+        raise KeyError(name)
+    return _column_value(fields[name])
+
+
+def _field(name: str) -> Callable[[Job, str], Any]:
+    """How a job gives the template field ``name``, in the order of :func:`name_fields`."""
+    if name in _JOB_FIELDS:
+        return _JOB_FIELDS[name]
+    if name in _TEMPLATE_ALIASES:
+        field = _TEMPLATE_ALIASES[name]
+        return lambda job, ext: job.values[field] if field in job.values else _column(job, name)
+    return lambda job, ext: _column(job, name)
 
 
 def name_fields(job: Job, ext: str) -> dict[str, Any]:
@@ -131,28 +140,8 @@ def name_fields(job: Job, ext: str) -> dict[str, Any]:
     under their template names, then the fields every job has."""
     fields: dict[str, Any] = {str(column): _column_value(value) for column, value in job.row.fields.items()}
     fields.update(template_values(job.values))
-    fields.update({name: _job_value(job, name, ext) for name in _JOB_NAMES})
+    fields.update({name: get(job, ext) for name, get in _JOB_FIELDS.items()})
     return fields
-
-
-class _Fields:
-    """The template fields of one job, each computed when the template asks for it."""
-
-    __slots__ = ("job", "ext", "columns")
-
-    def __init__(self, job: Job, ext: str):
-        self.job, self.ext, self.columns = job, ext, None
-
-    def __getitem__(self, name: str) -> Any:
-        if name in _JOB_NAMES:
-            return _job_value(self.job, name, self.ext)
-        values = self.job.values
-        if name in _TEMPLATE_ALIASES and _TEMPLATE_ALIASES[name] in values:
-            return values[_TEMPLATE_ALIASES[name]]
-        fields = self.job.row.fields
-        if name not in fields:
-            raise KeyError(name)
-        return _column_value(fields[name])
 
 
 class _Template:
@@ -162,7 +151,7 @@ class _Template:
 
     def __init__(self, template: str, formatter: _SafeFormatter):
         self.template, self.formatter = template, formatter
-        self.parts: list[tuple[str, str | None, str]] | None = None
+        self.parts: list[tuple[str, Callable[[Job, str], Any] | None, str]] | None = None
         try:
             parsed = list(formatter.parse(template))
         except ValueError:  # a stray brace: vformat says so, with the job's line
@@ -171,18 +160,20 @@ class _Template:
             plain = field_name is None or (field_name.isidentifier() and not field_name.isdigit())
             if not plain or conversion is not None or "{" in (spec or ""):
                 return
-        self.parts = [(literal, field_name, spec or "") for literal, field_name, spec, _ in parsed]
+        self.parts = [
+            (literal, None if name is None else _field(name), spec or "") for literal, name, spec, _ in parsed
+        ]
 
     def format(self, job: Job, ext: str) -> str:
         if self.parts is None:
             return self.formatter.vformat(self.template, (), name_fields(job, ext))
-        fields = _Fields(job, ext)
-        out = []
-        for literal, field_name, spec in self.parts:
-            out.append(literal)
-            if field_name is not None:
-                out.append(self.formatter.format_field(fields[field_name], spec))
-        return "".join(out)
+        format_field = self.formatter.format_field
+        return "".join(
+            [
+                literal + (format_field(get(job, ext), spec) if get is not None else "")
+                for literal, get, spec in self.parts
+            ]
+        )
 
 
 def _check_part(part: str, path: str, template: str) -> str:
@@ -209,7 +200,7 @@ def _check_part(part: str, path: str, template: str) -> str:
 def _check_single(name: str, template: str) -> str:
     from .contact_sheet import _SHEET_RE
 
-    if _SHEET_RE.match(name):
+    if name.startswith("contact-sheet-") and _SHEET_RE.match(name):
         raise GenbatchError(
             f"--name-template {shown(template)} gives {shown(name)}, the name of a contact sheet that "
             "`genbatch report --contact-sheet` writes over; use another name"
