@@ -17,7 +17,7 @@ from typing import Any
 from . import families
 from .bulk import paused_gc
 from .fields import BY_NAME, JOB_FIELDS, MAX_SEED, ROW_FIELDS, key_values
-from .jobs import KEY_JSON, Defaults, Job, Target, derive_seed, job_key
+from .jobs import KEY_JSON, Defaults, Job, JobValues, Target, derive_seed, job_key
 from .manifest import Row
 from .models import ModelRef, keeps_own_scheduler
 from .samplers import resolve as resolve_scheduler
@@ -133,7 +133,7 @@ def iter_jobs(
         base = _row_seed(row, defaults.seed, occurrences, row_seeds)
         for k in range(shape.count):
             seed = (base + k) % (MAX_SEED + 1)
-            values = dict(shape.values)
+            values = JobValues(shape.values)
             if signature is not None:  # a text prompt: as the row gives it (_settle keeps it)
                 values["prompt"] = prompt
             values["seed"] = seed
@@ -202,7 +202,8 @@ class _Shape:
         if text.count(prompt_at) == 1 and text.count(seed_at) == 1 and text.find(prompt_at) < text.find(seed_at):
             before, rest = text.split(prompt_at)
             split = (before, *rest.split(seed_at))
-        return cls(model, values, defaults.num_images if count is None else count, key, split)  # type: ignore[arg-type]
+        compact = JobValues({name: value for name, value in values.items() if value is not None})
+        return cls(model, compact, defaults.num_images if count is None else count, key, split)  # type: ignore[arg-type]
 
     def key_of(self, prompt: Any, seed: int) -> str:
         """:func:`genbatch.jobs.job_key` of a job of this shape."""

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import operator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import families
-from .fields import GROUP_FIELDS, Values, record_values
+from .fields import GROUP_FIELDS, JOB_FIELDS, Values, record_values
 
 if TYPE_CHECKING:
     from .manifest import Row
@@ -49,7 +48,20 @@ class Target:
     scheduler: str | None = None  # overrides the model's own scheduler when set
 
 
-_GROUP_VALUES = operator.itemgetter(*GROUP_FIELDS)
+_JOB_FIELD_SET = frozenset(JOB_FIELDS)
+
+
+class JobValues(dict[str, Any]):
+    """A job's resolved generation fields. Those not set are not stored and read as None
+    (``values["clip_skip"]``), which keeps a typical job's dict at 10 entries or fewer: 272
+    bytes instead of 464, 190 MB less for a million-job plan."""
+
+    __slots__ = ()
+
+    def __missing__(self, name: str) -> None:
+        if name in _JOB_FIELD_SET:
+            return None
+        raise KeyError(name)
 
 
 @dataclass(eq=False, slots=True)
@@ -71,13 +83,8 @@ class Job(Values):
     def group(self) -> tuple[Any, ...]:
         """Jobs with the same group can share a batch (one pipeline call cannot mix jobs with and
         without a negative prompt)."""
-        values = self.values
-        return (
-            self.model.fingerprint,
-            str(self.model.path),
-            *_GROUP_VALUES(values),
-            values["negative_prompt"] is None,
-        )
+        get = self.values.get
+        return (self.model.fingerprint, str(self.model.path), *map(get, GROUP_FIELDS), get("negative_prompt") is None)
 
     @property
     def call(self) -> dict[str, Any]:

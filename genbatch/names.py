@@ -21,7 +21,7 @@ from . import image_formats as formats
 from .bulk import paused_gc
 from .echo import shown, shown_bare
 from .errors import GenbatchError
-from .fields import FIELDS, template_values
+from .fields import FIELDS, JOB_FIELDS, template_values
 
 if TYPE_CHECKING:
     from .jobs import Job
@@ -44,9 +44,16 @@ _RESERVED = re.compile(r"^(?:CON|PRN|AUX|NUL|COM[0-9¹²³]|LPT[0-9¹²³])(?:\.
 _TEMPLATE_ALIASES = {alias: f.name for f in FIELDS for alias in f.template}
 
 
+# Every byte but a-z and 0-9 as "-": with the runs of "-" joined, the slug.
+_SLUG_BYTES = bytes(c if 48 <= c <= 57 or 97 <= c <= 122 else 45 for c in range(256))
+
+
 def slugify(text: str, limit: int = 40) -> str:
+    """The prompt as a file-name slug: ASCII letters and digits, each other run of characters
+    one "-" (accents dropped: "café" -> "cafe"), at most ``limit`` characters."""
     ascii_text = text if text.isascii() else unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    dashed = ascii_text.lower().encode("ascii").translate(_SLUG_BYTES).decode("ascii")
+    slug = "-".join(filter(None, dashed.split("-")))
     return slug[:limit].rstrip("-") or "image"
 
 
@@ -74,6 +81,10 @@ class _SafeFormatter(string.Formatter):
         return self.get_value(field_name, args, kwargs), field_name
 
     def format_field(self, value: Any, format_spec: str) -> str:
+        if type(value) is int and format_spec in self._specs_checked:
+            text = format(value, format_spec)
+            if text.isdigit() and text.isascii() and len(text) <= VALUE_BYTES:
+                return text  # digits alone: nothing to clean
         if format_spec not in self._specs_checked:
             for digits in re.findall(r"\d+", format_spec):
                 if len(digits) > 3 or int(digits) > MAX_FORMAT_WIDTH:
@@ -111,7 +122,7 @@ _JOB_FIELDS: dict[str, Callable[[Job, str], Any]] = {
     "k": lambda job, ext: job.k,
     "bucket": lambda job, ext: job.index // BUCKET_SIZE,
     "id": lambda job, ext: job.row.id or "",
-    "slug": lambda job, ext: slugify(job.prompt),
+    "slug": lambda job, ext: slugify(job.values["prompt"]),
     "model": lambda job, ext: job.model.name.replace("/", "--"),
     "key": lambda job, ext: job.key,
     "ext": lambda job, ext: ext,
@@ -131,7 +142,7 @@ def _field(name: str) -> Callable[[Job, str], Any]:
         return _JOB_FIELDS[name]
     if name in _TEMPLATE_ALIASES:
         field = _TEMPLATE_ALIASES[name]
-        return lambda job, ext: job.values[field] if field in job.values else _column(job, name)
+        return lambda job, ext: job.values[field]  # a field that is not set reads as None
     return lambda job, ext: _column(job, name)
 
 
@@ -139,7 +150,7 @@ def name_fields(job: Job, ext: str) -> dict[str, Any]:
     """The values a name template can use: the row's columns, the job's generation fields
     under their template names, then the fields every job has."""
     fields: dict[str, Any] = {str(column): _column_value(value) for column, value in job.row.fields.items()}
-    fields.update(template_values(job.values))
+    fields.update(template_values({name: job.values[name] for name in JOB_FIELDS}))
     fields.update({name: get(job, ext) for name, get in _JOB_FIELDS.items()})
     return fields
 
@@ -198,14 +209,18 @@ def _check_part(part: str, path: str, template: str) -> str:
 
 
 def _check_single(name: str, template: str) -> str:
-    from .contact_sheet import _SHEET_RE
-
-    if name.startswith("contact-sheet-") and _SHEET_RE.match(name):
+    if name.startswith("contact-sheet-") and _is_sheet(name):
         raise GenbatchError(
             f"--name-template {shown(template)} gives {shown(name)}, the name of a contact sheet that "
             "`genbatch report --contact-sheet` writes over; use another name"
         )
     return name
+
+
+def _is_sheet(name: str) -> bool:
+    from .contact_sheet import _SHEET_RE
+
+    return bool(_SHEET_RE.match(name))
 
 
 def _path_of(name: str, template: str, ext: str) -> str:
