@@ -101,10 +101,13 @@ def timed(command: list[str]) -> dict[str, float | int]:
 
 
 def summarise(runs: list[dict[str, float | int]]) -> dict[str, object]:
+    """Medians over the runs that succeeded; every run is kept in ``runs`` with its exit code."""
+    ok = [r for r in runs if r["exit"] == 0] or runs
     return {
-        "median_seconds": statistics.median(r["seconds"] for r in runs),
-        "median_cpu_seconds": statistics.median(r["cpu_seconds"] for r in runs),
-        "median_peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in runs),
+        "failed_runs": len(runs) - len(ok) if ok is not runs else sum(r["exit"] != 0 for r in runs),
+        "median_seconds": statistics.median(r["seconds"] for r in ok),
+        "median_cpu_seconds": statistics.median(r["cpu_seconds"] for r in ok),
+        "median_peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in ok),
         "runs": runs,
     }
 

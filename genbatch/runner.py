@@ -22,6 +22,7 @@ from .axes import Axis, apply_axes
 from .axes import describe as describe_axes
 from .backends import BackendOptions
 from .batch_size import BatchSizer
+from .bulk import paused_gc
 from .echo import shown_bare
 from .engine import ENGINES, EngineWork
 from .errors import EXIT_FAILED_JOBS, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, GenbatchError, LockedError, ManifestError
@@ -171,14 +172,16 @@ def run_manifest(options: RunOptions) -> RunResult:
     """Run (or with ``dry_run`` only plan) a manifest into ``options.out``. Raises
     :class:`GenbatchError` for bad input, before anything is written."""
     if options.dry_run:
-        # 1. Read and check the manifest  2. Plan
-        manifest = load_manifest(options)
-        plan = make_plan(manifest, options)
-        return _dry_run(options, manifest, plan)
+        # 1. Read and check the manifest  2. Plan (no cyclic GC while millions of rows and jobs are made)
+        with paused_gc():
+            manifest = load_manifest(options)
+            plan = make_plan(manifest, options)
+            return _dry_run(options, manifest, plan)
     # 3. Take the output folder first: a second run on it says so at once, before any heavy import
     with OutputFolderLock(Path(options.out), wait=options.wait):
-        manifest = load_manifest(options)
-        plan = make_plan(manifest, options)
+        with paused_gc():
+            manifest = load_manifest(options)
+            plan = make_plan(manifest, options)
         return _run_locked(options, manifest, plan)
 
 
