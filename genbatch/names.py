@@ -156,11 +156,12 @@ def name_fields(job: Job, ext: str) -> dict[str, Any]:
 
 
 class _Template:
-    """A name template parsed once: literal text and (field, format spec) pairs. A template
+    """A name template parsed once: literal text and (field, format spec) pairs, with the
+    fields that are the same for every job ({ext}) formatted once into the text. A template
     with nested specs or conversions (``{seed!r}``, ``{seed:{width}}``) is formatted whole by
     the formatter each time."""
 
-    def __init__(self, template: str, formatter: _SafeFormatter):
+    def __init__(self, template: str, formatter: _SafeFormatter, ext: str):
         self.template, self.formatter = template, formatter
         self.parts: list[tuple[str, Callable[[Job, str], Any] | None, str]] | None = None
         try:
@@ -171,9 +172,22 @@ class _Template:
             plain = field_name is None or (field_name.isidentifier() and not field_name.isdigit())
             if not plain or conversion is not None or "{" in (spec or ""):
                 return
-        self.parts = [
-            (literal, None if name is None else _field(name), spec or "") for literal, name, spec, _ in parsed
-        ]
+        self.parts, text = [], ""
+        for literal, name, spec, _ in parsed:
+            text += literal
+            if name == "ext" and self._constant(ext, spec or "") is not None:
+                text += self._constant(ext, spec or "") or ""
+            elif name is not None:
+                self.parts.append((text, _field(name), spec or ""))
+                text = ""
+        if text:
+            self.parts.append((text, None, ""))
+
+    def _constant(self, value: Any, spec: str) -> str | None:
+        try:
+            return self.formatter.format_field(value, spec)
+        except (GenbatchError, ValueError, TypeError):
+            return None  # each job's name says what is wrong, with its line
 
     def format(self, job: Job, ext: str) -> str:
         if self.parts is None:
@@ -261,7 +275,7 @@ def assign_file_names(jobs: Iterable[Job], template: str, image_format: str) -> 
     ext = formats.image_format(image_format).ext
     if template.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", template):
         raise GenbatchError(f"--name-template {shown(template)}: must be a relative path inside --out")
-    parsed = _Template(template, _SafeFormatter())
+    parsed = _Template(template, _SafeFormatter(), ext)
     with paused_gc():
         clashes = _name_jobs(jobs, parsed, template, ext)
     if clashes:

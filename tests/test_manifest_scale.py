@@ -169,6 +169,7 @@ def test_parsed_templates_name_files_as_the_formatter_does(tmp_path, monkeypatch
         "{id}-{extra}-{guidance}-{k}",
         "{prompt}.jpg",
         "{extra:>12}_{line}_{row}_{model}_{key}",
+        "{ext}/{index}.{ext:>5}",
     ]
     for template in templates:
         named = []
@@ -181,7 +182,7 @@ def test_parsed_templates_name_files_as_the_formatter_does(tmp_path, monkeypatch
         assert named[0] == named[1], template
 
 
-def _unparsed(self, template, formatter):
+def _unparsed(self, template, formatter, ext):
     self.template, self.formatter, self.parts = template, formatter, None
 
 
