@@ -195,7 +195,7 @@ def models(folders: opt.ModelFolders = None, json_: opt.ListJson = False) -> Non
     """List the models genbatch can use here without a download: built-ins, the local
     Hugging Face cache and any FOLDERS, with their family and whether they run on the torch
     and onnx backends (and why not)."""
-    from .models import list_models
+    from .model_list import list_models
 
     found = list_models(folders or [])
     if json_:

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from .backends import BackendOptions, GeneratedImage, LoadedModel, get_backend
 from .batch_size import BatchSizer, is_out_of_memory, size_key
 from .errors import ModelError
-from .models import ModelRef
+from .model_lookup import ModelRef
 from .plan import Job
 from .safe_write import unwritable
 from .sink import BatchFacts, ResultSink, image_metadata

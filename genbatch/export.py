@@ -32,14 +32,8 @@ import numpy as np
 
 from .errors import GenbatchError, ModelError
 from .families import SD, SDXL, folder_family
-from .models import (
-    EXPORT_INFO,
-    ModelRef,
-    fingerprint,
-    is_onnx_export,
-    resolve_model,
-    vae_scale_factor,
-)
+from .model_files import EXPORT_INFO, fingerprint, is_onnx_export, vae_scale_factor
+from .model_lookup import ModelRef, resolve_model
 from .safe_write import install_folder, staged_folder
 
 DEFAULT_OPSET = 17

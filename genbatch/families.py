@@ -152,7 +152,7 @@ def model_index(path: Path) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=64)
 def _read_index(path: str) -> dict[str, Any]:
-    from .models import read_json
+    from .model_files import read_json
 
     return read_json(Path(path) / "model_index.json")
 
@@ -241,7 +241,7 @@ def runs_on(path: Path) -> dict[str, Any]:
 
 
 def _vae_factor(path: Path) -> int:
-    from .models import read_json
+    from .model_files import read_json
 
     vae = read_json(path / "vae" / "config.json") or read_json(path / "vae_decoder" / "config.json")
     blocks = vae.get("encoder_block_out_channels") or vae.get("block_out_channels") or [0, 0, 0, 0]
@@ -256,7 +256,7 @@ def folder_defaults(path: Path) -> dict[str, Any]:
 
 def family_defaults(path: Path, family: Family) -> dict[str, Any]:
     """Steps, guidance and size of a family's model, from its configs where they say."""
-    from .models import read_json
+    from .model_files import read_json
 
     defaults: dict[str, Any] = {"steps": family.steps, "guidance_scale": family.guidance_scale}
     denoiser = read_json(path / "unet" / "config.json") or read_json(path / "transformer" / "config.json")
@@ -328,7 +328,7 @@ def manifest_problems(manifest: Any, model: str | None = None) -> list[Problem]:
     column, else ``model``, else the default model) that cannot be found or cannot run on
     torch, and the row values their families do not take."""
     from .manifest import Row
-    from .models import resolve_model
+    from .model_lookup import resolve_model
     from .plan import Defaults, Target, expand_jobs
 
     models: dict[str | None, Any] = {}

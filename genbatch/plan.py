@@ -34,7 +34,8 @@ from .fields import (
     template_values,
 )
 from .manifest import Manifest, Row
-from .models import ModelRef, keeps_own_scheduler, resolve_model
+from .model_files import keeps_own_scheduler
+from .model_lookup import ModelRef, resolve_model
 from .samplers import resolve as resolve_scheduler
 
 if TYPE_CHECKING:

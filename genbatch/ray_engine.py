@@ -35,7 +35,7 @@ from .backends import BackendOptions, LoadedModel, get_backend
 from .batch_size import AUTO_CAP, BatchSizer
 from .engine import EngineReport, EngineWork, batch_size_key, by_group, by_model, generate_batch
 from .errors import GenbatchError, ModelError
-from .models import ModelRef
+from .model_lookup import ModelRef
 from .plan import Job
 from .safe_write import OutputUnwritableError, unwritable
 from .sink import BatchFacts, ResultSink, image_metadata, job_record

@@ -16,7 +16,7 @@ from helpers import genbatch, ledger, pixels
 from PIL import Image
 
 from genbatch.families import detect, family_defaults, family_of, folder_family
-from genbatch.models import read_defaults
+from genbatch.model_files import read_defaults
 
 # tiny pipeline -> (family, what plain diffusers needs besides prompt, size, steps, guidance)
 FAMILIES = {

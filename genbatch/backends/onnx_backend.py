@@ -22,8 +22,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import GenbatchError, ModelError
+from ..home import genbatch_home
 from ..latents import initial_latents
-from ..models import EXPORT_INFO, ModelRef, genbatch_home, is_onnx_export, read_defaults, read_json, vae_scale_factor
+from ..model_files import EXPORT_INFO, is_onnx_export, read_defaults, read_json, vae_scale_factor
+from ..model_lookup import ModelRef
 from ..samplers import SchedulerCache
 from .base import BackendOptions, GeneratedImage, to_uint8
 
