@@ -248,7 +248,7 @@ def test_backends_refuse_each_others_folders(exported: Path, tiny_model: Path, w
 def test_failed_verification_exits_1_and_installs_nothing(
     tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import genbatch.export as export
+    import genbatch.export_parity as export_parity
 
     figures = {
         "passed": False,
@@ -263,7 +263,7 @@ def test_failed_verification_exits_1_and_installs_nothing(
             "passed": False,
         },
     }
-    monkeypatch.setattr(export, "verify_export", lambda *args, **kwargs: figures)
+    monkeypatch.setattr(export_parity, "verify_export", lambda *args, **kwargs: figures)
     out = tmp_path / "exports" / "bad"
     result = invoke("export", "--to", "onnx", "--model", tiny_model, "--out", out)
     assert result.exit_code == 1, result.output
