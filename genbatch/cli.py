@@ -179,7 +179,7 @@ def validate(
     else:
         problems = manifest_.problems
         if not manifest_.fatal_problems:
-            from .families import manifest_problems
+            from .family_checks import manifest_problems
 
             problems = [*problems, *manifest_problems(manifest_, model)]
         found = Validation(

@@ -249,7 +249,8 @@ def test_models_command_says_family_and_backends(tiny_family):
 
 def test_settings_a_family_does_not_take_are_named(tiny_family):
     from genbatch.errors import ModelError
-    from genbatch.families import FLUX, SDXL, check_model, check_negative_prompt
+    from genbatch.families import FLUX, SDXL
+    from genbatch.family_checks import check_model, check_negative_prompt
 
     assert "Flux.1 takes no negative prompt" in check_negative_prompt(FLUX, "blurry")
     assert check_negative_prompt(FLUX, None) is None and check_negative_prompt(SDXL, "blurry") is None
