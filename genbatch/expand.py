@@ -19,7 +19,8 @@ from .bulk import paused_gc
 from .fields import BY_NAME, JOB_FIELDS, MAX_SEED, ROW_FIELDS, key_values
 from .jobs import KEY_JSON, Defaults, Job, JobValues, Target, derive_seed, job_key
 from .manifest import Row
-from .models import ModelRef, keeps_own_scheduler
+from .model_files import keeps_own_scheduler
+from .model_lookup import ModelRef
 from .samplers import resolve as resolve_scheduler
 
 # The fields a row, a run option or the model sets (the rest are derived), with how to coerce

@@ -17,7 +17,7 @@ from .fields import GROUP_FIELDS, JOB_FIELDS, Values, record_values
 
 if TYPE_CHECKING:
     from .manifest import Row
-    from .models import ModelRef
+    from .model_lookup import ModelRef
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import families
+from . import family_checks
 from .echo import shown_bare
 from .errors import GenbatchError, ManifestError, ModelError
 from .expand import expand_jobs as expand_jobs
@@ -25,7 +25,7 @@ from .jobs import Target as Target
 from .jobs import derive_seed as derive_seed
 from .jobs import job_key as job_key
 from .manifest import Manifest
-from .models import ModelRef, resolve_model
+from .model_lookup import ModelRef, resolve_model
 from .names import DEFAULT_NAME_TEMPLATE as DEFAULT_NAME_TEMPLATE
 from .names import assign_file_names
 from .names import slugify as slugify
@@ -111,7 +111,7 @@ def make_plan(manifest: Manifest, options: RunOptions) -> Plan:
     )
     check_torch_only(jobs, options.backend)
     if options.backend == "torch":  # before any model loads: models that cannot run, options they do not take
-        problems = families.plan_problems(jobs, manifest.path, manifest.columns)
+        problems = family_checks.plan_problems(jobs, manifest.path, manifest.columns)
         if problems:
             raise ManifestError(problems)
     assign_file_names(jobs, options.name_template, options.image_format)
