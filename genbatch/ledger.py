@@ -193,6 +193,19 @@ def iter_current_records(out: Path) -> Iterator[dict[str, Any]]:
     """:func:`current_records` of the ledger, streamed: the first pass keeps only each key's
     byte offset (not its record), the second reads the kept lines back in order, so memory
     grows by ~150 bytes per job, not by a whole record (~2.7 kB)."""
+    for _, record in iter_current_offsets(out):
+        yield record
+
+
+def read_record_at(handle: IO[bytes], offset: int) -> dict[str, Any]:
+    """The record on the ledger line that starts at byte ``offset`` of an open ledger (one
+    :func:`iter_current_offsets` gave), so a reader can keep offsets instead of records."""
+    handle.seek(offset)
+    return json.loads(handle.readline().decode("utf-8", "replace"))  # as the first pass read it
+
+
+def iter_current_offsets(out: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(byte offset of its line, record) of each of :func:`iter_current_records`."""
     path = ledger_path(out)
     if not path.exists():
         return
@@ -205,11 +218,10 @@ def iter_current_records(out: Path) -> Iterator[dict[str, Any]]:
             owner[record["file"]] = key
     with open(path, "rb") as handle:
         for key, offset in latest.items():
-            handle.seek(offset)
-            record = json.loads(handle.readline().decode("utf-8", "replace"))  # as the first pass read it
+            record = read_record_at(handle, offset)
             file = record.get("file")
             if record.get("status") != "done" or not isinstance(file, str) or owner.get(file) == key:
-                yield record
+                yield offset, record
 
 
 def _records_with_offsets(
