@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -23,7 +24,7 @@ class Run:
     run_id: str
     start: float
     end: float
-    events: list[tuple[float, bool]]  # (finished_at, done?)
+    events: Sequence[tuple[float, bool]]  # (finished_at, done?)
 
     @property
     def span(self) -> float:
