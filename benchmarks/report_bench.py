@@ -167,11 +167,12 @@ def main() -> None:
             make_fake_out(out, args.n, images=images, files=not args.no_files)
             print(f"records: {args.n:,}  setup: {time.perf_counter() - t0:.1f} s")
         for _ in range(args.repeat):
-            wall, peak_mb = report_in_child(out, thumbs, args.src)
+            wall, cpu, peak_mb = report_in_child(out, thumbs, args.src)
             pages = out / ".genbatch-report"
             n_pages = len(os.listdir(pages)) if pages.is_dir() else 0
             print(
-                f"write_html_report(thumbs={thumbs}) [{args.src}]: {wall:.2f} s, peak RSS {peak_mb:.0f} MB, "
+                f"write_html_report(thumbs={thumbs}) [{args.src}]: {wall:.2f} s ({cpu:.2f} s CPU), "
+                f"peak RSS {peak_mb:.0f} MB, "
                 f"report.html {(out / 'report.html').stat().st_size / 1e6:.1f} MB, {n_pages} page files"
             )
         if args.demo:
@@ -181,18 +182,19 @@ def main() -> None:
             shutil.rmtree(out, ignore_errors=True)
 
 
-def report_in_child(out: Path, thumbs: bool, src: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of a fresh process that writes the report."""
+def report_in_child(out: Path, thumbs: bool, src: Path) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds and peak RSS (MB) of a fresh process that writes the report."""
     code = f"from genbatch.report_html import write_html_report; write_html_report({str(out)!r}, thumbs={thumbs})"
     env = dict(os.environ, PYTHONPATH=str(Path(src).resolve()))
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=Path(src).resolve())
     wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if peak <= before:  # ru_maxrss is the largest child so far: run each size in its own bench
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    if after.ru_maxrss <= before.ru_maxrss:  # the largest child so far: run each size in its own bench
         print("note: peak RSS not above an earlier child's; run one report per bench process")
-    return wall, peak / 1024
+    return wall, cpu, after.ru_maxrss / 1024
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@
   window.genbatchChunk = function (report, section, number, rows) {
     arrived[section + "/" + number] = report === data.report ? rows : null;
   };
+  function nothing() {}
   function pad(n) { var s = String(n); while (s.length < 6) s = "0" + s; return s; }
   // Calls then(rows) with chunk c of a section: at once when it is at hand, else once loaded.
   function withChunk(section, c, then, fail) {
@@ -122,7 +123,11 @@
         if (now - last > 300) { last = now; draw(); self.changed(); }
         setTimeout(next, 0);  // let the page answer input between chunks
       }
-      function next() { if (my === gen) withChunk(name, c, take, function (e) { showProblem(e); finish(); }); }
+      function next() {
+        if (my !== gen) return;
+        for (var ahead = c + 1; ahead < Math.min(chunks, c + 3); ahead++) withChunk(name, ahead, nothing, nothing);
+        withChunk(name, c, take, function (e) { showProblem(e); finish(); });
+      }
       self.searching = chunks > 1;
       next();
     }
