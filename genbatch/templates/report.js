@@ -63,10 +63,16 @@
     var total = data.totals[name], chunks = data.chunks[name];
     var view = null, page = 0, terms = [], cmp = null, gen = 0, drawn = 0;
     var self = { total: total, matched: total, searching: false, changed: function () {} };
+    var rendered = null;
     function show(rows, start, end, n, pages) {
-      var frag = document.createDocumentFragment();
-      rows.forEach(function (r) { frag.appendChild(render(r)); });
-      list.replaceChildren(frag);
+      var same = rendered && n && rendered.length === rows.length &&
+          rows.every(function (r, i) { return r === rendered[i]; });
+      if (!same) {  // a search that goes on only updates the counts while its page stays the same
+        var frag = document.createDocumentFragment();
+        rows.forEach(function (r) { frag.appendChild(render(r)); });
+        list.replaceChildren(frag);
+      }
+      rendered = rows;
       if (!n) list.appendChild(el(list.tagName === "TBODY" ? "tr" : "div", "empty",
           view && !view.done ? "Searching…" : total ? "Nothing matches the filter." : "None."));
       var matched = view ? view.matched : total;
