@@ -224,10 +224,10 @@ def iter_current_offsets(out: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         offsets.append(offset)
     if not offsets:
         return
-    lines = _current_lines(np.frombuffer(keys, dtype="V16"), np.frombuffer(files, dtype="V16"))
+    lines = array("q", _current_lines(np.frombuffer(keys, dtype="V16"), np.frombuffer(files, dtype="V16")).tobytes())
     del keys, files
     with open(path, "rb") as handle:
-        for line in lines.tolist():
+        for line in lines:
             yield offsets[line], read_record_at(handle, offsets[line])
 
 
