@@ -18,7 +18,8 @@ from ..checkpoints import load_pipeline
 from ..errors import GenbatchError, ModelError
 from ..families import call_kwargs, detect, negative_groups
 from ..lora import apply_set as apply_lora_set
-from ..models import ModelRef, keeps_own_scheduler
+from ..model_files import keeps_own_scheduler
+from ..model_lookup import ModelRef
 from ..prompt_weighting import weighted_call
 from ..samplers import SchedulerCache
 from ..samplers import build as build_scheduler
