@@ -227,7 +227,9 @@
   function showCounts() {
     var searching = sections.some(function (s) { return s.searching; });
     info.textContent = active ? images.matched.toLocaleString() + " images, " + failed.matched.toLocaleString() +
-        " failed, " + skipped.matched.toLocaleString() + " skipped match" + (searching ? " so far (searching…)" : "") : "";
+        " failed, " + skipped.matched.toLocaleString() + " skipped" +
+        (data.totals.missing ? ", " + missing.matched.toLocaleString() + " missing" : "") + " match" +
+        (searching ? " so far (searching…)" : "") : "";
   }
   sections.forEach(function (s) { s.changed = showCounts; });
   function runFilter() {
