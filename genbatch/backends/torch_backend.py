@@ -188,7 +188,12 @@ class TorchGenerator:
         self.scheduler_name = type(pipe.scheduler).__name__
 
     def make_pipeline(self, model: ModelRef, dtype: str) -> Any:
-        """The diffusers pipeline of ``model`` on the CPU: a folder, or a single file (+ --vae)."""
+        """The diffusers pipeline of ``model``: a folder, or a single file (+ --vae); a released
+        architecture with random weights (genbatch.architectures) is built on the device."""
+        from ..architectures import build_pipeline, is_random_architecture
+
+        if is_random_architecture(model.path):
+            return build_pipeline(model.path, self.device if self.options["offload"] == "none" else "cpu", dtype)
         return load_pipeline(model, torch_dtype(dtype))
 
     def _fast_paths(self, extra: dict[str, Any], offload: str) -> None:
