@@ -49,7 +49,7 @@ class _Entry:
 def merge_outputs(sources: list[Path], into: Path) -> MergeResult:
     """Merge ``sources`` (output folders of genbatch run) into ``into``; ``into`` may be one of
     them, or an earlier merge. Raises :class:`GenbatchError` before writing when they clash."""
-    from .runner import OutputFolderLock
+    from .output_lock import OutputFolderLock
 
     if not sources:
         raise GenbatchError("merge: name at least one output folder to merge")

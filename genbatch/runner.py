@@ -7,8 +7,6 @@ folder, find what is left to do, run it on an engine, then write the summary and
 from __future__ import annotations
 
 import os
-import signal
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -16,27 +14,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
 from .axes import Axis, apply_axes
 from .axes import describe as describe_axes
 from .backends import BackendOptions
 from .batch_size import BatchSizer
 from .echo import shown_bare
-from .engine import ENGINES, EngineWork
-from .errors import EXIT_FAILED_JOBS, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, GenbatchError, LockedError, ManifestError
+from .engine import ENGINES, EngineReport, EngineWork
+from .errors import EXIT_FAILED_JOBS, EXIT_OK, EXIT_SIGINT, GenbatchError, ManifestError
 from .image_formats import image_format
 from .ledger import CurrentRecords, Ledger, done_records
 from .manifest import MAX_IMAGES_PER_ROW, Manifest, read_manifest
+from .output_lock import LOCK_NAME, OutputFolderLock
 from .plan import Defaults, Job, Plan, make_batches, make_plan
 from .progress import Progress
 from .report import METADATA_NAME, command_line, versions, write_json, write_metadata, write_tables
-from .safe_write import UnsafePathError, contained, remove_stale_temp_files, unwritable
+from .safe_write import contained, remove_stale_temp_files, unwritable
 from .sink import ResultSink, now
+from .stop_signals import StopSignals
 from .summary import Counts, RunSummary
 from .writer import Encoding
 
-LOCK_NAME = ".genbatch.lock"
 DEFAULT_CPU_BATCH_SIZE = 8
 
 
@@ -120,39 +117,6 @@ class RunResult:
     plan: Plan | None = None
     pending: list[Job] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-
-
-class _Stop:
-    """SIGINT/SIGTERM once: finish the batch in flight, flush, exit 130/143. Twice: stop now."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signal is not None:
-            raise KeyboardInterrupt
-        self.signal = signum
-
-    def restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-    def requested(self) -> bool:
-        return self.signal is not None
-
-    @property
-    def exit_code(self) -> int | None:
-        if self.signal is None:
-            return None
-        return EXIT_SIGTERM if self.signal == signal.SIGTERM else EXIT_SIGINT
 
 
 def load_manifest(options: RunOptions) -> Manifest:
@@ -262,59 +226,6 @@ def _summary(options: RunOptions, manifest: Manifest, plan: Plan, pending: list[
     )
 
 
-class OutputFolderLock:
-    """One run per output folder: an OS file lock (a killed run never leaves it held). A run
-    that made the folder and wrote nothing (bad input, a model that failed to load) removes
-    it again, so bad input leaves no trace."""
-
-    def __init__(self, out: Path, *, wait: bool):
-        self.out, self.wait = out, wait
-        self.created = False
-        self.lock: FileLock | None = None
-
-    def __enter__(self) -> OutputFolderLock:
-        out = self.out
-        if out.exists() and not out.is_dir():
-            raise GenbatchError(f"--out {out}: exists and is not a folder")
-        while True:
-            self.created = self.created or not out.exists()
-            try:
-                out.mkdir(parents=True, exist_ok=True)
-            except OSError as err:
-                raise GenbatchError(f"--out {out}: cannot create the folder: {err.strerror}") from None
-            path = out / LOCK_NAME
-            if path.is_symlink() or (path.exists() and not path.is_file()):
-                raise UnsafePathError(
-                    f"{path} is not a plain file (a symlink or a folder); genbatch keeps its lock there: remove it"
-                )
-            contained(out, LOCK_NAME)
-            self.lock = FileLock(str(path), timeout=-1 if self.wait else 0)
-            try:
-                self.lock.acquire()
-                return self
-            except FileNotFoundError:
-                continue  # the run we waited for removed the folder it had made: make it again
-            except Timeout:
-                raise LockedError(
-                    f"another genbatch run is writing to {out} (it holds {path}); "
-                    "wait for it to finish, or pass --wait to start when it does"
-                ) from None
-            except OSError as err:
-                raise GenbatchError(f"--out {out}: cannot take the lock {path}: {err.strerror}") from None
-
-    def __exit__(self, *exc: Any) -> None:
-        assert self.lock is not None
-        untouched = self.created and [p.name for p in self.out.iterdir()] == [LOCK_NAME]
-        if untouched:
-            (self.out / LOCK_NAME).unlink()
-        self.lock.release()
-        if untouched:
-            try:
-                self.out.rmdir()
-            except OSError:  # a waiting run took the folder meanwhile
-                pass
-
-
 def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResult:
     out = Path(options.out)
     started_at, started = now(), time.monotonic()
@@ -326,21 +237,49 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResul
     done = _done(out, options, mismatched.append)
     pending = [j for j in plan.jobs if options.force or j.key not in done]
     check_output_paths(out, pending)
-    batches = make_batches(pending, options.fixed_batch_size(plan.device) or 8)
-    sizer = BatchSizer(options.fixed_batch_size(plan.device))
     summary = _summary(options, manifest, plan, pending, dry_run=False)
     summary.run_id, summary.started_at = uuid.uuid4().hex[:12], started_at
     progress = Progress(len(pending), quiet=options.quiet)
-    say = progress.log
+    sink = ResultSink(ledger, progress, run_id=summary.run_id, manifest=manifest.path, dtype=plan.dtype)
+    # 5. Say what is known before generating: warnings, repairs, skipped rows, what is done
+    _announce(manifest, plan, summary, ledger, sink, mismatched, progress.log)
+    # 6. Run the batches on the engine; the sink records every image as it lands
+    sizer = BatchSizer(options.fixed_batch_size(plan.device))
+    work = _engine_work(options, plan, pending, sizer)
+    stop = StopSignals()
+    stop.install()
+    report, interrupted_hard = None, False
+    try:
+        report = engine.run(work, sink, stop.requested, progress.log)
+    except KeyboardInterrupt:
+        interrupted_hard = True
+    finally:
+        ledger.close()
+        stop.restore()
+        progress.stop()
+    # 7. The summary (run.json) and the reports, rebuilt from the ledger
+    summary.interrupted = stop.signal is not None or interrupted_hard
+    _settle(summary, sink, report, stop.exit_code, len(pending), time.monotonic() - started)
+    summary.batch_sizes = sizer.describe()
+    _write_reports(out, options, summary, progress.log)
+    return RunResult(summary.exit_code, summary, plan, pending, manifest.warnings)
+
+
+def _announce(
+    manifest: Manifest,
+    plan: Plan,
+    summary: RunSummary,
+    ledger: Ledger,
+    sink: ResultSink,
+    mismatched: list[str],
+    say: Callable[[str], None],
+) -> None:
     if mismatched:
         say(
             f"verify: {len(mismatched)} done images no longer match their ledger sha256 and are generated again: "
             + ", ".join(shown_bare(f) for f in mismatched[:5])
             + (" ..." if len(mismatched) > 5 else "")
         )
-    sink = ResultSink(ledger, progress, run_id=summary.run_id, manifest=manifest.path, dtype=plan.dtype)
-
-    # 5. Say what is known before generating: warnings, repairs, skipped rows, what is done
     for warning in manifest.warnings:
         say(f"warning: {warning}")
     if ledger.repaired:
@@ -349,14 +288,15 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResul
         sink.skipped(manifest, skipped)
     if summary.counts.already_done:
         say(
-            f"{summary.counts.already_done} of {len(plan.jobs)} images are already done in {out}; "
-            f"generating {len(pending)}"
+            f"{summary.counts.already_done} of {len(plan.jobs)} images are already done in {summary.out}; "
+            f"generating {summary.counts.to_generate}"
         )
 
-    # 6. Run the batches on the engine; the sink records every image as it lands
-    work = EngineWork(
-        out=out,
-        batches=batches,
+
+def _engine_work(options: RunOptions, plan: Plan, pending: list[Job], sizer: BatchSizer) -> EngineWork:
+    return EngineWork(
+        out=Path(options.out),
+        batches=make_batches(pending, options.fixed_batch_size(plan.device) or 8),
         backend=options.backend,
         options=options.backend_options(plan.device, plan.dtype),
         encoding=options.encoding(),
@@ -365,41 +305,40 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResul
         writers=options.workers or max(1, min(4, os.cpu_count() or 1)),
         sizer=sizer,
     )
-    stop = _Stop()
-    stop.install()
-    interrupted_hard = False
-    report = None
-    try:
-        report = engine.run(work, sink, stop.requested, say)
-    except KeyboardInterrupt:
-        interrupted_hard = True
-    finally:
-        ledger.close()
-        stop.restore()
-        progress.stop()
 
-    # 7. The summary (run.json) and the reports, rebuilt from the ledger
-    wall = time.monotonic() - started
-    summary.interrupted = stop.signal is not None or interrupted_hard
+
+def _settle(
+    summary: RunSummary,
+    sink: ResultSink,
+    report: EngineReport | None,
+    signal_exit_code: int | None,
+    pending: int,
+    wall: float,
+) -> None:
+    """Fill in what the run did: counts, exit code, timings, the engine's facts."""
     if summary.interrupted:
-        summary.exit_code = stop.exit_code or EXIT_SIGINT
+        summary.exit_code = signal_exit_code or EXIT_SIGINT
     else:
         summary.exit_code = EXIT_FAILED_JOBS if sink.failed_count else EXIT_OK
     summary.counts.done, summary.counts.failed = sink.done_count, sink.failed_count
-    summary.counts.not_run = len(pending) - sink.done_count - sink.failed_count
+    summary.counts.not_run = pending - sink.done_count - sink.failed_count
     summary.failures = sink.failures
     summary.finished_at, summary.wall_seconds = now(), round(wall, 3)
     summary.generation_seconds = round(report.generation_seconds, 3) if report else 0.0
     summary.images_per_second = round(sink.done_count / wall, 3) if wall > 0 else None
     summary.backend_facts = report.facts if report else {}
     summary.workers = report.workers if report else []
-    summary.batch_sizes = sizer.describe()
     summary.providers = summary.backend_facts.get("providers")
     summary.versions = versions()
     summary.genbatch_version = summary.versions.get("genbatch")
     if sink.fatal is not None:
         summary.exit_code = summary.exit_code if summary.interrupted else sink.fatal.exit_code
         summary.error = {"message": str(sink.fatal), "type": type(sink.fatal).__name__}
+
+
+def _write_reports(out: Path, options: RunOptions, summary: RunSummary, say: Callable[[str], None]) -> None:
+    """run.json, the tables, metadata.jsonl and report.html; a full disk here is a warning (the
+    images and the ledger are safe) and the run's exit code says so."""
     try:
         write_json(out / "run.json", summary.to_dict(), root=out)
         current = CurrentRecords(out)  # read once for the tables and metadata.jsonl
@@ -414,7 +353,6 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResul
         say(f"warning: the reports were not written: {fatal}")
         if summary.error is None:
             summary.exit_code, summary.error = fatal.exit_code, {"message": str(fatal), "type": type(fatal).__name__}
-    return RunResult(summary.exit_code, summary, plan, pending, manifest.warnings)
 
 
 # The files genbatch keeps in --out besides the images.

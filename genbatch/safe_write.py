@@ -99,7 +99,7 @@ def _resolved(folder: Path) -> Path:
     if found is None:
         found = folder.resolve()
         if found.is_dir() and len(_RESOLVED) < 100_000:
-            _RESOLVED[folder] = found
+            _RESOLVED[folder] = _RESOLVED[found] = found
     return found
 
 
@@ -128,7 +128,7 @@ def write_atomic(path: Path, data: bytes | Callable[[Path], None], *, root: Path
     path = Path(path).absolute()  # relative to the working folder, as the caller gave it
     if root is not None:
         path = contained(root, path)
-        if not path.parent.is_dir():
+        if path.parent not in _RESOLVED and not path.parent.is_dir():  # a known folder exists
             make_folder(root, path.parent.relative_to(_resolved(Path(root))))
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,14 +137,24 @@ def write_atomic(path: Path, data: bytes | Callable[[Path], None], *, root: Path
         if callable(data):
             data(temp)
         else:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+            _write_new(temp, data)
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Create ``path`` (never through a symlink) holding ``data``: plain ``os.write`` calls, as
+    a run writes thousands of small files and a buffered file object per file costs more."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 def open_no_follow(root: Path, path: Path | str, mode: str) -> IO[bytes]:
