@@ -139,10 +139,10 @@ class LocalEngine:
         groups = list(by_model(work.batches))
         device = work.options.device
 
-        def written(item: tuple[Job, BatchFacts], image: WrittenImage) -> None:
-            sink.done(item[0], item[1], image)
+        def written(item: tuple[Job, BatchFacts, dict[str, Any]], image: WrittenImage) -> None:
+            sink.done(*item[:2], image, record=item[2])
 
-        def not_written(item: tuple[Job, BatchFacts], error: Exception) -> None:
+        def not_written(item: tuple[Job, BatchFacts, dict[str, Any]], error: Exception) -> None:
             fatal = unwritable(error, work.out)
             if fatal is not None:
                 sink.stop(fatal)
@@ -184,8 +184,9 @@ class LocalEngine:
                                 if result.pixels is None:
                                     sink.failed(result.job, batch_facts, result.error or "no image")
                                 else:
-                                    meta = image_metadata(sink.record(result.job, batch_facts))
-                                    writer.submit((result.job, batch_facts), result.pixels, result.job.file, meta)
+                                    record = sink.record(result.job, batch_facts)
+                                    item = (result.job, batch_facts, record)
+                                    writer.submit(item, result.pixels, result.job.file, image_metadata(record))
                             report.generation_seconds += time.monotonic() - began
                             sink.checkpoint(at_most_every=1.0)  # what is recorded so far survives a crash
                 finally:

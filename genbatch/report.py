@@ -100,8 +100,13 @@ def write_tables(out: Path, *, chunk_rows: int = 20_000, records: Iterable[dict[
     csv_final, parquet_final = Path(out) / "report.csv", Path(out) / "report.parquet"
     current = records if records is not None else CurrentRecords(out)
     extras = _extra_columns(current)
-    write_atomic(csv_final, lambda temp: _write_csv(current, temp, chunk_rows, extras), root=out)
-    write_atomic(parquet_final, lambda temp: _write_parquet(current, temp, chunk_rows, extras), root=out)
+
+    def write_both(parquet_temp: Path) -> None:  # one pass over the records makes both tables
+        write_atomic(
+            csv_final, lambda csv_temp: _write_both(current, csv_temp, parquet_temp, chunk_rows, extras), root=out
+        )
+
+    write_atomic(parquet_final, write_both, root=out)
     return [csv_final, parquet_final]
 
 
@@ -152,23 +157,21 @@ def _extra_columns(records: Iterable[dict[str, Any]]) -> dict[str, str]:
     }
 
 
-def _write_csv(records: Iterable[dict[str, Any]], path: Path, chunk_rows: int, extras: dict[str, str]) -> None:
-    with open(path, "w", encoding="utf-8", newline="") as handle:
-        for number, frame in enumerate(_frames(records, chunk_rows, extras)):
-            frame.to_csv(handle, index=False, header=number == 0)
-
-
-def _write_parquet(records: Iterable[dict[str, Any]], path: Path, chunk_rows: int, extras: dict[str, str]) -> None:
+def _write_both(
+    records: Iterable[dict[str, Any]], csv_path: Path, parquet_path: Path, chunk_rows: int, extras: dict[str, str]
+) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     writer = None
     try:
-        for frame in _frames(records, chunk_rows, extras):
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            if writer is None:
-                writer = pq.ParquetWriter(path, table.schema)
-            writer.write_table(table.cast(writer.schema))
+        with open(csv_path, "w", encoding="utf-8", newline="") as handle:
+            for number, frame in enumerate(_frames(records, chunk_rows, extras)):
+                frame.to_csv(handle, index=False, header=number == 0)
+                table = pa.Table.from_pandas(frame, preserve_index=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(parquet_path, table.schema)
+                writer.write_table(table.cast(writer.schema))
     finally:
         if writer is not None:
             writer.close()

@@ -124,8 +124,10 @@ class ResultSink:
     def record(self, job: Job, batch: BatchFacts) -> dict[str, Any]:
         return job_record(job, run_id=self.run_id, manifest=self.manifest, dtype=self.dtype, batch=batch)
 
-    def done(self, job: Job, batch: BatchFacts, written: WrittenImage) -> None:
-        record = self.record(job, batch)
+    def done(self, job: Job, batch: BatchFacts, written: WrittenImage, record: dict[str, Any] | None = None) -> None:
+        """Record a written image; ``record`` is the job's :meth:`record` when the caller built it
+        already (for the image's metadata), and is completed in place."""
+        record = self.record(job, batch) if record is None else record
         record.update(
             status="done", file=written.file, bytes=written.bytes, sha256=written.sha256, finished_at=now(), error=None
         )
