@@ -152,3 +152,21 @@ def test_compiled_denoiser_pads_the_short_batch_and_never_recompiles(tiny_model,
     assert not counters["recompiles"]  # ...once: the short last batch ran at the first batch's shape
     run = json.loads((tmp_path / "compiled" / "run.json").read_text())
     assert run["backend_facts"]["compile"] == "default"
+
+
+def test_run_options_for_the_fast_paths_are_recorded(tiny_model, tmp_path):
+    from helpers import genbatch
+
+    manifest = tmp_path / "p.txt"
+    manifest.write_text("a cat\n")
+    out = tmp_path / "out"
+    result = genbatch(
+        "run", manifest, "--model", tiny_model, "--out", out, "--device", "cpu", "--steps", "1", "--quiet",
+        "--no-reuse-embeddings", "--channels-last", "on",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    facts = json.loads((out / "run.json").read_text())["backend_facts"]
+    assert facts["reuse_embeddings"] is False and facts["channels_last"] is True
+    assert facts["attention"] == "AttnProcessor2_0" and facts["compile"] is None
+    bad = genbatch("run", manifest, "--out", out, "--channels-last", "maybe")
+    assert bad.exit_code == 2 and "--channels-last 'maybe': expected auto, on, off" in bad.output
