@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from genbatch.backends import BackendOptions, get_backend  # noqa: E402
-from genbatch.models import default_model_name, resolve_model  # noqa: E402
+from genbatch.builtin_models import default_model_name  # noqa: E402
+from genbatch.model_lookup import resolve_model  # noqa: E402
 
 PROMPTS = [
     "a red circle",

@@ -52,7 +52,7 @@ def plain_diffusers(
 def with_genbatch(
     model: str, prompts: list[str], batch_size: int, steps: int, guidance: float, device: str, dtype: str, out: Path
 ) -> tuple[float, dict]:
-    from genbatch.models import resolve_model
+    from genbatch.model_lookup import resolve_model
     from genbatch.plan import Defaults
     from genbatch.runner import RunOptions, run_manifest
 
@@ -75,7 +75,8 @@ def with_genbatch(
 
 
 def main() -> None:
-    from genbatch.models import default_model_name, resolve_model
+    from genbatch.builtin_models import default_model_name
+    from genbatch.model_lookup import resolve_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=64)

@@ -19,7 +19,7 @@ def build(folder: Path) -> None:
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from genbatch.models import write_clip_tokenizer
+    from genbatch.tiny_tokenizers import write_clip_tokenizer
 
     write_clip_tokenizer(folder / "tokenizer")
     tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")

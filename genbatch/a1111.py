@@ -98,8 +98,6 @@ def _tokens(line: str) -> list[tuple[int, str]]:
 def read_prompt_file(text: str, name: str) -> PromptFile:
     """Records (line, {field: value}) of an A1111 prompts-from-file text; values are parsed and
     checked here, so a bad one is located at its column."""
-    from .manifest import parse_value
-
     records: list[tuple[int, dict[str, Any]]] = []
     problems: list[Problem] = []
     ignored: dict[str, list[int]] = {}
@@ -109,60 +107,9 @@ def read_prompt_file(text: str, name: str) -> PromptFile:
         if not line.lstrip().startswith("--"):
             records.append((number, {"prompt": line.strip()}))
             continue
-        try:
-            words = _tokens(line)
-        except ValueError as err:  # an unclosed quote
-            problems.append(Problem(name, number, str(len(line)), f"{err}; close the quote"))
-            continue
-        record: dict[str, Any] = {}
-        counts: dict[str, int] = {}
-        bad = False
-        i = 0
-        while i < len(words):
-            column, word = words[i]
-            option = word[2:] if word.startswith("--") else None
-            if option is None or option not in KNOWN:
-                what = f"unknown option {word!r}" if option is not None else f"{word!r} is not an option"
-                problems.append(
-                    Problem(
-                        name,
-                        number,
-                        str(column),
-                        f"{what}; expected A1111 prompt-file options: --"
-                        + ", --".join((*OPTION_FIELDS, *IMAGE_COUNT))
-                        + " (and A1111's others, "
-                        "which are ignored here)",
-                    )
-                )
-                bad = True
-                break
-            if i + 1 >= len(words):
-                problems.append(Problem(name, number, str(column), f"{word} has no value"))
-                bad = True
-                break
-            value_column, value = words[i + 1]
-            i += 2
-            try:
-                if option in OPTION_FIELDS:
-                    target = OPTION_FIELDS[option]
-                    if target == "seed" and value.strip() == "-1":  # A1111: a random seed
-                        continue
-                    record[target] = parse_value(target, value)
-                elif option in IMAGE_COUNT:
-                    counts[option] = parse_value("num_images", value)
-                else:
-                    ignored.setdefault(option, []).append(number)
-            except ValueError as err:
-                problems.append(Problem(name, number, str(value_column), f"--{option}: {err}"))
-                bad = True
-        if bad:
-            continue
-        if "prompt" not in record:
-            problems.append(Problem(name, number, "1", "no --prompt on this line"))
-            continue
-        if counts:
-            record["num_images"] = counts.get("n_iter", 1) * counts.get("batch_size", 1)
-        records.append((number, record))
+        record = _option_line(line, name, number, problems, ignored)
+        if record is not None:
+            records.append((number, record))
     warnings = [
         f"{name}:{lines[0]}: --{option} has no meaning in genbatch and is ignored"
         + (f" (also on {len(lines) - 1} more line{'s' if len(lines) > 2 else ''})" if len(lines) > 1 else "")
@@ -170,6 +117,66 @@ def read_prompt_file(text: str, name: str) -> PromptFile:
     ]
     header = list(dict.fromkeys(["prompt", *(k for _, r in records for k in r)]))
     return PromptFile(header, records, problems, warnings)
+
+
+def _option_line(
+    line: str, name: str, number: int, problems: list[Problem], ignored: dict[str, list[int]]
+) -> dict[str, Any] | None:
+    """A line of ``--option value`` pairs as a record; None where it has a problem (each one
+    added to ``problems``). Options genbatch has no use for are noted in ``ignored``."""
+    from .manifest import parse_value
+
+    try:
+        words = _tokens(line)
+    except ValueError as err:  # an unclosed quote
+        problems.append(Problem(name, number, str(len(line)), f"{err}; close the quote"))
+        return None
+    record: dict[str, Any] = {}
+    counts: dict[str, int] = {}
+    bad = False
+    i = 0
+    while i < len(words):
+        column, word = words[i]
+        option = word[2:] if word.startswith("--") else None
+        if option is None or option not in KNOWN:
+            problems.append(Problem(name, number, str(column), _not_an_option(word, option)))
+            return None
+        if i + 1 >= len(words):
+            problems.append(Problem(name, number, str(column), f"{word} has no value"))
+            return None
+        value_column, value = words[i + 1]
+        i += 2
+        try:
+            if option in OPTION_FIELDS:
+                target = OPTION_FIELDS[option]
+                if target == "seed" and value.strip() == "-1":  # A1111: a random seed
+                    continue
+                record[target] = parse_value(target, value)
+            elif option in IMAGE_COUNT:
+                counts[option] = parse_value("num_images", value)
+            else:
+                ignored.setdefault(option, []).append(number)
+        except ValueError as err:
+            problems.append(Problem(name, number, str(value_column), f"--{option}: {err}"))
+            bad = True
+    if bad:
+        return None
+    if "prompt" not in record:
+        problems.append(Problem(name, number, "1", "no --prompt on this line"))
+        return None
+    if counts:
+        record["num_images"] = counts.get("n_iter", 1) * counts.get("batch_size", 1)
+    return record
+
+
+def _not_an_option(word: str, option: str | None) -> str:
+    what = f"unknown option {word!r}" if option is not None else f"{word!r} is not an option"
+    return (
+        f"{what}; expected A1111 prompt-file options: --"
+        + ", --".join((*OPTION_FIELDS, *IMAGE_COUNT))
+        + " (and A1111's others, "
+        "which are ignored here)"
+    )
 
 
 # --- the parameters text ------------------------------------------------------------------

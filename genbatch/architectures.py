@@ -223,8 +223,7 @@ def spec(name: str, tiny: bool = False) -> dict[str, Any]:
 
 def write_architecture(name: str, folder: Path, *, tiny: bool = False) -> Path:
     """A config-only model folder of architecture ``name`` (no weights: built on load)."""
-    from .models import write_clip_tokenizer
-    from .tiny_models import t5_tokenizer
+    from .tiny_tokenizers import t5_tokenizer, write_clip_tokenizer
 
     found = spec(name, tiny)
     folder = Path(folder)
@@ -259,7 +258,7 @@ def _diffusers_version() -> str:
 
 
 def is_random_architecture(folder: Path) -> bool:
-    from .models import read_json
+    from .model_files import read_json
 
     return bool(read_json(Path(folder) / "genbatch.json").get(MARKER))
 
@@ -271,7 +270,7 @@ def build_pipeline(folder: Path, device: str, dtype: str) -> Any:
     import torch
 
     from .backends.torch_backend import torch_dtype
-    from .models import read_json
+    from .model_files import read_json
 
     folder = Path(folder)
     index = read_json(folder / "model_index.json")

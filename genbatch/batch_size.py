@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .models import genbatch_home
+from .home import genbatch_home
 from .safe_write import write_atomic
 
 AUTO_CAP = 64

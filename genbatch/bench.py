@@ -50,7 +50,7 @@ def resolve_bench_model(model: str, work: Path) -> Path:
     """A model folder: the folder or built-in name as ``genbatch run`` takes it, or a released
     architecture (sd15, sdxl, flux-schnell) written config-only into ``work``."""
     from .architectures import names, write_architecture
-    from .models import resolve_model
+    from .model_lookup import resolve_model
 
     if model in names():
         return write_architecture(model, work / f"{model}-random")
@@ -133,7 +133,7 @@ def _cell(options: BenchOptions, folder: Path, defaults: dict[str, Any], backend
 
 def run_bench(options: BenchOptions, say: Any = print) -> dict[str, Any]:
     """Measure every backend x size x batch size; write bench.json and bench.png into ``out``."""
-    from .models import read_defaults
+    from .model_files import read_defaults
 
     if options.images < 1 or options.repeats < 1 or not options.batch_sizes or min(options.batch_sizes) < 1:
         raise GenbatchError("bench: --images, --repeats and each --batch-size must be at least 1")

@@ -31,7 +31,7 @@ def is_checkpoint_file(path: Path) -> bool:
 def file_sha256(path: Path) -> str:
     """A file's sha256, remembered under $GENBATCH_HOME by path, size and modification time
     (a multi-GB checkpoint is read once, as A1111 does)."""
-    from .models import genbatch_home
+    from .home import genbatch_home
 
     path = Path(path).resolve()
     stat = path.stat()
@@ -65,7 +65,7 @@ def _combined(*parts: str) -> str:
 def resolve_checkpoint(file: Path, config: str | None) -> Any:
     """A single-file checkpoint with the pipeline config ``--config`` names -> a ModelRef whose
     ``path`` is the config folder and ``checkpoint`` the file."""
-    from .models import resolve_model
+    from .model_lookup import resolve_model
 
     if file.suffix.lower() != ".safetensors":
         raise ModelError(
@@ -93,7 +93,7 @@ def resolve_checkpoint(file: Path, config: str | None) -> Any:
 
 def missing_config_message(file: Path) -> str:
     repo = _config_repo(file)
-    from .models import download_command
+    from .model_lookup import download_command
 
     which = (
         f"it looks like {repo}: run\n    {download_command(repo)} --include '*.json' '*.txt'\nthen add --config {repo}"
@@ -133,7 +133,8 @@ def with_vae(model: Any, spec: str | None) -> Any:
     file read with the model's own VAE config); the fingerprint changes with it."""
     if not spec:
         return model
-    from .models import _hub_snapshot, fingerprint
+    from .model_files import fingerprint
+    from .model_lookup import hub_snapshot
 
     path = Path(spec).expanduser()
     if path.is_file():
@@ -145,7 +146,7 @@ def with_vae(model: Any, spec: str | None) -> Any:
             raise ModelError(f"--vae {spec}: not a diffusers VAE folder (no config.json or vae/config.json)")
         vae_print = fingerprint(path)
     elif spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not Path(spec).parent.is_dir():
-        path = _hub_snapshot(spec)
+        path = hub_snapshot(spec)
         vae_print = fingerprint(path)
     else:
         raise ModelError(f"--vae {spec}: no such file or folder")
@@ -157,7 +158,7 @@ def load_pipeline(model: Any, torch_dtype: Any) -> Any:
     ``from_single_file`` of its checkpoint with the folder's configs; then its ``--vae``."""
     import diffusers
 
-    from .models import read_json
+    from .model_files import read_json
     from .progress import silence_library_progress
 
     silence_library_progress()

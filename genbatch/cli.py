@@ -187,7 +187,7 @@ def validate(
     else:
         problems = manifest_.problems
         if not manifest_.fatal_problems:
-            from .families import manifest_problems
+            from .family_checks import manifest_problems
 
             problems = [*problems, *manifest_problems(manifest_, model)]
         found = Validation(
@@ -203,7 +203,7 @@ def models(folders: opt.ModelFolders = None, json_: opt.ListJson = False) -> Non
     """List the models genbatch can use here without a download: built-ins, the local
     Hugging Face cache and any FOLDERS, with their family and whether they run on the torch
     and onnx backends (and why not)."""
-    from .models import list_models
+    from .model_list import list_models
 
     found = list_models(folders or [])
     if json_:

@@ -153,7 +153,7 @@ def print_export(result: Any, as_json: bool) -> None:
         fields = ("model", "fingerprint", "source_fingerprint", "opset", "fp16", "seconds", "components", "parity")
         print_json({"out": str(result.out), **{name: getattr(result, name) for name in fields}}, default=str)
         return
-    from .export import format_parity
+    from .export_parity import format_parity
 
     say(
         f"exported {result.model} to {result.out} in {result.seconds:.1f} s "

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from .backends import BackendOptions, GeneratedImage, LoadedModel, get_backend
 from .batch_size import BatchSizer, is_out_of_memory, size_key
 from .errors import ModelError
-from .models import ModelRef
+from .model_lookup import ModelRef
 from .plan import Job
 from .safe_write import unwritable
 from .sink import BatchFacts, ResultSink, image_metadata
@@ -139,20 +139,10 @@ class LocalEngine:
         groups = list(by_model(work.batches))
         device = work.options.device
 
-        def written(item: tuple[Job, BatchFacts, dict[str, Any]], image: WrittenImage) -> None:
-            sink.done(*item[:2], image, record=item[2])
-
-        def not_written(item: tuple[Job, BatchFacts, dict[str, Any]], error: Exception) -> None:
-            fatal = unwritable(error, work.out)
-            if fatal is not None:
-                sink.stop(fatal)
-            else:
-                sink.failed(item[0], item[1], f"writing the image failed: {type(error).__name__}: {error}")
-
         def stopping() -> bool:
             return stop_requested() or sink.fatal is not None
 
-        writer = ImageWriter(work.out, work.encoding, workers=work.writers, on_written=written, on_error=not_written)
+        writer = _image_writer(work, sink)
         try:
             for model, batches in groups:
                 if stopping():
@@ -172,29 +162,61 @@ class LocalEngine:
                 facts = loaded.describe()
                 report.facts.update(facts)
                 try:
-                    for jobs in by_group(batches):
-                        key = batch_size_key(jobs[0], work.options)
-                        start = 0
-                        while start < len(jobs) and not stopping():
-                            batch = jobs[start : start + work.sizer.next_size(key)]
-                            start += len(batch)
-                            began = time.monotonic()
-                            for result, size, seconds in generate_batch(loaded, batch, work.sizer, key):
-                                batch_facts = BatchFacts(size, seconds, device, facts)
-                                if result.pixels is None:
-                                    sink.failed(result.job, batch_facts, result.error or "no image")
-                                else:
-                                    record = sink.record(result.job, batch_facts)
-                                    item = (result.job, batch_facts, record)
-                                    writer.submit(item, result.pixels, result.job.file, image_metadata(record))
-                            report.generation_seconds += time.monotonic() - began
-                            sink.checkpoint(at_most_every=1.0)  # what is recorded so far survives a crash
+                    _generate(loaded, facts, batches, work, sink, writer, report, stopping)
                 finally:
                     loaded.close()
         finally:
             writer.close()
             sink.checkpoint()
         return report
+
+
+def _image_writer(work: EngineWork, sink: ResultSink) -> ImageWriter:
+    """The thread pool that writes the images, reporting each to ``sink`` once on disk."""
+
+    def written(item: tuple[Job, BatchFacts, dict[str, Any]], image: WrittenImage) -> None:
+        sink.done(*item[:2], image, record=item[2])
+
+    def not_written(item: tuple[Job, BatchFacts, dict[str, Any]], error: Exception) -> None:
+        fatal = unwritable(error, work.out)
+        if fatal is not None:
+            sink.stop(fatal)
+        else:
+            sink.failed(item[0], item[1], f"writing the image failed: {type(error).__name__}: {error}")
+
+    return ImageWriter(work.out, work.encoding, workers=work.writers, on_written=written, on_error=not_written)
+
+
+def _generate(
+    loaded: LoadedModel,
+    facts: dict[str, Any],
+    batches: list[list[Job]],
+    work: EngineWork,
+    sink: ResultSink,
+    writer: ImageWriter,
+    report: EngineReport,
+    stopping: Callable[[], bool],
+) -> None:
+    """One model's batches, in plan order, each sized by the run's sizer; images go to the
+    writer, failures to the sink."""
+    device = work.options.device
+    for jobs in by_group(batches):
+        key = batch_size_key(jobs[0], work.options)
+        start = 0
+        while start < len(jobs) and not stopping():
+            batch = jobs[start : start + work.sizer.next_size(key)]
+            start += len(batch)
+            began = time.monotonic()
+            for result, size, seconds in generate_batch(loaded, batch, work.sizer, key):
+                batch_facts = BatchFacts(size, seconds, device, facts)
+                if result.pixels is None:
+                    sink.failed(result.job, batch_facts, result.error or "no image")
+                else:
+                    record = sink.record(result.job, batch_facts)
+                    item = (result.job, batch_facts, record)
+                    writer.submit(item, result.pixels, result.job.file, image_metadata(record))
+            report.generation_seconds += time.monotonic() - began
+            sink.checkpoint(at_most_every=1.0)  # what is recorded so far survives a crash
 
 
 def _ray_engine(**settings: Any) -> Engine:

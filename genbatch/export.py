@@ -10,7 +10,8 @@ Why ``torch.onnx.export`` (the TorchScript-based exporter, ``dynamo=False``) and
 export library: optimum-onnx 0.1.0 pins transformers < 4.58, which would force a
 downgrade, and diffusers' ONNX conversion script is unmaintained. The TorchScript exporter
 gives ~1e-6 parity on these components and is ~20x faster than the dynamo exporter on a
-UNet; the three wrappers below are all an SD export needs.
+UNet; the small wrappers of :mod:`genbatch.export_wrappers` are all an SD or SDXL export
+needs. :mod:`genbatch.export_parity` checks the export against torch before it is installed.
 
 Weights over 2 GB (an SD-1.5 UNet in fp32 is ~3.4 GB) go to ONNX external data, one
 ``model.onnx_data`` file beside each ``model.onnx``; ``force_external_data`` does the
@@ -28,18 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .errors import GenbatchError, ModelError
 from .families import SD, SDXL, folder_family
-from .models import (
-    EXPORT_INFO,
-    ModelRef,
-    fingerprint,
-    is_onnx_export,
-    resolve_model,
-    vae_scale_factor,
-)
+from .model_files import EXPORT_INFO, fingerprint, is_onnx_export
+from .model_lookup import ModelRef, resolve_model
 from .safe_write import install_folder, staged_folder
 
 DEFAULT_OPSET = 17
@@ -48,11 +41,6 @@ PROTOBUF_LIMIT = 2**31 - 1 - 64 * 2**20  # 2 GB, less headroom for the graph its
 SUPPORTED = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
 XL_COMPONENTS = ("text_encoder_2",)  # an SDXL export's, besides COMPONENTS
 COMPONENTS = ("text_encoder", "unet", "vae_decoder", "vae_encoder")
-# Verification tolerances: component outputs (max abs diff, relative to the output's scale)
-# and end-to-end images (max abs diff in pixel levels, 0-255).
-TOLERANCE = {"fp32": {"component": 1e-3, "pixels": 1.0}, "fp16": {"component": 5e-2, "pixels": 16.0}}
-VERIFY_PROMPTS = ["a red circle on a white background", "two small blue squares"]
-VERIFY_SEEDS = [0, 1234]
 
 
 class VerificationError(GenbatchError):
@@ -144,21 +132,14 @@ def export_onnx(
     a failed verification keeps the staging folder as ``<out>.unverified`` and raises
     :class:`VerificationError` (exit code 1) with the figures.
     """
+    from .export_parity import format_parity, verify_export
+
     started = time.monotonic()
     ref = resolve_model(model)
     index = check_supported(ref)
     out = Path(out) if out is not None else default_out(ref)
     _check_out(out, ref, overwrite)
-    if opset < 14:
-        raise GenbatchError(f"--opset {opset}: at least 14 is needed (scaled dot-product attention, LayerNorm)")
-    if verify or fp16:  # the parity check runs ONNX Runtime; the fp16 converter ships with it
-        from .backends.onnx_backend import onnxruntime
-
-        onnxruntime()
-
-    from .backends.torch_backend import quiet_hf_libraries
-
-    quiet_hf_libraries()
+    _check_tools(opset, verify=verify, fp16=fp16)
     pipe = _load_pipeline(ref, index)
     with staged_folder(out) as staging:
         # 1. Components
@@ -190,6 +171,19 @@ def export_onnx(
         _make_readable(staging)
         install_folder(staging, out)
         return result
+
+
+def _check_tools(opset: int, *, verify: bool, fp16: bool) -> None:
+    """The opset and ONNX Runtime the export needs, checked before a model loads."""
+    if opset < 14:
+        raise GenbatchError(f"--opset {opset}: at least 14 is needed (scaled dot-product attention, LayerNorm)")
+    if verify or fp16:  # the parity check runs ONNX Runtime; the fp16 converter ships with it
+        from .backends.onnx_runtime import onnxruntime
+
+        onnxruntime()
+    from .backends.torch_backend import quiet_hf_libraries
+
+    quiet_hf_libraries()
 
 
 def components_of(pipe: Any) -> tuple[str, ...]:
@@ -235,188 +229,15 @@ def _load_pipeline(ref: ModelRef, index: dict[str, Any]) -> Any:
 # --- components --------------------------------------------------------------------------
 
 
-def _wrappers(pipe: Any) -> dict[str, tuple[Any, tuple[Any, ...], list[str], list[str], dict[str, dict[int, str]]]]:
-    """Per component: module, example inputs, input names, output names, dynamic axes.
-
-    Names and dtypes follow diffusers' ONNX pipelines (int32 input_ids, float timestep).
-    """
-    import torch
-
-    class TextEncoder(torch.nn.Module):
-        def __init__(self, model: Any):
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids: Any) -> Any:
-            out = self.model(input_ids=input_ids, return_dict=False)
-            return out[0], out[1]
-
-    class Unet(torch.nn.Module):
-        def __init__(self, model: Any):
-            super().__init__()
-            self.model = model
-
-        def forward(self, sample: Any, timestep: Any, encoder_hidden_states: Any) -> Any:
-            return self.model(sample, timestep, encoder_hidden_states, return_dict=False)[0]
-
-    class TextEncoderXL(torch.nn.Module):
-        """SDXL's encoders: the penultimate hidden states, and the pooled output (the second
-        encoder's projected ``text_embeds`` is the one SDXL uses)."""
-
-        def __init__(self, model: Any):
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids: Any) -> Any:
-            out = self.model(input_ids=input_ids, output_hidden_states=True)
-            return out.hidden_states[-2], out[0] if out[0].ndim == 2 else out.pooler_output
-
-    class UnetXL(torch.nn.Module):
-        def __init__(self, model: Any):
-            super().__init__()
-            self.model = model
-
-        def forward(
-            self, sample: Any, timestep: Any, encoder_hidden_states: Any, text_embeds: Any, time_ids: Any
-        ) -> Any:
-            return self.model(
-                sample,
-                timestep,
-                encoder_hidden_states,
-                return_dict=False,
-                added_cond_kwargs={"text_embeds": text_embeds, "time_ids": time_ids},
-            )[0]
-
-    class VaeDecoder(torch.nn.Module):
-        def __init__(self, vae: Any):
-            super().__init__()
-            self.vae = vae
-
-        def forward(self, latent_sample: Any) -> Any:
-            return self.vae.decode(latent_sample, return_dict=False)[0]
-
-    class VaeEncoder(torch.nn.Module):
-        """The latent distribution's mean: deterministic, so it can be checked for parity."""
-
-        def __init__(self, vae: Any):
-            super().__init__()
-            self.vae = vae
-
-        def forward(self, sample: Any) -> Any:
-            return self.vae.encode(sample, return_dict=False)[0].mode()
-
-    g = torch.Generator("cpu").manual_seed(0)
-    unet, vae, text = pipe.unet.config, pipe.vae.config, pipe.text_encoder.config
-    length = pipe.tokenizer.model_max_length
-    factor = vae_scale_factor(vae)
-    sample = unet.sample_size if isinstance(unet.sample_size, int) else unet.sample_size[0]
-    latent = (2, unet.in_channels, sample, sample)
-    batch_hw = {0: "batch", 2: "height", 3: "width"}
-
-    def vae_parts() -> dict[str, Any]:
-        """The VAE's two parts, the same for every family (drawn after the UNet's inputs)."""
-        return {
-            "vae_decoder": (
-                VaeDecoder(pipe.vae),
-                (torch.randn(1, vae.latent_channels, sample, sample, generator=g),),
-                ["latent_sample"],
-                ["sample"],
-                {"latent_sample": batch_hw, "sample": batch_hw},
-            ),
-            "vae_encoder": (
-                VaeEncoder(pipe.vae),
-                (torch.randn(1, vae.in_channels, sample * factor, sample * factor, generator=g),),
-                ["sample"],
-                ["latent_sample"],
-                {"sample": batch_hw, "latent_sample": batch_hw},
-            ),
-        }
-
-    if is_xl(pipe):
-        context = text.hidden_size + pipe.text_encoder_2.config.hidden_size
-        pooled = pipe.text_encoder_2.config.projection_dim
-        ids = (torch.zeros(2, length, dtype=torch.int32),)
-        text_axes = {
-            "input_ids": {0: "batch", 1: "sequence"},
-            "hidden_states": {0: "batch", 1: "sequence"},
-            "pooled": {0: "batch"},
-        }
-        return {
-            "text_encoder": (
-                TextEncoderXL(pipe.text_encoder),
-                ids,
-                ["input_ids"],
-                ["hidden_states", "pooled"],
-                text_axes,
-            ),
-            "text_encoder_2": (
-                TextEncoderXL(pipe.text_encoder_2),
-                ids,
-                ["input_ids"],
-                ["hidden_states", "pooled"],
-                text_axes,
-            ),
-            "unet": (
-                UnetXL(pipe.unet),
-                (
-                    torch.randn(latent, generator=g),
-                    torch.tensor([999.0, 999.0]),
-                    torch.randn(2, length, context, generator=g),
-                    torch.randn(2, pooled, generator=g),
-                    torch.full((2, 6), 64.0),
-                ),
-                ["sample", "timestep", "encoder_hidden_states", "text_embeds", "time_ids"],
-                ["out_sample"],
-                {
-                    "sample": batch_hw,
-                    "timestep": {0: "batch"},
-                    "encoder_hidden_states": {0: "batch", 1: "sequence"},
-                    "text_embeds": {0: "batch"},
-                    "time_ids": {0: "batch"},
-                    "out_sample": batch_hw,
-                },
-            ),
-            **vae_parts(),
-        }
-    return {
-        "text_encoder": (
-            TextEncoder(pipe.text_encoder),
-            (torch.zeros(2, length, dtype=torch.int32),),
-            ["input_ids"],
-            ["last_hidden_state", "pooler_output"],
-            {
-                "input_ids": {0: "batch", 1: "sequence"},
-                "last_hidden_state": {0: "batch", 1: "sequence"},
-                "pooler_output": {0: "batch"},
-            },
-        ),
-        "unet": (
-            Unet(pipe.unet),
-            (
-                torch.randn(latent, generator=g),
-                torch.tensor([999.0, 999.0]),
-                torch.randn(2, length, text.hidden_size, generator=g),
-            ),
-            ["sample", "timestep", "encoder_hidden_states"],
-            ["out_sample"],
-            {
-                "sample": batch_hw,
-                "timestep": {0: "batch"},
-                "encoder_hidden_states": {0: "batch", 1: "sequence"},
-                "out_sample": batch_hw,
-            },
-        ),
-        **vae_parts(),
-    }
-
-
 def _export_component(
     pipe: Any, part: str, staging: Path, *, opset: int, fp16: bool, force_external_data: bool
 ) -> dict[str, Any]:
     import onnx
     import torch
 
-    module, args, inputs, outputs, axes = _wrappers(pipe)[part]
+    from .export_wrappers import wrappers
+
+    module, args, inputs, outputs, axes = wrappers(pipe)[part]
     folder = staging / part
     scratch = staging / f".scratch-{part}"
     folder.mkdir(parents=True)
@@ -438,13 +259,7 @@ def _export_component(
     proto = onnx.load(str(scratch / "model.onnx"), load_external_data=True)
     weight_bytes = sum(len(t.raw_data) for t in proto.graph.initializer)
     if fp16:
-        from onnxruntime.transformers.float16 import convert_float_to_float16
-        from onnxruntime.transformers.onnx_model import OnnxModel
-
-        proto = convert_float_to_float16(proto, keep_io_types=True, disable_shape_infer=weight_bytes > PROTOBUF_LIMIT)
-        sortable = OnnxModel(proto)
-        sortable.topological_sort()  # the converter appends its input casts after their users
-        proto = sortable.model
+        proto = _to_fp16(proto, large=weight_bytes > PROTOBUF_LIMIT)
         weight_bytes = sum(len(t.raw_data) for t in proto.graph.initializer)
     external = force_external_data or weight_bytes > PROTOBUF_LIMIT
     target = folder / "model.onnx"
@@ -468,6 +283,17 @@ def _export_component(
         "weight_bytes": weight_bytes,
         "seconds": round(time.monotonic() - began, 3),
     }
+
+
+def _to_fp16(proto: Any, *, large: bool) -> Any:
+    """The graph with fp16 weights; inputs and outputs stay fp32."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    proto = convert_float_to_float16(proto, keep_io_types=True, disable_shape_infer=large)
+    sortable = OnnxModel(proto)
+    sortable.topological_sort()  # the converter appends its input casts after their users
+    return sortable.model
 
 
 def _write_configs(ref: ModelRef, index: dict[str, Any], staging: Path) -> None:
@@ -577,132 +403,3 @@ def _write_info(staging: Path, ref: ModelRef, result: ExportResult) -> None:
         "versions": versions(),
     }
     (staging / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-
-
-# --- verification ------------------------------------------------------------------------
-
-
-def verify_export(pipe: Any, folder: Path, ref: ModelRef, *, fp16: bool) -> dict[str, Any]:
-    """Torch vs ONNX Runtime (CPU): each component on fixed inputs, then the same seeds end
-    to end. Inputs use batch 3 and, for the UNet, a size other than the traced one, so the
-    dynamic axes are checked too."""
-    import onnxruntime as ort
-    import torch
-
-    tol = TOLERANCE["fp16" if fp16 else "fp32"]
-    g = torch.Generator("cpu").manual_seed(42)
-    unet, vae = pipe.unet.config, pipe.vae.config
-    sample = unet.sample_size if isinstance(unet.sample_size, int) else unet.sample_size[0]
-    factor = vae_scale_factor(vae)
-    ids = pipe.tokenizer(
-        VERIFY_PROMPTS + [""],
-        padding="max_length",
-        max_length=pipe.tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids
-    other = max(8, sample // 2 + 8)  # a latent size other than the traced one
-    context = pipe.text_encoder.config.hidden_size
-    unet_extra: dict[str, Any] = {}
-    if is_xl(pipe):
-        context += pipe.text_encoder_2.config.hidden_size
-        unet_extra = {
-            "text_embeds": torch.randn(3, pipe.text_encoder_2.config.projection_dim, generator=g),
-            "time_ids": torch.tensor([[64.0, 64.0, 0.0, 0.0, 64.0, 64.0]] * 3),
-        }
-    inputs = {
-        "text_encoder": {"input_ids": ids.to(torch.int32)},
-        **({"text_encoder_2": {"input_ids": ids.to(torch.int32)}} if is_xl(pipe) else {}),
-        "unet": {
-            "sample": torch.randn(3, unet.in_channels, other, sample, generator=g),
-            "timestep": torch.tensor([999.0, 500.0, 1.0]),
-            "encoder_hidden_states": torch.randn(3, ids.shape[1], context, generator=g),
-            **unet_extra,
-        },
-        "vae_decoder": {"latent_sample": torch.randn(3, vae.latent_channels, sample, other, generator=g)},
-        "vae_encoder": {
-            "sample": torch.rand(3, vae.in_channels, sample * factor, sample * factor, generator=g) * 2 - 1
-        },
-    }
-    modules = _wrappers(pipe)
-    components: dict[str, Any] = {}
-    for part, feeds in inputs.items():
-        with torch.no_grad():
-            expected = modules[part][0](**feeds)
-        expected = (expected[0] if isinstance(expected, tuple) else expected).float().numpy()
-        session = ort.InferenceSession(str(folder / part / "model.onnx"), providers=["CPUExecutionProvider"])
-        got = session.run(None, {k: v.numpy() for k, v in feeds.items()})[0].astype(np.float32)
-        diff = float(np.abs(got - expected).max())
-        allowed = tol["component"] * max(1.0, float(np.abs(expected).max()))
-        components[part] = {"max_abs_diff": diff, "tolerance": allowed, "passed": diff <= allowed}
-    end_to_end = _verify_images(pipe, folder, ref, tol["pixels"])
-    passed = all(c["passed"] for c in components.values()) and end_to_end["passed"]
-    return {"passed": passed, "components": components, "end_to_end": end_to_end}
-
-
-def _verify_images(pipe: Any, folder: Path, ref: ModelRef, tolerance: float) -> dict[str, Any]:
-    import torch
-
-    from .backends.onnx_backend import OnnxGenerator
-    from .latents import initial_latents
-
-    d = ref.defaults
-    steps, guidance = min(int(d.get("steps") or 4), 4), float(d.get("guidance_scale") or 7.5)
-    width, height = int(d["width"]), int(d["height"])
-    factor = pipe.vae_scale_factor
-    latents = initial_latents(VERIFY_SEEDS, pipe.unet.config.in_channels, height // factor, width // factor)
-    with torch.inference_mode():
-        # the same latents diffusers draws from these generators (SDXL draws them itself)
-        expected = pipe(
-            prompt=VERIFY_PROMPTS,
-            negative_prompt=[""] * len(VERIFY_PROMPTS),
-            num_inference_steps=steps,
-            guidance_scale=guidance,
-            height=height,
-            width=width,
-            latents=None if is_xl(pipe) else latents,
-            generator=[torch.Generator("cpu").manual_seed(s) for s in VERIFY_SEEDS],
-            output_type="np",
-        ).images
-    onnx_run = OnnxGenerator(folder, name=ref.name, device="cpu")
-    got = onnx_run.images(
-        VERIFY_PROMPTS,
-        [""] * len(VERIFY_PROMPTS),
-        VERIFY_SEEDS,
-        steps=steps,
-        guidance_scale=guidance,
-        height=height,
-        width=width,
-    )
-    onnx_run.close()
-    diff = np.abs(got.astype(np.float64) - expected.astype(np.float64)) * 255.0
-    uint8 = np.abs(np.round(np.clip(got, 0, 1) * 255).astype(int) - np.round(np.clip(expected, 0, 1) * 255).astype(int))
-    return {
-        "seeds": VERIFY_SEEDS,
-        "steps": steps,
-        "guidance_scale": guidance,
-        "size": [width, height],
-        "max_pixel_diff": float(diff.max()),
-        "mean_pixel_diff": float(diff.mean()),
-        "max_uint8_diff": int(uint8.max()),
-        "tolerance": tolerance,
-        "passed": float(diff.max()) <= tolerance,
-    }
-
-
-def format_parity(parity: dict[str, Any] | None) -> str:
-    if not parity:
-        return "verification: skipped (--no-verify)"
-    lines = []
-    for part, c in parity["components"].items():
-        lines.append(
-            f"  {part:<13} max abs diff {c['max_abs_diff']:.2e}  (tolerance {c['tolerance']:.1e})"
-            + ("" if c["passed"] else "  FAILED")
-        )
-    e = parity["end_to_end"]
-    lines.append(
-        f"  end to end    max pixel diff {e['max_pixel_diff']:.4f} levels, mean {e['mean_pixel_diff']:.5f}, "
-        f"uint8 max {e['max_uint8_diff']}  (tolerance {e['tolerance']:g}; seeds {e['seeds']}, "
-        f"{e['steps']} steps)" + ("" if e["passed"] else "  FAILED")
-    )
-    return "verification (torch vs ONNX Runtime CPU):\n" + "\n".join(lines)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelError, Problem
+from .errors import ModelError
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ def model_index(path: Path) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=64)
 def _read_index(path: str) -> dict[str, Any]:
-    from .models import read_json
+    from .model_files import read_json
 
     return read_json(Path(path) / "model_index.json")
 
@@ -241,7 +241,7 @@ def runs_on(path: Path) -> dict[str, Any]:
 
 
 def _vae_factor(path: Path) -> int:
-    from .models import read_json
+    from .model_files import read_json
 
     vae = read_json(path / "vae" / "config.json") or read_json(path / "vae_decoder" / "config.json")
     blocks = vae.get("encoder_block_out_channels") or vae.get("block_out_channels") or [0, 0, 0, 0]
@@ -256,7 +256,7 @@ def folder_defaults(path: Path) -> dict[str, Any]:
 
 def family_defaults(path: Path, family: Family) -> dict[str, Any]:
     """Steps, guidance and size of a family's model, from its configs where they say."""
-    from .models import read_json
+    from .model_files import read_json
 
     defaults: dict[str, Any] = {"steps": family.steps, "guidance_scale": family.guidance_scale}
     denoiser = read_json(path / "unet" / "config.json") or read_json(path / "transformer" / "config.json")
@@ -271,85 +271,6 @@ def family_defaults(path: Path, family: Family) -> dict[str, Any]:
     size = int(sample) * _vae_factor(path) if sample else family.size
     defaults.update(width=size, height=size)
     return defaults
-
-
-def check_model(path: Path, defaults: dict[str, Any]) -> Family:
-    """The family a model folder runs as on torch, or a ModelError saying why it cannot run:
-    an unknown or refused pipeline, a missing component, or a genbatch.json setting the family
-    does not take."""
-    family = detect(path)
-    if defaults.get("timesteps") and not family.timesteps:
-        raise ModelError(
-            f'{Path(path) / "genbatch.json"}: "timesteps": {family.title} pipelines take no list of '
-            'timesteps; remove "timesteps"'
-        )
-    return family
-
-
-def check_negative_prompt(family: Family, negative_prompt: str | None) -> str | None:
-    """Why a job with this negative prompt cannot run on this family, or None."""
-    if negative_prompt and not family.negative_prompt:
-        why = " (it is guidance-distilled)" if family is FLUX else ""
-        return f"{family.title} takes no negative prompt{why}; remove it for this model"
-    return None
-
-
-def plan_problems(jobs: Sequence[Any], manifest: str, columns: dict[str, str] | None = None) -> list[Problem]:
-    """Why jobs of a plan cannot run on the torch backend, found before any model loads, each
-    located at its row (the first row of a model that cannot run names it)."""
-    columns = columns or {}
-    families: dict[Path, Family | None] = {}
-    problems: dict[tuple[Any, str], Problem] = {}
-    for job in jobs:
-        line, model = job.row.line, job.model
-        if model.path not in families:
-            try:
-                families[model.path] = check_model(model.path, model.defaults)
-            except ModelError as err:
-                families[model.path] = None
-                column = columns.get("model", "model") if job.row.model is not None else "--model"
-                problems[(line, column)] = Problem(manifest, line, column, f"{model.name}: {err}")
-        family = families[model.path]
-        why = family and check_negative_prompt(family, job.negative_prompt)
-        if why:
-            given = job.row.values.get("negative_prompt") is not None
-            column = columns.get("negative_prompt", "negative_prompt") if given else "--negative"
-            # a row's own value: at its line; --negative: once per model, at its first row
-            problems.setdefault((line if given else str(model.path), column), Problem(manifest, line, column, why))
-        if family and job.values.get("max_sequence_length") and not family.max_sequence_length:
-            column = columns.get("max_sequence_length", "max_sequence_length")
-            why = f"{family.title} takes no max_sequence_length (SD3, Flux, PixArt and Sana do); remove it here"
-            problems.setdefault((line, column), Problem(manifest, line, column, why))
-    return list(problems.values())
-
-
-def manifest_problems(manifest: Any, model: str | None = None) -> list[Problem]:
-    """``genbatch validate``'s model checks: the models a manifest's rows use (its model
-    column, else ``model``, else the default model) that cannot be found or cannot run on
-    torch, and the row values their families do not take."""
-    from .manifest import Row
-    from .models import resolve_model
-    from .plan import Defaults, Target, expand_jobs
-
-    models: dict[str | None, Any] = {}
-    problems: list[Problem] = []
-    for row in manifest.rows:
-        if row.model in models:
-            continue
-        try:
-            models[row.model] = resolve_model(row.model if row.model is not None else model)
-        except ModelError as err:
-            models[row.model] = None
-            column = manifest.columns.get("model", "model") if row.model is not None else "--model"
-            problems.append(Problem(manifest.path, row.line, column, str(err)))
-    # one job per row is enough to check it (a row may ask for thousands of images)
-    rows = [
-        Row(row.index, row.line, row.fields, **{**row.values, "num_images": 1})
-        for row in manifest.rows
-        if models[row.model] is not None
-    ]
-    jobs = expand_jobs(rows, models, Defaults(num_images=1), Target("torch", "fp32"))
-    return sorted(problems + plan_problems(jobs, manifest.path, manifest.columns), key=lambda p: p.line or 0)
 
 
 def recorded_call(job: Any) -> dict[str, Any]:

@@ -224,6 +224,28 @@ def list_grids(out: Path) -> list[dict[str, Any]]:
 # --- drawing -------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Frame:
+    """Where things go on a page's grid: cell, column and label sizes, and the font."""
+
+    font: Any
+    line_h: int
+    cell_w: int
+    cell_h: int
+    col_w: int
+    label_w: int
+    title_h: int
+    header_h: int
+
+    @property
+    def left(self) -> int:
+        return self.label_w + PAD
+
+    @property
+    def top(self) -> int:
+        return self.title_h + self.header_h
+
+
 def render(out: Path, page: Page, cell_size: int | None) -> tuple[Image.Image, dict[str, Any]]:
     """The grid image of a page, and its layout (labels, and each cell's box and image)."""
     pictures = [[_picture(out, record, cell_size) for record in row] for row in page.cells]
@@ -232,53 +254,17 @@ def render(out: Path, page: Page, cell_size: int | None) -> tuple[Image.Image, d
     cell_h = max((h for _, h in sizes), default=64)
     font_size = max(11, min(24, cell_w // 14))
     font, line_h = _font(font_size), font_size + 4
-    label_w = max(cell_w, 160)
     col_w = max(cell_w, 96)  # a column is at least wide enough for a short label
     col_lines = [wrap(text, font, col_w - PAD)[:MAX_HEADER_LINES] for text in page.cols]
     header_h = max((len(lines) for lines in col_lines), default=1) * line_h + 2 * PAD
     title_h = line_h + 2 * PAD if page.title else 0
-    left, top = label_w + PAD, title_h + header_h
-    width = left + len(page.cols) * (col_w + PAD)
-    height = top + len(page.rows) * (cell_h + PAD)
+    f = _Frame(font, line_h, cell_w, cell_h, col_w, max(cell_w, 160), title_h, header_h)
+    width = f.left + len(page.cols) * (col_w + PAD)
+    height = f.top + len(page.rows) * (cell_h + PAD)
     grid = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(grid)
-    if page.title:
-        draw.text((PAD, PAD), page.title, font=font, fill=TEXT)
-    corner = _ellipsis(f"{page.row_axis} \\ {page.col_axis}", font, label_w - 2 * PAD)
-    draw.text((PAD, top - line_h - PAD), corner, font=font, fill=MUTED)
-    for c, lines in enumerate(col_lines):
-        x = left + c * (col_w + PAD)
-        for i, line in enumerate(lines):
-            draw.text((x + (col_w - font.getlength(line)) / 2, title_h + PAD + i * line_h), line, font=font, fill=TEXT)
-    cells: list[list[dict[str, Any] | None]] = []
-    for r, text in enumerate(page.rows):
-        y = top + r * (cell_h + PAD)
-        lines = wrap(text, font, label_w - 2 * PAD)
-        fit = max(1, cell_h // line_h)
-        if len(lines) > fit:
-            lines = lines[: fit - 1] + [_ellipsis(" ".join(lines[fit - 1 :]), font, label_w - 2 * PAD)]
-        for i, line in enumerate(lines):
-            draw.text((PAD, y + i * line_h), line, font=font, fill=TEXT)
-        row_cells: list[dict[str, Any] | None] = []
-        for c, (record, picture) in enumerate(zip(page.cells[r], pictures[r])):
-            x = left + c * (col_w + PAD) + (col_w - cell_w) // 2
-            draw.rectangle([x, y, x + cell_w - 1, y + cell_h - 1], fill=CELL_BACKGROUND)
-            if record is None or picture is None:
-                draw.text((x + PAD, y + PAD), "—" if record is None else "unreadable", font=font, fill=MUTED)
-                row_cells.append(None)
-                continue
-            grid.paste(picture, (x, y))
-            row_cells.append(
-                {
-                    "x": x,
-                    "y": y,
-                    "width": picture.width,
-                    "height": picture.height,
-                    "file": record["file"],
-                    "key": record.get("key"),
-                }
-            )
-        cells.append(row_cells)
+    _draw_headers(draw, page, f, col_lines)
+    cells = [_draw_row(grid, draw, f, r, text, page.cells[r], pictures[r]) for r, text in enumerate(page.rows)]
     layout = {
         "title": page.title,
         "rows": page.rows,
@@ -286,13 +272,58 @@ def render(out: Path, page: Page, cell_size: int | None) -> tuple[Image.Image, d
         "cell_width": cell_w,
         "col_width": col_w,
         "cell_height": cell_h,
-        "label_width": label_w,
+        "label_width": f.label_w,
         "header_height": header_h,
-        "top": top,
-        "left": left,
+        "top": f.top,
+        "left": f.left,
         "cells": cells,
     }
     return grid, layout
+
+
+def _draw_headers(draw: ImageDraw.ImageDraw, page: Page, f: _Frame, col_lines: list[list[str]]) -> None:
+    """The page's title, the axes' names in the corner, and each column's label."""
+    if page.title:
+        draw.text((PAD, PAD), page.title, font=f.font, fill=TEXT)
+    corner = _ellipsis(f"{page.row_axis} \\ {page.col_axis}", f.font, f.label_w - 2 * PAD)
+    draw.text((PAD, f.top - f.line_h - PAD), corner, font=f.font, fill=MUTED)
+    for c, lines in enumerate(col_lines):
+        x = f.left + c * (f.col_w + PAD)
+        for i, line in enumerate(lines):
+            position = (x + (f.col_w - f.font.getlength(line)) / 2, f.title_h + PAD + i * f.line_h)
+            draw.text(position, line, font=f.font, fill=TEXT)
+
+
+def _draw_row(
+    grid: Image.Image,
+    draw: ImageDraw.ImageDraw,
+    f: _Frame,
+    r: int,
+    text: str,
+    records: list[dict[str, Any] | None],
+    pictures: list[Image.Image | None],
+) -> list[dict[str, Any] | None]:
+    """Row ``r``: its label (wrapped, and cut with "…" where the row is too short), then its
+    cells; each cell's box and image for the layout (None where it has no image)."""
+    y = f.top + r * (f.cell_h + PAD)
+    lines = wrap(text, f.font, f.label_w - 2 * PAD)
+    fit = max(1, f.cell_h // f.line_h)
+    if len(lines) > fit:
+        lines = lines[: fit - 1] + [_ellipsis(" ".join(lines[fit - 1 :]), f.font, f.label_w - 2 * PAD)]
+    for i, line in enumerate(lines):
+        draw.text((PAD, y + i * f.line_h), line, font=f.font, fill=TEXT)
+    row_cells: list[dict[str, Any] | None] = []
+    for c, (record, picture) in enumerate(zip(records, pictures)):
+        x = f.left + c * (f.col_w + PAD) + (f.col_w - f.cell_w) // 2
+        draw.rectangle([x, y, x + f.cell_w - 1, y + f.cell_h - 1], fill=CELL_BACKGROUND)
+        if record is None or picture is None:
+            draw.text((x + PAD, y + PAD), "—" if record is None else "unreadable", font=f.font, fill=MUTED)
+            row_cells.append(None)
+            continue
+        grid.paste(picture, (x, y))
+        box = {"x": x, "y": y, "width": picture.width, "height": picture.height}
+        row_cells.append({**box, "file": record["file"], "key": record.get("key")})
+    return row_cells
 
 
 def _picture(out: Path, record: dict[str, Any] | None, cell_size: int | None) -> Image.Image | None:

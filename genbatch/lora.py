@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .errors import GenbatchError
-from .models import hash_weights
+from .model_files import hash_weights
 
 WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 SUFFIXES = (".safetensors", ".bin")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from . import families
+from . import families, family_checks
 from . import image_formats as formats
 from .echo import shown, shown_bare
 from .errors import GenbatchError, ManifestError, ModelError
@@ -34,7 +34,8 @@ from .fields import (
     template_values,
 )
 from .manifest import Manifest, Row
-from .models import ModelRef, keeps_own_scheduler, resolve_model
+from .model_files import keeps_own_scheduler
+from .model_lookup import ModelRef, resolve_model
 from .samplers import resolve as resolve_scheduler
 
 if TYPE_CHECKING:
@@ -273,7 +274,7 @@ def make_plan(manifest: Manifest, options: RunOptions) -> Plan:
     )
     check_torch_only(jobs, options.backend)
     if options.backend == "torch":  # before any model loads: models that cannot run, options they do not take
-        problems = families.plan_problems(jobs, manifest.path, manifest.columns)
+        problems = family_checks.plan_problems(jobs, manifest.path, manifest.columns)
         if problems:
             raise ManifestError(problems)
     assign_file_names(jobs, options.name_template, options.image_format)

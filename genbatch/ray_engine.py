@@ -1,10 +1,10 @@
 """The Ray engine: the same batches, on model-holding workers across a Ray cluster.
 
-One :class:`RayWorker` actor per GPU (or per CPU slot where there is none) loads each
-model once, runs :func:`~genbatch.engine.generate_batch` on the batches it is given (a
-batch that runs out of memory is halved on that worker's device, as the local engine
-does), writes their images into ``--out`` itself (a folder every node mounts) with the
-same atomic writes as the local engine, and sends back only small records
+One :class:`~genbatch.ray_worker.RayWorker` actor per GPU (or per CPU slot where there is
+none) loads each model once, runs :func:`~genbatch.engine.generate_batch` on the batches it
+is given (a batch that runs out of memory is halved on that worker's device, as the local
+engine does), writes their images into ``--out`` itself (a folder every node mounts) with
+the same atomic writes as the local engine, and sends back only small records
 (:class:`~genbatch.writer.WrittenImage` or a reason). The driver feeds each worker at most
 ``WINDOW`` batches at a time, in plan order (with ``--batch-size auto``, units of up to
 ``AUTO_CAP`` jobs that each worker sizes itself), and alone reports results to the
@@ -26,126 +26,24 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .backends import BackendOptions, LoadedModel, get_backend
-from .batch_size import AUTO_CAP, BatchSizer
-from .engine import EngineReport, EngineWork, batch_size_key, by_group, by_model, generate_batch
+from .batch_size import AUTO_CAP
+from .engine import EngineReport, EngineWork, by_group, by_model
 from .errors import GenbatchError, ModelError
-from .models import ModelRef
 from .plan import Job
-from .safe_write import OutputUnwritableError, unwritable
-from .sink import BatchFacts, ResultSink, image_metadata, job_record
-from .writer import Encoding, WrittenImage, write_image
+from .ray_worker import RayWorker
+from .safe_write import OutputUnwritableError
+from .sink import BatchFacts, ResultSink
+from .writer import WrittenImage
 
 INSTALL_HINT = "--engine ray needs Ray, which is not installed: pip install 'genbatch[ray]' (or pip install ray)"
 # Batches queued on a worker at once: one generating, one waiting (or being written), so a
 # worker never idles between batches and a lost worker takes at most two batches with it.
 WINDOW = 2
 START_TRIES = 3  # a worker that fails to start this many times in a row is given up
-
-
-# --- the worker ----------------------------------------------------------------------------
-
-
-class RayWorker:
-    """Runs batches on one device. Two calls may run at once (``max_concurrency=2``): one
-    generates while the other writes its images; generation itself is one at a time."""
-
-    def __init__(
-        self,
-        backend: str,
-        options: BackendOptions,
-        out: str,
-        encoding: Encoding,
-        *,
-        run_id: str,
-        manifest: str,
-        dtype: str,
-        writers: int,
-        cpu_threads: int | None,
-        batch_size: int | None,
-    ):
-        import ray
-
-        if options.device.startswith("cuda") and ray.get_gpu_ids():
-            options = replace(options, device="cuda")  # Ray shows this worker its own GPUs only
-        if options.device == "cpu" and cpu_threads and backend == "torch":
-            import torch
-
-            torch.set_num_threads(cpu_threads)
-        self.backend, self.options, self.out, self.encoding = backend, options, Path(out), encoding
-        self.run_id, self.manifest, self.dtype = run_id, manifest, dtype
-        self._writers = ThreadPoolExecutor(max_workers=max(1, writers), thread_name_prefix="genbatch-write")
-        self._generate = threading.Lock()
-        self._sizer = BatchSizer(batch_size)  # this device's own fits and auto sizes
-        self._model: str | None = None
-        self._loaded: LoadedModel | None = None
-        self._facts: dict[str, Any] = {}
-
-    def ready(self) -> dict[str, Any]:
-        import ray
-
-        return {"pid": os.getpid(), "node": ray.util.get_node_ip_address(), "device": self.options.device}
-
-    def _load(self, model: ModelRef) -> LoadedModel:
-        model_id = model.fingerprint + str(model.path)
-        if self._model != model_id:
-            if self._loaded is not None:
-                self._loaded.close()
-                self._loaded, self._model = None, None
-            self._loaded = get_backend(self.backend).load(model, options=self.options)
-            self._model, self._facts = model_id, self._loaded.describe()
-        assert self._loaded is not None
-        return self._loaded
-
-    def run_batch(self, jobs: list[Job]) -> dict[str, Any]:
-        """Generate and write ``jobs`` (one group); per job: key, WrittenImage or None, error,
-        the size of the batch it ran in, its seconds, and whether the error stops the run."""
-        with self._generate:
-            try:
-                loaded = self._load(jobs[0].model)
-            except ModelError as err:
-                return {"model_error": str(err)}
-            began = time.monotonic()
-            key = batch_size_key(jobs[0], self.options)
-            results, start = [], 0
-            while start < len(jobs):
-                chunk = jobs[start : start + self._sizer.next_size(key)]
-                start += len(chunk)
-                results += generate_batch(loaded, chunk, self._sizer, key)
-            seconds = time.monotonic() - began
-            facts = dict(self._facts)
-        began = time.monotonic()
-        outcomes = list(self._writers.map(lambda r: self._write(r[0], r[1], r[2], facts), results))
-        return {
-            "seconds": seconds,
-            "write_seconds": time.monotonic() - began,
-            "device": self.options.device,
-            "facts": facts,
-            "outcomes": outcomes,
-        }
-
-    def _write(self, result: Any, size: int, seconds: float, facts: dict[str, Any]) -> tuple:
-        job = result.job
-        if result.pixels is None:
-            return job.key, None, result.error or "no image", size, seconds, False
-        batch = BatchFacts(size, seconds, self.options.device, facts)
-        record = job_record(job, run_id=self.run_id, manifest=self.manifest, dtype=self.dtype, batch=batch)
-        try:
-            written = write_image(self.out, job.file, result.pixels, image_metadata(record), self.encoding)
-        except Exception as err:  # a bad name fails one image; a full or read-only disk stops the run
-            fatal = unwritable(err, self.out)
-            if fatal is not None:
-                return job.key, None, str(fatal), size, seconds, True
-            return job.key, None, f"writing the image failed: {type(err).__name__}: {err}", size, seconds, False
-        return job.key, written, None, size, seconds, False
-
-
-# --- the driver ----------------------------------------------------------------------------
 
 
 @dataclass
@@ -184,6 +82,22 @@ class _Slot:
             "seconds": round(self.seconds, 3),
             "replaced": self.replaced,
         }
+
+
+@dataclass
+class _Run:
+    """One run on the driver: its workers, the units still to send and those sent."""
+
+    work: EngineWork
+    sink: ResultSink
+    report: EngineReport
+    say: Callable[[str], None]
+    start: Callable[[int], Any]  # a new actor for slot N
+    slots: list[_Slot]
+    queue: deque[_Unit]
+    several_models: bool
+    running: dict[Any, tuple[_Slot, Any, _Unit]] = field(default_factory=dict)  # object ref -> slot, actor, unit
+    recorded: set[str] = field(default_factory=set)  # the keys of jobs with a ledger line
 
 
 class RayEngine:
@@ -300,14 +214,33 @@ class RayEngine:
         say: Callable[[str], None],
         report: EngineReport,
     ) -> EngineReport:
-        ray = self.ray
-        requested = work.sizer.requested
-        if requested is None:  # auto: each worker finds its own size within units of up to AUTO_CAP
+        if work.sizer.requested is None:  # auto: each worker finds its own size within units of up to AUTO_CAP
             units = [g[i : i + AUTO_CAP] for g in by_group(work.batches) for i in range(0, len(g), AUTO_CAP)]
         else:
             units = work.batches
         count, per_worker = self._placement(work.options.device, len(units))
-        actor_class = ray.remote(RayWorker).options(
+        start = self._starter(work, sink, per_worker)
+        slots = [_Slot(i + 1, start(i + 1)) for i in range(count)]
+        for slot in slots:
+            slot.ready_ref = slot.actor.ready.remote()
+        say(
+            f"ray: {len(units)} batches on {count} workers "
+            f"({f'{per_worker:g} GPU' if per_worker else '1 CPU'} each, {work.options.device}/{work.options.dtype})"
+        )
+        several_models = len(list(by_model(work.batches))) > 1
+        run = _Run(work, sink, report, say, start, slots, deque(_Unit(jobs) for jobs in units), several_models)
+        try:
+            self._loop(run, stop_requested)
+        finally:
+            for slot in slots:
+                self.ray.kill(slot.actor, no_restart=True)
+            sink.checkpoint()
+        report.workers = [slot.stats() for slot in slots]
+        return report
+
+    def _starter(self, work: EngineWork, sink: ResultSink, per_worker: float) -> Callable[[int], Any]:
+        """What starts the actor of a slot (the first time, and each time it is replaced)."""
+        actor_class = self.ray.remote(RayWorker).options(
             num_cpus=1, num_gpus=per_worker, max_restarts=0, max_task_retries=0, max_concurrency=WINDOW
         )
         out = str(Path(work.out).resolve())
@@ -325,79 +258,56 @@ class RayEngine:
                 dtype=sink.dtype,
                 writers=writers,
                 cpu_threads=cpu_threads,
-                batch_size=requested,
+                batch_size=work.sizer.requested,
             )
 
-        slots = [_Slot(i + 1, start(i + 1)) for i in range(count)]
-        for slot in slots:
-            slot.ready_ref = slot.actor.ready.remote()
-        say(
-            f"ray: {len(units)} batches on {count} workers "
-            f"({f'{per_worker:g} GPU' if per_worker else '1 CPU'} each, {work.options.device}/{work.options.dtype})"
-        )
+        return start
 
-        queue = deque(_Unit(jobs) for jobs in units)
-        running: dict[Any, tuple[_Slot, Any, _Unit]] = {}  # object ref -> slot, actor, unit
-        recorded: set[str] = set()
-        several_models = len(list(by_model(work.batches))) > 1
+    def _loop(self, run: _Run, stop_requested: Callable[[], bool]) -> None:
+        """Send units to ready workers and take back what comes back, until the queue is done or
+        the run stops (then what is running is waited for)."""
         stopping = False
+        while True:
+            stopping = stopping or stop_requested() or run.sink.fatal is not None
+            if not stopping:
+                self._dispatch(run.slots, run.queue, run.running)
+            if not run.running and (stopping or not run.queue):
+                return
+            waiting = list(run.running) + [s.ready_ref for s in run.slots if s.ready_ref is not None]
+            finished, _ = self.ray.wait(waiting, num_returns=1, timeout=0.25)
+            for ref in finished:
+                if ref in run.running:
+                    slot, actor, unit = run.running.pop(ref)
+                    if slot.actor is actor:
+                        slot.inflight -= 1
+                    self._finished(run, ref, slot, actor, unit)
+                else:
+                    self._started(run, next(s for s in run.slots if s.ready_ref == ref))
+
+    def _started(self, run: _Run, slot: _Slot) -> None:
+        """A worker answered ready(), or failed to start: then another is started, up to
+        START_TRIES times in a row."""
+        ray = self.ray
         try:
-            while True:
-                stopping = stopping or stop_requested() or sink.fatal is not None
-                if not stopping:
-                    self._dispatch(slots, queue, running)
-                if not running and (stopping or not queue):
-                    break
-                waiting = list(running) + [s.ready_ref for s in slots if s.ready_ref is not None]
-                finished, _ = ray.wait(waiting, num_returns=1, timeout=0.25)
-                for ref in finished:
-                    if ref in running:
-                        slot, actor, unit = running.pop(ref)
-                        if slot.actor is actor:
-                            slot.inflight -= 1
-                        self._finished(
-                            ref,
-                            slot,
-                            actor,
-                            unit,
-                            work,
-                            sink,
-                            queue,
-                            report,
-                            recorded,
-                            several_models,
-                            say,
-                            lambda s: self._replace(s, start, say),
-                        )
-                    else:
-                        slot = next(s for s in slots if s.ready_ref == ref)
-                        try:
-                            slot.info = ray.get(ref)
-                            slot.ready_ref, slot.start_failures = None, 0
-                            slot.pids.append(slot.info["pid"])
-                            say(
-                                f"ray: worker {slot.number} ready: pid {slot.info['pid']} on {slot.info['node']}, "
-                                f"{slot.info['device']}"
-                            )
-                        except ray.exceptions.RayError as err:
-                            slot.start_failures += 1
-                            if slot.start_failures < START_TRIES:
-                                say(f"ray: worker {slot.number} did not start: {_reason(err)}; starting another")
-                                self._replace(slot, start, say)
-                                continue
-                            say(f"ray: worker {slot.number} did not start {START_TRIES} times: {_reason(err)}")
-                            slot.ready_ref, slot.retired = None, True
-                            if all(s.retired for s in slots):
-                                raise GenbatchError(f"no Ray worker could start: {_reason(err)}")
-        finally:
-            for slot in slots:
-                ray.kill(slot.actor, no_restart=True)
-            sink.checkpoint()
-        report.workers = [slot.stats() for slot in slots]
-        return report
+            slot.info = ray.get(slot.ready_ref)
+            slot.ready_ref, slot.start_failures = None, 0
+            slot.pids.append(slot.info["pid"])
+            run.say(
+                f"ray: worker {slot.number} ready: pid {slot.info['pid']} on {slot.info['node']}, {slot.info['device']}"
+            )
+        except ray.exceptions.RayError as err:
+            slot.start_failures += 1
+            if slot.start_failures < START_TRIES:
+                run.say(f"ray: worker {slot.number} did not start: {_reason(err)}; starting another")
+                self._replace(run, slot)
+                return
+            run.say(f"ray: worker {slot.number} did not start {START_TRIES} times: {_reason(err)}")
+            slot.ready_ref, slot.retired = None, True
+            if all(s.retired for s in run.slots):
+                raise GenbatchError(f"no Ray worker could start: {_reason(err)}")
 
     @staticmethod
-    def _dispatch(slots: list[_Slot], queue: deque, running: dict[Any, tuple[_Slot, Any, _Unit]]) -> None:
+    def _dispatch(slots: list[_Slot], queue: deque[_Unit], running: dict[Any, tuple[_Slot, Any, _Unit]]) -> None:
         """Top up the ready workers' windows, one batch each in turn; a worker takes a second
         only while there are more batches left than workers still starting."""
         ready = [s for s in slots if s.ready_ref is None and not s.retired]
@@ -411,106 +321,75 @@ class RayEngine:
                     running[slot.actor.run_batch.remote(unit.jobs)] = (slot, slot.actor, unit)
                     slot.inflight += 1
 
-    def _replace(self, slot: _Slot, start: Callable[[int], Any], say: Callable[[str], None]) -> None:
+    def _replace(self, run: _Run, slot: _Slot) -> None:
         self.ray.kill(slot.actor, no_restart=True)
-        slot.actor = start(slot.number)
+        slot.actor = run.start(slot.number)
         slot.ready_ref = slot.actor.ready.remote()
         slot.inflight = 0
         slot.replaced += 1
 
-    def _finished(
-        self,
-        ref: Any,
-        slot: _Slot,
-        actor: Any,
-        unit: _Unit,
-        work: EngineWork,
-        sink: ResultSink,
-        queue: deque,
-        report: EngineReport,
-        recorded: set[str],
-        several_models: bool,
-        say: Callable[[str], None],
-        replace_slot: Callable[[_Slot], None],
-    ) -> None:
+    def _finished(self, run: _Run, ref: Any, slot: _Slot, actor: Any, unit: _Unit) -> None:
+        """A unit came back: its images and failures go to the sink; a lost one is retried."""
         ray = self.ray
         try:
             result = ray.get(ref)
         except ray.exceptions.RayError as err:
             reason = _reason(err)
             if slot.actor is actor:  # the first of its batches to come back lost: replace the worker
-                say(
+                run.say(
                     f"ray: worker {slot.number} (pid {slot.info.get('pid', '?')}) was lost: {reason}; "
                     "its batches go to other workers"
                 )
-                replace_slot(slot)
-            self._lost(unit, reason, work.options.device, sink, queue, recorded)
+                self._replace(run, slot)
+            self._lost(run, unit, reason)
             return
-        by_key = {job.key: job for job in unit.jobs}
         if "model_error" in result:
-            if not several_models:
+            if not run.several_models:
                 raise ModelError(result["model_error"])
-            say(f"error: {result['model_error']}")
+            run.say(f"error: {result['model_error']}")
+            batch = BatchFacts(len(unit.jobs), 0.0, run.work.options.device)
             for job in unit.jobs:
-                self._record(
-                    job,
-                    BatchFacts(len(unit.jobs), 0.0, work.options.device),
-                    None,
-                    f"the model did not load: {result['model_error']}",
-                    sink,
-                    recorded,
-                )
+                self._record(run, job, batch, None, f"the model did not load: {result['model_error']}")
             return
-        report.generation_seconds += result["seconds"]
-        report.facts.update(result["facts"])
+        run.report.generation_seconds += result["seconds"]
+        run.report.facts.update(result["facts"])
         slot.seconds += result["seconds"] + result["write_seconds"]
-        sink.checkpoint(at_most_every=1.0)  # what is recorded so far survives a crash
+        run.sink.checkpoint(at_most_every=1.0)  # what is recorded so far survives a crash
+        by_key = {job.key: job for job in unit.jobs}
         for key, written, error, size, seconds, fatal in result["outcomes"]:
             if fatal:  # the output folder takes no more writes: the run stops, this job stays to do
-                sink.stop(OutputUnwritableError(error))
+                run.sink.stop(OutputUnwritableError(error))
                 continue
             batch = BatchFacts(size, seconds, result["device"], result["facts"])
-            if self._record(by_key[key], batch, written, error, sink, recorded):
+            if self._record(run, by_key[key], batch, written, error):
                 if written is not None:
                     slot.images += 1
                 else:
                     slot.failed += 1
 
-    def _lost(self, unit: _Unit, reason: str, device: str, sink: ResultSink, queue: deque, recorded: set[str]) -> None:
+    def _lost(self, run: _Run, unit: _Unit, reason: str) -> None:
         unit.losses += 1
         if unit.losses > self.max_retries:
+            batch = BatchFacts(len(unit.jobs), 0.0, run.work.options.device)
+            why = f"lost with its Ray worker {unit.losses} times (--max-retries {self.max_retries}): {reason}"
             for job in unit.jobs:
-                self._record(
-                    job,
-                    BatchFacts(len(unit.jobs), 0.0, device),
-                    None,
-                    f"lost with its Ray worker {unit.losses} times (--max-retries {self.max_retries}): {reason}",
-                    sink,
-                    recorded,
-                )
+                self._record(run, job, batch, None, why)
             return
         if unit.losses >= 2 and len(unit.jobs) > 1:  # lost twice: find the job that kills workers
-            queue.extendleft(reversed([_Unit([job], unit.losses) for job in unit.jobs]))
+            run.queue.extendleft(reversed([_Unit([job], unit.losses) for job in unit.jobs]))
         else:
-            queue.appendleft(unit)
+            run.queue.appendleft(unit)
 
     @staticmethod
-    def _record(
-        job: Job,
-        batch: BatchFacts,
-        written: WrittenImage | None,
-        error: str | None,
-        sink: ResultSink,
-        recorded: set[str],
-    ) -> bool:
+    def _record(run: _Run, job: Job, batch: BatchFacts, written: WrittenImage | None, error: str | None) -> bool:
         """One ledger line per job, whatever comes back twice."""
-        if job.key in recorded:
+        if job.key in run.recorded:
             return False
-        recorded.add(job.key)
+        run.recorded.add(job.key)
         if written is not None:
-            sink.done(job, batch, written)
+            run.sink.done(job, batch, written)
         else:
-            sink.failed(job, batch, error or "no image")
+            run.sink.failed(job, batch, error or "no image")
         return True
 
 

@@ -3,10 +3,9 @@
 Each is a real diffusers pipeline (its own classes, its own latents, its own text encoders)
 with a few thousand weights, built from explicit configs after ``torch.manual_seed(0)`` the
 way diffusers' fast tests build theirs, and saved with ``save_pretrained``. Their images are
-noise; they exist so that every family's machinery runs in seconds on a CPU. Tokenizers are
-written here too, since nothing may be downloaded: CLIP's byte-level BPE
-(:func:`genbatch.models.write_clip_tokenizer`), a character-level Unigram vocabulary for T5
-and a character-level BPE for Gemma.
+noise; they exist so that every family's machinery runs in seconds on a CPU. Their
+tokenizers are written offline too, since nothing may be downloaded
+(:mod:`genbatch.tiny_tokenizers`).
 
     from genbatch.tiny_models import build_tiny
     build_tiny("flux", Path("tiny-flux"))      # then: genbatch run prompts.csv --model tiny-flux
@@ -15,14 +14,11 @@ and a character-level BPE for Gemma.
 from __future__ import annotations
 
 import json
-import string
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# Every printable ASCII character but the space, which the tokenizers mark with "▁".
-_CHARS = [c for c in string.printable if c not in string.whitespace]
-_SPACE = "\u2581"
+from .tiny_tokenizers import clip_tokenizer, gemma_tokenizer, t5_tokenizer
 
 
 def _seeded(make: Callable[[], Any]) -> Any:
@@ -30,15 +26,6 @@ def _seeded(make: Callable[[], Any]) -> Any:
 
     torch.manual_seed(0)
     return make()
-
-
-def _clip_tokenizer(folder: Path) -> Any:
-    from transformers import CLIPTokenizer
-
-    from .models import write_clip_tokenizer
-
-    write_clip_tokenizer(folder)
-    return CLIPTokenizer.from_pretrained(folder)
 
 
 def _clip_config(tokenizer: Any, hidden: int = 8, projection: int = 8) -> Any:
@@ -60,18 +47,6 @@ def _clip_config(tokenizer: Any, hidden: int = 8, projection: int = 8) -> Any:
     )
 
 
-def t5_tokenizer(max_length: int = 512) -> Any:
-    """A T5 tokenizer over single characters (a Unigram vocabulary: <pad>, </s>, <unk>, then
-    each character with and without the word-start mark), so any ASCII prompt tokenizes."""
-    from transformers import T5Tokenizer
-
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), (_SPACE, -2.0)]
-    pieces += [(_SPACE + c, -3.0) for c in _CHARS] + [(c, -3.0) for c in _CHARS]
-    tokenizer = T5Tokenizer(vocab=pieces, extra_ids=0)
-    tokenizer.model_max_length = max_length
-    return tokenizer
-
-
 def _t5_encoder(tokenizer: Any, d_model: int = 16) -> Any:
     from transformers import T5Config, T5EncoderModel
 
@@ -88,17 +63,6 @@ def _t5_encoder(tokenizer: Any, d_model: int = 16) -> Any:
         decoder_start_token_id=tokenizer.pad_token_id,
     )
     return _seeded(lambda: T5EncoderModel(config))
-
-
-def gemma_tokenizer() -> Any:
-    """A Gemma tokenizer over single characters (BPE with no merges)."""
-    from transformers import GemmaTokenizer
-
-    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_turn>", "<end_of_turn>"]
-    vocab = {token: i for i, token in enumerate(specials + [_SPACE] + _CHARS)}
-    tokenizer = GemmaTokenizer(vocab=vocab, merges=[])
-    tokenizer.model_max_length = 512
-    return tokenizer
 
 
 def _vae(latent_channels: int = 4, **extra: Any) -> Any:
@@ -124,8 +88,8 @@ def build_sdxl(folder: Path) -> None:
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    tokenizer = _clip_tokenizer(folder / "tokenizer")
-    tokenizer_2 = _clip_tokenizer(folder / "tokenizer_2")
+    tokenizer = clip_tokenizer(folder / "tokenizer")
+    tokenizer_2 = clip_tokenizer(folder / "tokenizer_2")
     # Time ids (6 values, 8 dims each) plus the second encoder's pooled projection (8).
     unet = _seeded(
         lambda: UNet2DConditionModel(
@@ -168,8 +132,8 @@ def build_sd3(folder: Path) -> None:
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
     from transformers import CLIPTextModelWithProjection
 
-    tokenizer = _clip_tokenizer(folder / "tokenizer")
-    tokenizer_2 = _clip_tokenizer(folder / "tokenizer_2")
+    tokenizer = clip_tokenizer(folder / "tokenizer")
+    tokenizer_2 = clip_tokenizer(folder / "tokenizer_2")
     tokenizer_3 = t5_tokenizer()
     # Both CLIP encoders' hidden states side by side (8 + 8) are padded to T5's width (16).
     transformer = _seeded(
@@ -205,7 +169,7 @@ def build_flux(folder: Path, *, guidance_embeds: bool = True) -> None:
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import CLIPTextModel
 
-    tokenizer = _clip_tokenizer(folder / "tokenizer")
+    tokenizer = clip_tokenizer(folder / "tokenizer")
     tokenizer_2 = t5_tokenizer()
     # Latents of one channel packed 2x2 into tokens of 4; pooled CLIP output (8); T5 width (16).
     transformer = _seeded(
@@ -284,8 +248,7 @@ def build_pixart(folder: Path) -> None:
 
 def build_sana(folder: Path) -> None:
     """Sana: a Gemma2 text encoder, a linear-attention DiT and a deep-compression autoencoder."""
-    from diffusers import AutoencoderDC, FlowMatchEulerDiscreteScheduler, SanaPipeline, SanaTransformer2DModel
-    from transformers import Gemma2Config, Gemma2Model
+    from diffusers import FlowMatchEulerDiscreteScheduler, SanaPipeline, SanaTransformer2DModel
 
     tokenizer = gemma_tokenizer()
     transformer = _seeded(
@@ -303,7 +266,22 @@ def build_sana(folder: Path) -> None:
             sample_size=16,
         )
     )
-    vae = _seeded(
+    vae, text_encoder = _sana_vae(), _gemma2_encoder(tokenizer)
+    pipe = SanaPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+    )
+    _save(pipe, folder, "sana", width=32, height=32, guidance_scale=4.5, max_sequence_length=32)
+
+
+def _sana_vae() -> Any:
+    """A deep-compression autoencoder (AutoencoderDC) of two levels."""
+    from diffusers import AutoencoderDC
+
+    return _seeded(
         lambda: AutoencoderDC(
             in_channels=3,
             latent_channels=4,
@@ -323,7 +301,12 @@ def build_sana(folder: Path) -> None:
             scaling_factor=0.41407,
         )
     )
-    text_encoder = _seeded(
+
+
+def _gemma2_encoder(tokenizer: Any) -> Any:
+    from transformers import Gemma2Config, Gemma2Model
+
+    return _seeded(
         lambda: Gemma2Model(
             Gemma2Config(
                 head_dim=16,
@@ -342,14 +325,6 @@ def build_sana(folder: Path) -> None:
             )
         )
     )
-    pipe = SanaPipeline(
-        tokenizer=tokenizer,
-        text_encoder=text_encoder,
-        vae=vae,
-        transformer=transformer,
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-    )
-    _save(pipe, folder, "sana", width=32, height=32, guidance_scale=4.5, max_sequence_length=32)
 
 
 def build_lcm(folder: Path) -> None:
@@ -357,7 +332,7 @@ def build_lcm(folder: Path) -> None:
     from diffusers import LatentConsistencyModelPipeline, LCMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    tokenizer = _clip_tokenizer(folder / "tokenizer")
+    tokenizer = clip_tokenizer(folder / "tokenizer")
     unet = _seeded(
         lambda: UNet2DConditionModel(
             block_out_channels=(4, 8),
@@ -398,7 +373,7 @@ def _save(pipe: Any, folder: Path, name: str, **defaults: Any) -> None:
 
 
 def _build_sd(folder: Path) -> None:
-    from .models import build_tiny_random
+    from .builtin_models import build_tiny_random
 
     build_tiny_random(folder)
 

@@ -29,7 +29,7 @@ def tiny_model(genbatch_home: Path) -> Path:
     previous = os.environ.get("GENBATCH_HOME")
     os.environ["GENBATCH_HOME"] = str(genbatch_home)
     try:
-        from genbatch.models import ensure_tiny_random
+        from genbatch.builtin_models import ensure_tiny_random
 
         return ensure_tiny_random()
     finally:

@@ -16,7 +16,7 @@ from helpers import genbatch, ledger, pixels
 from PIL import Image
 
 from genbatch.families import detect, family_defaults, family_of, folder_family
-from genbatch.models import read_defaults
+from genbatch.model_files import read_defaults
 
 # tiny pipeline -> (family, what plain diffusers needs besides prompt, size, steps, guidance)
 FAMILIES = {
@@ -249,7 +249,8 @@ def test_models_command_says_family_and_backends(tiny_family):
 
 def test_settings_a_family_does_not_take_are_named(tiny_family):
     from genbatch.errors import ModelError
-    from genbatch.families import FLUX, SDXL, check_model, check_negative_prompt
+    from genbatch.families import FLUX, SDXL
+    from genbatch.family_checks import check_model, check_negative_prompt
 
     assert "Flux.1 takes no negative prompt" in check_negative_prompt(FLUX, "blurry")
     assert check_negative_prompt(FLUX, None) is None and check_negative_prompt(SDXL, "blurry") is None

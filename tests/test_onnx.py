@@ -82,7 +82,7 @@ def test_export_has_the_diffusers_onnx_layout_and_parity_figures(exported: Path,
     assert json.loads((exported / "model_index.json").read_text())["_class_name"] == "OnnxStableDiffusionPipeline"
     assert json.loads((exported / "genbatch.json").read_text())["source_model"] == "tiny-random"
     info = json.loads((exported / "genbatch_export.json").read_text())
-    from genbatch.models import fingerprint, read_defaults
+    from genbatch.model_files import fingerprint, read_defaults
 
     assert info["source_fingerprint"] == fingerprint(tiny_model)
     assert info["opset"] == 17 and info["fp16"] is False and "onnxruntime" in info["versions"]
@@ -248,7 +248,7 @@ def test_backends_refuse_each_others_folders(exported: Path, tiny_model: Path, w
 def test_failed_verification_exits_1_and_installs_nothing(
     tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import genbatch.export as export
+    import genbatch.export_parity as export_parity
 
     figures = {
         "passed": False,
@@ -263,7 +263,7 @@ def test_failed_verification_exits_1_and_installs_nothing(
             "passed": False,
         },
     }
-    monkeypatch.setattr(export, "verify_export", lambda *args, **kwargs: figures)
+    monkeypatch.setattr(export_parity, "verify_export", lambda *args, **kwargs: figures)
     out = tmp_path / "exports" / "bad"
     result = invoke("export", "--to", "onnx", "--model", tiny_model, "--out", out)
     assert result.exit_code == 1, result.output
@@ -301,7 +301,7 @@ def test_the_default_model_exports_and_matches_torch(tmp_path: Path) -> None:
     """The shipped default model (v-prediction, DPM-Solver++, pooled text in the time
     embedding, its own timesteps) goes through export and the ONNX loop like any SD 1.x
     pipeline."""
-    from genbatch.models import default_model_name
+    from genbatch.builtin_models import default_model_name
 
     manifest = tmp_path / "p.csv"
     manifest.write_text(

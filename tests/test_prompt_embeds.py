@@ -104,7 +104,7 @@ def test_a_changed_clip_skip_is_encoded_again(tiny_model):
     from genbatch.backends import BackendOptions
     from genbatch.backends.torch_backend import TorchBackend
     from genbatch.manifest import Row
-    from genbatch.models import resolve_model
+    from genbatch.model_lookup import resolve_model
     from genbatch.plan import Target, expand_jobs
 
     model = resolve_model(str(tiny_model))

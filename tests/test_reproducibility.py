@@ -6,7 +6,7 @@ import numpy as np
 from helpers import FAST, genbatch, ledger, pixels
 
 from genbatch.manifest import Row
-from genbatch.models import resolve_model
+from genbatch.model_lookup import resolve_model
 from genbatch.plan import Defaults, Target, expand_jobs, select
 
 

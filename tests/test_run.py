@@ -293,7 +293,7 @@ def test_model_column_groups_rows_per_model(tmp_path, tiny_model):
 def test_fingerprint_follows_weights_not_genbatch_notes(tmp_path, tiny_model):
     import shutil
 
-    from genbatch.models import fingerprint
+    from genbatch.model_files import fingerprint
 
     folder = tmp_path / "m"
     shutil.copytree(tiny_model, folder)

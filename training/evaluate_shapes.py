@@ -46,7 +46,7 @@ import shapes_data as sd  # noqa: E402
 from diffusers import DDPMScheduler, StableDiffusionPipeline  # noqa: E402
 
 from genbatch.latents import initial_latents  # noqa: E402
-from genbatch.models import read_defaults  # noqa: E402
+from genbatch.model_files import read_defaults  # noqa: E402
 
 MODEL = Path(__file__).resolve().parent.parent / "genbatch" / "models" / "shapes"
 

@@ -48,7 +48,7 @@ from diffusers import (  # noqa: E402
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
 
-from genbatch.models import read_timesteps  # noqa: E402
+from genbatch.model_files import read_timesteps  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE.parent / "genbatch" / "models" / "shapes"

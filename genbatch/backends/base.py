@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import GenbatchError
 
 if TYPE_CHECKING:
-    from ..models import ModelRef
+    from ..model_lookup import ModelRef
     from ..plan import Job
 
 ENTRY_POINT_GROUP = "genbatch.backends"

@@ -23,40 +23,13 @@ import numpy as np
 
 from ..errors import GenbatchError, ModelError
 from ..latents import initial_latents
-from ..models import EXPORT_INFO, ModelRef, genbatch_home, is_onnx_export, read_defaults, read_json, vae_scale_factor
+from ..model_files import EXPORT_INFO, is_onnx_export, read_defaults, read_json, vae_scale_factor
+from ..model_lookup import ModelRef
 from ..samplers import SchedulerCache
 from .base import BackendOptions, GeneratedImage, to_uint8
+from .onnx_runtime import choose_providers, onnxruntime, open_sessions
 
-PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 DTYPES = ("fp32", "fp16")
-INSTALL_HINT = "pip install 'genbatch[cpu]' (or 'genbatch[gpu]' on a CUDA machine; never both)"
-
-
-def onnxruntime():
-    """The onnxruntime module, or a message saying which extra installs it."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise GenbatchError(f"--backend onnx needs ONNX Runtime, which is not installed: {INSTALL_HINT}") from None
-    return ort
-
-
-def choose_providers(device: str, requested: list[str] | None = None) -> list[str]:
-    """Execution providers in priority order: the requested ones (checked), else the best
-    available for the device (TensorRT, then CUDA, then CPU)."""
-    available = onnxruntime().get_available_providers()
-    if requested:
-        expanded = [p if p.endswith("ExecutionProvider") else p + "ExecutionProvider" for p in requested]
-        missing = [p for p in expanded if p not in available]
-        if missing:
-            raise GenbatchError(
-                f"--providers: {', '.join(missing)} not available in this onnxruntime; "
-                f"available: {', '.join(available)}"
-            )
-        return expanded
-    if device == "cpu":
-        return ["CPUExecutionProvider"]
-    return [p for p in PROVIDER_PREFERENCE if p in available]
 
 
 class OnnxBackend:
@@ -111,6 +84,24 @@ def _numpy_type(onnx_type: str) -> Any:
     )
 
 
+def _export_precision(path: Path, name: str, dtype: str) -> str:
+    """fp32 or fp16, as the export at ``path`` was made; refused if it is no ONNX export or
+    ``--dtype`` asks for the other."""
+    if not is_onnx_export(path):
+        raise ModelError(
+            f"{name} ({path}) is not an ONNX export (no unet/model.onnx); export it first: "
+            f"genbatch export --to onnx --model {name}"
+        )
+    info = read_json(path / EXPORT_INFO)
+    exported = "fp16" if info.get("fp16") else "fp32"
+    if dtype not in ("auto", exported):
+        raise ModelError(
+            f"{name} is an {exported} export; --dtype {dtype} needs another export "
+            f"(genbatch export --to onnx{' --fp16' if dtype == 'fp16' else ''}), or leave --dtype auto"
+        )
+    return exported
+
+
 class OnnxGenerator:
     backend = "onnx"
 
@@ -129,18 +120,7 @@ class OnnxGenerator:
         ort = onnxruntime()
         path = Path(path)
         name = name or path.name
-        if not is_onnx_export(path):
-            raise ModelError(
-                f"{name} ({path}) is not an ONNX export (no unet/model.onnx); export it first: "
-                f"genbatch export --to onnx --model {name}"
-            )
-        info = read_json(path / EXPORT_INFO)
-        exported = "fp16" if info.get("fp16") else "fp32"
-        if dtype not in ("auto", exported):
-            raise ModelError(
-                f"{name} is an {exported} export; --dtype {dtype} needs another export "
-                f"(genbatch export --to onnx{' --fp16' if dtype == 'fp16' else ''}), or leave --dtype auto"
-            )
+        exported = _export_precision(path, name, dtype)
         # SDXL: a second text encoder, pooled embeddings and size conditioning (time ids)
         self.xl = (path / "text_encoder_2" / "model.onnx").exists()
         self.force_zeros = bool(read_json(path / "model_index.json").get("force_zeros_for_empty_prompt", True))
@@ -150,20 +130,9 @@ class OnnxGenerator:
 
         self.path, self.name, self.device, self.dtype = path, name, device, exported
         self.device_id = int(device.partition(":")[2] or 0) if device.startswith("cuda") else 0
+        parts = ("text_encoder", "unet", "vae_decoder") + (("text_encoder_2",) if self.xl else ())
         wanted = choose_providers(device.partition(":")[0], providers)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        provider_args = [(p, self._provider_options(p)) for p in wanted]
-        try:
-            self.sessions = {
-                part: ort.InferenceSession(
-                    str(path / part / "model.onnx"), sess_options=options, providers=provider_args
-                )
-                for part in ("text_encoder", "unet", "vae_decoder") + (("text_encoder_2",) if self.xl else ())
-            }
-        except Exception as err:
-            raise ModelError(f"cannot load the ONNX export {path}: {err}") from err
+        self.sessions = open_sessions(ort, path, parts, wanted, device_id=self.device_id, fp16=exported == "fp16")
         self.providers = self.sessions["unet"].get_providers()
         try:
             self.tokenizer = CLIPTokenizer.from_pretrained(path / "tokenizer")
@@ -180,8 +149,12 @@ class OnnxGenerator:
             raise
         except Exception as err:
             raise ModelError(f"cannot load the tokenizer or scheduler of {path}: {err}") from err
-        vae = read_json(path / "vae_decoder" / "config.json")
-        unet = read_json(path / "unet" / "config.json")
+        self._read_sizes()
+
+    def _read_sizes(self) -> None:
+        """The latent and input sizes and types the loop needs, from the configs and sessions."""
+        vae = read_json(self.path / "vae_decoder" / "config.json")
+        unet = read_json(self.path / "unet" / "config.json")
         self.vae_scale_factor = vae_scale_factor(vae)
         self.scaling_factor = float(vae.get("scaling_factor", 0.18215))
         self.in_channels = int(unet.get("in_channels") or self.sessions["unet"].get_inputs()[0].shape[1])
@@ -189,20 +162,6 @@ class OnnxGenerator:
         self.unet_output = self.sessions["unet"].get_outputs()[0].name
         # Where the UNet's constant input lives between steps (None: passed from the CPU each step).
         self.io_device = "cuda" if self.providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else None
-
-    def _provider_options(self, provider: str) -> dict[str, Any]:
-        if provider == "CUDAExecutionProvider":
-            return {"device_id": self.device_id}
-        if provider == "TensorrtExecutionProvider":
-            cache = genbatch_home() / "tensorrt-cache"
-            cache.mkdir(parents=True, exist_ok=True)
-            return {
-                "device_id": self.device_id,
-                "trt_engine_cache_enable": True,
-                "trt_engine_cache_path": str(cache),
-                "trt_fp16_enable": self.dtype == "fp16",
-            }
-        return {}
 
     def describe(self) -> dict[str, Any]:
         info = read_json(self.path / EXPORT_INFO)

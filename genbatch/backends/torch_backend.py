@@ -19,7 +19,8 @@ from ..errors import GenbatchError, ModelError
 from ..families import call_kwargs, detect, negative_groups
 from ..fast_paths import compile_denoiser, padded, set_attention, set_channels_last
 from ..lora import apply_set as apply_lora_set
-from ..models import ModelRef, keeps_own_scheduler
+from ..model_files import keeps_own_scheduler
+from ..model_lookup import ModelRef
 from ..prompt_embeds import EmbeddingCache
 from ..prompt_weighting import weighted_call
 from ..samplers import SchedulerCache

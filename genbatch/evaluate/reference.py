@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import GenbatchError
-from ..models import genbatch_home
+from ..home import genbatch_home
 from ..safe_write import write_atomic
 from .networks import Extractor
 

@@ -58,7 +58,7 @@ def parse_metrics(text: str) -> tuple[str, ...]:
 
 def default_metrics(images: list[EvalImage]) -> tuple[str, ...]:
     """The shapes model's runs have a judge that needs no weights; other runs get CLIP score."""
-    from ..models import SHAPES
+    from ..builtin_models import SHAPES
 
     if all(i.record.get("model") == SHAPES for i in images):
         return ("shapes", "diversity")

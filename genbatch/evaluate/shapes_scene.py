@@ -55,68 +55,66 @@ NUMBERS = {1: "one", 2: "two", 3: "three"}
 def parse_caption(text: str) -> dict | None:
     """The spec (without positions) a caption from the grammar asks for, else None."""
     words = ["a" if w == "an" else w for w in text.lower().replace(",", " ").split()]
-    size_of = {w: s for s, ws in SIZE_WORDS.items() for w in ws}
-    singular = {p: s for s, p in PLURALS.items()}
     number_of = {w: n for n, w in NUMBERS.items()}
     background, body, said = PLAIN_BACKGROUND, words, False
     if len(words) >= 4 and words[-1] == "background" and words[-4:-2] == ["on", "a"]:
         background, body, said = words[-2], words[:-4], True
         if background not in COLORS:
             return None
-
-    def noun_phrase(ws: list[str]) -> dict | None:
-        size = None
-        if ws and ws[0] in size_of:
-            size, ws = size_of[ws[0]], ws[1:]
-        if len(ws) != 2 or ws[0] not in COLORS:
-            return None
-        shape = ws[1] if ws[1] in SHAPES else singular.get(ws[1])
-        if shape is None:
-            return None
-        return {"color": ws[0], "shape": shape, "size": size}
-
     if body and body[0] in number_of:
-        o = noun_phrase(body[1:])
-        if o is None:
-            return None
-        return {
-            "kind": "count",
-            "background": background,
-            "objects": [o],
-            "relation": None,
-            "count": number_of[body[0]],
-            "say_background": said,
-        }
+        o = _noun_phrase(body[1:])
+        return _spec("count", background, [o], said, count=number_of[body[0]]) if o else None
     if not body or body[0] != "a":
         return None
-    body = body[1:]
+    related = _relation(body[1:])
+    if related is not None:
+        a, rel, b = related
+        return _spec("relation", background, [a, b], said, relation=rel)
+    o = _noun_phrase(body[1:])
+    return _spec("single", background, [o], said) if o else None
+
+
+def _spec(
+    kind: str, background: str, objects: list[dict], said: bool, relation: str | None = None, count: int | None = None
+) -> dict:
+    return {
+        "kind": kind,
+        "background": background,
+        "objects": objects,
+        "relation": relation,
+        "count": count,
+        "say_background": said,
+    }
+
+
+def _noun_phrase(ws: list[str]) -> dict | None:
+    """``[size] colour shape`` (a shape's plural too) as an object, else None."""
+    size_of = {w: s for s, ws in SIZE_WORDS.items() for w in ws}
+    singular = {p: s for s, p in PLURALS.items()}
+    size = None
+    if ws and ws[0] in size_of:
+        size, ws = size_of[ws[0]], ws[1:]
+    if len(ws) != 2 or ws[0] not in COLORS:
+        return None
+    shape = ws[1] if ws[1] in SHAPES else singular.get(ws[1])
+    if shape is None:
+        return None
+    return {"color": ws[0], "shape": shape, "size": size}
+
+
+def _relation(body: list[str]) -> tuple[dict, str, dict] | None:
+    """``<object> <relation phrase> a <object>``: the two objects and the relation, longest
+    phrase first, else None."""
     phrases = {p: r for r, ps in RELATION_WORDS.items() for p in ps}
     for phrase, rel in sorted(phrases.items(), key=lambda kv: -len(kv[0])):
         p = phrase.split()
         for i in range(len(body) - len(p) + 1):
             if body[i : i + len(p)] == p and i + len(p) < len(body) and body[i + len(p)] == "a":
-                a = noun_phrase(body[:i])
-                b = noun_phrase(body[i + len(p) + 1 :])
+                a = _noun_phrase(body[:i])
+                b = _noun_phrase(body[i + len(p) + 1 :])
                 if a and b:
-                    return {
-                        "kind": "relation",
-                        "background": background,
-                        "objects": [a, b],
-                        "relation": rel,
-                        "count": None,
-                        "say_background": said,
-                    }
-    o = noun_phrase(body)
-    if o is None:
-        return None
-    return {
-        "kind": "single",
-        "background": background,
-        "objects": [o],
-        "relation": None,
-        "count": None,
-        "say_background": said,
-    }
+                    return a, rel, b
+    return None
 
 
 def shape_polygon(shape: str, x: float, y: float, w: float, h: float) -> list[tuple] | None:
