@@ -366,6 +366,7 @@ OWN_FILES = (
     METADATA_NAME,
     ".genbatch-thumbs",
     ".genbatch-grids",
+    ".genbatch-report",
 )
 
 
