@@ -1,12 +1,17 @@
-"""How long does ``write_html_report`` take on a big output folder?
+"""How long does ``write_html_report`` take on a big output folder, and how much memory?
 
     python benchmarks/report_bench.py                 # 100,000 ledger records, no thumbnails
     python benchmarks/report_bench.py --n 20000 --thumbs
+    python benchmarks/report_bench.py --n 1000000 --no-files --folder big-out   # images missing
+    python benchmarks/report_bench.py --folder big-out --reuse --src ../other-checkout
     python benchmarks/report_bench.py --demo demo-out --n 50   # a folder to look at
 
-The folder is fake: a ledger written here, with empty files standing in for the images
-(real little PNGs with ``--images``, which ``--thumbs`` and ``--demo`` imply). A few
-percent of the jobs are failed and a few rows skipped, as in a real run.
+The folder is fake: a ledger written here (the real record format), with empty files
+standing in for the images (real little PNGs with ``--images``, which ``--thumbs`` and
+``--demo`` imply; none with ``--no-files``, so every done record is a missing file). A few
+percent of the jobs are failed and a few rows skipped, as in a real run. The report is
+written by a child process (``--src``: the checkout whose genbatch it imports), whose
+wall time and peak RSS are printed.
 """
 
 from __future__ import annotations
@@ -14,17 +19,18 @@ from __future__ import annotations
 import argparse
 import colorsys
 import json
+import os
 import random
+import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from genbatch.report_html import write_html_report  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SUBJECTS = [
     "a red fox",
@@ -52,20 +58,21 @@ STYLES = [
 ]
 
 
-def make_fake_out(out: Path, n: int, *, images: bool, seed: int = 0) -> None:
-    """Write a ledger of ``n`` jobs (and their image files) into ``out``."""
+def make_fake_out(out: Path, n: int, *, images: bool, files: bool = True, seed: int = 0) -> None:
+    """Write a ledger of ``n`` jobs (and their image files, 1,000 a sub-folder) into ``out``."""
     rng = random.Random(seed)
     out.mkdir(parents=True, exist_ok=True)
     started = datetime(2026, 11, 22, 20, 0, tzinfo=timezone.utc)
     clock = started
-    lines = []
+    ledger = open(out / "genbatch.jsonl", "w", encoding="utf-8")  # noqa: SIM115 (closed below)
     for index in range(n):
         prompt = f"{rng.choice(SUBJECTS)}, {rng.choice(STYLES)}"
         seed_value = rng.randrange(1, 10_000)
         seconds = rng.uniform(0.6, 1.4) * (2.5 if 0.4 < index / max(n, 1) < 0.5 else 1.0)
         clock += timedelta(seconds=seconds)
         status = "failed" if rng.random() < 0.03 else "skipped" if rng.random() < 0.02 else "done"
-        file = f"{index + 1:06d}-{prompt[:24].replace(' ', '-').replace(',', '')}-{seed_value}.png"
+        slug = prompt[:24].replace(" ", "-").replace(",", "")
+        file = f"{index // 1000:04d}/{index + 1:07d}-{slug}-{seed_value}.png"
         record = {
             "status": status,
             "key": f"{index:020x}",
@@ -105,19 +112,21 @@ def make_fake_out(out: Path, n: int, *, images: bool, seed: int = 0) -> None:
         if status == "skipped":
             record.update(
                 {
-                    "key": None,
+                    "key": f"skipped-{index:014x}",
                     "seed": None,
                     "steps": None,
                     "seconds": None,
                     "error": "row 7: steps must be a positive integer, got 'many'",
                 }
             )
-        if status == "done" and images:
-            _write_image(out / file, index, rng)
-        elif status == "done":
-            (out / file).touch()
-        lines.append(json.dumps(record))
-    (out / "genbatch.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        if status == "done" and files:
+            (out / file).parent.mkdir(exist_ok=True)
+            if images:
+                _write_image(out / file, index, rng)
+            else:
+                (out / file).touch()
+        ledger.write(json.dumps(record) + "\n")
+    ledger.close()
 
 
 def _write_image(path: Path, index: int, rng: random.Random) -> None:
@@ -142,27 +151,50 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100_000, help="ledger records (default 100,000)")
     parser.add_argument("--thumbs", action="store_true", help="also make thumbnails (implies --images)")
     parser.add_argument("--images", action="store_true", help="write real PNGs, not empty files")
+    parser.add_argument("--no-files", action="store_true", help="no image files: every done record is missing")
     parser.add_argument("--demo", type=Path, help="write the folder here and keep it")
+    parser.add_argument("--folder", type=Path, help="write the folder here and keep it (no demo images)")
+    parser.add_argument("--reuse", action="store_true", help="the --folder is there already: only the report")
+    parser.add_argument("--src", type=Path, default=ROOT, help="the checkout whose genbatch writes the report")
+    parser.add_argument("--repeat", type=int, default=1, help="write the report this many times")
     args = parser.parse_args()
     images = args.images or args.thumbs or args.demo is not None
-    out = args.demo or Path(tempfile.mkdtemp(prefix="genbatch-report-bench-"))
+    thumbs = args.thumbs or args.demo is not None
+    out = args.demo or args.folder or Path(tempfile.mkdtemp(prefix="genbatch-report-bench-"))
     try:
-        t0 = time.perf_counter()
-        make_fake_out(out, args.n, images=images)
-        t1, cpu1 = time.perf_counter(), time.process_time()
-        report = write_html_report(out, thumbs=args.thumbs or args.demo is not None)
-        t2, cpu2 = time.perf_counter(), time.process_time()
-        size = report.stat().st_size
-        print(f"records: {args.n:,}  setup: {t1 - t0:.1f} s")
-        print(
-            f"write_html_report(thumbs={args.thumbs or args.demo is not None}): {t2 - t1:.2f} s "
-            f"({cpu2 - cpu1:.2f} s CPU in this process), report.html {size / 1e6:.1f} MB"
-        )
+        if not args.reuse:
+            t0 = time.perf_counter()
+            make_fake_out(out, args.n, images=images, files=not args.no_files)
+            print(f"records: {args.n:,}  setup: {time.perf_counter() - t0:.1f} s")
+        for _ in range(args.repeat):
+            wall, cpu, peak_mb = report_in_child(out, thumbs, args.src)
+            pages = out / ".genbatch-report"
+            n_pages = len(os.listdir(pages)) if pages.is_dir() else 0
+            print(
+                f"write_html_report(thumbs={thumbs}) [{args.src}]: {wall:.2f} s ({cpu:.2f} s CPU), "
+                f"peak RSS {peak_mb:.0f} MB, "
+                f"report.html {(out / 'report.html').stat().st_size / 1e6:.1f} MB, {n_pages} page files"
+            )
         if args.demo:
-            print(f"open file://{report.resolve()}")
+            print(f"open file://{(out / 'report.html').resolve()}")
     finally:
-        if args.demo is None:
+        if args.demo is None and args.folder is None:
             shutil.rmtree(out, ignore_errors=True)
+
+
+def report_in_child(out: Path, thumbs: bool, src: Path) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds and peak RSS (MB) of a fresh process that writes the report."""
+    code = f"from genbatch.report_html import write_html_report; write_html_report({str(out)!r}, thumbs={thumbs})"
+    env = dict(os.environ, PYTHONPATH=str(Path(src).resolve()))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=Path(src).resolve())
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    if after.ru_maxrss <= before.ru_maxrss:  # the largest child so far: run each size in its own bench
+        print("note: peak RSS not above an earlier child's; run one report per bench process")
+    return wall, cpu, after.ru_maxrss / 1024
 
 
 if __name__ == "__main__":

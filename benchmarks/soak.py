@@ -2,9 +2,14 @@
 sampled, to show they stay flat over many images.
 
     python benchmarks/soak.py [--images 100000] [--size 16] [--steps 1] [--batch-size 64]
+    python benchmarks/soak.py --out soak-out --json bench-out/soak.json   # keep the folder
+    python benchmarks/soak.py --report-only soak-out   # only `genbatch report` over it
 
+Two phases, each a process sampled every few seconds: ``genbatch run`` (generation, then
+the end-of-run reports it writes itself: run.json, report.csv/.parquet, metadata.jsonl,
+report.html with its thumbnails), then ``genbatch report OUT`` over the finished folder.
 Prints start / peak / end RSS, open files, and images/s over the first and the last tenth
-of the run; writes the samples to bench-out/soak.json.
+of the run; writes the samples to bench-out/soak.json (``--json``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -36,12 +42,55 @@ def open_files(pid: int) -> int | None:
         return None
 
 
-def ledger_lines(path: Path) -> int:
-    try:
-        with open(path, "rb") as handle:
-            return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
-    except OSError:
-        return 0
+class LineCounter:
+    """Lines of a growing file, counted from where the last call stopped."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset, self.lines = path, 0, 0
+
+    def __call__(self) -> int:
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    self.lines += chunk.count(b"\n")
+                    self.offset += len(chunk)
+        except OSError:
+            pass
+        return self.lines
+
+
+def sampled(command: list[str], every: float, images: Callable[[], int]) -> tuple[int, float, list[dict]]:
+    """Run ``command``, sampling its RSS and open files; (exit code, wall seconds, samples)."""
+    began = time.monotonic()
+    process = subprocess.Popen(command)
+    samples = []
+    while process.poll() is None:
+        samples.append(
+            {
+                "t": round(time.monotonic() - began, 2),
+                "images": images(),
+                "rss_mb": rss_mb(process.pid),
+                "open_files": open_files(process.pid),
+            }
+        )
+        time.sleep(every)
+    return process.returncode, time.monotonic() - began, samples
+
+
+def report_step(out: Path, every: float) -> dict:
+    """``genbatch report OUT`` (tables, metadata.jsonl, report.html and thumbnails), sampled."""
+    code, wall, samples = sampled([sys.executable, "-m", "genbatch.cli", "report", str(out)], every, lambda: 0)
+    rss = [s["rss_mb"] for s in samples if s["rss_mb"] and s["t"] >= 1]
+    pages, html = out / ".genbatch-report", out / "report.html"
+    return {
+        "exit_code": code,
+        "wall_seconds": round(wall, 1),
+        "rss_mb": {"start": rss[0] if rss else None, "peak": max(rss, default=None), "end": rss[-1] if rss else None},
+        "report_html_mb": round(html.stat().st_size / 1e6, 2) if html.exists() else None,
+        "page_files": len(list(pages.iterdir())) if pages.is_dir() else 0,
+        "samples": samples,
+    }
 
 
 def main() -> None:
@@ -51,73 +100,86 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--every", type=float, default=5.0, help="seconds between samples")
+    parser.add_argument("--out", type=Path, help="the output folder, kept (default: a temp folder, removed)")
+    parser.add_argument("--report-only", type=Path, metavar="OUT", help="only the report step, over OUT")
+    parser.add_argument("--json", type=Path, default=Path("bench-out/soak.json"), help="where to write the samples")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        manifest = Path(tmp) / "soak.txt"
-        manifest.write_text("".join(f"a small red circle on a blue background {i}\n" for i in range(args.images)))
-        out = Path(tmp) / "out"
-        command = [
-            sys.executable,
-            "-m",
-            "genbatch.cli",
-            "run",
-            str(manifest),
-            "--out",
-            str(out),
-            "--quiet",
-            "--steps",
-            str(args.steps),
-            "--width",
-            str(args.size),
-            "--height",
-            str(args.size),
-            "--batch-size",
-            str(args.batch_size),
-            "--name-template",
-            "{bucket:04d}/{index:07d}.png",
-        ]
-        began = time.monotonic()
-        process = subprocess.Popen(command)
-        samples = []
-        while process.poll() is None:
-            samples.append(
-                {
-                    "t": round(time.monotonic() - began, 2),
-                    "images": ledger_lines(out / "genbatch.jsonl"),
-                    "rss_mb": rss_mb(process.pid),
-                    "open_files": open_files(process.pid),
-                }
-            )
-            time.sleep(args.every)
-        wall = time.monotonic() - began
-    generating = [s for s in samples if s["rss_mb"] and s["images"]]
+    if args.report_only:
+        result = {"report_step": report_step(args.report_only, args.every)}
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = args.out or Path(tmp) / "out"
+            result = soak(args, Path(tmp) / "soak.txt", out)
+            result["report_step"] = report_step(out, args.every)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(_without_samples(result), indent=2))
+
+
+def _without_samples(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _without_samples(v) for k, v in value.items() if k != "samples"}
+    return value
+
+
+def soak(args: argparse.Namespace, manifest: Path, out: Path) -> dict:
+    """The ``genbatch run`` phase: generation and the run's own end-of-run reports."""
+    manifest.write_text("".join(f"a small red circle on a blue background {i}\n" for i in range(args.images)))
+    command = [
+        sys.executable,
+        "-m",
+        "genbatch.cli",
+        "run",
+        str(manifest),
+        "--out",
+        str(out),
+        "--quiet",
+        "--steps",
+        str(args.steps),
+        "--width",
+        str(args.size),
+        "--height",
+        str(args.size),
+        "--batch-size",
+        str(args.batch_size),
+        "--name-template",
+        "{bucket:04d}/{index:07d}.png",
+    ]
+    code, wall, samples = sampled(command, args.every, LineCounter(out / "genbatch.jsonl"))
+    generating = [s for s in samples if s["rss_mb"] and s["images"] and s["images"] < args.images]
+    reporting = [s for s in samples if s["rss_mb"] and s["images"] >= args.images]
     tenth = max(1, args.images // 10)
 
     def rate(lo: int, hi: int) -> float | None:
-        inside = [s for s in generating if lo <= s["images"] <= hi]
+        inside = [s for s in samples if s["images"] and lo <= s["images"] <= hi]
         if len(inside) < 2 or inside[-1]["t"] == inside[0]["t"]:
             return None
         return (inside[-1]["images"] - inside[0]["images"]) / (inside[-1]["t"] - inside[0]["t"])
 
-    result = {
+    def third(part: int) -> list[float]:
+        lo, hi = part * args.images // 3, (part + 1) * args.images // 3
+        return [s["rss_mb"] for s in generating if lo <= s["images"] < hi]
+
+    return {
         "images": args.images,
         "size": args.size,
         "steps": args.steps,
         "batch_size": args.batch_size,
-        "exit_code": process.returncode,
+        "exit_code": code,
         "wall_seconds": round(wall, 1),
+        "end_of_run_reports_seconds": round(reporting[-1]["t"] - reporting[0]["t"], 1) if reporting else None,
         "rss_mb": {
             "start": generating[0]["rss_mb"] if generating else None,
-            "peak": max((s["rss_mb"] for s in samples if s["rss_mb"]), default=None),
+            "peak_generating": max((s["rss_mb"] for s in generating), default=None),
             "end_of_generation": generating[-1]["rss_mb"] if generating else None,
+            "median_by_third": [sorted(r)[len(r) // 2] if r else None for r in map(third, range(3))],
+            "peak_end_of_run_reports": max((s["rss_mb"] for s in reporting), default=None),
+            "peak": max((s["rss_mb"] for s in samples if s["rss_mb"]), default=None),
         },
         "open_files": {"max": max((s["open_files"] for s in samples if s["open_files"]), default=None)},
         "images_per_second": {"first_tenth": rate(0, tenth), "last_tenth": rate(args.images - tenth, args.images)},
         "samples": samples,
     }
-    Path("bench-out").mkdir(exist_ok=True)
-    Path("bench-out/soak.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=2))
 
 
 if __name__ == "__main__":

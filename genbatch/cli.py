@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from . import __version__
+from . import cli_fast as fast
 from . import cli_options as opt
 from .cli_output import (
     Validation,
@@ -103,6 +104,10 @@ def run(
     offload: opt.Offload = "none",
     vae_tiling: opt.VaeTiling = False,
     vae_slicing: opt.VaeSlicing = False,
+    reuse_embeddings: fast.ReuseEmbeddings = True,
+    attention: fast.Attention = "sdpa",
+    channels_last: fast.ChannelsLast = "auto",
+    compile_: fast.Compile = "off",
 ) -> None:
     """Generate an image for every row (x num_images) of MANIFEST into --out.
 
@@ -117,6 +122,9 @@ def run(
       genbatch run prompts.csv --out /shared/images --engine ray --ray-address auto
     """
     _run(RunArgs(**locals()))
+
+
+app.command("bench")(user_errors(fast.bench))
 
 
 def _run(args: RunArgs) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .axes import parse_axes
+from .cli_fast import torch_options
 from .errors import GenbatchError
 from .image_formats import BY_EXTENSION as IMAGE_FORMATS
 from .manifest import FORMATS, parse_assignments, parse_value
@@ -70,6 +71,10 @@ class RunArgs:
     offload: str
     vae_tiling: bool
     vae_slicing: bool
+    reuse_embeddings: bool = True
+    attention: str = "sdpa"
+    channels_last: str = "auto"
+    compile_: str = "off"
 
 
 def run_options(args: RunArgs) -> RunOptions:
@@ -87,6 +92,7 @@ def run_options(args: RunArgs) -> RunOptions:
         offload=args.offload,
         vae_tiling=args.vae_tiling,
         vae_slicing=args.vae_slicing,
+        torch_options=torch_options(args.reuse_embeddings, args.attention, args.channels_last, args.compile_),
         engine=engine,
         engine_options=engine_options(
             engine, args.ray_address, args.ray_workers, args.gpus_per_worker, args.max_retries

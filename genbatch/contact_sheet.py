@@ -8,13 +8,14 @@ for pasting into a chat or a paper. Built from the ledger, like the HTML report.
 from __future__ import annotations
 
 import io
+import itertools
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .folder import load_folder
+from .report_scan import scan_folder
 from .safe_write import remove, write_atomic
 from .thumbnails import thumbnail, worker_count
 
@@ -35,13 +36,13 @@ def write_contact_sheets(out: Path, *, cols: int = 8, rows: int = 8, thumb: int 
     if cols < 1 or rows < 1 or thumb < 16:
         raise ValueError("contact sheets need cols >= 1, rows >= 1 and thumb >= 16")
     out = Path(out)
-    cards = load_folder(out).cards  # done, on disk, in job order
+    cards = (card for card, _ in scan_folder(out).records("cards"))  # done, on disk, in job order
     font_size = max(9, min(14, thumb // 11))
     font = _font(font_size)
-    per_sheet = cols * rows
     paths = []
-    for number, start in enumerate(range(0, len(cards), per_sheet), start=1):
-        sheet = _sheet(out, cards[start : start + per_sheet], cols, font, font_size, thumb)
+    # a sheet's cards at a time, read back from the ledger: memory stays flat however many images
+    for number, chunk in enumerate(iter(lambda: list(itertools.islice(cards, cols * rows)), []), start=1):
+        sheet = _sheet(out, chunk, cols, font, font_size, thumb)
         paths.append(_save_atomic(sheet, out, SHEET_NAME.format(number)))
     _remove_stale(out, keep=len(paths))
     return paths

@@ -8,13 +8,17 @@ line, which :func:`repair` drops. Later lines win over earlier ones for the same
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import threading
+from array import array
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+import numpy as np
 
 from .bulk import paused_gc
 from .echo import shown
@@ -222,8 +226,9 @@ def iter_records(out: Path, warn: Callable[[str], None] | None = None) -> Iterat
 
 
 # Up to this size the current records are read once into memory and shared by the reports
-# (faster); past it each report streams them again (flat memory).
-IN_MEMORY_BYTES = 64 << 20
+# (faster); past it each report streams them again (flat memory). Records in memory take about
+# eight times their JSON text, so 16 MiB of ledger (~12,000 images) holds ~130 MB at most.
+IN_MEMORY_BYTES = 16 << 20
 
 
 class CurrentRecords:
@@ -244,23 +249,60 @@ def iter_current_records(out: Path) -> Iterator[dict[str, Any]]:
     """:func:`current_records` of the ledger, streamed: the first pass keeps only each key's
     byte offset (not its record), the second reads the kept lines back in order, so memory
     grows by ~150 bytes per job, not by a whole record (~2.7 kB)."""
+    for _, record in iter_current_offsets(out):
+        yield record
+
+
+def read_record_at(handle: IO[bytes], offset: int) -> dict[str, Any]:
+    """The record on the ledger line that starts at byte ``offset`` of an open ledger (one
+    :func:`iter_current_offsets` gave), so a reader can keep offsets instead of records."""
+    handle.seek(offset)
+    return json.loads(handle.readline().decode("utf-8", "replace"))  # as the first pass read it
+
+
+def iter_current_offsets(out: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(byte offset of its line, record) of each of :func:`iter_current_records`.
+
+    The first pass keeps 40 bytes a line: 16-byte digests of its job key and of a done
+    record's file, and its offset (a dict of the keys and files themselves took ~275)."""
     path = ledger_path(out)
     if not path.exists():
         return
-    latest: dict[object, int] = {}
-    owner: dict[str, object] = {}
+    keys, files, offsets = bytearray(), bytearray(), array("q")
     for offset, record in _records_with_offsets(path):
-        key = _identity(record)
-        latest[key] = offset
-        if record.get("status") == "done" and isinstance(record.get("file"), str):
-            owner[record["file"]] = key
+        keys += _digest(_identity(record))
+        file = record.get("file")
+        files += _digest(file) if record.get("status") == "done" and isinstance(file, str) else _NO_FILE
+        offsets.append(offset)
+    if not offsets:
+        return
+    lines = array("q", _current_lines(np.frombuffer(keys, dtype="V16"), np.frombuffer(files, dtype="V16")).tobytes())
+    del keys, files
     with open(path, "rb") as handle:
-        for key, offset in latest.items():
-            handle.seek(offset)
-            record = json.loads(handle.readline().decode("utf-8", "replace"))  # as the first pass read it
-            file = record.get("file")
-            if record.get("status") != "done" or not isinstance(file, str) or owner.get(file) == key:
-                yield record
+        for line in lines:
+            yield offsets[line], read_record_at(handle, offsets[line])
+
+
+_NO_FILE = bytes(16)
+
+
+def _digest(value: object) -> bytes:
+    return hashlib.blake2b(repr(value).encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _current_lines(keys: np.ndarray, files: np.ndarray) -> np.ndarray:
+    """Which lines are current (see :func:`current_records`), by key and file digests: each
+    key's last line, in order of the key's first line, less the done lines whose file a
+    later done line of another key wrote."""
+    n = len(keys)
+    _, first = np.unique(keys, return_index=True)
+    _, from_end = np.unique(keys[::-1], return_index=True)
+    latest = (n - 1 - from_end)[np.argsort(first, kind="stable")]
+    _, file_of = np.unique(files, return_inverse=True)
+    _, file_from_end = np.unique(files[::-1], return_index=True)
+    writer = keys[n - 1 - file_from_end]  # per distinct file: the key of its last done line
+    own = writer[file_of.reshape(-1)[latest]] == keys[latest]
+    return latest[(files[latest] == np.void(_NO_FILE)) | own]
 
 
 def _records_with_offsets(

@@ -5,10 +5,16 @@ there), so it can be written at the end of any run, after an interrupt, or later
 ``genbatch report OUT``.
 
 The page is ``templates/report.html`` (with its ``report.css`` and ``report.js`` inlined),
-rendered by Jinja2 with autoescape on. It is self-contained and works offline from
-``file://``; images are shown through small WebP thumbnails in ``OUT/.genbatch-thumbs/``.
-Card data goes in as one JSON blob (``|tojson``) that the page renders a page at a time,
-so 100,000 images stay fast; the script puts user text in the DOM with ``textContent``.
+rendered by Jinja2 with autoescape on. It works offline from ``file://``; images are shown
+through small WebP thumbnails in ``OUT/.genbatch-thumbs/``. The summary and the first
+chunk of each list go in as one JSON blob (``|tojson``); the rest of the records are paged
+data files in ``OUT/.genbatch-report/`` (``report_pages``) that the page loads as it needs
+them, and its filter and sort read them all, a chunk at a time. The script puts user text
+in the DOM with ``textContent``.
+
+Memory stays flat in the number of records: the ledger is read once for sort keys and
+totals (``report_scan``), then its records are read back one at a time in report order,
+turned into rows and thumbnails a chunk at a time, and written.
 
 ``page_context`` builds everything the template reads; a new section of the page is one
 more key there and one more ``{% if ... %}`` block in the template.
@@ -19,12 +25,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-import json
-import math
+import itertools
 import time
 import urllib.parse
+import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,18 +38,31 @@ from typing import Any
 import jinja2
 
 from .fields import text_value
-from .folder import Folder, extra_fields, load_folder
+from .folder import extra_fields
 from .grid import list_grids
+from .report_pages import CHUNK_ROWS, PAGES_DIR, PageWriter, dumps_finite
+from .report_scan import SECTIONS, Scan, scan_folder
 from .safe_write import write_atomic
 from .samplers import a1111_name
-from .throughput import Run, chart, fmt_duration, runs, wall_and_rate
-from .thumbnails import THUMB_SIZE, THUMBS_DIR, remove_stale_thumbnails, report_thumbnails
+from .throughput import Run, chart, fmt_duration, wall_and_rate
+from .thumbnails import THUMB_SIZE, THUMBS_DIR, ReportThumbnails
 
-__all__ = ["MAX_CHARTS", "PAGE_SIZE", "REPORT_NAME", "THUMB_SIZE", "THUMBS_DIR", "page_context", "write_html_report"]
+__all__ = [
+    "CHUNK_ROWS",
+    "MAX_CHARTS",
+    "PAGES_DIR",
+    "PAGE_SIZE",
+    "REPORT_NAME",
+    "THUMB_SIZE",
+    "THUMBS_DIR",
+    "page_context",
+    "write_html_report",
+]
 
 REPORT_NAME = "report.html"
 PAGE_SIZE = 200
 MAX_CHARTS = 3
+MAX_KEPT = 20_000  # rows a filter or sort over paged data keeps to show (it counts them all)
 
 # Column order of the rows in the JSON blob; the page looks columns up by these names.
 CARD_COLS = (
@@ -55,28 +74,31 @@ SKIPPED_COLS = ("line", "manifest", "id", "prompt", "error")
 MISSING_COLS = ("index", "file", "prompt", "seed")
 
 
-def write_html_report(out: Path, *, thumbs: bool = True, records: list[dict] | None = None) -> Path:
-    """Write ``OUT/report.html`` from the ledger in ``out`` and return its path.
+def write_html_report(out: Path, *, thumbs: bool = True) -> Path:
+    """Write ``OUT/report.html`` (and its paged data) from the ledger in ``out``; return its path.
 
     With ``thumbs`` (the default) missing or stale thumbnails are made first; without,
     cards show an existing thumbnail or else the image itself (lazily loaded).
-    ``records``: the ledger as ``ledger.iter_records`` reads it, if the caller has it.
     """
     out = Path(out)
     started_ns = time.time_ns()
+    report_id = uuid.uuid4().hex[:12]
     with _gc_paused():
-        # 1. Read the folder: latest ledger record per key, and run.json if there is one.
-        folder = load_folder(out, records)
-        # 2. Thumbnails for the cards (made only when missing or older than the image);
-        #    those of images no current record shows any more are removed.
-        shown = report_thumbnails(out, folder, make=thumbs)
-        if thumbs:
-            remove_stale_thumbnails(out, folder, older_than_ns=started_ns)
-        # 3. Summary, charts and the data blob, then the page.
-        page = _environment().get_template("report.html").render(page_context(out, folder, shown))
-    # 4. Write atomically: a temp file in OUT, then os.replace.
+        # 1. Read the ledger once: sort keys, ledger offsets and the summary's totals.
+        scan = scan_folder(out)
+        # 2. The lists, a chunk at a time: records read back in order, thumbnails made
+        #    (only when missing or older than the image), rows written as paged data.
+        pages = PageWriter(out, report_id)
+        with ReportThumbnails(out, make=thumbs) as thumbnails:
+            lists = {name: pages.section(name, _rows(scan, name, thumbnails)) for name in SECTIONS}
+            if thumbs:  # those of images no current record shows any more go
+                thumbnails.remove_stale(older_than_ns=started_ns)
+        # 3. Summary, charts and the first chunk of each list, then the page.
+        page = _environment().get_template("report.html").render(page_context(out, scan, lists, report_id))
+    # 4. Write atomically (a temp file in OUT, then os.replace), then drop unused data files.
     path = out / REPORT_NAME
     write_atomic(path, page.encode("utf-8"), root=out)
+    pages.remove_stale(older_than_ns=started_ns)
     return path
 
 
@@ -101,40 +123,66 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.policies["json.dumps_function"] = _dumps_finite
+    env.policies["json.dumps_function"] = dumps_finite
     env.policies["json.dumps_kwargs"] = {"separators": (",", ":")}
     return env
 
 
-def page_context(out: Path, folder: Folder, shown: list[str | None]) -> dict[str, Any]:
-    """What ``templates/report.html`` reads. ``shown``: per card, its thumbnail's path
-    relative to ``out``, or None to show the image itself."""
-    found = runs(folder)
+def page_context(out: Path, scan: Scan, lists: dict[str, tuple[list[list], int]], report_id: str) -> dict[str, Any]:
+    """What ``templates/report.html`` reads. ``lists``: per section, its first chunk of rows
+    and its number of chunks (the others are in ``PAGES_DIR``)."""
+    found = scan.runs()
     return {
         "title": f"genbatch report — {out.resolve().name}",
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "tiles": _tiles(folder, found),
-        "facts": _facts(folder, found),
+        "tiles": _tiles(scan, found),
+        "facts": _facts(scan, found),
         "n_runs": len(found),
         "charts": [chart(run) for run in reversed(found[-MAX_CHARTS:])],
-        "n_cards": len(folder.cards),
-        "n_failed": len(folder.failed),
-        "n_skipped": len(folder.skipped),
-        "n_missing": len(folder.missing),
+        "n_cards": scan.count("cards"),
+        "n_failed": scan.count("failed"),
+        "n_skipped": scan.count("skipped"),
+        "n_missing": scan.count("missing"),
+        "paged": any(chunks > 1 for _, chunks in lists.values()),
         "grids": list_grids(out),
         "evaluation": _evaluation(out),
         "data": {
+            "report": report_id,
+            "pages_dir": PAGES_DIR,
             "page_size": PAGE_SIZE,
+            "chunk_size": CHUNK_ROWS,
+            "max_kept": MAX_KEPT,
             "card_cols": CARD_COLS,
-            "cards": [_card_row(card, thumb) for card, thumb in zip(folder.cards, shown)],
             "failed_cols": FAILED_COLS,
-            "failed": [_failed_row(r) for r in folder.failed],
             "skipped_cols": SKIPPED_COLS,
-            "skipped": [_row(r, SKIPPED_COLS) for r in folder.skipped],
             "missing_cols": MISSING_COLS,
-            "missing": [_row(r, MISSING_COLS) for r in folder.missing],
+            **{name: rows for name, (rows, _) in lists.items()},
+            "totals": {name: scan.count(name) for name in SECTIONS},
+            "chunks": {name: chunks for name, (_, chunks) in lists.items()},
+            "facets": {name: sorted(values) for name, values in scan.facets.items() if values},
         },
     }
+
+
+def _rows(scan: Scan, section: str, thumbnails: ReportThumbnails) -> Iterator[list]:
+    """The section's rows in report order; cards with their thumbnails, a chunk at a time."""
+    records = scan.records(section)
+    if section != "cards":
+        make = {"missing": lambda r: _row(r, MISSING_COLS), "failed": _failed_row}.get(
+            section, lambda r: _row(r, SKIPPED_COLS)
+        )
+        return (make(record) for record, _ in records)
+    return (
+        _card_row(card, thumb)
+        for chunk in _batched(records, CHUNK_ROWS)
+        for (card, _), thumb in zip(chunk, thumbnails.shown(chunk))
+    )
+
+
+def _batched(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, n)):
+        yield batch
 
 
 def _evaluation(out: Path) -> dict[str, Any] | None:
@@ -150,33 +198,32 @@ def _evaluation(out: Path) -> dict[str, Any] | None:
 # --- Summary -----------------------------------------------------------------------------
 
 
-def _tiles(folder: Folder, found: list[Run]) -> list[tuple[str, str, str]]:
+def _tiles(scan: Scan, found: list[Run]) -> list[tuple[str, str, str]]:
     """(label, value, note) of the big numbers at the top."""
-    wall, rate, source = wall_and_rate(folder, found)
+    wall, rate, source = wall_and_rate(scan.folder(), found)
     tiles = [
-        ("Images", f"{len(folder.cards):,}", "done, on disk"),
-        ("Failed", f"{len(folder.failed):,}", ""),
-        ("Skipped", f"{len(folder.skipped):,}", "invalid manifest rows"),
+        ("Images", f"{scan.count('cards'):,}", "done, on disk"),
+        ("Failed", f"{scan.count('failed'):,}", ""),
+        ("Skipped", f"{scan.count('skipped'):,}", "invalid manifest rows"),
         ("Wall time", fmt_duration(wall) if wall is not None else "—", source),
         ("Images/s", f"{rate:.2f}" if rate is not None else "—", source),
     ]
-    if folder.missing:
-        tiles.insert(3, ("Missing", f"{len(folder.missing):,}", "done, file not on disk"))
+    if scan.count("missing"):
+        tiles.insert(3, ("Missing", f"{scan.count('missing'):,}", "done, file not on disk"))
     return tiles
 
 
-def _facts(folder: Folder, found: list[Run]) -> list[tuple[str, str]]:
+def _facts(scan: Scan, found: list[Run]) -> list[tuple[str, str]]:
     """(term, text) of the run's description under the tiles."""
-    run = folder.run
-    records = folder.cards + folder.missing + folder.failed
+    run = scan.run
     models = [m["name"] for m in run.get("models") or [] if isinstance(m, dict) and m.get("name")]
     facts = [
-        ("Model", _values(records, "model") or ", ".join(map(str, models)) or "—"),
-        ("Backend", _values(records, "backend") or str(run.get("backend") or "—")),
-        ("Device", _values(records, "device") or str(run.get("device") or "—")),
-        ("dtype", _values(records, "dtype") or str(run.get("dtype") or "—")),
+        ("Model", _values(scan.facts["model"]) or ", ".join(map(str, models)) or "—"),
+        ("Backend", _values(scan.facts["backend"]) or str(run.get("backend") or "—")),
+        ("Device", _values(scan.facts["device"]) or str(run.get("device") or "—")),
+        ("dtype", _values(scan.facts["dtype"]) or str(run.get("dtype") or "—")),
         ("Versions", _versions_text(run.get("versions"))),
-        ("Runs in ledger", f"{len(found)} ({folder.n_records:,} ledger records)"),
+        ("Runs in ledger", f"{len(found)} ({scan.ledger_lines:,} ledger lines)"),
     ]
     if run:
         facts.append(("Last run", _last_run_text(run)))
@@ -186,8 +233,7 @@ def _facts(folder: Folder, found: list[Run]) -> list[tuple[str, str]]:
     return facts
 
 
-def _values(records: list[dict], name: str, limit: int = 4) -> str:
-    counts = Counter(str(r[name]) for r in records if r.get(name) not in (None, ""))
+def _values(counts: Counter, limit: int = 4) -> str:
     if not counts:
         return ""
     if len(counts) == 1:
@@ -247,22 +293,3 @@ def _row(record: dict, cols: tuple[str, ...]) -> list:
 
 def _url(relative: str) -> str:
     return urllib.parse.quote(relative.replace("\\", "/"), safe="/")
-
-
-def _dumps_finite(value: object, **kwargs: Any) -> str:
-    """``json.dumps`` for ``|tojson``; NaN or infinity somewhere in the ledger shows as empty
-    (``JSON.parse`` refuses them). ``tojson`` then escapes <, >, & and ' for the page."""
-    try:
-        return json.dumps(value, allow_nan=False, **kwargs)
-    except ValueError:
-        return json.dumps(_finite(value), allow_nan=False, **kwargs)
-
-
-def _finite(value: object) -> object:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value

@@ -76,6 +76,7 @@ class RunOptions:
     offload: str = "none"  # torch: none, model or sequential (diffusers' CPU offload)
     vae_tiling: bool = False  # torch: decode large images tile by tile
     vae_slicing: bool = False  # torch: decode a batch one image at a time
+    torch_options: dict[str, Any] = field(default_factory=dict)  # torch: reuse_embeddings, attention, compile...
 
     def fixed_batch_size(self, device: str) -> int | None:
         """The batch size asked for, or None for auto (the default on a GPU)."""
@@ -92,6 +93,7 @@ class RunOptions:
     def backend_options(self, device: str, dtype: str) -> BackendOptions:
         extra = (
             {"offload": self.offload, "vae_tiling": self.vae_tiling, "vae_slicing": self.vae_slicing}
+            | self.torch_options
             if self.backend == "torch"
             else {}
         )
@@ -367,6 +369,7 @@ OWN_FILES = (
     METADATA_NAME,
     ".genbatch-thumbs",
     ".genbatch-grids",
+    ".genbatch-report",
 )
 
 

@@ -1,6 +1,7 @@
 """Runs and throughput of an output folder, from the ledger's timestamps: the report's charts.
 
-A run is the finished jobs of one ``run_id``; its chart is images per second per time
+A run is the finished jobs of one ``run_id`` (``report_scan.Scan.runs`` groups them while it
+reads the ledger); its chart is images per second per time
 bucket (failed jobs stacked on top). This module computes the numbers and the chart's
 geometry; ``templates/report.html`` draws it as SVG.
 """
@@ -8,11 +9,11 @@ geometry; ``templates/report.html`` draws it as SVG.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from .folder import Folder, as_int
+from .folder import Folder
 
 # Bucket widths in seconds, the smallest that keeps a chart within its number of bars.
 _BUCKETS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400)
@@ -23,7 +24,7 @@ class Run:
     run_id: str
     start: float
     end: float
-    events: list[tuple[float, bool]]  # (finished_at, done?)
+    events: Sequence[tuple[float, bool]]  # (finished_at, done?)
 
     @property
     def span(self) -> float:
@@ -60,27 +61,6 @@ class Chart:
     x_ticks: list[tuple[float, str, str]]  # (x, text-anchor, label)
     legend: str
     bars: list[Bar]
-
-
-def runs(folder: Folder) -> list[Run]:
-    """Finished jobs grouped by run id, oldest run first."""
-    grouped: dict[str, list[tuple[float, float, bool]]] = defaultdict(list)
-    for record in folder.cards + folder.missing + folder.failed:
-        t = timestamp(record.get("finished_at"))
-        if t is None:
-            continue
-        took = (as_float(record.get("seconds")) or 0.0) * max(as_int(record.get("batch_size"), 1), 1)
-        grouped[str(record.get("run_id") or "?")].append((t, took, record.get("status") == "done"))
-    found = []
-    for run_id, items in grouped.items():
-        start = min(t - took for t, took, _ in items)
-        if run_id == str(folder.run.get("run_id")):
-            started = timestamp(folder.run.get("started_at"))
-            start = started if started is not None and started <= start else start
-        events = sorted((t, ok) for t, _, ok in items)
-        found.append(Run(run_id, start, events[-1][0], events))
-    found.sort(key=lambda r: r.start)
-    return found
 
 
 def wall_and_rate(folder: Folder, found: list[Run]) -> tuple[float | None, float | None, str]:

@@ -3,8 +3,8 @@
 ``thumbnail(path, size)`` is the one way an image is scaled down: read at reduced size
 where the format allows it (JPEG draft mode), converted to RGB or RGBA, fitted into
 ``size`` × ``size``. The report keeps its thumbnails as WebP files in
-``OUT/.genbatch-thumbs/`` (``report_thumbnails``), remade only when missing or older
-than their image; the contact sheets paste them straight into a grid.
+``OUT/.genbatch-thumbs/`` (``ReportThumbnails``, a chunk of cards at a time), remade only
+when missing or older than their image; the contact sheets paste them straight into a grid.
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ import contextlib
 import hashlib
 import os
 import re
+from array import array
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
-from .folder import Folder, file_mtime_ns
+from .folder import file_mtime_ns
 from .safe_write import contained, remove, write_atomic
 
 THUMBS_DIR = ".genbatch-thumbs"
@@ -47,31 +49,70 @@ def worker_count() -> int:
     return min(8, (os.cpu_count() or 2) + 1)
 
 
-def report_thumbnails(out: Path, folder: Folder, *, make: bool) -> list[str | None]:
-    """Per card of ``folder``: its thumbnail's path relative to ``out``, or None when the
-    card must show the image itself. With ``make``, missing or stale thumbnails are
-    written first (in threads); without, only fresh existing ones are used."""
-    thumb_dir = thumbs_folder(out) if make else out / THUMBS_DIR
-    look = make or thumb_dir.is_dir()
-    thumb_root = os.fspath(thumb_dir)
-    shown: list[str | None] = []
-    todo: list[tuple[int, Path, Path]] = []
-    for position, card in enumerate(folder.cards):
-        name = thumb_name(card)
-        fresh = False
-        if look:
-            thumb_mtime = file_mtime_ns(os.path.join(thumb_root, name))
-            fresh = thumb_mtime is not None and thumb_mtime >= folder.image_mtimes[card["file"]]
-        shown.append(f"{THUMBS_DIR}/{name}" if fresh else None)
-        if make and not fresh:
-            todo.append((position, out / card["file"], thumb_dir / name))
-    if todo:
-        with ThreadPoolExecutor(max_workers=worker_count()) as pool:
-            made = pool.map(lambda job: write_thumbnail(job[1], job[2]), todo)
+class ReportThumbnails:
+    """The report's thumbnails, a chunk of cards at a time (memory stays flat however many
+    images): ``shown(cards)`` gives each card's thumbnail path relative to OUT, or None when
+    the card must show the image itself. With ``make``, missing or stale thumbnails are
+    written first (in threads); without, only fresh existing ones are used. The names it
+    gave are remembered as 8-byte hashes, for :meth:`remove_stale`."""
+
+    def __init__(self, out: Path, *, make: bool):
+        self.out, self.make = Path(out), make
+        self.folder = thumbs_folder(self.out) if make else self.out / THUMBS_DIR
+        self._look = make or self.folder.is_dir()
+        self._root = os.fspath(self.folder)
+        self._pool: ThreadPoolExecutor | None = None
+        self._kept = array("q")
+
+    def __enter__(self) -> ReportThumbnails:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+    def shown(self, cards: list[tuple[dict, int]]) -> list[str | None]:
+        """Per (card, its image's st_mtime_ns): the thumbnail to show, or None."""
+        shown: list[str | None] = []
+        todo: list[tuple[int, Path, Path]] = []
+        for position, (card, image_mtime) in enumerate(cards):
+            name = thumb_name(card)
+            self._kept.append(hash(name))
+            thumb_mtime = file_mtime_ns(os.path.join(self._root, name)) if self._look else None
+            fresh = thumb_mtime is not None and thumb_mtime >= image_mtime
+            shown.append(f"{THUMBS_DIR}/{name}" if fresh else None)
+            if self.make and not fresh:
+                todo.append((position, self.out / card["file"], self.folder / name))
+        if todo:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=worker_count())
+            made = self._pool.map(lambda job: write_thumbnail(job[1], job[2]), todo)
             for (position, _, thumb), ok in zip(todo, made):
                 if ok:
                     shown[position] = f"{THUMBS_DIR}/{thumb.name}"
-    return shown
+        return shown
+
+    def remove_stale(self, *, older_than_ns: int) -> None:
+        """Delete the thumbnails of records that are no longer current (a rerun with other
+        parameters gives the images new keys), so the folder does not grow with every rerun,
+        and the temp files of a report that was killed while making thumbnails.
+
+        Only files older than ``older_than_ns`` go: a report written at the same time from a
+        longer ledger may just have made a thumbnail this one does not know."""
+        kept = np.sort(np.frombuffer(self._kept, dtype=np.int64))
+        thumb_dir = thumbs_folder(self.out)
+        with os.scandir(thumb_dir) as entries:
+            for entry in entries:
+                stale = entry.name.endswith(".webp") and not _member(kept, hash(entry.name))
+                if stale or ".webp.tmp-" in entry.name:
+                    with contextlib.suppress(OSError):
+                        if entry.stat(follow_symlinks=False).st_mtime_ns < older_than_ns:
+                            remove(thumb_dir, entry.path)
+
+
+def _member(sorted_values: np.ndarray, value: int) -> bool:
+    at = int(np.searchsorted(sorted_values, value))
+    return at < len(sorted_values) and int(sorted_values[at]) == value
 
 
 def thumbs_folder(out: Path) -> Path:
@@ -93,24 +134,6 @@ def write_thumbnail(image: Path, thumb: Path) -> bool:
     except (OSError, ValueError):
         return False
     return True
-
-
-def remove_stale_thumbnails(out: Path, folder: Folder, *, older_than_ns: int) -> None:
-    """Delete the thumbnails of records that are no longer current (a rerun with other
-    parameters gives the images new keys), so the folder does not grow with every rerun,
-    and the temp files of a report that was killed while making thumbnails.
-
-    Only files older than ``older_than_ns`` go: a report written at the same time from a
-    longer ledger may just have made a thumbnail this one does not know."""
-    keep = {thumb_name(card) for card in folder.cards}
-    thumb_dir = thumbs_folder(out)
-    with os.scandir(thumb_dir) as entries:
-        for entry in entries:
-            stale = entry.name.endswith(".webp") and entry.name not in keep
-            if stale or ".webp.tmp-" in entry.name:
-                with contextlib.suppress(OSError):
-                    if entry.stat(follow_symlinks=False).st_mtime_ns < older_than_ns:
-                        remove(thumb_dir, entry.path)
 
 
 def thumb_name(card: dict) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from genbatch.report_html import PAGE_SIZE, THUMB_SIZE, THUMBS_DIR, write_html_report
+from genbatch.report_html import CHUNK_ROWS, PAGE_SIZE, PAGES_DIR, THUMB_SIZE, THUMBS_DIR, write_html_report
 
 SCRIPT_PROMPT = "<script>window.__pwned=1</script>"
 IMG_PROMPT = '"><img src=x onerror="window.__pwned=1">'
@@ -385,3 +385,148 @@ def test_a_thumbnail_folder_linked_out_of_the_folder_is_refused(out: Path, tmp_p
         write_html_report(out)
 
     assert sorted(p.name for p in elsewhere.iterdir()) == ["keep.webp"]
+
+
+# --- Paged data: past the first chunk, records live in OUT/.genbatch-report/ --------------------
+
+
+def _many(out: Path, n: int, **extra) -> list[dict]:
+    """``n`` done images on disk (one tiny PNG's bytes), in a ledger written in reverse job order."""
+    out.mkdir(exist_ok=True)
+    Image.new("RGB", (8, 8), (200, 40, 40)).save(out / "one.png")
+    png = (out / "one.png").read_bytes()
+    records = []
+    for i in range(n):
+        (out / f"{i:06d}.png").write_bytes(png)
+        records.append(_record("done", f"{i:020x}", i, f"image {i}", file=f"{i:06d}.png", **extra))
+    records.reverse()  # the report sorts by job index, whatever the ledger's order
+    (out / "genbatch.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return records
+
+
+def _chunk(path: Path) -> tuple[str, str, int, list]:
+    text = path.read_text(encoding="ascii")
+    assert text.startswith("genbatchChunk(") and text.endswith(");\n")
+    report, section, number, rows = json.loads("[" + text[len("genbatchChunk(") : -len(");\n")] + "]")
+    return report, section, number, rows
+
+
+def test_records_past_the_first_chunk_go_to_paged_data_files(tmp_path: Path):
+    n = 2 * CHUNK_ROWS + 37
+    _many(tmp_path, n)
+
+    blob = _blob(write_html_report(tmp_path, thumbs=False).read_text(encoding="utf-8"))
+
+    assert [c["index"] for c in _cards(blob)] == list(range(CHUNK_ROWS))
+    assert blob["totals"]["cards"] == n and blob["chunks"]["cards"] == 3
+    files = sorted(p.name for p in (tmp_path / PAGES_DIR).iterdir())
+    assert files == ["cards-000002.js", "cards-000003.js"]
+    indexes = []
+    for name in files:
+        report, section, number, rows = _chunk(tmp_path / PAGES_DIR / name)
+        assert (report, section) == (blob["report"], "cards") and name == f"cards-{number:06d}.js"
+        indexes += [row[blob["card_cols"].index("index")] for row in rows]
+    assert indexes == list(range(CHUNK_ROWS, n))  # job order, every record once
+
+
+def test_paged_data_keeps_user_text_as_data(tmp_path: Path):
+    _many(tmp_path, CHUNK_ROWS + 2)
+    hostile = _done(tmp_path, "f0000000000000000001", CHUNK_ROWS + 5, BREAKOUT_PROMPT, id=IMG_PROMPT)
+    with open(tmp_path / "genbatch.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(hostile) + "\n")
+
+    write_html_report(tmp_path, thumbs=False)
+
+    text = (tmp_path / PAGES_DIR / "cards-000002.js").read_text(encoding="ascii")
+    assert not {"<", ">", "&", "'", "\u2028"} & set(text)  # escaped, so no text ends the script
+    rows = _chunk(tmp_path / PAGES_DIR / "cards-000002.js")[3]
+    assert rows[-1][2] == BREAKOUT_PROMPT  # the prompt column, intact
+
+
+def test_page_files_of_an_earlier_longer_report_are_removed(tmp_path: Path):
+    records = _many(tmp_path, 3 * CHUNK_ROWS)
+    write_html_report(tmp_path, thumbs=False)
+    pages = tmp_path / PAGES_DIR
+    assert sorted(p.name for p in pages.iterdir()) == ["cards-000002.js", "cards-000003.js"]
+    past = time.time_ns() - 5_000_000_000
+    for page in pages.iterdir():
+        os.utime(page, ns=(past, past))
+    (pages / ".cards-000009.js.tmp-1234abcd").write_bytes(b"")  # a report killed mid-write
+    os.utime(pages / ".cards-000009.js.tmp-1234abcd", ns=(past, past))
+    (pages / "notes.txt").write_text("a user's own file stays")
+    keep = [r for r in records if r["index"] < CHUNK_ROWS + 10]
+    (tmp_path / "genbatch.jsonl").write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
+
+    blob = _blob(write_html_report(tmp_path, thumbs=False).read_text(encoding="utf-8"))
+
+    assert blob["chunks"]["cards"] == 2
+    assert sorted(p.name for p in pages.iterdir()) == ["cards-000002.js", "notes.txt"]
+    assert len(_chunk(pages / "cards-000002.js")[3]) == 10
+
+
+def test_a_page_data_folder_linked_out_of_the_folder_is_refused(tmp_path: Path):
+    from genbatch.safe_write import UnsafePathError
+
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "cards-000002.js").write_text("someone else's file")
+    _many(out, CHUNK_ROWS + 1)
+    (out / PAGES_DIR).symlink_to(elsewhere)
+
+    with pytest.raises(UnsafePathError, match="outside the output folder"):
+        write_html_report(out, thumbs=False)
+
+    assert (elsewhere / "cards-000002.js").read_text() == "someone else's file"
+    assert not (out / "report.html").exists()
+
+
+def test_a_report_over_missing_image_files_lists_them_paged(tmp_path: Path):
+    n = CHUNK_ROWS + 3
+    records = [_record("done", f"{i:020x}", i, f"gone {i}", file=f"{i:06d}.png") for i in range(n)]
+    (tmp_path / "genbatch.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+
+    html = write_html_report(tmp_path).read_text(encoding="utf-8")
+
+    blob = _blob(html)
+    assert blob["totals"] == {"cards": 0, "missing": n, "failed": 0, "skipped": 0}
+    assert len(_chunk(tmp_path / PAGES_DIR / "missing-000002.js")[3]) == 3
+    assert re.search(r'<div class="label">Missing</div><div class="value">1,003</div>', html)
+    assert list((tmp_path / THUMBS_DIR).iterdir()) == []
+
+
+def test_browser_finds_and_sorts_records_on_later_pages(browser, tmp_path: Path):
+    n = 2 * CHUNK_ROWS + 37
+    _many(tmp_path, n, fields={"style": "plain"})
+    slow = _done(tmp_path, "e0000000000000000001", n, "a lighthouse at dusk", seconds=99.0, fields={"style": "noir"})
+    with open(tmp_path / "genbatch.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(slow) + "\n")
+
+    browser, expect = browser
+    page, problems = _open(browser, write_html_report(tmp_path, thumbs=False))
+
+    assert _visible_cards(page) == PAGE_SIZE
+    info = page.locator("#images .pager .info").first
+    assert (
+        f"of {n + 1:,}" in info.inner_text()
+        and f"page 1 of {(n + 1 + PAGE_SIZE - 1) // PAGE_SIZE}" in info.inner_text()
+    )
+    for _ in range(CHUNK_ROWS // PAGE_SIZE):  # into the second chunk: loaded from its file
+        page.locator("#images .next").first.click()
+    expect(page.locator("#images .card .prompt").first).to_have_text(f"image {CHUNK_ROWS}")
+
+    page.fill("#filter", "lighthouse")  # only in the last chunk
+    expect(page.locator("#images .card")).to_have_count(1)
+    assert "a lighthouse at dusk" in page.locator("#images").inner_text()
+    expect(page.locator("#filter-info")).to_have_text("1 images, 0 failed, 0 skipped match")
+    page.fill("#filter", f"#{n - 1}")  # a record of the third chunk, by its job index
+    expect(page.locator("#images .card .prompt")).to_have_text([f"image {n - 1}"])
+    page.fill("#filter", "")
+    page.select_option("#facets select[data-column='style']", "noir")  # menus list every chunk's values
+    expect(page.locator("#images .card")).to_have_count(1)
+    page.select_option("#facets select[data-column='style']", "")
+    page.select_option("#sort", "slow")  # the slowest of all the chunks comes first
+    expect(page.locator("#images .card .prompt").first).to_have_text("a lighthouse at dusk")
+    expect(page.locator("#images .card")).to_have_count(PAGE_SIZE)
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    assert problems == []
+    page.close()

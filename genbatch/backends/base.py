@@ -41,7 +41,9 @@ class BackendOptions:
 
     ``device`` and ``dtype`` are resolved (never ``auto``); ``scheduler`` replaces the model's
     own when set; ``providers`` are ONNX Runtime's execution providers; ``extra`` holds a
-    backend's own settings (``--offload``, ``--compile``...), which other backends ignore."""
+    backend's own settings, which other backends ignore: for torch ``offload``, ``vae_tiling``,
+    ``vae_slicing``, ``reuse_embeddings`` (genbatch.prompt_embeds) and the fast paths of
+    genbatch.fast_paths (``attention``, ``channels_last``, ``compile``, ``compile_backend``)."""
 
     device: str
     dtype: str

@@ -17,9 +17,11 @@ from ..a1111 import clip_skip_kwargs
 from ..checkpoints import load_pipeline
 from ..errors import GenbatchError, ModelError
 from ..families import call_kwargs, detect, negative_groups
+from ..fast_paths import compile_denoiser, padded, set_attention, set_channels_last
 from ..lora import apply_set as apply_lora_set
 from ..model_files import keeps_own_scheduler
 from ..model_lookup import ModelRef
+from ..prompt_embeds import EmbeddingCache
 from ..prompt_weighting import weighted_call
 from ..samplers import SchedulerCache
 from ..samplers import build as build_scheduler
@@ -96,17 +98,10 @@ class TorchBackend:
         return resolved, resolve_dtype(resolved, dtype)
 
     def load(self, model: ModelRef, options: BackendOptions) -> TorchGenerator:
-        """``options.extra``: ``offload`` (none, model, sequential), ``vae_tiling``, ``vae_slicing``."""
-        extra = options.extra
-        return TorchGenerator(
-            model,
-            device=options.device,
-            dtype=options.dtype,
-            scheduler=options.scheduler,
-            offload=extra.get("offload"),
-            vae_tiling=bool(extra.get("vae_tiling")),
-            vae_slicing=bool(extra.get("vae_slicing")),
-        )
+        """``options.extra``: ``offload`` (none, model, sequential), ``vae_tiling``, ``vae_slicing``,
+        ``reuse_embeddings`` (default on), and the fast paths of :mod:`genbatch.fast_paths`:
+        ``attention``, ``channels_last``, ``compile`` (and ``compile_backend``)."""
+        return TorchGenerator(model, options=options)
 
 
 def scheduler_class(name: str, current: Any) -> Any:
@@ -159,45 +154,60 @@ def check_own_timesteps(own: Any, name: str | None, defaults: dict[str, Any], pa
 class TorchGenerator:
     backend = "torch"
 
-    def __init__(
-        self,
-        model: ModelRef,
-        *,
-        device: str,
-        dtype: str,
-        scheduler: str | None,
-        offload: str | None = None,
-        vae_tiling: bool = False,
-        vae_slicing: bool = False,
-    ):
+    def __init__(self, model: ModelRef, *, options: BackendOptions):
         quiet_hf_libraries()
-        import torch
-
-        offload = offload or "none"
+        extra = options.extra
+        offload = extra.get("offload") or "none"
         if offload not in OFFLOAD:
             raise GenbatchError(f"--offload {offload!r}: expected {', '.join(OFFLOAD)}")
         family = detect(model.path)  # before loading: a refused pipeline costs no load
-        self.device, self.dtype, self.model, self.family = device, dtype, model, family
-        self.options = {"offload": offload, "vae_tiling": vae_tiling, "vae_slicing": vae_slicing}
+        self.device, self.dtype, self.model, self.family = options.device, options.dtype, model, family
+        self.options: dict[str, Any] = {
+            "offload": offload,
+            "vae_tiling": bool(extra.get("vae_tiling")),
+            "vae_slicing": bool(extra.get("vae_slicing")),
+        }
         try:
             with warnings.catch_warnings():  # newer diffusers renames torch_dtype; both work
                 warnings.simplefilter("ignore", FutureWarning)
-                pipe = load_pipeline(model, torch_dtype(dtype))  # a folder, or a single file (+ --vae)
+                pipe = self.make_pipeline(model, options.dtype)
+        except GenbatchError:
+            raise
         except Exception as err:
             raise ModelError(f"cannot load {model.name} from {model.path}: {err}") from err
-        check_own_timesteps(pipe.scheduler, scheduler, model.defaults, model.path)
-        pipe.scheduler = swap_scheduler(pipe.scheduler, scheduler)
+        check_own_timesteps(pipe.scheduler, options.scheduler, model.defaults, model.path)
+        pipe.scheduler = swap_scheduler(pipe.scheduler, options.scheduler)
         self.schedulers = SchedulerCache(pipe.scheduler)  # a batch's own sampler (a manifest column)
         pipe.set_progress_bar_config(disable=True)
-        place(pipe, device, offload)
-        if vae_tiling:
+        place(pipe, options.device, offload)
+        if self.options["vae_tiling"]:
             pipe.vae.enable_tiling()
-        if vae_slicing:
+        if self.options["vae_slicing"]:
             pipe.vae.enable_slicing()
-        if device.startswith("cuda") and offload == "none" and hasattr(pipe, "unet"):
-            pipe.unet.to(memory_format=torch.channels_last)
         self.pipe = pipe
+        self._fast_paths(extra, offload)
         self.scheduler_name = type(pipe.scheduler).__name__
+
+    def make_pipeline(self, model: ModelRef, dtype: str) -> Any:
+        """The diffusers pipeline of ``model``: a folder, or a single file (+ --vae); a released
+        architecture with random weights (genbatch.architectures) is built on the device."""
+        from ..architectures import build_pipeline, is_random_architecture
+
+        if is_random_architecture(model.path):
+            return build_pipeline(model.path, self.device if self.options["offload"] == "none" else "cpu", dtype)
+        return load_pipeline(model, torch_dtype(dtype))
+
+    def _fast_paths(self, extra: dict[str, Any], offload: str) -> None:
+        reuse = extra.get("reuse_embeddings", True)
+        self.embeddings = EmbeddingCache() if reuse else None
+        self.compiled = compile_denoiser(self.pipe, extra.get("compile"), extra.get("compile_backend") or "inductor")
+        self.batch_shapes: dict[tuple[Any, ...], int] = {}  # a compiled denoiser's batch size per shape
+        self.options.update(
+            reuse_embeddings=bool(reuse),
+            attention=set_attention(self.pipe, extra.get("attention")),
+            channels_last=set_channels_last(self.pipe, extra.get("channels_last"), self.device, offload),
+            compile=self.compiled,
+        )
 
     def describe(self) -> dict[str, Any]:
         import torch
@@ -219,27 +229,39 @@ class TorchGenerator:
         by_job = {id(image.job): image for group in negative_groups(jobs) for image in self._generate(group)}
         return [by_job[id(job)] for job in jobs]
 
+    def _batch(self, jobs: Sequence[Any]) -> list[Any]:
+        """A compiled denoiser's jobs: padded to the size of the first batch of their shape
+        (the padding's images are dropped), so a short last batch does not recompile."""
+        if not self.compiled:
+            return list(jobs)
+        first = jobs[0]
+        shape = (first.width, first.height, first.negative_prompt is None, first.values.get("max_sequence_length"))
+        size = self.batch_shapes.setdefault(shape, len(jobs))
+        return padded(list(jobs), size) if len(jobs) < size else list(jobs)
+
     def _generate(self, jobs: Sequence[Any]) -> list[GeneratedImage]:
         import torch
 
         first = jobs[0]
+        batch = self._batch(jobs)
         self.pipe.scheduler = self.schedulers.get(first.scheduler, first.scheduler_options)
         # One CPU generator per image: the pipeline draws each image's initial noise (and an
         # ancestral scheduler its per-step noise) from the image's own seed, so an image is
         # the same alone or in a batch, and the same as plain diffusers gives for its seed.
-        generators = [torch.Generator("cpu").manual_seed(j.seed) for j in jobs]
+        generators = [torch.Generator("cpu").manual_seed(j.seed) for j in batch]
         if hasattr(self.pipe.scheduler, "noise_sampler_seed"):  # DPMSolverSDEScheduler's Brownian tree
-            self.pipe.scheduler.noise_sampler_seed = [j.seed for j in jobs]
-        apply_lora_set(self.pipe, jobs[0].values.get("lora"))  # genbatch.lora: the batch's LoRA set, or none
-        call = call_kwargs(self.family, self.pipe, jobs, generators)
-        texts: dict[str, Any] = {name: call.pop(name) for name in ("prompt", "negative_prompt") if name in call}
+            self.pipe.scheduler.noise_sampler_seed = [j.seed for j in batch]
+        apply_lora_set(self.pipe, first.values.get("lora"))  # genbatch.lora: the batch's LoRA set, or none
+        call = call_kwargs(self.family, self.pipe, batch, generators)
+        skip = clip_skip_kwargs(self.pipe, first.clip_skip)
         with torch.inference_mode():
-            out = self.pipe(
-                **weighted_call(self.pipe, jobs, texts),
-                **call,  # genbatch.prompt_weighting
-                **clip_skip_kwargs(self.pipe, first.clip_skip),
-            )
-        pixels, errors = to_uint8(out.images)
+            if self.embeddings is not None:  # genbatch.prompt_embeds: each distinct input encoded once
+                call = self.embeddings.call(self.pipe, self.family.name, batch, call, skip.get("clip_skip"))
+            else:
+                texts: dict[str, Any] = {n: call.pop(n) for n in ("prompt", "negative_prompt") if n in call}
+                call.update(weighted_call(self.pipe, batch, texts))  # genbatch.prompt_weighting
+            out = self.pipe(**call, **skip)
+        pixels, errors = to_uint8(out.images[: len(jobs)])
         flagged = getattr(out, "nsfw_content_detected", None) or [False] * len(jobs)
         results = []
         for job, image, error, nsfw in zip(jobs, pixels, errors, flagged):
@@ -257,6 +279,8 @@ class TorchGenerator:
 
     def close(self) -> None:
         self.pipe = None
+        if self.embeddings is not None:
+            self.embeddings.clear()
         self.release_memory()
 
 

@@ -1,0 +1,74 @@
+"""genbatch bench and the released architectures with random weights."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import genbatch
+from PIL import Image
+
+from genbatch.architectures import build_pipeline, names, write_architecture
+from genbatch.families import detect
+from genbatch.model_lookup import resolve_model
+
+# Parameters of the released models (millions): SD-1.5 UNet 860, SDXL UNet 2,567 and its
+# OpenCLIP-G text encoder 695, Flux.1 transformer 11,901 (11.9 B) and T5-XXL encoder 4,762.
+RELEASED = {
+    "sd15": {"unet": 860, "vae": 84, "text_encoder": 123},
+    "sdxl": {"unet": 2567, "vae": 84, "text_encoder": 123, "text_encoder_2": 695},
+    "flux-schnell": {"transformer": 11901, "vae": 84, "text_encoder": 123, "text_encoder_2": 4762},
+}
+
+
+@pytest.mark.parametrize("name", names())
+def test_architectures_have_the_released_shapes(name, tmp_path):
+    folder = write_architecture(name, tmp_path / name)
+    assert detect(folder).name == {"sd15": "sd", "sdxl": "sdxl", "flux-schnell": "flux"}[name]
+    assert not list(folder.rglob("*.safetensors"))  # configs only: the weights are made on load
+    pipe = build_pipeline(folder, "meta", "bf16")  # shapes only, no memory
+    for part, millions in RELEASED[name].items():
+        count = sum(p.numel() for p in getattr(pipe, part).parameters())
+        assert abs(count / 1e6 - millions) / millions < 0.01, (part, count)
+        assert next(getattr(pipe, part).parameters()).dtype.is_floating_point
+
+
+@pytest.mark.parametrize("name", ["sd15", "flux-schnell"])
+def test_a_random_architecture_folder_runs_like_any_model(name, tmp_path):
+    folder = write_architecture(name, tmp_path / "model", tiny=True)
+    manifest = tmp_path / "p.txt"
+    manifest.write_text("a cat\na dog\n")
+    out = tmp_path / "out"
+    result = genbatch("run", manifest, "--out", out, "--model", folder, "--device", "cpu", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert len(list(out.glob("*.png"))) == 2
+    first = resolve_model(str(folder))
+    assert first.fingerprint == resolve_model(str(folder)).fingerprint  # the weights come from seed 0
+
+
+@pytest.mark.slow  # four processes, each starting torch and diffusers (~10 s each on a quiet CPU)
+def test_bench_command_compares_genbatch_with_the_plain_loop(tiny_model, tmp_path):
+    out = tmp_path / "bench"
+    result = genbatch(
+        "bench", "--model", tiny_model, "--out", out, "--device", "cpu",
+        "-b", "1", "-b", "2", "--images", "2", "--repeats", "1", "--steps", "1",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "ratio" in result.stdout and "wrote" in result.stdout
+    found = json.loads((out / "bench.json").read_text())
+    assert [c["batch_size"] for c in found["cells"]] == [1, 2]
+    for cell in found["cells"]:
+        for side in ("genbatch", "plain"):
+            assert cell[side]["images_per_s"] > 0 and cell[side]["peak_rss_mb"] > 100
+            assert 0 < cell[side]["first_image_seconds"] < cell[side]["wall_seconds"]
+        assert cell["ratio"] == pytest.approx(cell["genbatch"]["images_per_s"] / cell["plain"]["images_per_s"])
+        assert cell["genbatch"]["failed"] == 0
+    assert Image.open(out / "bench.png").size[0] >= 600
+    assert not [p for p in out.iterdir() if p.is_dir()]  # the measurements' images are gone
+
+
+def test_bench_refuses_a_bad_option_in_one_line(tmp_path):
+    result = genbatch("bench", "--compile", "fast", "--out", tmp_path)
+    assert result.exit_code == 2
+    assert "--compile 'fast': expected off, default" in result.stderr
+    assert "Traceback" not in result.stderr
