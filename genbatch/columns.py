@@ -23,7 +23,6 @@ def map_columns(
 ) -> tuple[dict[str, str], list[Problem], list[str]]:
     """Decide which file column feeds each field. Returns (field->column, problems, warnings)."""
     problems: list[Problem] = []
-    warnings: list[str] = []
     by_norm: dict[str, str] = {}
     for column in header:
         by_norm.setdefault(normalise_column(column), column)
@@ -50,6 +49,26 @@ def map_columns(
             if alias in by_norm:
                 mapping[field_name] = by_norm[alias]
                 break
+    warnings = _unused_columns(header, mapping, name)
+    if "prompt" not in mapping and not any(p.message.startswith("--column prompt=") for p in problems):
+        problems.append(
+            Problem(
+                name,
+                1,
+                None,
+                "no prompt column; the columns are "
+                + (", ".join(shown(c) for c in header[:50]) if header else "(none)")
+                + f"; expected one of {', '.join(ALIASES['prompt'])} (any case) or --prompt-column NAME",
+                fatal=True,
+            )
+        )
+    return mapping, problems, warnings
+
+
+def _unused_columns(header: list[str], mapping: dict[str, str], name: str) -> list[str]:
+    """Warnings for columns that look like a field but are not read: a second spelling of a
+    field already read, or a near miss (``negativ_prompt``)."""
+    warnings: list[str] = []
     used = set(mapping.values())
     for column in header:
         if column in used:
@@ -70,16 +89,4 @@ def map_columns(
                     f"{name}: column {shown(column)} is not a known field; did you mean {target!r}? "
                     f"(use --column {target}={shown_bare(column)} to read it as {target}; it is kept in the metadata)"
                 )
-    if "prompt" not in mapping and not any(p.message.startswith("--column prompt=") for p in problems):
-        problems.append(
-            Problem(
-                name,
-                1,
-                None,
-                "no prompt column; the columns are "
-                + (", ".join(shown(c) for c in header[:50]) if header else "(none)")
-                + f"; expected one of {', '.join(ALIASES['prompt'])} (any case) or --prompt-column NAME",
-                fatal=True,
-            )
-        )
-    return mapping, problems, warnings
+    return warnings

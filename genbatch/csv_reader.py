@@ -15,7 +15,7 @@ import io
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from .echo import shown
 from .errors import Problem
@@ -64,90 +64,127 @@ def split_csv_exact(text: str, name: str, delimiter: str, problems: list[Problem
     A quote inside an unquoted field (``a "green" star``) is kept as text: nothing is merged
     or lost, and spreadsheets read it the same way. Structural problems are fatal: once a
     quote is unbalanced, where every later row starts is in doubt."""
-    records: list[_Record] = []
-    stop = re.compile("[" + re.escape(delimiter) + "\r\n]")
-    line_end = re.compile("[\r\n]")
-    n, pos, line, line_start = len(text), 0, 1, 0
-    while pos < n:
-        end_match = line_end.search(text, pos)
-        end = end_match.start() if end_match else n
-        if text.find('"', pos, end) < 0:  # the common case: a line without quotes is one record
-            records.append(_Record(line, text[pos:end].split(delimiter), line))
-            pos = end + (2 if text.startswith("\r\n", end) else 1)
-            line += 1
-            line_start = pos
-            continue
-        record = _Record(line, [])
-        while True:
-            if text.startswith('"', pos):
-                open_line, open_col = line, pos - line_start + 1
-                parts, p = [], pos + 1
-                while True:
-                    q = text.find('"', p)
-                    if q < 0:
-                        problems.append(
-                            Problem(
-                                name,
-                                open_line,
-                                str(open_col),
-                                "this quoted field is never closed: it runs to the end of the file and swallows "
-                                f'every line after it ({count_breaks(text[pos:])} lines); close it with " or '
-                                'double a quote that is part of the text ("")',
-                                fatal=True,
-                            )
-                        )
-                        return records
-                    parts.append(text[p:q])
-                    if text.startswith('"', q + 1):
-                        parts.append('"')
-                        p = q + 2
-                        continue
-                    break
-                breaks = count_breaks(text[pos:q]) if line_end.search(text, pos, q) else 0
-                if breaks:
-                    line += breaks
-                    line_start = max(text.rfind("\n", pos, q), text.rfind("\r", pos, q)) + 1
-                    record.multiline.append((len(record.cells), open_line, open_col))
-                pos = q + 1
-                value = parts[0] if len(parts) == 1 else "".join(parts)
-                if pos < n and text[pos] not in (delimiter, "\r", "\n"):
-                    after = stop.search(text, pos)
-                    tail = text[pos : after.start() if after else n]
-                    problems.append(
-                        Problem(
-                            name,
-                            line,
-                            str(pos - line_start + 1),
-                            f"text {shown(tail, 40)} follows the closing quote of the field that starts at line "
-                            f"{open_line} column {open_col}; quote the whole field and double the quotes inside "
-                            f'it, e.g. """a green"" star"',
-                            fatal=True,
-                        )
-                    )
-                    return records
-            else:
-                match = stop.search(text, pos)
-                end = match.start() if match else n
-                value = text[pos:end]
-                pos = end
-            record.cells.append(value)
-            if pos < n and text[pos] == delimiter:
-                pos += 1
+    return _ExactCsv(text, name, delimiter, problems).records()
+
+
+class _Unbalanced(Exception):
+    """A quote that leaves where every later row starts in doubt (its problem is recorded)."""
+
+
+class _ExactCsv:
+    """The scanner behind :func:`split_csv_exact`: a position in the text, and the line and
+    the offset where that line starts (for FILE:LINE:COL)."""
+
+    def __init__(self, text: str, name: str, delimiter: str, problems: list[Problem]):
+        self.text, self.name, self.delimiter, self.problems = text, name, delimiter, problems
+        self.stop = re.compile("[" + re.escape(delimiter) + "\r\n]")
+        self.line_end = re.compile("[\r\n]")
+        self.pos, self.line, self.line_start = 0, 1, 0
+
+    def records(self) -> list[_Record]:
+        text, n = self.text, len(self.text)
+        records: list[_Record] = []
+        while self.pos < n:
+            end_match = self.line_end.search(text, self.pos)
+            end = end_match.start() if end_match else n
+            if text.find('"', self.pos, end) < 0:  # the common case: a line without quotes is one record
+                records.append(_Record(self.line, text[self.pos : end].split(self.delimiter), self.line))
+                self._next_line(end)
                 continue
-            record.last_line = line
-            if pos < n:  # a line break ends the record
-                pos += 2 if text.startswith("\r\n", pos) else 1
-                line += 1
-                line_start = pos
-            break
-        records.append(record)
-    return records
+            try:
+                records.append(self._record())
+            except _Unbalanced:
+                return records
+        return records
+
+    def _next_line(self, at: int) -> None:
+        """Step over the line break at ``at``."""
+        self.pos = at + (2 if self.text.startswith("\r\n", at) else 1)
+        self.line += 1
+        self.line_start = self.pos
+
+    def _record(self) -> _Record:
+        """One record that has a quote somewhere: its fields one by one to the line break."""
+        text, n = self.text, len(self.text)
+        record = _Record(self.line, [])
+        while True:
+            if text.startswith('"', self.pos):
+                value = self._quoted(record)
+            else:
+                match = self.stop.search(text, self.pos)
+                end = match.start() if match else n
+                value = text[self.pos : end]
+                self.pos = end
+            record.cells.append(value)
+            if self.pos < n and text[self.pos] == self.delimiter:
+                self.pos += 1
+                continue
+            record.last_line = self.line
+            if self.pos < n:  # a line break ends the record
+                self._next_line(self.pos)
+            return record
+
+    def _quoted(self, record: _Record) -> str:
+        """The quoted field at ``pos``; the scanner is left after its closing quote."""
+        text, pos = self.text, self.pos
+        open_line, open_col = self.line, pos - self.line_start + 1
+        parts, p = [], pos + 1
+        while True:
+            q = text.find('"', p)
+            if q < 0:
+                self._fatal(
+                    open_line,
+                    open_col,
+                    "this quoted field is never closed: it runs to the end of the file and swallows "
+                    f'every line after it ({count_breaks(text[pos:])} lines); close it with " or '
+                    'double a quote that is part of the text ("")',
+                )
+            parts.append(text[p:q])
+            if not text.startswith('"', q + 1):
+                break
+            parts.append('"')
+            p = q + 2
+        breaks = count_breaks(text[pos:q]) if self.line_end.search(text, pos, q) else 0
+        if breaks:
+            self.line += breaks
+            self.line_start = max(text.rfind("\n", pos, q), text.rfind("\r", pos, q)) + 1
+            record.multiline.append((len(record.cells), open_line, open_col))
+        self.pos = q + 1
+        if self.pos < len(text) and text[self.pos] not in (self.delimiter, "\r", "\n"):
+            after = self.stop.search(text, self.pos)
+            tail = text[self.pos : after.start() if after else len(text)]
+            self._fatal(
+                self.line,
+                self.pos - self.line_start + 1,
+                f"text {shown(tail, 40)} follows the closing quote of the field that starts at line "
+                f"{open_line} column {open_col}; quote the whole field and double the quotes inside "
+                f'it, e.g. """a green"" star"',
+            )
+        return parts[0] if len(parts) == 1 else "".join(parts)
+
+    def _fatal(self, line: int, column: int, message: str) -> NoReturn:
+        self.problems.append(Problem(self.name, line, str(column), message, fatal=True))
+        raise _Unbalanced
 
 
 def _split_tsv(text: str) -> list[_Record]:
     """TSV is not quoted: one line is one row, a tab separates cells, and a prompt that
     begins with a double quote keeps it."""
     return [_Record(number, line.split("\t")) for number, line in enumerate(BREAK.split(text), start=1)]
+
+
+def _number_columns(records: list[_Record], width: int) -> list[int]:
+    """The columns whose every non-empty cell is a number, in the rows of the header's width
+    (cells that span lines are not counted)."""
+    numeric: dict[int, bool] = {}
+    for record in records:
+        if len(record.cells) != width:
+            continue
+        spanning = {index for index, _, _ in record.multiline}
+        for j, cell in enumerate(record.cells):
+            if cell.strip() and j not in spanning:
+                numeric[j] = numeric.get(j, True) and bool(NUMBER.fullmatch(cell))
+    return [j for j, yes in numeric.items() if yes]
 
 
 def _swallowed_rows(records: list[_Record], width: int, delimiter: str, text: str) -> Iterator[tuple[int, int, str]]:
@@ -167,15 +204,7 @@ def _swallowed_rows(records: list[_Record], width: int, delimiter: str, text: st
     text by the second test; the first, and the quote left open at the end of the file, hold."""
     if not any(record.multiline for record in records):
         return
-    numeric: dict[int, bool] = {}
-    for record in records:
-        if len(record.cells) != width:
-            continue
-        spanning = {index for index, _, _ in record.multiline}
-        for j, cell in enumerate(record.cells):
-            if cell.strip() and j not in spanning:
-                numeric[j] = numeric.get(j, True) and bool(NUMBER.fullmatch(cell))
-    number_columns = [j for j, yes in numeric.items() if yes]
+    number_columns = _number_columns(records, width)
 
     def row_like(physical: str) -> bool:
         cells = physical.replace('"', "").split(delimiter)
