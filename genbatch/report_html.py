@@ -22,9 +22,7 @@ more key there and one more ``{% if ... %}`` block in the template.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
 import itertools
 import time
 import urllib.parse
@@ -37,6 +35,7 @@ from typing import Any
 
 import jinja2
 
+from .bulk import paused_gc
 from .fields import text_value
 from .folder import extra_fields
 from .grid import list_grids
@@ -83,7 +82,7 @@ def write_html_report(out: Path, *, thumbs: bool = True) -> Path:
     out = Path(out)
     started_ns = time.time_ns()
     report_id = uuid.uuid4().hex[:12]
-    with _gc_paused():
+    with paused_gc():
         # 1. Read the ledger once: sort keys, ledger offsets and the summary's totals.
         scan = scan_folder(out)
         # 2. The lists, a chunk at a time: records read back in order, thumbnails made
@@ -100,18 +99,6 @@ def write_html_report(out: Path, *, thumbs: bool = True) -> Path:
     write_atomic(path, page.encode("utf-8"), root=out)
     pages.remove_stale(older_than_ns=started_ns)
     return path
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No cyclic GC passes while some 100,000 acyclic records are built (~15% faster)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 @functools.cache
