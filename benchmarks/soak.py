@@ -4,6 +4,7 @@ sampled, to show they stay flat over many images.
     python benchmarks/soak.py [--images 100000] [--size 16] [--steps 1] [--batch-size 64]
     python benchmarks/soak.py --out soak-out --json bench-out/soak.json   # keep the folder
     python benchmarks/soak.py --report-only soak-out   # only `genbatch report` over it
+    python benchmarks/soak.py --stand-in --size 64     # genbatch's own machinery, no model
 
 Two phases, each a process sampled every few seconds: ``genbatch run`` (generation, then
 the end-of-run reports it writes itself: run.json, report.csv/.parquet, metadata.jsonl,
@@ -100,6 +101,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--every", type=float, default=5.0, help="seconds between samples")
+    parser.add_argument(
+        "--stand-in",
+        action="store_true",
+        help="a backend that returns textured images instantly: genbatch's own machinery alone, at its full rate",
+    )
     parser.add_argument("--out", type=Path, help="the output folder, kept (default: a temp folder, removed)")
     parser.add_argument("--report-only", type=Path, metavar="OUT", help="only the report step, over OUT")
     parser.add_argument("--json", type=Path, default=Path("bench-out/soak.json"), help="where to write the samples")
@@ -122,14 +128,26 @@ def _without_samples(value: object) -> object:
     return value
 
 
+_STAND_IN = (
+    "from pipeline_overhead import register_backend; "
+    "register_backend('instant', 'pipeline_overhead:InstantBackend'); "
+    "from genbatch.cli import app; sys.argv[0] = 'genbatch'; app()"
+)
+
+
 def soak(args: argparse.Namespace, manifest: Path, out: Path) -> dict:
     """The ``genbatch run`` phase: generation and the run's own end-of-run reports."""
     manifest.write_text("".join(f"a small red circle on a blue background {i}\n" for i in range(args.images)))
+    # --stand-in: the run's own machinery alone (plan, writer, ledger, sink, reports), with the
+    # instant backend of pipeline_overhead.py registered in the child before the CLI starts
+    stand_in = (
+        ["-c", f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); {_STAND_IN}", "run"]
+        if args.stand_in
+        else ["-m", "genbatch.cli", "run"]
+    )
     command = [
         sys.executable,
-        "-m",
-        "genbatch.cli",
-        "run",
+        *stand_in,
         str(manifest),
         "--out",
         str(out),
@@ -144,6 +162,7 @@ def soak(args: argparse.Namespace, manifest: Path, out: Path) -> dict:
         str(args.batch_size),
         "--name-template",
         "{bucket:04d}/{index:07d}.png",
+        *(["--backend", "instant", "--model", "tiny-random"] if args.stand_in else []),
     ]
     code, wall, samples = sampled(command, args.every, LineCounter(out / "genbatch.jsonl"))
     generating = [s for s in samples if s["rss_mb"] and s["images"] and s["images"] < args.images]
@@ -152,6 +171,8 @@ def soak(args: argparse.Namespace, manifest: Path, out: Path) -> dict:
 
     def rate(lo: int, hi: int) -> float | None:
         inside = [s for s in samples if s["images"] and lo <= s["images"] <= hi]
+        reached = next((i for i, s in enumerate(inside) if s["images"] >= hi), None)
+        inside = inside if reached is None else inside[: reached + 1]  # not the end-of-run samples
         if len(inside) < 2 or inside[-1]["t"] == inside[0]["t"]:
             return None
         return (inside[-1]["images"] - inside[0]["images"]) / (inside[-1]["t"] - inside[0]["t"])
@@ -165,6 +186,7 @@ def soak(args: argparse.Namespace, manifest: Path, out: Path) -> dict:
         "size": args.size,
         "steps": args.steps,
         "batch_size": args.batch_size,
+        "backend": "instant (stand-in)" if args.stand_in else "torch",
         "exit_code": code,
         "wall_seconds": round(wall, 1),
         "end_of_run_reports_seconds": round(reporting[-1]["t"] - reporting[0]["t"], 1) if reporting else None,
