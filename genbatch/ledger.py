@@ -69,7 +69,7 @@ def iter_records(out: Path, warn: Callable[[str], None] | None = None) -> Iterat
 
 # Up to this size the current records are read once into memory and shared by the reports
 # (faster); past it each report streams them again (flat memory). Records in memory take about
-# eight times their JSON text, so 16 MiB of ledger (~12,000 images) holds ~130 MB at most.
+# eight times their JSON text, so 16 MiB of ledger (~15,000 images) holds ~130 MB at most.
 IN_MEMORY_BYTES = 16 << 20
 
 
