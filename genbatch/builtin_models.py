@@ -82,7 +82,7 @@ def build_tiny_random(folder: Path) -> None:
     tokenizer_dir = folder / "tokenizer"
     write_clip_tokenizer(tokenizer_dir)
     tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
-    unet, vae, text_encoder = _tiny_unet(), _tiny_vae(), _tiny_text_encoder(tokenizer)
+    unet, vae, text_encoder = tiny_unet(), _tiny_vae(), _tiny_text_encoder(tokenizer)
     scheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -113,7 +113,8 @@ def build_tiny_random(folder: Path) -> None:
     (folder / "genbatch.json").write_text(json.dumps(own, indent=2), encoding="utf-8")
 
 
-def _tiny_unet() -> Any:
+def tiny_unet(**extra: Any) -> Any:
+    """tiny-random's UNet (seed 0); ``extra`` config, e.g. an LCM's ``time_cond_proj_dim``."""
     import torch
     from diffusers import UNet2DConditionModel
 
@@ -129,6 +130,7 @@ def _tiny_unet() -> Any:
         cross_attention_dim=8,
         attention_head_dim=2,
         norm_num_groups=2,
+        **extra,
     )
 
 

@@ -329,25 +329,13 @@ def _gemma2_encoder(tokenizer: Any) -> Any:
 
 def build_lcm(folder: Path) -> None:
     """A latent consistency model: a pipeline of the generic path (no family of its own)."""
-    from diffusers import LatentConsistencyModelPipeline, LCMScheduler, UNet2DConditionModel
+    from diffusers import LatentConsistencyModelPipeline, LCMScheduler
     from transformers import CLIPTextModel
 
+    from .builtin_models import tiny_unet
+
     tokenizer = clip_tokenizer(folder / "tokenizer")
-    unet = _seeded(
-        lambda: UNet2DConditionModel(
-            block_out_channels=(4, 8),
-            layers_per_block=1,
-            sample_size=32,
-            in_channels=4,
-            out_channels=4,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            cross_attention_dim=8,
-            attention_head_dim=2,
-            norm_num_groups=2,
-            time_cond_proj_dim=8,
-        )
-    )
+    unet = tiny_unet(time_cond_proj_dim=8)
     pipe = LatentConsistencyModelPipeline(
         vae=_vae(),
         unet=unet,
