@@ -1,27 +1,28 @@
 #!/usr/bin/env bash
-# GPU figures of genbatch against the plain diffusers loop, on one lent H100 (or H200), in
-# under 10 minutes: random-weight models of the released architectures, built on the device
+# GPU figures of genbatch against the plain diffusers loop, on one lent H100 or H200, in under
+# 9 minutes: random-weight models of the released architectures, built on the device
 # (genbatch.architectures), so nothing is downloaded.
 #
 #   bash benchmarks/gpu_figures.sh [OUT]        (from the repository root; OUT: gpu-figures)
 #
-# The machine has torch and transformers but no diffusers: the wheels in .whl/ (diffusers,
-# importlib_metadata; see benchmarks/README.md) are installed into /tmp/site with genbatch.
-# Each part is a `genbatch bench` of its own, writing OUT/<part>/bench.json and bench.png;
-# OUT/summary.txt collects the tables. A part that overruns its time limit is stopped and the
-# next one runs; the optional compile part runs only while time is left.
+# The machine has torch and transformers but no diffusers and no network: the wheels in .whl/
+# (diffusers, importlib_metadata and genbatch's own; see benchmarks/README.md) are installed
+# into /tmp/site. Each part is a `genbatch bench` of its own; OUT gets summary.txt (the machine
+# and every table), <part>.json (bench.json) and plots.tar (the bench.png files and the logs
+# of any failed measurement): few flat files. A part that overruns its time limit is stopped
+# and the next one runs; the compiled part runs only while time is left.
 set -uo pipefail
 OUT=${1:-gpu-figures}
+WORK=${GPU_FIGURES_WORK:-/tmp/gpu-figures}
 START=$SECONDS
-mkdir -p "$OUT"
+mkdir -p "$OUT" "$WORK"
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || { echo "gpu_figures: the wheels in .whl/ did not install"; exit 1; }
-python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target /tmp/site . \
-    || { echo "gpu_figures: genbatch did not install"; exit 1; }
-python3 - <<'EOF' | tee "$OUT/machine.txt"
-import diffusers, torch, transformers
-print(f"torch {torch.__version__}, diffusers {diffusers.__version__}, transformers {transformers.__version__}")
+    || { echo "gpu_figures: the wheels in .whl/ did not install" | tee -a "$OUT/summary.txt"; exit 1; }
+python3 - <<'EOF' 2>&1 | tee -a "$OUT/summary.txt"
+import diffusers, genbatch, torch, transformers
+print(f"genbatch {genbatch.__version__}, torch {torch.__version__}, diffusers {diffusers.__version__}, "
+      f"transformers {transformers.__version__}")
 print(torch.cuda.get_device_name(0), f"{torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB")
 EOF
 
@@ -29,19 +30,22 @@ bench() {  # bench NAME SECONDS ARGS...: one genbatch bench, stopped after SECON
     local name=$1 limit=$2
     shift 2
     echo "== $name (at ${SECONDS}s, limit ${limit}s): genbatch bench $*" | tee -a "$OUT/summary.txt"
-    timeout "$limit" python3 -c "from genbatch.cli import app; app()" bench --out "$OUT/$name" --device cuda "$@" \
+    timeout "$limit" python3 -c "from genbatch.cli import app; app()" bench --out "$WORK/$name" --device cuda "$@" \
         2>&1 | tee -a "$OUT/summary.txt"
+    [[ -f $WORK/$name/bench.json ]] && cp "$WORK/$name/bench.json" "$OUT/$name.json"
+    tar -cf "$OUT/plots.tar" -C "$WORK" --exclude='tmp*' . 2>/dev/null
 }
 
-# SD-1.5, 512², 50 steps, fp16: two batch sizes, the best of them is the figure (0.105 s/image is the limit).
-bench sd15 200 --model sd15 --dtype fp16 --steps 50 -b 8 -b 16 --images 64 --repeats 1
+# SD-1.5, 512², 50 steps, fp16, batch 16 and 32: the best is the figure (0.105 s/image is the limit).
+bench sd15 190 --model sd15 --dtype fp16 --steps 50 -b 16 -b 32 --images 64 --repeats 1
 # Flux.1-schnell, 1024², 4 steps, bf16 (0.39 s/image is the limit).
-bench flux-schnell 150 --model flux-schnell --dtype bf16 --steps 4 -b 4 --images 16 --repeats 1
+bench flux-schnell 130 --model flux-schnell --dtype bf16 --steps 4 -b 4 --images 16 --repeats 1
 # SDXL, 1024², 30 steps, bf16 (random fp16 weights can overflow; the same tensor-core speed; 0.53 s/image).
-bench sdxl 150 --model sdxl --dtype bf16 --steps 30 -b 4 --images 16 --repeats 1
-# With time left: SD-1.5 again with the denoiser compiled (fixed shapes; no CUDA graphs).
-if (( SECONDS - START < 400 )); then
-    bench sd15-compiled $(( 560 - (SECONDS - START) )) --model sd15 --dtype fp16 --steps 50 -b 16 --images 64 \
-        --repeats 1 --compile max-autotune-no-cudagraphs
+bench sdxl 120 --model sdxl --dtype bf16 --steps 30 -b 4 --images 16 --repeats 1
+# With time left: SD-1.5 with the UNet compiled (fixed batch shape; inductor's default mode).
+if (( SECONDS - START < 330 )); then
+    left=$(( 500 - (SECONDS - START) ))
+    bench sd15-compiled $(( left < 200 ? left : 200 )) --model sd15 --dtype fp16 --steps 50 -b 16 --images 64 \
+        --repeats 1 --compile default
 fi
 echo "gpu_figures: done in $(( SECONDS - START ))s" | tee -a "$OUT/summary.txt"

@@ -69,8 +69,10 @@ def _worker(spec: dict[str, Any], work: Path) -> dict[str, Any]:
     )
     wall = time.perf_counter() - began
     if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise GenbatchError(f"bench: the {spec['side']} measurement failed: {tail[0]}")
+        log = Path(spec["out"]).parent.parent / f"failed-{spec['side']}-b{spec['batch_size']}.log"
+        log.write_text(done.stdout + done.stderr, encoding="utf-8")
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:] or ["no output"]
+        raise GenbatchError(f"bench: the {spec['side']} measurement failed ({log}): " + " | ".join(tail))
     found = json.loads(done.stdout.strip().splitlines()[-1])
     found["wall_seconds"] = wall
     return found
@@ -92,6 +94,7 @@ def _summary(runs: list[dict[str, Any]], images: int) -> dict[str, Any]:
         "peak_gpu_mb": _median(runs, "peak_gpu_mb"),
         "load_seconds": _median(runs, "load_seconds"),
         "model_seconds": _median(runs, "model_seconds"),
+        "images": images,
         "failed": max(int(r.get("failed") or 0) for r in runs),
         "runs": runs,
     }
@@ -169,14 +172,20 @@ def run_bench(options: BenchOptions, say: Any = print) -> dict[str, Any]:
     return result
 
 
+def per_image(side: dict[str, Any]) -> float | None:
+    """Seconds of pipeline calls per image (model time, start-up and writing left out)."""
+    model, images = side.get("model_seconds"), side.get("images")
+    return model / images if model and images else None
+
+
 def table(cells: list[dict[str, Any]]) -> str:
-    """The results as a text table, with genbatch/plain throughput ratios."""
+    """The results as a text table, with genbatch/plain throughput ratios and model s/image."""
 
     def num(value: Any, fmt: str) -> str:
         return "-" if value is None else format(value, fmt)
 
     head = f"{'backend':8} {'size':>5} {'batch':>5} {'genbatch img/s':>14} {'plain img/s':>11} {'ratio':>6}"
-    head += f" {'first img s':>11} {'RSS MB':>7} {'GPU MB':>7} {'overhead':>8}"
+    head += f" {'first img s':>11} {'RSS MB':>7} {'GPU MB':>7} {'overhead':>8} {'model s/img':>11} {'plain':>6}"
     lines = [head]
     for c in cells:
         ours, plain = c["genbatch"], c.get("plain") or {}
@@ -184,6 +193,7 @@ def table(cells: list[dict[str, Any]]) -> str:
             f"{c['backend']:8} {c['size']:>5} {c['batch_size']:>5} {num(ours['images_per_s'], '.2f'):>14} "
             f"{num(plain.get('images_per_s'), '.2f'):>11} {num(c.get('ratio'), '.3f'):>6} "
             f"{num(ours['first_image_seconds'], '.2f'):>11} {num(ours['peak_rss_mb'], '.0f'):>7} "
-            f"{num(ours['peak_gpu_mb'], '.0f'):>7} {num(c.get('overhead'), '+.1%'):>8}"
+            f"{num(ours['peak_gpu_mb'], '.0f'):>7} {num(c.get('overhead'), '+.1%'):>8} "
+            f"{num(per_image(ours), '.3f'):>11} {num(per_image(plain), '.3f'):>6}"
         )
     return "\n".join(lines)
