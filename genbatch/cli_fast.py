@@ -28,7 +28,9 @@ Attention = Annotated[
 ]
 ChannelsLast = Annotated[
     str,
-    typer.Option("--channels-last", help="torch: auto (on for a UNet on CUDA), on or off."),
+    typer.Option(
+        "--channels-last", help="torch: channels-last UNet and VAE: auto (off; slower on an H200), on or off."
+    ),
 ]
 Compile = Annotated[
     str,

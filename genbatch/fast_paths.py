@@ -6,8 +6,9 @@ in run.json: the attention kernel, channels-last memory format and ``torch.compi
   transformer families keep their own SDPA processors. Another name (``flash``,
   ``_native_cudnn``, ``sage``...) is passed to diffusers' ``set_attention_backend`` on models
   that have it.
-- ``channels_last``: ``auto`` (the default) is on for a UNet on CUDA without offload, as
-  genbatch always did; ``on`` / ``off`` force it.
+- ``channels_last``: ``auto`` (the default) is off: measured on an H200, SD-1.5 in fp16 at
+  batch 16 ran 16 % slower with the UNet channels-last and 18 % with the VAE too
+  (``benchmarks/fast_paths_gpu.py``); ``on`` turns it on for a UNet and its VAE.
 - ``compile``: off by default; a mode (``default``, ``max-autotune``, ``reduce-overhead``,
   ``max-autotune-no-cudagraphs``) compiles the denoiser with fixed shapes (``dynamic=False``).
   The backend pads a short batch to the size of the first batch of its shape and drops the
@@ -55,14 +56,14 @@ def set_attention(pipe: Any, name: str | None) -> str:
     return ",".join(sorted({type(p).__name__ for p in processors.values()})) or name
 
 
-def set_channels_last(pipe: Any, value: str | None, device: str, offload: str) -> bool:
+def set_channels_last(pipe: Any, value: str | None) -> bool:
     import torch
 
     value = value or "auto"
     if value not in CHANNELS_LAST:
         raise GenbatchError(f"--channels-last {value!r}: expected {', '.join(CHANNELS_LAST)}")
     unet = getattr(pipe, "unet", None)
-    on = value == "on" or (value == "auto" and device.startswith("cuda") and offload == "none" and unet is not None)
+    on = value == "on" and unet is not None
     if on:
         for part in (unet, getattr(pipe, "vae", None)):
             if part is not None:

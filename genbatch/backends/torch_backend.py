@@ -185,7 +185,7 @@ class TorchGenerator:
         if self.options["vae_slicing"]:
             pipe.vae.enable_slicing()
         self.pipe = pipe
-        self._fast_paths(extra, offload)
+        self._fast_paths(extra)
         self.scheduler_name = type(pipe.scheduler).__name__
 
     def make_pipeline(self, model: ModelRef, dtype: str) -> Any:
@@ -197,7 +197,7 @@ class TorchGenerator:
             return build_pipeline(model.path, self.device if self.options["offload"] == "none" else "cpu", dtype)
         return load_pipeline(model, torch_dtype(dtype))
 
-    def _fast_paths(self, extra: dict[str, Any], offload: str) -> None:
+    def _fast_paths(self, extra: dict[str, Any]) -> None:
         reuse = extra.get("reuse_embeddings", True)
         self.embeddings = EmbeddingCache() if reuse else None
         self.compiled = compile_denoiser(self.pipe, extra.get("compile"), extra.get("compile_backend") or "inductor")
@@ -205,7 +205,7 @@ class TorchGenerator:
         self.options.update(
             reuse_embeddings=bool(reuse),
             attention=set_attention(self.pipe, extra.get("attention")),
-            channels_last=set_channels_last(self.pipe, extra.get("channels_last"), self.device, offload),
+            channels_last=set_channels_last(self.pipe, extra.get("channels_last")),
             compile=self.compiled,
         )
 
