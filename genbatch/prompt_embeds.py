@@ -4,8 +4,9 @@ A batch's prompts reach the pipeline as ``prompt_embeds`` / ``negative_prompt_em
 the pooled embeddings where the family has them: SDXL, SD3, Flux), made by the pipeline's own
 ``encode_prompt`` (or by compel, for weighted prompts), so the pipeline does exactly what it
 does for prompts. A small LRU on the device, bounded by count and bytes, keeps them across
-batches: eight seeds of one prompt are one encode. Each input is encoded alone, so its
-embedding is the same whichever batch met it first (as when its image is made alone). The
+batches: eight seeds of one prompt are one encode. A batch's new inputs are encoded
+together, in one call, as the pipeline encodes a batch (rows are independent; across batch
+shapes float maths may differ in the last bit, the tolerance the seed contract allows). The
 key is everything that changes an embedding: the prompt and negative prompt, whether
 guidance runs, clip skip, ``max_sequence_length``, the LoRA set and the prompt weighting.
 The cache belongs to one loaded model (:class:`~genbatch.backends.torch_backend.TorchGenerator`),
@@ -98,7 +99,8 @@ class EmbeddingCache:
         self.max_entries, self.max_bytes = max_entries, max_bytes
         self.entries: OrderedDict[tuple[Any, ...], Entry] = OrderedDict()
         self.bytes = 0
-        self.encodes = 0  # encode_prompt calls: one per distinct input while it stays cached
+        self.encodes = 0  # distinct inputs encoded: one each while it stays cached
+        self.encoder_calls = 0  # encode_prompt calls: one per batch with new inputs
         self.hits = 0
         self.misses = 0
 
@@ -107,7 +109,13 @@ class EmbeddingCache:
         self.bytes = 0
 
     def stats(self) -> dict[str, int]:
-        return {"encodes": self.encodes, "hits": self.hits, "misses": self.misses, "entries": len(self.entries)}
+        return {
+            "encodes": self.encodes,
+            "encoder_calls": self.encoder_calls,
+            "hits": self.hits,
+            "misses": self.misses,
+            "entries": len(self.entries),
+        }
 
     def _put(self, key: tuple[Any, ...], entry: Entry) -> None:
         self.entries[key] = entry
@@ -141,29 +149,40 @@ class EmbeddingCache:
         found = {key: self.entries[key] for key in keys if key in self.entries}
         for key in found:
             self.entries.move_to_end(key)
-        for key in missing:
-            names, found[key] = self._encode(pipe, encoder, jobs, key)
-            self._put(key, found[key])
+        if missing:
+            self.encodes += len(missing)
+            self.encoder_calls += 1 if encoder and not weighted else len(missing)
+            made = self._encode(pipe, encoder, jobs, missing)
+            for key, entry in zip(missing, made):
+                found[key] = entry
+                self._put(key, entry)
         return {**call, **_stacked(names, [found[key] for key in keys])}
 
     def _encode(
-        self, pipe: Any, encoder: Encoder | None, jobs: Sequence[Any], key: tuple[Any, ...]
-    ) -> tuple[tuple[str, ...], Entry]:
-        """One input's tensors, encoded alone: an embedding never depends on the prompts it
-        was first seen with, so an image is the same whichever batch met its prompt first."""
+        self, pipe: Any, encoder: Encoder | None, jobs: Sequence[Any], missing: list[tuple[Any, ...]]
+    ) -> list[Entry]:
+        """The tensors of each missing input, one row each. A batch's new inputs go through the
+        text encoder together, as the pipeline would encode them (one call, not one per
+        prompt: on a GPU, thirty-two batch-1 encoder passes cost more than the UNet's step);
+        weighted prompts go through compel one at a time."""
         import torch
 
-        prompt, negative, cfg, clip_skip, length, _lora, weighted = key
-        negatives = None if negative is None else [negative]
-        self.encodes += 1
+        _prompt, negative, cfg, clip_skip, length, _lora, weighted = missing[0]
+        prompts = [key[0] for key in missing]
+        negatives = None if negative is None else [key[1] for key in missing]
         with torch.inference_mode():
             if encoder is None or weighted:  # prompt weighting (genbatch.prompt_weighting, compel)
                 from .prompt_weighting import weighted_call
 
                 names = ("prompt_embeds", "negative_prompt_embeds")
-                made = weighted_call(pipe, jobs, {"prompt": [prompt], "negative_prompt": negatives})
-                return names, tuple(made.get(name) for name in names)
-            return encoder.names, tuple(encoder.encode(pipe, [prompt], negatives, cfg, clip_skip, length))
+                made = [
+                    weighted_call(pipe, jobs, {"prompt": [p], "negative_prompt": None if negatives is None else [n]})
+                    for p, n in zip(prompts, negatives or prompts)
+                ]
+                return [tuple(one.get(name) for name in names) for one in made]
+            tensors = encoder.encode(pipe, prompts, negatives, cfg, clip_skip, length)
+            # one row each, copied: an entry must not keep the whole batch's storage alive
+            return [tuple(None if t is None else t[i : i + 1].clone() for t in tensors) for i in range(len(missing))]
 
 
 def _stacked(names: tuple[str, ...], rows: list[Entry]) -> dict[str, Any]:

@@ -79,14 +79,32 @@ def test_eight_seeds_of_one_prompt_are_one_encode(tiny_model, tmp_path, monkeypa
     _within_one_level(reused, plain)
 
 
-def test_mixed_batches_stay_within_the_batch_shape_tolerance(tiny_model, tmp_path):
-    """Without reuse the pipeline encodes a batch's prompts together; CPU float maths can differ
-    in the last bit between batch shapes, so after rounding a pixel may differ by one level
-    (the tolerance test_reproducibility allows between batch sizes)."""
+def test_a_batch_of_new_prompts_is_one_encoder_pass(tiny_model, tmp_path, monkeypatch):
+    from transformers import CLIPTextModel
+
+    manifest = tmp_path / "four.csv"
+    manifest.write_text("prompt\na red fox\na blue bird\na green frog\na white cat\n")
+    count = _Count(monkeypatch, CLIPTextModel)
+    reused = _run(tiny_model, tmp_path / "on", manifest, 4)
+    # four new prompts in one batch: the encoder runs on all four at once, and on their four
+    # "" negatives at once, as the pipeline itself does; not once per prompt
+    assert count.calls == 2
+    count.calls = 0
+    plain = _run(tiny_model, tmp_path / "off", manifest, 4, reuse_embeddings=False)
+    assert count.calls == 2
+    _within_one_level(reused, plain)
+
+
+@pytest.mark.parametrize("family", ["sd", "sdxl", "sd3", "flux"])
+def test_mixed_batches_stay_within_the_batch_shape_tolerance(family, tiny_family, tmp_path):
+    """Reused and new embeddings in one batch, every family's tensors (pooled ones too) split
+    into rows and stacked again: within the tolerance test_reproducibility allows between
+    batch sizes (CPU float maths can differ in the last bit between batch shapes)."""
     manifest = tmp_path / "prompts.csv"
-    manifest.write_text(PROMPTS)
-    reused = _run(tiny_model, tmp_path / "on", manifest, 3)
-    plain = _run(tiny_model, tmp_path / "off", manifest, 3, reuse_embeddings=False)
+    manifest.write_text(PROMPTS if family != "flux" else PROMPTS.replace("blurry", ""))
+    folder = tiny_family(family)
+    reused = _run(folder, tmp_path / "on", manifest, 3)
+    plain = _run(folder, tmp_path / "off", manifest, 3, reuse_embeddings=False)
     assert len(reused) == 8
     _within_one_level(reused, plain)
 
