@@ -139,7 +139,10 @@ def iter_jobs(
                 values["prompt"] = prompt
             values["seed"] = seed
             key = shape.key_of(values["prompt"], seed) if keys else ""
-            yield Job(index, key, row, k, shape.model, target.backend, target.dtype, values)
+            job = Job(index, key, row, k, shape.model, target.backend, target.dtype, values, "", shape.group)
+            if shape.group is None:  # the group's fields are the same for every job of a shape
+                job.shape_group = shape.group = job.group
+            yield job
             index += 1
 
 
@@ -173,6 +176,7 @@ class _Shape:
     count: int
     key: dict[str, Any]
     text: tuple[str, str, str] | None
+    group: tuple[Any, ...] | None = None  # its jobs' Job.group, made for the first of them
 
     @classmethod
     def of(

@@ -78,11 +78,14 @@ class Job(Values):
     dtype: str
     values: dict[str, Any]
     file: str = ""
+    shape_group: tuple[Any, ...] | None = None  # the group, when the plan made it once for many jobs
 
     @property
     def group(self) -> tuple[Any, ...]:
         """Jobs with the same group can share a batch (one pipeline call cannot mix jobs with and
         without a negative prompt)."""
+        if self.shape_group is not None:
+            return self.shape_group
         get = self.values.get
         return (self.model.fingerprint, str(self.model.path), *map(get, GROUP_FIELDS), get("negative_prompt") is None)
 

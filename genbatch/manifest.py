@@ -83,6 +83,12 @@ class Row(Values):
     def fields(self) -> dict[str, Any]:
         return dict(zip(self.columns, self.cells))
 
+    @property
+    def model(self) -> str | None:
+        """The row's model column (None: the run's --model); a property of its own, as every
+        other field is one on Values, since planning reads it a few times per row."""
+        return self.values.get("model")
+
     def __repr__(self) -> str:
         return f"Row(index={self.index}, line={self.line}, {self.values})"
 

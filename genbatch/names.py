@@ -40,6 +40,7 @@ MAX_FORMAT_WIDTH = 255
 NAME_BYTES = 255
 # Names Windows reserves whatever the extension (``NUL.txt`` is the null device there).
 _RESERVED = re.compile(r"^(?:CON|PRN|AUX|NUL|COM[0-9¹²³]|LPT[0-9¹²³])(?:\..*)?$", re.IGNORECASE)
+_RESERVED_FIRST = frozenset("CPANLcpanl")
 # --name-template names of generation fields ({guidance} is guidance_scale) -> the field
 _TEMPLATE_ALIASES = {alias: f.name for f in FIELDS for alias in f.template}
 
@@ -129,6 +130,13 @@ _JOB_FIELDS: dict[str, Callable[[Job, str], Any]] = {
 }
 
 
+# Fields whose value is always a non-negative int: formatted with a spec of digits alone
+# ("", "d", "06d") they give digits, which need no cleaning.
+_SEED: Callable[[Job, str], Any] = lambda job, ext: job.values["seed"]  # noqa: E731
+_INT_FIELDS = {_JOB_FIELDS[name] for name in ("index", "row", "line", "k", "bucket")} | {_SEED}
+_DIGITS_SPEC = re.compile(r"(?:0[0-9]{1,3})?d?")  # zero-filled: a width alone pads with spaces
+
+
 def _column(job: Job, name: str) -> Any:
     fields = job.row.fields
     if name not in fields:
@@ -140,6 +148,8 @@ def _field(name: str) -> Callable[[Job, str], Any]:
     """How a job gives the template field ``name``, in the order of :func:`name_fields`."""
     if name in _JOB_FIELDS:
         return _JOB_FIELDS[name]
+    if name == "seed":
+        return _SEED
     if name in _TEMPLATE_ALIASES:
         field = _TEMPLATE_ALIASES[name]
         return lambda job, ext: job.values[field]  # a field that is not set reads as None
@@ -163,7 +173,7 @@ class _Template:
 
     def __init__(self, template: str, formatter: _SafeFormatter, ext: str):
         self.template, self.formatter = template, formatter
-        self.parts: list[tuple[str, Callable[[Job, str], Any] | None, str]] | None = None
+        self.parts: list[tuple[str, Callable[[Job, str], str] | None]] | None = None
         try:
             parsed = list(formatter.parse(template))
         except ValueError:  # a stray brace: vformat says so, with the job's line
@@ -178,10 +188,21 @@ class _Template:
             if name == "ext" and self._constant(ext, spec or "") is not None:
                 text += self._constant(ext, spec or "") or ""
             elif name is not None:
-                self.parts.append((text, _field(name), spec or ""))
+                self.parts.append((text, self._renderer(_field(name), spec or "")))
                 text = ""
         if text:
-            self.parts.append((text, None, ""))
+            self.parts.append((text, None))
+
+    def _renderer(self, get: Callable[[Job, str], Any], spec: str) -> Callable[[Job, str], str]:
+        """How one field of the template becomes text: through the cleaning formatter, except
+        where the text is known to be safe (a million names a plan): an int field with a spec
+        of digits alone, and the slug (letters, digits and "-" by construction)."""
+        format_field = self.formatter.format_field
+        if get in _INT_FIELDS and _DIGITS_SPEC.fullmatch(spec) and self._constant(0, spec) is not None:
+            return lambda job, ext: format(get(job, ext), spec)  # an int >= 0 by construction
+        if get is _JOB_FIELDS["slug"] and not spec:
+            return lambda job, ext: slugify(job.values["prompt"])
+        return lambda job, ext: format_field(get(job, ext), spec)
 
     def _constant(self, value: Any, spec: str) -> str | None:
         try:
@@ -192,13 +213,7 @@ class _Template:
     def format(self, job: Job, ext: str) -> str:
         if self.parts is None:
             return self.formatter.vformat(self.template, (), name_fields(job, ext))
-        format_field = self.formatter.format_field
-        return "".join(
-            [
-                literal + (format_field(get(job, ext), spec) if get is not None else "")
-                for literal, get, spec in self.parts
-            ]
-        )
+        return "".join([literal + (render(job, ext) if render is not None else "") for literal, render in self.parts])
 
 
 def _check_part(part: str, path: str, template: str) -> str:
@@ -211,7 +226,7 @@ def _check_part(part: str, path: str, template: str) -> str:
             f"is hidden and may be taken for genbatch's own files (.genbatch-thumbs, .NAME{TEMP_MARKER}XXXX "
             "temp files that a rerun deletes); start the name with a letter or digit"
         )
-    if _RESERVED.match(part):
+    if part[:1] in _RESERVED_FIRST and _RESERVED.match(part):
         part = "_" + part
     size = len(part) if part.isascii() else len(part.encode("utf-8", "surrogatepass"))
     if size > NAME_BYTES:

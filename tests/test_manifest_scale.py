@@ -170,6 +170,8 @@ def test_parsed_templates_name_files_as_the_formatter_does(tmp_path, monkeypatch
         "{prompt}.jpg",
         "{extra:>12}_{line}_{row}_{model}_{key}",
         "{ext}/{index}.{ext:>5}",
+        "{seed:020d}-{index:/>8}-{k:03}-{row:d}-{line:x}",
+        "{slug:.5}{slug}{bucket:5d}",
     ]
     for template in templates:
         named = []
