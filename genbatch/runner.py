@@ -23,12 +23,13 @@ from .echo import shown_bare
 from .engine import ENGINES, EngineReport, EngineWork
 from .errors import EXIT_FAILED_JOBS, EXIT_OK, EXIT_SIGINT, GenbatchError, ManifestError
 from .image_formats import image_format
-from .ledger import CurrentRecords, Ledger, done_index
+from .ledger import CurrentRecords, Ledger
 from .manifest import MAX_IMAGES_PER_ROW, Manifest, read_manifest
 from .output_lock import LOCK_NAME, OutputFolderLock
 from .plan import Defaults, Job, Plan, count_batches, make_batches, make_plan
 from .progress import Progress
 from .report import METADATA_NAME, command_line, versions, write_json, write_metadata, write_tables
+from .resume_scan import DoneIndex, done_index_soon
 from .safe_write import contained, remove_stale_temp_files, unwritable
 from .sink import ResultSink, now
 from .stop_signals import StopSignals
@@ -137,23 +138,25 @@ def load_manifest(options: RunOptions) -> Manifest:
 def run_manifest(options: RunOptions) -> RunResult:
     """Run (or with ``dry_run`` only plan) a manifest into ``options.out``. Raises
     :class:`GenbatchError` for bad input, before anything is written."""
-    if options.dry_run:
-        # 1. Read and check the manifest  2. Plan (no cyclic GC while millions of rows and jobs are made)
-        with paused_gc():
-            manifest = load_manifest(options)
-            plan = make_plan(manifest, options)
-            return _dry_run(options, manifest, plan)
-    # 3. Take the output folder first: a second run on it says so at once, before any heavy import
-    with OutputFolderLock(Path(options.out), wait=options.wait):
-        with paused_gc():
-            manifest = load_manifest(options)
-            plan = make_plan(manifest, options)
-        return _run_locked(options, manifest, plan)
-
-
-def _dry_run(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResult:
     out = Path(options.out)
-    done = _done(out, options, lambda message: None) if out.exists() else {}
+    if options.dry_run:
+        # 1. Read and check the manifest  2. Plan (no cyclic GC while millions of rows and jobs are made),
+        # while the resume scan of a large ledger runs beside them (genbatch.resume_scan)
+        with done_index_soon(out) as scan, paused_gc():
+            manifest = load_manifest(options)
+            plan = make_plan(manifest, options)
+            return _dry_run(options, manifest, plan, scan)
+    # 3. Take the output folder first: a second run on it says so at once, before any heavy import
+    with OutputFolderLock(out, wait=options.wait), done_index_soon(out) as scan:
+        with paused_gc():
+            manifest = load_manifest(options)
+            plan = make_plan(manifest, options)
+        return _run_locked(options, manifest, plan, scan)
+
+
+def _dry_run(options: RunOptions, manifest: Manifest, plan: Plan, scan: Callable[[], DoneIndex]) -> RunResult:
+    out = Path(options.out)
+    done = _done(out, options, lambda message: None, scan) if out.exists() else {}
     pending = [j for j in plan.jobs if options.force or j.key not in done]
     summary = _summary(options, manifest, plan, pending, dry_run=True)
     return RunResult(EXIT_OK, summary, plan, pending, manifest.warnings)
@@ -168,10 +171,12 @@ def model_defaults(model: Any) -> dict[str, Any]:
     }
 
 
-def _done(out: Path, options: RunOptions, mismatched: Callable[[str], None]) -> dict[str, dict[str, Any]]:
-    """The done records of ``out``; with ``--verify`` only those whose image still has its
-    recorded sha256 (the others are passed to ``mismatched``)."""
-    done = done_index(out)
+def _done(
+    out: Path, options: RunOptions, mismatched: Callable[[str], None], scan: Callable[[], DoneIndex]
+) -> DoneIndex:
+    """The done records of ``out`` (``scan``: its resume scan); with ``--verify`` only those
+    whose image still has its recorded sha256 (the others are passed to ``mismatched``)."""
+    done = scan()
     if options.verify and not options.force:
         from .verify import still_done
 
@@ -229,7 +234,7 @@ def _summary(options: RunOptions, manifest: Manifest, plan: Plan, pending: list[
     )
 
 
-def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResult:
+def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan, scan: Callable[[], DoneIndex]) -> RunResult:
     out = Path(options.out)
     started_at, started = now(), time.monotonic()
     engine = ENGINES[options.engine](**options.engine_options)  # a missing engine package fails before any write
@@ -237,7 +242,7 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan) -> RunResul
     remove_stale_temp_files(out)
     ledger = Ledger(out)
     mismatched: list[str] = []
-    done = _done(out, options, mismatched.append)
+    done = _done(out, options, mismatched.append, scan)
     pending = [j for j in plan.jobs if options.force or j.key not in done]
     check_output_paths(out, pending)
     summary = _summary(options, manifest, plan, pending, dry_run=False)

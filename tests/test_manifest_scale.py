@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import genbatch
+from helpers import FAST, genbatch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -149,6 +149,30 @@ def test_the_resume_scan_keeps_what_done_records_keeps(tmp_path):
     slim = done_index(out)
     assert list(slim) == list(done_records(out)) == ["k1", "k6"]
     assert slim["k1"] == {"key": "k1", "file": "a.png", "bytes": 3, "sha256": "s1"}
+
+
+def test_a_large_ledger_is_scanned_beside_the_plan_with_the_same_result(tmp_path, monkeypatch):
+    """Above resume_scan.IN_BACKGROUND_BYTES the resume scan runs in a forked process while the
+    manifest is read and planned: a rerun does only what is missing, and no process is left."""
+    import multiprocessing
+
+    from genbatch import resume_scan
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("prompt,seed\n" + "".join(f"shape {i},{i}\n" for i in range(6)))
+    out = tmp_path / "out"
+    first = genbatch("run", manifest, "--out", out, "--limit", "4", *FAST)
+    assert first.exit_code == 0
+    monkeypatch.setattr(resume_scan, "IN_BACKGROUND_BYTES", 0)
+    begun, context = [], multiprocessing.get_context
+    monkeypatch.setattr(multiprocessing, "get_context", lambda method: begun.append(method) or context(method))
+    planned = genbatch("run", manifest, "--out", out, "--dry-run", "--json", *FAST)
+    assert json.loads(planned.stdout)["counts"]["already_done"] == 4
+    rerun = genbatch("run", manifest, "--out", out, "--json", *FAST)
+    counts = json.loads(rerun.stdout)["counts"]
+    assert rerun.exit_code == 0 and (counts["already_done"], counts["done"]) == (4, 2)
+    assert begun == ["fork", "fork"] and not multiprocessing.active_children()
+    assert len(list(out.glob("*.png"))) == 6
 
 
 def test_parsed_templates_name_files_as_the_formatter_does(tmp_path, monkeypatch):
