@@ -64,34 +64,29 @@ def test_reused_embeddings_give_the_same_image_bytes(family, tiny_family, tmp_pa
     assert run["backend_facts"]["reuse_embeddings"] is True
 
 
-def test_eight_seeds_of_one_prompt_are_one_encode(tiny_model, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "manifest_text, reused_passes, plain_passes",
+    [
+        # two batches of four, one prompt: one encode (the prompt, and the "" of guidance);
+        # the pipeline alone encodes both once per batch
+        ("prompt,num_images\na lighthouse at dusk,8\n", 2, 4),
+        # four new prompts in one batch: the encoder runs on all four at once, and on their
+        # four "" negatives at once, as the pipeline itself does; not once per prompt
+        ("prompt\na red fox\na blue bird\na green frog\na white cat\n", 2, 2),
+    ],
+    ids=["eight-seeds-of-one-prompt", "a-batch-of-new-prompts"],
+)
+def test_text_encoder_passes(manifest_text, reused_passes, plain_passes, tiny_model, tmp_path, monkeypatch):
     from transformers import CLIPTextModel
 
-    manifest = tmp_path / "one.csv"
-    manifest.write_text("prompt,num_images\na lighthouse at dusk,8\n")
+    manifest = tmp_path / "prompts.csv"
+    manifest.write_text(manifest_text)
     count = _Count(monkeypatch, CLIPTextModel)
     reused = _run(tiny_model, tmp_path / "on", manifest, 4)
-    # two batches of four, one prompt: one encode (the prompt, and the "" of guidance)
-    assert count.calls == 2
+    assert count.calls == reused_passes
     count.calls = 0
     plain = _run(tiny_model, tmp_path / "off", manifest, 4, reuse_embeddings=False)
-    assert count.calls == 4  # the pipeline encodes both once per batch
-    _within_one_level(reused, plain)
-
-
-def test_a_batch_of_new_prompts_is_one_encoder_pass(tiny_model, tmp_path, monkeypatch):
-    from transformers import CLIPTextModel
-
-    manifest = tmp_path / "four.csv"
-    manifest.write_text("prompt\na red fox\na blue bird\na green frog\na white cat\n")
-    count = _Count(monkeypatch, CLIPTextModel)
-    reused = _run(tiny_model, tmp_path / "on", manifest, 4)
-    # four new prompts in one batch: the encoder runs on all four at once, and on their four
-    # "" negatives at once, as the pipeline itself does; not once per prompt
-    assert count.calls == 2
-    count.calls = 0
-    plain = _run(tiny_model, tmp_path / "off", manifest, 4, reuse_embeddings=False)
-    assert count.calls == 2
+    assert count.calls == plain_passes
     _within_one_level(reused, plain)
 
 
