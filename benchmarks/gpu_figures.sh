@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# GPU figures of genbatch against the plain diffusers loop, on one lent H100 or H200, in under
-# 9 minutes: random-weight models of the released architectures, built on the device
-# (genbatch.architectures), so nothing is downloaded.
+# GPU figures of genbatch against the plain diffusers loop, on one lent H100 or H200, in about
+# 9 minutes (run it with a 600 s limit): random-weight models of the released architectures,
+# built on the device (genbatch.architectures), so nothing is downloaded.
 #
 #   bash benchmarks/gpu_figures.sh [OUT]        (from the repository root; OUT: gpu-figures)
 #
 # The machine has torch and transformers but no diffusers and no network: the wheels in .whl/
 # (diffusers, importlib_metadata and genbatch's own; see benchmarks/README.md) are installed
-# into /tmp/site. Each part is a `genbatch bench` of its own; OUT gets summary.txt (the machine
-# and every table), <part>.json (bench.json) and plots.tar (the bench.png files and the logs
-# of any failed measurement): few flat files. A part that overruns its time limit is stopped
-# and the next one runs; the compiled part runs only while time is left.
+# into /tmp/site. Each part is a `genbatch bench` of its own, or benchmarks/fast_paths_gpu.py;
+# OUT gets summary.txt (the machine and every table), <part>.json and plots.tar (the bench.png
+# files and the logs of any failed measurement): few flat files. A part that overruns its time
+# limit is stopped and the next one runs; SDXL runs only while time is left.
 set -uo pipefail
 OUT=${1:-gpu-figures}
 WORK=${GPU_FIGURES_WORK:-/tmp/gpu-figures}
@@ -38,14 +38,14 @@ bench() {  # bench NAME SECONDS ARGS...: one genbatch bench, stopped after SECON
 
 # SD-1.5, 512², 50 steps, fp16, batch 16 and 32: the best is the figure (0.105 s/image is the limit).
 bench sd15 190 --model sd15 --dtype fp16 --steps 50 -b 16 -b 32 --images 64 --repeats 1
+# Each torch fast path of SD-1.5 at batch 16 in one process, the compiled UNet last (~3 minutes).
+echo "== fast-paths (at ${SECONDS}s, limit 240s)" | tee -a "$OUT/summary.txt"
+timeout 240 python3 benchmarks/fast_paths_gpu.py --model sd15 --dtype fp16 --batch 16 --batches 2 \
+    --compile default --out "$OUT/fast-paths-sd15.json" 2>&1 | grep -v '^\[transformers\]' | tee -a "$OUT/summary.txt"
 # Flux.1-schnell, 1024², 4 steps, bf16 (0.39 s/image is the limit).
 bench flux-schnell 130 --model flux-schnell --dtype bf16 --steps 4 -b 4 --images 16 --repeats 1
 # SDXL, 1024², 30 steps, bf16 (random fp16 weights can overflow; the same tensor-core speed; 0.53 s/image).
-bench sdxl 120 --model sdxl --dtype bf16 --steps 30 -b 4 --images 16 --repeats 1
-# With time left: SD-1.5 with the UNet compiled (fixed batch shape; inductor's default mode).
-if (( SECONDS - START < 330 )); then
-    left=$(( 500 - (SECONDS - START) ))
-    bench sd15-compiled $(( left < 200 ? left : 200 )) --model sd15 --dtype fp16 --steps 50 -b 16 --images 64 \
-        --repeats 1 --compile default
+if (( SECONDS - START < 450 )); then
+    bench sdxl 120 --model sdxl --dtype bf16 --steps 30 -b 4 --images 16 --repeats 1
 fi
 echo "gpu_figures: done in $(( SECONDS - START ))s" | tee -a "$OUT/summary.txt"
