@@ -329,14 +329,15 @@ def job_call(family: Family, takes: frozenset[str] | set[str], job: Any) -> dict
 
 def call_kwargs(family: Family, pipe: Any, jobs: Sequence[Any], generators: list[Any]) -> dict[str, Any]:
     """The pipeline call for a batch of jobs that share settings (all with a negative prompt
-    or all without): each job's call, prompts as lists; images come back as numpy."""
+    or all without): each job's call, prompts as lists; images come back as a tensor on the
+    device (genbatch.backends.base.tensor_to_uint8 makes them uint8 there)."""
     takes = set(inspect.signature(pipe.__call__).parameters)
     calls = [job_call(family, takes, job) for job in jobs]
     kwargs = dict(calls[0])
     for name in ("prompt", "negative_prompt"):
         if name in kwargs:
             kwargs[name] = [call[name] for call in calls]
-    return {**kwargs, "generator": generators, "output_type": "np"}
+    return {**kwargs, "generator": generators, "output_type": "pt"}
 
 
 def negative_groups(jobs: Sequence[Any]) -> list[list[Any]]:

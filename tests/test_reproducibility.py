@@ -89,3 +89,24 @@ def test_limit_and_shard_from_the_cli(tmp_path):
     limited = ledger(tmp_path / "lim")
     assert sorted(r["index"] for r in limited) == [0, 1]  # ledger lines come in the order writes finish
     assert all(everything[r["key"]]["file"] == r["file"] for r in limited)
+
+
+def test_pixels_made_on_an_accelerator_are_the_bytes_numpy_makes():
+    """On a GPU the pipeline's images are made uint8 where they are (backends.base.tensor_to_uint8);
+    on the CPU by numpy, from the array diffusers' output_type="np" gives. Same float32
+    arithmetic, so the same bytes and the same failures (NaN, all black), halves included."""
+    import torch
+
+    from genbatch.backends.base import tensor_to_uint8, to_uint8
+
+    images = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 1.2 - 0.1
+    images[1] = float("nan")
+    images[2] = 0.0
+    images[3, :, 0, :] = torch.arange(32) / 510.0 + 0.5 / 255.0  # exact halves before rounding
+    for batch in (images, images.half()):
+        on_device, device_errors = tensor_to_uint8(batch)
+        by_numpy, numpy_errors = to_uint8(batch.permute(0, 2, 3, 1).float().numpy())
+        assert device_errors == numpy_errors
+        assert [e is None for e in numpy_errors] == [True, False, False, True, True, True]
+        for a, b in zip(on_device, by_numpy):
+            assert (a is None and b is None) or (a.dtype == np.uint8 and np.array_equal(a, b))

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..a1111 import clip_skip_kwargs
 from ..checkpoints import load_pipeline
 from ..errors import GenbatchError, ModelError
@@ -25,7 +27,7 @@ from ..prompt_embeds import EmbeddingCache
 from ..prompt_weighting import weighted_call
 from ..samplers import SchedulerCache
 from ..samplers import build as build_scheduler
-from .base import BackendOptions, GeneratedImage, to_uint8
+from .base import BackendOptions, GeneratedImage, tensor_to_uint8, to_uint8
 
 DTYPES = ("fp32", "fp16", "bf16")
 
@@ -261,7 +263,7 @@ class TorchGenerator:
                 texts: dict[str, Any] = {n: call.pop(n) for n in ("prompt", "negative_prompt") if n in call}
                 call.update(weighted_call(self.pipe, batch, texts))  # genbatch.prompt_weighting
             out = self.pipe(**call, **skip)
-        pixels, errors = to_uint8(out.images[: len(jobs)])
+        pixels, errors = pixels_of(out.images[: len(jobs)])
         flagged = getattr(out, "nsfw_content_detected", None) or [False] * len(jobs)
         results = []
         for job, image, error, nsfw in zip(jobs, pixels, errors, flagged):
@@ -282,6 +284,19 @@ class TorchGenerator:
         if self.embeddings is not None:
             self.embeddings.clear()
         self.release_memory()
+
+
+def pixels_of(images: Any) -> tuple[list[Any], list[str | None]]:
+    """uint8 pixels (and each image's error) of a pipeline's ``output_type="pt"`` images: made
+    on the accelerator that holds them; on the CPU by numpy (there torch's strided copies are
+    slower), from the array diffusers' own ``output_type="np"`` gives."""
+    import torch
+
+    if not isinstance(images, torch.Tensor):  # a pipeline that ignores output_type
+        return to_uint8(np.asarray(images, dtype=np.float32))
+    if images.device.type != "cpu":
+        return tensor_to_uint8(images)
+    return to_uint8(images.permute(0, 2, 3, 1).float().numpy())
 
 
 def place(pipe: Any, device: str, offload: str) -> None:
