@@ -5,14 +5,16 @@ Scanning a ledger of 100,000 images (about 100 MB of JSON lines, each parsed and
 each image's size confirmed on disk) takes a few seconds of one core; reading and planning a
 million-row manifest takes longer, on the other. A forked child inherits everything it
 needs, computes the same index with the same function and sends back only the index (a few
-hundred bytes an image). Small ledgers, and platforms without ``fork``, are scanned in this
-process when the result is asked for: a process costs more than it saves there.
+hundred bytes an image). Small ledgers are scanned in this process when the result is asked
+for (a process costs more than it saves there), and so is every ledger on systems other than
+Linux, where ``fork`` is unsafe (macOS) or missing (Windows).
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,7 +35,7 @@ def done_index_soon(out: Path) -> Iterator[Callable[[], DoneIndex]]:
         large = ledger_path(out).stat().st_size > IN_BACKGROUND_BYTES
     except OSError:
         large = False
-    if not large or "fork" not in multiprocessing.get_all_start_methods():
+    if not large or not sys.platform.startswith("linux"):  # fork is unsafe on macOS, absent on Windows
         yield lambda: done_index(out)
         return
     # Ctrl-C reaches the whole process group: the child leaves it to the run (no traceback of its own)

@@ -139,9 +139,9 @@ def tensor_to_uint8(images: Any) -> tuple[list[np.ndarray | None], list[str | No
     with torch.inference_mode():
         floats = images.float()
         finite = torch.isfinite(floats).flatten(1).all(1)
-        as_uint8 = (floats.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
-        lit = as_uint8.flatten(1).amax(1) > 0
-        pixels_all = as_uint8.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        rounded = (floats.clamp(0.0, 1.0) * 255.0).round()
+        lit = rounded.flatten(1).amax(1) > 0  # on the floats: every backend (MPS too) reduces those
+        pixels_all = rounded.to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
     pixels: list[np.ndarray | None] = []
     errors: list[str | None] = []
     for image, ok, shows in zip(pixels_all, finite.tolist(), lit.tolist()):
