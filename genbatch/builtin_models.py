@@ -113,25 +113,26 @@ def build_tiny_random(folder: Path) -> None:
     (folder / "genbatch.json").write_text(json.dumps(own, indent=2), encoding="utf-8")
 
 
-def tiny_unet(**extra: Any) -> Any:
-    """tiny-random's UNet (seed 0); ``extra`` config, e.g. an LCM's ``time_cond_proj_dim``."""
+def tiny_unet(**changes: Any) -> Any:
+    """tiny-random's UNet (seed 0); ``changes`` to its config, e.g. an LCM's ``time_cond_proj_dim``
+    or the tiny SDXL's added conditioning."""
     import torch
     from diffusers import UNet2DConditionModel
 
+    config: dict[str, Any] = {
+        "block_out_channels": (4, 8),
+        "layers_per_block": 1,
+        "sample_size": 32,
+        "in_channels": 4,
+        "out_channels": 4,
+        "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+        "cross_attention_dim": 8,
+        "attention_head_dim": 2,
+        "norm_num_groups": 2,
+    }
     torch.manual_seed(0)
-    return UNet2DConditionModel(
-        block_out_channels=(4, 8),
-        layers_per_block=1,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=8,
-        attention_head_dim=2,
-        norm_num_groups=2,
-        **extra,
-    )
+    return UNet2DConditionModel(**{**config, **changes})
 
 
 def _tiny_vae() -> Any:

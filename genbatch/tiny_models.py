@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .builtin_models import tiny_unet
 from .tiny_tokenizers import clip_tokenizer, gemma_tokenizer, t5_tokenizer
 
 
@@ -85,30 +86,20 @@ def _vae(latent_channels: int = 4, **extra: Any) -> Any:
 
 
 def build_sdxl(folder: Path) -> None:
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     tokenizer = clip_tokenizer(folder / "tokenizer")
     tokenizer_2 = clip_tokenizer(folder / "tokenizer_2")
     # Time ids (6 values, 8 dims each) plus the second encoder's pooled projection (8).
-    unet = _seeded(
-        lambda: UNet2DConditionModel(
-            block_out_channels=(4, 8),
-            layers_per_block=1,
-            sample_size=32,
-            in_channels=4,
-            out_channels=4,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            attention_head_dim=(2, 4),
-            use_linear_projection=True,
-            addition_embed_type="text_time",
-            addition_time_embed_dim=8,
-            transformer_layers_per_block=(1, 1),
-            projection_class_embeddings_input_dim=56,
-            cross_attention_dim=16,
-            norm_num_groups=2,
-        )
+    unet = tiny_unet(
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=56,
+        cross_attention_dim=16,
     )
     pipe = StableDiffusionXLPipeline(
         vae=_vae(),
@@ -331,8 +322,6 @@ def build_lcm(folder: Path) -> None:
     """A latent consistency model: a pipeline of the generic path (no family of its own)."""
     from diffusers import LatentConsistencyModelPipeline, LCMScheduler
     from transformers import CLIPTextModel
-
-    from .builtin_models import tiny_unet
 
     tokenizer = clip_tokenizer(folder / "tokenizer")
     unet = tiny_unet(time_cond_proj_dim=8)
