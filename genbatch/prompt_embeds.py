@@ -43,11 +43,8 @@ def _unet_cfg(pipe: Any, guidance: float) -> bool:
     return guidance > 1 and getattr(pipe.unet.config, "time_cond_proj_dim", None) is None
 
 
-def _sd(pipe: Any, prompts: list[str], negatives: list[str] | None, cfg: bool, clip_skip: Any, length: Any) -> Any:
-    return pipe.encode_prompt(prompts, pipe._execution_device, 1, cfg, negative_prompt=negatives, clip_skip=clip_skip)
-
-
-def _sdxl(pipe: Any, prompts: list[str], negatives: list[str] | None, cfg: bool, clip_skip: Any, length: Any) -> Any:
+def _clip(pipe: Any, prompts: list[str], negatives: list[str] | None, cfg: bool, clip_skip: Any, length: Any) -> Any:
+    """SD's and SDXL's ``encode_prompt`` (the same keywords; SDXL adds the pooled embeddings)."""
     return pipe.encode_prompt(
         prompt=prompts,
         device=pipe._execution_device,
@@ -81,8 +78,8 @@ def _flux(pipe: Any, prompts: list[str], negatives: list[str] | None, cfg: bool,
 
 _POOLED = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
 ENCODERS: dict[str, Encoder] = {
-    "sd": Encoder(("prompt_embeds", "negative_prompt_embeds"), _sd, _unet_cfg),
-    "sdxl": Encoder(_POOLED, _sdxl, _unet_cfg),
+    "sd": Encoder(("prompt_embeds", "negative_prompt_embeds"), _clip, _unet_cfg),
+    "sdxl": Encoder(_POOLED, _clip, _unet_cfg),
     "sd3": Encoder(_POOLED, _sd3, lambda pipe, guidance: guidance > 1),
     "flux": Encoder(("prompt_embeds", "pooled_prompt_embeds"), _flux, lambda pipe, guidance: False),
 }
