@@ -3,9 +3,10 @@ Each bad value is refused with a one-line message naming its option."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .axes import parse_axes
 from .cli_fast import torch_options
@@ -17,6 +18,8 @@ from .samplers import parse_scheduler
 
 if TYPE_CHECKING:
     from .runner import RunOptions
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -130,22 +133,22 @@ def run_options(args: RunArgs) -> RunOptions:
     )
 
 
+def _parsed(option: str | None, parse: Callable[[], T]) -> T:
+    """``parse()``, its ValueError as a GenbatchError naming ``option`` (None: the message names it)."""
+    try:
+        return parse()
+    except ValueError as err:
+        raise GenbatchError(f"{option}: {err}" if option else str(err)) from None
+
+
 def _check_values(args: RunArgs) -> None:
     for name, value in (("width", args.width), ("height", args.height), ("guidance_scale", args.guidance)):
         if value is not None:
-            try:
-                parse_value(name, value)
-            except ValueError as err:
-                raise GenbatchError(f"--{name.split('_')[0]}: {err}") from None
+            _parsed(f"--{name.split('_')[0]}", lambda: parse_value(name, value))
 
 
 def _scheduler(scheduler: str | None) -> str | None:
-    if scheduler is None:
-        return None
-    try:
-        return parse_scheduler(scheduler, "--scheduler")
-    except ValueError as err:
-        raise GenbatchError(str(err)) from None
+    return None if scheduler is None else _parsed(None, lambda: parse_scheduler(scheduler, "--scheduler"))
 
 
 def _check_limits(args: RunArgs) -> None:
@@ -160,14 +163,8 @@ def _check_limits(args: RunArgs) -> None:
 
 def _defaults(args: RunArgs) -> Defaults:
     """The values of rows without their own: --steps, --guidance, --lora..."""
-    try:
-        loras = parse_value("lora", "; ".join(args.lora)) if args.lora else None
-    except ValueError as err:
-        raise GenbatchError(f"--lora: {err}") from None
-    try:
-        weighting = parse_value("prompt_weighting", args.prompt_weighting)
-    except ValueError as err:
-        raise GenbatchError(f"--prompt-weighting: {err}") from None
+    loras = _parsed("--lora", lambda: parse_value("lora", "; ".join(args.lora))) if args.lora else None
+    weighting = _parsed("--prompt-weighting", lambda: parse_value("prompt_weighting", args.prompt_weighting))
     return Defaults(
         steps=args.steps,
         guidance_scale=args.guidance,
