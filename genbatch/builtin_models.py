@@ -154,20 +154,27 @@ def _tiny_vae() -> Any:
 
 def _tiny_text_encoder(tokenizer: Any) -> Any:
     import torch
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextModel
 
     torch.manual_seed(0)
-    return CLIPTextModel(
-        CLIPTextConfig(
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            hidden_size=8,
-            intermediate_size=16,
-            layer_norm_eps=1e-05,
-            num_attention_heads=2,
-            num_hidden_layers=2,
-            vocab_size=len(tokenizer),
-            max_position_embeddings=77,
-        )
-    )
+    return CLIPTextModel(tiny_clip_config(tokenizer))
+
+
+def tiny_clip_config(tokenizer: Any, **changes: Any) -> Any:
+    """tiny-random's CLIP text encoder config for ``tokenizer``; ``changes`` to it (the tiny
+    families' encoders: another width, a projection, GELU)."""
+    from transformers import CLIPTextConfig
+
+    config: dict[str, Any] = {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "hidden_size": 8,
+        "intermediate_size": 16,
+        "layer_norm_eps": 1e-05,
+        "num_attention_heads": 2,
+        "num_hidden_layers": 2,
+        "vocab_size": len(tokenizer),
+        "max_position_embeddings": 77,
+    }
+    return CLIPTextConfig(**{**config, **changes})

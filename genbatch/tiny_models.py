@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .builtin_models import tiny_unet
+from .builtin_models import tiny_clip_config, tiny_unet
 from .tiny_tokenizers import clip_tokenizer, gemma_tokenizer, t5_tokenizer
 
 
@@ -30,22 +30,7 @@ def _seeded(make: Callable[[], Any]) -> Any:
 
 
 def _clip_config(tokenizer: Any, hidden: int = 8, projection: int = 8) -> Any:
-    from transformers import CLIPTextConfig
-
-    return CLIPTextConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        hidden_size=hidden,
-        intermediate_size=16,
-        layer_norm_eps=1e-05,
-        num_attention_heads=2,
-        num_hidden_layers=2,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=77,
-        projection_dim=projection,
-        hidden_act="gelu",
-    )
+    return tiny_clip_config(tokenizer, hidden_size=hidden, projection_dim=projection, hidden_act="gelu")
 
 
 def _t5_encoder(tokenizer: Any, d_model: int = 16) -> Any:
