@@ -292,8 +292,9 @@ def pixels_of(images: Any) -> tuple[list[Any], list[str | None]]:
     slower), from the array diffusers' own ``output_type="np"`` gives."""
     import torch
 
-    if not isinstance(images, torch.Tensor):  # a pipeline that ignores output_type
-        return to_uint8(np.asarray(images, dtype=np.float32))
+    if not isinstance(images, torch.Tensor):  # a pipeline that ignores output_type: numpy, or PIL images
+        array = np.asarray(images)
+        return to_uint8(array.astype(np.float32) / 255.0 if array.dtype == np.uint8 else array)
     if images.device.type != "cpu":
         return tensor_to_uint8(images)
     return to_uint8(images.permute(0, 2, 3, 1).float().numpy())
