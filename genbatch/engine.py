@@ -214,7 +214,7 @@ def _generate(
                 else:
                     record = sink.record(result.job, batch_facts)
                     item = (result.job, batch_facts, record)
-                    writer.submit(item, result.pixels, result.job.file, image_metadata(record))
+                    writer.submit(item, result.pixels, result.job.file, image_metadata(record), result.job.key)
             report.generation_seconds += time.monotonic() - began
             sink.checkpoint(at_most_every=1.0)  # what is recorded so far survives a crash
 

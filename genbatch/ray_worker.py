@@ -21,6 +21,7 @@ from .model_lookup import ModelRef
 from .plan import Job
 from .safe_write import unwritable
 from .sink import BatchFacts, image_metadata, job_record
+from .thumbnails import write_report_thumbnail
 from .writer import Encoding, write_image
 
 
@@ -115,4 +116,6 @@ class RayWorker:
             if fatal is not None:
                 return job.key, None, str(fatal), size, seconds, True
             return job.key, None, f"writing the image failed: {type(err).__name__}: {err}", size, seconds, False
+        if self.encoding.thumbnails:
+            write_report_thumbnail(self.out, job.key, job.file, result.pixels)
         return job.key, written, None, size, seconds, False

@@ -108,7 +108,10 @@ class RunOptions:
 
     def encoding(self) -> Encoding:
         return Encoding(
-            fmt=image_format(self.image_format).name, quality=self.quality, compress_level=self.compress_level
+            fmt=image_format(self.image_format).name,
+            quality=self.quality,
+            compress_level=self.compress_level,
+            thumbnails=self.html_report,  # the report would make them from the files at the end
         )
 
 

@@ -3,8 +3,10 @@
 ``thumbnail(path, size)`` is the one way an image is scaled down: read at reduced size
 where the format allows it (JPEG draft mode), converted to RGB or RGBA, fitted into
 ``size`` × ``size``. The report keeps its thumbnails as WebP files in
-``OUT/.genbatch-thumbs/`` (``ReportThumbnails``, a chunk of cards at a time), remade only
-when missing or older than their image; the contact sheets paste them straight into a grid.
+``OUT/.genbatch-thumbs/``: a run's image writers make each one from the pixels they have
+just written (``write_report_thumbnail``); ``ReportThumbnails`` makes, a chunk of cards at
+a time, those missing or older than their image. The contact sheets paste them straight
+into a grid.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from .folder import file_mtime_ns
-from .safe_write import contained, remove, write_atomic
+from .safe_write import UnsafePathError, contained, remove, write_atomic
 
 THUMBS_DIR = ".genbatch-thumbs"
 THUMB_SIZE = 256
@@ -127,8 +129,30 @@ def write_thumbnail(image: Path, thumb: Path) -> bool:
     """Write a WebP thumbnail of ``image`` (at most THUMB_SIZE px a side) atomically to
     ``thumb``; False when the image cannot be read or the thumbnail written."""
     picture = thumbnail(image, THUMB_SIZE)
-    if picture is None:
+    return picture is not None and _save(picture, thumb)
+
+
+def thumbnail_of(pixels: np.ndarray) -> Image.Image:
+    """The thumbnail of RGB ``pixels``: the picture :func:`thumbnail` gives of their PNG file."""
+    picture = Image.fromarray(pixels, "RGB")
+    picture.thumbnail((THUMB_SIZE, THUMB_SIZE))
+    return picture
+
+
+def write_report_thumbnail(out: Path, key: str, file: str, pixels: np.ndarray) -> bool:
+    """The report's thumbnail of an image just written, made from its pixels (no file read back),
+    so the end-of-run report finds it fresh and makes none; False when it could not be written
+    (the report then makes it from the file)."""
+    thumb = Path(out) / THUMBS_DIR / thumb_name({"key": key, "file": file})
+    try:
+        if not thumb.parent.is_dir():  # the run's first image: the folder is made now, not before
+            thumbs_folder(Path(out))
+    except (OSError, UnsafePathError):
         return False
+    return _save(thumbnail_of(pixels), thumb)
+
+
+def _save(picture: Image.Image, thumb: Path) -> bool:
     try:
         write_atomic(thumb, lambda tmp: picture.save(tmp, "WEBP", quality=80, method=4), root=thumb.parent)
     except (OSError, ValueError):

@@ -20,15 +20,18 @@ import numpy as np
 
 from .image_formats import encode
 from .safe_write import write_atomic
+from .thumbnails import write_report_thumbnail
 
 
 @dataclass(frozen=True)
 class Encoding:
-    """How images are encoded: format (png, webp, jpg) and its settings."""
+    """How images are encoded: format (png, webp, jpg) and its settings, and whether the
+    report's thumbnail of each is made from its pixels as it is written."""
 
     fmt: str = "png"
     quality: int = 95
     compress_level: int = 6
+    thumbnails: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,10 +51,17 @@ def write_image(out: Path, relpath: str, pixels: np.ndarray, meta: dict[str, Any
     return WrittenImage(relpath, len(data), sha256_bytes(data))
 
 
+# Pixels waiting to be encoded, at most: two batches of 16 images of 1024x1024 (48 MiB
+# each) are handed over without waiting, so the generator starts its next batch at once; a
+# generator that outruns the encoders for long waits instead of filling the memory, and an
+# interrupted run has little left to write (~5 s of PNG encoding on 2 cores).
+MAX_PENDING_BYTES = 128 * 2**20
+
+
 class ImageWriter:
-    """A bounded pool: ``submit`` blocks when ``4 x workers`` images wait, so a fast
-    generator cannot pile decoded images up in memory. ``on_written(item, written)`` or
-    ``on_error(item, exception)`` is called from the pool for every image."""
+    """A pool with a bound in bytes: ``submit`` blocks while ``max_pending_bytes`` of pixels
+    wait (one image is always taken). ``on_written(item, written)`` or ``on_error(item,
+    exception)`` is called from the pool for every image."""
 
     def __init__(
         self,
@@ -61,32 +71,44 @@ class ImageWriter:
         workers: int,
         on_written: Callable[[Any, WrittenImage], None],
         on_error: Callable[[Any, Exception], None],
+        max_pending_bytes: int = MAX_PENDING_BYTES,
     ):
         self.out, self.encoding = Path(out), encoding
         self.on_written, self.on_error = on_written, on_error
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="genbatch-write")
-        self._slots = threading.BoundedSemaphore(workers * 4)
-        self._lock = threading.Lock()
+        self._room = threading.Condition()
+        self._pending, self._max_pending = 0, max_pending_bytes
         self._error: BaseException | None = None  # from on_written/on_error: raised by close()
 
-    def submit(self, item: Any, pixels: np.ndarray, relpath: str, meta: dict[str, Any]) -> None:
-        self._slots.acquire()
-        future = self._pool.submit(self._write, item, pixels, relpath, meta)
-        future.add_done_callback(self._finished)
+    @property
+    def pending_bytes(self) -> int:
+        return self._pending
 
-    def _finished(self, future: Future) -> None:
-        with self._lock:
+    def submit(self, item: Any, pixels: np.ndarray, relpath: str, meta: dict[str, Any], key: str) -> None:
+        """Write ``pixels`` to ``out/relpath`` (``key``: the job's, which names its thumbnail)."""
+        size = pixels.nbytes
+        with self._room:
+            self._room.wait_for(lambda: self._pending == 0 or self._pending + size <= self._max_pending)
+            self._pending += size
+        future = self._pool.submit(self._write, item, pixels, relpath, meta, key)
+        future.add_done_callback(lambda done: self._finished(done, size))
+
+    def _finished(self, future: Future, size: int) -> None:
+        with self._room:
             if future.exception() is not None and self._error is None:
                 self._error = future.exception()
-        self._slots.release()
+            self._pending -= size
+            self._room.notify_all()
 
-    def _write(self, item: Any, pixels: np.ndarray, relpath: str, meta: dict[str, Any]) -> None:
+    def _write(self, item: Any, pixels: np.ndarray, relpath: str, meta: dict[str, Any], key: str) -> None:
         try:
             written = write_image(self.out, relpath, pixels, meta, self.encoding)
         except Exception as err:  # the caller decides: a bad name fails one image, a full disk the run
             self.on_error(item, err)
             return
         self.on_written(item, written)
+        if self.encoding.thumbnails:  # after the ledger line: a thumbnail never delays a record
+            write_report_thumbnail(self.out, key, relpath, pixels)
 
     def close(self) -> None:
         """Wait for every submitted image to be written (and its ledger line appended)."""

@@ -1,0 +1,117 @@
+"""The image writers beside the generator: a batch is handed over without waiting, memory
+stays bounded, and each image's report thumbnail is made from its pixels as it is written."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from helpers import FAST, genbatch, images, ledger
+from PIL import Image
+
+from genbatch import thumbnails, writer
+from genbatch.runner import RunOptions, run_manifest
+from genbatch.safe_write import write_atomic
+from genbatch.thumbnails import THUMB_SIZE, THUMBS_DIR, thumb_name, thumbnail_of
+from genbatch.writer import Encoding, ImageWriter, WrittenImage, sha256_bytes
+
+PIXELS = np.zeros((64, 64, 3), np.uint8)
+
+
+@pytest.fixture
+def held_encoder(monkeypatch):
+    """Image writing that waits until the test lets it go (then writes the raw pixels)."""
+    release = threading.Event()
+
+    def held(out, relpath, pixels, meta, encoding):
+        release.wait(10)
+        data = pixels.tobytes()
+        write_atomic(out / relpath, data, root=out)
+        return WrittenImage(relpath, len(data), sha256_bytes(data))
+
+    monkeypatch.setattr(writer, "write_image", held)
+    yield release
+    release.set()
+
+
+def _writer(tmp_path, written: list, **kwargs) -> ImageWriter:
+    return ImageWriter(
+        tmp_path, Encoding(), workers=1, on_written=lambda item, w: written.append(item), on_error=print, **kwargs
+    )
+
+
+def test_a_whole_batch_is_taken_while_the_encoder_is_busy(tmp_path, held_encoder):
+    written: list = []
+    pool = _writer(tmp_path, written)
+    began = time.monotonic()
+    for i in range(32):  # far more than the encoding threads: the generator goes on at once
+        pool.submit(i, PIXELS, f"{i}.png", {}, key=f"k{i}")
+    assert time.monotonic() - began < 1.0 and pool.pending_bytes == 32 * PIXELS.nbytes
+    held_encoder.set()
+    pool.close()
+    assert sorted(written) == list(range(32)) and pool.pending_bytes == 0
+    assert len(list(tmp_path.glob("*.png"))) == 32
+
+
+def test_a_generator_that_outruns_the_encoders_waits_for_room(tmp_path, held_encoder):
+    written: list = []
+    pool = _writer(tmp_path, written, max_pending_bytes=2 * PIXELS.nbytes)
+    pool.submit(0, PIXELS, "0.png", {}, key="k0")
+    pool.submit(1, PIXELS, "1.png", {}, key="k1")
+    third = threading.Thread(target=pool.submit, args=(2, PIXELS, "2.png", {}), kwargs={"key": "k2"})
+    third.start()
+    third.join(0.3)
+    assert third.is_alive()  # no room: the third image waits
+    held_encoder.set()
+    third.join(5)
+    assert not third.is_alive()
+    pool.close()
+    assert sorted(written) == [0, 1, 2]
+
+
+def test_one_image_larger_than_the_bound_is_still_written(tmp_path, held_encoder):
+    held_encoder.set()
+    written: list = []
+    pool = _writer(tmp_path, written, max_pending_bytes=10)
+    pool.submit("big", PIXELS, "big.png", {}, key="k")
+    pool.close()
+    assert written == ["big"]
+
+
+def test_a_run_makes_each_report_thumbnail_from_the_pixels_it_writes(tmp_path, monkeypatch):
+    read_back: list = []
+    real = thumbnails.thumbnail
+    monkeypatch.setattr(thumbnails, "thumbnail", lambda path, size: read_back.append(path) or real(path, size))
+    manifest = tmp_path / "prompts.txt"
+    manifest.write_text("a red circle\na blue square\na green star\n", encoding="utf-8")
+    out = tmp_path / "out"
+    assert genbatch("run", manifest, "--out", out, *FAST).exit_code == 0
+    assert read_back == []  # the end-of-run report found every thumbnail fresh: no image decoded
+    for record in ledger(out):
+        thumb = out / THUMBS_DIR / thumb_name(record)
+        assert thumb.stat().st_mtime_ns >= (out / record["file"]).stat().st_mtime_ns
+        with Image.open(thumb) as picture:
+            assert picture.format == "WEBP" and picture.size == (64, 64)
+    assert len(list((out / THUMBS_DIR).glob("*.webp"))) == len(images(out)) == 3
+    assert f"{THUMBS_DIR}/{thumb_name(ledger(out)[0])}" in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_a_run_without_the_html_report_makes_no_thumbnails(tmp_path):
+    manifest = tmp_path / "prompts.txt"
+    manifest.write_text("a red circle\n", encoding="utf-8")
+    out = tmp_path / "out"
+    options = RunOptions(
+        manifest=str(manifest), out=out, model="tiny-random", overrides={"steps": "2"}, quiet=True, html_report=False
+    )
+    assert run_manifest(options).exit_code == 0
+    assert len(images(out)) == 1 and not (out / THUMBS_DIR).exists()
+
+
+def test_the_thumbnail_of_pixels_is_the_one_the_report_makes_of_the_file(tmp_path):
+    pixels = np.random.default_rng(3).integers(0, 256, (300, 500, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "image.png")
+    from_file = thumbnails.thumbnail(tmp_path / "image.png", THUMB_SIZE)
+    assert from_file is not None and from_file.size == (256, 154)
+    np.testing.assert_array_equal(np.asarray(thumbnail_of(pixels)), np.asarray(from_file))
