@@ -101,6 +101,11 @@ def write_html_report(out: Path, *, thumbs: bool = True) -> Path:
     return path
 
 
+def prepare_template() -> None:
+    """Load and compile the page's template now (it is cached for the report)."""
+    _environment().get_template("report.html")
+
+
 @functools.cache
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(

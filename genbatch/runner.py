@@ -29,6 +29,7 @@ from .output_lock import LOCK_NAME, OutputFolderLock
 from .plan import Defaults, Job, Plan, count_batches, make_batches, make_plan
 from .progress import Progress
 from .report import METADATA_NAME, command_line, versions, write_json, write_metadata, write_tables
+from .report import prepare as prepare_reports  # imports of the end-of-run reports, started early
 from .resume_scan import DoneIndex, done_index_soon
 from .safe_write import contained, remove_stale_temp_files, unwritable
 from .sink import ResultSink, now
@@ -259,6 +260,8 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan, scan: Calla
     work = _engine_work(options, plan, pending, sizer)
     stop = StopSignals()
     stop.install()
+    if plan.device != "cpu":  # on the CPU the cores are busy generating: the imports wait for the end
+        prepare_reports(options.html_report)
     report, interrupted_hard = None, False
     try:
         report = engine.run(work, sink, stop.requested, progress.log)
