@@ -62,6 +62,8 @@ def test_bench_command_compares_genbatch_with_the_plain_loop(tiny_model, tmp_pat
             assert cell[side]["images_per_s"] > 0 and cell[side]["peak_rss_mb"] > 100
             assert 0 < cell[side]["first_image_seconds"] < cell[side]["wall_seconds"]
         assert cell["ratio"] == pytest.approx(cell["genbatch"]["images_per_s"] / cell["plain"]["images_per_s"])
+        extra = cell["genbatch"]["wall_seconds"] - cell["plain"]["wall_seconds"]  # both start the same libraries
+        assert cell["overhead"] == pytest.approx(extra / cell["plain"]["model_seconds"])
         assert cell["genbatch"]["failed"] == 0
     assert Image.open(out / "bench.png").size[0] >= 600
     assert not [p for p in out.iterdir() if p.is_dir()]  # the measurements' images are gone
