@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from .plan import Job
 from .safe_write import unwritable
 from .sink import BatchFacts, image_metadata, job_record
 from .thumbnails import write_report_thumbnail
-from .writer import Encoding, write_image
+from .writer import Encoding, write_image, writer_pool
 
 
 class RayWorker:
@@ -53,7 +52,7 @@ class RayWorker:
             torch.set_num_threads(cpu_threads)
         self.backend, self.options, self.out, self.encoding = backend, options, Path(out), encoding
         self.run_id, self.manifest, self.dtype = run_id, manifest, dtype
-        self._writers = ThreadPoolExecutor(max_workers=max(1, writers), thread_name_prefix="genbatch-write")
+        self._writers = writer_pool(max(1, writers))
         self._generate = threading.Lock()
         self._sizer = BatchSizer(batch_size)  # this device's own fits and auto sizes
         self._model: str | None = None

@@ -3,6 +3,8 @@ stays bounded, and each image's report thumbnail is made from its pixels as it i
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 
@@ -115,3 +117,22 @@ def test_the_thumbnail_of_pixels_is_the_one_the_report_makes_of_the_file(tmp_pat
     from_file = thumbnails.thumbnail(tmp_path / "image.png", THUMB_SIZE)
     assert from_file is not None and from_file.size == (256, 154)
     np.testing.assert_array_equal(np.asarray(thumbnail_of(pixels)), np.asarray(from_file))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's own nice value is Linux's")
+def test_the_writers_run_behind_the_thread_that_drives_the_model(tmp_path, held_encoder):
+    held_encoder.set()
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    priorities: list = []
+    pool = ImageWriter(
+        tmp_path,
+        Encoding(),
+        workers=2,
+        on_written=lambda item, w: priorities.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id())),
+        on_error=print,
+    )
+    for i in range(4):
+        pool.submit(i, PIXELS, f"{i}.png", {}, key=f"k{i}")
+    pool.close()
+    assert priorities == [19] * 4
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own  # this thread is untouched
