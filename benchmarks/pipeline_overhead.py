@@ -92,15 +92,7 @@ def run_once(images: int, batch_size: int, size: int, accelerator_seconds: float
         )
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         done = sum(1 for _ in (Path(tmp) / "out").glob("*.png"))
-    model = accelerator_seconds * images
-    return {
-        "images": done,
-        "seconds": wall,
-        "cpu_seconds": cpu,
-        "images_per_second": done / wall,
-        "model_seconds": model,
-        "overhead": (wall - model) / model if model else None,
-    }
+    return _result(done, wall, cpu, accelerator_seconds * images)
 
 
 def plain_once(images: int, batch_size: int, size: int, accelerator_seconds: float = 0.0) -> dict:
@@ -115,14 +107,18 @@ def plain_once(images: int, batch_size: int, size: int, accelerator_seconds: flo
                 Image.fromarray(image.pixels).save(Path(tmp) / f"{number:06d}.png")
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         done = sum(1 for _ in Path(tmp).glob("*.png"))
-    model_seconds = accelerator_seconds * images
+    return _result(done, wall, cpu, accelerator_seconds * images)
+
+
+def _result(done: int, wall: float, cpu: float, model: float) -> dict:
+    """A run's figures; the overhead is the wall time beyond the stand-in model's, as a share of it."""
     return {
         "images": done,
         "seconds": wall,
         "cpu_seconds": cpu,
         "images_per_second": done / wall,
-        "model_seconds": model_seconds,
-        "overhead": (wall - model_seconds) / model_seconds if model_seconds else None,
+        "model_seconds": model,
+        "overhead": (wall - model) / model if model else None,
     }
 
 
