@@ -129,7 +129,7 @@ def write_thumbnail(image: Path, thumb: Path) -> bool:
     """Write a WebP thumbnail of ``image`` (at most THUMB_SIZE px a side) atomically to
     ``thumb``; False when the image cannot be read or the thumbnail written."""
     picture = thumbnail(image, THUMB_SIZE)
-    return picture is not None and _save(picture, thumb)
+    return picture is not None and _save(picture, thumb, root=thumb.parent)
 
 
 def thumbnail_of(pixels: np.ndarray) -> Image.Image:
@@ -142,20 +142,15 @@ def thumbnail_of(pixels: np.ndarray) -> Image.Image:
 def write_report_thumbnail(out: Path, key: str, file: str, pixels: np.ndarray) -> bool:
     """The report's thumbnail of an image just written, made from its pixels (no file read back),
     so the end-of-run report finds it fresh and makes none; False when it could not be written
-    (the report then makes it from the file)."""
+    (the report then makes it from the file). The folder is made with the run's first one."""
     thumb = Path(out) / THUMBS_DIR / thumb_name({"key": key, "file": file})
-    try:
-        if not thumb.parent.is_dir():  # the run's first image: the folder is made now, not before
-            thumbs_folder(Path(out))
-    except (OSError, UnsafePathError):
-        return False
-    return _save(thumbnail_of(pixels), thumb)
+    return _save(thumbnail_of(pixels), thumb, root=Path(out))
 
 
-def _save(picture: Image.Image, thumb: Path) -> bool:
+def _save(picture: Image.Image, thumb: Path, root: Path) -> bool:
     try:
-        write_atomic(thumb, lambda tmp: picture.save(tmp, "WEBP", quality=80, method=4), root=thumb.parent)
-    except (OSError, ValueError):
+        write_atomic(thumb, lambda tmp: picture.save(tmp, "WEBP", quality=80, method=4), root=root)
+    except (OSError, ValueError, UnsafePathError):
         return False
     return True
 
