@@ -6,10 +6,11 @@ random weights (genbatch.architectures), built once on the GPU.
 
 Variants, each timed over ``--batches`` batches after one short warm-up call of the same shape:
 the diffusers defaults with PIL output (what the plain loop gets), the same with numpy output
-(what genbatch asks for), genbatch's explicit SDPA processors, channels-last on the UNet, on the
-UNet and the VAE (genbatch's ``--channels-last auto`` on CUDA), genbatch's own ``generate`` with
-channels-last off and on (embedding reuse, CPU generators, the uint8 check included), fused QKV
-projections, and, with ``--compile MODE``, the compiled UNet (its compile time reported apart).
+(what genbatch asks for), genbatch's explicit SDPA processors, with ``--channels-last`` the
+channels-last UNet, then UNet and VAE, and fused QKV projections; then genbatch's own
+``generate`` on a pipeline of its own loading (its defaults: embedding reuse, CPU generators, the
+uint8 check on the GPU), and, with ``--compile MODE``, the same with its UNet compiled (the
+compile time reported apart).
 Results are written to ``--out`` after every variant, so a run stopped early keeps what it measured.
 """
 
@@ -34,7 +35,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--batches", type=int, default=2)
     parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--compile", default=None, help="a torch.compile mode for the last variant")
+    parser.add_argument("--compile", default=None, help="a torch.compile mode for genbatch's last variant")
+    parser.add_argument("--channels-last", action="store_true", help="also time channels-last UNet and VAE")
     parser.add_argument("--out", type=Path, default=Path("fast-paths.json"))
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--tiny", action="store_true", help="the shrunk configs (a CPU check of this script)")
@@ -47,7 +49,7 @@ def main() -> None:
     from genbatch.backends.torch_backend import TorchBackend
     from genbatch.bench_worker import prompts
     from genbatch.expand import expand_jobs
-    from genbatch.fast_paths import compile_denoiser, set_attention
+    from genbatch.fast_paths import set_attention
     from genbatch.jobs import Defaults, Target
     from genbatch.manifest import Row
     from genbatch.model_files import read_defaults
@@ -105,20 +107,22 @@ def main() -> None:
     timed("diffusers defaults, numpy output", plain("np"))
     set_attention(pipe, "sdpa")
     timed("+ explicit SDPA processors", plain("np"))
-    unet = getattr(pipe, "unet", None)
-    if unet is not None:
-        unet.to(memory_format=torch.channels_last)
-        timed("+ channels-last UNet", plain("np"))
-        pipe.vae.to(memory_format=torch.channels_last)
-        timed("+ channels-last UNet and VAE", plain("np"))
-        unet.to(memory_format=torch.contiguous_format)
-        pipe.vae.to(memory_format=torch.contiguous_format)
+    if args.channels_last and getattr(pipe, "unet", None) is not None:
+        for part in ("unet", "vae"):
+            getattr(pipe, part).to(memory_format=torch.channels_last)
+            timed(f"+ channels-last {'UNet' if part == 'unet' else 'UNet and VAE'}", plain("np"))
+        for part in ("unet", "vae"):
+            getattr(pipe, part).to(memory_format=torch.contiguous_format)
+    if hasattr(pipe, "fuse_qkv_projections"):
+        pipe.fuse_qkv_projections()
+        timed("+ fused QKV projections", plain("np"))
+    pipe = None  # genbatch's own loads below hold the GPU alone
+    if args.device.startswith("cuda"):
+        torch.cuda.empty_cache()
 
     model = resolve_model(str(folder))
-    for channels_last in ("off", "auto"):
-        loaded = TorchBackend().load(
-            model, BackendOptions(args.device, args.dtype, extra={"channels_last": channels_last})
-        )
+    for compiled in (None, args.compile) if args.compile else (None,):
+        loaded = TorchBackend().load(model, BackendOptions(args.device, args.dtype, extra={"compile": compiled}))
 
         def ours(batch: list[str], first: int, n_steps: int, loaded: Any = loaded) -> Any:
             rows = [Row(i, i + 2, {}, prompt=p, seed=first + i) for i, p in enumerate(batch)]
@@ -127,22 +131,14 @@ def main() -> None:
             )
             return loaded.generate(jobs)
 
-        timed(f"genbatch generate, channels-last {channels_last}", ours)
+        if compiled:
+            began = time.perf_counter()
+            ours(texts[: args.batch], 0, 2)
+            sync()
+            found["compile_seconds"] = round(time.perf_counter() - began, 1)
+            print(f"compiled ({compiled}) in {found['compile_seconds']} s", flush=True)
+        timed(f"genbatch generate{f', --compile {compiled}' if compiled else ''}", ours)
         loaded.close()  # its pipeline released, its cached GPU memory given back
-
-    denoiser = unet if unet is not None else pipe.transformer
-    if hasattr(pipe, "fuse_qkv_projections"):
-        pipe.fuse_qkv_projections()
-        timed("+ fused QKV projections", plain("np"))
-    if args.compile:
-        began = time.perf_counter()
-        compile_denoiser(pipe, args.compile)
-        plain("np")(texts[: args.batch], 0, 2)
-        sync()
-        found["compile_seconds"] = round(time.perf_counter() - began, 1)
-        print(f"compiled ({args.compile}) in {found['compile_seconds']} s", flush=True)
-        timed(f"+ torch.compile {args.compile}", plain("np"))
-    del denoiser
     limit = {"sd15": 0.105, "sdxl": 0.53, "flux-schnell": 0.39}.get(args.model)
     if limit and not args.tiny:
         best = min(found["variants"].values())

@@ -27,9 +27,12 @@ STATE_NAME = "batch-sizes.json"
 
 
 def is_out_of_memory(err: BaseException) -> bool:
-    """CUDA's ``torch.cuda.OutOfMemoryError``, MPS's and ONNX Runtime's allocation failures."""
+    """CUDA's ``torch.cuda.OutOfMemoryError``, cuDNN's and cuBLAS's workspace allocation failures,
+    MPS's and ONNX Runtime's."""
     text = str(err).lower()
-    return type(err).__name__ == "OutOfMemoryError" or "out of memory" in text or "failed to allocate memory" in text
+    return type(err).__name__ == "OutOfMemoryError" or any(
+        words in text for words in ("out of memory", "failed to allocate memory", "status_alloc_failed")
+    )
 
 
 def size_key(model_fingerprint: str, width: int, height: int, device: str, dtype: str) -> str:

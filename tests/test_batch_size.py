@@ -12,6 +12,7 @@ import pytest
 from helpers import genbatch, images, ledger, pixels
 
 from genbatch.backends import base
+from genbatch.batch_size import is_out_of_memory
 
 CALLS: list[int] = []  # the size of every generate() call, in order
 LIMIT = {"fits": 3}
@@ -111,3 +112,22 @@ def test_auto_grows_the_batch_while_it_is_faster_and_remembers_the_answer(fake_g
     CALLS.clear()
     run(manifest, tmp_path / "b", "--batch-size", "auto")
     assert CALLS == [4, 4, 4, 4, 4]
+
+
+@pytest.mark.parametrize(
+    "error, memory",
+    [
+        (OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+        (RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"), True),
+        (RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"), True),
+        (RuntimeError("MPS backend out of memory (MPS allocated: 17.00 GB)"), True),
+        (
+            RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory for requested buffer"),
+            True,
+        ),
+        (RuntimeError("mat1 and mat2 shapes cannot be multiplied (2x768 and 1024x320)"), False),
+        (ValueError("the image is all black"), False),
+    ],
+)
+def test_which_errors_halve_the_batch(error, memory):
+    assert is_out_of_memory(error) is memory
