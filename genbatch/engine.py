@@ -68,29 +68,37 @@ def generate_batch(
     try:
         images = loaded.generate(batch)
     except Exception as err:
-        release = getattr(loaded, "release_memory", None)
-        if release is not None:
-            release()
-        if len(batch) == 1:
-            reason = (
-                f"out of memory: one image of {batch[0].width}x{batch[0].height} does not fit "
-                f"({type(err).__name__}: {err})"
-                if is_out_of_memory(err)
-                else f"{type(err).__name__}: {err}"
-            )
-            return [(GeneratedImage(batch[0], None, reason), 1, 0.0)]
-        if not is_out_of_memory(err):
-            return [r for job in batch for r in generate_batch(loaded, [job], sizer, key)]
-        sizer.out_of_memory(key, len(batch))
-        results, start = [], 0
-        while start < len(batch):  # in the sizes now known to fit, which may shrink again
-            chunk = batch[start : start + sizer.next_size(key)]
-            start += len(chunk)
-            results += generate_batch(loaded, chunk, sizer, key)
-        return results
-    seconds = time.monotonic() - began
-    sizer.ran(key, len(batch), seconds)
-    return [(image, len(batch), seconds / len(batch)) for image in images]
+        # Only the facts leave this block: the exception's traceback holds the failed call's
+        # frames, and with them its tensors on the accelerator, until the block ends.
+        out_of_memory, error = is_out_of_memory(err), f"{type(err).__name__}: {err}"
+    else:
+        seconds = time.monotonic() - began
+        sizer.ran(key, len(batch), seconds)
+        return [(image, len(batch), seconds / len(batch)) for image in images]
+    return _after_failure(loaded, batch, sizer, key, out_of_memory, error)
+
+
+def _after_failure(
+    loaded: LoadedModel, batch: list[Job], sizer: BatchSizer, key: str, out_of_memory: bool, error: str
+) -> list[tuple[GeneratedImage, int, float]]:
+    """A failed batch's jobs: halved and run again after running out of memory, one at a
+    time after any other error; a single job fails with its reason."""
+    release = getattr(loaded, "release_memory", None)
+    if release is not None:
+        release()  # the failed call's memory is free now, and goes back to the device
+    if len(batch) == 1:
+        first = batch[0]
+        reason = f"out of memory: one image of {first.width}x{first.height} does not fit ({error})"
+        return [(GeneratedImage(first, None, reason if out_of_memory else error), 1, 0.0)]
+    if not out_of_memory:
+        return [r for job in batch for r in generate_batch(loaded, [job], sizer, key)]
+    sizer.out_of_memory(key, len(batch))
+    results, start = [], 0
+    while start < len(batch):  # in the sizes now known to fit, which may shrink again
+        chunk = batch[start : start + sizer.next_size(key)]
+        start += len(chunk)
+        results += generate_batch(loaded, chunk, sizer, key)
+    return results
 
 
 def batch_size_key(job: Job, options: BackendOptions) -> str:

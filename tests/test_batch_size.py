@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -16,6 +17,12 @@ from genbatch.batch_size import is_out_of_memory
 
 CALLS: list[int] = []  # the size of every generate() call, in order
 LIMIT = {"fits": 3}
+FAILED_CALLS: list[weakref.ref] = []  # what each failed call held, as long as something keeps it
+HELD_AT_CALL: list[int] = []  # how much of it was still held at each call
+
+
+class Activations:
+    """Stands for the tensors a failed call leaves in its frames."""
 
 
 class OutOfMemoryError(RuntimeError):
@@ -30,7 +37,10 @@ class FakeGpuModel:
 
     def generate(self, jobs):
         CALLS.append(len(jobs))
+        HELD_AT_CALL.append(sum(ref() is not None for ref in FAILED_CALLS))
         if len(jobs) > LIMIT["fits"]:
+            activations = Activations()
+            FAILED_CALLS.append(weakref.ref(activations))
             raise OutOfMemoryError(f"CUDA out of memory. Tried to allocate {len(jobs)} GiB")
         time.sleep(0.03 + 0.001 * len(jobs))  # per image: falls steeply with the batch size
         results = []
@@ -58,6 +68,8 @@ def fake_gpu(monkeypatch, tmp_path):
     monkeypatch.setitem(base._REGISTERED, "fakegpu", f"{__name__}:FakeGpuBackend")
     monkeypatch.setenv("GENBATCH_HOME", str(tmp_path / "home"))  # its own remembered sizes
     CALLS.clear()
+    FAILED_CALLS.clear()
+    HELD_AT_CALL.clear()
     LIMIT["fits"] = 3
     manifest = tmp_path / "p.txt"
     manifest.write_text("".join(f"prompt {i}\n" for i in range(10)))
@@ -76,6 +88,8 @@ def test_a_batch_that_does_not_fit_is_halved_and_the_fit_remembered(fake_gpu, tm
     assert result.exit_code == 0 and summary["counts"]["done"] == 10
     # 8 does not fit, nor 4; 2 does, and the rest of the run goes at 2.
     assert CALLS == [8, 4, 2, 2, 2, 2, 2]
+    # Each retry starts with the failed calls' memory free: nothing (no traceback) keeps it.
+    assert len(FAILED_CALLS) == 2 and HELD_AT_CALL == [0] * len(CALLS)
     assert sorted({r["batch_size"] for r in ledger(tmp_path / "a")}) == [2]
     assert list(summary["batch_sizes"]["used"].values()) == [2]
 
