@@ -224,7 +224,7 @@ def _generate(
                     item = (result.job, batch_facts, record)
                     writer.submit(item, result.pixels, result.job.file, image_metadata(record), result.job.key)
             report.generation_seconds += time.monotonic() - began
-            sink.checkpoint(at_most_every=1.0)  # what is recorded so far survives a crash
+            sink.checkpoint_soon()  # what is recorded so far survives a crash, made off this thread
 
 
 def _ray_engine(**settings: Any) -> Engine:

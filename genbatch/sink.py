@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -77,6 +78,43 @@ def skipped_key(manifest: str, line: int) -> str:
     return "skip-" + hashlib.sha256(f"{manifest}\x00{line}".encode()).hexdigest()[:15]
 
 
+class CheckpointThread:
+    """Runs ``checkpoint`` on a thread of its own each time it is asked, at most once every
+    ``every`` seconds: a request made sooner waits for its turn and is never dropped; asking
+    never blocks. ``close`` waits for a checkpoint in progress and drops a waiting request
+    (the caller makes the last checkpoint itself)."""
+
+    def __init__(self, checkpoint: Callable[[], None], every: float = 1.0):
+        self._checkpoint, self._every = checkpoint, every
+        self._changed = threading.Condition()
+        self._wanted = self._closed = False
+        self._thread = threading.Thread(target=self._serve, name="genbatch-checkpoint", daemon=True)
+        self._thread.start()
+
+    def ask(self) -> None:
+        with self._changed:
+            self._wanted = True
+            self._changed.notify()
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+        self._thread.join()
+
+    def _serve(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._wanted or self._closed)
+                if self._closed:
+                    return
+                self._wanted = False
+            self._checkpoint()
+            with self._changed:  # the pace: the next one no sooner than `every` from now
+                if self._changed.wait_for(lambda: self._closed, timeout=self._every):
+                    return
+
+
 class ResultSink:
     def __init__(self, ledger: Ledger, progress: Progress, *, run_id: str, manifest: str, dtype: str):
         self.ledger, self.progress = ledger, progress
@@ -89,22 +127,38 @@ class ResultSink:
         self.fatal: GenbatchError | None = None
         self._lock = threading.Lock()
         self._last_checkpoint = time.monotonic()
+        self._sync_lock = threading.Lock()
+        self._soon: CheckpointThread | None = None
+
+    def checkpoint_soon(self) -> None:
+        """Ask for a checkpoint without waiting for it: the engine asks after each batch, and a
+        thread of the sink's own makes at most one a second, so the thread that feeds the model
+        never waits for the disk (a flush took ~11 ms while the image writers were busy)."""
+        if self._soon is None:
+            self._soon = CheckpointThread(self._checkpoint_now)
+        self._soon.ask()
 
     def checkpoint(self, *, at_most_every: float = 0.0) -> None:
-        """Make what is recorded so far survive a machine crash: one flush of the output
-        folder's file system (images, their renames and the ledger together). The engine calls
-        it after each batch with ``at_most_every=1.0`` (a flush costs ~2.5 ms, so at most 0.25 %
-        of a run), and once at the end."""
-        if self.fatal is not None or not self.done_count + self.failed_count:
-            return
-        if time.monotonic() - self._last_checkpoint < at_most_every:
-            return
-        self._last_checkpoint = time.monotonic()
-        try:
-            self.ledger.flush()
-            sync_filesystem(self.ledger.out)
-        except OSError as err:
-            self.stop(unwritable(err, self.ledger.out) or GenbatchError(f"cannot sync {self.ledger.out}: {err}"))
+        """Make what is recorded so far survive a machine crash, now, on this thread: one flush
+        of the output folder's file system (images, their renames and the ledger together). With
+        ``at_most_every`` it is skipped within that many seconds of the last one (Ray's driver
+        asks after each result); without, it is the run's last, and ends the checkpoint thread."""
+        if not at_most_every and self._soon is not None:
+            self._soon.close()
+            self._soon = None
+        if time.monotonic() - self._last_checkpoint >= at_most_every:
+            self._checkpoint_now()
+
+    def _checkpoint_now(self) -> None:
+        with self._sync_lock:
+            if self.fatal is not None or not self.done_count + self.failed_count:
+                return
+            self._last_checkpoint = time.monotonic()
+            try:
+                self.ledger.flush()
+                sync_filesystem(self.ledger.out)
+            except OSError as err:
+                self.stop(unwritable(err, self.ledger.out) or GenbatchError(f"cannot sync {self.ledger.out}: {err}"))
 
     def stop(self, error: GenbatchError) -> None:
         with self._lock:

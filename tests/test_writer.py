@@ -1,5 +1,6 @@
 """The image writers beside the generator: a batch is handed over without waiting, memory
-stays bounded, and each image's report thumbnail is made from its pixels as it is written."""
+stays bounded, each image's report thumbnail is made from its pixels as it is written, and
+the flush that makes a run crash-safe never holds up the model."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import pytest
 from helpers import FAST, genbatch, images, ledger
 from PIL import Image
 
-from genbatch import thumbnails, writer
+from genbatch import sink, thumbnails, writer
+from genbatch.backends import base
+from genbatch.backends.base import GeneratedImage
 from genbatch.runner import RunOptions, run_manifest
 from genbatch.safe_write import write_atomic
 from genbatch.thumbnails import THUMB_SIZE, THUMBS_DIR, thumb_name, thumbnail_of
@@ -136,3 +139,58 @@ def test_the_writers_run_behind_the_thread_that_drives_the_model(tmp_path, held_
     pool.close()
     assert priorities == [19] * 4
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own  # this thread is untouched
+
+
+class SlowModel:
+    """A stand-in model that takes 0.15 s a batch and notes which thread calls it, and when."""
+
+    backend, device, dtype = "slow", "cpu", "fp32"
+    calls: list[tuple[int, float, float]] = []  # (thread, began, ended)
+
+    def describe(self):
+        return {}
+
+    def generate(self, jobs):
+        began = time.monotonic()
+        time.sleep(0.15)
+        SlowModel.calls.append((threading.get_ident(), began, time.monotonic()))
+        return [GeneratedImage(job, PIXELS.copy()) for job in jobs]
+
+    def close(self):
+        pass
+
+
+class SlowBackend:
+    name = "slow"
+
+    def resolve(self, device, dtype):
+        return "cpu", "fp32"
+
+    def load(self, model, options):
+        return SlowModel()
+
+
+def test_the_crash_safety_flush_never_holds_up_the_model(tmp_path, monkeypatch):
+    """The flush that makes a run survive a machine crash runs beside the model: a disk that
+    takes 0.5 s a flush delays no batch, and the run's last flush comes after its last line."""
+    monkeypatch.setitem(base._REGISTERED, "slow", f"{__name__}:SlowBackend")
+    SlowModel.calls = []
+    out = tmp_path / "out"
+    flushes: list[tuple[int, int]] = []  # (thread, ledger lines on disk then)
+
+    def slow_disk(folder):
+        lines = len((out / "genbatch.jsonl").read_text().splitlines())
+        time.sleep(0.5)
+        flushes.append((threading.get_ident(), lines))
+
+    monkeypatch.setattr(sink, "sync_filesystem", slow_disk)
+    manifest = tmp_path / "p.txt"
+    manifest.write_text("".join(f"prompt {i}\n" for i in range(12)))
+    result = genbatch("run", manifest, "--out", out, "--backend", "slow", "--model", "shapes", "-b", "1", "--quiet")
+    assert result.exit_code == 0, result.output
+    (model_thread,) = {thread for thread, _, _ in SlowModel.calls}
+    gaps = [b[1] - a[2] for a, b in zip(SlowModel.calls, SlowModel.calls[1:])]
+    assert len(SlowModel.calls) == 12 and max(gaps) < 0.25  # never a 0.5 s wait between batches
+    beside = [lines for thread, lines in flushes[:-1] if thread != model_thread]
+    assert beside and len(beside) == len(flushes) - 1  # during the run: all on the flush thread
+    assert flushes[-1][1] == 12 == len(ledger(out))  # the last: after every line
