@@ -52,9 +52,9 @@ fits 200 && { echo "== fast-paths (at ${SECONDS}s, limit 200s)" | tee -a "$OUT/s
     timeout 200 python3 benchmarks/fast_paths_gpu.py --model sd15 --dtype fp16 --batch 16 --batches 2 \
         --compile default --out "$OUT/fast-paths-sd15.json" 2>&1 | grep -v '^\[transformers\]' | tee -a "$OUT/summary.txt"; }
 # SD-1.5, 512², 50 steps, fp16, batch 32 (0.105 s/image is the limit).
-fits 120 && bench sd15 120 --model sd15 --dtype fp16 --steps 50 -b 32 --images 64 --repeats 1
+fits 150 && bench sd15 150 --model sd15 --dtype fp16 --steps 50 -b 32 --images 64 --repeats 1
 # Flux.1-schnell, 1024², 4 steps, bf16 (0.39 s/image is the limit).
-fits 100 && bench flux-schnell 100 --model flux-schnell --dtype bf16 --steps 4 -b 4 --images 16 --repeats 1
+fits 130 && bench flux-schnell 130 --model flux-schnell --dtype bf16 --steps 4 -b 4 --images 16 --repeats 1
 # SDXL, 1024², 30 steps, bf16 (random fp16 weights can overflow; the same tensor-core speed; 0.53 s/image).
-fits 110 && bench sdxl 110 --model sdxl --dtype bf16 --steps 30 -b 4 --images 16 --repeats 1
+fits 130 && bench sdxl 130 --model sdxl --dtype bf16 --steps 30 -b 4 --images 16 --repeats 1
 echo "gpu_figures: done in $(( SECONDS - START ))s" | tee -a "$OUT/summary.txt"

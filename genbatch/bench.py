@@ -2,8 +2,9 @@
 
 For each backend x image size x batch size, :func:`run_bench` runs ``genbatch run`` and the
 plain diffusers loop (load the pipeline, call it on each batch of prompts, ``image.save`` each
-PNG) as processes of their own (:mod:`genbatch.bench_worker`), alternating which goes first in
-each repeat so a noisy neighbour hits both alike, and keeps the medians. It measures images/s
+PNG) as processes of their own (:mod:`genbatch.bench_worker`), after one untimed warm-up
+process, alternating which goes first in each repeat so a noisy neighbour hits both alike,
+and keeps the medians. It measures images/s
 and s/image over the whole process (start-up, model load and end-of-run reports included),
 time to the first image on disk, peak RSS and peak GPU memory, and the runner's overhead:
 how much longer genbatch's whole process takes than the plain loop's (which starts the same
@@ -43,6 +44,7 @@ class BenchOptions:
     device: str = "auto"
     dtype: str = "auto"
     repeats: int = 3
+    warm_up: bool = True  # one untimed process first: the measured ones start on a warm machine
     torch_options: dict[str, Any] = field(default_factory=dict)  # genbatch's fast paths (--compile...)
     keep_images: bool = False
 
@@ -101,8 +103,8 @@ def _summary(runs: list[dict[str, Any]], images: int) -> dict[str, Any]:
     }
 
 
-def _cell(options: BenchOptions, folder: Path, defaults: dict[str, Any], backend: str, size: int, batch: int) -> Any:
-    spec = {
+def _spec(options: BenchOptions, folder: Path, defaults: dict[str, Any], backend: str, size: int, batch: int) -> Any:
+    return {
         "model": str(folder),
         "backend": backend,
         "device": options.device,
@@ -116,6 +118,20 @@ def _cell(options: BenchOptions, folder: Path, defaults: dict[str, Any], backend
         "height": size,
         "torch_options": options.torch_options,
     }
+
+
+def _warm_up(spec: dict[str, Any], out: Path) -> float:
+    """One batch, untimed, before the measurements: the first process on a machine reads the
+    libraries from disk and starts the GPU (and, with --repeats 1, would always be genbatch's)."""
+    side = "plain" if spec["backend"] == "torch" else "genbatch"
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=out) as tmp:
+        _worker({**spec, "side": side, "images": spec["batch_size"], "out": str(Path(tmp) / side)}, Path(tmp))
+    return time.perf_counter() - began
+
+
+def _cell(options: BenchOptions, folder: Path, defaults: dict[str, Any], backend: str, size: int, batch: int) -> Any:
+    spec = _spec(options, folder, defaults, backend, size, batch)
     sides = ["genbatch", "plain"] if backend == "torch" else ["genbatch"]
     runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
     with tempfile.TemporaryDirectory(dir=options.out) as tmp:
@@ -148,6 +164,11 @@ def run_bench(options: BenchOptions, say: Any = print) -> dict[str, Any]:
     folder = resolve_bench_model(options.model, options.out)
     defaults = read_defaults(folder)
     sizes = options.sizes or [int(defaults.get("width") or 512)]
+    warm_up = None
+    if options.warm_up:
+        first = _spec(options, folder, defaults, options.backends[0], sizes[0], options.batch_sizes[0])
+        say(f"bench: warm-up, one batch of {first['batch_size']} (not counted)")
+        warm_up = _warm_up(first, options.out)
     cells = []
     for backend in options.backends:
         for size in sizes:
@@ -161,6 +182,7 @@ def run_bench(options: BenchOptions, say: Any = print) -> dict[str, Any]:
         "dtype": options.dtype,
         "images": options.images,
         "repeats": options.repeats,
+        "warm_up_seconds": warm_up,
         "torch_options": options.torch_options,
         "cells": cells,
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},

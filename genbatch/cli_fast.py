@@ -76,6 +76,14 @@ def bench(
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="auto, fp32, fp16 or bf16.")] = "auto",
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Alternating repeats; medians are kept.")] = 3,
+    warm_up: Annotated[
+        bool,
+        typer.Option(
+            "--warm-up/--no-warm-up",
+            help="First run one batch of the plain loop, not counted, so that the first measured process "
+            "does not pay alone for reading the libraries from disk and starting the GPU.",
+        ),
+    ] = True,
     reuse_embeddings: ReuseEmbeddings = True,
     attention: Attention = "sdpa",
     channels_last: ChannelsLast = "auto",
@@ -85,7 +93,8 @@ def bench(
 
     For each backend x size x batch size: images/s, s/image, time to the first image, peak
     RSS and GPU memory of `genbatch run` and of the loop a user writes by hand (load the
-    pipeline, call it on each batch, save each PNG), each a process of its own, alternating.
+    pipeline, call it on each batch, save each PNG), each a process of its own, alternating,
+    after one untimed warm-up process.
     Prints a table of genbatch/plain ratios; writes OUT/bench.json and OUT/bench.png.
 
     \b
@@ -106,6 +115,7 @@ def bench(
         device=device,
         dtype=dtype,
         repeats=repeats,
+        warm_up=warm_up,
         torch_options=torch_options(reuse_embeddings, attention, channels_last, compile_),
     )
     run_bench(options, say=lambda line: typer.echo(line, err=line.startswith("bench:")))

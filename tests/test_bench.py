@@ -46,7 +46,7 @@ def test_a_random_architecture_folder_runs_like_any_model(name, tmp_path):
     assert first.fingerprint == resolve_model(str(folder)).fingerprint  # the weights come from seed 0
 
 
-@pytest.mark.slow  # four processes, each starting torch and diffusers (~10 s each on a quiet CPU)
+@pytest.mark.slow  # five processes, each starting torch and diffusers (~10 s each on a quiet CPU)
 def test_bench_command_compares_genbatch_with_the_plain_loop(tiny_model, tmp_path):
     out = tmp_path / "bench"
     result = genbatch(
@@ -56,6 +56,7 @@ def test_bench_command_compares_genbatch_with_the_plain_loop(tiny_model, tmp_pat
     assert result.exit_code == 0, result.output
     assert "ratio" in result.stdout and "wrote" in result.stdout
     found = json.loads((out / "bench.json").read_text())
+    assert found["warm_up_seconds"] > 0  # one untimed process first
     assert [c["batch_size"] for c in found["cells"]] == [1, 2]
     for cell in found["cells"]:
         for side in ("genbatch", "plain"):
