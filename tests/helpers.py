@@ -49,3 +49,27 @@ def images(out: Path) -> list[Path]:
 def pixels(path: Path) -> np.ndarray:
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def diffusers_images(folder, records, extra, device: str = "cpu") -> dict[int, np.ndarray]:
+    """Plain diffusers' image for each ledger record (its prompt, parameters and
+    ``generator=torch.Generator("cpu").manual_seed(seed)``) on ``device``, by seed."""
+    import torch
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(folder).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    found = {}
+    for r in records:
+        out = pipe(
+            prompt=r["prompt"],
+            num_inference_steps=r["steps"],
+            guidance_scale=r["guidance_scale"],
+            height=r["height"],
+            width=r["width"],
+            generator=torch.Generator("cpu").manual_seed(r["seed"]),
+            output_type="np",
+            **extra,
+        )
+        found[r["seed"]] = (out.images[0] * 255).round().astype(np.int16)
+    return found

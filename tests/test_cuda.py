@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import genbatch, ledger, pixels
+from helpers import diffusers_images, genbatch, ledger, pixels
 
 from genbatch.backends.base import tensor_to_uint8, to_uint8
 
@@ -22,29 +22,6 @@ PROMPTS = [("a red circle", 11), ("two blue squares", 12), ("a green triangle le
 
 def by_seed(out):
     return {r["seed"]: pixels(out / r["file"]) for r in ledger(out) if r["status"] == "done"}
-
-
-def plain_diffusers_on_cuda(folder, records, extra):
-    from diffusers import DiffusionPipeline
-
-    pipe = DiffusionPipeline.from_pretrained(folder).to("cuda")
-    pipe.set_progress_bar_config(disable=True)
-    found = {}
-    for r in records:
-        out = pipe(
-            prompt=r["prompt"],
-            num_inference_steps=r["steps"],
-            guidance_scale=r["guidance_scale"],
-            height=r["height"],
-            width=r["width"],
-            generator=torch.Generator("cpu").manual_seed(r["seed"]),
-            output_type="np",
-            **extra,
-        )
-        found[r["seed"]] = (out.images[0] * 255).round().astype(np.int16)
-    del pipe
-    torch.cuda.empty_cache()
-    return found
 
 
 @pytest.mark.parametrize(
@@ -63,7 +40,8 @@ def test_same_seed_same_image_as_plain_diffusers_on_the_same_gpu(tiny, extra, ti
     assert alone.exit_code == 0, alone.output
 
     batched, single = by_seed(tmp_path / "b3"), by_seed(tmp_path / "b1")
-    plain = plain_diffusers_on_cuda(folder, records, extra)
+    plain = diffusers_images(folder, records, extra, device="cuda")
+    torch.cuda.empty_cache()
     batch_delta = max(int(np.abs(batched[s] - single[s]).max()) for s in batched)
     plain_delta = max(int(np.abs(batched[s] - plain[s]).max()) for s in batched)
     print(f"\nfigures: {tiny} on cuda: batch 3 vs 1 max |d| {batch_delta}, vs plain diffusers max |d| {plain_delta}")

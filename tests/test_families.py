@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import genbatch, ledger, pixels
+from helpers import diffusers_images, genbatch, ledger, pixels
 from PIL import Image
 
 from genbatch.families import detect, family_defaults, family_of, folder_family
@@ -29,27 +29,6 @@ FAMILIES = {
     "lcm": ("generic", {}),  # LatentConsistencyModelPipeline: the generic path
 }
 PROMPTS = [("a red circle", 11), ("two blue squares", 12), ("a green triangle left of a cross", 13)]
-
-
-def diffusers_images(folder, records, extra):
-    from diffusers import DiffusionPipeline
-
-    pipe = DiffusionPipeline.from_pretrained(folder)
-    pipe.set_progress_bar_config(disable=True)
-    found = {}
-    for r in records:
-        out = pipe(
-            prompt=r["prompt"],
-            num_inference_steps=r["steps"],
-            guidance_scale=r["guidance_scale"],
-            height=r["height"],
-            width=r["width"],
-            generator=torch.Generator("cpu").manual_seed(r["seed"]),
-            output_type="np",
-            **extra,
-        )
-        found[r["seed"]] = (out.images[0] * 255).round().astype(np.int16)
-    return found
 
 
 def by_seed(out):
