@@ -96,6 +96,11 @@ class ImageWriter:
         future = self._pool.submit(self._write, item, pixels, relpath, meta, key)
         future.add_done_callback(lambda done: self._finished(done, size))
 
+    def wait_idle(self) -> None:
+        """Wait until every image submitted so far is written (the pool stays open)."""
+        with self._room:
+            self._room.wait_for(lambda: self._pending == 0)
+
     def _finished(self, future: Future, size: int) -> None:
         with self._room:
             if future.exception() is not None and self._error is None:
@@ -129,8 +134,9 @@ def behind_the_model() -> None:
     """Give the calling thread the lowest CPU priority (on Linux a thread has its own nice
     value), so that where the cores are few the thread that drives the model always runs
     first and the writers take what is left. Measured on 2 cores with torch on both, the
-    model's calls were 15-20 % slower with the writers at the same priority, and not slower
-    at nice 19; where cores are free (a GPU machine), nothing changes."""
+    model's calls were 15-20 % slower with the writers at the same priority; where cores are
+    free (a GPU machine), nothing changes. On the CPU the engine also has the model and the
+    writers take turns (:func:`genbatch.engine._generate`)."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)

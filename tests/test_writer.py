@@ -194,3 +194,31 @@ def test_the_crash_safety_flush_never_holds_up_the_model(tmp_path, monkeypatch):
     beside = [lines for thread, lines in flushes[:-1] if thread != model_thread]
     assert beside and len(beside) == len(flushes) - 1  # during the run: all on the flush thread
     assert flushes[-1][1] == 12 == len(ledger(out))  # the last: after every line
+
+
+@pytest.mark.parametrize("device, beside", [("cpu", False), ("cuda", True)])
+def test_on_the_cpu_the_model_and_the_writers_take_turns(device, beside, tmp_path, monkeypatch):
+    """On the CPU the model has every core while it runs, and the writers write between batches;
+    beside an accelerator they write while the next batch generates."""
+    monkeypatch.setitem(base._REGISTERED, "slow", f"{__name__}:SlowBackend")
+    monkeypatch.setattr(SlowBackend, "resolve", lambda self, d, t: (device, "fp32"))
+    SlowModel.calls = []
+    writes: list[tuple[float, float]] = []
+    real = writer.write_image
+
+    def slow_write(*args):
+        began = time.monotonic()
+        time.sleep(0.05)
+        written = real(*args)
+        writes.append((began, time.monotonic()))
+        return written
+
+    monkeypatch.setattr(writer, "write_image", slow_write)
+    manifest = tmp_path / "p.txt"
+    manifest.write_text("".join(f"prompt {i}\n" for i in range(12)))
+    out = tmp_path / "out"
+    result = genbatch("run", manifest, "--out", out, "--backend", "slow", "--model", "shapes", "-b", "4", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert len(writes) == 12 and len(images(out)) == 12
+    overlapping = [w for w in writes if any(w[0] < ended and began < w[1] for _, began, ended in SlowModel.calls)]
+    assert bool(overlapping) is beside
