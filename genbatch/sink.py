@@ -140,10 +140,10 @@ class ResultSink:
 
     def checkpoint(self, *, at_most_every: float = 0.0) -> None:
         """Make what is recorded so far survive a machine crash, now, on this thread: one flush
-        of the output folder's file system (images, their renames and the ledger together). With
-        ``at_most_every`` it is skipped within that many seconds of the last one (Ray's driver
-        asks after each result); without, it is the run's last, and ends the checkpoint thread."""
-        if not at_most_every and self._soon is not None:
+        of the output folder's file system (images, their renames and the ledger together),
+        skipped within ``at_most_every`` seconds of the last one (Ray's driver asks after each
+        result). The engine's last call ends the thread of :meth:`checkpoint_soon` first."""
+        if self._soon is not None:
             self._soon.close()
             self._soon = None
         if time.monotonic() - self._last_checkpoint >= at_most_every:
