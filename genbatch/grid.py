@@ -27,7 +27,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .errors import GenbatchError
 from .fields import ALIASES, BY_NAME, text_value
-from .folder import load_folder
+from .folder import as_int, load_folder
+from .ledger import iter_records
 from .safe_write import contained, remove, write_atomic
 from .thumbnails import thumbnail
 
@@ -79,6 +80,26 @@ class Page:
     cells: list[list[dict[str, Any] | None]]
 
 
+def ledger_order(ledger: list[dict[str, Any]], cards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``cards`` in the order their jobs were made: run by run, in the order the runs first
+    appear in the ledger (``ledger``, every record in file order; it is append-only, so an
+    earlier run's records come first), and in job order (manifest row, then variant) within a
+    run, whatever order its images were finished in. A job belongs to the run that first
+    recorded it, even when a later run made its image. Ties (no run id, as in an old ledger)
+    go by where the job first appears in the ledger; nothing goes by a job key, which is a hash."""
+    runs: dict[object, int] = {}
+    first: dict[object, tuple[int, int]] = {}  # job key -> (its first run, its first record)
+    for position, record in enumerate(ledger):
+        run = runs.setdefault(record.get("run_id"), len(runs))
+        first.setdefault(record.get("key"), (run, position))
+
+    def made(record: dict[str, Any]) -> tuple[int, int, int, int]:
+        run, position = first.get(record.get("key"), (len(runs), len(ledger)))
+        return (run, as_int(record.get("index"), 1 << 62), as_int(record.get("k"), 0), position)
+
+    return sorted(cards, key=made)
+
+
 def axis_name(name: str, records: list[dict[str, Any]]) -> str:
     """The field an axis name means, or the manifest column it names; GridError otherwise."""
     norm = name.strip().lower().replace("-", "_").replace(" ", "_")
@@ -111,8 +132,8 @@ def label(record: dict[str, Any], axis: str) -> str:
 
 
 def plan_pages(records: list[dict[str, Any]], rows: str, cols: str, pages: str | None) -> list[Page]:
-    """The grid pages of ``records`` (done images, in job order): labels in order of first
-    appearance. A cell that would hold two images is refused, naming what differs in it."""
+    """The grid pages of ``records`` (done images, in the order ledger_order gives): labels in
+    order of first appearance. A cell that would hold two images is refused, naming what differs in it."""
     axes = [rows, cols] + ([pages] if pages else [])
     if len(set(axes)) < len(axes):
         raise GridError(f"--rows, --cols and --pages must be different axes, not {', '.join(axes)}")
@@ -169,7 +190,8 @@ def write_grids(
 ) -> list[Path]:
     """Write the grids of ``out`` (PNG plus layout JSON each) and return the PNGs' paths."""
     out = Path(out)
-    records = load_folder(out).cards
+    ledger = list(iter_records(out))
+    records = ledger_order(ledger, load_folder(out, ledger).cards)
     if not records:
         raise GridError(f"{out}: no images on disk to lay out (the ledger records none as done)")
     rows_axis, cols_axis = axis_name(rows, records), axis_name(cols, records)
@@ -255,7 +277,7 @@ def render(out: Path, page: Page, cell_size: int | None) -> tuple[Image.Image, d
     font_size = max(11, min(24, cell_w // 14))
     font, line_h = _font(font_size), font_size + 4
     col_w = max(cell_w, 96)  # a column is at least wide enough for a short label
-    col_lines = [wrap(text, font, col_w - PAD)[:MAX_HEADER_LINES] for text in page.cols]
+    col_lines = [fitted_lines(text, font, col_w - PAD, MAX_HEADER_LINES) for text in page.cols]
     header_h = max((len(lines) for lines in col_lines), default=1) * line_h + 2 * PAD
     title_h = line_h + 2 * PAD if page.title else 0
     f = _Frame(font, line_h, cell_w, cell_h, col_w, max(cell_w, 160), title_h, header_h)
@@ -284,7 +306,8 @@ def render(out: Path, page: Page, cell_size: int | None) -> tuple[Image.Image, d
 def _draw_headers(draw: ImageDraw.ImageDraw, page: Page, f: _Frame, col_lines: list[list[str]]) -> None:
     """The page's title, the axes' names in the corner, and each column's label."""
     if page.title:
-        draw.text((PAD, PAD), page.title, font=f.font, fill=TEXT)
+        width = f.left + len(page.cols) * (f.col_w + PAD)
+        draw.text((PAD, PAD), _ellipsis(page.title, f.font, width - 2 * PAD), font=f.font, fill=TEXT)
     corner = _ellipsis(f"{page.row_axis} \\ {page.col_axis}", f.font, f.label_w - 2 * PAD)
     draw.text((PAD, f.top - f.line_h - PAD), corner, font=f.font, fill=MUTED)
     for c, lines in enumerate(col_lines):
@@ -306,10 +329,7 @@ def _draw_row(
     """Row ``r``: its label (wrapped, and cut with "…" where the row is too short), then its
     cells; each cell's box and image for the layout (None where it has no image)."""
     y = f.top + r * (f.cell_h + PAD)
-    lines = wrap(text, f.font, f.label_w - 2 * PAD)
-    fit = max(1, f.cell_h // f.line_h)
-    if len(lines) > fit:
-        lines = lines[: fit - 1] + [_ellipsis(" ".join(lines[fit - 1 :]), f.font, f.label_w - 2 * PAD)]
+    lines = fitted_lines(text, f.font, f.label_w - 2 * PAD, f.cell_h // f.line_h)
     for i, line in enumerate(lines):
         draw.text((PAD, y + i * f.line_h), line, font=f.font, fill=TEXT)
     row_cells: list[dict[str, Any] | None] = []
@@ -345,34 +365,70 @@ def _picture(out: Path, record: dict[str, Any] | None, cell_size: int | None) ->
     return picture
 
 
-def wrap(text: str, font: Any, width: float) -> list[str]:
+def wrap(text: str, font: Any, width: float, limit: int | None = None) -> list[str]:
     """``text`` in lines that fit ``width`` pixels, broken between words (inside a word too
-    long for a line)."""
+    long for a line); only the first ``limit`` lines when a limit is given.
+
+    Each line costs a few measurements of that line (a doubling then a binary search for how
+    much of a long word fits), so a label takes time in proportion to what is laid out, and
+    with a limit no more than that is read: a 20,000-character word is cut in milliseconds."""
     lines: list[str] = []
     line = ""
-    for word in " ".join(str(text).split()).split(" "):
-        candidate = f"{line} {word}".strip()
+    for match in re.finditer(r"\S+", str(text)):
+        word, start = match.group(), 0
+        candidate = f"{line} {word}" if line else word
         if font.getlength(candidate) <= width:
             line = candidate
             continue
         if line:
             lines.append(line)
-        while font.getlength(word) > width and len(word) > 1:
-            cut = max(1, next((i for i in range(len(word), 0, -1) if font.getlength(word[:i]) <= width), 1))
-            lines.append(word[:cut])
-            word = word[cut:]
-        line = word
+        while True:  # cut the word where it is wider than a line (one character at the least)
+            cut = start + max(1, _fitting(word, start, font, width))
+            if cut >= len(word) or (limit is not None and len(lines) >= limit):
+                break
+            lines.append(word[start:cut])
+            start = cut
+        line = word[start:]
+        if limit is not None and len(lines) >= limit:
+            return lines[:limit]
     if line or not lines:
         lines.append(line)
+    return lines if limit is None else lines[:limit]
+
+
+def fitted_lines(text: str, font: Any, width: float, fit: int) -> list[str]:
+    """``text`` wrapped into at most ``fit`` lines of ``width`` pixels: where it needs more,
+    the last line is cut with "…"."""
+    fit = max(1, fit)
+    lines = wrap(text, font, width, limit=fit + 1)
+    if len(lines) > fit:
+        lines = lines[: fit - 1] + [_ellipsis(" ".join(lines[fit - 1 :]), font, width)]
     return lines
 
 
+def _fitting(text: str, start: int, font: Any, width: float, suffix: str = "") -> int:
+    """How many characters of ``text`` from ``start`` fit in ``width`` pixels (``suffix``
+    after them): lengths 1, 2, 4... are measured until one is too wide, then the last step
+    is halved. The cost follows the length that fits, not the length of ``text``."""
+    end = len(text) - start
+    size = 1
+    while size <= end and font.getlength(text[start : start + size] + suffix) <= width:
+        size *= 2
+    fits, wide = size // 2, min(size, end + 1)  # fits: 0 or a length that fits; wide: one that does not
+    while wide - fits > 1:
+        middle = (fits + wide) // 2
+        if font.getlength(text[start : start + middle] + suffix) <= width:
+            fits = middle
+        else:
+            wide = middle
+    return fits
+
+
 def _ellipsis(text: str, font: Any, width: float) -> str:
+    """``text``, or as much of it as fits ``width`` pixels followed by "…"."""
     if font.getlength(text) <= width:
         return text
-    while text and font.getlength(text + "…") > width:
-        text = text[:-1]
-    return text.rstrip() + "…"
+    return text[: _fitting(text, 0, font, width, "…")].rstrip() + "…"
 
 
 def _font(size: int) -> Any:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -134,17 +136,94 @@ def test_vary_mistakes_are_one_line(tmp_path):
     assert len({j["seed"] for j in jobs}) == 1
 
 
-def test_samplers_compared_by_one_run_each_into_one_folder(tmp_path):
-    manifest = tmp_path / "m.csv"
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two prompts, made by a DDIM run and then by an Euler run into the same folder."""
+    root = tmp_path_factory.mktemp("samplers")
+    manifest = root / "m.csv"
     manifest.write_text("prompt,seed\na red circle,1\na blue square,2\n", encoding="utf-8")
-    out = tmp_path / "out"
+    out = root / "out"
     for scheduler in ("DDIMScheduler", "EulerDiscreteScheduler"):
         result = genbatch(
             "run", manifest, "--out", out, *FAST, "--scheduler", scheduler, "--name-template", "{index:06d}-{key}.{ext}"
         )
         assert result.exit_code == 0, result.output
+    return out
+
+
+def test_samplers_compared_by_one_run_each_into_one_folder(two_runs):
+    out = two_runs
     result = genbatch("grid", out, "--rows", "prompt", "--cols", "sampler")
     assert result.exit_code == 0, result.output
     layout = json.loads((out / ".genbatch-grids" / "prompt-by-scheduler.json").read_text())
     assert layout["cols"] == ["DDIMScheduler", "EulerDiscreteScheduler"]
     assert all(cell is not None for row in layout["cells"] for cell in row)
+
+
+def test_labels_follow_the_order_the_runs_were_made_not_their_job_keys(two_runs, tmp_path):
+    # The same two runs the other way round: the same images, with the Euler run's records
+    # first in the ledger (it is append-only, so that is what running Euler first writes).
+    # Within each run the records are reversed too, as if its images had finished in the
+    # opposite order.
+    euler_first = tmp_path / "euler-first"
+    shutil.copytree(two_runs, euler_first)
+    records = ledger(two_runs)
+    runs = list(dict.fromkeys(r["run_id"] for r in records))
+    swapped = [r for run in reversed(runs) for r in reversed([r for r in records if r["run_id"] == run])]
+    (euler_first / "genbatch.jsonl").write_text("".join(json.dumps(r) + "\n" for r in swapped), encoding="utf-8")
+    # Each prompt's two jobs share a manifest row, and their keys (hashes) sort one way: in
+    # one of the two folders they sort against the order the runs were made.
+    ddim, euler = (
+        {r["index"]: r["key"] for r in records if r["scheduler"] == name}
+        for name in ("DDIMScheduler", "EulerDiscreteScheduler")
+    )
+    assert ddim.keys() == euler.keys() and all(ddim[i] != euler[i] for i in ddim)
+    for out, made in (
+        (two_runs, ["DDIMScheduler", "EulerDiscreteScheduler"]),
+        (euler_first, ["EulerDiscreteScheduler", "DDIMScheduler"]),
+    ):
+        result = genbatch("grid", out, "--rows", "prompt", "--cols", "sampler")
+        assert result.exit_code == 0, result.output
+        layout = json.loads((out / ".genbatch-grids" / "prompt-by-scheduler.json").read_text())
+        assert layout["cols"] == made
+        assert layout["rows"] == ["a red circle", "a blue square"]  # manifest order within a run
+        result = genbatch("grid", out, "--rows", "seed", "--cols", "prompt", "--pages", "sampler")
+        assert result.exit_code == 0, result.output
+        titles = [json.loads(Path(p).with_suffix(".json").read_text())["title"] for p in result.stdout.split()]
+        assert titles == [f"scheduler: {name}" for name in made]
+
+
+def test_a_label_thousands_of_characters_long_is_laid_out_in_a_moment(tmp_path):
+    # Unbroken labels of 3,000 and 20,000 characters in a manifest column (a scraped caption
+    # or a hash can be as long): only what fits is drawn, cut with "…".
+    manifest = tmp_path / "m.csv"
+    labels = ["x" * 3_000, "W" * 20_000]
+    manifest.write_text(f"prompt,label,seed\na red circle,{labels[0]},1\na blue square,{labels[1]},2\n")
+    out = tmp_path / "out"
+    assert genbatch("run", manifest, "--out", out, *FAST).exit_code == 0
+    for axes, name in (
+        (["--rows", "label", "--cols", "seed"], "label-by-seed.png"),  # row labels
+        (["--rows", "seed", "--cols", "label"], "seed-by-label.png"),  # column labels
+        (["--rows", "seed", "--cols", "prompt", "--pages", "label"], "seed-by-prompt-per-label-002.png"),  # titles
+    ):
+        started = time.perf_counter()
+        result = genbatch("grid", out, *axes)
+        seconds = time.perf_counter() - started
+        assert result.exit_code == 0, result.output
+        assert seconds < 2, f"{axes}: {seconds:.1f} s"
+        png = out / ".genbatch-grids" / name
+        layout = json.loads(png.with_suffix(".json").read_text())
+        # the layout keeps the labels whole
+        assert any(labels[1] in text for text in [*layout["rows"], *layout["cols"], layout["title"] or ""])
+        with Image.open(png) as image:
+            # as wide as for any short label: the label strip, then one column per value
+            assert image.width == layout["left"] + len(layout["cols"]) * (layout["col_width"] + 6)
+            assert image.height == layout["top"] + len(layout["rows"]) * (layout["cell_height"] + 6)
+    # A long label fills its row's strip line after line, down to the row's end.
+    grid = grid_pixels(out / ".genbatch-grids" / "label-by-seed.png")
+    layout = json.loads((out / ".genbatch-grids" / "label-by-seed.json").read_text())
+    for cells in layout["cells"]:
+        y = next(cell["y"] for cell in cells if cell)
+        strip = grid[y : y + layout["cell_height"], : layout["label_width"]]
+        inked = np.flatnonzero((strip < 128).any(axis=(1, 2)))
+        assert inked.size and inked[-1] > layout["cell_height"] // 2
