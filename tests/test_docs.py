@@ -1,4 +1,4 @@
-"""The documentation the README promises stays true."""
+"""The documentation (README.md, docs/ and mkdocs.yml) stays true and whole."""
 
 from __future__ import annotations
 
@@ -50,6 +50,42 @@ def test_readme_names_the_two_setup_commands():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "make demo" in readme and "make test" in readme
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_is_a_short_front_page():
+    size = (ROOT / "README.md").stat().st_size
+    assert size < 15_000, f"README.md is {size} bytes; move detail into a page under docs/"
+
+
+def test_docs_index_is_the_readme_with_links_relative_to_docs():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    index = (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
+    assert index == readme.replace("](docs/", "]("), "docs/index.md is out of date: run make docs"
+
+
+def _nav_pages(nav) -> list[str]:
+    pages = []
+    for entry in nav:
+        value = next(iter(entry.values())) if isinstance(entry, dict) else entry
+        pages.extend(_nav_pages(value) if isinstance(value, list) else [value])
+    return pages
+
+
+def test_every_docs_page_is_in_the_mkdocs_nav():
+    import yaml
+
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    nav = _nav_pages(config["nav"])
+    pages = sorted(p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md"))
+    assert sorted(nav) == pages
+
+
+def test_readme_links_to_docs_pages_that_exist():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\((docs/[^)#]+)", readme)
+    assert len(links) > 10
+    for link in links:
+        assert (ROOT / link).is_file(), f"README.md links to {link}, which does not exist"
 
 
 def test_example_manifest_is_valid():
