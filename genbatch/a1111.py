@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import io
 import json
+import math
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -95,9 +96,14 @@ def _tokens(line: str) -> list[tuple[int, str]]:
         position = stream.tell()
 
 
-def read_prompt_file(text: str, name: str) -> PromptFile:
+def read_prompt_file(text: str, name: str, max_images: int | None = None) -> PromptFile:
     """Records (line, {field: value}) of an A1111 prompts-from-file text; values are parsed and
-    checked here, so a bad one is located at its column."""
+    checked here, so a bad one is located at its column. A line's ``--n_iter`` x ``--batch_size``
+    images may be at most ``max_images`` (``--max-images-per-row``; default 10,000)."""
+    if max_images is None:
+        from .manifest import MAX_IMAGES_PER_ROW
+
+        max_images = MAX_IMAGES_PER_ROW
     records: list[tuple[int, dict[str, Any]]] = []
     problems: list[Problem] = []
     ignored: dict[str, list[int]] = {}
@@ -107,7 +113,7 @@ def read_prompt_file(text: str, name: str) -> PromptFile:
         if not line.lstrip().startswith("--"):
             records.append((number, {"prompt": line.strip()}))
             continue
-        record = _option_line(line, name, number, problems, ignored)
+        record = _option_line(line, name, number, problems, ignored, max_images)
         if record is not None:
             records.append((number, record))
     warnings = [
@@ -120,11 +126,11 @@ def read_prompt_file(text: str, name: str) -> PromptFile:
 
 
 def _option_line(
-    line: str, name: str, number: int, problems: list[Problem], ignored: dict[str, list[int]]
+    line: str, name: str, number: int, problems: list[Problem], ignored: dict[str, list[int]], max_images: int
 ) -> dict[str, Any] | None:
     """A line of ``--option value`` pairs as a record; None where it has a problem (each one
     added to ``problems``). Options genbatch has no use for are noted in ``ignored``."""
-    from .manifest import parse_value
+    from .manifest_values import check_images_per_row, parse_value
 
     try:
         words = _tokens(line)
@@ -132,7 +138,7 @@ def _option_line(
         problems.append(Problem(name, number, str(len(line)), f"{err}; close the quote"))
         return None
     record: dict[str, Any] = {}
-    counts: dict[str, int] = {}
+    counts: dict[str, tuple[int, int]] = {}  # --n_iter, --batch_size: (value, the option's column)
     bad = False
     i = 0
     while i < len(words):
@@ -153,7 +159,7 @@ def _option_line(
                     continue
                 record[target] = parse_value(target, value)
             elif option in IMAGE_COUNT:
-                counts[option] = parse_value("num_images", value)
+                counts[option] = (parse_value("num_images", value), column)
             else:
                 ignored.setdefault(option, []).append(number)
         except ValueError as err:
@@ -165,7 +171,15 @@ def _option_line(
         problems.append(Problem(name, number, "1", "no --prompt on this line"))
         return None
     if counts:
-        record["num_images"] = counts.get("n_iter", 1) * counts.get("batch_size", 1)
+        images = math.prod(count for count, _ in counts.values())
+        try:  # the row's images, checked here to be located at the options that ask for them
+            record["num_images"] = parse_value("num_images", images)
+            check_images_per_row(images, max_images)
+        except ValueError as err:
+            given = " x ".join(f"--{option} {count}" for option, (count, _) in counts.items())
+            first = min(column for _, column in counts.values())
+            problems.append(Problem(name, number, str(first), f"{given}: {err}"))
+            return None
     return record
 
 

@@ -6,19 +6,27 @@ lays the images out by any two of the fields. An axis is any field a manifest ro
 (see genbatch.fields), named by its name or a column alias; its values are parsed by the
 field's own rules. A value that holds a comma is quoted, as in CSV: ``--vary 'prompt="a, b",c'``.
 An axis value wins over the row's own value. The varied copies of a row keep its line and
-its seed (unless ``seed`` is an axis), so the images differ only by the axes.
+its seed (unless ``seed`` is an axis), so the images differ only by the axes. The axes may
+give a row at most :data:`MAX_COMBINATIONS` combinations (10,000) unless the caller raises it.
 """
 
 from __future__ import annotations
 
+import collections
 import csv
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import GenbatchError
-from .fields import ALIASES, BY_NAME, ROW_FIELDS
-from .manifest import Row, normalise_column, parse_value
+from .fields import ALIASES, ROW_FIELDS
+from .manifest import MAX_IMAGES_PER_ROW, Row, normalise_column, parse_value
+
+# The combinations of values the axes may give each row unless the caller allows more: the
+# images-per-row limit (--max-images-per-row), since each combination is at least one image
+# of the row. Three axes of 100 values are a million jobs per row; four do not fit in memory.
+MAX_COMBINATIONS = MAX_IMAGES_PER_ROW
 
 # Names an A1111 user reaches for that are run options here, with what to do instead.
 _NOT_AXES = {
@@ -44,9 +52,13 @@ def field_name(name: str) -> str | None:
     return next((field for field, aliases in ALIASES.items() if norm in aliases), None)
 
 
-def parse_axes(items: list[str] | None, overrides: dict[str, Any] | None = None) -> list[Axis]:
-    """``--vary`` options -> axes; a bad one raises GenbatchError saying what is accepted."""
-    axes: list[Axis] = []
+def parse_axes(
+    items: list[str] | None, overrides: dict[str, Any] | None = None, max_combinations: int = MAX_COMBINATIONS
+) -> list[Axis]:
+    """``--vary`` options -> axes; a bad one raises GenbatchError saying what is accepted. The
+    axes may give each row at most ``max_combinations`` combinations of values (checked
+    before any value is parsed)."""
+    given: list[tuple[str, str, tuple[str, ...]]] = []  # (option, field, the values as written)
     for item in items or []:
         name, sep, text = item.partition("=")
         if not sep or not name.strip() or not text.strip():
@@ -58,28 +70,54 @@ def parse_axes(items: list[str] | None, overrides: dict[str, Any] | None = None)
         if field is None or field == "id":
             known = ", ".join(f for f in ROW_FIELDS if f != "id")
             raise GenbatchError(f"--vary {item!r}: unknown field {name.strip()!r}; fields that can vary: {known}")
-        if any(axis.field == field for axis in axes):
+        if any(other == field for _, other, _ in given):
             raise GenbatchError(f"--vary {item!r}: {field} is already an axis; give all its values in one --vary")
         if overrides and field in overrides:
             raise GenbatchError(f"--vary {item!r}: --set {field}=... gives every row one {field}; use one of the two")
-        texts = tuple(v.strip() for v in next(csv.reader([text.strip()], skipinitialspace=True)))
+        given.append((item, field, tuple(v.strip() for v in next(csv.reader([text.strip()], skipinitialspace=True)))))
+    check_combinations([(field, len(texts)) for _, field, texts in given], max_combinations)
+    axes: list[Axis] = []
+    for item, field, texts in given:
         values = []
         for value in texts:
             try:
                 values.append(parse_value(field, value))
-            except ValueError as err:
-                raise GenbatchError(f"--vary {item!r}: {err}; expected {BY_NAME[field].accepted}") from None
-        repeated = next((t for t, v in zip(texts, values) if values.count(v) > 1), None)
+            except ValueError as err:  # its message says what is accepted
+                raise GenbatchError(f"--vary {item!r}: {err}") from None
+        repeated = _repeated(texts, values)
         if repeated is not None:
             raise GenbatchError(f"--vary {item!r}: the value {repeated!r} is given twice")
         axes.append(Axis(field, tuple(values), texts))
     return axes
 
 
-def apply_axes(rows: list[Row], axes: list[Axis]) -> list[Row]:
-    """Each row once per combination of the axes' values (the first axis outermost)."""
+def check_combinations(counts: list[tuple[str, int]], limit: int = MAX_COMBINATIONS) -> None:
+    """Raise GenbatchError if axes of these (field, number of values) give a row more than
+    ``limit`` combinations: each one is a job (or num_images jobs) for every row."""
+    combinations = math.prod(count for _, count in counts)
+    if combinations > limit:
+        axes = " x ".join(f"{field} ({count} values)" for field, count in counts)
+        raise GenbatchError(
+            f"--vary: {axes} make {combinations:,} combinations for each row, over the limit of {limit:,}; "
+            "give fewer values, or pass --max-images-per-row N to allow more"
+        )
+
+
+def _repeated(texts: tuple[str, ...], values: list[Any]) -> str | None:
+    """The first value as written whose parsed value is given more than once, or None."""
+    try:
+        counts = collections.Counter(values)
+    except TypeError:  # a value that cannot be hashed: compare them all
+        return next((t for t, v in zip(texts, values) if values.count(v) > 1), None)
+    return next((t for t, v in zip(texts, values) if counts[v] > 1), None)
+
+
+def apply_axes(rows: list[Row], axes: list[Axis], max_combinations: int = MAX_COMBINATIONS) -> list[Row]:
+    """Each row once per combination of the axes' values (the first axis outermost); more
+    than ``max_combinations`` combinations raise GenbatchError before any row is made."""
     if not axes:
         return rows
+    check_combinations([(axis.field, len(axis.values)) for axis in axes], max_combinations)
     fields = [axis.field for axis in axes]
     varied = []
     for row in rows:

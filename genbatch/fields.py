@@ -17,7 +17,18 @@ from typing import Any
 
 from .samplers import a1111_name
 
+# The upper bounds of the numeric fields: what real runs use with room to spare, and below
+# where a pipeline refuses the value or runs out of memory with a traceback instead of a message.
 MAX_SEED = 2**64 - 1
+MAX_STEPS = 1000  # diffusers' schedulers refuse more steps than their 1000 training timesteps
+MAX_GUIDANCE = 100  # A1111's CFG slider stops at 30; past ~30 images burn out
+MAX_SIZE = 16384  # pixels per side (a 16384x16384 latent already needs tens of GB)
+MAX_SEQUENCE_LENGTH = 4096  # T5/Gemma tokens; diffusers' pipelines take at most 512 to 3000
+MAX_NUM_IMAGES = 10**9  # the hard ceiling of --max-images-per-row (default 10,000 per row)
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 @dataclass(frozen=True)
@@ -26,8 +37,10 @@ class Field:
     kind: str  # how values parse: "prompt", "text", "int", "float", "name" (id, model), "lora", "choice",
     #   "scheduler", "list"
     aliases: tuple[str, ...] = ()  # manifest column names; () = not read from a manifest
+    # Kinds "int" and "float": the accepted range, lo <= value <= hi, checked wherever a value is
+    # read (manifest cells, run options, --set, --vary, A1111 lines, the ledger: genbatch.ledger_checks).
     lo: float = 0
-    hi: int | None = None
+    hi: float | None = None
     multiple_of: int = 1
     option: str | None = None  # the run option that gives rows without a value one
     job: bool = True  # a resolved parameter of every image: ledger, PNG metadata, report
@@ -46,15 +59,12 @@ class Field:
     @property
     def accepted(self) -> str:
         """What a valid value looks like, for messages."""
-        if self.kind == "int":
-            text = (
-                f"a whole number from {self.lo:g} to {self.hi}"
-                if self.hi is not None
-                else f"a whole number >= {self.lo:g}"
+        if self.kind in ("int", "float"):
+            text = "a whole number" if self.kind == "int" else "a number"
+            text += (
+                f" from {_number(self.lo)} to {_number(self.hi)}" if self.hi is not None else f" >= {_number(self.lo)}"
             )
             return text + (f" that is a multiple of {self.multiple_of}" if self.multiple_of > 1 else "")
-        if self.kind == "float":
-            return f"a number >= {self.lo:g}"
         if self.kind == "scheduler":
             from .samplers import accepted
 
@@ -64,6 +74,13 @@ class Field:
         if self.kind == "lora":
             return "LoRA files or ids with optional weights, e.g. style.safetensors:0.8; other:0.5 (or none)"
         return "text"
+
+    def in_range(self, number: float) -> bool:
+        """Whether a number (of this field's kind, "int" or "float") is in its declared range
+        (NaN is not)."""
+        if not self.lo <= number or (self.hi is not None and not number <= self.hi):
+            return False
+        return not (self.multiple_of > 1 and number % self.multiple_of)
 
 
 FIELDS: tuple[Field, ...] = (
@@ -77,6 +94,7 @@ FIELDS: tuple[Field, ...] = (
         "int",
         ("steps", "num_inference_steps"),
         lo=1,
+        hi=MAX_STEPS,
         option="--steps",
         key=True,
         group=True,
@@ -87,6 +105,7 @@ FIELDS: tuple[Field, ...] = (
         "guidance_scale",
         "float",
         ("guidance_scale", "guidance", "cfg"),
+        hi=MAX_GUIDANCE,
         option="--guidance",
         key=True,
         group=True,
@@ -98,6 +117,7 @@ FIELDS: tuple[Field, ...] = (
         "int",
         ("width",),
         lo=8,
+        hi=MAX_SIZE,
         multiple_of=8,
         option="--width",
         key=True,
@@ -106,7 +126,16 @@ FIELDS: tuple[Field, ...] = (
         a1111=(4, "Size", lambda p: f"{p['width']}x{p['height']}"),
     ),
     Field(
-        "height", "int", ("height",), lo=8, multiple_of=8, option="--height", key=True, group=True, template=("height",)
+        "height",
+        "int",
+        ("height",),
+        lo=8,
+        hi=MAX_SIZE,
+        multiple_of=8,
+        option="--height",
+        key=True,
+        group=True,
+        template=("height",),
     ),
     # A diffusers class name or an A1111 sampler name (genbatch.samplers): a job records the
     # class here and what an A1111 name adds to it (Karras sigmas...) in scheduler_options.
@@ -160,10 +189,11 @@ FIELDS: tuple[Field, ...] = (
         off="off",
     ),
     # T5/Gemma prompt length of SD3, Flux, PixArt and Sana (a model's genbatch.json, else the pipeline's).
-    Field("max_sequence_length", "int", ("max_sequence_length",), lo=1, key=True, group=True),
+    Field("max_sequence_length", "int", ("max_sequence_length",), lo=1, hi=MAX_SEQUENCE_LENGTH, key=True, group=True),
     # The model's diffusers family (genbatch.families); its fingerprint is already in the key.
     Field("family", "name"),
-    Field("num_images", "int", ("num_images", "n"), lo=1, option="--num-images", job=False),
+    # Also bounded per row by --max-images-per-row (genbatch.manifest_values.check_images_per_row).
+    Field("num_images", "int", ("num_images", "n"), lo=1, hi=MAX_NUM_IMAGES, option="--num-images", job=False),
     Field("id", "name", ("id", "name"), job=False),
     Field("model", "name", ("model",), option="--model", job=False),
 )

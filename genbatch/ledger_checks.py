@@ -8,12 +8,17 @@ import logging
 from typing import Any
 
 from .echo import shown
+from .fields import FIELDS, Field
 
 # What each field of a record must be for genbatch to use it; a record breaking this (the
-# ledger is text a person can edit) is reported and skipped, never a crash later on.
-_TEXT, _INT, _SEED, _NUMBER = "text", "a whole number", "a whole number from 0 to 2**64-1", "a number"
+# ledger is text a person can edit) is reported and skipped, never a crash later on. The
+# numeric generation fields (seed, steps, size, guidance...) are held to their declaration in
+# genbatch.fields, the same range a manifest cell or a run option is held to.
+_TEXT, _INT, _NUMBER = "text", "a whole number", "a number"
 _LIST, _OBJECT = "a list of whole numbers", "an object"
-_FIELD_TYPES: dict[str, str] = {
+_I64_MAX = 2**63 - 1
+_RANGED: dict[str, Field] = {f.name: f for f in FIELDS if f.job and f.kind in ("int", "float")}
+_FIELD_TYPES: dict[str, str | Field] = {
     "key": _TEXT,
     "status": _TEXT,
     "file": _TEXT,
@@ -36,16 +41,17 @@ _FIELD_TYPES: dict[str, str] = {
     "row": _INT,
     "line": _INT,
     "k": _INT,
-    "seed": _SEED,
-    "steps": _INT,
-    "width": _INT,
-    "height": _INT,
+    "seed": _RANGED["seed"],
+    "steps": _RANGED["steps"],
+    "width": _RANGED["width"],
+    "height": _RANGED["height"],
     "batch_size": _INT,
     "bytes": _INT,
-    "guidance_scale": _NUMBER,
+    "guidance_scale": _RANGED["guidance_scale"],
     "seconds": _NUMBER,
     "timesteps": _LIST,
     "fields": _OBJECT,
+    **_RANGED,  # the other numeric fields (clip_skip, max_sequence_length), after these
 }
 REPORTED = 10  # bad lines reported one by one; the rest are counted
 _log = logging.getLogger("genbatch.ledger")
@@ -67,14 +73,15 @@ def _type_name(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def _fits(value: Any, kind: str, surrogates: bool = True) -> bool:
+def _fits(value: Any, kind: str | Field, surrogates: bool = True) -> bool:
     """Whether ``value`` is of ``kind``; ``surrogates=False``: the line holds no ``\\ud``
     escape, so no text in it can hold half a surrogate pair."""
+    if isinstance(kind, Field):  # a generation field: of its kind, in its declared range
+        return _of_kind(value, kind) and kind.in_range(value)
     if kind == _TEXT:
         return isinstance(value, str) and not (surrogates and _has_surrogate(value))
-    if kind in (_INT, _SEED):  # what a 64-bit column of report.csv/.parquet holds
-        lo, hi = (0, 2**64) if kind == _SEED else (-(2**63), 2**63)
-        return isinstance(value, int) and not isinstance(value, bool) and lo <= value < hi
+    if kind == _INT:  # what a 64-bit column of report.csv/.parquet holds
+        return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
     if kind == _NUMBER:
         # NaN passes (json writes it for a float; readers show it as empty), infinities do not
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -84,6 +91,12 @@ def _fits(value: Any, kind: str, surrogates: bool = True) -> bool:
             isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**63 for v in value
         )
     return isinstance(value, dict)
+
+
+def _of_kind(value: Any, spec: Field) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) if spec.kind == "int" else isinstance(value, (int, float))
 
 
 def _has_surrogate(text: str) -> bool:
@@ -120,6 +133,13 @@ def _names(kind: str) -> tuple[str, ...]:
 
 
 _TEXTS, _INTS, _NUMBERS, _LISTS, _OBJECTS = (_names(k) for k in (_TEXT, _INT, _NUMBER, _LIST, _OBJECT))
+# (name, lo, hi, multiple) of the whole-number fields and (name, lo, hi) of the others
+_WHOLE = tuple(
+    (name, f.lo, f.hi if f.hi is not None else _I64_MAX, f.multiple_of)
+    for name, f in _RANGED.items()
+    if f.kind == "int"
+)
+_REAL = tuple((name, f.lo, f.hi if f.hi is not None else _I64_MAX) for name, f in _RANGED.items() if f.kind == "float")
 _I64 = 2**63
 
 
@@ -145,9 +165,14 @@ def _plainly_fits(record: dict[str, Any]) -> bool:
             return False
         if value and not -_I64 <= min(value) <= max(value) < _I64:
             return False
-    seed = get("seed")
-    if seed is not None and (type(seed) is not int or not 0 <= seed < 2 * _I64):
-        return False
+    for name, lo, hi, multiple in _WHOLE:
+        value = get(name)
+        if value is not None and (type(value) is not int or not lo <= value <= hi or value % multiple):
+            return False
+    for name, lo, hi in _REAL:
+        value = get(name)
+        if value is not None and (type(value) not in (int, float) or not lo <= value <= hi):  # NaN: no
+            return False
     return record["key"] is not None and all(type(get(name, {})) is dict for name in _OBJECTS)
 
 
@@ -160,7 +185,12 @@ def _field_problem(record: dict[str, Any], surrogates: bool) -> str | None:
         if not _fits(value, kind, surrogates):
             if kind == _TEXT and isinstance(value, str):
                 return f'"{name}" holds half of a UTF-16 surrogate pair, not text'
-            numeric = type(value) in (int, float) and kind in (_INT, _SEED, _NUMBER)
+            if isinstance(kind, Field):
+                numeric = _of_kind(value, kind)
+                kind_text = kind.accepted
+            else:
+                numeric = type(value) in (int, float) and kind in (_INT, _NUMBER)
+                kind_text = kind
             what = "is out of range" if numeric else f"is {_type_name(value)}"
-            return f'"{name}" {what}, expected {kind}'
+            return f'"{name}" {what}, expected {kind_text}'
     return None

@@ -9,8 +9,8 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .echo import shown
-from .fields import BY_NAME
+from .echo import shown, shown_bare
+from .fields import BY_NAME, Field
 from .samplers import parse_scheduler
 
 
@@ -26,11 +26,10 @@ def _is_missing(value: Any) -> bool:
     return isinstance(value, str) and value.strip() == ""
 
 
-def _as_int(value: Any, what: str, lo: int, hi: int | None = None, multiple_of: int = 1) -> int:
-    accepted = f"a whole number {'from ' + str(lo) + ' to ' + str(hi) if hi is not None else '>= ' + str(lo)}"
-    if multiple_of > 1:
-        accepted += f" that is a multiple of {multiple_of}"
+def _as_int(value: Any, spec: Field) -> int:
+    what = spec.name
     number: int | None = None
+    written: str | None = None  # the text of a number written as a float ("1e30"), to show as given
     if isinstance(value, bool):
         number = None
     elif isinstance(value, int):
@@ -45,24 +44,26 @@ def _as_int(value: Any, what: str, lo: int, hi: int | None = None, multiple_of: 
             try:
                 as_float = float(text)
                 number = int(as_float) if as_float.is_integer() else None
+                written = shown_bare(text, 40)
             except (ValueError, OverflowError):
                 number = None
     if number is None:
-        raise _Invalid(f"{shown(value)} is not a valid {what}; expected {accepted}")
-    if number < lo or (hi is not None and number > hi) or number % multiple_of:
-        raise _Invalid(f"{what} {shown(number)} is out of range; expected {accepted}")
+        raise _Invalid(f"{shown(value)} is not a valid {what}; expected {spec.accepted}")
+    if not spec.in_range(number):
+        raise _Invalid(f"{what} {written or shown(number)} is out of range; expected {spec.accepted}")
     return number
 
 
-def _as_float(value: Any, what: str, lo: float) -> float:
+def _as_float(value: Any, spec: Field) -> float:
+    what = spec.name
     try:
         if isinstance(value, bool):
             raise ValueError
         number = float(value.strip() if isinstance(value, str) else value)
     except (TypeError, ValueError, OverflowError):
-        raise _Invalid(f"{shown(value)} is not a valid {what}; expected a number >= {lo:g}") from None
-    if not math.isfinite(number) or number < lo:
-        raise _Invalid(f"{what} {number:g} is out of range; expected a number >= {lo:g}")
+        raise _Invalid(f"{shown(value)} is not a valid {what}; expected {spec.accepted}") from None
+    if not math.isfinite(number) or not spec.in_range(number):
+        raise _Invalid(f"{what} {number:g} is out of range; expected {spec.accepted}")
     return number
 
 
@@ -101,9 +102,9 @@ def parse_value(name: str, value: Any) -> Any:
     """Parse one field's value, raising ValueError with a message that says what is accepted."""
     spec = BY_NAME[name]
     if spec.kind == "int":
-        return _as_int(value, name, int(spec.lo), spec.hi, spec.multiple_of)
+        return _as_int(value, spec)
     if spec.kind == "float":
-        return _as_float(value, name, spec.lo)
+        return _as_float(value, spec)
     if spec.kind == "choice":
         text = _as_text(value, name).lower()
         if text not in spec.choices:
@@ -124,9 +125,8 @@ _MEMO_LIMIT = 10_000  # distinct values remembered per column for fields parsed 
 
 def _fast_int(cell: str, name: str, limit: int) -> Any:
     if cell.isdigit() and cell.isascii():  # as int() reads it; anything else the slow way
-        spec = BY_NAME[name]
         number = int(cell)
-        if spec.lo <= number and (spec.hi is None or number <= spec.hi) and not number % spec.multiple_of:
+        if BY_NAME[name].in_range(number):
             return number if name != "num_images" or number <= limit else _SLOW
     return _SLOW
 
@@ -136,7 +136,7 @@ def _fast_float(cell: str, name: str, limit: int) -> Any:
         number = float(cell)  # float() strips whitespace as _as_float does
     except ValueError:
         return _SLOW
-    return number if math.isfinite(number) and number >= BY_NAME[name].lo else _SLOW
+    return number if BY_NAME[name].in_range(number) else _SLOW  # NaN and infinities are not
 
 
 def _fast_text(cell: str, name: str, limit: int) -> Any:

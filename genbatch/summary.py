@@ -12,6 +12,9 @@ from typing import Any
 from .errors import GenbatchError, ManifestError
 from .ledger import SCHEMA_VERSION
 
+# What the end of a run writes besides the images and the ledger, as the closing line names it.
+ALL_WRITTEN = ("run.json", "report.csv/.parquet", "report.html")
+
 
 @dataclass
 class Counts:
@@ -57,9 +60,15 @@ class RunSummary:
     skipped: list[dict[str, Any]] = field(default_factory=list)
     error: dict[str, Any] | None = None  # a run that stopped on bad input: message, file, line
     schema: int = SCHEMA_VERSION
+    # The end-of-run files written, in order ("run.json", "report.csv/.parquet", "report.html"...),
+    # for the closing line; None: not recorded (all of them are named). Not part of run.json,
+    # which is written before the others.
+    written: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        found = asdict(self)
+        del found["written"]
+        return found
 
     @classmethod
     def from_error(cls, err: GenbatchError, out: str, manifest: str | None) -> RunSummary:
@@ -88,7 +97,8 @@ class RunSummary:
             + (f", {c.not_run} not run (interrupted)" if self.interrupted else ""),
             f"{self.wall_seconds or 0:.1f}s wall, {self.images_per_second or 0:.2f} images/s on "
             f"{self.backend}/{self.device}/{self.dtype}",
-            f"images, genbatch.jsonl, run.json, report.csv/.parquet, report.html in {self.out}",
+            ", ".join(["images", "genbatch.jsonl", *(ALL_WRITTEN if self.written is None else self.written)])
+            + f" in {self.out}",
         ]
         if self.workers:
             lines.append(

@@ -93,7 +93,7 @@ def test_a1111_prompt_file_problems_are_located_at_their_column(tmp_path):
     result = genbatch("validate", manifest, "--format", "a1111")
     assert result.exit_code == 2
     lines = result.stdout.splitlines()
-    assert lines[0] == f"{manifest}:2:22: --steps: 'abc' is not a valid steps; expected a whole number >= 1"
+    assert lines[0] == f"{manifest}:2:22: --steps: 'abc' is not a valid steps; expected a whole number from 1 to 1000"
     assert lines[1].startswith(
         f"{manifest}:3:14: unknown option '--bogus'; expected A1111 prompt-file options: --prompt, --negative_prompt"
     )
@@ -104,6 +104,30 @@ def test_a1111_prompt_file_problems_are_located_at_their_column(tmp_path):
     assert lines[3].startswith(f"{manifest}:5:") and "No closing quotation" in lines[3]
     assert lines[4] == f"{manifest}:6:1: no --prompt on this line"
     assert "5 problems, 1 valid rows" in result.stderr
+
+
+def test_a1111_image_counts_over_the_limit_are_located_at_their_options_in_line_order(tmp_path):
+    manifest = tmp_path / "many.txt"
+    manifest.write_text(
+        '--prompt "a" --n_iter 10000 --batch_size 10000\n'
+        '--prompt "b" --steps x\n'
+        '--prompt "c" --batch_size 8 --n_iter 2000\n'
+        '--prompt "d" --n_iter 2000000000\n'
+        '--prompt "e" --n_iter 100 --batch_size 100\n',
+        encoding="utf-8",
+    )
+    result = genbatch("validate", manifest)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stdout.splitlines() == [
+        f"{manifest}:1:14: --n_iter 10000 x --batch_size 10000: num_images 100000000 is over the limit of 10000 "
+        "images per row; pass --max-images-per-row N to allow more",
+        f"{manifest}:2:22: --steps: 'x' is not a valid steps; expected a whole number from 1 to 1000",
+        f"{manifest}:3:14: --batch_size 8 x --n_iter 2000: num_images 16000 is over the limit of 10000 images per row; "
+        "pass --max-images-per-row N to allow more",
+        f"{manifest}:4:23: --n_iter: num_images 2000000000 is out of range; "
+        "expected a whole number from 1 to 1000000000",
+    ]
+    assert "4 problems, 1 valid rows" in result.stderr
 
 
 # --- A1111 sampler names -----------------------------------------------------------------------

@@ -156,7 +156,7 @@ def test_column_mapping_and_forced_values(tmp_path):
 def test_invalid_forced_value_is_fatal(tmp_path):
     manifest = read_manifest(write(tmp_path / "p.csv", "prompt\nx\n"), overrides={"width": "500"})
     assert [str(p) for p in manifest.fatal_problems] == [
-        "--set:width: width 500 is out of range; expected a whole number >= 8 that is a multiple of 8"
+        "--set:width: width 500 is out of range; expected a whole number from 8 to 16384 that is a multiple of 8"
     ]
 
 
