@@ -35,11 +35,12 @@ browser:
 test: lint docs-check browser
 	$(BIN)/python -m pytest
 
-# Lint, format and types; their settings are in pyproject.toml.
+# Lint, format, types and the package layers (import-linter); their settings are in pyproject.toml.
 lint: install
 	$(BIN)/ruff check
 	$(BIN)/ruff format --check
 	$(BIN)/mypy genbatch
+	$(BIN)/lint-imports
 
 # docs/cli.md from --help; docs/index.md is README.md with its links made relative to docs/.
 docs: install

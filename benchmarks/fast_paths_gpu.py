@@ -1,6 +1,6 @@
 """The torch fast paths one at a time, in one process, on one pipeline: seconds per image of the
 pipeline call (model time: start-up and writing left out) for a released architecture with
-random weights (genbatch.architectures), built once on the GPU.
+random weights (genbatch.pipelines.architectures), built once on the GPU.
 
     python benchmarks/fast_paths_gpu.py --model sd15 --dtype fp16 --batch 16 --out fast-paths.json
 
@@ -44,16 +44,17 @@ def main() -> None:
 
     import torch
 
-    from genbatch.architectures import build_pipeline, write_architecture
     from genbatch.backends import BackendOptions
+    from genbatch.backends.fast_paths import set_attention
     from genbatch.backends.torch_backend import TorchBackend
-    from genbatch.bench_worker import prompts
-    from genbatch.expand import expand_jobs
-    from genbatch.fast_paths import set_attention
+    from genbatch.backends.torch_options import TorchOptions
+    from genbatch.bench.worker import prompts
     from genbatch.jobs import Defaults, Target
-    from genbatch.manifest import Row
-    from genbatch.model_files import read_defaults
-    from genbatch.model_lookup import resolve_model
+    from genbatch.manifest.read import Row
+    from genbatch.pipelines.architectures import build_pipeline, write_architecture
+    from genbatch.pipelines.families import read_defaults
+    from genbatch.pipelines.model_lookup import resolve_model
+    from genbatch.plan.expand import expand_jobs
 
     work = Path(tempfile.mkdtemp())
     folder = write_architecture(args.model, work / args.model, tiny=args.tiny)
@@ -122,7 +123,9 @@ def main() -> None:
 
     model = resolve_model(str(folder))
     for compiled in (None, args.compile) if args.compile else (None,):
-        loaded = TorchBackend().load(model, BackendOptions(args.device, args.dtype, extra={"compile": compiled}))
+        loaded = TorchBackend().load(
+            model, BackendOptions(args.device, args.dtype, torch=TorchOptions(compile=compiled))
+        )
 
         def ours(batch: list[str], first: int, n_steps: int, loaded: Any = loaded) -> Any:
             rows = [Row(i, i + 2, {}, prompt=p, seed=first + i) for i, p in enumerate(batch)]

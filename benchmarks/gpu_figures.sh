@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What a lent H100 or H200 can show, in one call of at most 10 minutes: the CUDA-only tests
 # (tests/test_cuda.py), then genbatch against the plain diffusers loop on random-weight models of
-# the released architectures, built on the device (genbatch.architectures), so nothing is
+# the released architectures, built on the device (genbatch.pipelines.architectures), so nothing is
 # downloaded. A part that would end after GPU_FIGURES_SECONDS (560) is skipped; one that overruns
 # its own limit is stopped and the next one runs.
 #
@@ -32,7 +32,7 @@ bench() {  # bench NAME SECONDS ARGS...: one genbatch bench, stopped after SECON
     local name=$1 limit=$2
     shift 2
     echo "== $name (at ${SECONDS}s, limit ${limit}s): genbatch bench $*" | tee -a "$OUT/summary.txt"
-    timeout "$limit" python3 -c "from genbatch.cli import app; app()" bench --out "$WORK/$name" --device cuda "$@" \
+    timeout "$limit" python3 -c "from genbatch.cli.app import app; app()" bench --out "$WORK/$name" --device cuda "$@" \
         2>&1 | tee -a "$OUT/summary.txt"
     [[ -f $WORK/$name/bench.json ]] && cp "$WORK/$name/bench.json" "$OUT/$name.json"
     tar -cf "$OUT/plots.tar" -C "$WORK" --exclude='tmp*' . 2>/dev/null

@@ -53,12 +53,13 @@ def write_done_folder(manifest: Path, out: Path, done: int, work: Path) -> None:
     (from a manifest of the first rows, which gives the same keys and names), each with a
     small image file and a ledger record written by the real ResultSink."""
     sys.path.insert(0, str(ROOT))
-    from genbatch.ledger import Ledger
-    from genbatch.plan import make_plan
+    from genbatch.engine.sink import BatchFacts, ResultSink
+    from genbatch.engine.writer import WrittenImage
+    from genbatch.plan.planner import make_plan
     from genbatch.progress import Progress
-    from genbatch.runner import RunOptions, load_manifest
-    from genbatch.sink import BatchFacts, ResultSink
-    from genbatch.writer import WrittenImage
+    from genbatch.runner.options import InputOptions, OutputOptions, RunOptions
+    from genbatch.runner.run import load_manifest
+    from genbatch.store.ledger import Ledger
 
     head = work / "head.csv"
     with open(manifest, encoding="utf-8", newline="") as source, open(head, "w", encoding="utf-8", newline="") as dest:
@@ -66,8 +67,8 @@ def write_done_folder(manifest: Path, out: Path, done: int, work: Path) -> None:
             if number > done:
                 break
             dest.write(line)
-    options = RunOptions(manifest=str(head), out=out, dry_run=True, quiet=True)
-    plan = make_plan(load_manifest(options), options)
+    options = RunOptions(InputOptions(str(head)), OutputOptions(out), dry_run=True, quiet=True)
+    plan = make_plan(load_manifest(options), options.plan)
     out.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(out)
     sink = ResultSink(ledger, Progress(0, quiet=True), run_id="bench", manifest=str(manifest), dtype=plan.dtype)
@@ -131,7 +132,7 @@ def main() -> None:
         if not out.exists():
             write_done_folder(manifest, out, args.done, work)
         generated = time.monotonic() - began
-        python = [sys.executable, "-m", "genbatch.cli"]
+        python = [sys.executable, "-m", "genbatch"]
         commands = {
             "validate": [*python, "validate", str(manifest)],
             "dry_run": [*python, "run", str(manifest), "--out", str(out), "--dry-run"],

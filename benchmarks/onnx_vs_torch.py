@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from genbatch.backends import BackendOptions, get_backend  # noqa: E402
-from genbatch.builtin_models import default_model_name  # noqa: E402
-from genbatch.model_lookup import resolve_model  # noqa: E402
+from genbatch.pipelines.builtin import default_model_name  # noqa: E402
+from genbatch.pipelines.model_lookup import resolve_model  # noqa: E402
 
 PROMPTS = [
     "a red circle",
@@ -76,7 +76,19 @@ def timed_export(model: str, out: Path, *extra: str) -> float:
     """Wall time of ``genbatch export`` as a user runs it (a fresh process, imports included)."""
     began = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "genbatch.cli", "export", "--to", "onnx", "--model", model, "--out", str(out), *extra],
+        [
+            sys.executable,
+            "-m",
+            "genbatch.cli.app",
+            "export",
+            "--to",
+            "onnx",
+            "--model",
+            model,
+            "--out",
+            str(out),
+            *extra,
+        ],
         check=True,
         capture_output=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])},

@@ -36,7 +36,9 @@ import numpy as np
 from PIL import Image
 
 from genbatch.backends.base import GeneratedImage, register_backend
-from genbatch.runner import RunOptions, run_manifest
+from genbatch.plan.planner import PlanOptions
+from genbatch.runner.options import EngineOptions, InputOptions, OutputOptions, RunOptions
+from genbatch.runner.run import run_manifest
 
 
 @functools.cache
@@ -80,14 +82,11 @@ def run_once(images: int, batch_size: int, size: int, accelerator_seconds: float
         cpu, wall = time.process_time(), time.perf_counter()
         run_manifest(
             RunOptions(
-                manifest=str(manifest),
-                out=Path(tmp) / "out",
-                model="tiny-random",
-                backend="instant",
-                batch_size=batch_size,
+                InputOptions(str(manifest), overrides={"width": str(size), "height": str(size)}),
+                OutputOptions(Path(tmp) / "out", html_report=html),
+                PlanOptions(model="tiny-random", backend="instant"),
+                EngineOptions(batch_size=batch_size),
                 quiet=True,
-                html_report=html,
-                overrides={"width": str(size), "height": str(size)},
             )
         )
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu

@@ -46,7 +46,7 @@ def run(engine: str, prompts: Path, out: Path, workers: int, batch_size: int, st
     command = [
         sys.executable,
         "-m",
-        "genbatch.cli",
+        "genbatch.cli.app",
         "run",
         str(prompts),
         "--out",

@@ -184,7 +184,7 @@ def main() -> None:
 
 def report_in_child(out: Path, thumbs: bool, src: Path) -> tuple[float, float, float]:
     """Wall seconds, CPU seconds and peak RSS (MB) of a fresh process that writes the report."""
-    code = f"from genbatch.report_html import write_html_report; write_html_report({str(out)!r}, thumbs={thumbs})"
+    code = f"from genbatch.report.html import write_html_report; write_html_report({str(out)!r}, thumbs={thumbs})"
     env = dict(os.environ, PYTHONPATH=str(Path(src).resolve()))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()

@@ -15,7 +15,9 @@ import json
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 
 def plain_diffusers(
@@ -31,10 +33,10 @@ def plain_diffusers(
     import torch
     from diffusers import DiffusionPipeline
 
-    from genbatch.backends.torch_backend import quiet_hf_libraries
+    from genbatch.pipelines.torch_runtime import quiet_hf_libraries
 
     quiet_hf_libraries()
-    from genbatch.backends.torch_backend import torch_dtype
+    from genbatch.pipelines.torch_runtime import torch_dtype
 
     pipe = DiffusionPipeline.from_pretrained(model_path, torch_dtype=torch_dtype(dtype)).to(device)
     pipe.set_progress_bar_config(disable=True)
@@ -52,31 +54,35 @@ def plain_diffusers(
 def with_genbatch(
     model: str, prompts: list[str], batch_size: int, steps: int, guidance: float, device: str, dtype: str, out: Path
 ) -> tuple[float, dict]:
-    from genbatch.model_lookup import resolve_model
-    from genbatch.plan import Defaults
-    from genbatch.runner import RunOptions, run_manifest
+    from genbatch.pipelines.model_lookup import resolve_model
+    from genbatch.plan.planner import Defaults, PlanOptions
+    from genbatch.runner.options import EngineOptions, InputOptions, OutputOptions, RunOptions
+    from genbatch.runner.run import run_manifest
 
     manifest = out.parent / "bench.txt"
     manifest.write_text("".join(p + "\n" for p in prompts))
-    common = dict(
-        model=model,
-        device=device,
-        dtype=dtype,
-        batch_size=batch_size,
-        quiet=True,
-        html_report=False,
-        defaults=Defaults(steps=steps, guidance_scale=guidance),
-    )
+    plan = PlanOptions(model=model, defaults=Defaults(steps=steps, guidance_scale=guidance))
+    engine = EngineOptions(device=device, dtype=dtype, batch_size=batch_size)
+
+    def options(folder: Path, **plan_changes: Any) -> RunOptions:
+        return RunOptions(
+            InputOptions(str(manifest)),
+            OutputOptions(folder, html_report=False),
+            replace(plan, **plan_changes),
+            engine,
+            quiet=True,
+        )
+
     # Warm-up run in another folder: loads the model code paths once, like the plain loop.
-    run_manifest(RunOptions(manifest=str(manifest), out=out.parent / "warm", limit=1, **common))
+    run_manifest(options(out.parent / "warm", limit=1))
     resolve_model(model)
-    result = run_manifest(RunOptions(manifest=str(manifest), out=out, **common))
+    result = run_manifest(options(out))
     return result.summary.wall_seconds, result.summary.to_dict()
 
 
 def main() -> None:
-    from genbatch.builtin_models import default_model_name
-    from genbatch.model_lookup import resolve_model
+    from genbatch.pipelines.builtin import default_model_name
+    from genbatch.pipelines.model_lookup import resolve_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=64)

@@ -81,7 +81,7 @@ def sampled(command: list[str], every: float, images: Callable[[], int]) -> tupl
 
 def report_step(out: Path, every: float) -> dict:
     """``genbatch report OUT`` (tables, metadata.jsonl, report.html and thumbnails), sampled."""
-    code, wall, samples = sampled([sys.executable, "-m", "genbatch.cli", "report", str(out)], every, lambda: 0)
+    code, wall, samples = sampled([sys.executable, "-m", "genbatch", "report", str(out)], every, lambda: 0)
     rss = [s["rss_mb"] for s in samples if s["rss_mb"] and s["t"] >= 1]
     pages, html = out / ".genbatch-report", out / "report.html"
     return {
@@ -131,7 +131,7 @@ def _without_samples(value: object) -> object:
 _STAND_IN = (
     "from pipeline_overhead import register_backend; "
     "register_backend('instant', 'pipeline_overhead:InstantBackend'); "
-    "from genbatch.cli import app; sys.argv[0] = 'genbatch'; app()"
+    "from genbatch.cli.app import app; sys.argv[0] = 'genbatch'; app()"
 )
 
 
@@ -143,7 +143,7 @@ def soak(args: argparse.Namespace, manifest: Path, out: Path) -> dict:
     stand_in = (
         ["-c", f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); {_STAND_IN}", "run"]
         if args.stand_in
-        else ["-m", "genbatch.cli", "run"]
+        else ["-m", "genbatch", "run"]
     )
     command = [
         sys.executable,

@@ -36,7 +36,7 @@ def cli_command() -> object:
     """The (Typer-built click) command behind ``genbatch``."""
     import typer.main
 
-    from genbatch.cli import app
+    from genbatch.cli.app import app
 
     return typer.main.get_command(app)
 
@@ -45,7 +45,7 @@ def render() -> str:
     os.environ.update({"COLUMNS": str(WIDTH), "TERM": "dumb", "NO_COLOR": "1", "_TYPER_FORCE_DISABLE_TERMINAL": "1"})
     from typer.testing import CliRunner
 
-    from genbatch.cli import app
+    from genbatch.cli.app import app
 
     runner = CliRunner()
     parts = ["# genbatch command reference\n", "Generated from `--help` by `python docs/gen_cli.py`; do not edit.\n"]

@@ -1,6 +1,6 @@
 """Errors a user can act on, and the exit codes they map to.
 
-Exit codes (documented in the README and tested):
+Exit codes (documented in docs/runs-and-resume.md and tested):
 
     0    every planned image is on disk
     1    some jobs failed (they are listed in run.json and the ledger)
@@ -39,7 +39,7 @@ class Problem:
     fatal: bool = False
 
     def __str__(self) -> str:
-        from .echo import shown_bare  # file and column names come from users' files
+        from genbatch.echo import shown_bare  # file and column names come from users' files
 
         where = shown_bare(self.file, limit=4096)
         if self.line is not None:

@@ -12,12 +12,12 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import families
-from .fields import GROUP_FIELDS, JOB_FIELDS, Values, record_values
+from genbatch.manifest.fields import GROUP_FIELDS, JOB_FIELDS, Values, record_values
+from genbatch.pipelines import families
 
 if TYPE_CHECKING:
-    from .manifest import Row
-    from .model_lookup import ModelRef
+    from genbatch.manifest.read import Row
+    from genbatch.pipelines.model_lookup import ModelRef
 
 
 @dataclass(frozen=True)
@@ -28,11 +28,11 @@ class Defaults:
     guidance_scale: float | None = None
     width: int | None = None
     height: int | None = None
-    negative_prompt: str | None = None  # None: the model's own default (genbatch.families.job_negative)
+    negative_prompt: str | None = None  # None: the model's own default (genbatch.pipelines.families.job_negative)
     num_images: int = 1
     clip_skip: int | None = None
     seed: int = 0  # the base seed that rows without a seed derive theirs from
-    lora: tuple[Any, ...] | None = None  # --lora: parsed specs (genbatch.lora.LoraSpec)
+    lora: tuple[Any, ...] | None = None  # --lora: parsed specs (genbatch.pipelines.lora.LoraSpec)
     prompt_weighting: str | None = None  # --prompt-weighting
 
     def get(self, name: str) -> Any:
@@ -67,7 +67,7 @@ class JobValues(dict[str, Any]):
 @dataclass(eq=False, slots=True)
 class Job(Values):
     """One image to make: its row, its model and every generation field resolved (``values``,
-    in :data:`genbatch.fields.JOB_FIELDS` order, readable as ``job.seed``, ``job.steps``...)."""
+    in :data:`genbatch.manifest.fields.JOB_FIELDS` order, readable as ``job.seed``, ``job.steps``...)."""
 
     index: int
     key: str

@@ -29,7 +29,7 @@ def tiny_model(genbatch_home: Path) -> Path:
     previous = os.environ.get("GENBATCH_HOME")
     os.environ["GENBATCH_HOME"] = str(genbatch_home)
     try:
-        from genbatch.builtin_models import ensure_tiny_random
+        from genbatch.pipelines.builtin import ensure_tiny_random
 
         return ensure_tiny_random()
     finally:
@@ -42,8 +42,8 @@ def tiny_model(genbatch_home: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_family(genbatch_home: Path):
     """``tiny_family("flux")``: the folder of a tiny random pipeline of that family
-    (genbatch.tiny_models), built once per session."""
-    from genbatch.tiny_models import build_tiny
+    (genbatch.pipelines.tiny_models), built once per session."""
+    from genbatch.pipelines.tiny_models import build_tiny
 
     built: dict[str, Path] = {}
 

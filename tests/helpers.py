@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
 
-from genbatch.cli import app
+from genbatch.cli.app import app
 
 # Fast settings for the tiny noise model: 2 steps, 64x64.
 FAST = ["--model", "tiny-random", "--steps", "2", "--quiet"]
@@ -26,7 +26,7 @@ def genbatch(*args: str | Path, input: str | None = None):
 def genbatch_process(*args: str | Path, cwd: Path | None = None, **kwargs) -> subprocess.Popen:
     """Run the CLI as a real process (for signals, kills and locks)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "genbatch.cli", *map(str, args)],
+        [sys.executable, "-m", "genbatch", *map(str, args)],
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

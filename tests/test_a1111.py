@@ -22,7 +22,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from test_report_html import _open, browser  # noqa: F401  (the browser fixture)
 
-from genbatch.a1111 import parse_parameters
+from genbatch.manifest.a1111 import parse_parameters
 from genbatch.progress import Progress
 
 PROMPT_FILE = (
@@ -419,7 +419,7 @@ def test_plain_log_lines_have_timestamps_and_no_library_progress_bars(tmp_path, 
         [
             sys.executable,
             "-m",
-            "genbatch.cli",
+            "genbatch.cli.app",
             "run",
             str(manifest),
             "--out",

@@ -13,7 +13,7 @@ import pytest
 from helpers import genbatch, images, ledger, pixels
 
 from genbatch.backends import base
-from genbatch.batch_size import is_out_of_memory
+from genbatch.engine.batch_size import is_out_of_memory
 
 CALLS: list[int] = []  # the size of every generate() call, in order
 LIMIT = {"fits": 3}

@@ -8,9 +8,9 @@ import pytest
 from helpers import genbatch
 from PIL import Image
 
-from genbatch.architectures import build_pipeline, names, write_architecture
-from genbatch.families import detect
-from genbatch.model_lookup import resolve_model
+from genbatch.pipelines.architectures import build_pipeline, names, write_architecture
+from genbatch.pipelines.families import detect
+from genbatch.pipelines.model_lookup import resolve_model
 
 # Parameters of the released models (millions): SD-1.5 UNet 860, SDXL UNet 2,567 and its
 # OpenCLIP-G text encoder 695, Flux.1 transformer 11,901 (11.9 B) and T5-XXL encoder 4,762.

@@ -1,6 +1,6 @@
 """Every number has an upper bound, checked before anything is planned: manifest cells, run
 options, ``--set``, ``--vary`` and the ledger all hold a field to the one range declared for it
-(genbatch.fields), and ``--vary`` cannot multiply a row past the images-per-row limit.
+(genbatch.manifest.fields), and ``--vary`` cannot multiply a row past the images-per-row limit.
 A run that cannot write its reports says so once, and names only the files it wrote."""
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 from helpers import FAST, genbatch, images, ledger
 
-import genbatch.report as summaries_module
-import genbatch.writer as writer_module
-from genbatch.axes import apply_axes, parse_axes
+import genbatch.engine.writer as writer_module
+import genbatch.report.summaries as summaries_module
 from genbatch.errors import GenbatchError
-from genbatch.fields import FIELDS
-from genbatch.ledger_checks import record_problem
-from genbatch.manifest import Row
-from genbatch.manifest_values import parse_value
-from genbatch.summary import RunSummary
+from genbatch.manifest.fields import FIELDS
+from genbatch.manifest.read import Row
+from genbatch.manifest.values import parse_value
+from genbatch.plan.axes import apply_axes, parse_axes
+from genbatch.runner.summary import RunSummary
+from genbatch.store.ledger_checks import record_problem
 
 
 def write(path: Path, text: str) -> Path:
@@ -82,9 +82,6 @@ def test_run_options_are_held_to_the_same_bounds(tmp_path, option, says):
     assert "expected a whole number from 1 to 1000; expected" not in result.output  # said once
 
 
-@pytest.mark.xfail(
-    strict=True, reason="genbatch/cli_run_options.py _check_values checks only --width, --height and --guidance"
-)
 def test_steps_on_the_command_line_are_held_to_the_fields_bound(tmp_path):
     result = dry_run(write(tmp_path / "p.csv", "prompt\na\n"), tmp_path, "--steps", "100000")
     assert result.exit_code == 2
@@ -168,7 +165,6 @@ def test_the_closing_line_names_only_what_was_written():
     assert everything == "images, genbatch.jsonl, run.json, report.csv/.parquet, report.html in out"
 
 
-@pytest.mark.xfail(strict=True, reason="genbatch/runner.py _write_reports must record summary.written")
 def test_a_full_disk_is_said_once_and_the_closing_line_claims_nothing_unwritten(tmp_path, monkeypatch):
     manifest = write(tmp_path / "p.txt", "".join(f"prompt {i}\n" for i in range(4)))
     out = tmp_path / "out"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from genbatch.contact_sheet import BACKGROUND, PAD, write_contact_sheets
+from genbatch.report.contact_sheet import BACKGROUND, PAD, write_contact_sheets
 
 THUMB = 32
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer.main
 from typer.core import TyperGroup
 
-from genbatch.cli import app
+from genbatch.cli.app import app
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,7 +89,7 @@ def test_readme_links_to_docs_pages_that_exist():
 
 
 def test_example_manifest_is_valid():
-    from genbatch.manifest import read_manifest
+    from genbatch.manifest.read import read_manifest
 
     manifest = read_manifest(ROOT / "manifests" / "example.csv")
     assert manifest.problems == [] and len(manifest.rows) >= 12

@@ -61,7 +61,7 @@ class Part(torch.nn.Module):
 def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
-    from genbatch.tiny_tokenizers import write_clip_tokenizer
+    from genbatch.pipelines.tiny_tokenizers import write_clip_tokenizer
 
     folder = tmp_path_factory.mktemp("tiny-clip")
     write_clip_tokenizer(folder)

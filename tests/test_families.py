@@ -1,5 +1,5 @@
 """The family contract, for every first-class diffusers family on the torch backend, with a
-tiny random pipeline of each (genbatch.tiny_models): a CLI run makes the images; an image is
+tiny random pipeline of each (genbatch.pipelines.tiny_models): a CLI run makes the images; an image is
 the same alone or in a batch; it equals what plain diffusers returns for the same prompt,
 parameters and ``generator=torch.Generator("cpu").manual_seed(seed)``; a rerun generates
 nothing; the ledger says the family."""
@@ -15,8 +15,7 @@ import torch
 from helpers import diffusers_images, genbatch, ledger, pixels
 from PIL import Image
 
-from genbatch.families import detect, family_defaults, family_of, folder_family
-from genbatch.model_files import read_defaults
+from genbatch.pipelines.families import detect, family_defaults, family_of, folder_family, read_defaults
 
 # tiny pipeline -> (family, what plain diffusers needs besides prompt, size, steps, guidance)
 FAMILIES = {
@@ -75,7 +74,7 @@ def test_family_contract(tiny, tiny_family, tmp_path):
     # the images are not all alike (a test that compares blanks would pass on anything)
     assert np.abs(in_batch[11] - in_batch[12]).max() > 10
 
-    # the README's five lines: plain diffusers from a ledger line
+    # the five lines of docs/models-and-families.md: plain diffusers from a ledger line
     from diffusers import DiffusionPipeline
 
     r = records[1]
@@ -228,8 +227,8 @@ def test_models_command_says_family_and_backends(tiny_family):
 
 def test_settings_a_family_does_not_take_are_named(tiny_family):
     from genbatch.errors import ModelError
-    from genbatch.families import FLUX, SDXL
-    from genbatch.family_checks import check_model, check_negative_prompt
+    from genbatch.pipelines.families import FLUX, SDXL
+    from genbatch.plan.family_checks import check_model, check_negative_prompt
 
     assert "Flux.1 takes no negative prompt" in check_negative_prompt(FLUX, "blurry")
     assert check_negative_prompt(FLUX, None) is None and check_negative_prompt(SDXL, "blurry") is None

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from genbatch.errors import GenbatchError, ManifestError
-from genbatch.manifest import read_manifest
+from genbatch.manifest.read import read_manifest
 
 settings.register_profile(
     "ci",
@@ -159,8 +159,8 @@ def test_stray_quotes_never_merge_rows_silently(tmp_path_factory, rows, position
 def test_the_fast_and_the_exact_csv_reader_agree(text):
     """Most files go through the standard library's reader; where it accepts a file, the
     exact reader (the one that locates problems) must read the same cells."""
-    from genbatch.csv_reader import split_csv_exact as _split_csv_exact
-    from genbatch.csv_reader import split_csv_simple as _split_csv_simple
+    from genbatch.manifest.csv_reader import split_csv_exact as _split_csv_exact
+    from genbatch.manifest.csv_reader import split_csv_simple as _split_csv_simple
 
     fast = _split_csv_simple(text, ",")
     if fast is not None:
@@ -243,7 +243,7 @@ def test_megabyte_fields(tmp_path):
 READ_ALL = """
 import json, sys
 from genbatch.errors import GenbatchError, ManifestError
-from genbatch.manifest import read_manifest
+from genbatch.manifest.read import read_manifest
 for path in sys.argv[1:]:
     try:
         m = read_manifest(path)
@@ -310,7 +310,7 @@ def test_parquet_with_odd_types_in_a_subprocess(tmp_path):
         assert results["duplicates"]["problems"] and results["garbage"]["problems"]
         assert "\x1b" not in run.stdout
     cli = subprocess.run(
-        [sys.executable, "-m", "genbatch.cli", "validate", str(tmp_path / "all.parquet")],
+        [sys.executable, "-m", "genbatch", "validate", str(tmp_path / "all.parquet")],
         capture_output=True,
         text=True,
         cwd=Path(__file__).resolve().parents[1],

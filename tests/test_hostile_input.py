@@ -124,12 +124,12 @@ def test_a_manifest_path_that_is_not_utf8(tmp_path):
     with open(raw, "w") as handle:
         handle.write("prompt,seed\na,1\nb,x\n")
     name = os.fsdecode(raw)  # as sys.argv holds it: the byte as a surrogate
-    result = subprocess.run([sys.executable, "-m", "genbatch.cli", "validate", name], capture_output=True, cwd=ROOT)
+    result = subprocess.run([sys.executable, "-m", "genbatch", "validate", name], capture_output=True, cwd=ROOT)
     assert result.returncode == 2, result.stderr
     assert b"caf\\udce9\\x1b.csv:3:seed: 'x' is not a valid seed" in result.stdout and b"Traceback" not in result.stderr
     out = tmp_path / "out"
     run = subprocess.run(
-        [sys.executable, "-m", "genbatch.cli", "run", name, "--out", str(out), "--skip-invalid", *FAST],
+        [sys.executable, "-m", "genbatch", "run", name, "--out", str(out), "--skip-invalid", *FAST],
         capture_output=True,
         cwd=ROOT,
     )
@@ -273,7 +273,7 @@ def test_ledger_lines_of_the_wrong_types_are_reported_and_skipped(tmp_path):
 
 
 def test_a_torn_last_ledger_line_is_still_passed_over_quietly(tmp_path):
-    from genbatch.ledger import iter_records
+    from genbatch.store.ledger import iter_records
 
     (tmp_path / "genbatch.jsonl").write_text('{"key": "a", "status": "failed"}\n{"key": "b", "sta')
     seen: list[str] = []

@@ -8,7 +8,7 @@ import json
 import pytest
 from helpers import genbatch
 
-from genbatch.model_lookup import resolve_model
+from genbatch.pipelines.model_lookup import resolve_model
 
 # Every field a row can set, a row that sets none, a repeated prompt, an extra column.
 MANIFEST = """id,prompt,negative_prompt,seed,steps,guidance_scale,width,height,n,style

@@ -12,8 +12,8 @@ import pytest
 from helpers import FAST, genbatch, ledger, pixels
 from PIL import Image
 
-from genbatch import prompt_weighting
-from genbatch.lora import parse_specs
+from genbatch.pipelines import prompt_weighting
+from genbatch.pipelines.lora import parse_specs
 
 
 def make_lora(model: Path, folder: Path, seed: int) -> Path:

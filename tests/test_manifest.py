@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from genbatch.errors import ManifestError
-from genbatch.manifest import read_manifest
+from genbatch.manifest.read import read_manifest
 
 
 def write(path: Path, text: str, *, encoding: str = "utf-8") -> Path:

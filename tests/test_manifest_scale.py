@@ -12,14 +12,16 @@ from helpers import FAST, genbatch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genbatch import csv_fast, names
-from genbatch.csv_reader import read_delimited
-from genbatch.fields import key_values
-from genbatch.ledger import done_index, done_records
-from genbatch.manifest import read_manifest
-from genbatch.manifest_raw import decode
-from genbatch.plan import job_key, make_plan
-from genbatch.runner import RunOptions, load_manifest
+from genbatch.manifest import csv_fast
+from genbatch.manifest.csv_reader import read_delimited
+from genbatch.manifest.fields import key_values
+from genbatch.manifest.raw import decode
+from genbatch.manifest.read import read_manifest
+from genbatch.plan import names
+from genbatch.plan.planner import PlanOptions, job_key, make_plan
+from genbatch.runner.options import InputOptions, OutputOptions, RunOptions
+from genbatch.runner.run import load_manifest
+from genbatch.store.ledger import done_index, done_records
 
 ROWS = 20_000
 
@@ -80,8 +82,8 @@ def test_fast_and_exact_readers_give_the_same_plan(tmp_path, monkeypatch):
     plans = []
     for min_bytes in (0, 1 << 62):
         monkeypatch.setattr(csv_fast, "MIN_BYTES", min_bytes)
-        options = RunOptions(manifest=str(path), out=tmp_path / "out", dry_run=True)
-        plan = make_plan(load_manifest(options), options)
+        options = RunOptions(InputOptions(str(path)), OutputOptions(tmp_path / "out"), dry_run=True)
+        plan = make_plan(load_manifest(options), options.plan)
         plans.append([(j.key, j.file, j.seed, j.row.line, j.params()) for j in plan.jobs])
     assert plans[0] == plans[1] and len(plans[0]) == ROWS
 
@@ -156,7 +158,7 @@ def test_a_large_ledger_is_scanned_beside_the_plan_with_the_same_result(tmp_path
     manifest is read and planned: a rerun does only what is missing, and no process is left."""
     import multiprocessing
 
-    from genbatch import resume_scan
+    from genbatch.store import resume_scan
 
     manifest = tmp_path / "m.csv"
     manifest.write_text("prompt,seed\n" + "".join(f"shape {i},{i}\n" for i in range(6)))
@@ -202,8 +204,10 @@ def test_parsed_templates_name_files_as_the_formatter_does(tmp_path, monkeypatch
         for parsed in (True, False):
             if not parsed:
                 monkeypatch.setattr(names._Template, "__init__", _unparsed)
-            options = RunOptions(manifest=str(path), out=tmp_path / "out", dry_run=True, name_template=template)
-            named.append([j.file for j in make_plan(load_manifest(options), options).jobs])
+            options = RunOptions(
+                InputOptions(str(path)), OutputOptions(tmp_path / "out"), PlanOptions(name_template=template)
+            )
+            named.append([j.file for j in make_plan(load_manifest(options), options.plan).jobs])
             monkeypatch.undo()
         assert named[0] == named[1], template
 
@@ -242,8 +246,8 @@ def test_keys_made_from_shared_shapes_are_the_keys_of_the_job_fields(tmp_path):
         lines.append(json.dumps(row))
     path = tmp_path / "m.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    options = RunOptions(manifest=str(path), out=tmp_path / "out", dry_run=True)
-    jobs = make_plan(load_manifest(options), options).jobs
+    options = RunOptions(InputOptions(str(path)), OutputOptions(tmp_path / "out"), dry_run=True)
+    jobs = make_plan(load_manifest(options), options.plan).jobs
     assert len(jobs) == sum(1 + i % 3 for i in range(60))
     for job in jobs:
         fields = {"model": job.model.fingerprint, "dtype": job.dtype, "backend": job.backend}

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 pytest.importorskip("onnxruntime")
 
-from genbatch.cli import app  # noqa: E402
+from genbatch.cli.app import app
 
 PROMPTS = "prompt,seed\na red circle,11\na blue square,22\na green triangle,33\n"
 
@@ -82,7 +82,8 @@ def test_export_has_the_diffusers_onnx_layout_and_parity_figures(exported: Path,
     assert json.loads((exported / "model_index.json").read_text())["_class_name"] == "OnnxStableDiffusionPipeline"
     assert json.loads((exported / "genbatch.json").read_text())["source_model"] == "tiny-random"
     info = json.loads((exported / "genbatch_export.json").read_text())
-    from genbatch.model_files import fingerprint, read_defaults
+    from genbatch.pipelines.families import read_defaults
+    from genbatch.pipelines.model_files import fingerprint
 
     assert info["source_fingerprint"] == fingerprint(tiny_model)
     assert info["opset"] == 17 and info["fp16"] is False and "onnxruntime" in info["versions"]
@@ -248,7 +249,7 @@ def test_backends_refuse_each_others_folders(exported: Path, tiny_model: Path, w
 def test_failed_verification_exits_1_and_installs_nothing(
     tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import genbatch.export_parity as export_parity
+    import genbatch.export.parity as export_parity
 
     figures = {
         "passed": False,
@@ -301,7 +302,7 @@ def test_the_default_model_exports_and_matches_torch(tmp_path: Path) -> None:
     """The shipped default model (v-prediction, DPM-Solver++, pooled text in the time
     embedding, its own timesteps) goes through export and the ONNX loop like any SD 1.x
     pipeline."""
-    from genbatch.builtin_models import default_model_name
+    from genbatch.pipelines.builtin import default_model_name
 
     manifest = tmp_path / "p.csv"
     manifest.write_text(

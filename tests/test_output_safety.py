@@ -12,8 +12,8 @@ import time
 import pytest
 from helpers import FAST, genbatch, genbatch_process, images, ledger
 
-import genbatch.sink as sink_module
-import genbatch.writer as writer_module
+import genbatch.engine.sink as sink_module
+import genbatch.engine.writer as writer_module
 
 
 @pytest.fixture

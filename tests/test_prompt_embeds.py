@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from genbatch.plan import Defaults
-from genbatch.runner import RunOptions, run_manifest
+from genbatch.backends.torch_options import TorchOptions
+from genbatch.plan.planner import Defaults, PlanOptions
+from genbatch.runner.options import EngineOptions, InputOptions, OutputOptions, RunOptions
+from genbatch.runner.run import run_manifest
 
 PROMPTS = "prompt,negative_prompt,num_images\na red fox,blurry,5\na blue bird,,2\na red fox,,1\n"
 FEW = "prompt,negative_prompt,num_images\na red fox,blurry,2\na blue bird,,1\na red fox,,1\n"
@@ -19,15 +21,12 @@ FEW = "prompt,negative_prompt,num_images\na red fox,blurry,2\na blue bird,,1\na 
 
 def _run(folder: Path, out: Path, manifest: Path, batch_size: int, **torch_options) -> dict[str, bytes]:
     options = RunOptions(
-        manifest=str(manifest),
-        out=out,
-        model=str(folder),
-        device="cpu",
-        batch_size=batch_size,
+        InputOptions(str(manifest)),
+        OutputOptions(out, html_report=False),
+        PlanOptions(model=str(folder), defaults=Defaults(steps=2)),
+        EngineOptions(device="cpu", batch_size=batch_size),
+        TorchOptions(**torch_options),
         quiet=True,
-        html_report=False,
-        defaults=Defaults(steps=2),
-        torch_options=torch_options,
     )
     assert run_manifest(options).exit_code == 0
     # the pixels' bytes (a PNG's metadata records each image's seconds, which differ)
@@ -116,9 +115,9 @@ def test_a_changed_clip_skip_is_encoded_again(tiny_model):
 
     from genbatch.backends import BackendOptions
     from genbatch.backends.torch_backend import TorchBackend
-    from genbatch.manifest import Row
-    from genbatch.model_lookup import resolve_model
-    from genbatch.plan import Target, expand_jobs
+    from genbatch.manifest.read import Row
+    from genbatch.pipelines.model_lookup import resolve_model
+    from genbatch.plan.planner import Target, expand_jobs
 
     model = resolve_model(str(tiny_model))
     rows = [Row(0, 2, {}, prompt="a cat", clip_skip=None), Row(1, 3, {}, prompt="a cat", clip_skip=2)]
@@ -135,7 +134,7 @@ def test_a_changed_clip_skip_is_encoded_again(tiny_model):
 def test_the_cache_is_bounded_by_count_and_bytes():
     import torch
 
-    from genbatch.prompt_embeds import EmbeddingCache
+    from genbatch.backends.prompt_embeds import EmbeddingCache
 
     cache = EmbeddingCache(max_entries=2, max_bytes=10_000)
     for n in range(3):

@@ -176,7 +176,7 @@ def test_sigterm_on_the_driver_stops_flushes_and_resumes(tmp_path, ray_address):
 
 def test_without_ray_installed_it_says_how_to_install(tmp_path, manifest, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails, as where it is not installed
-    monkeypatch.delitem(sys.modules, "genbatch.ray_engine", raising=False)
+    monkeypatch.delitem(sys.modules, "genbatch.engine.ray", raising=False)
     result = genbatch("run", manifest, "--out", tmp_path / "out", *FAST, "--engine", "ray")
     assert result.exit_code == 2
     assert "pip install 'genbatch[ray]'" in result.output

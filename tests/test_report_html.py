@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from genbatch.report_html import CHUNK_ROWS, PAGE_SIZE, PAGES_DIR, THUMB_SIZE, THUMBS_DIR, write_html_report
+from genbatch.report.html import CHUNK_ROWS, PAGE_SIZE, PAGES_DIR, THUMB_SIZE, THUMBS_DIR, write_html_report
 
 SCRIPT_PROMPT = "<script>window.__pwned=1</script>"
 IMG_PROMPT = '"><img src=x onerror="window.__pwned=1">'
@@ -374,7 +374,7 @@ def test_browser_pages_through_many_images(browser, tmp_path: Path):
 
 
 def test_a_thumbnail_folder_linked_out_of_the_folder_is_refused(out: Path, tmp_path: Path):
-    from genbatch.safe_write import UnsafePathError
+    from genbatch.store.safe_write import UnsafePathError
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -465,7 +465,7 @@ def test_page_files_of_an_earlier_longer_report_are_removed(tmp_path: Path):
 
 
 def test_a_page_data_folder_linked_out_of_the_folder_is_refused(tmp_path: Path):
-    from genbatch.safe_write import UnsafePathError
+    from genbatch.store.safe_write import UnsafePathError
 
     out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -6,8 +6,14 @@ import json
 import random
 from pathlib import Path
 
-from genbatch.ledger import current_records, iter_current_offsets, iter_current_records, iter_records, read_record_at
-from genbatch.report_scan import scan_folder
+from genbatch.report.scan import scan_folder
+from genbatch.store.ledger import (
+    current_records,
+    iter_current_offsets,
+    iter_current_records,
+    iter_records,
+    read_record_at,
+)
 
 
 def _ledger(out: Path, seed: int, n: int = 400) -> None:

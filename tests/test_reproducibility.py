@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from helpers import FAST, genbatch, ledger, pixels
 
-from genbatch.manifest import Row
-from genbatch.model_lookup import resolve_model
-from genbatch.plan import Defaults, Target, expand_jobs, select
+from genbatch.manifest.read import Row
+from genbatch.pipelines.model_lookup import resolve_model
+from genbatch.plan.planner import Defaults, Target, expand_jobs, select
 
 
 def by_seed(out):

@@ -185,7 +185,8 @@ def test_validate_reports_all_problems(tmp_path):
     assert result.stdout.splitlines() == [
         f"{manifest}:3:prompt: the prompt is empty",
         f"{manifest}:4:seed: 'xyz' is not a valid seed; expected a whole number from 0 to 18446744073709551615",
-        f"{manifest}:4:width: width 65 is out of range; expected a whole number >= 8 that is a multiple of 8",
+        f"{manifest}:4:width: width 65 is out of range; "
+        "expected a whole number from 8 to 16384 that is a multiple of 8",
     ]
     good = tmp_path / "good.csv"
     good.write_text("prompt,n\nx,3\n")
@@ -293,7 +294,7 @@ def test_model_column_groups_rows_per_model(tmp_path, tiny_model):
 def test_fingerprint_follows_weights_not_genbatch_notes(tmp_path, tiny_model):
     import shutil
 
-    from genbatch.model_files import fingerprint
+    from genbatch.pipelines.model_files import fingerprint
 
     folder = tmp_path / "m"
     shutil.copytree(tiny_model, folder)

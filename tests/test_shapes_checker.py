@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT))
 from training import checker as ck  # noqa: E402
 from training import shapes_data as sd  # noqa: E402
 
-MODEL = ROOT / "genbatch" / "models" / "shapes"
+MODEL = ROOT / "genbatch" / "pipelines" / "models" / "shapes"
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +165,7 @@ def test_training_loss_keeps_high_noise_steps_in_play():
 
 
 def test_shipped_folder_layout():
-    assert MODEL.is_dir(), "genbatch/models/shapes is missing"
+    assert MODEL.is_dir(), "genbatch/pipelines/models/shapes is missing"
     meta = json.loads((MODEL / "genbatch.json").read_text())
     assert meta["name"] == "shapes" and meta["width"] == meta["height"] == 64
     assert meta["steps"] >= 1 and meta["guidance_scale"] >= 1

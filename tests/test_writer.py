@@ -14,13 +14,16 @@ import pytest
 from helpers import FAST, genbatch, images, ledger
 from PIL import Image
 
-from genbatch import sink, thumbnails, writer
 from genbatch.backends import base
 from genbatch.backends.base import GeneratedImage
-from genbatch.runner import RunOptions, run_manifest
-from genbatch.safe_write import write_atomic
-from genbatch.thumbnails import THUMB_SIZE, THUMBS_DIR, thumb_name, thumbnail_of
-from genbatch.writer import Encoding, ImageWriter, WrittenImage, sha256_bytes
+from genbatch.engine import sink, writer
+from genbatch.engine.writer import Encoding, ImageWriter, WrittenImage, sha256_bytes
+from genbatch.plan.planner import PlanOptions
+from genbatch.report import thumbnails
+from genbatch.report.thumbnails import THUMB_SIZE, THUMBS_DIR, thumb_name, thumbnail_of
+from genbatch.runner.options import InputOptions, OutputOptions, RunOptions
+from genbatch.runner.run import run_manifest
+from genbatch.store.safe_write import write_atomic
 
 PIXELS = np.zeros((64, 64, 3), np.uint8)
 
@@ -108,7 +111,10 @@ def test_a_run_without_the_html_report_makes_no_thumbnails(tmp_path):
     manifest.write_text("a red circle\n", encoding="utf-8")
     out = tmp_path / "out"
     options = RunOptions(
-        manifest=str(manifest), out=out, model="tiny-random", overrides={"steps": "2"}, quiet=True, html_report=False
+        InputOptions(str(manifest), overrides={"steps": "2"}),
+        OutputOptions(out, html_report=False),
+        PlanOptions(model="tiny-random"),
+        quiet=True,
     )
     assert run_manifest(options).exit_code == 0
     assert len(images(out)) == 1 and not (out / THUMBS_DIR).exists()

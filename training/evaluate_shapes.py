@@ -45,10 +45,10 @@ import semantic_latents as sl  # noqa: E402
 import shapes_data as sd  # noqa: E402
 from diffusers import DDPMScheduler, StableDiffusionPipeline  # noqa: E402
 
-from genbatch.latents import initial_latents  # noqa: E402
-from genbatch.model_files import read_defaults  # noqa: E402
+from genbatch.backends.latents import initial_latents  # noqa: E402
+from genbatch.pipelines.families import read_defaults  # noqa: E402
 
-MODEL = Path(__file__).resolve().parent.parent / "genbatch" / "models" / "shapes"
+MODEL = Path(__file__).resolve().parent.parent / "genbatch" / "pipelines" / "models" / "shapes"
 
 
 def load(model: Path, device: str = "cpu") -> tuple[StableDiffusionPipeline, dict]:

@@ -48,10 +48,10 @@ from diffusers import (  # noqa: E402
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
 
-from genbatch.model_files import read_timesteps  # noqa: E402
+from genbatch.pipelines.model_files import read_timesteps  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_OUT = HERE.parent / "genbatch" / "models" / "shapes"
+DEFAULT_OUT = HERE.parent / "genbatch" / "pipelines" / "models" / "shapes"
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
 

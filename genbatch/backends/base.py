@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ..errors import GenbatchError
+from genbatch.errors import GenbatchError
 
 if TYPE_CHECKING:
-    from ..model_lookup import ModelRef
-    from ..plan import Job
+    from genbatch.backends.torch_options import TorchOptions
+    from genbatch.jobs import Job
+    from genbatch.pipelines.model_lookup import ModelRef
 
 ENTRY_POINT_GROUP = "genbatch.backends"
 
@@ -40,16 +41,14 @@ class BackendOptions:
     """How a model is loaded, the same for every model of a run; recorded in run.json.
 
     ``device`` and ``dtype`` are resolved (never ``auto``); ``scheduler`` replaces the model's
-    own when set; ``providers`` are ONNX Runtime's execution providers; ``extra`` holds a
-    backend's own settings, which other backends ignore: for torch ``offload``, ``vae_tiling``,
-    ``vae_slicing``, ``reuse_embeddings`` (genbatch.prompt_embeds) and the fast paths of
-    genbatch.fast_paths (``attention``, ``channels_last``, ``compile``, ``compile_backend``)."""
+    own when set; ``providers`` are ONNX Runtime's execution providers; ``torch`` holds the torch
+    backend's own settings (genbatch.backends.torch_options; None on other backends)."""
 
     device: str
     dtype: str
     scheduler: str | None = None
     providers: tuple[str, ...] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    torch: TorchOptions | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -57,7 +56,7 @@ class BackendOptions:
             "dtype": self.dtype,
             "scheduler": self.scheduler,
             "providers": list(self.providers) if self.providers else None,
-            **self.extra,
+            **(self.torch.as_dict() if self.torch else {}),
         }
 
 

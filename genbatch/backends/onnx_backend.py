@@ -7,7 +7,7 @@ Why a denoising loop of genbatch's own instead of a ready-made ONNX pipeline: op
 schedulers and the pipeline's CLIP tokenizer, and follows ``StableDiffusionPipeline``
 step for step (tokenizer padding, classifier-free guidance, ``init_noise_sigma``,
 ``scale_model_input``, ``step``, VAE scaling, output range), so with the same initial
-latents (:func:`genbatch.latents.initial_latents`) a seed gives the same image on both
+latents (:func:`genbatch.backends.latents.initial_latents`) a seed gives the same image on both
 backends: fp32 exports agree with torch to within one pixel level (uint8), and an image
 does not depend on the batch it ran in.
 """
@@ -21,13 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GenbatchError, ModelError
-from ..latents import initial_latents
-from ..model_files import EXPORT_INFO, is_onnx_export, read_defaults, read_json, vae_scale_factor
-from ..model_lookup import ModelRef
-from ..samplers import SchedulerCache
-from .base import BackendOptions, GeneratedImage, to_uint8
-from .onnx_runtime import choose_providers, onnxruntime, open_sessions
+from genbatch.backends.base import BackendOptions, GeneratedImage, to_uint8
+from genbatch.backends.latents import initial_latents
+from genbatch.backends.onnx_runtime import choose_providers, onnxruntime, open_sessions
+from genbatch.errors import GenbatchError, ModelError
+from genbatch.pipelines.families import read_defaults
+from genbatch.pipelines.model_files import EXPORT_INFO, is_onnx_export, read_json, vae_scale_factor
+from genbatch.pipelines.model_lookup import ModelRef
+from genbatch.pipelines.samplers import SchedulerCache
 
 DTYPES = ("fp32", "fp16")
 
@@ -115,7 +116,8 @@ class OnnxGenerator:
         scheduler: str | None = None,
         providers: list[str] | None = None,
     ):
-        from .torch_backend import check_own_timesteps, quiet_hf_libraries, swap_scheduler
+        from genbatch.pipelines.samplers import check_own_timesteps, swap_scheduler
+        from genbatch.pipelines.torch_runtime import quiet_hf_libraries
 
         ort = onnxruntime()
         path = Path(path)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import GenbatchError, ModelError
-from ..home import genbatch_home
+from genbatch.errors import GenbatchError, ModelError
+from genbatch.home import genbatch_home
 
 PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 INSTALL_HINT = "pip install 'genbatch[cpu]' (or 'genbatch[gpu]' on a CUDA machine; never both)"

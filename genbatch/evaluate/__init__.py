@@ -4,8 +4,16 @@ from genbatch.evaluate import EvalOptions, evaluate_run
 result = evaluate_run(Path("images"), EvalOptions(metrics=("clip", "diversity")))
 """
 
-from .report import report_section
-from .run import EVAL_NAME, EvalOptions, EvalResult, evaluate_run, format_table, parse_metrics, read_eval
+from genbatch.evaluate.run import (
+    EVAL_NAME,
+    EvalOptions,
+    EvalResult,
+    evaluate_run,
+    format_table,
+    parse_metrics,
+    read_eval,
+)
+from genbatch.report.eval_section import report_section
 
 __all__ = [
     "EVAL_NAME",

@@ -1,7 +1,7 @@
 """The images an evaluation reads: a run's done images, from its ledger, and their groups.
 
 An image is evaluated when its latest ledger record is "done" and its file is on disk
-with the recorded size (:func:`genbatch.ledger.done_records`). Each one is identified in
+with the recorded size (:func:`genbatch.store.ledger.done_records`). Each one is identified in
 the feature caches by its job key and the sha256 of its file, so an image regenerated
 under the same key (``--force``) is computed again.
 """
@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..errors import GenbatchError
-from ..fields import JOB_FIELDS
-from ..ledger import done_records, iter_records, ledger_path
+from genbatch.errors import GenbatchError
+from genbatch.manifest.fields import JOB_FIELDS
+from genbatch.store.ledger import done_records, iter_records, ledger_path
 
 # --by names that are ledger fields; any other name is a manifest column (record["fields"])
 RECORD_FIELDS = ("model", *JOB_FIELDS, "model_fingerprint", "backend", "device", "dtype", "manifest")

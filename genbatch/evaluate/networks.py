@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GenbatchError
-from . import shapes_judge, shapes_scene
-from .images import EvalImage
+from genbatch.errors import GenbatchError
+from genbatch.evaluate import shapes_judge, shapes_scene
+from genbatch.evaluate.images import EvalImage
 
 # torch-fidelity's Inception (the TensorFlow FID network, converted); pytorch-fid names the same file pt_inception-...
 INCEPTION_FILES = ("weights-inception-2015-12-05-6726825d.pth", "pt_inception-2015-12-05-6726825d.pth")

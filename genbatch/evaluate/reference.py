@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..errors import GenbatchError
-from ..home import genbatch_home
-from ..safe_write import write_atomic
-from .networks import Extractor
+from genbatch.errors import GenbatchError
+from genbatch.evaluate.networks import Extractor
+from genbatch.home import genbatch_home
+from genbatch.store.safe_write import write_atomic
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 

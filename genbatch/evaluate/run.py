@@ -11,15 +11,16 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GenbatchError
-from ..safe_write import write_atomic
-from . import metrics as m
-from . import networks as nw
-from .cache import FeatureCache, cache_folder
-from .images import EvalImage, group_images, run_images
-from .reference import check_reference, reference_stats
+from genbatch.errors import GenbatchError
+from genbatch.evaluate import metrics as m
+from genbatch.evaluate import networks as nw
+from genbatch.evaluate.cache import FeatureCache, cache_folder
+from genbatch.evaluate.images import EvalImage, group_images, run_images
+from genbatch.evaluate.reference import check_reference, reference_stats
+from genbatch.report.eval_section import EVAL_NAME as EVAL_NAME
+from genbatch.report.eval_section import read_eval as read_eval
+from genbatch.store.safe_write import write_atomic
 
-EVAL_NAME = "eval.json"
 FLUSH_EVERY = 512  # images: how often computed rows are saved to the cache
 
 
@@ -58,7 +59,7 @@ def parse_metrics(text: str) -> tuple[str, ...]:
 
 def default_metrics(images: list[EvalImage]) -> tuple[str, ...]:
     """The shapes model's runs have a judge that needs no weights; other runs get CLIP score."""
-    from ..builtin_models import SHAPES
+    from genbatch.pipelines.builtin import SHAPES
 
     if all(i.record.get("model") == SHAPES for i in images):
         return ("shapes", "diversity")
@@ -66,7 +67,7 @@ def default_metrics(images: list[EvalImage]) -> tuple[str, ...]:
 
 
 def _device(device: str) -> str:
-    from ..backends.torch_backend import resolve_torch_device
+    from genbatch.pipelines.torch_runtime import resolve_torch_device
 
     return resolve_torch_device(device)
 
@@ -238,14 +239,6 @@ def evaluate_run(out: Path, options: EvalOptions) -> EvalResult:
         path, (json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n").encode("utf-8"), root=root
     )
     return EvalResult(path, report, computed)
-
-
-def read_eval(out: Path) -> dict[str, Any] | None:
-    path = Path(out) / EVAL_NAME
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def format_table(report: dict[str, Any]) -> str:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import shapes_scene as sd
+from genbatch.evaluate import shapes_scene as sd
 
 MIN_AREA = 20
 CATEGORIES = ("color", "shape", "relation", "count", "background", "size")

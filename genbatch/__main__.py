@@ -1,0 +1,5 @@
+"""``python -m genbatch``: the ``genbatch`` command."""
+
+from genbatch.cli.app import main
+
+main()

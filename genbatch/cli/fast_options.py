@@ -1,0 +1,114 @@
+"""The torch fast-path options of ``genbatch run`` and the ``genbatch bench`` command: options
+parsed here, the work done by genbatch.backends.fast_paths, genbatch.backends.prompt_embeds and
+genbatch.bench.compare."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from genbatch.backends.fast_paths import COMPILE_MODES
+from genbatch.backends.torch_options import TorchOptions
+
+ReuseEmbeddings = Annotated[
+    bool,
+    typer.Option(
+        "--reuse-embeddings/--no-reuse-embeddings",
+        help="torch: encode each distinct prompt once and reuse its embedding across batches.",
+    ),
+]
+Attention = Annotated[
+    str,
+    typer.Option(
+        "--attention",
+        help="torch: sdpa (PyTorch's scaled_dot_product_attention, the default), or a diffusers attention "
+        "backend (flash, _native_cudnn, sage...) on transformer models.",
+    ),
+]
+ChannelsLast = Annotated[
+    str,
+    typer.Option(
+        "--channels-last", help="torch: channels-last UNet and VAE: auto (off; slower on an H200), on or off."
+    ),
+]
+Compile = Annotated[
+    str,
+    typer.Option(
+        "--compile",
+        help="torch: off, or torch.compile the denoiser with fixed batch shapes: "
+        + ", ".join(COMPILE_MODES)
+        + " (reduce-overhead and max-autotune capture CUDA graphs).",
+    ),
+]
+
+
+def bench(
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            "-m",
+            help="A diffusers folder or built-in name, or sd15, sdxl, flux-schnell: the released architecture "
+            "with random weights, built on the device.",
+        ),
+    ] = "tiny-random",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for bench.json and bench.png.")] = Path("bench-out"),
+    backend: Annotated[list[str], typer.Option("--backend", help="A backend to measure (repeat for several).")] = [],
+    batch_size: Annotated[list[int], typer.Option("--batch-size", "-b", min=1, help="Batch sizes (repeat).")] = [],
+    size: Annotated[list[int], typer.Option("--size", min=8, help="Square image sizes (repeat).")] = [],
+    images: Annotated[int, typer.Option("--images", "-n", min=1, help="Images per measurement.")] = 64,
+    steps: Annotated[int | None, typer.Option("--steps", min=1, help="Steps (default: the model's).")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    dtype: Annotated[str, typer.Option("--dtype", help="auto, fp32, fp16 or bf16.")] = "auto",
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Alternating repeats; medians are kept.")] = 3,
+    warm_up: Annotated[
+        bool,
+        typer.Option(
+            "--warm-up/--no-warm-up",
+            help="First run one batch of the plain loop, not counted, so that the first measured process "
+            "does not pay alone for reading the libraries from disk and starting the GPU.",
+        ),
+    ] = True,
+    reuse_embeddings: ReuseEmbeddings = True,
+    attention: Attention = "sdpa",
+    channels_last: ChannelsLast = "auto",
+    compile_: Compile = "off",
+) -> None:
+    """Measure genbatch against the plain diffusers loop, in the same run.
+
+    For each backend x size x batch size: images/s, s/image, time to the first image, peak
+    RSS and GPU memory of `genbatch run` and of the loop a user writes by hand (load the
+    pipeline, call it on each batch, save each PNG), each a process of its own, alternating,
+    after one untimed warm-up process.
+    Prints a table of genbatch/plain ratios; writes OUT/bench.json and OUT/bench.png.
+
+    \b
+    Examples:
+      genbatch bench --model tiny-random --device cpu --batch-size 4 --batch-size 8
+      genbatch bench --model sd15 --device cuda --dtype fp16 -b 8 -b 16 --images 256
+    """
+    from genbatch.bench.compare import BenchOptions, run_bench
+
+    options = BenchOptions(
+        model=model,
+        out=out,
+        backends=backend or ["torch"],
+        batch_sizes=batch_size or [1, 4, 8],
+        sizes=size or None,
+        images=images,
+        steps=steps,
+        device=device,
+        dtype=dtype,
+        repeats=repeats,
+        warm_up=warm_up,
+        torch_options=TorchOptions(
+            reuse_embeddings=reuse_embeddings,
+            attention=attention,
+            channels_last=channels_last,
+            compile=None if compile_ == "off" else compile_,
+        ).as_dict(),
+    )
+    run_bench(options, say=lambda line: typer.echo(line, err=line.startswith("bench:")))
+    typer.echo(f"wrote {out / 'bench.json'} and {out / 'bench.png'}")

@@ -1,0 +1,365 @@
+"""One small adapter per diffusers text-to-image family.
+
+A model's family is read from its pipeline class (``_class_name`` in ``model_index.json``)
+before anything is loaded. The family says what a pipeline call takes (a negative prompt,
+guidance or not, ``max_sequence_length``, resolution binning off so sizes are exact), what the
+family runs at when neither the manifest nor the model folder says (steps, guidance, size),
+and how to call the pipeline for a batch so that each image is the one plain diffusers gives
+for ``generator=torch.Generator("cpu").manual_seed(seed)``: the pipeline gets one CPU
+generator per image and draws each image's noise itself (Flux packs its latents into tokens;
+every family prepares its own).
+
+First-class families are tested with tiny pipelines (:mod:`genbatch.pipelines.tiny_models`); other
+pipelines that ``AutoPipelineForText2Image`` maps and that need nothing but a prompt take the
+generic path; pipelines that need more (a control image, a prior, a second stage) are refused
+before any job runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genbatch.errors import ModelError
+from genbatch.pipelines.model_files import read_json, read_timesteps
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    title: str
+    pipelines: tuple[str, ...]
+    components: tuple[str, ...]  # what model_index.json must name for the pipeline to run
+    steps: int
+    guidance_scale: float
+    size: int  # when the model's configs do not say
+    negative_prompt: bool = True  # takes a negative prompt
+    max_sequence_length: bool = False  # takes max_sequence_length
+    timesteps: bool = False  # takes a list of timesteps (a model's own, genbatch.json)
+    fixed: dict[str, Any] = field(default_factory=dict)  # passed on every call
+    onnx: bool = False  # genbatch export / --backend onnx
+    notes: str = ""  # what differs from the other families, for genbatch models
+
+
+SD = Family(
+    "sd",
+    "SD 1.x/2.x",
+    ("StableDiffusionPipeline",),
+    ("unet", "vae", "text_encoder", "tokenizer", "scheduler"),
+    steps=30,
+    guidance_scale=7.5,
+    size=512,
+    timesteps=True,
+    onnx=True,
+)
+SDXL = Family(
+    "sdxl",
+    "SDXL",
+    ("StableDiffusionXLPipeline",),
+    ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"),
+    steps=30,
+    guidance_scale=5.0,
+    size=1024,
+    timesteps=True,
+    onnx=True,
+    notes="no negative prompt: a zeroed unconditional embedding (force_zeros_for_empty_prompt)",
+)
+SD3 = Family(
+    "sd3",
+    "SD3/3.5",
+    ("StableDiffusion3Pipeline",),
+    ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"),
+    steps=28,
+    guidance_scale=7.0,
+    size=1024,
+    max_sequence_length=True,
+)
+FLUX = Family(
+    "flux",
+    "Flux.1",
+    ("FluxPipeline",),
+    ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"),
+    steps=28,
+    guidance_scale=3.5,
+    size=1024,
+    negative_prompt=False,
+    max_sequence_length=True,
+    notes="guidance-distilled (dev: 28 steps, guidance 3.5; schnell: 4 steps, no guidance); no negative prompt",
+)
+PIXART = Family(
+    "pixart",
+    "PixArt-α/Σ",
+    ("PixArtSigmaPipeline", "PixArtAlphaPipeline"),
+    ("transformer", "vae", "text_encoder", "tokenizer", "scheduler"),
+    steps=20,
+    guidance_scale=4.5,
+    size=1024,
+    max_sequence_length=True,
+    timesteps=True,
+    fixed={"use_resolution_binning": False, "clean_caption": False},
+    notes="resolution binning and caption cleaning off: sizes and prompts exactly as asked",
+)
+SANA = Family(
+    "sana",
+    "Sana",
+    ("SanaPipeline",),
+    ("transformer", "vae", "text_encoder", "tokenizer", "scheduler"),
+    steps=20,
+    guidance_scale=4.5,
+    size=1024,
+    max_sequence_length=True,
+    timesteps=True,
+    fixed={"use_resolution_binning": False},
+    notes="resolution binning off: sizes exactly as asked",
+)
+GENERIC = Family(
+    "generic",
+    "other text-to-image pipelines",
+    (),
+    ("scheduler",),
+    steps=30,
+    guidance_scale=5.0,
+    size=1024,
+    notes="prompt, negative prompt when the pipeline takes one, size, steps, guidance",
+)
+
+FAMILIES: tuple[Family, ...] = (SD, SDXL, SD3, FLUX, PIXART, SANA)
+
+# Pipelines AutoPipelineForText2Image maps that need more than a prompt to make an image.
+_NEEDS_MORE = {
+    "IFPipeline": "DeepFloyd IF makes 64x64 images that need its super-resolution stages",
+    "KandinskyCombinedPipeline": "Kandinsky runs a prior pipeline before the decoder",
+    "KandinskyV22CombinedPipeline": "Kandinsky 2.2 runs a prior pipeline before the decoder",
+    "WuerstchenCombinedPipeline": "Würstchen runs a prior pipeline before the decoder",
+    "StableCascadeCombinedPipeline": "Stable Cascade runs a prior pipeline before the decoder",
+}
+
+
+def _auto_text2image() -> set[str]:
+    from diffusers.pipelines.auto_pipeline import AUTO_TEXT2IMAGE_PIPELINES_MAPPING
+
+    return {cls.__name__ for cls in AUTO_TEXT2IMAGE_PIPELINES_MAPPING.values()}
+
+
+def model_index(path: Path) -> dict[str, Any]:
+    """A model folder's model_index.json (read once per process and folder: planning asks for
+    every row's family). Do not change the dict."""
+    return _read_index(str(Path(path).resolve()))
+
+
+@functools.lru_cache(maxsize=64)
+def _read_index(path: str) -> dict[str, Any]:
+    return read_json(Path(path) / "model_index.json")
+
+
+def pipeline_class(path: Path) -> str:
+    return str(model_index(path).get("_class_name") or "")
+
+
+def family_of(class_name: str) -> Family:
+    """The family that runs ``class_name`` on the torch backend, or a ModelError saying why none does."""
+    for family in FAMILIES:
+        if class_name in family.pipelines:
+            return family
+    if class_name in _NEEDS_MORE:
+        raise ModelError(f"{class_name}: {_NEEDS_MORE[class_name]}, which genbatch does not run")
+    if any(word in class_name for word in ("ControlNet", "Control", "Kontext", "Img2Img", "Inpaint")):
+        raise ModelError(
+            f"{class_name} needs an input image as well as a prompt; genbatch runs text-to-image pipelines only"
+        )
+    if class_name and class_name in _auto_text2image():
+        return GENERIC
+    raise ModelError(
+        f"{class_name or 'a pipeline with no _class_name'} is not a text-to-image pipeline that "
+        "diffusers' AutoPipelineForText2Image maps; genbatch runs "
+        + ", ".join(f.title for f in FAMILIES)
+        + " and other text-only pipelines"
+    )
+
+
+# What genbatch export writes; these run on --backend onnx only.
+ONNX_EXPORTS = {"OnnxStableDiffusionPipeline": SD, "OnnxStableDiffusionXLPipeline": SDXL}
+
+
+def detect(path: Path) -> Family:
+    """A model folder's family on the torch backend, from its model_index.json, with the
+    components it must have; a ModelError saying why it cannot run otherwise."""
+    index = model_index(path)
+    cls = str(index.get("_class_name") or "")
+    if cls in ONNX_EXPORTS or (Path(path) / "unet" / "model.onnx").exists():
+        raise ModelError(f"{path} is an ONNX export; run it with --backend onnx")
+    family = family_of(cls)
+    missing = [c for c in family.components if not (index.get(c) or [None])[0]]
+    if missing:
+        raise ModelError(
+            f"{path}: {index.get('_class_name')} has no {', '.join(missing)} "
+            "(model_index.json names none), which it needs to make an image"
+        )
+    return family
+
+
+def folder_family(path: Path) -> Family | None:
+    """The family of a model folder or of its ONNX export; None where genbatch knows none."""
+    cls = pipeline_class(path)
+    if cls in ONNX_EXPORTS:
+        return ONNX_EXPORTS[cls]
+    try:
+        return family_of(cls)
+    except ModelError:
+        return None
+
+
+def runs_on(path: Path) -> dict[str, Any]:
+    """Family and backends of a model folder, for ``genbatch models``: ``torch`` and ``onnx``
+    are True or the reason they are not."""
+    family = folder_family(path)
+    try:
+        detect(path)
+        torch: bool | str = True
+    except ModelError as err:
+        torch = str(err)
+    exported = pipeline_class(path) in ONNX_EXPORTS
+    if exported:
+        onnx: bool | str = True
+    elif family is not None and family.onnx:
+        onnx = "after genbatch export --to onnx"
+    else:
+        named = family.title if family is not None and family is not GENERIC else pipeline_class(path) or "it"
+        onnx = f"no: genbatch export does not export {named}"
+    return {
+        "family": family.name if family else "?",
+        "pipeline": pipeline_class(path),
+        "torch": torch,
+        "onnx": onnx,
+        "notes": family.notes if family else "",
+    }
+
+
+def _vae_factor(path: Path) -> int:
+    vae = read_json(path / "vae" / "config.json") or read_json(path / "vae_decoder" / "config.json")
+    blocks = vae.get("encoder_block_out_channels") or vae.get("block_out_channels") or [0, 0, 0, 0]
+    return 2 ** (len(blocks) - 1)
+
+
+def folder_defaults(path: Path) -> dict[str, Any]:
+    """Steps, guidance and size for a model folder whose genbatch.json does not say: its
+    family's (SD's for a folder of no known family, as genbatch always assumed)."""
+    return family_defaults(Path(path), folder_family(path) or SD)
+
+
+def family_defaults(path: Path, family: Family) -> dict[str, Any]:
+    """Steps, guidance and size of a family's model, from its configs where they say."""
+    defaults: dict[str, Any] = {"steps": family.steps, "guidance_scale": family.guidance_scale}
+    denoiser = read_json(path / "unet" / "config.json") or read_json(path / "transformer" / "config.json")
+    sample = denoiser.get("sample_size")
+    sample = sample[0] if isinstance(sample, (list, tuple)) else sample
+    if family is FLUX:
+        sample = 128  # FluxPipeline.default_sample_size; its transformer has no sample_size
+        if not denoiser.get("guidance_embeds", True):  # schnell
+            defaults.update(steps=4, guidance_scale=0.0)
+    if family is SD and not sample:
+        sample = 64  # an SD UNet config without sample_size
+    size = int(sample) * _vae_factor(path) if sample else family.size
+    defaults.update(width=size, height=size)
+    return defaults
+
+
+def recorded_call(job: Any) -> dict[str, Any]:
+    """A job's pipeline call as the ledger records it (:func:`job_call`); ``{}`` for a model
+    of no family genbatch runs on torch (an ONNX export)."""
+    family = folder_family(job.model.path)
+    if family is None or pipeline_class(job.model.path) in ONNX_EXPORTS:
+        return {}
+    return job_call(family, pipeline_parameters(pipeline_class(job.model.path)), job)
+
+
+def job_negative(path: Path, negative_prompt: str | None) -> str | None:
+    """A job's negative prompt: none stays none where that gives other pixels than ``""``
+    (SDXL), else it is ``""``, which keeps the job keys genbatch has always given."""
+    if negative_prompt is None and not empty_negative_matters(path, folder_family(path) or SD):
+        return ""
+    return negative_prompt
+
+
+def empty_negative_matters(path: Path, family: Family) -> bool:
+    """Whether no negative prompt gives other pixels than ``""`` (SDXL's zeroed embedding)."""
+    if family is SDXL:
+        return bool(model_index(path).get("force_zeros_for_empty_prompt", True))
+    return False
+
+
+@functools.cache
+def pipeline_parameters(class_name: str) -> frozenset[str]:
+    """The names a diffusers pipeline's ``__call__`` takes, read from its class (nothing loaded)."""
+    import diffusers
+
+    cls = getattr(diffusers, class_name, None)
+    return frozenset(inspect.signature(cls.__call__).parameters) if cls is not None else frozenset()
+
+
+def job_call(family: Family, takes: frozenset[str] | set[str], job: Any) -> dict[str, Any]:
+    """What the pipeline is called with for one job, the generator aside: recorded in the
+    ledger (``call``), so ``pipe(**record["call"], generator=torch.Generator("cpu").manual_seed(seed))``
+    in plain diffusers gives the image again."""
+    call: dict[str, Any] = {"prompt": job.prompt}
+    negative = getattr(job, "negative_prompt", None)
+    if negative is not None and family.negative_prompt and "negative_prompt" in takes:
+        call["negative_prompt"] = negative
+    call.update(num_inference_steps=job.steps, height=job.height, width=job.width)
+    if "guidance_scale" in takes:
+        call["guidance_scale"] = job.guidance_scale
+    timesteps = getattr(job, "timesteps", None)
+    if timesteps:
+        call["timesteps"] = list(timesteps)
+    length = getattr(job, "max_sequence_length", None)
+    if length and family.max_sequence_length and "max_sequence_length" in takes:
+        call["max_sequence_length"] = int(length)
+    call.update({k: v for k, v in family.fixed.items() if k in takes})
+    return call
+
+
+def call_kwargs(family: Family, pipe: Any, jobs: Sequence[Any], generators: list[Any]) -> dict[str, Any]:
+    """The pipeline call for a batch of jobs that share settings (all with a negative prompt
+    or all without): each job's call, prompts as lists; images come back as a tensor on the
+    device (genbatch.backends.base.tensor_to_uint8 makes them uint8 there)."""
+    takes = set(inspect.signature(pipe.__call__).parameters)
+    calls = [job_call(family, takes, job) for job in jobs]
+    kwargs = dict(calls[0])
+    for name in ("prompt", "negative_prompt"):
+        if name in kwargs:
+            kwargs[name] = [call[name] for call in calls]
+    return {**kwargs, "generator": generators, "output_type": "pt"}
+
+
+def negative_groups(jobs: Sequence[Any]) -> list[list[Any]]:
+    """One pipeline call cannot mix images with and without a negative prompt: the batch's
+    jobs split in two, each in order."""
+    with_ = [j for j in jobs if getattr(j, "negative_prompt", None) is not None]
+    without = [j for j in jobs if getattr(j, "negative_prompt", None) is None]
+    return [group for group in (with_, without) if group]
+
+
+def read_defaults(path: Path) -> dict[str, Any]:
+    """Steps, guidance, size and scheduler a model is meant to run at.
+
+    ``genbatch.json`` in the folder wins; otherwise the model's family says
+    (:func:`folder_defaults`: its denoiser's sample size times the VAE's
+    downsampling, and the family's usual steps and guidance).
+    """
+    own = read_json(path / "genbatch.json")
+    scheduler = read_json(path / "scheduler" / "scheduler_config.json").get("_class_name")
+    defaults = {**folder_defaults(path), "scheduler": scheduler, "description": ""}
+    defaults.update({k: v for k, v in own.items() if v is not None})
+    if "timesteps" in own:
+        train_steps = read_json(path / "scheduler" / "scheduler_config.json").get("num_train_timesteps", 1000)
+        defaults["timesteps"] = read_timesteps(path / "genbatch.json", own["timesteps"], train_steps)
+    return defaults
+
+
+def is_xl(pipe: Any) -> bool:
+    """Whether a loaded pipeline has SDXL's second text encoder (and with it SDXL's added conditioning)."""
+    return getattr(pipe, "text_encoder_2", None) is not None

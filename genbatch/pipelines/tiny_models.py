@@ -1,0 +1,361 @@
+"""Tiny randomly initialised pipelines of every first-class family, built offline.
+
+Each is a real diffusers pipeline (its own classes, its own latents, its own text encoders)
+with a few thousand weights, built from explicit configs after ``torch.manual_seed(0)`` the
+way diffusers' fast tests build theirs, and saved with ``save_pretrained``. Their images are
+noise; they exist so that every family's machinery runs in seconds on a CPU. Their
+tokenizers are written offline too, since nothing may be downloaded
+(:mod:`genbatch.pipelines.tiny_tokenizers`).
+
+    from genbatch.pipelines.tiny_models import build_tiny
+    build_tiny("flux", Path("tiny-flux"))      # then: genbatch run prompts.csv --model tiny-flux
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from genbatch.pipelines.builtin import tiny_clip_config, tiny_unet
+from genbatch.pipelines.tiny_tokenizers import clip_tokenizer, gemma_tokenizer, t5_tokenizer
+
+
+def _seeded(make: Callable[[], Any]) -> Any:
+    import torch
+
+    torch.manual_seed(0)
+    return make()
+
+
+def _clip_config(tokenizer: Any, hidden: int = 8, projection: int = 8) -> Any:
+    return tiny_clip_config(tokenizer, hidden_size=hidden, projection_dim=projection, hidden_act="gelu")
+
+
+def _t5_encoder(tokenizer: Any, d_model: int = 16) -> Any:
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=d_model,
+        d_kv=4,
+        d_ff=32,
+        num_layers=1,
+        num_heads=2,
+        relative_attention_num_buckets=8,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+    return _seeded(lambda: T5EncoderModel(config))
+
+
+def _vae(latent_channels: int = 4, **extra: Any) -> Any:
+    """A two-level AutoencoderKL: images twice the latents' size."""
+    from diffusers import AutoencoderKL
+
+    return _seeded(
+        lambda: AutoencoderKL(
+            block_out_channels=[4, 8],
+            in_channels=3,
+            out_channels=3,
+            down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+            up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+            latent_channels=latent_channels,
+            norm_num_groups=2,
+            sample_size=32,
+            **extra,
+        )
+    )
+
+
+def build_sdxl(folder: Path) -> None:
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    tokenizer = clip_tokenizer(folder / "tokenizer")
+    tokenizer_2 = clip_tokenizer(folder / "tokenizer_2")
+    # Time ids (6 values, 8 dims each) plus the second encoder's pooled projection (8).
+    unet = tiny_unet(
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=56,
+        cross_attention_dim=16,
+    )
+    pipe = StableDiffusionXLPipeline(
+        vae=_vae(),
+        unet=unet,
+        text_encoder=_seeded(lambda: CLIPTextModel(_clip_config(tokenizer))),
+        text_encoder_2=_seeded(lambda: CLIPTextModelWithProjection(_clip_config(tokenizer_2))),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        scheduler=EulerDiscreteScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            steps_offset=1,
+            beta_schedule="scaled_linear",
+            timestep_spacing="leading",
+        ),
+    )
+    _save(pipe, folder, "sdxl", width=64, height=64, guidance_scale=5.0)
+
+
+def build_sd3(folder: Path) -> None:
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextModelWithProjection
+
+    tokenizer = clip_tokenizer(folder / "tokenizer")
+    tokenizer_2 = clip_tokenizer(folder / "tokenizer_2")
+    tokenizer_3 = t5_tokenizer()
+    # Both CLIP encoders' hidden states side by side (8 + 8) are padded to T5's width (16).
+    transformer = _seeded(
+        lambda: SD3Transformer2DModel(
+            sample_size=16,
+            patch_size=1,
+            in_channels=4,
+            out_channels=4,
+            num_layers=1,
+            attention_head_dim=8,
+            num_attention_heads=2,
+            caption_projection_dim=16,
+            joint_attention_dim=16,
+            pooled_projection_dim=16,
+        )
+    )
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=_vae(use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035),
+        text_encoder=_seeded(lambda: CLIPTextModelWithProjection(_clip_config(tokenizer))),
+        tokenizer=tokenizer,
+        text_encoder_2=_seeded(lambda: CLIPTextModelWithProjection(_clip_config(tokenizer_2))),
+        tokenizer_2=tokenizer_2,
+        text_encoder_3=_t5_encoder(tokenizer_3),
+        tokenizer_3=tokenizer_3,
+    )
+    _save(pipe, folder, "sd3", width=32, height=32, guidance_scale=5.0, max_sequence_length=32)
+
+
+def build_flux(folder: Path, *, guidance_embeds: bool = True) -> None:
+    """Flux.1 dev-like (guidance-distilled) by default; ``guidance_embeds=False`` is schnell-like."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextModel
+
+    tokenizer = clip_tokenizer(folder / "tokenizer")
+    tokenizer_2 = t5_tokenizer()
+    # Latents of one channel packed 2x2 into tokens of 4; pooled CLIP output (8); T5 width (16).
+    transformer = _seeded(
+        lambda: FluxTransformer2DModel(
+            patch_size=1,
+            in_channels=4,
+            num_layers=1,
+            num_single_layers=1,
+            attention_head_dim=8,
+            num_attention_heads=2,
+            joint_attention_dim=16,
+            pooled_projection_dim=8,
+            axes_dims_rope=[2, 2, 4],
+            guidance_embeds=guidance_embeds,
+        )
+    )
+    pipe = FluxPipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=_vae(
+            latent_channels=1,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+            shift_factor=0.0609,
+            scaling_factor=1.5035,
+        ),
+        text_encoder=_seeded(lambda: CLIPTextModel(_clip_config(tokenizer))),
+        tokenizer=tokenizer,
+        text_encoder_2=_t5_encoder(tokenizer_2),
+        tokenizer_2=tokenizer_2,
+    )
+    _save(
+        pipe,
+        folder,
+        "flux" if guidance_embeds else "flux-schnell",
+        width=32,
+        height=32,
+        guidance_scale=3.5 if guidance_embeds else 0.0,
+        max_sequence_length=32,
+    )
+
+
+def build_pixart(folder: Path) -> None:
+    """PixArt-Σ: a T5 encoder and a DiT that also predicts its variance (out_channels 8)."""
+    from diffusers import DPMSolverMultistepScheduler, PixArtSigmaPipeline, PixArtTransformer2DModel
+
+    tokenizer = t5_tokenizer()
+    transformer = _seeded(
+        lambda: PixArtTransformer2DModel(
+            sample_size=16,
+            num_layers=1,
+            patch_size=2,
+            attention_head_dim=8,
+            num_attention_heads=2,
+            caption_channels=16,
+            in_channels=4,
+            cross_attention_dim=16,
+            out_channels=8,
+            attention_bias=True,
+            activation_fn="gelu-approximate",
+            num_embeds_ada_norm=1000,
+            norm_type="ada_norm_single",
+            norm_elementwise_affine=False,
+            norm_eps=1e-6,
+        )
+    )
+    pipe = PixArtSigmaPipeline(
+        tokenizer=tokenizer,
+        text_encoder=_t5_encoder(tokenizer),
+        vae=_vae(),
+        transformer=transformer,
+        scheduler=DPMSolverMultistepScheduler(),
+    )
+    _save(pipe, folder, "pixart-sigma", width=32, height=32, guidance_scale=4.5, max_sequence_length=32)
+
+
+def build_sana(folder: Path) -> None:
+    """Sana: a Gemma2 text encoder, a linear-attention DiT and a deep-compression autoencoder."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SanaPipeline, SanaTransformer2DModel
+
+    tokenizer = gemma_tokenizer()
+    transformer = _seeded(
+        lambda: SanaTransformer2DModel(
+            patch_size=1,
+            in_channels=4,
+            out_channels=4,
+            num_layers=1,
+            num_attention_heads=2,
+            attention_head_dim=4,
+            num_cross_attention_heads=2,
+            cross_attention_head_dim=4,
+            cross_attention_dim=8,
+            caption_channels=8,
+            sample_size=16,
+        )
+    )
+    vae, text_encoder = _sana_vae(), _gemma2_encoder(tokenizer)
+    pipe = SanaPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+    )
+    _save(pipe, folder, "sana", width=32, height=32, guidance_scale=4.5, max_sequence_length=32)
+
+
+def _sana_vae() -> Any:
+    """A deep-compression autoencoder (AutoencoderDC) of two levels."""
+    from diffusers import AutoencoderDC
+
+    return _seeded(
+        lambda: AutoencoderDC(
+            in_channels=3,
+            latent_channels=4,
+            attention_head_dim=2,
+            encoder_block_types=("ResBlock", "EfficientViTBlock"),
+            decoder_block_types=("ResBlock", "EfficientViTBlock"),
+            encoder_block_out_channels=(8, 8),
+            decoder_block_out_channels=(8, 8),
+            encoder_qkv_multiscales=((), (5,)),
+            decoder_qkv_multiscales=((), (5,)),
+            encoder_layers_per_block=(1, 1),
+            decoder_layers_per_block=[1, 1],
+            downsample_block_type="conv",
+            upsample_block_type="interpolate",
+            decoder_norm_types="rms_norm",
+            decoder_act_fns="silu",
+            scaling_factor=0.41407,
+        )
+    )
+
+
+def _gemma2_encoder(tokenizer: Any) -> Any:
+    from transformers import Gemma2Config, Gemma2Model
+
+    return _seeded(
+        lambda: Gemma2Model(
+            Gemma2Config(
+                head_dim=16,
+                hidden_size=8,
+                initializer_range=0.02,
+                intermediate_size=64,
+                max_position_embeddings=8192,
+                num_attention_heads=2,
+                num_hidden_layers=1,
+                num_key_value_heads=2,
+                vocab_size=len(tokenizer),
+                pad_token_id=tokenizer.pad_token_id,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                attn_implementation="eager",
+            )
+        )
+    )
+
+
+def build_lcm(folder: Path) -> None:
+    """A latent consistency model: a pipeline of the generic path (no family of its own)."""
+    from diffusers import LatentConsistencyModelPipeline, LCMScheduler
+    from transformers import CLIPTextModel
+
+    tokenizer = clip_tokenizer(folder / "tokenizer")
+    unet = tiny_unet(time_cond_proj_dim=8)
+    pipe = LatentConsistencyModelPipeline(
+        vae=_vae(),
+        unet=unet,
+        text_encoder=_seeded(lambda: CLIPTextModel(_clip_config(tokenizer))),
+        tokenizer=tokenizer,
+        scheduler=LCMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    _save(pipe, folder, "lcm", width=64, height=64, guidance_scale=8.0)
+
+
+def _save(pipe: Any, folder: Path, name: str, **defaults: Any) -> None:
+    pipe.save_pretrained(folder, safe_serialization=True)
+    own = {
+        "name": f"tiny-{name}",
+        "description": f"tiny randomly initialised {name} pipeline; its images are noise",
+        "steps": 4,
+        **defaults,
+    }
+    (folder / "genbatch.json").write_text(json.dumps(own, indent=2), encoding="utf-8")
+
+
+def _build_sd(folder: Path) -> None:
+    from genbatch.pipelines.builtin import build_tiny_random
+
+    build_tiny_random(folder)
+
+
+BUILDERS: dict[str, Callable[[Path], None]] = {
+    "sd": _build_sd,
+    "sdxl": build_sdxl,
+    "sd3": build_sd3,
+    "flux": build_flux,
+    "flux-schnell": lambda folder: build_flux(folder, guidance_embeds=False),
+    "pixart-sigma": build_pixart,
+    "sana": build_sana,
+    "lcm": build_lcm,
+}
+
+
+def build_tiny(family: str, folder: Path) -> Path:
+    """Save the tiny pipeline of ``family`` (one of :data:`BUILDERS`) into ``folder``."""
+    if family not in BUILDERS:
+        raise ValueError(f"no tiny pipeline for {family!r}; expected one of {', '.join(BUILDERS)}")
+    folder = Path(folder)
+    BUILDERS[family](folder)
+    return folder

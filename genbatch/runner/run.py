@@ -1,0 +1,340 @@
+"""The main job, as the numbered steps of a run: read the manifest, plan, take the output
+folder, find what is left to do, run it on an engine, then write the summary and reports.
+
+``run_manifest`` is what ``genbatch run`` calls; everything it does is reachable from Python.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genbatch.backends import get_backend
+from genbatch.bulk import paused_gc
+from genbatch.echo import shown_bare
+from genbatch.engine import ENGINES
+from genbatch.engine.base import EngineReport, EngineWork
+from genbatch.engine.batch_size import BatchSizer
+from genbatch.engine.sink import ResultSink, now
+from genbatch.errors import EXIT_FAILED_JOBS, EXIT_OK, EXIT_SIGINT, GenbatchError, ManifestError
+from genbatch.manifest.read import Manifest, read_manifest
+from genbatch.plan.axes import apply_axes
+from genbatch.plan.axes import describe as describe_axes
+from genbatch.plan.planner import Job, Plan, count_batches, make_plan, ordered_groups
+from genbatch.progress import Progress
+from genbatch.report.summaries import METADATA_NAME, command_line, versions, write_json, write_metadata, write_tables
+from genbatch.report.summaries import prepare as prepare_reports  # imports of the end-of-run reports, started early
+from genbatch.runner.options import RunOptions
+from genbatch.runner.stop_signals import StopSignals
+from genbatch.runner.summary import Counts, RunSummary
+from genbatch.store.ledger import CurrentRecords, Ledger
+from genbatch.store.output_lock import LOCK_NAME, OutputFolderLock
+from genbatch.store.resume_scan import DoneIndex, done_index_soon
+from genbatch.store.safe_write import contained, remove_stale_temp_files, unwritable
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    summary: RunSummary
+    plan: Plan | None = None
+    pending: list[Job] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def load_manifest(options: RunOptions) -> Manifest:
+    manifest = read_manifest(
+        options.input.manifest,
+        format=options.input.format,
+        column_map=options.input.column_map,
+        overrides=options.input.overrides,
+        max_images_per_row=options.input.max_images_per_row,
+    )
+    if manifest.fatal_problems or (manifest.problems and not options.input.skip_invalid):
+        raise ManifestError(manifest.problems)
+    manifest.rows = apply_axes(manifest.rows, options.input.axes, max_combinations=options.input.max_images_per_row)
+    return manifest
+
+
+def plan_run(manifest: Manifest, options: RunOptions) -> Plan:
+    """The plan of ``manifest``, for the device and dtype the backend resolves."""
+    device, dtype = get_backend(options.plan.backend).resolve(options.engine.device, options.engine.dtype)
+    return make_plan(manifest, options.plan, device, dtype)
+
+
+def run_manifest(options: RunOptions) -> RunResult:
+    """Run (or with ``dry_run`` only plan) a manifest into ``options.output.out``. Raises
+    :class:`GenbatchError` for bad input, before anything is written."""
+    out = Path(options.output.out)
+    if options.dry_run:
+        # 1. Read and check the manifest  2. Plan (no cyclic GC while millions of rows and jobs are made),
+        # while the resume scan of a large ledger runs beside them (genbatch.store.resume_scan)
+        with done_index_soon(out) as scan, paused_gc():
+            manifest = load_manifest(options)
+            plan = plan_run(manifest, options)
+            return _dry_run(options, manifest, plan, scan)
+    # 3. Take the output folder first: a second run on it says so at once, before any heavy import
+    with OutputFolderLock(out, wait=options.output.wait), done_index_soon(out) as scan:
+        with paused_gc():
+            manifest = load_manifest(options)
+            plan = plan_run(manifest, options)
+        return _run_locked(options, manifest, plan, scan)
+
+
+def _dry_run(options: RunOptions, manifest: Manifest, plan: Plan, scan: Callable[[], DoneIndex]) -> RunResult:
+    out = Path(options.output.out)
+    done = _done(out, options, lambda message: None, scan) if out.exists() else {}
+    pending = [j for j in plan.jobs if options.output.force or j.key not in done]
+    summary = _summary(options, manifest, plan, pending, dry_run=True)
+    return RunResult(EXIT_OK, summary, plan, pending, manifest.warnings)
+
+
+def model_defaults(model: Any) -> dict[str, Any]:
+    """What a job of this model runs at where neither its row nor a run option says."""
+    return {
+        k: model.defaults[k]
+        for k in ("steps", "guidance_scale", "width", "height", "max_sequence_length")
+        if model.defaults.get(k) is not None
+    }
+
+
+def _done(
+    out: Path, options: RunOptions, mismatched: Callable[[str], None], scan: Callable[[], DoneIndex]
+) -> DoneIndex:
+    """The done records of ``out`` (``scan``: its resume scan); with ``--verify`` only those
+    whose image still has its recorded sha256 (the others are passed to ``mismatched``)."""
+    done = scan()
+    if options.output.verify and not options.output.force:
+        from genbatch.store.verify import still_done
+
+        done, changed = still_done(out, done)
+        for file in changed:
+            mismatched(file)
+    return done
+
+
+def _summary(options: RunOptions, manifest: Manifest, plan: Plan, pending: list[Job], *, dry_run: bool) -> RunSummary:
+    return RunSummary(
+        out=str(options.output.out),
+        dry_run=dry_run,
+        manifest=manifest.path,
+        counts=Counts(
+            planned=len(plan.jobs),
+            already_done=len(plan.jobs) - len(pending),
+            to_generate=len(pending),
+            batches=count_batches(pending, options.engine.fixed_batch_size(plan.device) or 8) if pending else 0,
+            skipped=len(manifest.skipped),
+            not_run=len(pending),
+        ),
+        models=[
+            {
+                "name": m.name,
+                "path": str(m.path),
+                "fingerprint": m.fingerprint,
+                "source": m.source,
+                "family": m.family,
+                "defaults": model_defaults(m),
+            }
+            for m in plan.models
+        ],
+        backend=options.plan.backend,
+        engine=options.engine.engine,
+        device=plan.device,
+        dtype=plan.dtype,
+        batch_size=options.engine.fixed_batch_size(plan.device) or "auto",
+        command=command_line(),
+        settings={
+            "name_template": options.plan.name_template,
+            "format": options.plan.image_format,
+            "column_map": options.input.column_map,
+            "set": options.input.overrides,
+            "vary": describe_axes(options.input.axes),
+            "limit": options.plan.limit,
+            "shard": f"{options.plan.shard[0]}/{options.plan.shard[1]}" if options.plan.shard else None,
+            "defaults": options.plan.defaults.__dict__,
+            "scheduler": options.plan.scheduler,
+            "force": options.output.force,
+            "backend_options": options.backend_options(plan.device, plan.dtype).as_dict(),
+            "engine_options": asdict(options.engine.ray) if options.engine.ray else {},
+        },
+        skipped=[{"line": s.line, "prompt": s.prompt, "reasons": s.reasons} for s in manifest.skipped],
+    )
+
+
+def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan, scan: Callable[[], DoneIndex]) -> RunResult:
+    out = Path(options.output.out)
+    started_at, started = now(), time.monotonic()
+    engine = ENGINES[options.engine.engine](options.engine.ray)  # a missing engine package fails before any write
+    # 4. What is left to do: the ledger says what is done, the disk confirms it
+    remove_stale_temp_files(out)
+    ledger = Ledger(out)
+    mismatched: list[str] = []
+    done = _done(out, options, mismatched.append, scan)
+    pending = [j for j in plan.jobs if options.output.force or j.key not in done]
+    check_output_paths(out, pending)
+    summary = _summary(options, manifest, plan, pending, dry_run=False)
+    summary.run_id, summary.started_at = uuid.uuid4().hex[:12], started_at
+    progress = Progress(len(pending), quiet=options.quiet)
+    sink = ResultSink(ledger, progress, run_id=summary.run_id, manifest=manifest.path, dtype=plan.dtype)
+    # 5. Say what is known before generating: warnings, repairs, skipped rows, what is done
+    _announce(manifest, plan, summary, ledger, sink, mismatched, progress.log)
+    # 6. Run the batches on the engine; the sink records every image as it lands
+    sizer = BatchSizer(options.engine.fixed_batch_size(plan.device))
+    work = _engine_work(options, plan, pending, sizer)
+    stop = StopSignals()
+    stop.install()
+    if plan.device != "cpu":  # on the CPU the cores are busy generating: the imports wait for the end
+        prepare_reports(options.output.html_report)
+    report, interrupted_hard = None, False
+    try:
+        report = engine.run(work, sink, stop.requested, progress.log)
+    except KeyboardInterrupt:
+        interrupted_hard = True
+    finally:
+        ledger.close()
+        stop.restore()
+        progress.stop()
+    # 7. The summary (run.json) and the reports, rebuilt from the ledger
+    summary.interrupted = stop.signal is not None or interrupted_hard
+    _settle(summary, sink, report, stop.exit_code, len(pending), time.monotonic() - started)
+    summary.batch_sizes = sizer.describe()
+    _write_reports(out, options, summary, progress.log)
+    return RunResult(summary.exit_code, summary, plan, pending, manifest.warnings)
+
+
+def _announce(
+    manifest: Manifest,
+    plan: Plan,
+    summary: RunSummary,
+    ledger: Ledger,
+    sink: ResultSink,
+    mismatched: list[str],
+    say: Callable[[str], None],
+) -> None:
+    if mismatched:
+        say(
+            f"verify: {len(mismatched)} done images no longer match their ledger sha256 and are generated again: "
+            + ", ".join(shown_bare(f) for f in mismatched[:5])
+            + (" ..." if len(mismatched) > 5 else "")
+        )
+    for warning in manifest.warnings:
+        say(f"warning: {warning}")
+    if ledger.repaired:
+        say("note: the ledger's last line was torn by an interrupted run; it was removed")
+    for skipped in manifest.skipped:
+        sink.skipped(manifest, skipped)
+    if summary.counts.already_done:
+        say(
+            f"{summary.counts.already_done} of {len(plan.jobs)} images are already done in {summary.out}; "
+            f"generating {summary.counts.to_generate}"
+        )
+
+
+def _engine_work(options: RunOptions, plan: Plan, pending: list[Job], sizer: BatchSizer) -> EngineWork:
+    return EngineWork(
+        out=Path(options.output.out),
+        groups=ordered_groups(pending),
+        backend=options.plan.backend,
+        options=options.backend_options(plan.device, plan.dtype),
+        encoding=options.encoding(),
+        # Measured on a 16-core H100 box: past 4 threads the GIL-bound part
+        # (metadata, ledger) makes more threads slower, not faster.
+        writers=options.output.workers or max(1, min(4, os.cpu_count() or 1)),
+        sizer=sizer,
+    )
+
+
+def _settle(
+    summary: RunSummary,
+    sink: ResultSink,
+    report: EngineReport | None,
+    signal_exit_code: int | None,
+    pending: int,
+    wall: float,
+) -> None:
+    """Fill in what the run did: counts, exit code, timings, the engine's facts."""
+    if summary.interrupted:
+        summary.exit_code = signal_exit_code or EXIT_SIGINT
+    else:
+        summary.exit_code = EXIT_FAILED_JOBS if sink.failed_count else EXIT_OK
+    summary.counts.done, summary.counts.failed = sink.done_count, sink.failed_count
+    summary.counts.not_run = pending - sink.done_count - sink.failed_count
+    summary.failures = sink.failures
+    summary.finished_at, summary.wall_seconds = now(), round(wall, 3)
+    summary.generation_seconds = round(report.generation_seconds, 3) if report else 0.0
+    summary.images_per_second = round(sink.done_count / wall, 3) if wall > 0 else None
+    summary.backend_facts = report.facts if report else {}
+    summary.workers = report.workers if report else []
+    summary.providers = summary.backend_facts.get("providers")
+    summary.versions = versions()
+    summary.genbatch_version = summary.versions.get("genbatch")
+    if sink.fatal is not None:
+        summary.exit_code = summary.exit_code if summary.interrupted else sink.fatal.exit_code
+        summary.error = {"message": str(sink.fatal), "type": type(sink.fatal).__name__}
+
+
+def _write_reports(out: Path, options: RunOptions, summary: RunSummary, say: Callable[[str], None]) -> None:
+    """run.json, the tables, metadata.jsonl and report.html; a full disk here is a warning (the
+    images and the ledger are safe) and the run's exit code says so."""
+    written = summary.written = []  # what the closing line names
+    try:
+        write_json(out / "run.json", summary.to_dict(), root=out)
+        written.append("run.json")
+        current = CurrentRecords(out)  # read once for the tables and metadata.jsonl
+        write_tables(out, records=current)
+        write_metadata(out, records=current)
+        written.append("report.csv/.parquet")
+        if options.output.html_report:
+            _write_html(out, say)
+            written.append("report.html")
+    except OSError as err:
+        fatal = unwritable(err, out)
+        if fatal is None:
+            raise
+        if summary.error is None:  # said once, by the closing error line
+            summary.exit_code, summary.error = fatal.exit_code, {"message": str(fatal), "type": type(fatal).__name__}
+        elif summary.error["message"] != str(fatal):
+            say(f"warning: the reports were not written: {fatal}")
+
+
+# The files genbatch keeps in --out besides the images.
+OWN_FILES = (
+    LOCK_NAME,
+    "genbatch.jsonl",
+    "run.json",
+    "report.csv",
+    "report.parquet",
+    "report.html",
+    METADATA_NAME,
+    ".genbatch-thumbs",
+    ".genbatch-grids",
+    ".genbatch-report",
+)
+
+
+def check_output_paths(out: Path, jobs: list[Job]) -> None:
+    """Before any image: every file this run may write stays inside ``out`` (a symlink planted
+    for a file, a sub-folder, the ledger or the thumbnails that points elsewhere is refused)."""
+    for name in OWN_FILES:
+        contained(out, name)
+    for folder in sorted({str(Path(job.file).parent) for job in jobs}):
+        contained(out, Path(folder) / "x")
+
+
+def _write_html(out: Path, say: Callable[[str], None]) -> None:
+    from genbatch.report.html import write_html_report
+
+    try:
+        write_html_report(out)
+    except OSError:
+        raise
+    except Exception as err:  # the images and ledger are safe; a report problem must not fail the run
+        say(f"warning: could not write report.html: {err}")
+
+
+__all__ = ["RunOptions", "RunResult", "RunSummary", "run_manifest", "GenbatchError"]
