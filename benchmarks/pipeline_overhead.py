@@ -36,9 +36,14 @@ import numpy as np
 from PIL import Image
 
 from genbatch.backends.base import GeneratedImage, register_backend
-from genbatch.plan.planner import PlanOptions
-from genbatch.runner.options import EngineOptions, InputOptions, OutputOptions, RunOptions
-from genbatch.runner.run import run_manifest
+
+try:
+    from genbatch import run as run_manifest
+    from genbatch.plan.planner import PlanOptions
+    from genbatch.runner.options import EngineOptions, InputOptions, OutputOptions, RunOptions
+except ImportError:  # a tree from before the option groups (--against an older commit)
+    from genbatch.runner import RunOptions as FlatRunOptions  # type: ignore[no-redef]
+    from genbatch.runner import run_manifest  # type: ignore[no-redef]
 
 
 @functools.cache
@@ -80,18 +85,26 @@ def run_once(images: int, batch_size: int, size: int, accelerator_seconds: float
         manifest = Path(tmp) / "m.txt"
         manifest.write_text("".join(f"a red circle on a blue background {i}\n" for i in range(images)))
         cpu, wall = time.process_time(), time.perf_counter()
-        run_manifest(
-            RunOptions(
-                InputOptions(str(manifest), overrides={"width": str(size), "height": str(size)}),
-                OutputOptions(Path(tmp) / "out", html_report=html),
-                PlanOptions(model="tiny-random", backend="instant"),
-                EngineOptions(batch_size=batch_size),
-                quiet=True,
-            )
-        )
+        run_manifest(_options(manifest, Path(tmp) / "out", batch_size, size, html))
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         done = sum(1 for _ in (Path(tmp) / "out").glob("*.png"))
     return _result(done, wall, cpu, accelerator_seconds * images)
+
+
+def _options(manifest: Path, out: Path, batch_size: int, size: int, html: bool):
+    overrides = {"width": str(size), "height": str(size)}
+    if "FlatRunOptions" in globals():
+        return FlatRunOptions(
+            manifest=str(manifest), out=out, model="tiny-random", backend="instant", batch_size=batch_size,
+            quiet=True, html_report=html, overrides=overrides,
+        )  # fmt: skip
+    return RunOptions(
+        InputOptions(str(manifest), overrides=overrides),
+        OutputOptions(out, html_report=html),
+        PlanOptions(model="tiny-random", backend="instant"),
+        EngineOptions(batch_size=batch_size),
+        quiet=True,
+    )
 
 
 def plain_once(images: int, batch_size: int, size: int, accelerator_seconds: float = 0.0) -> dict:

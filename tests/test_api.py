@@ -72,3 +72,13 @@ def test_the_public_names_are_listed_and_importing_genbatch_loads_no_model_libra
 def test_python_dash_m_genbatch_is_the_command():
     shown = subprocess.run([sys.executable, "-m", "genbatch", "--version"], capture_output=True, text=True)
     assert shown.returncode == 0 and genbatch.__version__ in shown.stdout
+
+
+def test_the_python_api_page_runs_as_written(tmp_path, monkeypatch):
+    """docs/python-api.md's example, run as a user would paste it (in a folder with prompts.csv)."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "python-api.md").read_text(encoding="utf-8")
+    example = page.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "prompts.csv").write_text("prompt,seed\na red circle,1\na blue square,2\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example, "docs/python-api.md", "exec"), {})
+    assert len(images(tmp_path / "images")) == 2
