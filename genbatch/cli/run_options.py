@@ -118,17 +118,14 @@ def split_formats(values: list[str]) -> tuple[str | None, str]:
 
 
 def batch_size(value: str | None) -> int | str | None:
-    if value is None:
-        return None
-    if value.strip().lower() == "auto":
-        return "auto"
+    """``--batch-size`` as typed: a whole number, ``auto``, or the text itself, which
+    EngineOptions refuses (the one check of a batch size)."""
+    if value is None or value.strip().lower() == "auto":
+        return value and "auto"
     try:
-        number = int(value)
+        return int(value)
     except ValueError:
-        number = 0
-    if number < 1:
-        raise GenbatchError(f"--batch-size {value!r}: expected a whole number >= 1 or auto")
-    return number
+        return value
 
 
 def column_map(columns: list[str], prompt_column: str | None) -> dict[str, str]:

@@ -159,8 +159,6 @@ def select(jobs: list[Job], shard: tuple[int, int] | None, limit: int | None) ->
 def count_batches(jobs: Iterable[Job], batch_size: int) -> int:
     """How many batches of up to ``batch_size`` the groups of ``jobs`` make (a dry run's estimate;
     the engine sizes the real batches)."""
-    if batch_size < 1:
-        raise GenbatchError("--batch-size must be at least 1")
     sizes: dict[tuple[Any, ...], int] = {}
     for job in jobs:
         group = job.group
