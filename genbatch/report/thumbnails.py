@@ -7,6 +7,11 @@ where the format allows it (JPEG draft mode), converted to RGB or RGBA, fitted i
 just written (``write_report_thumbnail``); ``ReportThumbnails`` makes, a chunk of cards at
 a time, those missing or older than their image. The contact sheets paste them straight
 into a grid.
+
+That folder is a real folder (never a symlink) holding only what genbatch keeps there.
+Each thumbnail names itself in its XMP (``genbatch:thumbnail="KEY.webp"``), and cleanup
+deletes only such files, so nothing genbatch did not write there (a run's image, a file a
+person put there, a symlink) is ever deleted.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import contextlib
 import hashlib
 import os
 import re
+import stat
 from array import array
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,12 +29,15 @@ import numpy as np
 from PIL import Image
 
 from genbatch.report.folder import file_mtime_ns
-from genbatch.store.safe_write import UnsafePathError, contained, remove, write_atomic
+from genbatch.store.safe_write import UnsafePathError, folder_descriptor, write_atomic
 
 THUMBS_DIR = ".genbatch-thumbs"
 THUMB_SIZE = 256
+MAX_THUMB_BYTES = 1 << 20  # a larger file is not a thumbnail genbatch wrote
 
 _KEY_RE = re.compile(r"^[0-9A-Za-z]{8,64}$")
+_THUMB_FILE_RE = re.compile(r"^[0-9A-Za-z]{8,64}\.webp$")
+_TEMP_FILE_RE = re.compile(r"^\.?[0-9A-Za-z]{8,64}\.webp\.tmp-[0-9A-Za-z_-]+$")
 
 
 def thumbnail(path: Path, size: int) -> Image.Image | None:
@@ -61,7 +70,7 @@ class ReportThumbnails:
     def __init__(self, out: Path, *, make: bool):
         self.out, self.make = Path(out), make
         self.folder = thumbs_folder(self.out) if make else self.out / THUMBS_DIR
-        self._look = make or self.folder.is_dir()
+        self._look = make or _real_folder(self.folder)
         self._root = os.fspath(self.folder)
         self._pool: ThreadPoolExecutor | None = None
         self._kept = array("q")
@@ -88,7 +97,7 @@ class ReportThumbnails:
         if todo:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=worker_count())
-            made = self._pool.map(lambda job: write_thumbnail(job[1], job[2]), todo)
+            made = self._pool.map(lambda job: write_thumbnail(job[1], job[2], self.out), todo)
             for (position, _, thumb), ok in zip(todo, made):
                 if ok:
                     shown[position] = f"{THUMBS_DIR}/{thumb.name}"
@@ -99,17 +108,26 @@ class ReportThumbnails:
         parameters gives the images new keys), so the folder does not grow with every rerun,
         and the temp files of a report that was killed while making thumbnails.
 
-        Only files older than ``older_than_ns`` go: a report written at the same time from a
-        longer ledger may just have made a thumbnail this one does not know."""
+        Only what genbatch wrote goes: regular files (never a symlink) with a thumbnail's name
+        that name themselves in their XMP, in the real folder genbatch made, opened without
+        following a symlink. Only files older than ``older_than_ns`` go: a report written at
+        the same time from a longer ledger may just have made a thumbnail this one does not know."""
         kept = np.sort(np.frombuffer(self._kept, dtype=np.int64))
-        thumb_dir = thumbs_folder(self.out)
-        with os.scandir(thumb_dir) as entries:
-            for entry in entries:
-                stale = entry.name.endswith(".webp") and not _member(kept, hash(entry.name))
-                if stale or ".webp.tmp-" in entry.name:
+        thumbs_folder(self.out, contents=False)
+        with folder_descriptor(self.out, THUMBS_DIR, links=False) as folder:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    name = entry.name
+                    thumb = _THUMB_FILE_RE.match(name) is not None
+                    if thumb and _member(kept, hash(name)) or not (thumb or _TEMP_FILE_RE.match(name)):
+                        continue
                     with contextlib.suppress(OSError):
-                        if entry.stat(follow_symlinks=False).st_mtime_ns < older_than_ns:
-                            remove(thumb_dir, entry.path)
+                        st = entry.stat(follow_symlinks=False)
+                        if not stat.S_ISREG(st.st_mode) or st.st_mtime_ns >= older_than_ns:
+                            continue
+                        if thumb and not written_by_genbatch(folder, name):
+                            continue
+                        os.unlink(name, dir_fd=folder)
 
 
 def _member(sorted_values: np.ndarray, value: int) -> bool:
@@ -117,19 +135,94 @@ def _member(sorted_values: np.ndarray, value: int) -> bool:
     return at < len(sorted_values) and int(sorted_values[at]) == value
 
 
-def thumbs_folder(out: Path) -> Path:
-    """``OUT/.genbatch-thumbs``, created if missing; a symlink there leading out of ``out`` is
-    refused (safe_write.UnsafePathError)."""
-    folder = contained(out, THUMBS_DIR)
-    folder.mkdir(exist_ok=True)
+def thumbs_folder(out: Path, *, contents: bool = True) -> Path:
+    """``OUT/.genbatch-thumbs``, made if missing. It must be a real folder (a symlink there,
+    wherever it leads, is refused: :class:`UnsafePathError`) and, with ``contents``, hold
+    nothing but what genbatch keeps there (``KEY.webp`` files and their temp files): a folder
+    of someone else's files is refused too. (A run's image writers check only the folder.)"""
+    root = Path(out).resolve()
+    folder = root / THUMBS_DIR
+    try:
+        st = os.lstat(folder)
+    except FileNotFoundError:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder)
+        st = os.lstat(folder)
+    if stat.S_ISLNK(st.st_mode):
+        target = os.path.realpath(folder)
+        where = "inside" if target == str(root) or target.startswith(str(root) + os.sep) else "outside"
+        raise UnsafePathError(
+            f"{folder} is a symlink (to {target}, {where} the output folder {root}); genbatch keeps its "
+            "thumbnails only in a real folder it made there: remove the link"
+        )
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafePathError(
+            f"{folder} is not a folder; genbatch keeps its thumbnails in a real folder of that name it makes "
+            "itself: move the file away"
+        )
+    if contents:
+        with os.scandir(folder) as entries:
+            strangers = sorted(e.name for e in entries if not _thumbnail_entry(e))
+        if strangers:
+            more = f" and {len(strangers) - 1} more" if len(strangers) > 1 else ""
+            raise UnsafePathError(
+                f"{folder} is not a folder genbatch made: it holds {strangers[0]!r}{more}, and genbatch keeps "
+                "only its thumbnails there (KEY.webp files): move those files (or the folder) away"
+            )
     return folder
 
 
-def write_thumbnail(image: Path, thumb: Path) -> bool:
+def _thumbnail_entry(entry: os.DirEntry[str]) -> bool:
+    """What genbatch keeps in its thumbnails folder: a thumbnail or its temp file, by name
+    (only one naming itself in its XMP is ever deleted, see :func:`written_by_genbatch`)."""
+    return bool(_THUMB_FILE_RE.match(entry.name) or _TEMP_FILE_RE.match(entry.name))
+
+
+def _real_folder(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _xmp(name: str) -> bytes:
+    """The XMP a thumbnail carries: its own file name, so cleanup can tell it is genbatch's."""
+    return (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        f'<rdf:Description xmlns:genbatch="https://genbatch.invalid/ns/1/" genbatch:thumbnail="{name}"/>'
+        "</rdf:RDF></x:xmpmeta>"
+    ).encode("ascii")
+
+
+def written_by_genbatch(folder: int, name: str) -> bool:
+    """Whether ``name`` in the folder open as ``folder`` is a thumbnail genbatch wrote: a
+    regular file (not followed if a symlink), small, naming itself in its XMP."""
+    try:
+        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC, dir_fd=folder)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_THUMB_BYTES:
+            return False
+        data = b""
+        while chunk := os.read(fd, MAX_THUMB_BYTES + 1 - len(data)):
+            data += chunk
+            if len(data) > MAX_THUMB_BYTES:
+                return False
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return f'genbatch:thumbnail="{name}"'.encode() in data
+
+
+def write_thumbnail(image: Path, thumb: Path, out: Path) -> bool:
     """Write a WebP thumbnail of ``image`` (at most THUMB_SIZE px a side) atomically to
-    ``thumb``; False when the image cannot be read or the thumbnail written."""
+    ``thumb`` in ``out``'s thumbnails folder; False when the image cannot be read or the
+    thumbnail written."""
     picture = thumbnail(image, THUMB_SIZE)
-    return picture is not None and _save(picture, thumb, root=thumb.parent)
+    return picture is not None and _save(picture, out, thumb.name)
 
 
 def thumbnail_of(pixels: np.ndarray) -> Image.Image:
@@ -143,13 +236,20 @@ def write_report_thumbnail(out: Path, key: str, file: str, pixels: np.ndarray) -
     """The report's thumbnail of an image just written, made from its pixels (no file read back),
     so the end-of-run report finds it fresh and makes none; False when it could not be written
     (the report then makes it from the file). The folder is made with the run's first one."""
-    thumb = Path(out) / THUMBS_DIR / thumb_name({"key": key, "file": file})
-    return _save(thumbnail_of(pixels), thumb, root=Path(out))
+    return _save(thumbnail_of(pixels), Path(out), thumb_name({"key": key, "file": file}))
 
 
-def _save(picture: Image.Image, thumb: Path, root: Path) -> bool:
+def _save(picture: Image.Image, out: Path, name: str) -> bool:
+    """Write ``picture`` as ``OUT/.genbatch-thumbs/name``, into the folder genbatch made only."""
+    xmp = _xmp(name)
     try:
-        write_atomic(thumb, lambda tmp: picture.save(tmp, "WEBP", quality=80, method=4), root=root)
+        thumbs_folder(out, contents=False)
+        write_atomic(
+            Path(out) / THUMBS_DIR / name,
+            lambda tmp: picture.save(tmp, "WEBP", quality=80, method=4, xmp=xmp),
+            root=out,
+            links=False,
+        )
     except (OSError, ValueError, UnsafePathError):
         return False
     return True
