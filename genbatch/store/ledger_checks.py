@@ -53,6 +53,8 @@ _FIELD_TYPES: dict[str, str | Field] = {
     "fields": _OBJECT,
     **_RANGED,  # the other numeric fields (clip_skip, max_sequence_length), after these
 }
+# Records of a job (not of a skipped manifest row): "index", where present, is never null.
+_INDEXED = ("done", "failed")
 REPORTED = 10  # bad lines reported one by one; the rest are counted
 _log = logging.getLogger("genbatch.store.ledger")
 
@@ -120,6 +122,8 @@ def record_problem(record: Any, surrogates: bool = True) -> str | None:
             return why
     if not record["key"]:
         return '"key" is empty'
+    if record.get("index", 0) is None and record.get("status") in _INDEXED:
+        return f'"index" is null, expected {_INT}'  # a job's record says which job it is
     file = record.get("file")
     if record.get("status") == "done" and not (file or "").strip():
         return 'a "done" record without a "file"'

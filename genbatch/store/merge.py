@@ -4,8 +4,14 @@ Each source's images are hard-linked into the target folder when both are on one
 filesystem, else copied; either way a file appears under its final name only complete
 (:mod:`genbatch.store.safe_write`), and nothing is written outside the target. The ledgers merge
 into one: one line per job key (an image that is done anywhere wins over a failure
-elsewhere), every ``file`` a path inside the target. Two different jobs under one file
-name are refused before anything is written. The sources are left as they were.
+elsewhere), every ``file`` a path inside the target. The sources are left as they were.
+
+Every input is checked before anything is written, so a refused merge leaves the target as
+it was: two different jobs under one file name, a symlink where an image should be (a hard
+link to it would be a link too, dangling in the target), and, where one job's image is in
+several sources (it ran on two hosts), a copy whose bytes do not match the sha256 its ledger
+records (the matching copy is merged; none matching is refused). Ledger lines that break
+the ledger's rules (``ledger_checks``) are reported and passed over: their jobs are still to do.
 """
 
 from __future__ import annotations
@@ -13,8 +19,10 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
+import stat
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -26,6 +34,7 @@ from genbatch.store.safe_write import UnsafePathError, contained, write_atomic
 
 # errors of os.link that mean "copy instead": another filesystem, or one without hard links
 _NO_LINK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES}
+_log = logging.getLogger("genbatch.store.merge")
 
 
 @dataclass
@@ -72,30 +81,38 @@ def _merge(sources: list[Path], into: Path) -> MergeResult:
     result = MergeResult(into, sources)
     # the target's own ledger first: what is already there stays
     folders = [into] + [s for s in sources if s != into] if ledger_path(into).is_file() else list(sources)
-    chosen: dict[str, _Entry] = {}
-    owner: dict[str, _Entry] = {}  # file name -> the done entry that owns it
+    # 1. Check every input; nothing is written until all of them pass.
+    copies: dict[str, list[_Entry]] = {}  # key -> its done entries whose image is there, in folder order
+    others: dict[str, _Entry] = {}  # key -> its last record that is not done (of two failures, the later)
     for folder in folders:
         for record in read_ledger(folder):
             key = record["key"]
-            done = record.get("status") == "done"
-            if done and not _present(folder, record):
-                continue  # its image is gone: the job is still to do
-            previous = chosen.get(key)
-            if previous is not None and previous.record.get("status") == "done":
-                continue  # the first image of a job is kept; a later failure of it says nothing new
-            entry = _Entry(record, folder)
-            if done:
-                file = _relative_file(folder, record)
-                other = owner.get(file)
-                if other is not None and other.record["key"] != key:
-                    raise GenbatchError(
-                        f"{other.source / file} (job {other.record['key']}) and {folder / file} (job {key}) are "
-                        "different images under one file name; merge overwrites nothing: rerun one of them with "
-                        "another --name-template, or merge them into different folders"
-                    )
-                owner[file] = entry
-            chosen[key] = entry  # a done image wins over a failure; of two failures, the later
+            if record.get("status") != "done":
+                others[key] = _Entry(record, folder)
+            elif _present(folder, record):  # else its image is gone: the job is still to do
+                _relative_file(folder, record)
+                copies.setdefault(key, []).append(_Entry(record, folder))
+    chosen: dict[str, _Entry] = {}
+    owner: dict[str, _Entry] = {}  # file name -> the done entry that owns it
+    for key in dict.fromkeys([*copies, *others]):
+        if key not in copies:
+            chosen[key] = others[key]
+            continue
+        entry = chosen[key] = _pick(key, copies[key], into)  # a done image wins over a failure
+        file = _relative_file(entry.source, entry.record)
+        other = owner.get(file)
+        if other is not None and other.record["key"] != key:
+            raise GenbatchError(
+                f"{other.source / file} (job {other.record['key']}) and {entry.source / file} (job {key}) are "
+                "different images under one file name; merge overwrites nothing: rerun one of them with "
+                "another --name-template, or merge them into different folders"
+            )
+        owner[file] = entry
     _check_target(into, owner)
+    records = [dict(e.record, **({"merged_from": str(e.source)} if e.source != into else {})) for e in chosen.values()]
+    records.sort(key=_order)
+    ledger = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records).encode()
+    # 2. Write: the images, then the ledger that names them.
     for file, entry in owner.items():
         if entry.source == into or _same_file(into / file, entry.record):
             result.in_place += 1
@@ -103,17 +120,53 @@ def _merge(sources: list[Path], into: Path) -> MergeResult:
             result.linked += 1
         else:
             result.copied += 1
-    records = [dict(e.record, **({"merged_from": str(e.source)} if e.source != into else {})) for e in chosen.values()]
-    records.sort(key=lambda r: (r.get("status") != "skipped", r.get("index", -1), r.get("line") or 0, r["key"]))
-    write_atomic(
-        ledger_path(into),
-        "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records).encode(),
-        root=into,
-    )
+    write_atomic(ledger_path(into), ledger, root=into)
     result.images = sum(r.get("status") == "done" for r in records)
     result.failed = sum(r.get("status") == "failed" for r in records)
     result.skipped = sum(r.get("status") == "skipped" for r in records)
     return result
+
+
+def _order(record: dict[str, Any]) -> tuple[bool, int, int, str]:
+    """Skipped rows first, then by index and line (a missing one first, never a TypeError)."""
+    index, line = record.get("index"), record.get("line")
+    return (
+        record.get("status") != "skipped",
+        index if isinstance(index, int) else -1,
+        line if isinstance(line, int) else 0,
+        record["key"],
+    )
+
+
+def _pick(key: str, entries: list[_Entry], into: Path) -> _Entry:
+    """Of a job's copies of its image, the one to merge: the target's own (it stays, merge
+    overwrites nothing), the only one, or else the first whose bytes match the sha256 its
+    ledger records (those that do not are named in a warning). None matching is refused."""
+    files = {_identity(e) for e in entries}
+    if entries[0].source == into or len(files) == 1:  # one file, however many ledgers name it
+        return entries[0]
+    bad: list[Path] = []
+    for entry in entries:
+        path = entry.source / entry.record["file"]
+        expected = entry.record.get("sha256")
+        if expected is None or _sha256(path) == expected:
+            for damaged in bad:
+                _log.warning(
+                    f"{damaged}: its bytes do not match the sha256 in its folder's genbatch.jsonl (job {key}); "
+                    f"merged the copy that does, {path}"
+                )
+            return entry
+        bad.append(path)
+    raise GenbatchError(
+        f"job {key}: no copy of its image matches the sha256 its ledger records ({', '.join(map(str, bad))} are "
+        "all damaged); merge takes only an image that matches: delete the damaged files (the job is then still "
+        "to do) and merge again"
+    )
+
+
+def _identity(entry: _Entry) -> tuple[int, int]:
+    st = os.stat(entry.source / entry.record["file"])
+    return st.st_dev, st.st_ino
 
 
 def _relative_file(folder: Path, record: dict[str, Any]) -> str:
@@ -130,13 +183,25 @@ def _relative_file(folder: Path, record: dict[str, Any]) -> str:
 
 
 def _present(folder: Path, record: dict[str, Any]) -> bool:
+    """Whether the record's image is in ``folder`` with its recorded size; a symlink there is
+    refused: merge never links a link."""
     if not record.get("file"):
         return False
+    path = folder / record["file"]
     try:
-        size = (folder / record["file"]).stat().st_size
+        st = os.lstat(path)
     except OSError:
         return False
-    return record.get("bytes") in (None, size)
+    if stat.S_ISLNK(st.st_mode):
+        raise GenbatchError(_link_refused(path))
+    return stat.S_ISREG(st.st_mode) and record.get("bytes") in (None, st.st_size)
+
+
+def _link_refused(path: Path) -> str:
+    return (
+        f"{path} is a symlink (to {os.readlink(path)}); merge takes only real image files, never a link: "
+        "put the image itself there (or remove the link, and its job is still to do)"
+    )
 
 
 def _same_file(path: Path, record: dict[str, Any]) -> bool:
@@ -161,23 +226,34 @@ def _check_target(into: Path, owner: dict[str, _Entry]) -> None:
 
 def _place(source: Path, into: Path, file: str) -> bool:
     """Hard-link ``source`` into ``into/file`` (True), or copy it where a link cannot be made."""
+
+    def link(temp: Path) -> None:
+        os.link(source, temp)
+        _not_a_link(temp, source)
+
+    def copy(temp: Path) -> None:
+        shutil.copyfile(source, temp, follow_symlinks=False)
+        _not_a_link(temp, source)
+
     try:
-        write_atomic(into / file, lambda temp: os.link(source, temp), root=into)
+        write_atomic(into / file, link, root=into)
         return True
     except OSError as err:
         if err.errno not in _NO_LINK:
             raise
-
-    def copy(temp: Path) -> None:
-        shutil.copyfile(source, temp)
-
     write_atomic(into / file, copy, root=into)
     return False
 
 
+def _not_a_link(temp: Path, source: Path) -> None:
+    """``source`` was checked to be a file, but may have been swapped for a symlink since."""
+    if stat.S_ISLNK(os.lstat(temp).st_mode):
+        raise GenbatchError(_link_refused(source))
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)), "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
