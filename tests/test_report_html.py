@@ -374,7 +374,7 @@ def test_browser_pages_through_many_images(browser, tmp_path: Path):
 
 
 def test_a_thumbnail_folder_linked_out_of_the_folder_is_refused(out: Path, tmp_path: Path):
-    from genbatch.store.safe_write import UnsafePathError
+    from genbatch.safe_write import UnsafePathError
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -465,7 +465,7 @@ def test_page_files_of_an_earlier_longer_report_are_removed(tmp_path: Path):
 
 
 def test_a_page_data_folder_linked_out_of_the_folder_is_refused(tmp_path: Path):
-    from genbatch.store.safe_write import UnsafePathError
+    from genbatch.safe_write import UnsafePathError
 
     out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
     elsewhere.mkdir()

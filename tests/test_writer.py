@@ -23,7 +23,7 @@ from genbatch.report import thumbnails
 from genbatch.report.thumbnails import THUMB_SIZE, THUMBS_DIR, thumb_name, thumbnail_of
 from genbatch.runner.options import InputOptions, OutputOptions, RunOptions
 from genbatch.runner.run import run_manifest
-from genbatch.store.safe_write import write_atomic
+from genbatch.safe_write import write_atomic
 
 PIXELS = np.zeros((64, 64, 3), np.uint8)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from genbatch.home import genbatch_home
-from genbatch.store.safe_write import write_atomic
+from genbatch.safe_write import write_atomic
 
 AUTO_CAP = 64
 STATE_NAME = "batch-sizes.json"

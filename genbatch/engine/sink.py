@@ -21,8 +21,8 @@ from genbatch.errors import GenbatchError
 from genbatch.jobs import Job
 from genbatch.manifest.read import Manifest, SkippedRow
 from genbatch.progress import Progress
+from genbatch.safe_write import sync_filesystem, unwritable
 from genbatch.store.ledger import SCHEMA_VERSION, Ledger
-from genbatch.store.safe_write import sync_filesystem, unwritable
 
 
 def now() -> str:

@@ -2,7 +2,7 @@
 
 Encoding (PNG at level 6 is ~80 ms for 512x512) must never run on the thread that feeds
 the accelerator, so it runs here, in threads: Pillow releases the GIL while compressing.
-A file appears under its final name only complete (:mod:`genbatch.store.safe_write`), and only
+A file appears under its final name only complete (:mod:`genbatch.safe_write`), and only
 then is the job reported written, so its ledger line follows its file.
 """
 
@@ -23,8 +23,8 @@ import numpy as np
 
 from genbatch.manifest.a1111 import parameters_text
 from genbatch.report.thumbnails import write_report_thumbnail
+from genbatch.safe_write import OutputUnwritableError, unwritable, write_atomic
 from genbatch.store.image_formats import encode
-from genbatch.store.safe_write import OutputUnwritableError, unwritable, write_atomic
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genbatch.store.safe_write import remove, write_atomic
+from genbatch.safe_write import remove, write_atomic
 
 CACHE_DIR = ".genbatch-eval"
 MERGE_ABOVE = 32  # chunks; more are merged into one when the cache is opened

@@ -20,7 +20,7 @@ from PIL import Image
 from genbatch.errors import GenbatchError
 from genbatch.evaluate.networks import Extractor
 from genbatch.home import genbatch_home
-from genbatch.store.safe_write import write_atomic
+from genbatch.safe_write import write_atomic
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 

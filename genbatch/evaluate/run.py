@@ -19,7 +19,7 @@ from genbatch.evaluate.images import EvalImage, group_images, run_images
 from genbatch.evaluate.reference import check_reference, reference_stats
 from genbatch.report.eval_section import EVAL_NAME as EVAL_NAME
 from genbatch.report.eval_section import read_eval as read_eval
-from genbatch.store.safe_write import write_atomic
+from genbatch.safe_write import write_atomic
 
 FLUSH_EVERY = 512  # images: how often computed rows are saved to the cache
 

@@ -33,7 +33,7 @@ from genbatch.errors import GenbatchError, ModelError
 from genbatch.pipelines.families import SD, SDXL, folder_family, is_xl
 from genbatch.pipelines.model_files import EXPORT_INFO, fingerprint, is_onnx_export
 from genbatch.pipelines.model_lookup import ModelRef, resolve_model
-from genbatch.store.safe_write import install_folder, staged_folder
+from genbatch.safe_write import install_folder, staged_folder
 
 DEFAULT_OPSET = 17
 EXTERNAL_DATA = "model.onnx_data"

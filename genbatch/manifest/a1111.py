@@ -102,7 +102,7 @@ def read_prompt_file(text: str, name: str, max_images: int | None = None) -> Pro
     checked here, so a bad one is located at its column. A line's ``--n_iter`` x ``--batch_size``
     images may be at most ``max_images`` (``--max-images-per-row``; default 10,000)."""
     if max_images is None:
-        from genbatch.manifest.read import MAX_IMAGES_PER_ROW
+        from genbatch.manifest.values import MAX_IMAGES_PER_ROW
 
         max_images = MAX_IMAGES_PER_ROW
     records: list[tuple[int, dict[str, Any]]] = []

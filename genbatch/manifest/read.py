@@ -29,6 +29,7 @@ from genbatch.manifest.csv_reader import read_delimited
 from genbatch.manifest.fields import ROW_FIELDS, Values
 from genbatch.manifest.jsonl_parquet_text import read_jsonl, read_parquet, read_txt
 from genbatch.manifest.raw import Raw, decode
+from genbatch.manifest.values import MAX_IMAGES_PER_ROW as MAX_IMAGES_PER_ROW
 from genbatch.manifest.values import UNSET, check_images_per_row, parse_column
 from genbatch.manifest.values import parse_value as parse_value
 
@@ -45,7 +46,6 @@ EXTENSIONS = {
 }
 # A row asks for at most this many images unless --max-images-per-row says otherwise: a
 # typo such as num_images=1000000000 must be a message, not a billion jobs in memory.
-MAX_IMAGES_PER_ROW = 10_000
 
 # A field genbatch understands, and the column names (compared case-insensitively, with
 # spaces and dashes read as underscores) that mean it: see genbatch.manifest.fields.

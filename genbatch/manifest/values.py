@@ -89,6 +89,10 @@ _PARSE_KIND: dict[str, Callable[[Any, str], Any]] = {
 }
 
 
+# The most images one row may ask for unless --max-images-per-row raises it.
+MAX_IMAGES_PER_ROW = 10_000
+
+
 def check_images_per_row(count: int | None, limit: int) -> None:
     """Raise ValueError if a row's ``num_images`` is over ``limit``."""
     if count is not None and count > limit:

@@ -2,5 +2,5 @@
 folders, single files, the Hugging Face cache), the family table, samplers, LoRA specs, prompt-weighting
 rules, and the tiny and random-weight builds used by tests and benchmarks.
 
-May import: genbatch.store and the shared modules.
+May import: the shared modules only.
 """

@@ -15,7 +15,7 @@ from typing import Any
 
 from genbatch.home import genbatch_home
 from genbatch.pipelines.tiny_tokenizers import write_clip_tokenizer
-from genbatch.store.safe_write import install_folder, staged_folder
+from genbatch.safe_write import install_folder, staged_folder
 
 PACKAGE_MODELS = Path(__file__).parent / "models"
 TINY_RANDOM = "tiny-random"

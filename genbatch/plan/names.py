@@ -219,7 +219,7 @@ class _Template:
 def _check_part(part: str, path: str, template: str) -> str:
     """One folder or file name of a job's path, checked; a Windows-reserved name neutralised."""
     if part.startswith("."):
-        from genbatch.store.safe_write import TEMP_MARKER
+        from genbatch.safe_write import TEMP_MARKER
 
         raise GenbatchError(
             f"--name-template {shown(template)} gives {shown(path)}: a name that begins with '.' "

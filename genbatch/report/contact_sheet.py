@@ -16,8 +16,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from genbatch.report.scan import scan_folder
 from genbatch.report.thumbnails import thumbnail, worker_count
+from genbatch.safe_write import remove, write_atomic
 from genbatch.store.image_formats import CONTACT_SHEET_RE
-from genbatch.store.safe_write import remove, write_atomic
 
 SHEET_NAME = "contact-sheet-{:03d}.png"
 BACKGROUND = (255, 255, 255)

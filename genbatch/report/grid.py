@@ -29,8 +29,8 @@ from genbatch.errors import GenbatchError
 from genbatch.manifest.fields import ALIASES, BY_NAME, text_value
 from genbatch.report.folder import as_int, load_folder
 from genbatch.report.thumbnails import thumbnail
+from genbatch.safe_write import contained, remove, write_atomic
 from genbatch.store.ledger import iter_records
-from genbatch.store.safe_write import contained, remove, write_atomic
 
 GRIDS_DIR = ".genbatch-grids"
 BACKGROUND = (255, 255, 255)

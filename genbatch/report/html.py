@@ -44,7 +44,7 @@ from genbatch.report.pages import CHUNK_ROWS, PAGES_DIR, PageWriter, dumps_finit
 from genbatch.report.scan import SECTIONS, Scan, scan_folder
 from genbatch.report.throughput import Run, chart, fmt_duration, wall_and_rate
 from genbatch.report.thumbnails import THUMB_SIZE, THUMBS_DIR, ReportThumbnails
-from genbatch.store.safe_write import write_atomic
+from genbatch.safe_write import write_atomic
 
 __all__ = [
     "CHUNK_ROWS",

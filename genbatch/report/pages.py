@@ -24,7 +24,7 @@ from typing import Any
 
 from jinja2.utils import htmlsafe_json_dumps
 
-from genbatch.store.safe_write import contained, remove, write_atomic
+from genbatch.safe_write import contained, remove, write_atomic
 
 PAGES_DIR = ".genbatch-report"
 CHUNK_ROWS = 1000  # rows per chunk; a multiple of the page's 200 cards

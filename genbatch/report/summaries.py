@@ -18,8 +18,8 @@ from typing import Any
 from genbatch.echo import shown_bare
 from genbatch.manifest.fields import BY_NAME, report_columns, text_value
 from genbatch.report.folder import extra_fields
+from genbatch.safe_write import write_atomic
 from genbatch.store.ledger import CurrentRecords, iter_current_records
-from genbatch.store.safe_write import write_atomic
 
 TABLE_COLUMNS = [
     "status",

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from genbatch.report.folder import file_mtime_ns
-from genbatch.store.safe_write import UnsafePathError, folder_descriptor, write_atomic
+from genbatch.safe_write import UnsafePathError, folder_descriptor, write_atomic
 
 THUMBS_DIR = ".genbatch-thumbs"
 THUMB_SIZE = 256

@@ -32,10 +32,10 @@ from genbatch.report.summaries import prepare as prepare_reports  # imports of t
 from genbatch.runner.options import RunOptions
 from genbatch.runner.stop_signals import StopSignals
 from genbatch.runner.summary import Counts, RunSummary
+from genbatch.safe_write import contained, remove_stale_temp_files, unwritable
 from genbatch.store.ledger import CurrentRecords, Ledger
 from genbatch.store.output_lock import LOCK_NAME, OutputFolderLock
 from genbatch.store.resume_scan import DoneIndex, done_index_soon
-from genbatch.store.safe_write import contained, remove_stale_temp_files, unwritable
 
 
 @dataclass

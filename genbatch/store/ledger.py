@@ -21,8 +21,8 @@ import numpy as np
 
 from genbatch.bulk import paused_gc
 from genbatch.errors import GenbatchError
+from genbatch.safe_write import open_no_follow
 from genbatch.store.ledger_checks import REPORTED, record_problem, warn_once
-from genbatch.store.safe_write import open_no_follow
 
 LEDGER_NAME = "genbatch.jsonl"
 # The shape of ledger records and run.json. Version 1 (no "schema" field) is read the same way.

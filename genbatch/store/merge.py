@@ -2,7 +2,7 @@
 
 Each source's images are hard-linked into the target folder when both are on one
 filesystem, else copied; either way a file appears under its final name only complete
-(:mod:`genbatch.store.safe_write`), and nothing is written outside the target. The ledgers merge
+(:mod:`genbatch.safe_write`), and nothing is written outside the target. The ledgers merge
 into one: one line per job key (an image that is done anywhere wins over a failure
 elsewhere), every ``file`` a path inside the target. The sources are left as they were.
 
@@ -29,8 +29,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from genbatch.errors import GenbatchError
+from genbatch.safe_write import UnsafePathError, contained, write_atomic
 from genbatch.store.ledger import ledger_path, read_ledger
-from genbatch.store.safe_write import UnsafePathError, contained, write_atomic
 
 # errors of os.link that mean "copy instead": another filesystem, or one without hard links
 _NO_LINK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES}

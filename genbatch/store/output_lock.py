@@ -8,7 +8,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from genbatch.errors import GenbatchError, LockedError
-from genbatch.store.safe_write import UnsafePathError, contained
+from genbatch.safe_write import UnsafePathError, contained
 
 LOCK_NAME = ".genbatch.lock"
 
