@@ -120,3 +120,18 @@ def test_only_thumbnails_genbatch_wrote_are_cleaned_up(tmp_path, manifest, webp_
     assert all(os.readlink(out / THUMBS / name) == str(target) for name, target in planted.items())
     assert (elsewhere / "photo.webp").read_bytes() == b"a photo"
     assert len(images(out)) == 6 and intact(out)
+
+
+def test_a_rerun_into_a_folder_whose_thumbnails_folder_is_a_link_is_refused_before_any_image(webp_run, manifest):
+    out = webp_run
+    for thumb in (out / THUMBS).iterdir():
+        thumb.unlink()
+    (out / THUMBS).rmdir()
+    (out / THUMBS).symlink_to(".", target_is_directory=True)
+    (out / read_ledger(out)[0]["file"]).unlink()  # one image for the rerun to make
+
+    result = genbatch("run", manifest, "--out", out, "--format", "webp", *FAST)
+
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"{out / THUMBS} is a symlink" in result.stderr
+    assert len(images(out)) == 5  # nothing written, nothing deleted

@@ -29,6 +29,7 @@ from genbatch.plan.planner import Job, Plan, count_batches, make_plan, ordered_g
 from genbatch.progress import Progress
 from genbatch.report.summaries import METADATA_NAME, command_line, versions, write_json, write_metadata, write_tables
 from genbatch.report.summaries import prepare as prepare_reports  # imports of the end-of-run reports, started early
+from genbatch.report.thumbnails import THUMBS_DIR, thumbs_folder
 from genbatch.runner.options import RunOptions
 from genbatch.runner.stop_signals import StopSignals
 from genbatch.runner.summary import Counts, RunSummary
@@ -322,6 +323,8 @@ def check_output_paths(out: Path, jobs: list[Job]) -> None:
     for a file, a sub-folder, the ledger or the thumbnails that points elsewhere is refused)."""
     for name in OWN_FILES:
         contained(out, name)
+    if os.path.lexists(Path(out) / THUMBS_DIR):  # made with the first image; one already there must be genbatch's
+        thumbs_folder(out, contents=False)
     for folder in sorted({str(Path(job.file).parent) for job in jobs}):
         contained(out, Path(folder) / "x")
 
