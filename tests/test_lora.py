@@ -4,12 +4,14 @@ the CLI on the tiny test model, with tiny LoRAs made by peft."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import FAST, genbatch, ledger, pixels
+from helpers import FAST, genbatch, genbatch_process, ledger, pixels
 from PIL import Image
 
 from genbatch.pipelines import prompt_weighting
@@ -252,3 +254,57 @@ def test_weighted_prompts_change_pixels_and_off_keeps_them(tmp_path):
     bad = genbatch("run", manifest, "--out", tmp_path / "o", *FAST, "--prompt-weighting", "comfy")
     assert bad.exit_code == 2
     assert "--prompt-weighting: prompt_weighting 'comfy' is not accepted; expected a1111 or off" in bad.output
+
+
+def test_validate_checks_a_lora_column_without_loading_a_model(tmp_path, loras):
+    ink = loras["ink"]
+    good = tmp_path / "good.csv"
+    good.write_text(f"prompt,lora\none,{ink}:0.8\ntwo,none\nthree,\n", encoding="utf-8")
+    result = genbatch("validate", good, "--model", "tiny-random")
+    assert result.exit_code == 0, result.output
+    assert "3 rows, 3 images, valid" in result.output
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        f"prompt,lora\none,{ink}\ntwo,nowhere.safetensors:0.5\nthree,nowhere.safetensors\n", encoding="utf-8"
+    )
+    result = genbatch("validate", bad, "--model", "tiny-random")
+    assert result.exit_code == 2
+    assert f"{bad}:3:lora: LoRA 'nowhere.safetensors': no such file or folder" in result.output
+    assert f"{bad}:4:lora: LoRA 'nowhere.safetensors': no such file or folder" in result.output
+    assert f"{bad}:2:" not in result.output
+    assert "Traceback" not in result.output
+
+
+def finished(*args, timeout: float = 120):
+    """(exit code, output) of the CLI as a process that must end within ``timeout`` seconds:
+    a named pipe opened for reading would block it forever."""
+    process = genbatch_process(*args)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        pytest.fail(f"genbatch {' '.join(map(str, args))} did not end in {timeout}s (did it open a named pipe?)")
+    return process.returncode, stdout + stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_lora_that_is_a_device_or_a_named_pipe_is_refused_and_never_opened(tmp_path):
+    pipe = tmp_path / "style.safetensors"
+    os.mkfifo(pipe)
+    manifest = tmp_path / "odd.csv"
+    manifest.write_text("prompt,lora\nnull,/dev/null:0.5\npipe,style.safetensors\n", encoding="utf-8")
+    null = f"{manifest}:2:lora: LoRA '/dev/null': /dev/null is not a regular file (a character device)"
+    named = f"{manifest}:3:lora: LoRA 'style.safetensors': {pipe} is not a regular file (a named pipe)"
+
+    code, output = finished("validate", manifest, "--model", "tiny-random")
+    assert code == 2 and null in output and named in output and "Traceback" not in output
+    for extra in (["--dry-run"], []):
+        code, output = finished("run", manifest, "--out", tmp_path / "out", *FAST, *extra)
+        assert code == 2 and null in output and "Traceback" not in output
+    plain = tmp_path / "plain.csv"
+    plain.write_text("prompt\na red circle\n", encoding="utf-8")
+    code, output = finished("run", plain, "--out", tmp_path / "out", *FAST, "--lora", pipe)
+    assert code == 2 and f"error: --lora: LoRA '{pipe}': {pipe} is not a regular file (a named pipe)" in output
+    assert not (tmp_path / "out").exists()

@@ -53,6 +53,7 @@ class TorchGenerator:
             "vae_tiling": settings.vae_tiling,
             "vae_slicing": settings.vae_slicing,
         }
+        self.allow_pickle = settings.allow_pickle
         try:
             with warnings.catch_warnings():  # newer diffusers renames torch_dtype; both work
                 warnings.simplefilter("ignore", FutureWarning)
@@ -81,7 +82,7 @@ class TorchGenerator:
 
         if is_random_architecture(model.path):
             return build_pipeline(model.path, self.device if self.options["offload"] == "none" else "cpu", dtype)
-        return load_pipeline(model, torch_dtype(dtype))
+        return load_pipeline(model, torch_dtype(dtype), allow_pickle=self.allow_pickle)
 
     def _fast_paths(self, settings: TorchOptions) -> None:
         reuse = settings.reuse_embeddings
@@ -137,7 +138,9 @@ class TorchGenerator:
         generators = [torch.Generator("cpu").manual_seed(j.seed) for j in batch]
         if hasattr(self.pipe.scheduler, "noise_sampler_seed"):  # DPMSolverSDEScheduler's Brownian tree
             self.pipe.scheduler.noise_sampler_seed = [j.seed for j in batch]
-        apply_lora_set(self.pipe, first.values.get("lora"))  # genbatch.pipelines.lora: the batch's LoRA set, or none
+        apply_lora_set(
+            self.pipe, first.values.get("lora"), allow_pickle=self.allow_pickle
+        )  # genbatch.pipelines.lora: the batch's LoRA set, or none
         call = call_kwargs(self.family, self.pipe, batch, generators)
         skip = clip_skip_kwargs(self.pipe, first.clip_skip)
         with torch.inference_mode():

@@ -23,7 +23,8 @@ class TorchOptions:
     decode large images tile by tile / a batch one image at a time; ``reuse_embeddings``: encode
     each distinct prompt once (genbatch.backends.prompt_embeds); ``attention``, ``channels_last``,
     ``compile`` and ``compile_backend``: the fast paths of genbatch.backends.fast_paths
-    (``compile`` None is off)."""
+    (``compile`` None is off); ``allow_pickle``: also load pickled weights (.bin LoRAs, model
+    folders without .safetensors), which can run code when loaded (off: safetensors only)."""
 
     offload: str = "none"
     vae_tiling: bool = False
@@ -33,6 +34,7 @@ class TorchOptions:
     channels_last: str = "auto"
     compile: str | None = None
     compile_backend: str = "inductor"
+    allow_pickle: bool = False
 
     def __post_init__(self) -> None:
         if self.offload not in OFFLOAD:

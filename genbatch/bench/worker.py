@@ -51,7 +51,9 @@ def plain(spec: dict[str, Any], out: Path) -> dict[str, Any]:
     if is_random_architecture(path):
         pipe = build_pipeline(path, spec["device"], spec["dtype"])
     else:
-        pipe = DiffusionPipeline.from_pretrained(path, torch_dtype=torch_dtype(spec["dtype"])).to(spec["device"])
+        pipe = DiffusionPipeline.from_pretrained(path, torch_dtype=torch_dtype(spec["dtype"]), use_safetensors=True).to(
+            spec["device"]
+        )
     pipe.set_progress_bar_config(disable=True)
     load = time.perf_counter() - began
     texts, size, model_seconds, first = prompts(spec["images"]), spec["batch_size"], 0.0, None

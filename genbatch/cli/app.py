@@ -112,6 +112,7 @@ def run(
     attention: fast.Attention = "sdpa",
     channels_last: fast.ChannelsLast = "auto",
     compile_: fast.Compile = "off",
+    allow_pickle: opt.AllowPickle = False,
 ) -> None:
     """Generate an image for every row (x num_images) of MANIFEST into --out.
 
@@ -232,6 +233,7 @@ def _run_options(**given: Any) -> RunOptions:
             attention=given["attention"],
             channels_last=given["channels_last"],
             compile=None if given["compile_"] == "off" else given["compile_"],
+            allow_pickle=given["allow_pickle"],
         ),
         dry_run=given["dry_run"],
         quiet=given["quiet"],
@@ -249,6 +251,7 @@ def validate(
     model: opt.RowsModel = None,
     json_: opt.ProblemsJson = False,
     max_images_per_row: opt.MaxImagesPerRow = MAX_IMAGES_PER_ROW,
+    allow_pickle: opt.AllowPickle = False,
 ) -> None:
     """Check a manifest and report every problem as FILE:LINE:COLUMN: message, including
     models that cannot run on the torch backend and values their family does not take.
@@ -275,7 +278,7 @@ def validate(
         if not manifest_.fatal_problems:
             from genbatch.plan.family_checks import manifest_problems
 
-            problems = [*problems, *manifest_problems(manifest_, model)]
+            problems = [*problems, *manifest_problems(manifest_, model, allow_pickle=allow_pickle)]
         found = Validation(
             manifest_.path, manifest_.format, problems, manifest_.rows, manifest_.columns, manifest_.warnings
         )

@@ -169,6 +169,13 @@ VaeTiling = Annotated[bool, typer.Option("--vae-tiling", help="torch: decode lar
 VaeSlicing = Annotated[
     bool, typer.Option("--vae-slicing", help="torch: decode a batch one image at a time (less memory).")
 ]
+AllowPickle = Annotated[
+    bool,
+    typer.Option(
+        "--allow-pickle",
+        help="Also load pickled weights: .bin LoRAs, and model folders without .safetensors files. A pickle can run code when it is loaded; use this only for files you trust (default: safetensors only).",
+    ),
+]
 
 # genbatch validate
 ManifestToCheck = Annotated[str, typer.Argument(help="Manifest file, or - for stdin.")]

@@ -169,10 +169,13 @@ def clip_extractor(folder: Path, device: str) -> Extractor:
     from transformers import CLIPModel, CLIPProcessor
     from transformers.utils import logging as hf_logging
 
+    from genbatch.pipelines.checkpoints import refuse_pickles
+
+    refuse_pickles(folder, [""], option="--clip-model ", opt_in=None)  # .safetensors only: a pickle runs code
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        model = CLIPModel.from_pretrained(folder, local_files_only=True).to(device).eval()
+        model = CLIPModel.from_pretrained(folder, local_files_only=True, use_safetensors=True).to(device).eval()
         processor = CLIPProcessor.from_pretrained(folder, local_files_only=True)
     except Exception as err:
         raise GenbatchError(

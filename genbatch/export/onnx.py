@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from genbatch.errors import GenbatchError, ModelError
+from genbatch.pipelines.checkpoints import components, pickle_refused, refuse_pickles
 from genbatch.pipelines.families import SD, SDXL, folder_family, is_xl
 from genbatch.pipelines.model_files import EXPORT_INFO, fingerprint, is_onnx_export
 from genbatch.pipelines.model_lookup import ModelRef, resolve_model
@@ -194,15 +195,23 @@ def components_of(pipe: Any) -> tuple[str, ...]:
 def _load_pipeline(ref: ModelRef, index: dict[str, Any]) -> Any:
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
+    # safetensors only: a pickled .bin can run code when it is loaded (genbatch export has no --allow-pickle)
+    refuse_pickles(ref.path, components(ref.path), opt_in=None)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), pickle_refused(ref.path, False, opt_in=None):
             warnings.simplefilter("ignore")
             if index.get("_class_name") == "StableDiffusionXLPipeline":
-                pipe = StableDiffusionXLPipeline.from_pretrained(ref.path)
+                pipe = StableDiffusionXLPipeline.from_pretrained(ref.path, use_safetensors=True)
             else:
                 pipe = StableDiffusionPipeline.from_pretrained(
-                    ref.path, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+                    ref.path,
+                    safety_checker=None,
+                    feature_extractor=None,
+                    requires_safety_checker=False,
+                    use_safetensors=True,
                 )
+    except ModelError:
+        raise
     except Exception as err:
         raise ModelError(f"cannot load {ref.name} from {ref.path}: {err}") from err
     unet = pipe.unet.config

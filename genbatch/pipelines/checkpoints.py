@@ -11,10 +11,12 @@ fingerprint too.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -152,9 +154,10 @@ def with_vae(model: Any, spec: str | None, snapshot: Path | None = None) -> Any:
     return dataclasses.replace(model, fingerprint=_combined(model.fingerprint, "vae", vae_print), vae=path.resolve())
 
 
-def load_pipeline(model: Any, torch_dtype: Any) -> Any:
+def load_pipeline(model: Any, torch_dtype: Any, *, allow_pickle: bool = False) -> Any:
     """The diffusers pipeline of ``model``: ``from_pretrained`` of its folder, or
-    ``from_single_file`` of its checkpoint with the folder's configs; then its ``--vae``."""
+    ``from_single_file`` of its checkpoint with the folder's configs; then its ``--vae``.
+    Weights load from .safetensors files only, unless ``allow_pickle`` (--allow-pickle)."""
     import diffusers
 
     from genbatch.pipelines.model_files import read_json
@@ -163,7 +166,12 @@ def load_pipeline(model: Any, torch_dtype: Any) -> Any:
     silence_library_progress()
 
     if model.checkpoint is None:
-        pipe = diffusers.DiffusionPipeline.from_pretrained(model.path, torch_dtype=torch_dtype)
+        if not allow_pickle:
+            refuse_pickles(model.path, components(model.path))
+        with pickle_refused(model.path, allow_pickle):
+            pipe = diffusers.DiffusionPipeline.from_pretrained(
+                model.path, torch_dtype=torch_dtype, **safetensors_only(allow_pickle)
+            )
     else:
         cls = getattr(diffusers, read_json(model.path / "model_index.json").get("_class_name", ""), None)
         if cls is None or not hasattr(cls, "from_single_file"):
@@ -172,11 +180,11 @@ def load_pipeline(model: Any, torch_dtype: Any) -> Any:
             str(model.checkpoint), config=str(model.path), torch_dtype=torch_dtype, local_files_only=True
         )
     if model.vae is not None:
-        pipe.vae = load_vae(model.vae, model.path, torch_dtype)
+        pipe.vae = load_vae(model.vae, model.path, torch_dtype, allow_pickle=allow_pickle)
     return pipe
 
 
-def load_vae(path: Path, config_folder: Path, torch_dtype: Any) -> Any:
+def load_vae(path: Path, config_folder: Path, torch_dtype: Any, *, allow_pickle: bool = False) -> Any:
     from diffusers import AutoencoderKL
 
     if path.is_file():
@@ -184,4 +192,83 @@ def load_vae(path: Path, config_folder: Path, torch_dtype: Any) -> Any:
             str(path), config=str(config_folder), subfolder="vae", torch_dtype=torch_dtype, local_files_only=True
         )
     sub = "vae" if (path / "vae" / "config.json").is_file() else None
-    return AutoencoderKL.from_pretrained(path, subfolder=sub, torch_dtype=torch_dtype)
+    if not allow_pickle:
+        refuse_pickles(path, [sub or ""], option="--vae ")
+    with pickle_refused(path, allow_pickle, option="--vae "):
+        return AutoencoderKL.from_pretrained(
+            path, subfolder=sub, torch_dtype=torch_dtype, **safetensors_only(allow_pickle)
+        )
+
+
+# --- safetensors only, unless --allow-pickle ---------------------------------------------------
+# A .bin (torch.save) is a pickle: unpickling one can run any code it names. Only torch's
+# weights_only unpickler would stand in the way, so genbatch loads .safetensors files only.
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+OPT_IN = "--allow-pickle"
+
+
+def safetensors_only(allow_pickle: bool) -> dict[str, Any]:
+    """``from_pretrained``'s keywords: safetensors only (its default falls back to unpickling a
+    .bin when a folder has no .safetensors), or its default with ``allow_pickle``."""
+    return {} if allow_pickle else {"use_safetensors": True}
+
+
+def components(folder: Path) -> list[str]:
+    """The sub-folders of a diffusers pipeline folder that hold a model (its model_index.json)."""
+    from genbatch.pipelines.model_files import read_json
+
+    index = read_json(Path(folder) / "model_index.json")
+    return [
+        name
+        for name, value in index.items()
+        if not name.startswith("_") and isinstance(value, list) and value[:1] != [None]
+    ]
+
+
+def pickle_only_parts(folder: Path, parts: list[str]) -> list[str]:
+    """The weights files of ``parts`` (sub-folders of ``folder``; "" is the folder itself) that
+    are pickles with no .safetensors file beside them, e.g. ``unet/diffusion_pytorch_model.bin``."""
+    found = []
+    for part in parts:
+        where = Path(folder) / part
+        try:
+            files = [f for f in where.iterdir() if f.is_file()]
+        except OSError:
+            continue  # no such component: diffusers says so
+        if any(f.suffix.lower() == ".safetensors" for f in files):
+            continue
+        pickles = sorted(f for f in files if f.suffix.lower() in PICKLE_SUFFIXES)
+        if pickles:
+            found.append(pickles[0].relative_to(folder).as_posix())
+    return found
+
+
+def refuse_pickles(folder: Path, parts: list[str], option: str = "", opt_in: str | None = OPT_IN) -> None:
+    """Refuse, before anything loads, a folder whose ``parts`` hold pickled weights only; the
+    message names them and the option that allows them (``opt_in``; None where there is none)."""
+    pickles = pickle_only_parts(folder, parts)
+    if pickles:
+        one = len(pickles) == 1
+        raise ModelError(
+            f"{option}{folder}: {', '.join(pickles)} {'is a pickle' if one else 'are pickles'} (torch.save) "
+            f"with no .safetensors file beside {'it' if one else 'them'}; a pickle can run code when it is "
+            "loaded, so genbatch loads .safetensors weights only: convert the folder "
+            "(save_pretrained(..., safe_serialization=True))"
+            + (f", or pass {opt_in} if you trust it" if opt_in else "")
+        )
+
+
+@contextlib.contextmanager
+def pickle_refused(folder: Path, allow_pickle: bool, option: str = "", opt_in: str | None = OPT_IN) -> Iterator[None]:
+    """diffusers' error for weights it finds no .safetensors file of (safetensors only), in a
+    layout :func:`refuse_pickles` does not know, as a ModelError naming the folder and ``opt_in``."""
+    try:
+        yield
+    except OSError as err:
+        if allow_pickle or ".safetensors" not in str(err):
+            raise
+        raise ModelError(
+            f"{option}{folder}: {err} genbatch loads .safetensors weights only (a pickle can run code when it "
+            f"is loaded)" + (f"; pass {opt_in} to load the folder's pickled weights if you trust it" if opt_in else "")
+        ) from err

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from genbatch.pipelines.model_files import hash_weights
 
 WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 SUFFIXES = (".safetensors", ".bin")
+PICKLE_SUFFIX = ".bin"  # torch.save's pickle: loading one can run code, so it needs --allow-pickle
 
 
 class LoraError(GenbatchError):
@@ -90,18 +92,21 @@ def _parse_one(item: str) -> LoraSpec:
 # --- resolving to files ------------------------------------------------------------------------
 
 
-def resolve_set(specs: tuple[LoraSpec, ...], base: Path | None = None) -> tuple[LoraRef, ...]:
+def resolve_set(
+    specs: tuple[LoraSpec, ...], base: Path | None = None, *, allow_pickle: bool = False
+) -> tuple[LoraRef, ...]:
     """The files of a parsed set; a relative path is looked up from the working folder, then
-    from ``base`` (the manifest's folder). Raises :class:`LoraError`."""
+    from ``base`` (the manifest's folder). A pickled (.bin) LoRA is refused unless
+    ``allow_pickle`` (--allow-pickle). Raises :class:`LoraError`."""
     refs = []
     for spec in specs:
-        name, path, fingerprint = _resolve_file(spec.source, str(base) if base else None, os.getcwd())
+        name, path, fingerprint = _resolve_file(spec.source, str(base) if base else None, os.getcwd(), allow_pickle)
         refs.append(LoraRef(name, spec.weight, path, fingerprint))
     return tuple(refs)
 
 
 @cache
-def _resolve_file(source: str, base: str | None, cwd: str) -> tuple[str, str, str]:
+def _resolve_file(source: str, base: str | None, cwd: str, allow_pickle: bool) -> tuple[str, str, str]:
     """(name, path, fingerprint) of one adapter, found once per process (per working folder)."""
     path = Path(source).expanduser()
     candidates = [path] if path.is_absolute() else [Path(cwd) / path, *([Path(base) / path] if base else [])]
@@ -116,16 +121,39 @@ def _resolve_file(source: str, base: str | None, cwd: str) -> tuple[str, str, st
             "and not a Hugging Face id like 'org/name'"
         )
     file = _weights_file(found, source)
+    if file.suffix.lower() == PICKLE_SUFFIX and not allow_pickle:
+        raise LoraError(
+            f"LoRA {source!r}: {file.name} is a pickle (torch.save), which can run code when it is loaded; "
+            "use the .safetensors version of this LoRA, or pass --allow-pickle to load pickles you trust"
+        )
     if name is None:  # A1111 names a LoRA by its file; diffusers' default file by its folder
         name = file.resolve().parent.name if file.name == WEIGHTS_NAME else file.stem
-    return name, str(file.resolve()), file_fingerprint(file)
+    try:
+        fingerprint = file_fingerprint(file)
+    except OSError as err:
+        raise LoraError(f"LoRA {source!r}: {file} cannot be read ({err.strerror or err})") from None
+    return name, str(file.resolve()), fingerprint
+
+
+def _kind(mode: int) -> str:
+    """What a path that is neither a regular file nor a folder is, for messages."""
+    kinds = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    return next((kind for test, kind in kinds if test(mode)), "a socket" if stat.S_ISSOCK(mode) else "not a file")
 
 
 def _weights_file(found: Path, source: str) -> Path:
-    if found.is_file():
+    """The weights file of what ``source`` names: itself, or the one file of a folder. Only a
+    regular file is ever opened: a named pipe would block the run forever, a device never ends."""
+    mode = found.stat().st_mode
+    if stat.S_ISREG(mode):
         if found.suffix.lower() not in SUFFIXES:
             raise LoraError(f"LoRA {source!r}: {found.name} is not a LoRA weights file ({', '.join(SUFFIXES)})")
         return found
+    if not stat.S_ISDIR(mode):
+        raise LoraError(
+            f"LoRA {source!r}: {found} is not a regular file ({_kind(mode)}); "
+            f"expected a LoRA weights file ({', '.join(SUFFIXES)}) or a folder holding one"
+        )
     if (found / WEIGHTS_NAME).is_file():
         return found / WEIGHTS_NAME
     files = sorted(p for p in found.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES)
@@ -228,9 +256,10 @@ def check_model(pipeline_class: str, model_name: str) -> None:
         ) from None
 
 
-def apply_set(pipe: Any, loras: tuple[LoraRef, ...] | None) -> None:
+def apply_set(pipe: Any, loras: tuple[LoraRef, ...] | None, *, allow_pickle: bool = False) -> None:
     """Make ``pipe`` run with exactly this LoRA set (None: none). Adapters load on first use
-    and stay loaded; a set switch is ``set_adapters``, no set is ``disable_lora``."""
+    and stay loaded; a set switch is ``set_adapters``, no set is ``disable_lora``. Files load
+    as safetensors only, unless ``allow_pickle`` (--allow-pickle)."""
     state = _STATE.setdefault(pipe, _Loaded())
     if not loras:
         if state.enabled:
@@ -244,8 +273,12 @@ def apply_set(pipe: Any, loras: tuple[LoraRef, ...] | None) -> None:
             raise LoraError(state.failed[ref.fingerprint])
         if ref.fingerprint not in state.adapters:
             adapter = f"lora_{ref.fingerprint}"
+            # diffusers' own default falls back to unpickling; safetensors only, unless asked
+            safe_only = {} if allow_pickle else {"use_safetensors": True}
             try:
-                pipe.load_lora_weights(ref.path, adapter_name=adapter)
+                if not stat.S_ISREG(os.stat(ref.path).st_mode):  # replaced since it was planned
+                    raise OSError(f"{ref.path} is not a regular file")
+                pipe.load_lora_weights(ref.path, adapter_name=adapter, **safe_only)
             except Exception as err:
                 why = f"LoRA {ref.name} ({ref.path}) did not load: {type(err).__name__}: {err}"
                 state.failed[ref.fingerprint] = why

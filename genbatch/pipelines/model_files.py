@@ -4,9 +4,11 @@ export. Planning (``--dry-run``, job keys) needs only these."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +36,15 @@ def fingerprint(path: Path) -> str:
 
 
 def hash_weights(digest: Any, file: Path) -> None:
-    """Feed a file to ``digest``: whole when small, else its size and first and last MiB."""
-    size = file.stat().st_size
-    with open(file, "rb") as handle:
+    """Feed a file to ``digest``: whole when small, else its size and first and last MiB.
+    Opened without blocking and read only when it is a regular file (a named pipe put in
+    its place would otherwise block forever); raises OSError if it is not."""
+    descriptor = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with open(descriptor, "rb") as handle:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(file))
+        size = info.st_size
         if size <= 2 * _HASH_CHUNK:
             digest.update(handle.read())
         else:

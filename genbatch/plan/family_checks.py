@@ -63,14 +63,16 @@ def plan_problems(jobs: Iterable[Any], manifest: str, columns: dict[str, str] | 
     return list(problems.values())
 
 
-def manifest_problems(manifest: Any, model: str | None = None) -> list[Problem]:
+def manifest_problems(manifest: Any, model: str | None = None, *, allow_pickle: bool = False) -> list[Problem]:
     """``genbatch validate``'s model checks: the models a manifest's rows use (its model
     column, else ``model``, else the default model) that cannot be found or cannot run on
-    torch, and the row values their families do not take."""
+    torch, the LoRAs they name that cannot be used (pickled ones unless ``allow_pickle``),
+    and the row values their families do not take."""
     from genbatch.jobs import Defaults, Target
     from genbatch.manifest.read import Row
     from genbatch.pipelines.model_lookup import resolve_model
     from genbatch.plan.expand import iter_jobs
+    from genbatch.plan.lora_sets import resolve_loras
 
     models: dict[str | None, Any] = {}
     problems: list[Problem] = []
@@ -83,12 +85,13 @@ def manifest_problems(manifest: Any, model: str | None = None) -> list[Problem]:
             models[row.model] = None
             column = manifest.columns.get("model", "model") if row.model is not None else "--model"
             problems.append(Problem(manifest.path, row.line, column, str(err)))
+    loras = resolve_loras(manifest, None, allow_pickle=allow_pickle, problems=problems)
     # one job per row is enough to check it (a row may ask for thousands of images), made
     # one at a time and without its key (a million-row manifest is checked in flat memory)
     rows = (
         Row.of(row.index, row.line, row.columns, row.cells, {**row.values, "num_images": 1})
         for row in manifest.rows
-        if models[row.model] is not None
+        if models[row.model] is not None and (not row.values.get("lora") or row.values["lora"] in loras)
     )
-    jobs = iter_jobs(rows, models, Defaults(num_images=1), Target("torch", "fp32"), keys=False)
+    jobs = iter_jobs(rows, models, Defaults(num_images=1), Target("torch", "fp32"), loras, keys=False)
     return sorted(problems + plan_problems(jobs, manifest.path, manifest.columns), key=lambda p: p.line or 0)

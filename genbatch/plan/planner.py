@@ -11,7 +11,6 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from genbatch.echo import shown_bare
@@ -26,6 +25,7 @@ from genbatch.pipelines.model_lookup import ModelRef, resolve_model
 from genbatch.plan import family_checks
 from genbatch.plan.expand import expand_jobs as expand_jobs
 from genbatch.plan.expand import iter_jobs as iter_jobs
+from genbatch.plan.lora_sets import resolve_loras as resolve_loras
 from genbatch.plan.names import DEFAULT_NAME_TEMPLATE as DEFAULT_NAME_TEMPLATE
 from genbatch.plan.names import assign_file_names
 from genbatch.plan.names import slugify as slugify
@@ -77,23 +77,6 @@ def resolve_models(
     return models
 
 
-def resolve_loras(manifest: Manifest, default: tuple[Any, ...] | None) -> dict[Any, Any]:
-    """Each LoRA set of the manifest (and ``--lora``) as parsed -> its files; a set that
-    cannot be found is refused as FILE:LINE:COLUMN before any model loads."""
-    from genbatch.pipelines.lora import LoraError, resolve_set
-
-    base = Path(manifest.path).parent if manifest.path != "<stdin>" else None
-    found: dict[Any, Any] = {}
-    for line, specs in [(None, default), *((row.line, row.values.get("lora")) for row in manifest.rows)]:
-        if specs and specs not in found:
-            try:
-                found[specs] = resolve_set(specs, base)
-            except LoraError as err:
-                where = f"{manifest.path}:{line}:{manifest.columns.get('lora', 'lora')}" if line else "--lora"
-                raise LoraError(f"{where}: {err}") from None
-    return found
-
-
 def check_torch_only(jobs: list[Job], backend: str) -> None:
     """LoRAs and prompt weighting run on the torch backend, on pipelines that take them;
     anything else is refused before a model loads."""
@@ -114,10 +97,13 @@ def check_torch_only(jobs: list[Job], backend: str) -> None:
             check(class_name, model.name)
 
 
-def make_plan(manifest: Manifest, options: PlanOptions, device: str = "cpu", dtype: str = "fp32") -> Plan:
-    """The jobs this run makes (shard and limit applied), for the resolved ``device`` and ``dtype``."""
+def make_plan(
+    manifest: Manifest, options: PlanOptions, device: str = "cpu", dtype: str = "fp32", *, allow_pickle: bool = False
+) -> Plan:
+    """The jobs this run makes (shard and limit applied), for the resolved ``device`` and ``dtype``;
+    ``allow_pickle``: the torch backend's --allow-pickle (TorchOptions), which pickled LoRAs need."""
     models = resolve_models(manifest, options.model, config=options.config, vae=options.vae)
-    loras = resolve_loras(manifest, options.defaults.lora)
+    loras = resolve_loras(manifest, options.defaults.lora, allow_pickle=allow_pickle)
     jobs = expand_jobs(
         manifest.rows, models, options.defaults, Target(options.backend, dtype, options.scheduler), loras
     )

@@ -65,7 +65,7 @@ def load_manifest(options: RunOptions) -> Manifest:
 def plan_run(manifest: Manifest, options: RunOptions) -> Plan:
     """The plan of ``manifest``, for the device and dtype the backend resolves."""
     device, dtype = get_backend(options.plan.backend).resolve(options.engine.device, options.engine.dtype)
-    return make_plan(manifest, options.plan, device, dtype)
+    return make_plan(manifest, options.plan, device, dtype, allow_pickle=options.torch.allow_pickle)
 
 
 def run_manifest(options: RunOptions) -> RunResult:
