@@ -120,14 +120,16 @@ def test_rerun_generates_nothing_and_changed_steps_regenerate(tmp_path, csv_mani
     assert changed["counts"]["done"] == 4 and changed["counts"]["already_done"] == 0
     assert len({r["key"] for r in ledger(out)}) == 8
 
-    # same file names, new images: the reports describe what is on disk now, and the
-    # first run's jobs are no longer done
+    # the template gives the new jobs the done images' names: they are named apart
+    # (-k and their key), and the first run's images stay, still done
     table = pd.read_csv(out / "report.csv")
-    assert len(table) == 4 and set(table["steps"]) == {3}
+    assert len(table) == 8 and sorted(table["steps"]) == [2] * 4 + [3] * 4
+    assert all(f"-k{key[:8]}." in file for key, file in table.loc[table["steps"] == 3, ["key", "file"]].values)
+    assert len(images(out)) == 8
     genbatch("report", out, "--contact-sheet")
-    assert '<section id="images" data-total="4">' in (out / "report.html").read_text()
+    assert '<section id="images" data-total="8">' in (out / "report.html").read_text()
     again = json.loads(genbatch("run", csv_manifest, "--out", out, *FAST, "--json").stdout)
-    assert again["counts"]["done"] == 4 and again["counts"]["already_done"] == 0
+    assert again["counts"]["done"] == 0 and again["counts"]["already_done"] == 4
 
 
 def test_deleted_image_is_regenerated(tmp_path, csv_manifest):

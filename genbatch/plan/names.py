@@ -1,8 +1,9 @@
 """Output file names: a job's path inside ``--out`` from the ``--name-template``.
 
 Names depend only on a job's own values (its row, its index, its seed), never on other
-rows, so reruns find the same files. Every substituted value is cleaned so that manifest
-text can never steer a file outside ``--out``; a template's own literal text may hold ``/``
+rows, so reruns find the same files; the one exception is a name that is already the file of
+another job's done image (:func:`keep_done_files`). Every substituted value is cleaned so that
+manifest text can never steer a file outside ``--out``; a template's own literal text may hold ``/``
 (sub-folders). The template is parsed once per plan and each job formats only the fields
 the template uses: a million-job plan names its jobs in seconds.
 """
@@ -13,7 +14,9 @@ import json
 import re
 import string
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from itertools import compress
+from operator import attrgetter, not_
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -329,3 +332,66 @@ def _name_jobs(jobs: Iterable[Job], parsed: _Template, template: str, ext: str) 
         else:
             seen[folded] = job
     return clashes
+
+
+# --- names that belong to done images --------------------------------------------------------
+
+# How much of its key a job's file name gets when its own name belongs to another job's done
+# image ("-k" and 8 hex digits), then more if that name is taken too (None: the whole key).
+_KEY_SUFFIXES = (8, 16, None)
+
+
+def keep_done_files(pending: list[Job], done: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """Keep every done image where it is, whatever the names of this plan: ``pending`` are the
+    jobs this run writes, ``done`` the resume scan's key -> {file, ...} of the done records whose
+    image is on disk (also those ``--verify`` found changed, and those of jobs no longer planned).
+
+    A pending job with a done record (``--force``, ``--verify``) is written to its recorded file.
+    A pending job whose name is the file of another key's done image (a row added above a done
+    one shifts ``{index}``; a deleted row's image keeps its name) gets its name with ``-k`` and
+    the start of its key before the extension, the same on every rerun. Returns (name from the
+    template, name given) of each such job. Done jobs that are not pending write nothing and
+    keep their files (a rerun matches them by key). Costs a few C-level passes over the pending
+    jobs when nothing clashes (a million-job dry run)."""
+    if not done or not pending:
+        return []
+    records: list[Any] = list(map(done.get, map(attrgetter("key"), pending)))
+    for job, record in compress(zip(pending, records), records):
+        job.file = record["file"]
+    fresh = list(compress(pending, map(not_, records)))  # jobs without a done image
+    owners = {_folded(record["file"]): key for key, record in done.items()}
+    if owners.keys().isdisjoint(map(str.lower, map(attrgetter("file"), fresh))):
+        return []
+    clashing = [job for job in fresh if _folded(job.file) in owners]
+    taken = set(owners) | {_folded(job.file) for job in pending}
+    renamed: list[tuple[str, str]] = []
+    for job in clashing:
+        name = next((n for n in _with_key(job) if _folded(n) not in taken), None)
+        if name is None:
+            raise GenbatchError(
+                f"line {job.row.line}: its file {shown(job.file)} belongs to a done image of another job, and so "
+                "does every name genbatch would give it instead; add {key} to --name-template"
+            )
+        taken.add(_folded(name))
+        renamed.append((job.file, name))
+        job.file = name
+    return renamed
+
+
+def _folded(file: str) -> str:
+    """A file name as a case-insensitive file system compares it."""
+    return file.lower()
+
+
+def _with_key(job: Job) -> Iterator[str]:
+    """``job.file`` with ``-k`` and the first 8, 16, then all characters of its key before the
+    extension (the last folder or file name cut to fit NAME_BYTES)."""
+    folder, _, name = job.file.rpartition("/")
+    stem, dot, ext = name.rpartition(".")
+    if not dot:
+        stem, ext = name, ""
+    for length in _KEY_SUFFIXES:
+        tail = f"-k{job.key[:length]}" + (f".{ext}" if dot else "")
+        room = NAME_BYTES - len(tail.encode("utf-8"))
+        cut = stem.encode("utf-8")[:room].decode("utf-8", "ignore")
+        yield f"{folder}/{cut}{tail}" if folder else f"{cut}{tail}"

@@ -25,6 +25,7 @@ from genbatch.errors import EXIT_FAILED_JOBS, EXIT_OK, EXIT_SIGINT, GenbatchErro
 from genbatch.manifest.read import Manifest, read_manifest
 from genbatch.plan.axes import apply_axes
 from genbatch.plan.axes import describe as describe_axes
+from genbatch.plan.names import keep_done_files
 from genbatch.plan.planner import Job, Plan, count_batches, make_plan, ordered_groups
 from genbatch.progress import Progress
 from genbatch.report.summaries import METADATA_NAME, command_line, versions, write_json, write_metadata, write_tables
@@ -89,10 +90,10 @@ def run_manifest(options: RunOptions) -> RunResult:
 
 def _dry_run(options: RunOptions, manifest: Manifest, plan: Plan, scan: Callable[[], DoneIndex]) -> RunResult:
     out = Path(options.output.out)
-    done = _done(out, options, lambda message: None, scan) if out.exists() else {}
-    pending = [j for j in plan.jobs if options.output.force or j.key not in done]
+    pending, renamed = _pending(out, options, plan, lambda message: None, scan if out.exists() else dict)
     summary = _summary(options, manifest, plan, pending, dry_run=True)
-    return RunResult(EXIT_OK, summary, plan, pending, manifest.warnings)
+    warnings = manifest.warnings + ([_renamed_note(renamed, dry_run=True)] if renamed else [])
+    return RunResult(EXIT_OK, summary, plan, pending, warnings)
 
 
 def model_defaults(model: Any) -> dict[str, Any]:
@@ -104,12 +105,22 @@ def model_defaults(model: Any) -> dict[str, Any]:
     }
 
 
-def _done(
-    out: Path, options: RunOptions, mismatched: Callable[[str], None], scan: Callable[[], DoneIndex]
-) -> DoneIndex:
-    """The done records of ``out`` (``scan``: its resume scan); with ``--verify`` only those
+def _pending(
+    out: Path, options: RunOptions, plan: Plan, mismatched: Callable[[str], None], scan: Callable[[], DoneIndex]
+) -> tuple[list[Job], list[tuple[str, str]]]:
+    """The jobs left to do, with the files they will write (``scan``: the resume scan of ``out``),
+    and (name, name given) of each pending job whose name is another job's done image: every
+    done image on disk keeps its file, even one that ``--verify`` regenerates or whose job is no
+    longer in the manifest (genbatch.plan.names.keep_done_files)."""
+    index = scan()
+    done = _done(out, options, mismatched, index)
+    pending = [j for j in plan.jobs if options.output.force or j.key not in done]
+    return pending, keep_done_files(pending, index)
+
+
+def _done(out: Path, options: RunOptions, mismatched: Callable[[str], None], done: DoneIndex) -> DoneIndex:
+    """The done records of ``out`` (``done``: its resume scan); with ``--verify`` only those
     whose image still has its recorded sha256 (the others are passed to ``mismatched``)."""
-    done = scan()
     if options.output.verify and not options.output.force:
         from genbatch.store.verify import still_done
 
@@ -117,6 +128,19 @@ def _done(
         for file in changed:
             mismatched(file)
     return done
+
+
+def _renamed_note(renamed: list[tuple[str, str]], *, dry_run: bool) -> str:
+    """What a run (or a dry run) says once about the new images named apart from done ones."""
+    count = len(renamed)
+    if count == 1:
+        said = "gets another name because its name belongs" if dry_run else "got another name because its name belongs"
+        head = f"1 new image {said} to a done image"
+    else:
+        said = "get other names because their names belong" if dry_run else "got other names because their names belong"
+        head = f"{count} new images {said} to done images"
+    shown_names = ", ".join(f"{shown_bare(old)} -> {shown_bare(new)}" for old, new in renamed[:5])
+    return f"{head}: {shown_names}" + (f" ... and {count - 5} more" if count > 5 else "")
 
 
 def _summary(options: RunOptions, manifest: Manifest, plan: Plan, pending: list[Job], *, dry_run: bool) -> RunSummary:
@@ -175,8 +199,7 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan, scan: Calla
     remove_stale_temp_files(out)
     ledger = Ledger(out)
     mismatched: list[str] = []
-    done = _done(out, options, mismatched.append, scan)
-    pending = [j for j in plan.jobs if options.output.force or j.key not in done]
+    pending, renamed = _pending(out, options, plan, mismatched.append, scan)
     check_output_paths(out, pending)
     summary = _summary(options, manifest, plan, pending, dry_run=False)
     summary.run_id, summary.started_at = uuid.uuid4().hex[:12], started_at
@@ -184,6 +207,8 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan, scan: Calla
     sink = ResultSink(ledger, progress, run_id=summary.run_id, manifest=manifest.path, dtype=plan.dtype)
     # 5. Say what is known before generating: warnings, repairs, skipped rows, what is done
     _announce(manifest, plan, summary, ledger, sink, mismatched, progress.log)
+    if renamed:
+        progress.log(f"note: {_renamed_note(renamed, dry_run=False)}")
     # 6. Run the batches on the engine; the sink records every image as it lands
     sizer = BatchSizer(options.engine.fixed_batch_size(plan.device))
     work = _engine_work(options, plan, pending, sizer)
