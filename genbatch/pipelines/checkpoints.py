@@ -259,6 +259,14 @@ def refuse_pickles(folder: Path, parts: list[str], option: str = "", opt_in: str
         )
 
 
+def _has_pickles(folder: Path) -> bool:
+    """Whether ``folder`` (or a sub-folder) holds a pickled weights file."""
+    try:
+        return any(p.suffix.lower() in PICKLE_SUFFIXES for p in Path(folder).rglob("*") if p.is_file())
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
 def pickle_refused(folder: Path, allow_pickle: bool, option: str = "", opt_in: str | None = OPT_IN) -> Iterator[None]:
     """diffusers' error for weights it finds no .safetensors file of (safetensors only), in a
@@ -266,8 +274,8 @@ def pickle_refused(folder: Path, allow_pickle: bool, option: str = "", opt_in: s
     try:
         yield
     except OSError as err:
-        if allow_pickle or ".safetensors" not in str(err):
-            raise
+        if allow_pickle or ".safetensors" not in str(err) or not _has_pickles(folder):
+            raise  # no weights at all, or another problem: the loader's own message says it
         raise ModelError(
             f"{option}{folder}: {err} genbatch loads .safetensors weights only (a pickle can run code when it "
             f"is loaded)" + (f"; pass {opt_in} to load the folder's pickled weights if you trust it" if opt_in else "")

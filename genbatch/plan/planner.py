@@ -3,6 +3,8 @@ file names (genbatch.plan.names), the host's shard, and the jobs in groups that 
 
 Seeds, keys, file names and shards depend only on a row's own content, never on its
 neighbours, so reruns, ``--limit``, ``--shard`` and reordering other rows leave them unchanged.
+The one exception is a name that a done image of another job already has: the runner gives the
+new job another name (genbatch.plan.names.keep_done_files), so no image is ever written over.
 """
 
 from __future__ import annotations
