@@ -1,14 +1,22 @@
 """--engine ray on a local Ray instance with 2 CPU workers: the same images as the local
-engine, one ledger whoever wrote the images, resume across engines, a lost worker, a signal."""
+engine, one ledger whoever wrote the images, resume across engines, a lost worker, a signal,
+workers that cannot be placed and a node that is gone (--worker-wait)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import shutil
 import signal
+import socket
+import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -174,6 +182,155 @@ def test_sigterm_on_the_driver_stops_flushes_and_resumes(tmp_path, ray_address):
     assert_exactly_planned(out, 48)
 
 
+def finish(driver: subprocess.Popen, timeout: float) -> tuple[int, str]:
+    """The driver's exit code and stderr; a driver still running after ``timeout`` has hung."""
+    try:
+        _, stderr = driver.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        driver.kill()
+        _, stderr = driver.communicate()
+        pytest.fail(f"the driver hung for {timeout:g} s:\n{stderr[-3000:]}")
+    return driver.returncode, stderr
+
+
+def assert_recorded_images_intact(out) -> list[dict]:
+    records = ledger(out)
+    assert len(records) == len({r["key"] for r in records}), "one ledger line per job"
+    for record in records:
+        assert record["status"] == "done"
+        data = (out / record["file"]).read_bytes()
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (record["bytes"], record["sha256"]), record["file"]
+    return records
+
+
+def test_workers_that_cannot_be_placed_stop_the_run_after_worker_wait(tmp_path, manifest, ray_address):
+    """A placement group holds every CPU of the instance: no worker can be placed. The driver
+    says what it waits for and stops after --worker-wait with exit 1, having written nothing."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    held = placement_group([{"CPU": 2}])
+    ray.get(held.ready(), timeout=60)
+    out = tmp_path / "out"
+    try:
+        driver = genbatch_process(
+            "run", manifest, "--out", out, *FAST[:4], "--engine", "ray", "--ray-address", ray_address,
+            "--worker-wait", "4",
+        )  # fmt: skip
+        code, stderr = finish(driver, timeout=90)
+    finally:
+        remove_placement_group(held)
+    assert code == 1, stderr
+    waiting = "ray: waiting for a worker: no node has 1 CPU free (1 alive node offers it); 0 of 2 workers ready"
+    assert waiting in stderr, stderr
+    assert re.search(r"error: --engine ray gave up waiting for a worker after [45] s \(--worker-wait 4 s\)", stderr)
+    assert not images(out) and ledger_lines(out) == 0
+    summary = run_json(out)
+    assert summary["exit_code"] == 1 and summary["counts"]["not_run"] == 10
+    assert summary["error"]["type"] == "WorkersUnavailable"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def processes_of(folder: Path) -> dict[int, list[str]]:
+    """pid -> command line of the processes whose command line names ``folder`` (a Ray instance's
+    own temp dir: the processes of that instance, and only those)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except (OSError, ValueError):
+            continue
+        if entry.name.isdigit() and any(str(folder) in arg for arg in argv):
+            found[int(entry.name)] = argv
+    return found
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if entry.name.isdigit() and int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def own_ray_instance():
+    """A Ray instance of this test's own (``ray start --head`` on 127.0.0.1, in a temp dir of its
+    own), to kill parts of; its address and temp dir. Its processes are ended at the end."""
+    folder = Path(tempfile.mkdtemp(prefix="gbray", dir="/tmp"))  # short: Ray's socket paths have a limit
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, **NICE, "RAY_AUTH_MODE": "disabled"}
+    try:
+        subprocess.run(
+            [Path(sys.executable).parent / "ray", "start", "--head", "--node-ip-address", "127.0.0.1",
+             "--port", "0", "--dashboard-port", str(free_port()), "--num-cpus", "2", "--temp-dir", folder,
+             "--include-dashboard", "false", "--disable-usage-stats"],
+            env=env, check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        yield (folder / "ray_current_cluster").read_text().strip(), folder, env
+    finally:
+        for pid in processes_of(folder):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_the_raylet_killed_mid_run_stops_the_run_and_a_rerun_finishes(tmp_path, own_ray_instance):
+    """The node's raylet is killed (SIGKILL) once images are in the ledger, and the processes it
+    started with it, as when a node goes (alone, its workers notice within a second or so, time
+    enough for the tiny model to finish the run): no worker can be placed again. The driver
+    stops within --worker-wait and a margin, exit 1; the recorded images are intact and the
+    local engine makes the rest, none twice."""
+    address, folder, env = own_ray_instance
+    manifest = tmp_path / "p.txt"
+    manifest.write_text("".join(f"a shape number {i}\n" for i in range(24)))
+    out = tmp_path / "out"
+    wait = 5
+    driver = genbatch_process(
+        "run", manifest, "--out", out, *SLOWER, "--engine", "ray", "--ray-address", address,
+        "--worker-wait", str(wait), env=env,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: ledger_lines(out) >= 2 or driver.poll() is not None)
+        raylets = [pid for pid, argv in processes_of(folder).items() if Path(argv[0]).name == "raylet"]
+        assert len(raylets) == 1 and driver.poll() is None
+        assert ledger_lines(out) < 24 - 4, "the run must still have work in flight"
+        workers = children_of(raylets[0])
+        assert workers
+        for pid in [raylets[0], *workers]:
+            os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        code, stderr = finish(driver, timeout=wait + 60)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert code == 1, stderr
+    assert time.monotonic() - killed < wait + 30, stderr
+    assert "ray: waiting for a worker:" in stderr, stderr
+    assert re.search(
+        rf"error: --engine ray gave up waiting for a worker after \d+ s \(--worker-wait {wait} s\)", stderr
+    )
+    records = assert_recorded_images_intact(out)
+    assert 2 <= len(records) < 24
+    assert run_json(out)["exit_code"] == 1
+
+    result = genbatch("run", manifest, "--out", out, *SLOWER, "--quiet", "--json")
+    assert result.exit_code == 0, result.output
+    counts = json.loads(result.stdout)["counts"]
+    assert (counts["already_done"], counts["done"]) == (len(records), 24 - len(records))
+    assert_exactly_planned(out, 24)
+
+
 def test_without_ray_installed_it_says_how_to_install(tmp_path, manifest, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails, as where it is not installed
     monkeypatch.delitem(sys.modules, "genbatch.engine.ray", raising=False)
@@ -186,3 +343,37 @@ def test_without_ray_installed_it_says_how_to_install(tmp_path, manifest, monkey
 def test_ray_options_need_the_ray_engine(tmp_path, manifest):
     result = genbatch("run", manifest, "--out", tmp_path / "out", *FAST, "--ray-workers", "2")
     assert result.exit_code == 2 and "--ray-workers is an option of --engine ray" in result.output
+
+
+def test_worker_wait_is_checked_and_needs_the_ray_engine(tmp_path, manifest):
+    result = genbatch("run", manifest, "--out", tmp_path / "out", *FAST, "--worker-wait", "5")
+    assert result.exit_code == 2 and "--worker-wait is an option of --engine ray" in result.output
+    result = genbatch("run", manifest, "--out", tmp_path / "out", *FAST, "--engine", "ray", "--worker-wait", "0")
+    assert result.exit_code == 2 and "--worker-wait 0: expected seconds above 0" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("nodes", "free", "placed", "says"),
+    [
+        (None, {}, {}, "the Ray cluster has not answered"),
+        ([], {}, {}, "no Ray node is alive"),
+        ([{"CPU": 8.0}], {"CPU": 8.0}, {}, "no node offers 1 CPU/1 GPU (alive: 1 node, 8 CPU, 0 GPU)"),
+        ([{"CPU": 8.0, "GPU": 1.0}] * 2, {"CPU": 8.0}, {}, "no node has 1 CPU/1 GPU free (2 alive nodes offer it)"),
+        ([{"CPU": 8.0, "GPU": 1.0}], {"CPU": 7.0}, {"a": "10.0.0.5"}, "1 starting on 10.0.0.5"),
+    ],
+)
+def test_what_the_driver_says_it_waits_for(nodes, free, placed, says):
+    from types import SimpleNamespace
+
+    from genbatch.engine.ray import RayEngine
+
+    look = SimpleNamespace(
+        nodes=None if nodes is None else [{"Alive": True, "Resources": n} for n in nodes],
+        free=free,
+        placed=placed,
+        states_known=True,
+    )
+    run = SimpleNamespace(look=look, need={"CPU": 1.0, "GPU": 1.0})
+    starting = [SimpleNamespace(actor="a"), SimpleNamespace(actor="b")]
+    assert RayEngine._why_no_worker(run, starting) == says

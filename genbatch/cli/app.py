@@ -103,6 +103,7 @@ def run(
     ray_workers: opt.RayWorkers = None,
     gpus_per_worker: opt.GpusPerWorker = None,
     max_retries: opt.MaxRetries = None,
+    worker_wait: opt.WorkerWait = None,
     quiet: opt.Quiet = False,
     json_: opt.RunJson = False,
     offload: opt.Offload = "none",
@@ -222,7 +223,12 @@ def _run_options(**given: Any) -> RunOptions:
             batch_size=ro.batch_size(given["batch_size"]),
             providers=ro.providers_list(given["providers"]),
             ray=ro.ray_options(
-                engine, given["ray_address"], given["ray_workers"], given["gpus_per_worker"], given["max_retries"]
+                engine,
+                given["ray_address"],
+                given["ray_workers"],
+                given["gpus_per_worker"],
+                given["max_retries"],
+                given["worker_wait"],
             ),
         ),
         torch=TorchOptions(

@@ -161,6 +161,16 @@ MaxRetries = Annotated[
         help="Times a batch lost with its Ray worker is retried before its jobs are recorded as failed (default 3).",
     ),
 ]
+WorkerWait = Annotated[
+    float | None,
+    typer.Option(
+        "--worker-wait",
+        min=0.0,
+        max=86400.0,
+        help="Seconds the run waits with no Ray worker ready (none can be placed, its node is gone, the cluster "
+        "does not answer) before it stops with exit 1; a rerun resumes (default 300).",
+    ),
+]
 RunJson = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
 Offload = Annotated[
     str, typer.Option(help="torch: none, model or sequential (diffusers' CPU offload, for models larger than the GPU).")

@@ -35,7 +35,12 @@ def check_num_images(num_images: int, max_images_per_row: int) -> None:
 
 
 def ray_options(
-    engine: str, address: str | None, workers: int | None, gpus_per_worker: float | None, max_retries: int | None
+    engine: str,
+    address: str | None,
+    workers: int | None,
+    gpus_per_worker: float | None,
+    max_retries: int | None,
+    worker_wait: float | None = None,
 ) -> RayOptions | None:
     """The Ray options of ``--engine ray`` (None for the local engine, which takes none of them)."""
     given = {
@@ -43,14 +48,21 @@ def ray_options(
         "--ray-workers": workers,
         "--gpus-per-worker": gpus_per_worker,
         "--max-retries": max_retries,
+        "--worker-wait": worker_wait,
     }
     if engine.lower() != "ray":
         named = [name for name, value in given.items() if value is not None]
         if named:
             raise GenbatchError(f"{named[0]} is an option of --engine ray; add --engine ray, or leave it out")
         return None
-    retries = {} if max_retries is None else {"max_retries": max_retries}
-    return RayOptions(address=address, workers=workers, gpus_per_worker=gpus_per_worker, **retries)
+    default = RayOptions()
+    return RayOptions(
+        address=address,
+        workers=workers,
+        gpus_per_worker=gpus_per_worker,
+        max_retries=default.max_retries if max_retries is None else max_retries,
+        worker_wait=default.worker_wait if worker_wait is None else worker_wait,
+    )
 
 
 def providers_list(text: str | None) -> tuple[str, ...] | None:

@@ -15,6 +15,11 @@ from genbatch.engine.base import Engine
 from genbatch.errors import GenbatchError
 
 ENGINE_NAMES = ("local", "ray")
+# --worker-wait: seconds with no Ray worker ready before the run stops (exit 1, a rerun resumes):
+# room for workers to start and a lost node to come back or be replaced, short enough that a cron
+# job whose cluster is gone ends within minutes.
+WORKER_WAIT = 300.0
+WORKER_WAIT_MAX = 86400.0
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,7 @@ class RayOptions:
     workers: int | None = None
     gpus_per_worker: float | None = None
     max_retries: int = 3
+    worker_wait: float = WORKER_WAIT
 
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 1:
@@ -35,6 +41,8 @@ class RayOptions:
             raise GenbatchError(f"--gpus-per-worker {self.gpus_per_worker}: expected 0 or more (0: CPU workers)")
         if self.max_retries < 0:
             raise GenbatchError(f"--max-retries {self.max_retries}: expected 0 or more")
+        if not 0 < self.worker_wait <= WORKER_WAIT_MAX:  # NaN too
+            raise GenbatchError(f"--worker-wait {self.worker_wait:g}: expected seconds above 0, at most 86400 (a day)")
 
 
 def _local_engine(ray: RayOptions | None) -> Engine:

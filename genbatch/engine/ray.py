@@ -15,6 +15,12 @@ retries. A batch whose worker died goes back to the front of the queue for anoth
 worker, and the dead worker is replaced; a batch lost twice is split into single jobs, so
 a job that kills its worker fails alone, recorded as failed with its reason once it has
 been lost more than ``max_retries`` times.
+
+The driver never waits silently. While no worker is ready (none can be placed, its node is gone,
+it is still starting) or the cluster does not answer, it says every ``SAY_EVERY`` seconds what it
+waits for, from a look at the cluster taken on a thread of its own (a GCS that is gone makes Ray's
+calls hang), and after ``--worker-wait`` seconds it stops the run: what finished is in the ledger
+and flushed, the exit code is 1, and the same command resumes it.
 """
 
 from __future__ import annotations
@@ -30,12 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genbatch.engine import WORKER_WAIT
 from genbatch.engine.base import EngineReport, EngineWork, by_model, model_did_not_load, split_groups
 from genbatch.engine.batch_size import AUTO_CAP
 from genbatch.engine.ray_worker import RayWorker
 from genbatch.engine.sink import BatchFacts, ResultSink
 from genbatch.engine.writer import WrittenImage
-from genbatch.errors import GenbatchError
+from genbatch.errors import EXIT_FAILED_JOBS, GenbatchError
 from genbatch.jobs import Job
 
 INSTALL_HINT = "--engine ray needs Ray, which is not installed: pip install 'genbatch[ray]' (or pip install ray)"
@@ -43,6 +50,30 @@ INSTALL_HINT = "--engine ray needs Ray, which is not installed: pip install 'gen
 # worker never idles between batches and a lost worker takes at most two batches with it.
 WINDOW = 2
 START_TRIES = 3  # a worker that fails to start this many times in a row is given up
+LOOK_EVERY = 5.0  # seconds between looks at the cluster (its nodes, free resources, workers starting)
+SAY_EVERY = 15.0  # while nothing can run: a line saying what the run waits for, this often
+SAY_AFTER = 5.0  # ... the first one after this long (a worker's normal start says nothing)
+KILL_TIMEOUT = 2.0  # ray.kill only where the cluster answers a look within this many seconds
+
+
+def _ray_gcs_timeout() -> float:
+    """Ray ends a driver whose GCS has not answered for ``gcs_rpc_server_reconnect_timeout_s``
+    (60 s unless set): a silent cluster stops the run cleanly well before that (``GCS_SILENCE``)."""
+    try:
+        return float(os.environ.get("RAY_gcs_rpc_server_reconnect_timeout_s") or 60)
+    except ValueError:
+        return 60.0
+
+
+RAY_GCS_TIMEOUT = _ray_gcs_timeout()
+GCS_SILENCE = 0.5 * RAY_GCS_TIMEOUT
+
+
+class WorkersUnavailable(GenbatchError):
+    """No Ray worker was ready, or the cluster did not answer, for ``--worker-wait`` seconds: the
+    run stops with what finished recorded, and a rerun resumes it."""
+
+    exit_code = EXIT_FAILED_JOBS
 
 
 @dataclass
@@ -95,8 +126,85 @@ class _Run:
     slots: list[_Slot]
     queue: deque[_Unit]
     several_models: bool
+    look: _Look
+    need: dict[str, float]  # what one worker takes: {"CPU": 1, "GPU": ...}
+    total: int  # the jobs of the run
     running: dict[Any, tuple[_Slot, Any, _Unit]] = field(default_factory=dict)  # object ref -> slot, actor, unit
     recorded: set[str] = field(default_factory=set)  # the keys of jobs with a ledger line
+    no_worker_since: float | None = None  # since when no worker has been ready
+    said_at: float = 0.0  # when the last line about waiting was said
+
+
+class _Look:
+    """The cluster as its GCS last described it: the alive nodes, the free resources, and where
+    the workers still starting are. Asked every ``LOOK_EVERY`` seconds from a daemon thread,
+    one look at a time, so that a GCS that is gone (Ray's calls then hang) cannot stall the
+    driver's loop; ``silent_for`` says how long a look has gone unanswered, and ``answers``
+    asks now and waits a little (before ``ray.kill``, which blocks while the GCS is gone)."""
+
+    def __init__(self, ray: Any):
+        self.ray = ray
+        self.nodes: list[dict[str, Any]] | None = None  # None: no answer yet
+        self.free: dict[str, float] = {}
+        self.placed: dict[Any, str] = {}  # starting actor -> the node it was placed on
+        self.states_known = False
+        self._asked_at = -LOOK_EVERY
+        self._unanswered_since: float | None = None
+        self._busy = False
+        self._starting: list[Any] = []
+        self._lock = threading.Condition()
+
+    def poll(self, now: float, starting: list[Any], *, due: float = LOOK_EVERY) -> None:
+        """Start a look if one is due and none is under way."""
+        with self._lock:
+            self._starting = starting
+            if self._busy or now - self._asked_at < due:
+                return
+            self._busy, self._asked_at = True, now
+            if self._unanswered_since is None:
+                self._unanswered_since = now
+        threading.Thread(target=self._look, args=(starting,), name="genbatch-ray-look", daemon=True).start()
+
+    def silent_for(self, now: float) -> float:
+        with self._lock:
+            return 0.0 if self._unanswered_since is None else now - self._unanswered_since
+
+    def answers(self, timeout: float = KILL_TIMEOUT) -> bool:
+        """Whether the cluster answers a look asked now within ``timeout`` seconds."""
+        self.poll(time.monotonic(), self._starting, due=0.0)
+        with self._lock:
+            return self._lock.wait_for(lambda: self._unanswered_since is None, timeout)
+
+    def _look(self, starting: list[Any]) -> None:
+        try:
+            nodes = [n for n in self.ray.nodes() if n.get("Alive")]
+            free = dict(self.ray.available_resources())
+        except Exception:  # the GCS refused or is gone: the silence goes on, the next look asks again
+            with self._lock:
+                self._busy = False
+            return
+        placed, known = self._placed(starting)
+        with self._lock:
+            self.nodes, self.free, self.placed, self.states_known = nodes, free, placed, known
+            self._busy, self._unanswered_since = False, None
+            self._lock.notify_all()
+
+    def _placed(self, starting: list[Any]) -> tuple[dict[Any, str], bool]:
+        """Which starting actors a node has taken (their process is starting): Ray's actor table,
+        which only its private state module reads without the dashboard; where that is not
+        there, unknown (False), and the wait is described from the free resources alone."""
+        try:
+            from ray._private import state
+
+            placed = {}
+            for actor in starting:
+                info = state.actors(actor_id=actor._actor_id.hex())
+                where = (info.get("Address") or {}).get("IPAddress")
+                if info.get("State") in ("PENDING_CREATION", "ALIVE") and where:
+                    placed[actor] = where
+            return placed, True
+        except Exception:
+            return {}, False
 
 
 class RayEngine:
@@ -110,6 +218,7 @@ class RayEngine:
         workers: int | None = None,
         gpus_per_worker: float | None = None,
         max_retries: int = 3,
+        worker_wait: float = WORKER_WAIT,
     ):
         try:
             import ray
@@ -122,6 +231,7 @@ class RayEngine:
             gpus_per_worker,
             max_retries,
         )
+        self.worker_wait = worker_wait
 
     # -- connecting --
 
@@ -219,12 +329,14 @@ class RayEngine:
             f"({f'{per_worker:g} GPU' if per_worker else '1 CPU'} each, {work.options.device}/{work.options.dtype})"
         )
         several_models = len(list(by_model(work.groups))) > 1
-        run = _Run(work, sink, report, say, start, slots, deque(_Unit(jobs) for jobs in units), several_models)
+        queue = deque(_Unit(jobs) for jobs in units)
+        need = {"CPU": 1.0, **({"GPU": per_worker} if per_worker else {})}
+        total = sum(len(unit.jobs) for unit in queue)
+        run = _Run(work, sink, report, say, start, slots, queue, several_models, _Look(self.ray), need, total)
         try:
             self._loop(run, stop_requested)
         finally:
-            for slot in slots:
-                self.ray.kill(slot.actor, no_restart=True)
+            self._kill(run, [slot.actor for slot in slots])
             sink.checkpoint()
         report.workers = [slot.stats() for slot in slots]
         return report
@@ -262,9 +374,16 @@ class RayEngine:
             stopping = stopping or stop_requested() or run.sink.fatal is not None
             if not stopping:
                 self._dispatch(run.slots, run.queue, run.running)
-            if not run.running and (stopping or not run.queue):
+            # stopping, the batches of a worker already lost are not waited for: they stay to do
+            live = any(slot.actor is actor for slot, actor, _ in run.running.values())
+            if not (run.running or run.queue) or (stopping and not live):
+                return
+            if self._gave_up(run, time.monotonic()):
                 return
             waiting = list(run.running) + [s.ready_ref for s in run.slots if s.ready_ref is not None]
+            if not waiting:
+                time.sleep(0.25)
+                continue
             finished, _ = self.ray.wait(waiting, num_returns=1, timeout=0.25)
             for ref in finished:
                 if ref in run.running:
@@ -274,6 +393,66 @@ class RayEngine:
                     self._finished(run, ref, slot, actor, unit)
                 else:
                     self._started(run, next(s for s in run.slots if s.ready_ref == ref))
+
+    def _gave_up(self, run: _Run, now: float) -> bool:
+        """While no worker is ready, or the cluster does not answer: say what the run waits for,
+        and past ``--worker-wait`` (or the silence Ray itself tolerates, if shorter) stop it with
+        what finished recorded and flushed. True when the run must end now."""
+        starting = [s for s in run.slots if s.ready_ref is not None]
+        ready = sum(s.ready_ref is None and not s.retired for s in run.slots)
+        run.look.poll(now, [s.actor for s in starting])
+        run.no_worker_since = None if ready else run.no_worker_since or now
+        waits = []  # (seconds waited, the limit, what for, why)
+        silent = run.look.silent_for(now)
+        if silent >= min(SAY_AFTER, self.worker_wait):
+            limit = min(self.worker_wait, GCS_SILENCE)
+            waits.append((silent, limit, "the Ray cluster", "its GCS does not answer"))
+        if run.no_worker_since is not None:
+            workers = len(run.slots) - sum(s.retired for s in run.slots)
+            why = f"{self._why_no_worker(run, starting)}; 0 of {workers} workers ready"
+            waits.append((now - run.no_worker_since, self.worker_wait, "a worker", why))
+        if not waits:
+            run.said_at = 0.0
+            return False
+        waited, limit, what, why = max(waits, key=lambda w: w[0] / w[1])  # the nearest its limit
+        of = f"--worker-wait {self.worker_wait:g} s"
+        if limit < self.worker_wait:
+            of = f"{limit:g} s, as Ray ends a driver whose GCS is silent for {RAY_GCS_TIMEOUT:g} s"
+        if waited >= limit:
+            run.sink.checkpoint()  # what is recorded is flushed now: a stopped sink flushes no more
+            left = run.total - len(run.recorded)
+            run.sink.stop(
+                WorkersUnavailable(
+                    f"--engine ray gave up waiting for {what} after {waited:.0f} s ({of}): {why}; "
+                    f"{len(run.recorded)} jobs are in the ledger, {left} not made: "
+                    "run the same command again to resume"
+                )
+            )
+            return True
+        if waited >= min(SAY_AFTER, limit / 2) and now - run.said_at >= SAY_EVERY:
+            run.say(f"ray: waiting for {what}: {why} ({waited:.0f} s of {of})")
+            run.said_at = now
+        return False
+
+    @staticmethod
+    def _why_no_worker(run: _Run, starting: list[_Slot]) -> str:
+        """What keeps the workers from being ready, as the last look at the cluster saw it."""
+        look, need = run.look, run.need
+        wanted = "/".join(f"{amount:g} {name}" for name, amount in need.items())
+        if look.nodes is None:
+            return "the Ray cluster has not answered"
+        if not look.nodes:
+            return "no Ray node is alive"
+        offers = [n for n in look.nodes if all(n.get("Resources", {}).get(k, 0) >= v for k, v in need.items())]
+        if not offers:
+            return f"no node offers {wanted} (alive: {_nodes_text(look.nodes)})"
+        placed = [look.placed[s.actor] for s in starting if s.actor in look.placed]
+        if placed:
+            return f"{len(placed)} starting on {', '.join(sorted(set(placed)))}"
+        if not look.states_known and all(look.free.get(k, 0) >= v for k, v in need.items()):
+            return f"{len(starting)} starting"
+        offer = "1 alive node offers it" if len(offers) == 1 else f"{len(offers)} alive nodes offer it"
+        return f"no node has {wanted} free ({offer})"
 
     def _started(self, run: _Run, slot: _Slot) -> None:
         """A worker answered ready(), or failed to start: then another is started, up to
@@ -312,8 +491,16 @@ class RayEngine:
                     running[slot.actor.run_batch.remote(unit.jobs)] = (slot, slot.actor, unit)
                     slot.inflight += 1
 
+    def _kill(self, run: _Run, actors: list[Any]) -> None:
+        """Stop actors, where the cluster answers: while its GCS is gone ``ray.kill`` blocks until
+        Ray gives up on it and ends this process, and the actors are gone with the cluster or end
+        with this driver."""
+        if run.look.answers():
+            for actor in actors:
+                self.ray.kill(actor, no_restart=True)
+
     def _replace(self, run: _Run, slot: _Slot) -> None:
-        self.ray.kill(slot.actor, no_restart=True)
+        self._kill(run, [slot.actor])
         slot.actor = run.start(slot.number)
         slot.ready_ref = slot.actor.ready.remote()
         slot.inflight = 0
@@ -385,6 +572,12 @@ class RayEngine:
         else:
             run.sink.failed(job, batch, error or "no image")
         return True
+
+
+def _nodes_text(nodes: list[dict[str, Any]]) -> str:
+    """Alive nodes as "2 nodes, 16 CPU, 0 GPU" for a message."""
+    total = {k: sum(n.get("Resources", {}).get(k, 0) for n in nodes) for k in ("CPU", "GPU")}
+    return f"{len(nodes)} node{'s' if len(nodes) != 1 else ''}, {total['CPU']:g} CPU, {total['GPU']:g} GPU"
 
 
 def _reason(err: BaseException) -> str:
