@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genbatch.engine import WORKER_WAIT
 from genbatch.engine.base import EngineReport, EngineWork, by_model, model_did_not_load, split_groups
 from genbatch.engine.batch_size import AUTO_CAP
+from genbatch.engine.ray_options import WORKER_WAIT
 from genbatch.engine.ray_worker import RayWorker
 from genbatch.engine.sink import BatchFacts, ResultSink
 from genbatch.engine.writer import WrittenImage
