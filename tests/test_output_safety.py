@@ -200,3 +200,20 @@ def test_a_relative_out_folder_gets_the_images_and_the_reports(tmp_path, manifes
     assert genbatch("report", "rel-out", "--contact-sheet").exit_code == 0
     assert (out / "contact-sheet-001.png").is_file() and (out / "report.html").is_file()
     assert_consistent(out)
+
+
+def test_an_out_on_a_read_only_file_system_is_refused_before_anything_runs(tmp_path, manifest, monkeypatch):
+    """Found at the start (the lock cannot be taken) it is a usage error, exit 2, as the exit-code
+    table says; a disk that turns read-only mid-run stops it with exit 1 (the test above)."""
+    from filelock import FileLock
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setattr(FileLock, "acquire", read_only)
+    result = genbatch("run", manifest, "--out", out, *FAST)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "Read-only file system" in result.stderr and str(out) in result.stderr
+    assert list(out.iterdir()) == []
