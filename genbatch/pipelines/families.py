@@ -139,6 +139,17 @@ _NEEDS_MORE = {
 }
 
 
+def _missing_packages(class_name: str) -> list[str]:
+    """The packages a diffusers pipeline class needs that are not installed: diffusers puts a
+    placeholder in its place, which names them (``_backends``), when one is missing."""
+    import importlib.util
+
+    import diffusers
+
+    needs = getattr(getattr(diffusers, class_name, None), "_backends", None) or []
+    return [name for name in needs if importlib.util.find_spec(name) is None]
+
+
 def _auto_text2image() -> set[str]:
     from diffusers.pipelines.auto_pipeline import AUTO_TEXT2IMAGE_PIPELINES_MAPPING
 
@@ -165,6 +176,13 @@ def family_of(class_name: str) -> Family:
     for family in FAMILIES:
         if class_name in family.pipelines:
             return family
+    missing = _missing_packages(class_name)
+    if missing:
+        many = len(missing) > 1
+        raise ModelError(
+            f"{class_name} needs the Python package{'s' if many else ''} {', '.join(missing)}, which "
+            f"{'are' if many else 'is'} not installed here: pip install {' '.join(missing)}"
+        )
     if class_name in _NEEDS_MORE:
         raise ModelError(f"{class_name}: {_NEEDS_MORE[class_name]}, which genbatch does not run")
     if any(word in class_name for word in ("ControlNet", "Control", "Kontext", "Img2Img", "Inpaint")):

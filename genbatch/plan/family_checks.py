@@ -46,8 +46,10 @@ def plan_problems(jobs: Iterable[Any], manifest: str, columns: dict[str, str] | 
             try:
                 families[model.path] = check_model(model.path, model.defaults)
             except ModelError as err:
+                if job.row.model is None:  # --model's problem, not a manifest row's
+                    raise ModelError(f"--model {model.name}: {err}") from None
                 families[model.path] = None
-                column = columns.get("model", "model") if job.row.model is not None else "--model"
+                column = columns.get("model", "model")
                 problems[(line, column)] = Problem(manifest, line, column, f"{model.name}: {err}")
         family = families[model.path]
         why = family and check_negative_prompt(family, job.negative_prompt)
