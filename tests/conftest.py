@@ -4,6 +4,7 @@ one temporary folder per test session (so the tiny model is built once, not per 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,29 @@ def tiny_family(genbatch_home: Path):
         return built[family]
 
     return folder
+
+
+@pytest.fixture(scope="session")
+def shard_runs(tmp_path_factory: pytest.TempPathFactory, genbatch_home: Path) -> Path:
+    """Two shards (``--shard 1/2`` and ``2/2``) of an eight-row manifest, run once for the session
+    into ``shard1/`` and ``shard2/`` beside it (``p.txt``); tests take copies (``shards``)."""
+    from helpers import FAST, genbatch
+
+    folder = tmp_path_factory.mktemp("shards")
+    manifest = folder / "p.txt"
+    manifest.write_text("".join(f"a shape number {i}\n" for i in range(8)))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GENBATCH_HOME", str(genbatch_home))
+        for number in (1, 2):
+            out = folder / f"shard{number}"
+            assert genbatch("run", manifest, "--out", out, *FAST, "--shard", f"{number}/2").exit_code == 0
+    return folder
+
+
+@pytest.fixture
+def shards(tmp_path: Path, shard_runs: Path) -> list[Path]:
+    """Copies of the two shard folders of ``shard_runs``, for a test to change."""
+    outs = [tmp_path / "shard1", tmp_path / "shard2"]
+    for out in outs:
+        shutil.copytree(shard_runs / out.name, out)
+    return outs

@@ -8,30 +8,7 @@ import hashlib
 import json
 import shutil
 
-import pytest
-from helpers import FAST, genbatch, ledger
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory, genbatch_home):
-    """Two shards of an eight-row manifest, run once for the module; tests get copies."""
-    folder = tmp_path_factory.mktemp("shards")
-    manifest = folder / "p.txt"
-    manifest.write_text("".join(f"a shape number {i}\n" for i in range(8)))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GENBATCH_HOME", str(genbatch_home))
-        for number in (1, 2):
-            out = folder / f"shard{number}"
-            assert genbatch("run", manifest, "--out", out, *FAST, "--shard", f"{number}/2").exit_code == 0
-    return folder
-
-
-@pytest.fixture
-def shards(tmp_path, runs):
-    outs = [tmp_path / "shard1", tmp_path / "shard2"]
-    for out in outs:
-        shutil.copytree(runs / out.name, out)
-    return outs
+from helpers import genbatch, ledger
 
 
 def write_ledger(out, records) -> None:
