@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import diffusers_images, genbatch, ledger, pixels
-from PIL import Image
+from family_contract import PROMPTS, by_seed, check_family_contract
+from helpers import genbatch, ledger, pixels
 
 from genbatch.pipelines.families import detect, family_defaults, family_of, folder_family, read_defaults
 
@@ -27,65 +27,12 @@ FAMILIES = {
     "sana": ("sana", {"max_sequence_length": 32, "use_resolution_binning": False}),
     "lcm": ("generic", {}),  # LatentConsistencyModelPipeline: the generic path
 }
-PROMPTS = [("a red circle", 11), ("two blue squares", 12), ("a green triangle left of a cross", 13)]
-
-
-def by_seed(out):
-    return {r["seed"]: pixels(out / r["file"]) for r in ledger(out) if r["status"] == "done"}
 
 
 @pytest.mark.parametrize("tiny", list(FAMILIES))
 def test_family_contract(tiny, tiny_family, tmp_path):
     family, extra = FAMILIES[tiny]
-    folder = tiny_family(tiny)
-    manifest = tmp_path / "prompts.csv"
-    manifest.write_text("prompt,seed\n" + "".join(f"{p},{s}\n" for p, s in PROMPTS), encoding="utf-8")
-
-    batched, alone = tmp_path / "batched", tmp_path / "alone"
-    result = genbatch(
-        "run", manifest, "--model", folder, "--steps", "2", "--batch-size", "3", "--out", batched, "--quiet"
-    )
-    assert result.exit_code == 0, result.output
-    records = ledger(batched)
-    assert [r["status"] for r in records] == ["done"] * 3
-    run = json.loads((batched / "run.json").read_text())
-    assert run["backend_facts"]["family"] == run["models"][0]["family"] == family
-    assert {r["family"] for r in records} == {family}
-    with Image.open(batched / records[0]["file"]) as image:
-        assert json.loads(image.info["genbatch"])["family"] == family
-
-    # alone or in a batch: the same image
-    assert (
-        genbatch(
-            "run", manifest, "--model", folder, "--steps", "2", "--batch-size", "1", "--out", alone, "--quiet"
-        ).exit_code
-        == 0
-    )
-    in_batch, by_itself = by_seed(batched), by_seed(alone)
-    assert sorted(in_batch) == sorted(by_itself) == [s for _, s in PROMPTS]
-    batch_delta = max(int(np.abs(in_batch[s] - by_itself[s]).max()) for s in in_batch)
-    assert batch_delta <= 1
-
-    # plain diffusers, same prompt, parameters and CPU generator: the same image
-    plain = diffusers_images(folder, records, extra)
-    plain_delta = max(int(np.abs(in_batch[s] - plain[s]).max()) for s in in_batch)
-    assert plain_delta <= 2
-    print(f"\nfigures: {tiny} ({family}): batch 3 vs 1 max |d| {batch_delta}, vs plain diffusers max |d| {plain_delta}")
-    # the images are not all alike (a test that compares blanks would pass on anything)
-    assert np.abs(in_batch[11] - in_batch[12]).max() > 10
-
-    # the five lines of docs/models-and-families.md: plain diffusers from a ledger line
-    from diffusers import DiffusionPipeline
-
-    r = records[1]
-    pipe = DiffusionPipeline.from_pretrained(r["model_path"])
-    image = pipe(**r["call"], generator=torch.Generator("cpu").manual_seed(r["seed"])).images[0]
-    assert np.abs(np.asarray(image, dtype=np.int16) - in_batch[r["seed"]]).max() <= 2
-
-    # a rerun generates nothing
-    rerun = genbatch("run", manifest, "--model", folder, "--steps", "2", "--out", batched)
-    assert rerun.exit_code == 0 and "3 of 3 images are already done" in rerun.output
-    assert len(ledger(batched)) == 3
+    check_family_contract(tiny_family(tiny), family, extra, tmp_path)
 
 
 @pytest.mark.parametrize("tiny", list(FAMILIES))

@@ -190,6 +190,16 @@ FIELDS: tuple[Field, ...] = (
     ),
     # T5/Gemma prompt length of SD3, Flux, PixArt and Sana (a model's genbatch.json, else the pipeline's).
     Field("max_sequence_length", "int", ("max_sequence_length",), lo=1, hi=MAX_SEQUENCE_LENGTH, key=True, group=True),
+    # Qwen-Image's true classifier-free guidance: on when a negative prompt is given and this is above 1
+    # (a model's genbatch.json, else the pipeline's 4.0); families that take it: Family.takes.
+    Field(
+        "true_cfg_scale",
+        "float",
+        ("true_cfg_scale", "true_cfg"),
+        hi=MAX_GUIDANCE,
+        key=True,
+        group=True,
+    ),
     # The model's diffusers family (genbatch.pipelines.families); its fingerprint is already in the key.
     Field("family", "name"),
     # Also bounded per row by --max-images-per-row (genbatch.manifest.values.check_images_per_row).

@@ -101,7 +101,7 @@ def build_sdxl(folder: Path) -> None:
             timestep_spacing="leading",
         ),
     )
-    _save(pipe, folder, "sdxl", width=64, height=64, guidance_scale=5.0)
+    save_tiny(pipe, folder, "sdxl", width=64, height=64, guidance_scale=5.0)
 
 
 def build_sd3(folder: Path) -> None:
@@ -137,7 +137,7 @@ def build_sd3(folder: Path) -> None:
         text_encoder_3=_t5_encoder(tokenizer_3),
         tokenizer_3=tokenizer_3,
     )
-    _save(pipe, folder, "sd3", width=32, height=32, guidance_scale=5.0, max_sequence_length=32)
+    save_tiny(pipe, folder, "sd3", width=32, height=32, guidance_scale=5.0, max_sequence_length=32)
 
 
 def build_flux(folder: Path, *, guidance_embeds: bool = True) -> None:
@@ -177,7 +177,7 @@ def build_flux(folder: Path, *, guidance_embeds: bool = True) -> None:
         text_encoder_2=_t5_encoder(tokenizer_2),
         tokenizer_2=tokenizer_2,
     )
-    _save(
+    save_tiny(
         pipe,
         folder,
         "flux" if guidance_embeds else "flux-schnell",
@@ -219,7 +219,7 @@ def build_pixart(folder: Path) -> None:
         transformer=transformer,
         scheduler=DPMSolverMultistepScheduler(),
     )
-    _save(pipe, folder, "pixart-sigma", width=32, height=32, guidance_scale=4.5, max_sequence_length=32)
+    save_tiny(pipe, folder, "pixart-sigma", width=32, height=32, guidance_scale=4.5, max_sequence_length=32)
 
 
 def build_sana(folder: Path) -> None:
@@ -250,7 +250,7 @@ def build_sana(folder: Path) -> None:
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
     )
-    _save(pipe, folder, "sana", width=32, height=32, guidance_scale=4.5, max_sequence_length=32)
+    save_tiny(pipe, folder, "sana", width=32, height=32, guidance_scale=4.5, max_sequence_length=32)
 
 
 def _sana_vae() -> Any:
@@ -320,10 +320,11 @@ def build_lcm(folder: Path) -> None:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    _save(pipe, folder, "lcm", width=64, height=64, guidance_scale=8.0)
+    save_tiny(pipe, folder, "lcm", width=64, height=64, guidance_scale=8.0)
 
 
-def _save(pipe: Any, folder: Path, name: str, **defaults: Any) -> None:
+def save_tiny(pipe: Any, folder: Path, name: str, **defaults: Any) -> None:
+    """Save a tiny pipeline and its genbatch.json (``defaults``: steps, size... it runs at)."""
     pipe.save_pretrained(folder, safe_serialization=True)
     own = {
         "name": f"tiny-{name}",
@@ -354,8 +355,11 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
 
 def build_tiny(family: str, folder: Path) -> Path:
     """Save the tiny pipeline of ``family`` (one of :data:`BUILDERS`) into ``folder``."""
-    if family not in BUILDERS:
-        raise ValueError(f"no tiny pipeline for {family!r}; expected one of {', '.join(BUILDERS)}")
+    from genbatch.pipelines import tiny_builds
+
+    if family not in BUILDERS and family not in tiny_builds.BUILDERS:
+        names = [*BUILDERS, *tiny_builds.BUILDERS]
+        raise ValueError(f"no tiny pipeline for {family!r}; expected one of {', '.join(names)}")
     folder = Path(folder)
-    BUILDERS[family](folder)
+    (BUILDERS.get(family) or tiny_builds.builder(family))(folder)
     return folder

@@ -20,30 +20,12 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from genbatch.errors import ModelError
+from genbatch.pipelines.families.base import Family
 from genbatch.pipelines.model_files import read_json, read_timesteps
-
-
-@dataclass(frozen=True)
-class Family:
-    name: str
-    title: str
-    pipelines: tuple[str, ...]
-    components: tuple[str, ...]  # what model_index.json must name for the pipeline to run
-    steps: int
-    guidance_scale: float
-    size: int  # when the model's configs do not say
-    negative_prompt: bool = True  # takes a negative prompt
-    max_sequence_length: bool = False  # takes max_sequence_length
-    timesteps: bool = False  # takes a list of timesteps (a model's own, genbatch.json)
-    fixed: dict[str, Any] = field(default_factory=dict)  # passed on every call
-    onnx: bool = False  # genbatch export / --backend onnx
-    notes: str = ""  # what differs from the other families, for genbatch models
-
 
 SD = Family(
     "sd",
@@ -55,6 +37,8 @@ SD = Family(
     size=512,
     timesteps=True,
     onnx=True,
+    guidance_meaning="classifier-free guidance; 1 or less turns it off",
+    negative_meaning="what to steer away from (with guidance above 1); none is the empty prompt",
 )
 SDXL = Family(
     "sdxl",
@@ -67,6 +51,8 @@ SDXL = Family(
     timesteps=True,
     onnx=True,
     notes="no negative prompt: a zeroed unconditional embedding (force_zeros_for_empty_prompt)",
+    guidance_meaning="classifier-free guidance; 1 or less turns it off",
+    negative_meaning="what to steer away from; none is a zeroed embedding (other pixels than an empty prompt)",
 )
 SD3 = Family(
     "sd3",
@@ -77,6 +63,8 @@ SD3 = Family(
     guidance_scale=7.0,
     size=1024,
     max_sequence_length=True,
+    guidance_meaning="classifier-free guidance; 1 or less turns it off",
+    negative_meaning="what to steer away from (with guidance above 1); none is the empty prompt",
 )
 FLUX = Family(
     "flux",
@@ -89,6 +77,11 @@ FLUX = Family(
     negative_prompt=False,
     max_sequence_length=True,
     notes="guidance-distilled (dev: 28 steps, guidance 3.5; schnell: 4 steps, no guidance); no negative prompt",
+    guidance="distilled",
+    guidance_meaning="embedded guidance of a guidance-distilled model (dev); schnell ignores it",
+    negative_meaning="refused: the model takes none",
+    sample_size=128,
+    ignores="families:no_guidance_embeds",
 )
 PIXART = Family(
     "pixart",
@@ -102,6 +95,8 @@ PIXART = Family(
     timesteps=True,
     fixed={"use_resolution_binning": False, "clean_caption": False},
     notes="resolution binning and caption cleaning off: sizes and prompts exactly as asked",
+    guidance_meaning="classifier-free guidance; 1 or less turns it off",
+    negative_meaning="what to steer away from (with guidance above 1); none is the empty prompt",
 )
 SANA = Family(
     "sana",
@@ -115,6 +110,8 @@ SANA = Family(
     timesteps=True,
     fixed={"use_resolution_binning": False},
     notes="resolution binning off: sizes exactly as asked",
+    guidance_meaning="classifier-free guidance; 1 or less turns it off",
+    negative_meaning="what to steer away from (with guidance above 1); none is the empty prompt",
 )
 GENERIC = Family(
     "generic",
@@ -125,9 +122,31 @@ GENERIC = Family(
     guidance_scale=5.0,
     size=1024,
     notes="prompt, negative prompt when the pipeline takes one, size, steps, guidance",
+    guidance_meaning="passed as guidance_scale where the pipeline takes it",
+    negative_meaning="passed where the pipeline takes one; none is the empty prompt",
 )
 
-FAMILIES: tuple[Family, ...] = (SD, SDXL, SD3, FLUX, PIXART, SANA)
+from genbatch.pipelines.families.today import TODAY  # noqa: E402  (they build on the families above)
+
+FAMILIES: tuple[Family, ...] = (SD, SDXL, SD3, FLUX, PIXART, SANA, *TODAY)
+BY_NAME: dict[str, Family] = {f.name: f for f in FAMILIES}
+
+
+def no_guidance_embeds(path: Path) -> frozenset[str]:
+    """``guidance_scale`` where the denoiser embeds no guidance (Flux.1-schnell), else nothing."""
+    config = read_json(Path(path) / "transformer" / "config.json")
+    return frozenset() if config.get("guidance_embeds", True) else frozenset({"guidance_scale"})
+
+
+def ignored_fields(family: Family, path: Path) -> frozenset[str]:
+    """The generation fields a model ignores (read once per process, family and folder)."""
+    return _ignored(family.name, str(Path(path).resolve()))
+
+
+@functools.lru_cache(maxsize=64)
+def _ignored(family: str, path: str) -> frozenset[str]:
+    return BY_NAME.get(family, GENERIC).ignored(Path(path))
+
 
 # Pipelines AutoPipelineForText2Image maps that need more than a prompt to make an image.
 _NEEDS_MORE = {
@@ -173,9 +192,6 @@ def pipeline_class(path: Path) -> str:
 
 def family_of(class_name: str) -> Family:
     """The family that runs ``class_name`` on the torch backend, or a ModelError saying why none does."""
-    for family in FAMILIES:
-        if class_name in family.pipelines:
-            return family
     missing = _missing_packages(class_name)
     if missing:
         many = len(missing) > 1
@@ -183,6 +199,9 @@ def family_of(class_name: str) -> Family:
             f"{class_name} needs the Python package{'s' if many else ''} {', '.join(missing)}, which "
             f"{'are' if many else 'is'} not installed here: pip install {' '.join(missing)}"
         )
+    for family in FAMILIES:
+        if class_name in family.pipelines:
+            return family
     if class_name in _NEEDS_MORE:
         raise ModelError(f"{class_name}: {_NEEDS_MORE[class_name]}, which genbatch does not run")
     if any(word in class_name for word in ("ControlNet", "Control", "Kontext", "Img2Img", "Inpaint")):
@@ -275,10 +294,10 @@ def family_defaults(path: Path, family: Family) -> dict[str, Any]:
     denoiser = read_json(path / "unet" / "config.json") or read_json(path / "transformer" / "config.json")
     sample = denoiser.get("sample_size")
     sample = sample[0] if isinstance(sample, (list, tuple)) else sample
-    if family is FLUX:
-        sample = 128  # FluxPipeline.default_sample_size; its transformer has no sample_size
-        if not denoiser.get("guidance_embeds", True):  # schnell
-            defaults.update(steps=4, guidance_scale=0.0)
+    if family.sample_size:
+        sample = family.sample_size  # the pipeline's default_sample_size; its denoiser says none
+    if family is FLUX and not denoiser.get("guidance_embeds", True):  # schnell
+        defaults.update(steps=4, guidance_scale=0.0)
     if family is SD and not sample:
         sample = 64  # an SD UNet config without sample_size
     size = int(sample) * _vae_factor(path) if sample else family.size
@@ -307,7 +326,7 @@ def empty_negative_matters(path: Path, family: Family) -> bool:
     """Whether no negative prompt gives other pixels than ``""`` (SDXL's zeroed embedding)."""
     if family is SDXL:
         return bool(model_index(path).get("force_zeros_for_empty_prompt", True))
-    return False
+    return family.none_negative_differs
 
 
 @functools.cache
@@ -323,13 +342,18 @@ def job_call(family: Family, takes: frozenset[str] | set[str], job: Any) -> dict
     """What the pipeline is called with for one job, the generator aside: recorded in the
     ledger (``call``), so ``pipe(**record["call"], generator=torch.Generator("cpu").manual_seed(seed))``
     in plain diffusers gives the image again."""
+    ignored = ignored_fields(family, job.model.path)
     call: dict[str, Any] = {"prompt": job.prompt}
     negative = getattr(job, "negative_prompt", None)
     if negative is not None and family.negative_prompt and "negative_prompt" in takes:
         call["negative_prompt"] = negative
     call.update(num_inference_steps=job.steps, height=job.height, width=job.width)
-    if "guidance_scale" in takes:
+    if "guidance_scale" in takes and "guidance_scale" not in ignored:
         call["guidance_scale"] = job.guidance_scale
+    for name in family.takes:  # the family's own fields (true_cfg_scale...), where set
+        value = job.values.get(name)
+        if value is not None and name in takes and name not in ignored:
+            call[name] = value
     timesteps = getattr(job, "timesteps", None)
     if timesteps:
         call["timesteps"] = list(timesteps)
@@ -350,7 +374,9 @@ def call_kwargs(family: Family, pipe: Any, jobs: Sequence[Any], generators: list
     for name in ("prompt", "negative_prompt"):
         if name in kwargs:
             kwargs[name] = [call[name] for call in calls]
-    return {**kwargs, "generator": generators, "output_type": "pt"}
+    kwargs = {**kwargs, "generator": generators, "output_type": "pt"}
+    encode = family.hook("encode")  # a family whose own encoding would let a batch change pixels
+    return encode(pipe, jobs, kwargs) if encode is not None else kwargs
 
 
 def negative_groups(jobs: Sequence[Any]) -> list[list[Any]]:

@@ -1,0 +1,34 @@
+"""Tiny random pipelines of today's families, one module per family, built offline the way
+:mod:`genbatch.pipelines.tiny_models` builds the established ones (which it looks up here).
+
+Random weights this small barely let text reach the image; each builder scales the weights
+that carry text into the image until a different prompt, negative prompt or guidance moves
+pixels by several levels (and says so where it does), since a test that compares genbatch
+with plain diffusers cannot fail on a build that ignores its text."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+
+# tiny pipeline name -> "module:function" in this package
+BUILDERS: dict[str, str] = {
+    "qwen-image": "qwen_image:build_qwen_image",
+    "qwen-image-2": "qwen_image:build_qwen_image_2",
+    "z-image": "z_image:build_z_image",
+    "flux2-klein": "flux2:build_flux2_klein",
+    "flux2": "flux2:build_flux2",
+    "chroma": "chroma:build_chroma",
+    "lumina2": "lumina2:build_lumina2",
+    "cogview4": "cogview4:build_cogview4",
+    "sana-sprint": "sana_sprint:build_sana_sprint",
+    "hidream": "hidream:build_hidream",
+    "kolors": "kolors:build_kolors",
+    "hunyuan-image": "hunyuan_image:build_hunyuan_image",
+}
+
+
+def builder(name: str) -> Callable[[Path], None]:
+    module, function = BUILDERS[name].split(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), function)  # type: ignore[no-any-return]
