@@ -17,6 +17,7 @@ from genbatch.cli.output import (
     Validation,
     print_eval,
     print_export,
+    print_families,
     print_json,
     print_merge,
     print_models,
@@ -280,13 +281,14 @@ def validate(
     except ManifestError as err:
         found = Validation(manifest, format_, err.problems)
     else:
-        problems = manifest_.problems
+        problems, notes = manifest_.problems, list[str]()
         if not manifest_.fatal_problems:
-            from genbatch.plan.family_checks import manifest_problems
+            from genbatch.plan.family_checks import manifest_checks
 
-            problems = [*problems, *manifest_problems(manifest_, model, allow_pickle=allow_pickle)]
+            more, notes = manifest_checks(manifest_, model, allow_pickle=allow_pickle)
+            problems = [*problems, *more]
         found = Validation(
-            manifest_.path, manifest_.format, problems, manifest_.rows, manifest_.columns, manifest_.warnings
+            manifest_.path, manifest_.format, problems, manifest_.rows, manifest_.columns, manifest_.warnings + notes
         )
     print_validation(found, json_)
     raise typer.Exit(EXIT_USAGE if found.problems else 0)
@@ -294,10 +296,23 @@ def validate(
 
 @app.command()
 @user_errors
-def models(folders: opt.ModelFolders = None, json_: opt.ListJson = False) -> None:
+def models(folders: opt.ModelFolders = None, json_: opt.ListJson = False, families: opt.ListFamilies = False) -> None:
     """List the models genbatch can use here without a download: built-ins, the local
     Hugging Face cache and any FOLDERS, with their family and whether they run on the torch
-    and onnx backends (and why not)."""
+    and onnx backends (and why not). With --families, the families genbatch runs.
+
+    \b
+    Example:
+      genbatch models --families
+    """
+    if families:
+        from genbatch.pipelines.families import family_rows
+
+        if json_:
+            print_json(family_rows())
+        else:
+            print_families(family_rows())
+        return
     from genbatch.pipelines.model_list import list_models
 
     found = list_models(folders or [])

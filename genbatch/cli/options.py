@@ -199,6 +199,14 @@ ProblemsJson = Annotated[bool, typer.Option("--json", help="Print problems as JS
 # genbatch models
 ModelFolders = Annotated[list[Path] | None, typer.Argument(help="Model folders to check as well.")]
 ListJson = Annotated[bool, typer.Option("--json", help="Print as JSON.")]
+ListFamilies = Annotated[
+    bool,
+    typer.Option(
+        "--families",
+        help="List the families instead: their pipelines, defaults, what a row's guidance_scale and "
+        "negative_prompt mean, and the fields only they take.",
+    ),
+]
 
 # genbatch export
 ExportTo = Annotated[str, typer.Option("--to", help="Export format: onnx.")]

@@ -148,6 +148,19 @@ def print_models(found: list[dict[str, Any]]) -> None:
             print(f"  {'':<24} {entry['notes']}")
 
 
+def print_families(rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        pipelines = ", ".join(row["pipelines"]) or "other text-only pipelines AutoPipelineForText2Image maps"
+        print(f"{row['family']:<14} {row['title']}: {pipelines}")
+        print(f"  {'':<12} defaults: {row['steps']} steps, guidance_scale {row['guidance_scale']:g}")
+        print(f"  {'':<12} guidance_scale: {row['guidance_meaning']}")
+        print(f"  {'':<12} negative_prompt: {row['negative_prompt']}")
+        if row["takes"]:
+            print(f"  {'':<12} also takes: {', '.join(row['takes'])}")
+        if row["notes"]:
+            print(f"  {'':<12} {row['notes']}")
+
+
 def print_export(result: Any, as_json: bool) -> None:
     if as_json:
         fields = ("model", "fingerprint", "source_fingerprint", "opset", "fp16", "seconds", "components", "parity")

@@ -5,12 +5,12 @@ one at its manifest row."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from genbatch.errors import ModelError, Problem
-from genbatch.pipelines.families import FLUX, Family, detect
+from genbatch.pipelines.families import FAMILIES, FLUX, Family, detect, folder_family, ignored_fields
 
 
 def check_model(path: Path, defaults: dict[str, Any]) -> Family:
@@ -58,11 +58,93 @@ def plan_problems(jobs: Iterable[Any], manifest: str, columns: dict[str, str] | 
             column = columns.get("negative_prompt", "negative_prompt") if given else "--negative"
             # a row's own value: at its line; --negative: once per model, at its first row
             problems.setdefault((line if given else str(model.path), column), Problem(manifest, line, column, why))
-        if family and job.values.get("max_sequence_length") and not family.max_sequence_length:
-            column = columns.get("max_sequence_length", "max_sequence_length")
-            why = f"{family.title} takes no max_sequence_length (SD3, Flux, PixArt and Sana do); remove it here"
+        for name, why in family and _value_problems(family, job) or ():
+            column = columns.get(name, name)
             problems.setdefault((line, column), Problem(manifest, line, column, why))
     return list(problems.values())
+
+
+def _value_problems(family: Family, job: Any) -> list[tuple[str, str]]:
+    """(field, why) for each of a job's values its family does not take, and a size it cannot make."""
+    found = []
+    if job.values.get("max_sequence_length") and not family.max_sequence_length:
+        why = "its CLIP text encoders have a fixed length; families with a T5, Gemma or LLM encoder take one"
+        found.append(("max_sequence_length", f"{family.title} takes no max_sequence_length ({why}); remove it here"))
+    for name in FAMILY_FIELDS:
+        if job.values.get(name) is not None and name not in family.takes:
+            found.append((name, f"{family.title} takes no {name} ({_taking(name)} does); remove it here"))
+    size_problem = family.hook("size_problem")
+    size = size_problem(job.model.path, job.width, job.height) if size_problem is not None else None
+    if size:
+        found.append(("width" if "width" in job.row.values else "--width", str(size)))
+    return found
+
+
+def _taking(name: str) -> str:
+    """The families that take a field, for messages: "Qwen-Image"."""
+    return ", ".join(f.title for f in FAMILIES if name in f.takes)
+
+
+# Generation fields that only some families take (Family.takes).
+FAMILY_FIELDS: tuple[str, ...] = tuple(dict.fromkeys(name for f in FAMILIES for name in f.takes))
+
+
+def plan_notes(jobs: Iterable[Any], given: Any = None) -> list[str]:
+    """What a run's models ignore of what was asked, said once per model and setting (not an
+    error: the images are still the model's): a guidance_scale a model does not use, a negative
+    prompt or true_cfg_scale that guidance turns off. ``given``: the run options' values
+    (genbatch.jobs.Defaults), which count as asked like a row's own."""
+    notes: dict[tuple[Any, str], str] = {}
+    for _ in _noting(jobs, notes, given):
+        pass
+    return list(notes.values())
+
+
+def _noting(jobs: Iterable[Any], notes: dict[tuple[Any, str], str], given: Any = None) -> Iterator[Any]:
+    """``jobs``, passed on one at a time, with what their models ignore added to ``notes``."""
+    families: dict[int, Family | None] = {}
+    for job in jobs:
+        key = id(job.model)
+        if key not in families:
+            families[key] = folder_family(job.model.path)
+        family = families[key]
+        if family is not None:
+            for name, why in _ignored(family, job, given):
+                notes.setdefault((job.model.path, name), f"{job.model.name} ({family.title}): {why}")
+        yield job
+
+
+def _ignored(family: Family, job: Any, given: Any) -> list[tuple[str, str]]:
+    def asked(name: str) -> bool:
+        return job.row.values.get(name) is not None or (given is not None and given.get(name) is not None)
+
+    found = []
+    ignored = ignored_fields(family, job.model.path)
+    if "guidance_scale" in ignored and asked("guidance_scale"):
+        found.append(("guidance_scale", f"guidance_scale is ignored: {family.guidance_meaning}"))
+    negative = job.negative_prompt
+    if family.guidance == "cfg" and "guidance_scale" not in ignored and negative and job.guidance_scale <= 1:
+        found.append(
+            (
+                "negative_prompt",
+                f"the negative prompt has no effect at guidance_scale {job.guidance_scale:g} "
+                "(1 or less turns guidance off)",
+            )
+        )
+    if "true_cfg_scale" in family.takes:
+        true_cfg = job.values.get("true_cfg_scale")
+        if negative is not None and true_cfg is not None and true_cfg <= 1:
+            found.append(
+                (
+                    "negative_prompt",
+                    f"the negative prompt has no effect at true_cfg_scale {true_cfg:g} (1 or less turns true CFG off)",
+                )
+            )
+        if negative is None and true_cfg is not None and true_cfg > 1 and asked("true_cfg_scale"):
+            found.append(
+                ("true_cfg_scale", "true_cfg_scale has no effect without a negative prompt (true CFG needs one)")
+            )
+    return found
 
 
 def manifest_problems(manifest: Any, model: str | None = None, *, allow_pickle: bool = False) -> list[Problem]:
@@ -70,6 +152,14 @@ def manifest_problems(manifest: Any, model: str | None = None, *, allow_pickle: 
     column, else ``model``, else the default model) that cannot be found or cannot run on
     torch, the LoRAs they name that cannot be used (pickled ones unless ``allow_pickle``),
     and the row values their families do not take."""
+    return manifest_checks(manifest, model, allow_pickle=allow_pickle)[0]
+
+
+def manifest_checks(
+    manifest: Any, model: str | None = None, *, allow_pickle: bool = False
+) -> tuple[list[Problem], list[str]]:
+    """:func:`manifest_problems`, and what the models would ignore of what the rows ask
+    (:func:`plan_notes`), for ``genbatch validate``'s warnings."""
     from genbatch.jobs import Defaults, Target
     from genbatch.manifest.read import Row
     from genbatch.pipelines.model_lookup import resolve_model
@@ -96,4 +186,6 @@ def manifest_problems(manifest: Any, model: str | None = None, *, allow_pickle: 
         if models[row.model] is not None and (not row.values.get("lora") or row.values["lora"] in loras)
     )
     jobs = iter_jobs(rows, models, Defaults(num_images=1), Target("torch", "fp32"), loras, keys=False)
-    return sorted(problems + plan_problems(jobs, manifest.path, manifest.columns), key=lambda p: p.line or 0)
+    notes: dict[tuple[Any, str], str] = {}
+    checked = plan_problems(_noting(jobs, notes), manifest.path, manifest.columns)
+    return sorted(problems + checked, key=lambda p: p.line or 0), list(notes.values())

@@ -59,6 +59,7 @@ class Plan:
     models: list[ModelRef] = field(default_factory=list)
     device: str = "cpu"
     dtype: str = "fp32"
+    warnings: list[str] = field(default_factory=list)  # what the models ignore of what was asked
 
 
 def resolve_models(
@@ -114,10 +115,11 @@ def make_plan(
         problems = family_checks.plan_problems(jobs, manifest.path, manifest.columns)
         if problems:
             raise ManifestError(problems)
+    notes = family_checks.plan_notes(jobs, options.defaults) if options.backend == "torch" else []
     assign_file_names(jobs, options.name_template, options.image_format)
     selected = select(jobs, options.shard, options.limit)
     used = {id(j.model): j.model for j in selected}
-    return Plan(selected, list(used.values()), device, dtype)
+    return Plan(selected, list(used.values()), device, dtype, notes)
 
 
 # --- selecting and batching ----------------------------------------------------------------

@@ -92,7 +92,7 @@ def _dry_run(options: RunOptions, manifest: Manifest, plan: Plan, scan: Callable
     out = Path(options.output.out)
     pending, renamed = _pending(out, options, plan, lambda message: None, scan if out.exists() else dict)
     summary = _summary(options, manifest, plan, pending, dry_run=True)
-    warnings = manifest.warnings + ([_renamed_note(renamed, dry_run=True)] if renamed else [])
+    warnings = manifest.warnings + plan.warnings + ([_renamed_note(renamed, dry_run=True)] if renamed else [])
     return RunResult(EXIT_OK, summary, plan, pending, warnings)
 
 
@@ -230,7 +230,7 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan, scan: Calla
     _settle(summary, sink, report, stop.exit_code, len(pending), time.monotonic() - started)
     summary.batch_sizes = sizer.describe()
     _write_reports(out, options, summary, progress.log)
-    return RunResult(summary.exit_code, summary, plan, pending, manifest.warnings)
+    return RunResult(summary.exit_code, summary, plan, pending, manifest.warnings + plan.warnings)
 
 
 def _announce(
@@ -248,7 +248,7 @@ def _announce(
             + ", ".join(shown_bare(f) for f in mismatched[:5])
             + (" ..." if len(mismatched) > 5 else "")
         )
-    for warning in manifest.warnings:
+    for warning in manifest.warnings + plan.warnings:
         say(f"warning: {warning}")
     if ledger.repaired:
         say("note: the ledger's last line was torn by an interrupted run; it was removed")

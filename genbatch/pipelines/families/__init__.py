@@ -407,3 +407,25 @@ def read_defaults(path: Path) -> dict[str, Any]:
 def is_xl(pipe: Any) -> bool:
     """Whether a loaded pipeline has SDXL's second text encoder (and with it SDXL's added conditioning)."""
     return getattr(pipe, "text_encoder_2", None) is not None
+
+
+def family_rows() -> list[dict[str, Any]]:
+    """Every family genbatch runs on torch, for ``genbatch models --families`` and the README:
+    its pipelines, defaults, what a row's guidance_scale and negative_prompt mean, and the
+    fields only it takes."""
+    return [
+        {
+            "family": f.name,
+            "title": f.title,
+            "pipelines": list(f.pipelines),
+            "steps": f.steps,
+            "guidance_scale": f.guidance_scale,
+            "guidance": f.guidance,
+            "guidance_meaning": f.guidance_meaning,
+            "negative_prompt": f.negative_meaning,
+            "takes": [*(["max_sequence_length"] if f.max_sequence_length else []), *f.takes],
+            "onnx": f.onnx,
+            "notes": f.notes,
+        }
+        for f in (*FAMILIES, GENERIC)
+    ]

@@ -62,7 +62,7 @@ class Family:
         import importlib
 
         module, function = where.split(":")
-        return getattr(importlib.import_module(f"genbatch.pipelines.{module}"), function)  # type: ignore[no-any-return]
+        return getattr(importlib.import_module(f"genbatch.pipelines.{module}"), function)
 
     def ignored(self, path: Path) -> frozenset[str]:
         """The generation fields a model of this family ignores (its call leaves them out)."""

@@ -31,4 +31,4 @@ BUILDERS: dict[str, str] = {
 
 def builder(name: str) -> Callable[[Path], None]:
     module, function = BUILDERS[name].split(":")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), function)  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(f"{__name__}.{module}"), function)
