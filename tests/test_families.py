@@ -74,7 +74,11 @@ def test_family_defaults_when_the_model_folder_says_nothing(tiny_family, tmp_pat
         ("IFPipeline", "super-resolution"),
         ("KandinskyV22CombinedPipeline", "prior"),
         ("StableCascadeCombinedPipeline", "prior"),
-        ("StableVideoDiffusionPipeline", "AutoPipelineForText2Image"),
+        ("StableVideoDiffusionPipeline", "input image"),
+        ("QwenImageEditPipeline", "input image"),  # an instruction edit: its call takes an image
+        ("FluxFillPipeline", "input image"),
+        ("HunyuanVideoPipeline", "not a text-to-image pipeline"),
+        ("NoSuchPipeline", "not a pipeline class of the installed diffusers"),
     ],
 )
 def test_pipelines_that_need_more_than_a_prompt_are_refused_by_name(cls, words):

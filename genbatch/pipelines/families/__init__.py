@@ -204,18 +204,34 @@ def family_of(class_name: str) -> Family:
             return family
     if class_name in _NEEDS_MORE:
         raise ModelError(f"{class_name}: {_NEEDS_MORE[class_name]}, which genbatch does not run")
-    if any(word in class_name for word in ("ControlNet", "Control", "Kontext", "Img2Img", "Inpaint")):
+    if _needs_image(class_name):
         raise ModelError(
             f"{class_name} needs an input image as well as a prompt; genbatch runs text-to-image pipelines only"
         )
     if class_name and class_name in _auto_text2image():
         return GENERIC
+    if not class_name:
+        raise ModelError("model_index.json names no pipeline (_class_name); genbatch runs diffusers pipeline folders")
+    import diffusers
+
+    if getattr(diffusers, class_name, None) is None:
+        raise ModelError(
+            f"{class_name} is not a pipeline class of the installed diffusers ({diffusers.__version__}); "
+            "a newer diffusers may have it (pip install -U diffusers)"
+        )
     raise ModelError(
-        f"{class_name or 'a pipeline with no _class_name'} is not a text-to-image pipeline that "
-        "diffusers' AutoPipelineForText2Image maps; genbatch runs "
-        + ", ".join(f.title for f in FAMILIES)
-        + " and other text-only pipelines"
+        f"{class_name} is not a text-to-image pipeline (diffusers' AutoPipelineForText2Image does not map it); "
+        "genbatch models --families lists the pipelines genbatch runs"
     )
+
+
+def _needs_image(class_name: str) -> bool:
+    """Whether a pipeline needs an input image: an image-to-image, inpainting, control or edit
+    pipeline by its name, or one outside the text-to-image mapping whose call takes an image."""
+    if any(word in class_name for word in ("ControlNet", "Control", "Kontext", "Img2Img", "Inpaint", "Edit")):
+        return True
+    takes = pipeline_parameters(class_name)
+    return class_name not in _auto_text2image() and bool(takes & {"image", "mask_image", "control_image"})
 
 
 # What genbatch export writes; these run on --backend onnx only.
