@@ -1,4 +1,12 @@
-"""Qwen-Image: not guidance-distilled; true classifier-free guidance with a negative prompt."""
+"""Qwen-Image: not guidance-distilled; true classifier-free guidance with a negative prompt.
+
+QwenImagePipeline turns true CFG on for any negative prompt that is not None (``""``
+included), at ``true_cfg_scale`` (its default 4.0): a job without a negative prompt keeps
+None, so its call is plain diffusers' default call (one pass per step). ``guidance_scale``
+is an input of guidance-distilled transformers only (``guidance_embeds``; no released
+Qwen-Image is one): the call leaves it out otherwise. Defaults are the model card's and the
+pipeline's: 50 steps, 1024x1024 (``default_sample_size`` 128 x the VAE's 8).
+"""
 
 from __future__ import annotations
 
@@ -21,8 +29,8 @@ QWEN_IMAGE = Family(
     none_negative_differs=True,  # any negative prompt that is not None turns true CFG on
     sample_size=128,
     ignores="families.qwen_image:ignores",
-    guidance_meaning="ignored (the model is not guidance-distilled); true_cfg_scale (default 4) guides",
-    negative_meaning="turns true CFG on at true_cfg_scale; none: one pass per step, no CFG",
+    guidance_meaning="ignored unless the model is guidance-distilled; true_cfg_scale (default 4) guides",
+    negative_meaning="turns true CFG on at true_cfg_scale (default 4); none: one pass per step, no CFG",
     notes="true CFG only with a negative prompt (true_cfg_scale); guidance_scale only for distilled models",
 )
 
