@@ -15,7 +15,6 @@ from pathlib import Path
 # tiny pipeline name -> "module:function" in this package
 BUILDERS: dict[str, str] = {
     "qwen-image": "qwen_image:build_qwen_image",
-    "qwen-image-2": "qwen_image:build_qwen_image_2",
     "z-image": "z_image:build_z_image",
     "flux2-klein": "flux2:build_flux2_klein",
     "flux2": "flux2:build_flux2",
