@@ -15,7 +15,7 @@ from family_contract import SENSITIVE, check_family_contract, moves
 from helpers import genbatch, ledger
 
 from genbatch.pipelines.families import detect, family_defaults, ignored_fields
-from genbatch.pipelines.families.qwen_image import QWEN_IMAGE, ignores
+from genbatch.pipelines.families.qwen_image import QWEN_IMAGE, ignores, size_problem
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +80,19 @@ def test_family_default_size_is_the_pipelines_default(qwen, tmp_path):
     defaults = family_defaults(qwen, QWEN_IMAGE)
     assert (defaults["width"], defaults["height"]) == (size, size)
     assert (defaults["steps"], defaults["guidance_scale"]) == (50, 1.0)
+
+
+def test_sizes_the_pipeline_rounds_down_are_a_size_problem(qwen):
+    from diffusers import QwenImagePipeline
+
+    pipe = QwenImagePipeline.from_pretrained(qwen)
+    pipe.set_progress_bar_config(disable=True)
+    assert size_problem(qwen, 64, 32) is None
+    assert size_problem(qwen, 64, 40) == (
+        "Qwen-Image makes sizes in multiples of 16 (its VAE's downsampling x 2x2 patches): "
+        "64x40 would come out as 64x32"
+    )
+    assert "is smaller than that" in size_problem(qwen, 8, 64)
+    # as the pipeline does
+    image = pipe(prompt="a red circle", width=64, height=40, num_inference_steps=1, output_type="np").images[0]
+    assert image.shape[:2] == (32, 64)
