@@ -2,7 +2,12 @@
 text encoder). Neither takes a negative prompt; the first positional argument of both calls
 is an image, so the prompt goes by keyword (as every family's call does).
 
-Flux.2-dev is guidance-distilled: guidance is an input of its transformer.
+Flux.2-dev is guidance-distilled: guidance is an input of its transformer, one pass a step;
+the family's 50 steps and guidance 4 are FLUX.2-dev's (its model card, the pipeline's call
+defaults). Its prompt embedding stacks the hidden states of its Mistral3 encoder's layers 10,
+20 and 30 (the call's ``text_encoder_out_layers`` default; Mistral Small 3.1 has 40 layers):
+genbatch passes nothing, as plain diffusers. Nor does it pass ``caption_upsample_temperature``,
+so the pipeline never rewrites a prompt with its encoder (caption upsampling stays off).
 
 Flux.2-klein embeds no guidance. The base models (``is_distilled`` false in
 model_index.json: FLUX.2-klein-base-4B/-9B) run real classifier-free guidance against an
