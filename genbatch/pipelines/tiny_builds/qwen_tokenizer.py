@@ -69,10 +69,13 @@ def qwen_vocab() -> dict[str, int]:
     return {token: i for i, token in enumerate(tokens)}
 
 
-def qwen_tokenizer(folder: Path | None = None, *, max_length: int = 32768) -> Any:
+def qwen_tokenizer(
+    folder: Path | None = None, *, max_length: int = 32768, chat_template: str = QWEN3_CHAT_TEMPLATE
+) -> Any:
     """A ``Qwen2Tokenizer`` (what Qwen2, Qwen2.5-VL and Qwen3 models use; ``Qwen2TokenizerFast``
     is the same class in transformers 5) over single bytes, with Qwen's special tokens and
-    Qwen3's chat template. With ``folder``: saved there and loaded back from it."""
+    Qwen3's chat template (or ``chat_template``: Qwen2.5's adds a default system turn, for a
+    pipeline that relies on it). With ``folder``: saved there and loaded back from it."""
     from tokenizers import AddedToken
     from transformers import Qwen2Tokenizer
 
@@ -86,7 +89,7 @@ def qwen_tokenizer(folder: Path | None = None, *, max_length: int = 32768) -> An
         errors="replace",
         clean_up_tokenization_spaces=False,
         model_max_length=max_length,
-        chat_template=QWEN3_CHAT_TEMPLATE,
+        chat_template=chat_template,
     )
     tokenizer.add_special_tokens(
         {"additional_special_tokens": [AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS]}
