@@ -44,7 +44,7 @@ def tiny_model(genbatch_home: Path) -> Path:
 def tiny_family(genbatch_home: Path):
     """``tiny_family("flux")``: the folder of a tiny random pipeline of that family
     (genbatch.pipelines.tiny_models), built once per session."""
-    from genbatch.pipelines.tiny_models import build_tiny
+    from genbatch.pipelines.tiny_builds import build_tiny
 
     built: dict[str, Path] = {}
 

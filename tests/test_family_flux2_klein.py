@@ -76,6 +76,11 @@ def test_the_default_text_encoder_out_layers_are_the_tiny_encoders_own(klein):
     assert max(default) <= layers
 
 
+def test_a_distilled_klein_defaults_to_its_four_steps(distilled):
+    assert family_defaults(distilled, FLUX2)["steps"] == 4
+    assert "guidance_scale" in ignored_fields(FLUX2, distilled)
+
+
 def test_family_defaults_and_sizes(klein):
     from diffusers import Flux2KleinPipeline
 

@@ -67,3 +67,12 @@ def test_models_lists_every_family_with_what_its_settings_mean():
     assert "true_cfg_scale" in rows["qwen-image"]["takes"]
     text = genbatch("models", "--families").stdout
     assert "qwen-image" in text and "negative_prompt: turns true CFG on" in text
+
+
+def test_a_max_sequence_length_the_pipeline_refuses_is_refused_at_its_row(tiny_family, tmp_path):
+    manifest = tmp_path / "p.csv"
+    manifest.write_text("prompt,max_sequence_length\na red circle,600\na blue square,64\n", encoding="utf-8")
+    checked = genbatch("validate", manifest, "--model", tiny_family("flux"))
+    assert checked.exit_code == 2
+    assert f"{manifest}:2:max_sequence_length: Flux.1 takes a max_sequence_length up to 512, not 600" in checked.stdout
+    assert f"{manifest}:3" not in checked.stdout

@@ -13,7 +13,7 @@ from family_contract import SENSITIVE, check_family_contract, moves
 from helpers import genbatch, ledger, pixels
 
 from genbatch.pipelines.families import BY_NAME, detect, read_defaults
-from genbatch.pipelines.families.sana_sprint import SANA_SPRINT, encode, step_arguments, steps_problem
+from genbatch.pipelines.families.sana_sprint import SANA_SPRINT, step_arguments
 
 SIZE = 32
 EXTRA = {"max_sequence_length": 32, "use_resolution_binning": False}  # the tiny build's length; sizes as asked
@@ -66,7 +66,7 @@ def test_one_three_and_four_steps_give_plain_diffusers_images(folder: Path, tmp_
     worst = 0
     images = {}
     for r in records:
-        call = {**r["call"], **step_arguments(r["steps"])}  # what a ledger line's call needs at these counts
+        call = r["call"]  # a ledger line's call replays: it records what these counts need
         assert call["num_inference_steps"] == r["steps"] and call["intermediate_timesteps"] is None
         plain = pipe(**call, generator=torch.Generator("cpu").manual_seed(r["seed"])).images[0]
         images[r["steps"]] = pixels(out / r["file"])
@@ -78,15 +78,16 @@ def test_one_three_and_four_steps_give_plain_diffusers_images(folder: Path, tmp_
 def test_the_step_count_decides_the_timesteps() -> None:
     assert step_arguments(2) == {}  # the pipeline's own two steps: pi/2, then 1.3
     assert step_arguments(1) == step_arguments(3) == step_arguments(4) == {"intermediate_timesteps": None}
-    call = {"prompt": ["a"], "num_inference_steps": 4, "guidance_scale": 4.5}
-    assert encode(None, [], call) == {**call, "intermediate_timesteps": None}
-    assert encode(None, [], {**call, "num_inference_steps": 2}) == {**call, "num_inference_steps": 2}
 
 
-def test_steps_problem() -> None:
-    assert all(steps_problem(n) is None for n in (1, 2, 3, 4))
-    assert "1 to 4 steps" in (steps_problem(8) or "") and "not 8" in (steps_problem(8) or "")
-    assert steps_problem(0) is not None
+def test_step_counts_it_is_not_distilled_for_are_refused_before_anything_loads(folder: Path, tmp_path: Path) -> None:
+    manifest = tmp_path / "p.csv"
+    manifest.write_text("prompt,seed,steps\na red circle,11,8\n")
+    checked = genbatch("validate", manifest, "--model", folder)
+    assert checked.exit_code == 2
+    assert f"{manifest}:2:steps: SANA-Sprint is distilled for 1 to 4 steps (2 by default), not 8" in checked.stdout
+    run = genbatch("run", tmp_path / "p.csv", "--model", folder, "--steps", "0", "--out", tmp_path / "o")
+    assert run.exit_code == 2 and not (tmp_path / "o" / "genbatch.jsonl").exists()
 
 
 def test_a_negative_prompt_is_refused_before_anything_loads(folder: Path, tmp_path: Path) -> None:

@@ -3,10 +3,12 @@ cell), with the pipeline class and why, before any model loads."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 
+import pytest
 from helpers import genbatch
 
 
@@ -58,3 +60,24 @@ def test_a_pipeline_whose_package_is_missing_names_the_package(tmp_path):
     assert result.returncode == 2, result.stderr
     assert "KolorsPipeline needs the Python package sentencepiece, which is not installed here" in result.stderr
     assert "pip install sentencepiece" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torchvision") is not None, reason="torchvision is installed here")
+def test_a_component_whose_package_is_missing_is_named_with_the_component(tmp_path):
+    # FLUX.2-dev's tokenizer slot holds a PixtralProcessor, which needs torchvision (not installed here)
+    index = {
+        "_class_name": "Flux2Pipeline",
+        **{c: ["diffusers", "AutoencoderKLFlux2"] for c in ("transformer", "vae", "text_encoder", "scheduler")},
+        "tokenizer": ["transformers", "PixtralProcessor"],
+    }
+    folder = tmp_path / "flux2-dev"
+    folder.mkdir()
+    (folder / "model_index.json").write_text(json.dumps(index), encoding="utf-8")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("prompt\na red circle\n", encoding="utf-8")
+    result = genbatch("validate", manifest, "--model", folder)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert (
+        "--model flux2-dev: Flux2Pipeline's tokenizer (PixtralProcessor) needs the Python package torchvision, "
+        "which is not installed here: pip install torchvision"
+    ) in result.output

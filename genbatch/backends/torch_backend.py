@@ -19,7 +19,7 @@ from genbatch.backends.torch_options import TorchOptions
 from genbatch.errors import GenbatchError, ModelError
 from genbatch.manifest.a1111 import clip_skip_kwargs
 from genbatch.pipelines.checkpoints import load_pipeline
-from genbatch.pipelines.families import call_kwargs, detect, negative_groups
+from genbatch.pipelines.families import call_groups, call_kwargs, detect
 from genbatch.pipelines.lora import apply_set as apply_lora_set
 from genbatch.pipelines.model_lookup import ModelRef
 from genbatch.pipelines.prompt_weighting import weighted_call
@@ -111,9 +111,11 @@ class TorchGenerator:
 
     def generate(self, jobs: Sequence[Any]) -> list[GeneratedImage]:
         """Images for jobs that share settings, in their order. A batch that mixes jobs with and
-        without a negative prompt is two pipeline calls (one call cannot mix them). An exception
+        without a negative prompt is two pipeline calls (one call cannot mix them), and a family may
+        cut it further (genbatch.pipelines.families.call_groups). An exception
         fails the whole batch; the engine then retries its jobs one at a time."""
-        by_job = {id(image.job): image for group in negative_groups(jobs) for image in self._generate(group)}
+        groups = call_groups(self.family, self.pipe, jobs)
+        by_job = {id(image.job): image for group in groups for image in self._generate(group)}
         return [by_job[id(job)] for job in jobs]
 
     def _batch(self, jobs: Sequence[Any]) -> list[Any]:

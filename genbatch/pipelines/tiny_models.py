@@ -7,7 +7,7 @@ noise; they exist so that every family's machinery runs in seconds on a CPU. The
 tokenizers are written offline too, since nothing may be downloaded
 (:mod:`genbatch.pipelines.tiny_tokenizers`).
 
-    from genbatch.pipelines.tiny_models import build_tiny
+    from genbatch.pipelines.tiny_builds import build_tiny
     build_tiny("flux", Path("tiny-flux"))      # then: genbatch run prompts.csv --model tiny-flux
 """
 
@@ -351,15 +351,3 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "sana": build_sana,
     "lcm": build_lcm,
 }
-
-
-def build_tiny(family: str, folder: Path) -> Path:
-    """Save the tiny pipeline of ``family`` (one of :data:`BUILDERS`) into ``folder``."""
-    from genbatch.pipelines import tiny_builds
-
-    if family not in BUILDERS and family not in tiny_builds.BUILDERS:
-        names = [*BUILDERS, *tiny_builds.BUILDERS]
-        raise ValueError(f"no tiny pipeline for {family!r}; expected one of {', '.join(names)}")
-    folder = Path(folder)
-    (BUILDERS.get(family) or tiny_builds.builder(family))(folder)
-    return folder

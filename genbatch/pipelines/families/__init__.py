@@ -63,6 +63,7 @@ SD3 = Family(
     guidance_scale=7.0,
     size=1024,
     max_sequence_length=True,
+    longest_sequence=512,
     guidance_meaning="classifier-free guidance; 1 or less turns it off",
     negative_meaning="what to steer away from (with guidance above 1); none is the empty prompt",
 )
@@ -76,12 +77,14 @@ FLUX = Family(
     size=1024,
     negative_prompt=False,
     max_sequence_length=True,
+    longest_sequence=512,
     notes="guidance-distilled (dev: 28 steps, guidance 3.5; schnell: 4 steps, no guidance); no negative prompt",
     guidance="distilled",
     guidance_meaning="embedded guidance of a guidance-distilled model (dev); schnell ignores it",
     negative_meaning="refused: the model takes none",
     sample_size=128,
     ignores="families:no_guidance_embeds",
+    model_defaults="families:schnell_defaults",
 )
 PIXART = Family(
     "pixart",
@@ -138,6 +141,11 @@ def no_guidance_embeds(path: Path) -> frozenset[str]:
     return frozenset() if config.get("guidance_embeds", True) else frozenset({"guidance_scale"})
 
 
+def schnell_defaults(path: Path) -> dict[str, Any]:
+    """Flux.1-schnell (no guidance embedding) runs at 4 steps and no guidance."""
+    return {"steps": 4, "guidance_scale": 0.0} if no_guidance_embeds(path) else {}
+
+
 def ignored_fields(family: Family, path: Path) -> frozenset[str]:
     """The generation fields a model ignores (read once per process, family and folder)."""
     return _ignored(family.name, str(Path(path).resolve()))
@@ -150,6 +158,8 @@ def _ignored(family: str, path: str) -> frozenset[str]:
 
 # Pipelines AutoPipelineForText2Image maps that need more than a prompt to make an image.
 _NEEDS_MORE = {
+    "QwenImage21Pipeline": "Qwen-Image 2.1 takes its steps from the sample_sigmas in its model_index.json "
+    "(a ledger's steps would not be the model's) and needs torchvision for its Qwen3-VL processor",
     "IFPipeline": "DeepFloyd IF makes 64x64 images that need its super-resolution stages",
     "KandinskyCombinedPipeline": "Kandinsky runs a prior pipeline before the decoder",
     "KandinskyV22CombinedPipeline": "Kandinsky 2.2 runs a prior pipeline before the decoder",
@@ -246,6 +256,7 @@ def detect(path: Path) -> Family:
     if cls in ONNX_EXPORTS or (Path(path) / "unet" / "model.onnx").exists():
         raise ModelError(f"{path} is an ONNX export; run it with --backend onnx")
     family = family_of(cls)
+    _check_component_packages(cls, index)
     missing = [c for c in family.components if not (index.get(c) or [None])[0]]
     if missing:
         raise ModelError(
@@ -253,6 +264,29 @@ def detect(path: Path) -> Family:
             "(model_index.json names none), which it needs to make an image"
         )
     return family
+
+
+def _check_component_packages(class_name: str, index: dict[str, Any]) -> None:
+    """A ModelError naming the package a component's class needs and lacks here (FLUX.2-dev's
+    PixtralProcessor needs torchvision): transformers and diffusers put a placeholder, which
+    names them (``_backends``), in the place of such a class."""
+    import importlib.util
+
+    for component, entry in index.items():
+        if not (isinstance(entry, list) and len(entry) == 2 and entry[0] in ("transformers", "diffusers")):
+            continue
+        library, name = entry
+        try:
+            cls = getattr(importlib.import_module(library), str(name), None)
+        except Exception:  # a library that cannot import: the load says so
+            continue
+        needs = getattr(cls, "_backends", None) or []
+        missing = [n for n in needs if isinstance(n, str) and importlib.util.find_spec(n) is None]
+        if missing:
+            raise ModelError(
+                f"{class_name}'s {component} ({name}) needs the Python package {', '.join(missing)}, which is not "
+                f"installed here: pip install {' '.join(missing)}"
+            )
 
 
 def folder_family(path: Path) -> Family | None:
@@ -294,6 +328,8 @@ def runs_on(path: Path) -> dict[str, Any]:
 
 def _vae_factor(path: Path) -> int:
     vae = read_json(path / "vae" / "config.json") or read_json(path / "vae_decoder" / "config.json")
+    if "temperal_downsample" in vae:  # a video-style VAE (Qwen-Image's): 2 per entry, as its pipeline computes
+        return int(2 ** len(vae["temperal_downsample"]))
     blocks = vae.get("encoder_block_out_channels") or vae.get("block_out_channels") or [0, 0, 0, 0]
     return 2 ** (len(blocks) - 1)
 
@@ -312,8 +348,9 @@ def family_defaults(path: Path, family: Family) -> dict[str, Any]:
     sample = sample[0] if isinstance(sample, (list, tuple)) else sample
     if family.sample_size:
         sample = family.sample_size  # the pipeline's default_sample_size; its denoiser says none
-    if family is FLUX and not denoiser.get("guidance_embeds", True):  # schnell
-        defaults.update(steps=4, guidance_scale=0.0)
+    own = family.hook("model_defaults")  # a step-distilled variant (Flux.1-schnell, a distilled Flux.2-klein)
+    if own is not None:
+        defaults.update(own(path))
     if family is SD and not sample:
         sample = 64  # an SD UNet config without sample_size
     size = int(sample) * _vae_factor(path) if sample else family.size
@@ -370,6 +407,9 @@ def job_call(family: Family, takes: frozenset[str] | set[str], job: Any) -> dict
         value = job.values.get(name)
         if value is not None and name in takes and name not in ignored:
             call[name] = value
+    own = family.hook("call_args")  # what this family's call needs for this job (SANA-Sprint's steps)
+    if own is not None:
+        call.update(own(job.model.path, job))
     timesteps = getattr(job, "timesteps", None)
     if timesteps:
         call["timesteps"] = list(timesteps)
@@ -393,6 +433,15 @@ def call_kwargs(family: Family, pipe: Any, jobs: Sequence[Any], generators: list
     kwargs = {**kwargs, "generator": generators, "output_type": "pt"}
     encode = family.hook("encode")  # a family whose own encoding would let a batch change pixels
     return encode(pipe, jobs, kwargs) if encode is not None else kwargs
+
+
+def call_groups(family: Family, pipe: Any, jobs: Sequence[Any]) -> list[list[Any]]:
+    """A batch's jobs as the pipeline calls that make them: with and without a negative prompt
+    apart (:func:`negative_groups`), then cut where the family's encoding needs it
+    (``Family.batch_parts``: CogView4 by prompt token length)."""
+    parts = family.hook("batch_parts")
+    groups = negative_groups(jobs)
+    return [part for group in groups for part in parts(pipe, group)] if parts is not None else groups
 
 
 def negative_groups(jobs: Sequence[Any]) -> list[list[Any]]:

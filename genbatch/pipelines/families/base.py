@@ -32,6 +32,7 @@ class Family:
     size: int  # when the model's configs do not say
     negative_prompt: bool = True  # takes a negative prompt
     max_sequence_length: bool = False  # takes max_sequence_length
+    longest_sequence: int | None = None  # the most max_sequence_length its pipeline accepts
     timesteps: bool = False  # takes a list of timesteps (a model's own, genbatch.json)
     fixed: dict[str, Any] = field(default_factory=dict)  # passed on every call
     onnx: bool = False  # genbatch export / --backend onnx
@@ -46,12 +47,20 @@ class Family:
     # zeroed embedding): a job without one keeps None, and the call leaves it out.
     none_negative_differs: bool = False
     sample_size: int | None = None  # the pipeline's default_sample_size where its denoiser config has none
+    guidance_off_at: float = 1.0  # a guidance_scale at or below this turns guidance (and the negative prompt) off
     # Code a family needs, "module:function" under genbatch.pipelines (imported when used):
     #   ignores(path) -> frozenset of field names this model ignores (the call leaves them out);
-    #   size_problem(path, width, height) -> why this size cannot be made, or None;
+    #   size_problem(path, width, height) / steps_problem(path, steps) -> why a job cannot run so, or None;
+    #   call_args(path, job) -> what one job's call needs besides the fields (recorded in the ledger);
+    #   model_defaults(path) -> steps, guidance_scale... that a model's configs imply (a step-distilled variant);
+    #   batch_parts(pipe, jobs) -> the jobs cut into parts that one call can take without changing an image;
     #   encode(pipe, jobs, call) -> the call, its prompts encoded so a batch equals single images.
     ignores: str | None = None
     size_problem: str | None = None
+    steps_problem: str | None = None
+    call_args: str | None = None
+    model_defaults: str | None = None
+    batch_parts: str | None = None
     encode: str | None = None
 
     def hook(self, name: str) -> Callable[..., Any] | None:

@@ -20,6 +20,7 @@ CHROMA = Family(
     guidance_scale=3.0,
     size=1024,
     max_sequence_length=True,  # T5, 512 by default
+    longest_sequence=512,
     sample_size=128,  # the pipeline's default_sample_size (x the VAE's 8: 1024)
     size_problem="families.chroma:size_problem",
     notes="not guidance-distilled: real classifier-free guidance with a negative prompt (two passes a step)",

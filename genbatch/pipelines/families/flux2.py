@@ -25,6 +25,7 @@ patches (16) down, with a warning only: :func:`genbatch.pipelines.families.chrom
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from genbatch.pipelines.families.base import Family
 from genbatch.pipelines.model_files import read_json
@@ -42,6 +43,7 @@ FLUX2 = Family(
     guidance="distilled",
     sample_size=128,
     ignores="families.flux2:ignores",
+    model_defaults="families.flux2:model_defaults",
     size_problem="families.chroma:size_problem",
     guidance_meaning=(
         "dev: embedded guidance (guidance-distilled); klein: classifier-free guidance against an empty "
@@ -59,3 +61,8 @@ def ignores(path: Path) -> frozenset[str]:
     if index.get("_class_name") == "Flux2KleinPipeline" and index.get("is_distilled"):
         return frozenset({"guidance_scale"})
     return frozenset()
+
+
+def model_defaults(path: Path) -> dict[str, Any]:
+    """A step-distilled Flux.2-klein runs at 4 steps and takes no guidance (its model card's settings)."""
+    return {"steps": 4, "guidance_scale": 1.0} if ignores(path) else {}

@@ -19,6 +19,7 @@ LUMINA2 = Family(
     guidance_scale=4.0,
     size=1024,  # the transformer's sample_size (128) x 8
     max_sequence_length=True,  # Gemma2, 256 by default (the system prompt counts), at most 512
+    longest_sequence=512,
     size_problem="families.lumina2:size_problem",
     notes=(
         "the pipeline's system prompt comes before every prompt; guidance is renormalised "

@@ -25,6 +25,7 @@ QWEN_IMAGE = Family(
     guidance_scale=1.0,
     size=1024,
     max_sequence_length=True,
+    longest_sequence=1024,
     guidance="true-cfg",
     takes=("true_cfg_scale",),
     none_negative_differs=True,  # any negative prompt that is not None turns true CFG on

@@ -10,7 +10,7 @@ raises a ValueError: :func:`step_arguments` says what a job's call needs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from genbatch.pipelines.families.base import Family
@@ -35,7 +35,8 @@ SANA_SPRINT = Family(
         "1 to 4 steps (2 by default, at the timesteps the model card gives; other counts evenly "
         "spaced); resolution binning off: sizes exactly as asked"
     ),
-    encode="families.sana_sprint:encode",
+    steps_problem="families.sana_sprint:steps_problem",
+    call_args="families.sana_sprint:call_args",
 )
 
 
@@ -46,7 +47,7 @@ def step_arguments(steps: int) -> dict[str, Any]:
     return {} if steps == 2 else {"intermediate_timesteps": None}
 
 
-def steps_problem(steps: int) -> str | None:
+def steps_problem(path: Path, steps: int) -> str | None:
     """Why a SANA-Sprint job of ``steps`` steps should not run, or None (1 to 4)."""
     if steps in STEPS:
         return None
@@ -55,8 +56,6 @@ def steps_problem(steps: int) -> str | None:
     )
 
 
-def encode(pipe: Any, jobs: Sequence[Any], call: dict[str, Any]) -> dict[str, Any]:
-    """The batch call with what its step count needs (:func:`step_arguments`). The prompts stay:
-    Sana pads each prompt to the same length and masks the padding, so a batch does not change
-    an image."""
-    return {**call, **step_arguments(int(call["num_inference_steps"]))}
+def call_args(path: Path, job: Any) -> dict[str, Any]:
+    """A job's call needs :func:`step_arguments` (recorded with it, so a ledger line replays)."""
+    return step_arguments(int(job.steps))

@@ -27,6 +27,7 @@ Z_IMAGE = Family(
     # defaults are 50 and 5.0.
     steps=50,
     guidance_scale=4.0,
+    guidance_off_at=0.0,  # it guides as pos + g * (pos - neg): any g above 0 guides
     size=1024,
     max_sequence_length=True,  # Qwen3 prompt tokens, 512 by default
     size_problem="families.z_image:size_problem",

@@ -1,5 +1,5 @@
-"""Tiny random pipelines of today's families, one module per family, built offline the way
-:mod:`genbatch.pipelines.tiny_models` builds the established ones (which it looks up here).
+"""Tiny random pipelines of every family, built offline: today's families one module each here,
+the established ones in :mod:`genbatch.pipelines.tiny_models`; :func:`build_tiny` builds either.
 
 Random weights this small barely let text reach the image; each builder scales the weights
 that carry text into the image until a different prompt, negative prompt or guidance moves
@@ -31,3 +31,15 @@ BUILDERS: dict[str, str] = {
 def builder(name: str) -> Callable[[Path], None]:
     module, function = BUILDERS[name].split(":")
     return getattr(importlib.import_module(f"{__name__}.{module}"), function)
+
+
+def build_tiny(family: str, folder: Path) -> Path:
+    """Save the tiny pipeline ``family`` (a name in tiny_models.BUILDERS or :data:`BUILDERS`) into ``folder``."""
+    from genbatch.pipelines import tiny_models
+
+    if family not in tiny_models.BUILDERS and family not in BUILDERS:
+        names = [*tiny_models.BUILDERS, *BUILDERS]
+        raise ValueError(f"no tiny pipeline for {family!r}; expected one of {', '.join(names)}")
+    folder = Path(folder)
+    (tiny_models.BUILDERS.get(family) or builder(family))(folder)
+    return folder
