@@ -43,6 +43,8 @@ _EXPORTS = {
     "export_onnx": "genbatch.export.onnx:export_onnx",
     "evaluate": "genbatch.evaluate.run:evaluate_run",
     "EvalOptions": "genbatch.evaluate.run:EvalOptions",
+    "compare": "genbatch.evaluate.compare:compare_runs",
+    "CompareOptions": "genbatch.evaluate.compare:CompareOptions",
     "GenbatchError": "genbatch.errors:GenbatchError",
 }
 
@@ -64,6 +66,8 @@ __all__ = [
     "export_onnx",
     "evaluate",
     "EvalOptions",
+    "compare",
+    "CompareOptions",
     "GenbatchError",
 ]
 
@@ -86,6 +90,8 @@ if TYPE_CHECKING:
     from genbatch.backends.torch_options import TorchOptions as TorchOptions
     from genbatch.engine import RayOptions as RayOptions
     from genbatch.errors import GenbatchError as GenbatchError
+    from genbatch.evaluate.compare import CompareOptions as CompareOptions
+    from genbatch.evaluate.compare import compare_runs as compare
     from genbatch.evaluate.run import EvalOptions as EvalOptions
     from genbatch.evaluate.run import evaluate_run as evaluate
     from genbatch.export.onnx import export_onnx as export_onnx

@@ -15,6 +15,7 @@ from genbatch.cli import options as opt
 from genbatch.cli import run_options as ro
 from genbatch.cli.output import (
     Validation,
+    print_compare,
     print_eval,
     print_export,
     print_families,
@@ -516,6 +517,48 @@ def eval_(
         raise typer.Exit(EXIT_SIGINT) from None
     write_html_report(out)  # with the evaluation section
     print_eval(result, json_, quiet)
+
+
+@app.command()
+@user_errors
+def compare(
+    ref_out: opt.RefFolder,
+    fast_out: opt.FastFolder,
+    min_psnr: opt.MinPsnr = None,
+    min_ssim: opt.MinSsim = None,
+    html: opt.CompareHtml = True,
+    quiet: opt.Quiet = False,
+    json_: opt.CompareJson = False,
+) -> None:
+    """Compare the images of two runs of the same jobs, made two ways (exact, and with a speed
+    option): PSNR, SSIM and the largest and mean pixel difference of each pair, into
+    FAST_OUT/compare.json and a section of FAST_OUT/report.html. Images pair when they are the
+    same job but for the speed options, backend, device and dtype; the others are listed as
+    unpaired, with the reason. Where both folders have an eval.json (genbatch eval), the deltas
+    of their metrics (CLIP score, FID...) are shown too.
+
+    Exit codes: 0 compared (and within --min-psnr and --min-ssim), 1 a pair below them,
+    2 bad input (a folder that is not the output of a run).
+
+    \b
+    Example:
+      genbatch run heldout.csv --out exact
+      genbatch run heldout.csv --out fast --dtype bf16
+      genbatch compare exact fast --min-psnr 30 --min-ssim 0.95
+    """
+    from genbatch.evaluate.compare import CompareOptions, compare_runs
+
+    def progress(done: int, total: int) -> None:
+        say(f"compared {done}/{total} pairs")
+
+    options = CompareOptions(min_psnr=min_psnr, min_ssim=min_ssim, progress=None if quiet else progress)
+    result = compare_runs(ref_out, fast_out, options)
+    if html:
+        from genbatch.report.html import write_html_report
+
+        write_html_report(fast_out)  # with the comparison section
+    print_compare(result, json_, quiet)
+    raise typer.Exit(0 if result.passed else 1)
 
 
 def main() -> None:

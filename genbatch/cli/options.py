@@ -294,3 +294,17 @@ InceptionWeights = Annotated[
 ]
 EvalBatchSize = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per batch.")]
 EvalJson = Annotated[bool, typer.Option("--json", help="Print eval.json on stdout.")]
+
+# genbatch compare
+RefFolder = Annotated[Path, typer.Argument(help="The reference output folder: the jobs made the exact way.")]
+FastFolder = Annotated[
+    Path, typer.Argument(help="The output folder to measure: the same jobs made the fast way (gets compare.json).")
+]
+MinPsnr = Annotated[
+    float | None, typer.Option("--min-psnr", min=0, help="Exit 1 unless every pair's PSNR reaches this many dB.")
+]
+MinSsim = Annotated[
+    float | None, typer.Option("--min-ssim", min=-1, max=1, help="Exit 1 unless every pair's SSIM reaches this.")
+]
+CompareJson = Annotated[bool, typer.Option("--json", help="Print compare.json on stdout.")]
+CompareHtml = Annotated[bool, typer.Option("--html/--no-html", help="Add the comparison to FAST_OUT/report.html.")]

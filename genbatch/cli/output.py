@@ -201,6 +201,14 @@ def print_verify(result: Any, out: Any, as_json: bool) -> None:
     )
 
 
+def print_compare(result: Any, as_json: bool, quiet: bool) -> None:
+    from genbatch.evaluate.compare import dumps, format_table
+
+    print(dumps(result.report) if as_json else format_table(result.report))
+    if not quiet:
+        say(f"wrote {result.path}")
+
+
 def print_eval(result: Any, as_json: bool, quiet: bool) -> None:
     from genbatch.evaluate import format_table
 

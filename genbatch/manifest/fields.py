@@ -214,6 +214,10 @@ ROW_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.aliases)
 JOB_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.job)
 KEY_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.key)
 GROUP_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.group)
+# The speed options: fields that trade exactness for time (step caching, quantized weights). A
+# fast image is another job than the exact one (they are in its key), and `genbatch compare`
+# pairs the images of two runs by the key's fields less these (:func:`pairing_values`).
+SPEED_FIELDS: tuple[str, ...] = ("cache", "cache_threshold", "quantize")
 ALIASES: dict[str, tuple[str, ...]] = {f.name: f.aliases for f in FIELDS if f.aliases}
 
 
@@ -236,6 +240,13 @@ def key_values(values: dict[str, Any]) -> dict[str, Any]:
 
 
 _KEY_FORMS = tuple((name, BY_NAME[name].to_key) for name in KEY_FIELDS)
+
+
+def pairing_values(values: dict[str, Any]) -> dict[str, Any]:
+    """:func:`key_values` less the :data:`SPEED_FIELDS`: what an image made the exact way and
+    one made the fast way share when they are the same job. ``values`` may be a job's values or
+    a ledger record (every field's ``to_key`` takes its recorded form too)."""
+    return {name: value for name, value in key_values(values).items() if name not in SPEED_FIELDS}
 
 
 def record_values(values: dict[str, Any]) -> dict[str, Any]:

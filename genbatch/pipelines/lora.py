@@ -200,8 +200,11 @@ def _pairs(value: Any) -> list[tuple[str, float]]:
     return pairs
 
 
-def key_form(value: tuple[LoraRef, ...]) -> list[list[Any]]:
-    return [[ref.fingerprint, ref.weight] for ref in value]
+def key_form(value: Any) -> list[list[Any]]:
+    """[[fingerprint, weight], ...] of a set as a job holds it (LoraRefs) or as the ledger records it (dicts)."""
+    return [
+        [ref["fingerprint"], ref["weight"]] if isinstance(ref, dict) else [ref.fingerprint, ref.weight] for ref in value
+    ]
 
 
 def record_form(value: tuple[LoraRef, ...]) -> list[dict[str, Any]]:

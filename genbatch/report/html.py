@@ -138,6 +138,7 @@ def page_context(out: Path, scan: Scan, lists: dict[str, tuple[list[list], int]]
         "paged": any(chunks > 1 for _, chunks in lists.values()),
         "grids": list_grids(out),
         "evaluation": _evaluation(out),
+        "comparison": _comparison(out),
         "data": {
             "report": report_id,
             "pages_dir": PAGES_DIR,
@@ -184,6 +185,16 @@ def _evaluation(out: Path) -> dict[str, Any] | None:
     try:
         return report_section(out)
     except (OSError, ValueError, KeyError, TypeError):  # a damaged eval.json must not cost the page
+        return None
+
+
+def _comparison(out: Path) -> dict[str, Any] | None:
+    """``genbatch compare``'s figures (OUT/compare.json, OUT the fast run), shown when present."""
+    from genbatch.report.compare_section import report_section
+
+    try:
+        return report_section(out)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # a damaged compare.json must not cost the page
         return None
 
 
