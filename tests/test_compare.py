@@ -131,6 +131,18 @@ def test_a_run_in_bf16_pairs_with_the_fp32_run_and_differs_by_a_little(runs, tmp
     assert genbatch("compare", exact, bf16, "--min-psnr", "70").exit_code == 1
 
 
+def test_a_folder_that_holds_a_job_made_two_ways_is_ambiguous(runs, tmp_path):
+    exact, again = runs
+    bf16 = ("--dtype", "bf16")
+    assert genbatch("run", tmp_path / "p.txt", "--out", again, *FAST, "--num-images", "2", *bf16).exit_code == 0
+
+    report = compare_runs(exact, again).report
+    assert report["summary"]["paired"] == 0
+    assert report["summary"]["unpaired_reasons"] == {"ref": {"ambiguous": 4}, "fast": {"ambiguous": 8}}
+    reason = report["unpaired"]["ref"][0]["reason"]
+    assert reason == "FAST holds 2 images of this job (made with other dtype): compare folders that hold each job once"
+
+
 def test_runs_with_another_scheduler_do_not_pair_and_each_image_says_why(runs, tmp_path):
     exact, _ = runs
     other = tmp_path / "euler"

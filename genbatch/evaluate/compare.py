@@ -40,6 +40,7 @@ from genbatch.store.ledger import read_ledger
 
 __all__ = ["COMPARE_NAME", "CompareOptions", "CompareResult", "compare_runs", "format_table", "psnr", "ssim"]
 
+PROGRESS_EVERY = 64  # pairs measured between two progress calls
 SHOWN_ROWS = 20  # pairs in the text table, worst first (all of them are in compare.json)
 # Facts of each image's ledger record that say how it was computed; with the speed fields and
 # run.json's backend options, what a comparison lists as differing between the two runs.
@@ -351,16 +352,18 @@ def _measure_all(
     workers = options.workers or max(1, min(8, os.cpu_count() or 1))
     measured: list[dict[str, Any]] = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for done, (pair, result) in enumerate(zip(pairs, pool.map(one, pairs)), start=1):
-            if "shapes" in result:
-                (ha, wa, _), (hb, wb, _) = result["shapes"]
-                for image, name, other in ((pair[0], "ref", "FAST"), (pair[1], "fast", "REF")):
-                    reason = f"image sizes differ: {wa}x{ha} in REF, {wb}x{hb} in FAST"
-                    unpaired[name].append(_entry(image, f"size differs from {other}", reason))
-            else:
-                measured.append(result)
-            if options.progress and (done % 64 == 0 or done == len(pairs)):
-                options.progress(done, len(pairs))
+        for start in range(0, len(pairs), PROGRESS_EVERY):  # a chunk at a time: no million futures at once
+            chunk = pairs[start : start + PROGRESS_EVERY]
+            for pair, result in zip(chunk, pool.map(one, chunk)):
+                if "shapes" in result:
+                    (ha, wa, _), (hb, wb, _) = result["shapes"]
+                    for image, name, other in ((pair[0], "ref", "FAST"), (pair[1], "fast", "REF")):
+                        reason = f"image sizes differ: {wa}x{ha} in REF, {wb}x{hb} in FAST"
+                        unpaired[name].append(_entry(image, f"size differs from {other}", reason))
+                else:
+                    measured.append(result)
+            if options.progress:
+                options.progress(start + len(chunk), len(pairs))
     return measured
 
 
