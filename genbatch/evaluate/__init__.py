@@ -1,4 +1,5 @@
-"""Quality metrics of a run's images: FID, IS, CLIP score, diversity and the shapes judge.
+"""Quality metrics of a run's images: FID, IS, CLIP score, diversity and the shapes judge;
+and two runs of the same jobs compared image by image (genbatch.evaluate.compare).
 
 from genbatch.evaluate import EvalOptions, evaluate_run
 result = evaluate_run(Path("images"), EvalOptions(metrics=("clip", "diversity")))
