@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from family_contract import SENSITIVE, check_family_contract, moves
+from helpers import genbatch
 
 from genbatch.pipelines.families import BY_NAME, detect, empty_negative_matters, family_defaults
 
@@ -82,3 +83,11 @@ def test_without_sentencepiece_a_run_names_the_package(kolors, tmp_path):
     assert "KolorsPipeline needs the Python package sentencepiece, which is not installed here" in result.stderr
     assert "pip install sentencepiece" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "o" / "genbatch.jsonl").exists()
+
+
+def test_a_max_sequence_length_over_256_is_refused_at_its_row(kolors, tmp_path):
+    manifest = tmp_path / "p.csv"
+    manifest.write_text("prompt,max_sequence_length\na red circle,300\n", encoding="utf-8")
+    checked = genbatch("validate", manifest, "--model", kolors)
+    assert checked.exit_code == 2
+    assert "Kolors takes a max_sequence_length up to 256, not 300" in checked.stdout + checked.stderr

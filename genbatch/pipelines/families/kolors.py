@@ -19,6 +19,7 @@ KOLORS = Family(
     guidance_scale=5.0,
     size=1024,
     max_sequence_length=True,  # ChatGLM3's tokens: 256 by default
+    longest_sequence=256,  # KolorsPipeline.check_inputs refuses more
     timesteps=True,
     # force_zeros_for_empty_prompt is false in KolorsPipeline and in Kwai-Kolors/Kolors-diffusers:
     # no negative prompt is encoded as "" (a model folder that sets it true would zero it instead).
