@@ -40,7 +40,7 @@ HIDREAM = Family(
     sample_size=128,  # the pipeline's default_sample_size; the transformer's config has none
     size_problem="families.hidream:size_problem",
     notes=(
-        "every image has the area of 1024x1024 (other sizes are refused, not rescaled); "
+        "every image has about the area of 1024x1024: a size the pipeline would rescale is refused; "
         "Full: 50 steps, guidance 5; Dev and Fast are guidance-distilled: guidance 0, 28 and 16 steps"
     ),
     guidance_meaning="classifier-free guidance; 1 or less turns it off (Dev and Fast: 0)",
