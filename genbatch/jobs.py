@@ -34,6 +34,9 @@ class Defaults:
     seed: int = 0  # the base seed that rows without a seed derive theirs from
     lora: tuple[Any, ...] | None = None  # --lora: parsed specs (genbatch.pipelines.lora.LoraSpec)
     prompt_weighting: str | None = None  # --prompt-weighting
+    cache: str | None = None  # --cache (None: off)
+    cache_threshold: float | None = None  # --cache-threshold (None: the cache's own)
+    quantize: str | None = None  # --quantize (None: off); one value per run, applied as each model loads
 
     def get(self, name: str) -> Any:
         return getattr(self, name, None)

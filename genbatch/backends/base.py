@@ -42,13 +42,16 @@ class BackendOptions:
 
     ``device`` and ``dtype`` are resolved (never ``auto``); ``scheduler`` replaces the model's
     own when set; ``providers`` are ONNX Runtime's execution providers; ``torch`` holds the torch
-    backend's own settings (genbatch.backends.torch_options; None on other backends)."""
+    backend's own settings (genbatch.backends.torch_options; None on other backends);
+    ``quantize``: the denoiser's weights quantized as it loads (the run's ``--quantize``, which
+    its jobs record: genbatch.manifest.fields; None: off)."""
 
     device: str
     dtype: str
     scheduler: str | None = None
     providers: tuple[str, ...] | None = None
     torch: TorchOptions | None = None
+    quantize: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +59,7 @@ class BackendOptions:
             "dtype": self.dtype,
             "scheduler": self.scheduler,
             "providers": list(self.providers) if self.providers else None,
+            "quantize": self.quantize,
             **(self.torch.as_dict() if self.torch else {}),
         }
 

@@ -13,7 +13,15 @@ from typing import Any
 import numpy as np
 
 from genbatch.backends.base import BackendOptions, GeneratedImage, tensor_to_uint8, to_uint8
-from genbatch.backends.fast_paths import compile_denoiser, padded, set_attention, set_channels_last
+from genbatch.backends.fast_paths import (
+    StepCache,
+    compile_denoiser,
+    load_quantization,
+    padded,
+    quantize_denoiser,
+    set_attention,
+    set_channels_last,
+)
 from genbatch.backends.prompt_embeds import EmbeddingCache
 from genbatch.backends.torch_options import TorchOptions
 from genbatch.errors import GenbatchError, ModelError
@@ -24,6 +32,7 @@ from genbatch.pipelines.lora import apply_set as apply_lora_set
 from genbatch.pipelines.model_lookup import ModelRef
 from genbatch.pipelines.prompt_weighting import weighted_call
 from genbatch.pipelines.samplers import SchedulerCache, check_own_timesteps, swap_scheduler
+from genbatch.pipelines.speed import denoiser as denoiser_part
 from genbatch.pipelines.torch_runtime import quiet_hf_libraries, resolve_dtype, resolve_torch_device, torch_dtype
 
 
@@ -54,6 +63,7 @@ class TorchGenerator:
             "vae_slicing": settings.vae_slicing,
         }
         self.allow_pickle = settings.allow_pickle
+        self.quantize = options.quantize  # one value per run, which every job records (checked per batch)
         try:
             with warnings.catch_warnings():  # newer diffusers renames torch_dtype; both work
                 warnings.simplefilter("ignore", FutureWarning)
@@ -71,6 +81,7 @@ class TorchGenerator:
             pipe.vae.enable_tiling()
         if self.options["vae_slicing"]:
             pipe.vae.enable_slicing()
+        self.options["quantize"] = quantize_denoiser(pipe, self.quantize)  # before compiling: it compiles the quantized
         self.pipe = pipe
         self._fast_paths(settings)
         self.scheduler_name = type(pipe.scheduler).__name__
@@ -82,13 +93,16 @@ class TorchGenerator:
 
         if is_random_architecture(model.path):
             return build_pipeline(model.path, self.device if self.options["offload"] == "none" else "cpu", dtype)
-        return load_pipeline(model, torch_dtype(dtype), allow_pickle=self.allow_pickle)
+        part = denoiser_part(model.path)[0]
+        quantization = load_quantization(part, self.quantize, torch_dtype(dtype))  # nf4: as the folder loads
+        return load_pipeline(model, torch_dtype(dtype), allow_pickle=self.allow_pickle, quantization=quantization)
 
     def _fast_paths(self, settings: TorchOptions) -> None:
         reuse = settings.reuse_embeddings
         self.embeddings = EmbeddingCache() if reuse else None
         self.compiled = compile_denoiser(self.pipe, settings.compile, settings.compile_backend)
         self.batch_shapes: dict[tuple[Any, ...], int] = {}  # a compiled denoiser's batch size per shape
+        self.caches = StepCache(self.pipe)  # a batch's own step cache (a manifest column, or --cache)
         self.options.update(
             reuse_embeddings=bool(reuse),
             attention=set_attention(self.pipe, settings.attention),
@@ -118,21 +132,37 @@ class TorchGenerator:
         by_job = {id(image.job): image for group in groups for image in self._generate(group)}
         return [by_job[id(job)] for job in jobs]
 
+    def warm_up(self, jobs: Sequence[Any]) -> None:
+        """Called by the engine before it times a batch: a compiled denoiser's first batch of a
+        shape first runs once, untimed, for WARM_UP_STEPS steps (its images dropped), so that
+        compiling and capturing CUDA graphs are not counted as the batch's time. Later batches
+        of that shape reuse what it compiled (:meth:`_batch` keeps their size)."""
+        if not self.compiled:
+            return
+        for group in call_groups(self.family, self.pipe, jobs):
+            if _shape(group[0]) not in self.batch_shapes:
+                self._generate(group, steps=WARM_UP_STEPS)
+
     def _batch(self, jobs: Sequence[Any]) -> list[Any]:
         """A compiled denoiser's jobs: padded to the size of the first batch of their shape
         (the padding's images are dropped), so a short last batch does not recompile."""
         if not self.compiled:
             return list(jobs)
-        first = jobs[0]
-        shape = (first.width, first.height, first.negative_prompt is None, first.values.get("max_sequence_length"))
-        size = self.batch_shapes.setdefault(shape, len(jobs))
+        size = self.batch_shapes.setdefault(_shape(jobs[0]), len(jobs))
         return padded(list(jobs), size) if len(jobs) < size else list(jobs)
 
-    def _generate(self, jobs: Sequence[Any]) -> list[GeneratedImage]:
+    def _generate(self, jobs: Sequence[Any], steps: int | None = None) -> list[GeneratedImage]:
+        """The pipeline call of one group; ``steps``: fewer steps than the jobs ask (a warm-up)."""
         import torch
 
         first = jobs[0]
+        if first.values.get("quantize") != self.quantize:  # the records would not say how the images were made
+            raise GenbatchError(
+                f"quantize: {self.model.name} was loaded with --quantize {self.quantize or 'none'}, and a job "
+                f"asks for {first.values.get('quantize') or 'none'}; a run has one --quantize"
+            )
         batch = self._batch(jobs)
+        self.caches.use(first.values.get("cache"), first.values.get("cache_threshold"), first.steps)
         self.pipe.scheduler = self.schedulers.get(first.scheduler, first.scheduler_options)
         # One CPU generator per image: the pipeline draws each image's initial noise (and an
         # ancestral scheduler its per-step noise) from the image's own seed, so an image is
@@ -144,6 +174,8 @@ class TorchGenerator:
             self.pipe, first.values.get("lora"), allow_pickle=self.allow_pickle
         )  # genbatch.pipelines.lora: the batch's LoRA set, or none
         call = call_kwargs(self.family, self.pipe, batch, generators)
+        if steps is not None and "timesteps" not in call and "sigmas" not in call:
+            call["num_inference_steps"] = min(steps, call.get("num_inference_steps") or steps)
         skip = clip_skip_kwargs(self.pipe, first.clip_skip)
         with torch.inference_mode():
             if self.embeddings is not None:  # genbatch.backends.prompt_embeds: each distinct input encoded once
@@ -173,6 +205,16 @@ class TorchGenerator:
         if self.embeddings is not None:
             self.embeddings.clear()
         self.release_memory()
+
+
+# Steps of a compiled denoiser's warm-up call: the first call compiles, the next records CUDA
+# graphs (reduce-overhead, max-autotune), the third replays them.
+WARM_UP_STEPS = 3
+
+
+def _shape(job: Any) -> tuple[Any, ...]:
+    """What fixes a compiled denoiser's input shapes, the batch size aside."""
+    return (job.width, job.height, job.negative_prompt is None, job.values.get("max_sequence_length"))
 
 
 def pixels_of(images: Any) -> tuple[list[Any], list[str | None]]:

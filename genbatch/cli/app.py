@@ -31,6 +31,7 @@ from genbatch.cli.output import (
 )
 from genbatch.errors import EXIT_SIGINT, EXIT_USAGE, GenbatchError, ManifestError
 from genbatch.manifest.read import MAX_IMAGES_PER_ROW, parse_assignments, read_manifest
+from genbatch.pipelines.torch_runtime import quiet_import_noise
 from genbatch.plan.planner import DEFAULT_NAME_TEMPLATE
 from genbatch.version import __version__
 
@@ -57,6 +58,7 @@ def main_callback(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
 ) -> None:
     show_library_warnings()
+    quiet_import_noise()
 
 
 @app.command()
@@ -115,6 +117,9 @@ def run(
     attention: fast.Attention = "sdpa",
     channels_last: fast.ChannelsLast = "auto",
     compile_: fast.Compile = "off",
+    cache: fast.Cache = "none",
+    cache_threshold: fast.CacheThreshold = None,
+    quantize: fast.Quantize = "none",
     allow_pickle: opt.AllowPickle = False,
 ) -> None:
     """Generate an image for every row (x num_images) of MANIFEST into --out.
@@ -171,6 +176,7 @@ def _run_options(**given: Any) -> RunOptions:
         num_images=given["num_images"],
         seed=given["seed"],
         clip_skip=given["clip_skip"],
+        cache_threshold=given["cache_threshold"],
     )
     ro.check_num_images(given["num_images"], given["max_images_per_row"])
     manifest_format, image_format = ro.split_formats(given["format_"])
@@ -212,6 +218,9 @@ def _run_options(**given: Any) -> RunOptions:
                 clip_skip=given["clip_skip"],
                 lora=given["lora"],
                 prompt_weighting=given["prompt_weighting"],
+                cache=given["cache"],
+                cache_threshold=given["cache_threshold"],
+                quantize=given["quantize"],
             ),
             name_template=given["name_template"],
             image_format=image_format,

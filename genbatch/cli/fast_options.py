@@ -1,6 +1,7 @@
 """The torch fast-path options of ``genbatch run`` and the ``genbatch bench`` command: options
 parsed here, the work done by genbatch.backends.fast_paths, genbatch.backends.prompt_embeds and
-genbatch.bench.compare."""
+genbatch.bench.compare; which models, devices and packages take each speed option is checked by
+genbatch.pipelines.speed."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import typer
 
 from genbatch.backends.fast_paths import COMPILE_MODES
 from genbatch.backends.torch_options import TorchOptions
+from genbatch.pipelines.speed import CACHES
 
 ReuseEmbeddings = Annotated[
     bool,
@@ -39,7 +41,35 @@ Compile = Annotated[
         "--compile",
         help="torch: off, or torch.compile the denoiser with fixed batch shapes: "
         + ", ".join(COMPILE_MODES)
-        + " (reduce-overhead and max-autotune capture CUDA graphs).",
+        + " (reduce-overhead and max-autotune capture CUDA graphs; regional compiles the repeated blocks only, "
+        "a fraction of the compile time). The first batch of each shape warms up untimed.",
+    ),
+]
+Cache = Annotated[
+    str,
+    typer.Option(
+        "--cache",
+        help="torch: a step cache for rows without a cache column, through diffusers' cache hooks: "
+        + ", ".join(CACHES)
+        + ", or none (exact). Changes pixels: in each image's record and job key. Transformer models that "
+        "take one (Flux.1, Qwen-Image, Flux.2, Chroma, CogView4...); magcache: Flux.1 only.",
+    ),
+]
+CacheThreshold = Annotated[
+    float | None,
+    typer.Option(
+        "--cache-threshold",
+        help="torch: the threshold of --cache first-block (default 0.05) or magcache (0.06), 0 to 1: "
+        "higher skips more of the work, further from the exact image.",
+    ),
+]
+Quantize = Annotated[
+    str,
+    typer.Option(
+        "--quantize",
+        help="torch: quantize the denoiser's weights as the model loads: int8 (torchao, CPU or GPU), fp8 "
+        "(torchao, CUDA compute capability 8.9+), int4 (torchao, CUDA, --dtype bf16), nf4 (bitsandbytes, "
+        "CUDA), or none (exact). Changes pixels: in each image's record and job key; one value per run.",
     ),
 ]
 

@@ -94,10 +94,16 @@ def run_defaults(
     clip_skip: int | None,
     lora: list[str],
     prompt_weighting: str,
+    cache: str = "none",
+    cache_threshold: float | None = None,
+    quantize: str = "none",
 ) -> Defaults:
-    """The values of rows without their own: --steps, --guidance, --lora..."""
+    """The values of rows without their own: --steps, --guidance, --lora, --cache...; and
+    --quantize, which has no column (one value per run)."""
     loras = _parsed("--lora", lambda: parse_value("lora", "; ".join(lora))) if lora else None
     weighting = _parsed("--prompt-weighting", lambda: parse_value("prompt_weighting", prompt_weighting))
+    cache_name = _parsed("--cache", lambda: parse_value("cache", cache))
+    quantized = _parsed("--quantize", lambda: parse_value("quantize", quantize))
     return Defaults(
         steps=steps,
         guidance_scale=guidance_scale,
@@ -109,6 +115,9 @@ def run_defaults(
         clip_skip=clip_skip,
         lora=loras or None,
         prompt_weighting=None if weighting == "off" else weighting,
+        cache=None if cache_name == "none" else cache_name,
+        cache_threshold=cache_threshold,
+        quantize=None if quantized == "none" else quantized,
     )
 
 

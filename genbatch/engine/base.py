@@ -55,9 +55,14 @@ def generate_batch(
 
     A batch that runs out of memory is halved and run again (the size that fit is remembered);
     a batch that fails otherwise is retried one job at a time, so one bad job fails alone,
-    with its reason."""
+    with its reason. A model that warms up (a compiled denoiser's first batch of a shape) does
+    so first, untimed."""
+    warm_up = getattr(loaded, "warm_up", None)
     began = time.monotonic()
     try:
+        if warm_up is not None:
+            warm_up(batch)
+            began = time.monotonic()
         images = loaded.generate(batch)
     except Exception as err:
         # Only the facts leave this block: the exception's traceback holds the failed call's

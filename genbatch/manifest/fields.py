@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from genbatch.pipelines.samplers import a1111_name
+from genbatch.pipelines.speed import CACHES, QUANTIZATIONS
 
 # The upper bounds of the numeric fields: what real runs use with room to spare, and below
 # where a pipeline refuses the value or runs out of memory with a traceback instead of a message.
@@ -199,6 +200,24 @@ FIELDS: tuple[Field, ...] = (
         hi=MAX_GUIDANCE,
         key=True,
         group=True,
+    ),
+    # The speed options that change pixels (genbatch.pipelines.speed): a step cache through diffusers'
+    # cache hooks (a row's cache column, else --cache; None when off), its threshold (first-block and
+    # magcache: --cache-threshold, else the cache's default; None without one), and the denoiser's
+    # weights quantized as the model loads (--quantize: one value per run, None when off).
+    Field(
+        "cache",
+        "choice",
+        ("cache",),
+        option="--cache",
+        choices=(*CACHES, "none"),
+        key=True,
+        group=True,
+        off="none",
+    ),
+    Field("cache_threshold", "float", ("cache_threshold",), hi=1, option="--cache-threshold", key=True, group=True),
+    Field(
+        "quantize", "choice", option="--quantize", choices=(*QUANTIZATIONS, "none"), key=True, group=True, off="none"
     ),
     # The model's diffusers family (genbatch.pipelines.families); its fingerprint is already in the key.
     Field("family", "name"),

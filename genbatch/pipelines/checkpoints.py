@@ -154,10 +154,11 @@ def with_vae(model: Any, spec: str | None, snapshot: Path | None = None) -> Any:
     return dataclasses.replace(model, fingerprint=_combined(model.fingerprint, "vae", vae_print), vae=path.resolve())
 
 
-def load_pipeline(model: Any, torch_dtype: Any, *, allow_pickle: bool = False) -> Any:
+def load_pipeline(model: Any, torch_dtype: Any, *, allow_pickle: bool = False, quantization: Any = None) -> Any:
     """The diffusers pipeline of ``model``: ``from_pretrained`` of its folder, or
     ``from_single_file`` of its checkpoint with the folder's configs; then its ``--vae``.
-    Weights load from .safetensors files only, unless ``allow_pickle`` (--allow-pickle)."""
+    Weights load from .safetensors files only, unless ``allow_pickle`` (--allow-pickle).
+    ``quantization``: a folder's ``quantization_config`` (--quantize nf4), else None."""
     import diffusers
 
     from genbatch.pipelines.model_files import read_json
@@ -169,8 +170,9 @@ def load_pipeline(model: Any, torch_dtype: Any, *, allow_pickle: bool = False) -
         if not allow_pickle:
             refuse_pickles(model.path, components(model.path))
         with pickle_refused(model.path, allow_pickle):
+            quantized = {"quantization_config": quantization} if quantization is not None else {}
             pipe = diffusers.DiffusionPipeline.from_pretrained(
-                model.path, torch_dtype=torch_dtype, **safetensors_only(allow_pickle)
+                model.path, torch_dtype=torch_dtype, **safetensors_only(allow_pickle), **quantized
             )
     else:
         cls = getattr(diffusers, read_json(model.path / "model_index.json").get("_class_name", ""), None)

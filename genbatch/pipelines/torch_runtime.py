@@ -3,6 +3,7 @@ resolved here, once for every caller), and the Hugging Face libraries kept quiet
 
 from __future__ import annotations
 
+import logging
 import os
 
 from genbatch.errors import GenbatchError
@@ -10,9 +11,22 @@ from genbatch.errors import GenbatchError
 DTYPES = ("fp32", "fp16", "bf16")
 
 
+# Loggers that warn on import, not on anything a run does: torchao (genbatch[speed]) about its
+# CUDA extensions on a CPU build, torch about torchao's enums, diffusers about torchao's tensors.
+_IMPORT_NOISE = ("torchao", "torch.utils._pytree", "diffusers.quantizers.torchao.torchao_quantizer")
+
+
+def quiet_import_noise() -> None:
+    """Keep the warnings a library prints as it is imported (with torchao installed) off a run's
+    output; before diffusers is first imported. Its errors still show."""
+    for name in _IMPORT_NOISE:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def quiet_hf_libraries() -> None:
     """diffusers/transformers print progress bars and advice on every load; in a batch job
     that is noise between our own progress lines. Users can still ask for it via the env."""
+    quiet_import_noise()
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

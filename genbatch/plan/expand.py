@@ -22,13 +22,15 @@ from genbatch.pipelines import families
 from genbatch.pipelines.model_files import keeps_own_scheduler
 from genbatch.pipelines.model_lookup import ModelRef
 from genbatch.pipelines.samplers import resolve as resolve_scheduler
+from genbatch.pipelines.speed import CACHE_THRESHOLDS
 
 # The fields a row, a run option or the model sets (the rest are derived), with how to coerce
 # a model default read from JSON, and the value that means "not set" (genbatch.manifest.fields.Field.off).
+# A field without a manifest column (quantize) comes from its run option alone.
 _RESOLVED: dict[str, tuple[Any, Any]] = {
     name: ({"int": int, "float": float}.get(BY_NAME[name].kind), BY_NAME[name].off)
     for name in JOB_FIELDS
-    if name in ROW_FIELDS
+    if name in ROW_FIELDS or BY_NAME[name].option
 }
 
 
@@ -55,7 +57,9 @@ class _ModelSettings:
         values = dict.fromkeys(JOB_FIELDS)
         for name in _RESOLVED:
             value = defaults.get(name)
-            values[name] = _settle(name, model.defaults.get(name) if value is None else value)
+            if value is None and name in ROW_FIELDS:
+                value = model.defaults.get(name)
+            values[name] = _settle(name, value)
         values["family"] = model.family
         return cls(model, values, families.job_negative(model.path, None))
 
@@ -194,6 +198,12 @@ class _Shape:
         )
         if values["negative_prompt"] is None:
             values["negative_prompt"] = found.negative
+        # A step cache's threshold: the one asked, else the cache's own; none without a cache (so a
+        # job without one keeps its key). TaylorSeer and FasterCache take none (family_checks refuses one).
+        if values["cache"] is None:
+            values["cache_threshold"] = None
+        elif values["cache_threshold"] is None:
+            values["cache_threshold"] = CACHE_THRESHOLDS.get(values["cache"])
         # A model's own timesteps go with its own scheduler; --scheduler picks another's spacing too.
         if own_steps:
             values["timesteps"] = model.defaults.get("timesteps", {}).get(values["steps"])

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from genbatch.errors import ModelError, Problem
+from genbatch.pipelines import speed
 from genbatch.pipelines.families import FAMILIES, FLUX, Family, detect, folder_family, ignored_fields
 
 
@@ -40,6 +41,7 @@ def plan_problems(jobs: Iterable[Any], manifest: str, columns: dict[str, str] | 
     columns = columns or {}
     families: dict[Path, Family | None] = {}
     problems: dict[tuple[Any, str], Problem] = {}
+    caches: dict[tuple[Path, str], str | None] = {}
     for job in jobs:
         line, model = job.row.line, job.model
         if model.path not in families:
@@ -58,10 +60,32 @@ def plan_problems(jobs: Iterable[Any], manifest: str, columns: dict[str, str] | 
             column = columns.get("negative_prompt", "negative_prompt") if given else "--negative"
             # a row's own value: at its line; --negative: once per model, at its first row
             problems.setdefault((line if given else str(model.path), column), Problem(manifest, line, column, why))
+        for name, option, why in family and _speed_problems(job, caches) or ():
+            given = job.row.values.get(name) is not None  # a row's own: at its line; an option's: once per model
+            column = columns.get(name, name) if given else option
+            problems.setdefault((line if given else str(model.path), column), Problem(manifest, line, column, why))
         for name, why in family and _value_problems(family, job) or ():
             column = columns.get(name, name)
             problems.setdefault((line, column), Problem(manifest, line, column, why))
     return list(problems.values())
+
+
+def _speed_problems(job: Any, caches: dict[tuple[Path, str], str | None]) -> list[tuple[str, str, str]]:
+    """(field, its run option, why) for a step cache a job's model does not take, and a threshold
+    its cache does not take (genbatch.pipelines.speed); ``caches``: what each model and cache gave."""
+    cache = job.values.get("cache")
+    if not cache:
+        return []
+    found = []
+    known = (job.model.path, cache)
+    if known not in caches:
+        caches[known] = speed.cache_problem(job.model.path, cache)
+    if caches[known]:
+        found.append(("cache", "--cache", str(caches[known])))
+    if job.values.get("cache_threshold") is not None and cache not in speed.CACHE_THRESHOLDS:
+        taking = " and ".join(speed.CACHE_THRESHOLDS)
+        found.append(("cache_threshold", "--cache-threshold", f"--cache {cache} takes no threshold ({taking} do)"))
+    return found
 
 
 def _value_problems(family: Family, job: Any) -> list[tuple[str, str]]:

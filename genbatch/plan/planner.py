@@ -81,17 +81,21 @@ def resolve_models(
 
 
 def check_torch_only(jobs: list[Job], backend: str) -> None:
-    """LoRAs and prompt weighting run on the torch backend, on pipelines that take them;
-    anything else is refused before a model loads."""
+    """LoRAs, prompt weighting, step caches and quantization run on the torch backend, on
+    pipelines that take them (caches: genbatch.plan.family_checks); anything else is refused
+    before a model loads."""
     from genbatch.pipelines import lora, prompt_weighting
 
-    for name, check in (("lora", lora.check_model), ("prompt_weighting", prompt_weighting.check_model)):
+    checks = (("lora", lora.check_model), ("prompt_weighting", prompt_weighting.check_model))
+    for name, check in (*checks, ("cache", None), ("quantize", None)):
         using = [j for j in jobs if j.values.get(name)]
         if using and backend != "torch":
             raise GenbatchError(
                 f"line {using[0].row.line}: {name.replace('_', ' ')} needs --backend torch; "
                 f"the {backend} backend does not apply it"
             )
+        if check is None:
+            continue
         for model in {id(j.model): j.model for j in using}.values():
             try:
                 class_name = json.loads((model.path / "model_index.json").read_text(encoding="utf-8"))["_class_name"]

@@ -108,6 +108,7 @@ class RunOptions:
             scheduler=self.plan.scheduler,
             providers=self.engine.providers,
             torch=self.torch if self.plan.backend == "torch" else None,
+            quantize=self.plan.defaults.quantize,
         )
 
     def encoding(self) -> Encoding:

@@ -23,6 +23,8 @@ from genbatch.engine.batch_size import BatchSizer
 from genbatch.engine.sink import ResultSink, now
 from genbatch.errors import EXIT_FAILED_JOBS, EXIT_OK, EXIT_SIGINT, GenbatchError, ManifestError
 from genbatch.manifest.read import Manifest, read_manifest
+from genbatch.pipelines.speed import run_problem
+from genbatch.pipelines.torch_runtime import quiet_import_noise
 from genbatch.plan.axes import apply_axes
 from genbatch.plan.axes import describe as describe_axes
 from genbatch.plan.names import keep_done_files
@@ -66,12 +68,25 @@ def load_manifest(options: RunOptions) -> Manifest:
 def plan_run(manifest: Manifest, options: RunOptions) -> Plan:
     """The plan of ``manifest``, for the device and dtype the backend resolves."""
     device, dtype = get_backend(options.plan.backend).resolve(options.engine.device, options.engine.dtype)
-    return make_plan(manifest, options.plan, device, dtype, allow_pickle=options.torch.allow_pickle)
+    plan = make_plan(manifest, options.plan, device, dtype, allow_pickle=options.torch.allow_pickle)
+    if options.plan.backend == "torch":  # the speed options its models, device and packages take, before any load
+        why = run_problem(
+            plan.models,
+            device,
+            dtype,
+            quantize=options.plan.defaults.quantize,
+            compile=options.torch.compile,
+            attention=options.torch.attention,
+        )
+        if why:
+            raise GenbatchError(why)
+    return plan
 
 
 def run_manifest(options: RunOptions) -> RunResult:
     """Run (or with ``dry_run`` only plan) a manifest into ``options.output.out``. Raises
     :class:`GenbatchError` for bad input, before anything is written."""
+    quiet_import_noise()  # before planning imports diffusers
     out = Path(options.output.out)
     if options.dry_run:
         # 1. Read and check the manifest  2. Plan (no cyclic GC while millions of rows and jobs are made),

@@ -1,0 +1,237 @@
+"""The speed options of the torch backend that depend on a model, a device or an installed
+package: step caching (``--cache``), weight quantization (``--quantize``), regional compilation
+(``--compile regional``) and attention backends (``--attention``).
+
+Each is checked here before any model loads, from a model folder's ``model_index.json`` (its
+denoiser class), the device and the installed packages, with a message that names what would
+be accepted; the torch backend applies them (genbatch.backends.fast_paths). diffusers and
+torch are imported only when a check needs them.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import inspect
+from pathlib import Path
+from typing import Any
+
+CACHES = ("first-block", "taylorseer", "magcache", "faster")
+# The caches that take a threshold, with the one a job gets where none is given (diffusers'
+# defaults); TaylorSeer and FasterCache take none.
+CACHE_THRESHOLDS = {"first-block": 0.05, "magcache": 0.06}
+# MagCache skips steps by a model's calibrated magnitude ratios; diffusers ships them for Flux.1.
+MAG_RATIOS = {"FluxTransformer2DModel": "FLUX_MAG_RATIOS"}
+QUANTIZATIONS = ("fp8", "int8", "int4", "nf4")
+TORCHAO_QUANTIZATIONS = ("fp8", "int8", "int4")
+SPEED_EXTRA = "pip install 'genbatch[speed]'"
+# The attention backends that run on a CPU (the others are CUDA kernels).
+CPU_ATTENTION = ("sdpa", "native", "_native_math", "flex")
+
+
+def denoiser(path: Path) -> tuple[str, Any]:
+    """A model folder's denoiser component ("transformer" or "unet") and its diffusers class
+    (None where the folder names none diffusers has)."""
+    from genbatch.pipelines.families import model_index
+
+    index = model_index(path)
+    for part in ("transformer", "unet"):
+        entry = index.get(part)
+        if isinstance(entry, list) and len(entry) == 2 and entry[1]:
+            return part, _diffusers_class(str(entry[1]))
+    return "denoiser", None
+
+
+def _diffusers_class(name: str) -> Any:
+    import diffusers
+
+    found = getattr(diffusers, name, None)
+    return found if inspect.isclass(found) else None
+
+
+def _who(path: Path, part: str, cls: Any) -> str:
+    """ "SD 1.x/2.x's unet (UNet2DConditionModel)", for messages."""
+    from genbatch.pipelines.families import folder_family
+
+    family = folder_family(path)
+    owner = f"{family.title}'s {part}" if family is not None else f"{Path(path).name}'s {part}"
+    return f"{owner} ({cls.__name__})" if cls is not None else owner
+
+
+# --- --cache ---------------------------------------------------------------------------------
+
+
+def takes_cache(cls: Any, cache: str) -> bool:
+    """Whether a denoiser class takes ``cache`` through diffusers' ``enable_cache``."""
+    from diffusers.models.cache_utils import CacheMixin
+
+    if not (inspect.isclass(cls) and issubclass(cls, CacheMixin)):
+        return False
+    return cache != "magcache" or cls.__name__ in MAG_RATIOS
+
+
+def cache_problem(path: Path, cache: str) -> str | None:
+    """Why a model cannot run with ``cache``, or None."""
+    part, cls = denoiser(path)
+    if takes_cache(cls, cache):
+        return None
+    taking = ", ".join(families_taking(cache)) or "none of genbatch's families"
+    if cache == "magcache" and takes_cache(cls, "first-block"):
+        why = "MagCache needs a model's calibrated magnitude ratios, which diffusers has for Flux.1 only"
+    else:
+        why = "diffusers' step caches run on the transformer models that take one"
+    return f"{_who(path, part, cls)} takes no --cache {cache} ({why}; models that take it: {taking})"
+
+
+@functools.lru_cache(maxsize=8)
+def families_taking(cache: str) -> tuple[str, ...]:
+    """The titles of the families whose denoiser takes ``cache``, for messages."""
+    from genbatch.pipelines.families import FAMILIES
+
+    return tuple(f.title for f in FAMILIES if any(takes_cache(_pipeline_denoiser(p), cache) for p in f.pipelines))
+
+
+def _pipeline_denoiser(pipeline: str) -> Any:
+    """The denoiser class a diffusers pipeline class is declared with (its ``transformer`` or
+    ``unet`` argument), or None."""
+    cls = _diffusers_class(pipeline)
+    if cls is None:
+        return None
+    try:
+        parameters = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return None
+    for part in ("transformer", "unet"):
+        if part in parameters:
+            annotation = parameters[part].annotation
+            return _diffusers_class(annotation) if isinstance(annotation, str) else annotation
+    return None
+
+
+# --- --quantize ------------------------------------------------------------------------------
+
+
+def quantize_problem(quantize: str | None, device: str, dtype: str) -> str | None:
+    """Why ``--quantize`` cannot run on this device and dtype with the installed packages, or None."""
+    if not quantize:
+        return None
+    here = "--quantize int8 runs here" if importlib.util.find_spec("torchao") else f"{SPEED_EXTRA} for int8"
+    if quantize in TORCHAO_QUANTIZATIONS and importlib.util.find_spec("torchao") is None:
+        return f"--quantize {quantize} needs torchao, which is not installed here: {SPEED_EXTRA}"
+    cuda = device.startswith("cuda")
+    if quantize == "fp8":
+        if not cuda:
+            return f"--quantize fp8 runs on a CUDA GPU of compute capability 8.9 or newer, not on {device}; {here}"
+        import torch
+
+        major, minor = torch.cuda.get_device_capability(torch.device(device))
+        if (major, minor) < (8, 9):
+            return (
+                f"--quantize fp8 needs a CUDA GPU of compute capability 8.9 or newer (Ada, Hopper); "
+                f"{device} is {major}.{minor}; --quantize int8 runs here"
+            )
+    if quantize == "int4":
+        if not cuda:
+            return f"--quantize int4 runs on a CUDA GPU (torch's int4 kernels), not on {device}; {here}"
+        if dtype != "bf16":
+            return "--quantize int4 runs in bf16 (torch's int4 kernels take no other); add --dtype bf16"
+    if quantize == "nf4":
+        if importlib.util.find_spec("bitsandbytes") is None:
+            return f"--quantize nf4 needs bitsandbytes, which is not installed here: pip install bitsandbytes; {here}"
+        if not cuda:
+            return f"--quantize nf4 runs on a CUDA GPU (bitsandbytes), not on {device}; {here}"
+    return None
+
+
+def nf4_problem(model: Any) -> str | None:
+    """nf4 is applied as a diffusers folder loads (bitsandbytes); a single file or a released
+    architecture with random weights is not loaded that way."""
+    from genbatch.pipelines.architectures import is_random_architecture
+
+    if model.checkpoint is not None or is_random_architecture(model.path):
+        return f"--quantize nf4 quantizes a diffusers model folder as it loads; {model.name} is not one"
+    return None
+
+
+# --- --compile regional ----------------------------------------------------------------------
+
+
+def regional_problem(path: Path) -> str | None:
+    """Why ``--compile regional`` cannot compile a model's denoiser block by block, or None."""
+    part, cls = denoiser(path)
+    if getattr(cls, "_repeated_blocks", None):
+        return None
+    return (
+        f"--compile regional: {_who(path, part, cls)} names no repeated blocks to compile one by one; "
+        f"use --compile default (the whole {part})"
+    )
+
+
+# --- --attention -----------------------------------------------------------------------------
+
+
+def attention_backends(device: str) -> list[str]:
+    """The ``--attention`` names that run here: sdpa, and each diffusers attention backend whose
+    package is installed (the CUDA kernels only on a CUDA device)."""
+    names = ["sdpa"]
+    for name in _diffusers_backends():
+        if (device.startswith("cuda") or name in CPU_ATTENTION) and _backend_missing(name) is None:
+            names.append(name)
+    return names
+
+
+def attention_problem(name: str, device: str) -> str | None:
+    """Why ``--attention name`` cannot run here, or None."""
+    if name == "sdpa":
+        return None
+    accepted = attention_backends(device)
+    if name in accepted:
+        return None
+    if name not in _diffusers_backends():
+        why = f"diffusers {_diffusers_version()} has no attention backend of that name"
+    else:
+        why = _backend_missing(name) or f"it is a CUDA kernel and this run is on {device}"
+    return f"--attention {name}: {why}; accepted here: {', '.join(accepted)}"
+
+
+def _diffusers_backends() -> list[str]:
+    try:
+        from diffusers.models.attention_dispatch import AttentionBackendName
+    except ImportError:  # a diffusers without attention backends
+        return []
+    return [backend.value for backend in AttentionBackendName]
+
+
+def _backend_missing(name: str) -> str | None:
+    """What diffusers says a backend lacks here (a package, a version), or None."""
+    try:
+        from diffusers.models.attention_dispatch import AttentionBackendName, _check_attention_backend_requirements
+    except ImportError:
+        return None
+    try:
+        _check_attention_backend_requirements(AttentionBackendName(name))
+    except (RuntimeError, ValueError) as err:
+        return str(err).rstrip(".")
+    return None
+
+
+def _diffusers_version() -> str:
+    import diffusers
+
+    return str(diffusers.__version__)
+
+
+def run_problem(
+    models: list[Any], device: str, dtype: str, *, quantize: str | None, compile: str | None, attention: str
+) -> str | None:
+    """Why a run's speed options cannot run on its models, device and installed packages (the
+    first reason), or None: ``--quantize``, ``--compile regional`` and ``--attention``."""
+    found = quantize_problem(quantize, device, dtype) or attention_problem(attention, device)
+    for model in models:
+        if found:
+            break
+        if quantize == "nf4":
+            found = nf4_problem(model)
+        if compile == "regional":
+            found = found or regional_problem(model.path)
+    return found
