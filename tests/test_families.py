@@ -323,8 +323,8 @@ def test_max_sequence_length_is_taken_by_the_families_that_have_one(tiny_family,
     refused = genbatch("run", manifest, "--model", tiny_family("sd"), "--out", tmp_path / "o", "--dry-run")
     assert refused.exit_code == 2
     assert (
-        f"{manifest}:2:max_sequence_length: SD 1.x/2.x takes no max_sequence_length (its CLIP text encoders "
-        "have a fixed length; families with a T5, Gemma or LLM encoder take one); remove it here"
+        f"{manifest}:2:max_sequence_length: SD 1.x/2.x takes no max_sequence_length (its text encoders' lengths "
+        "are fixed); remove it here"
     ) in refused.stderr
     planned = genbatch("run", manifest, "--model", tiny_family("flux"), "--out", tmp_path / "o", "--dry-run", "--json")
     (job,) = json.loads(planned.stdout)["jobs"]

@@ -216,3 +216,14 @@ def test_a_size_that_is_not_a_multiple_of_the_vae_downsampling_is_a_problem(huny
     assert size_problem(hunyuan, 34, 30) is None  # the tiny VAE downsamples 2x
     assert "33x31 would come out 32x30" in size_problem(hunyuan, 33, 31)
     assert BY_NAME["hunyuan-image"].hook("size_problem") is size_problem
+
+
+def test_a_negative_prompt_the_distilled_model_ignores_is_said_and_left_out_of_the_call(distilled, tmp_path):
+    manifest = tmp_path / "p.csv"
+    manifest.write_text("prompt,negative_prompt\na red circle,blurry\n", encoding="utf-8")
+    said = "the negative prompt is ignored: this model runs no guidance that uses one"
+    assert said in genbatch("validate", manifest, "--model", distilled).stderr
+    run = genbatch("run", manifest, "--model", distilled, "--steps", "1", "--out", tmp_path / "o")
+    assert run.exit_code == 0, run.output
+    assert run.stderr.count(said) == 1
+    assert "negative_prompt" not in ledger(tmp_path / "o")[0]["call"]

@@ -92,11 +92,20 @@ def _value_problems(family: Family, job: Any) -> list[tuple[str, str]]:
     """(field, why) for each of a job's values its family does not take, and a size it cannot make."""
     found = []
     if job.values.get("max_sequence_length") and not family.max_sequence_length:
-        why = "its CLIP text encoders have a fixed length; families with a T5, Gemma or LLM encoder take one"
+        why = "its text encoders' lengths are fixed"
         found.append(("max_sequence_length", f"{family.title} takes no max_sequence_length ({why}); remove it here"))
+    length, longest = job.values.get("max_sequence_length"), family.longest_sequence
+    if length and family.max_sequence_length and longest and length > longest:
+        found.append(
+            ("max_sequence_length", f"{family.title} takes a max_sequence_length up to {longest}, not {length}")
+        )
     for name in FAMILY_FIELDS:
         if job.values.get(name) is not None and name not in family.takes:
             found.append((name, f"{family.title} takes no {name} ({_taking(name)} does); remove it here"))
+    steps_problem = family.hook("steps_problem")
+    steps = steps_problem(job.model.path, job.steps) if steps_problem is not None else None
+    if steps:
+        found.append(("steps" if "steps" in job.row.values else "--steps", str(steps)))
     size_problem = family.hook("size_problem")
     size = size_problem(job.model.path, job.width, job.height) if size_problem is not None else None
     if size:
@@ -147,12 +156,15 @@ def _ignored(family: Family, job: Any, given: Any) -> list[tuple[str, str]]:
     if "guidance_scale" in ignored and asked("guidance_scale"):
         found.append(("guidance_scale", f"guidance_scale is ignored: {family.guidance_meaning}"))
     negative = job.negative_prompt
-    if family.guidance == "cfg" and "guidance_scale" not in ignored and negative and job.guidance_scale <= 1:
+    if "negative_prompt" in ignored and negative:
+        found.append(("negative_prompt", "the negative prompt is ignored: this model runs no guidance that uses one"))
+    off = family.guidance == "cfg" and job.guidance_scale <= family.guidance_off_at
+    if off and "guidance_scale" not in ignored and negative:
         found.append(
             (
                 "negative_prompt",
                 f"the negative prompt has no effect at guidance_scale {job.guidance_scale:g} "
-                "(1 or less turns guidance off)",
+                f"({family.guidance_off_at:g} or less turns guidance off)",
             )
         )
     if "true_cfg_scale" in family.takes:

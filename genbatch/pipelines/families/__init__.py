@@ -377,8 +377,8 @@ def job_negative(path: Path, negative_prompt: str | None) -> str | None:
 
 def empty_negative_matters(path: Path, family: Family) -> bool:
     """Whether no negative prompt gives other pixels than ``""`` (SDXL's zeroed embedding)."""
-    if family is SDXL:
-        return bool(model_index(path).get("force_zeros_for_empty_prompt", True))
+    if family is SDXL or family.name == "kolors":  # a zeroed embedding for no negative prompt, where configured
+        return bool(model_index(path).get("force_zeros_for_empty_prompt", family is SDXL))
     return family.none_negative_differs
 
 
@@ -398,7 +398,12 @@ def job_call(family: Family, takes: frozenset[str] | set[str], job: Any) -> dict
     ignored = ignored_fields(family, job.model.path)
     call: dict[str, Any] = {"prompt": job.prompt}
     negative = getattr(job, "negative_prompt", None)
-    if negative is not None and family.negative_prompt and "negative_prompt" in takes:
+    if (
+        negative is not None
+        and family.negative_prompt
+        and "negative_prompt" in takes
+        and "negative_prompt" not in ignored
+    ):
         call["negative_prompt"] = negative
     call.update(num_inference_steps=job.steps, height=job.height, width=job.width)
     if "guidance_scale" in takes and "guidance_scale" not in ignored:
