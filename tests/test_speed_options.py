@@ -144,6 +144,12 @@ def test_options_a_model_device_or_install_cannot_take_are_refused_before_any_mo
     assert "models that take it: Flux.1," in unet
     sd3 = refused(tiny_family, tmp_path, "sd3", "--cache", "taylorseer")
     assert "SD3/3.5's transformer (SD3Transformer2DModel) takes no --cache taylorseer" in sd3
+    # Chroma's transformer has the cache hooks, but its pipeline does not mark the denoiser's calls
+    # (cond, uncond), and it guides with two calls a step, which FasterCache would mix
+    chroma = refused(tiny_family, tmp_path, "chroma", "--cache", "first-block")
+    assert "ChromaPipeline does not tell diffusers' cache hooks which denoiser call they are in" in chroma
+    assert "call its denoiser twice a step" in refused(tiny_family, tmp_path, "chroma", "--cache", "faster")
+    assert "which diffusers has for Flux.1 only" in refused(tiny_family, tmp_path, "chroma", "--cache", "magcache")
     threshold = refused(tiny_family, tmp_path, "flux", "--cache", "taylorseer", "--cache-threshold", "0.2")
     assert "--cache-threshold: --cache taylorseer takes no threshold (first-block and magcache do)" in threshold
     assert "expected first-block or taylorseer or magcache or faster or none" in refused(

@@ -162,7 +162,10 @@ class StepCache:
                 model.disable_cache()
             self.current = (None,)
             if cache is not None:
-                model.enable_cache(cache_config(self.pipe, cache, threshold, steps))
+                try:
+                    model.enable_cache(cache_config(self.pipe, cache, threshold, steps))
+                except (ValueError, IndexError, TypeError) as err:  # a model diffusers' hooks cannot take
+                    raise GenbatchError(f"--cache {cache}: diffusers cannot apply it to {type(model).__name__}: {err}")
             self.current = setting
         elif cache is not None:
             model._reset_stateful_cache()

@@ -52,7 +52,7 @@ Cache = Annotated[
         help="torch: a step cache for rows without a cache column, through diffusers' cache hooks: "
         + ", ".join(CACHES)
         + ", or none (exact). Changes pixels: in each image's record and job key. Transformer models that "
-        "take one (Flux.1, Qwen-Image, Flux.2, Chroma, CogView4...); magcache: Flux.1 only.",
+        "take one (Flux.1, Qwen-Image, CogView4...; refused with the list elsewhere); magcache: Flux.1 only.",
     ),
 ]
 CacheThreshold = Annotated[

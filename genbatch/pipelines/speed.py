@@ -22,6 +22,13 @@ CACHES = ("first-block", "taylorseer", "magcache", "faster")
 CACHE_THRESHOLDS = {"first-block": 0.05, "magcache": 0.06}
 # MagCache skips steps by a model's calibrated magnitude ratios; diffusers ships them for Flux.1.
 MAG_RATIOS = {"FluxTransformer2DModel": "FLUX_MAG_RATIOS"}
+# The caches that keep state per denoiser call (the pipeline must mark its calls), and those
+# that hook whole transformer blocks (diffusers must know the block's inputs and outputs).
+STATEFUL_CACHES = ("first-block", "taylorseer", "magcache")
+BLOCK_CACHES = ("first-block", "magcache")
+# FasterCache reuses attention outputs from the denoiser's previous call: only pipelines that
+# call it once a step (guidance-distilled; genbatch gives Flux.1 no negative prompt, so no true CFG).
+ONE_CALL_A_STEP = ("FluxPipeline", "Flux2Pipeline")
 QUANTIZATIONS = ("fp8", "int8", "int4", "nf4")
 TORCHAO_QUANTIZATIONS = ("fp8", "int8", "int4")
 SPEED_EXTRA = "pip install 'genbatch[speed]'"
@@ -61,34 +68,76 @@ def _who(path: Path, part: str, cls: Any) -> str:
 # --- --cache ---------------------------------------------------------------------------------
 
 
-def takes_cache(cls: Any, cache: str) -> bool:
-    """Whether a denoiser class takes ``cache`` through diffusers' ``enable_cache``."""
+def cache_refusal(pipeline: str, cls: Any, cache: str) -> str | None:
+    """Why a pipeline class with this denoiser class cannot run ``cache``, or None. Measured on
+    the tiny builds of every family: a cache runs where all of these hold."""
     from diffusers.models.cache_utils import CacheMixin
 
     if not (inspect.isclass(cls) and issubclass(cls, CacheMixin)):
-        return False
-    return cache != "magcache" or cls.__name__ in MAG_RATIOS
+        return "diffusers gives its step caches to some transformer models only"
+    if cache == "magcache" and cls.__name__ not in MAG_RATIOS:
+        return "MagCache needs a model's calibrated magnitude ratios, which diffusers has for Flux.1 only"
+    if cache in STATEFUL_CACHES and not _marks_calls(pipeline):
+        return f"{pipeline} does not tell diffusers' cache hooks which denoiser call they are in (cache_context)"
+    unknown = _unknown_blocks(cls) if cache in BLOCK_CACHES else []
+    if unknown:
+        return f"its blocks ({', '.join(unknown)}) are not among those diffusers' {cache} cache knows"
+    if cache == "faster" and pipeline not in ONE_CALL_A_STEP:
+        return (
+            "FasterCache reuses attention outputs from one denoiser call to the next, and this pipeline "
+            "may call its denoiser twice a step for guidance, which would mix the two"
+        )
+    return None
 
 
 def cache_problem(path: Path, cache: str) -> str | None:
     """Why a model cannot run with ``cache``, or None."""
+    from genbatch.pipelines.families import pipeline_class
+
     part, cls = denoiser(path)
-    if takes_cache(cls, cache):
+    why = cache_refusal(pipeline_class(path), cls, cache)
+    if why is None:
         return None
     taking = ", ".join(families_taking(cache)) or "none of genbatch's families"
-    if cache == "magcache" and takes_cache(cls, "first-block"):
-        why = "MagCache needs a model's calibrated magnitude ratios, which diffusers has for Flux.1 only"
-    else:
-        why = "diffusers' step caches run on the transformer models that take one"
     return f"{_who(path, part, cls)} takes no --cache {cache} ({why}; models that take it: {taking})"
 
 
 @functools.lru_cache(maxsize=8)
 def families_taking(cache: str) -> tuple[str, ...]:
-    """The titles of the families whose denoiser takes ``cache``, for messages."""
+    """The families with a pipeline that takes ``cache`` (and which, where not all do), for messages."""
     from genbatch.pipelines.families import FAMILIES
 
-    return tuple(f.title for f in FAMILIES if any(takes_cache(_pipeline_denoiser(p), cache) for p in f.pipelines))
+    found = []
+    for family in FAMILIES:
+        taking = [p for p in family.pipelines if cache_refusal(p, _pipeline_denoiser(p), cache) is None]
+        if taking:
+            found.append(
+                family.title if len(taking) == len(family.pipelines) else f"{family.title} ({', '.join(taking)})"
+            )
+    return tuple(found)
+
+
+def _marks_calls(pipeline: str) -> bool:
+    """Whether a pipeline's call wraps each denoiser call in ``cache_context``, which the caches
+    that keep state per call (cond, uncond) need."""
+    cls = _diffusers_class(pipeline)
+    try:
+        return "cache_context(" in inspect.getsource(cls.__call__)
+    except (OSError, TypeError, AttributeError):
+        return False
+
+
+def _unknown_blocks(cls: Any) -> list[str]:
+    """The repeated block classes of a denoiser that diffusers' block caches cannot hook (they
+    need each block's inputs and outputs by name); [] where diffusers does not say."""
+    try:
+        from diffusers.hooks._helpers import TransformerBlockRegistry
+
+        TransformerBlockRegistry._register()
+        known = {block.__name__ for block in TransformerBlockRegistry._registry}
+    except (ImportError, AttributeError):
+        return []
+    return [name for name in getattr(cls, "_repeated_blocks", None) or () if name not in known]
 
 
 def _pipeline_denoiser(pipeline: str) -> Any:
