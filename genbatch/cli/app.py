@@ -120,6 +120,7 @@ def run(
     cache: fast.Cache = "none",
     cache_threshold: fast.CacheThreshold = None,
     quantize: fast.Quantize = "none",
+    speed: fast.Speed = "exact",
     allow_pickle: opt.AllowPickle = False,
 ) -> None:
     """Generate an image for every row (x num_images) of MANIFEST into --out.
@@ -253,6 +254,7 @@ def _run_options(**given: Any) -> RunOptions:
             allow_pickle=given["allow_pickle"],
         ),
         dry_run=given["dry_run"],
+        speed=given["speed"],
         quiet=given["quiet"],
     )
 

@@ -74,6 +74,18 @@ Quantize = Annotated[
 ]
 
 
+Speed = Annotated[
+    str,
+    typer.Option(
+        "--speed",
+        help="torch: exact (the default), or fast: what --cache, --cache-threshold, --quantize and --compile do not "
+        "set, set for speed where the models and the device take it: a first-block step cache (threshold 0.12; "
+        "else TaylorSeer), fp8 weights on a GPU with fp8 kernels, regional compilation on CUDA. Changes pixels; "
+        "measure it on your prompts with genbatch compare (docs/speed.md).",
+    ),
+]
+
+
 def bench(
     model: Annotated[
         str,

@@ -284,3 +284,40 @@ def run_problem(
         if compile == "regional":
             found = found or regional_problem(model.path)
     return found
+
+
+# --- --speed fast ----------------------------------------------------------------------------
+
+SPEEDS = ("exact", "fast")
+# The fast preset's first-block threshold. On the tiny Flux at 28 steps, on a held-out prompt set
+# (tests/test_speed_preset.py): 0.05 (diffusers' default) and 0.08 skip no step; 0.12 keeps the
+# images at 73 dB of exact mode; 0.2 at 62 dB. Real models skip more at the same threshold:
+# measure on your own prompts with genbatch compare.
+FAST_CACHE_THRESHOLD = 0.12
+
+
+def fast_settings(paths: list[Path], device: str, dtype: str) -> tuple[dict[str, Any], list[str]]:
+    """What ``--speed fast`` turns on for these models on this device, and what it leaves off
+    and why: the first step cache every model takes (first-block at FAST_CACHE_THRESHOLD, else
+    TaylorSeer), fp8 weights where the GPU has fp8 kernels (int8 weight-only saves memory but
+    is no faster), and regional compilation on a CUDA GPU. Each is a setting of its own option
+    (--cache, --cache-threshold, --quantize, --compile), recorded as that option would be."""
+    settings: dict[str, Any] = {}
+    left_off: list[str] = []
+    for cache in ("first-block", "taylorseer"):
+        if all(cache_problem(path, cache) is None for path in paths):
+            settings["cache"] = cache
+            if cache in CACHE_THRESHOLDS:
+                settings["cache_threshold"] = FAST_CACHE_THRESHOLD
+            break
+    else:
+        left_off.append("no step cache: " + (cache_problem(paths[0], "first-block") or "") if paths else "no model")
+    if quantize_problem("fp8", device, dtype) is None:
+        settings["quantize"] = "fp8"
+    else:
+        left_off.append(f"no fp8 weights ({device}: fp8 needs a CUDA GPU of compute capability 8.9+ and torchao)")
+    if device.startswith("cuda") and all(regional_problem(path) is None for path in paths):
+        settings["compile"] = "regional"
+    else:
+        left_off.append("no regional compilation (a CUDA GPU and a denoiser with repeated blocks)")
+    return settings, left_off

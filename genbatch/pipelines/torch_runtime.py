@@ -12,8 +12,14 @@ DTYPES = ("fp32", "fp16", "bf16")
 
 
 # Loggers that warn on import, not on anything a run does: torchao (genbatch[speed]) about its
-# CUDA extensions on a CPU build, torch about torchao's enums, diffusers about torchao's tensors.
-_IMPORT_NOISE = ("torchao", "torch.utils._pytree", "diffusers.quantizers.torchao.torchao_quantizer")
+# CUDA extensions on a CPU build, torch about torchao's enums, diffusers about torchao's tensors,
+# transformers about the torchvision its image processors would use.
+_IMPORT_NOISE = (
+    "torchao",
+    "torch.utils._pytree",
+    "diffusers.quantizers.torchao.torchao_quantizer",
+    "transformers.utils.import_utils",  # image processors that fall back to Pillow without torchvision
+)
 
 
 def quiet_import_noise() -> None:

@@ -99,6 +99,13 @@ class RunOptions:
     torch: TorchOptions = field(default_factory=TorchOptions)
     dry_run: bool = False
     quiet: bool = False
+    speed: str = "exact"  # "fast": genbatch.pipelines.speed.fast_settings for what is not set
+
+    def __post_init__(self) -> None:
+        from genbatch.pipelines.speed import SPEEDS
+
+        if self.speed not in SPEEDS:
+            raise GenbatchError(f"--speed {self.speed!r}: expected {' or '.join(SPEEDS)}")
 
     def backend_options(self, device: str, dtype: str) -> BackendOptions:
         """How each model is loaded, for the resolved ``device`` and ``dtype``."""

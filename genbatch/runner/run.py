@@ -10,7 +10,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -93,14 +93,43 @@ def run_manifest(options: RunOptions) -> RunResult:
         # while the resume scan of a large ledger runs beside them (genbatch.store.resume_scan)
         with done_index_soon(out) as scan, paused_gc():
             manifest = load_manifest(options)
+            options, left_off = with_speed(options, manifest)
             plan = plan_run(manifest, options)
+            plan.warnings.extend(left_off)
             return _dry_run(options, manifest, plan, scan)
     # 3. Take the output folder first: a second run on it says so at once, before any heavy import
     with OutputFolderLock(out, wait=options.output.wait), done_index_soon(out) as scan:
         with paused_gc():
             manifest = load_manifest(options)
+            options, left_off = with_speed(options, manifest)
             plan = plan_run(manifest, options)
+            plan.warnings.extend(left_off)
         return _run_locked(options, manifest, plan, scan)
+
+
+def with_speed(options: RunOptions, manifest: Manifest) -> tuple[RunOptions, list[str]]:
+    """``options`` with what ``--speed fast`` turns on for the run's models and device where the
+    options leave it unset (genbatch.pipelines.speed.fast_settings): the --cache, --cache-threshold,
+    --quantize and --compile it picks, recorded as those options are; and what it leaves off,
+    which the run says once, as a warning."""
+    if options.speed != "fast" or options.plan.backend != "torch":
+        return options, []
+    from genbatch.pipelines.speed import fast_settings
+    from genbatch.plan.planner import resolve_models
+
+    device, dtype = get_backend("torch").resolve(options.engine.device, options.engine.dtype)
+    models = resolve_models(manifest, options.plan.model, config=options.plan.config, vae=options.plan.vae)
+    settings, left_off = fast_settings([m.path for m in models.values()], device, dtype)
+    given = options.plan.defaults
+    chosen = {k: v for k, v in settings.items() if k != "compile" and given.get(k) is None}
+    if given.cache is not None:  # a cache of the user's keeps its own threshold
+        chosen.pop("cache_threshold", None)
+    defaults = replace(given, **chosen)
+    torch = options.torch
+    if "compile" in settings and torch.compile is None:
+        torch = replace(torch, compile=settings["compile"])
+    faster = replace(options, plan=replace(options.plan, defaults=defaults), torch=torch)
+    return faster, [f"--speed fast: {why}" for why in left_off]
 
 
 def _dry_run(options: RunOptions, manifest: Manifest, plan: Plan, scan: Callable[[], DoneIndex]) -> RunResult:
@@ -189,6 +218,7 @@ def _summary(options: RunOptions, manifest: Manifest, plan: Plan, pending: list[
         batch_size=options.engine.fixed_batch_size(plan.device) or "auto",
         command=command_line(),
         settings={
+            "speed": options.speed,
             "name_template": options.plan.name_template,
             "format": options.plan.image_format,
             "column_map": options.input.column_map,
