@@ -224,10 +224,26 @@ def build_pixart(folder: Path) -> None:
 
 def build_sana(folder: Path) -> None:
     """Sana: a Gemma2 text encoder, a linear-attention DiT and a deep-compression autoencoder."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, SanaPipeline, SanaTransformer2DModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, SanaPipeline
 
     tokenizer = gemma_tokenizer()
-    transformer = _seeded(
+    transformer = sana_transformer()
+    vae, text_encoder = _sana_vae(), _gemma2_encoder(tokenizer)
+    pipe = SanaPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+    )
+    save_tiny(pipe, folder, "sana", width=32, height=32, guidance_scale=4.5, max_sequence_length=32)
+
+
+def sana_transformer(**extra: Any) -> Any:
+    """Sana's linear-attention DiT, 32x32 images through a 16x16 latent (SANA-Sprint adds its own settings)."""
+    from diffusers import SanaTransformer2DModel
+
+    return _seeded(
         lambda: SanaTransformer2DModel(
             patch_size=1,
             in_channels=4,
@@ -240,17 +256,9 @@ def build_sana(folder: Path) -> None:
             cross_attention_dim=8,
             caption_channels=8,
             sample_size=16,
+            **extra,
         )
     )
-    vae, text_encoder = _sana_vae(), _gemma2_encoder(tokenizer)
-    pipe = SanaPipeline(
-        tokenizer=tokenizer,
-        text_encoder=text_encoder,
-        vae=vae,
-        transformer=transformer,
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-    )
-    save_tiny(pipe, folder, "sana", width=32, height=32, guidance_scale=4.5, max_sequence_length=32)
 
 
 def _sana_vae() -> Any:

@@ -37,8 +37,6 @@ SD = Family(
     size=512,
     timesteps=True,
     onnx=True,
-    guidance_meaning="classifier-free guidance; 1 or less turns it off",
-    negative_meaning="what to steer away from (with guidance above 1); none is the empty prompt",
 )
 SDXL = Family(
     "sdxl",
@@ -51,7 +49,6 @@ SDXL = Family(
     timesteps=True,
     onnx=True,
     notes="no negative prompt: a zeroed unconditional embedding (force_zeros_for_empty_prompt)",
-    guidance_meaning="classifier-free guidance; 1 or less turns it off",
     negative_meaning="what to steer away from; none is a zeroed embedding (other pixels than an empty prompt)",
 )
 SD3 = Family(
@@ -64,8 +61,6 @@ SD3 = Family(
     size=1024,
     max_sequence_length=True,
     longest_sequence=512,
-    guidance_meaning="classifier-free guidance; 1 or less turns it off",
-    negative_meaning="what to steer away from (with guidance above 1); none is the empty prompt",
 )
 FLUX = Family(
     "flux",
@@ -98,8 +93,6 @@ PIXART = Family(
     timesteps=True,
     fixed={"use_resolution_binning": False, "clean_caption": False},
     notes="resolution binning and caption cleaning off: sizes and prompts exactly as asked",
-    guidance_meaning="classifier-free guidance; 1 or less turns it off",
-    negative_meaning="what to steer away from (with guidance above 1); none is the empty prompt",
 )
 SANA = Family(
     "sana",
@@ -113,8 +106,6 @@ SANA = Family(
     timesteps=True,
     fixed={"use_resolution_binning": False},
     notes="resolution binning off: sizes exactly as asked",
-    guidance_meaning="classifier-free guidance; 1 or less turns it off",
-    negative_meaning="what to steer away from (with guidance above 1); none is the empty prompt",
 )
 GENERIC = Family(
     "generic",

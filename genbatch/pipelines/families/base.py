@@ -39,8 +39,8 @@ class Family:
     notes: str = ""  # what differs from the other families, for genbatch models
     guidance: str = "cfg"  # what guidance_scale does: a key of GUIDANCE_KINDS
     # For users (README, genbatch models): what a row's guidance_scale and negative_prompt mean here.
-    guidance_meaning: str = ""
-    negative_meaning: str = ""
+    guidance_meaning: str = "classifier-free guidance; 1 or less turns it off"
+    negative_meaning: str = "what to steer away from (with guidance above 1); none is the empty prompt"
     # Generation fields only this family takes (genbatch.manifest.fields), passed by name when set.
     takes: tuple[str, ...] = ()
     # None passed as the negative prompt gives other pixels than "" (true CFG on or off, a

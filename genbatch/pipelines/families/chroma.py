@@ -25,7 +25,6 @@ CHROMA = Family(
     size_problem="families.chroma:size_problem",
     notes="not guidance-distilled: real classifier-free guidance with a negative prompt (two passes a step)",
     guidance_meaning="classifier-free guidance (two passes a step); 1 or less turns it off",
-    negative_meaning="what to steer away from (with guidance above 1); none is the empty prompt",
 )
 
 

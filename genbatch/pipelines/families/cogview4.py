@@ -36,7 +36,6 @@ COGVIEW4 = Family(
         "multiples of 32, at most 2^21 pixels)"
     ),
     guidance_meaning="classifier-free guidance; 1 or less turns it off (the model card uses 3.5)",
-    negative_meaning="what to steer away from (with guidance above 1); none is the empty prompt",
     size_problem="families.cogview4:size_problem",
     batch_parts="families.cogview4:batch_parts",
     encode="families.cogview4:encode",

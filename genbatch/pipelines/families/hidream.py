@@ -44,7 +44,6 @@ HIDREAM = Family(
         "Full: 50 steps, guidance 5; Dev and Fast are guidance-distilled: guidance 0, 28 and 16 steps"
     ),
     guidance_meaning="classifier-free guidance; 1 or less turns it off (Dev and Fast: 0)",
-    negative_meaning="what to steer away from (with guidance above 1); none is the empty prompt",
 )
 
 DEFAULT_SAMPLE_SIZE = 128  # HiDreamImagePipeline.default_sample_size (set in its __init__)

@@ -25,6 +25,4 @@ KOLORS = Family(
     # no negative prompt is encoded as "" (a model folder that sets it true would zero it instead).
     none_negative_differs=False,
     notes="ChatGLM3 text encoder (English and Chinese prompts; needs sentencepiece); SDXL-like UNet",
-    guidance_meaning="classifier-free guidance; 1 or less turns it off",
-    negative_meaning="what to steer away from (with guidance above 1); none is the empty prompt",
 )

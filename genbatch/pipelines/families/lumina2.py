@@ -26,7 +26,6 @@ LUMINA2 = Family(
         "(cfg_normalization) and on for every step (cfg_trunc_ratio 1.0, the pipeline's default)"
     ),
     guidance_meaning="classifier-free guidance, renormalised to the prompt's strength; 1 or less turns it off",
-    negative_meaning="what to steer away from (with guidance above 1); none is the empty prompt",
 )
 
 MULTIPLE = 16  # Lumina2Pipeline: vae_scale_factor = 8, latents in 2x2 patches

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from genbatch.pipelines.tiny_models import _gemma2_encoder, _sana_vae, _seeded, save_tiny
+from genbatch.pipelines.tiny_models import _gemma2_encoder, _sana_vae, sana_transformer, save_tiny
 from genbatch.pipelines.tiny_tokenizers import gemma_tokenizer
 
 TEXT_SCALE = 10.0  # the caption projection and cross-attention key/value weights
@@ -24,28 +24,11 @@ GUIDANCE_SCALE = 2.0  # the guidance embedder's weights
 def build_sana_sprint(folder: Path) -> None:
     """SANA-Sprint at 32x32 (sample size 16, an autoencoder of two levels), 2 steps by default."""
     import torch
-    from diffusers import SanaSprintPipeline, SanaTransformer2DModel, SCMScheduler
+    from diffusers import SanaSprintPipeline, SCMScheduler
 
     tokenizer = gemma_tokenizer()
     tokenizer.model_max_length = 8192  # the instruction the pipeline puts before each prompt is ~1000 tokens here
-    transformer = _seeded(
-        lambda: SanaTransformer2DModel(
-            patch_size=1,
-            in_channels=4,
-            out_channels=4,
-            num_layers=1,
-            num_attention_heads=2,
-            attention_head_dim=4,
-            num_cross_attention_heads=2,
-            cross_attention_head_dim=4,
-            cross_attention_dim=8,
-            caption_channels=8,
-            sample_size=16,
-            qk_norm="rms_norm_across_heads",
-            guidance_embeds=True,
-            timestep_scale=1000.0,
-        )
-    )
+    transformer = sana_transformer(qk_norm="rms_norm_across_heads", guidance_embeds=True, timestep_scale=1000.0)
     with torch.no_grad():  # let the text and the guidance reach the image (see the module's docstring)
         for layer in (transformer.caption_projection.linear_1, transformer.caption_projection.linear_2):
             layer.weight.mul_(TEXT_SCALE)
