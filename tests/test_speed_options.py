@@ -192,15 +192,16 @@ def test_regional_compile_runs_is_recorded_and_keeps_the_pixels(tiny_family, tmp
     manifest = tmp_path / "p.csv"
     manifest.write_text(PROMPTS, encoding="utf-8")
 
-    def run(out, **torch_options):
+    def run(out, steps=2, cache=None, **torch_options):
+        defaults = library.Defaults(steps=steps, cache=cache, cache_threshold=0.5 if cache else None)
         options = library.RunOptions(
             library.InputOptions(str(manifest)),
             library.OutputOptions(out, html_report=False),
-            library.PlanOptions(model=str(tiny_family("flux")), defaults=library.Defaults(steps=2)),
+            library.PlanOptions(model=str(tiny_family("flux")), defaults=defaults),
             torch=library.TorchOptions(**torch_options),
             quiet=True,
         )
-        assert library.run(options).exit_code == 0
+        assert library.run(options).exit_code == 0  # every image made
         return json.loads((out / "run.json").read_text())
 
     plain = run(tmp_path / "plain")
@@ -208,3 +209,8 @@ def test_regional_compile_runs_is_recorded_and_keeps_the_pixels(tiny_family, tmp
     assert compiled["backend_facts"]["compile"] == "regional" and plain["backend_facts"]["compile"] is None
     most, _ = largest_difference(by_seed(tmp_path / "regional"), by_seed(tmp_path / "plain"))
     assert most <= 1
+    # A step cache decides outside the compiled graph (its hooks are torch.compiler.disable'd):
+    # the regional blocks take it (as --speed fast does on CUDA), and the cached pixels stay.
+    run(tmp_path / "cached", steps=8, cache="first-block")
+    run(tmp_path / "cached-regional", steps=8, cache="first-block", compile="regional", compile_backend="eager")
+    assert largest_difference(by_seed(tmp_path / "cached-regional"), by_seed(tmp_path / "cached"))[0] <= 1

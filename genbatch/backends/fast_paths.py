@@ -94,7 +94,10 @@ def compile_denoiser(pipe: Any, mode: str | None, backend: str = "inductor") -> 
     if model is None:
         raise GenbatchError(f"--compile: {type(pipe).__name__} has no UNet or transformer to compile")
     if mode == "regional":  # each repeated block compiled once, reused by every block of its class
-        model.compile_repeated_blocks(fullgraph=True, dynamic=False, backend=backend)
+        # Not fullgraph: diffusers' step caches decide in their block hooks, outside the graph
+        # (torch.compiler.disable, data-dependent branches), which fullgraph=True refuses in every
+        # batch; a block without a cache is one graph either way.
+        model.compile_repeated_blocks(fullgraph=False, dynamic=False, backend=backend)
         return mode
     settings: dict[str, Any] = {"dynamic": False, "fullgraph": False, "backend": backend}
     if backend == "inductor" and mode != "default":
