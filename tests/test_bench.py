@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
-from helpers import genbatch
+from helpers import genbatch, ledger, pixels
 from PIL import Image
 
 from genbatch.pipelines.architectures import build_pipeline, names, write_architecture
@@ -18,13 +19,14 @@ RELEASED = {
     "sd15": {"unet": 860, "vae": 84, "text_encoder": 123},
     "sdxl": {"unet": 2567, "vae": 84, "text_encoder": 123, "text_encoder_2": 695},
     "flux-schnell": {"transformer": 11901, "vae": 84, "text_encoder": 123, "text_encoder_2": 4762},
+    "flux-dev": {"transformer": 11901, "vae": 84, "text_encoder": 123, "text_encoder_2": 4762},
 }
 
 
 @pytest.mark.parametrize("name", names())
 def test_architectures_have_the_released_shapes(name, tmp_path):
     folder = write_architecture(name, tmp_path / name)
-    assert detect(folder).name == {"sd15": "sd", "sdxl": "sdxl", "flux-schnell": "flux"}[name]
+    assert detect(folder).name == {"sd15": "sd", "sdxl": "sdxl", "flux-schnell": "flux", "flux-dev": "flux"}[name]
     assert not list(folder.rglob("*.safetensors"))  # configs only: the weights are made on load
     pipe = build_pipeline(folder, "meta", "bf16")  # shapes only, no memory
     for part, millions in RELEASED[name].items():
@@ -44,6 +46,15 @@ def test_a_random_architecture_folder_runs_like_any_model(name, tmp_path):
     assert len(list(out.glob("*.png"))) == 2
     first = resolve_model(str(folder))
     assert first.fingerprint == resolve_model(str(folder)).fingerprint  # the weights come from seed 0
+
+
+def test_nf4_makes_a_random_architecture_s_denoiser_bitsandbytes_4bit_layers(tmp_path):
+    pytest.importorskip("bitsandbytes")  # --quantize nf4 (a GPU run: this checks the layers on the CPU)
+    torch = pytest.importorskip("torch")
+    pipe = build_pipeline(write_architecture("flux-dev", tmp_path / "m", tiny=True), "cpu", "fp32", quantize="nf4")
+    linear = [m for m in pipe.transformer.modules() if isinstance(m, torch.nn.Linear)]
+    assert linear and {(type(m).__name__, m.weight.dtype) for m in linear} == {("Linear4bit", torch.uint8)}
+    assert not [m for m in pipe.text_encoder_2.modules() if type(m).__name__ == "Linear4bit"]  # the denoiser only
 
 
 @pytest.mark.slow  # five processes, each starting torch and diffusers (~10 s each on a quiet CPU)
@@ -75,3 +86,53 @@ def test_bench_refuses_a_bad_option_in_one_line(tmp_path):
     assert result.exit_code == 2
     assert "--compile 'fast': expected off, default" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow  # three processes, each starting torch and diffusers
+def test_bench_gives_the_plain_loop_the_speed_options_by_hand_and_measures_it_without_them(tiny_family, tmp_path):
+    out = tmp_path / "bench"
+    result = genbatch(
+        "bench", "--model", tiny_family("flux"), "--out", out, "--device", "cpu", "-b", "2", "--images", "2",
+        "--repeats", "1", "--no-warm-up", "--cache", "first-block", "--cache-threshold", "0.5", "--quantize", "int8",
+        "--vs", "plain", "--vs", "exact", "--keep-images",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "ratio" in result.stdout and "gain" in result.stdout and "exact img/s" in result.stdout
+    found = json.loads((out / "bench.json").read_text())
+    speed = {"cache": "first-block", "cache_threshold": 0.5, "quantize": "int8"}
+    assert found["vs"] == ["plain", "exact"] and found["speed_options"] == speed
+    (cell,) = found["cells"]
+    assert cell["genbatch"]["applied"] == {**speed, "compile": None}  # as genbatch recorded its images
+    assert cell["plain"]["applied"] == {
+        **speed,
+        "calls": [
+            "quantize_(pipe.transformer, Int8WeightOnlyConfig())",
+            "pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=0.5))",
+        ],
+    }
+    assert cell["exact"]["applied"] == {"calls": []}
+    rate = {side: cell[side]["images_per_s"] for side in ("genbatch", "plain", "exact")}
+    assert cell["ratio"] == pytest.approx(rate["genbatch"] / rate["plain"])
+    assert cell["gain"] == pytest.approx(rate["genbatch"] / rate["exact"])
+    # The same options by hand make genbatch's pixels (image i has seed i on both sides); without
+    # them the images move (measured: 7 and 3 levels).
+    kept = out / "images" / f"torch-{cell['size']}-b2"
+    made = {record["seed"]: pixels(kept / "genbatch" / record["file"]) for record in ledger(kept / "genbatch")}
+    assert sorted(made) == [0, 1]
+    for seed, image in made.items():
+        assert np.array_equal(image, pixels(kept / "plain" / f"{seed:06d}.png"))
+    assert max(np.abs(image - pixels(kept / "exact" / f"{seed:06d}.png")).max() for seed, image in made.items()) > 0
+
+
+def test_bench_refuses_speed_options_as_run_does_before_any_process(tiny_model, tmp_path):
+    def refused(*args):
+        result = genbatch("bench", "--model", tiny_model, "--device", "cpu", "--out", tmp_path / "b", *args)
+        assert result.exit_code == 2 and "Traceback" not in result.stderr
+        assert not list((tmp_path / "b").glob("bench.json")) and not list((tmp_path / "b").glob("tmp*"))
+        return result.stderr
+
+    assert "takes no --cache first-block (diffusers gives its step caches" in refused("--cache", "first-block")
+    assert "--quantize fp8 runs on a CUDA GPU" in refused("--quantize", "fp8")
+    assert "--cache: cache 'fast' is not accepted" in refused("--cache", "fast")
+    assert "--vs exact measures the plain loop without the speed options" in refused("--vs", "exact")
+    assert "--vs 'none', 'plain': expected plain, exact or both" in refused("--vs", "none", "--vs", "plain")

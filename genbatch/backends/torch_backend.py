@@ -85,6 +85,7 @@ class TorchGenerator:
         self.pipe = pipe
         self._fast_paths(settings)
         self.scheduler_name = type(pipe.scheduler).__name__
+        self.gpu_memory = gpu_memory_after_load(self.device)
 
     def make_pipeline(self, model: ModelRef, dtype: str) -> Any:
         """The diffusers pipeline of ``model``: a folder, or a single file (+ --vae); a released
@@ -92,7 +93,8 @@ class TorchGenerator:
         from genbatch.pipelines.architectures import build_pipeline, is_random_architecture
 
         if is_random_architecture(model.path):
-            return build_pipeline(model.path, self.device if self.options["offload"] == "none" else "cpu", dtype)
+            device = self.device if self.options["offload"] == "none" else "cpu"
+            return build_pipeline(model.path, device, dtype, quantize="nf4" if self.quantize == "nf4" else None)
         part = denoiser_part(model.path)[0]
         quantization = load_quantization(part, self.quantize, torch_dtype(dtype))  # nf4: as the folder loads
         return load_pipeline(model, torch_dtype(dtype), allow_pickle=self.allow_pickle, quantization=quantization)
@@ -121,6 +123,8 @@ class TorchGenerator:
         }
         if self.device.startswith("cuda"):
             facts["gpu"] = torch.cuda.get_device_name(torch.device(self.device))
+            peak = torch.cuda.max_memory_allocated(torch.device(self.device))
+            facts["gpu_memory_mb"] = {**self.gpu_memory, "generate_peak": round(peak / 2**20)}
         return facts
 
     def generate(self, jobs: Sequence[Any]) -> list[GeneratedImage]:
@@ -210,6 +214,25 @@ class TorchGenerator:
 # Steps of a compiled denoiser's warm-up call: the first call compiles, the next records CUDA
 # graphs (reduce-overhead, max-autotune), the third replays them.
 WARM_UP_STEPS = 3
+
+
+def gpu_memory_after_load(device: str) -> dict[str, int]:
+    """On a CUDA device, ``torch.cuda.max_memory_allocated`` while the model loaded and what the
+    loaded model holds (MiB); the peak is then reset, so that :meth:`TorchGenerator.describe`,
+    called again after the batches, gives the peak while generating (run.json's
+    ``backend_facts.gpu_memory_mb``). A quantization applied after a load in the run's dtype
+    (torchao; nf4 on a random-weight architecture) peaks at the unquantized size while loading."""
+    if not device.startswith("cuda"):
+        return {}
+    import torch
+
+    where = torch.device(device)
+    found = {
+        "load_peak": round(torch.cuda.max_memory_allocated(where) / 2**20),
+        "loaded": round(torch.cuda.memory_allocated(where) / 2**20),
+    }
+    torch.cuda.reset_peak_memory_stats(where)
+    return found
 
 
 def _shape(job: Any) -> tuple[Any, ...]:

@@ -1,6 +1,7 @@
 """The plot of ``genbatch bench``: images/s against batch size, one line per backend and image
-size for genbatch (solid) and the plain loop (dashed). matplotlib draws it when it is
-installed; otherwise Pillow does, plainly."""
+size for genbatch (solid), the plain loop with the same speed options (dashed) and the plain
+loop without them (``--vs exact``, dotted). matplotlib draws it when it is installed; otherwise
+Pillow does, plainly (the plain loops in thin lines)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ Series = dict[str, list[tuple[int, float]]]
 def series(cells: list[dict[str, Any]]) -> Series:
     lines: Series = {}
     for c in cells:
-        for side in ("genbatch", "plain"):
+        for side in ("genbatch", "plain", "exact"):
             if c.get(side):
                 name = f"{side} {c['backend']} {c['size']}px"
                 lines.setdefault(name, []).append((c["batch_size"], c[side]["images_per_s"]))
@@ -31,7 +32,8 @@ def plot(cells: list[dict[str, Any]], target: Path, title: str) -> None:
         return
     figure, axes = plt.subplots(figsize=(8, 4.5))
     for name, points in lines.items():
-        axes.plot(*zip(*points), "--" if name.startswith("plain") else "-", marker="o", label=name)
+        style = {"plain": "--", "exact": ":"}.get(name.split()[0], "-")
+        axes.plot(*zip(*points), style, marker="o", label=name)
     axes.set_xlabel("batch size")
     axes.set_ylabel("images/s")
     axes.set_title(title)
@@ -71,10 +73,10 @@ def _pillow(lines: Series, target: Path, title: str, width: int = 800, height: i
     for n, (name, points) in enumerate(lines.items()):
         colour = _COLOURS[n % len(_COLOURS)]
         xy = [at(b, r) for b, r in points]
-        dashed = name.startswith("plain")
+        dashed = not name.startswith("genbatch")
         for a, b in zip(xy, xy[1:]):
             draw.line([a, b], fill=colour, width=1 if dashed else 3)
         for x, y in xy:
             draw.ellipse([x - 4, y - 4, x + 4, y + 4], outline=colour, fill="white" if dashed else colour)
-        draw.text((right + 15, top + 18 * n), name + (" (dashed)" if dashed else ""), fill=colour)
+        draw.text((right + 15, top + 18 * n), name + (" (thin)" if dashed else ""), fill=colour)
     image.save(target)

@@ -12,6 +12,7 @@ import typer
 
 from genbatch.backends.fast_paths import COMPILE_MODES
 from genbatch.backends.torch_options import TorchOptions
+from genbatch.errors import GenbatchError
 from genbatch.pipelines.speed import CACHES
 
 ReuseEmbeddings = Annotated[
@@ -92,8 +93,8 @@ def bench(
         typer.Option(
             "--model",
             "-m",
-            help="A diffusers folder or built-in name, or sd15, sdxl, flux-schnell: the released architecture "
-            "with random weights, built on the device.",
+            help="A diffusers folder or built-in name, or sd15, sdxl, flux-schnell, flux-dev: the released "
+            "architecture with random weights, built on the device.",
         ),
     ] = "tiny-random",
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for bench.json and bench.png.")] = Path("bench-out"),
@@ -117,21 +118,57 @@ def bench(
     attention: Attention = "sdpa",
     channels_last: ChannelsLast = "auto",
     compile_: Compile = "off",
+    cache: Cache = "none",
+    cache_threshold: CacheThreshold = None,
+    quantize: Quantize = "none",
+    speed: Speed = "exact",
+    vs: Annotated[
+        list[str],
+        typer.Option(
+            "--vs",
+            help="What genbatch is measured against (repeat for both): plain (the default), the plain loop with "
+            "the same speed options applied by hand as a diffusers user does (enable_cache, torchao's quantize_, "
+            "compile_repeated_blocks...), so any gain over it is genbatch's own; exact, the plain loop without "
+            "them, so the gain is the options'; or none (genbatch alone).",
+        ),
+    ] = [],
+    keep_images: Annotated[
+        bool,
+        typer.Option(
+            "--keep-images",
+            help="Keep each side's images of the last repeat in OUT/images/BACKEND-SIZE-bBATCH/SIDE "
+            "(genbatch's side is a run folder, which genbatch compare takes).",
+        ),
+    ] = False,
 ) -> None:
     """Measure genbatch against the plain diffusers loop, in the same run.
 
     For each backend x size x batch size: images/s, s/image, time to the first image, peak
     RSS and GPU memory of `genbatch run` and of the loop a user writes by hand (load the
     pipeline, call it on each batch, save each PNG), each a process of its own, alternating,
-    after one untimed warm-up process.
+    after one untimed warm-up process. With speed options (--cache, --quantize, --compile,
+    --speed fast...), --vs plain gives the plain loop the same options by hand and --vs exact
+    measures it without them; they are refused before any process starts where genbatch run
+    would refuse them.
     Prints a table of genbatch/plain ratios; writes OUT/bench.json and OUT/bench.png.
 
     \b
     Examples:
       genbatch bench --model tiny-random --device cpu --batch-size 4 --batch-size 8
       genbatch bench --model sd15 --device cuda --dtype fp16 -b 8 -b 16 --images 256
+      genbatch bench --model flux-dev --device cuda --dtype bf16 -b 1 --images 4 --speed fast --vs plain --vs exact
     """
     from genbatch.bench.compare import BenchOptions, run_bench
+    from genbatch.cli.run_options import check_numbers
+    from genbatch.manifest.read import parse_value
+
+    check_numbers(cache_threshold=cache_threshold)
+    chosen = {}
+    for option, name, value in (("--cache", "cache", cache), ("--quantize", "quantize", quantize)):
+        try:
+            chosen[name] = parse_value(name, value)
+        except ValueError as err:
+            raise GenbatchError(f"{option}: {err}") from None
 
     options = BenchOptions(
         model=model,
@@ -151,6 +188,12 @@ def bench(
             channels_last=channels_last,
             compile=None if compile_ == "off" else compile_,
         ).as_dict(),
+        cache=None if chosen["cache"] == "none" else chosen["cache"],
+        cache_threshold=cache_threshold,
+        quantize=None if chosen["quantize"] == "none" else chosen["quantize"],
+        speed=speed,
+        vs=vs or ["plain"],
+        keep_images=keep_images,
     )
     run_bench(options, say=lambda line: typer.echo(line, err=line.startswith("bench:")))
     typer.echo(f"wrote {out / 'bench.json'} and {out / 'bench.png'}")

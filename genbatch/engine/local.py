@@ -63,6 +63,7 @@ class LocalEngine:
                 report.facts.update(facts)
                 try:
                     _generate(loaded, facts, model_groups, work, sink, writer, report, stopping)
+                    report.facts.update(loaded.describe())  # again: what generating changed (a GPU's memory peak)
                 finally:
                     loaded.close()
         finally:

@@ -1,7 +1,7 @@
 """Released model architectures with random weights, built on the device, offline.
 
 Speed depends on shapes, not weights: a folder written by :func:`write_architecture` holds the
-released configs of SD-1.5, SDXL or Flux.1-schnell (``model_index.json``, each component's
+released configs of SD-1.5, SDXL, Flux.1-schnell or Flux.1-dev (``model_index.json``, each component's
 ``config.json``, the scheduler's) and locally written tokenizers, but no weights.
 ``genbatch run --model FOLDER`` and ``genbatch bench`` build its components from the configs
 straight on the device in the run's dtype (:func:`build_pipeline`), after
@@ -9,6 +9,8 @@ straight on the device in the run's dtype (:func:`build_pipeline`), after
 images are noise. Tokenizers: genbatch's byte-level CLIP BPE and a character-level T5
 Unigram vocabulary (prompts tokenize to other ids and lengths than the released ones, but
 every pipeline pads to its fixed length: 77 CLIP tokens, 512 T5 tokens, so shapes match).
+``quantize="nf4"`` gives the built denoiser bitsandbytes' 4-bit NF4 layers (:func:`nf4_linear_layers`),
+as ``from_pretrained`` with a ``quantization_config`` does for a folder of weights.
 
 ``tiny=True`` shrinks every config (a few thousand weights) for CPU tests.
 """
@@ -155,6 +157,22 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "scheduler": {"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 1.0, "use_dynamic_shifting": False},
     },
 }
+# Flux.1-dev: schnell's transformer with the guidance embedder (guidance-distilled, one pass a
+# step), 28 steps at guidance 3.5, and its released scheduler (shifted by the image's length).
+ARCHITECTURES["flux-dev"] = {
+    **ARCHITECTURES["flux-schnell"],
+    "defaults": {"steps": 28, "guidance_scale": 3.5, "width": 1024, "height": 1024},
+    "transformer": {**ARCHITECTURES["flux-schnell"]["transformer"], "guidance_embeds": True},
+    "scheduler": {
+        "_class_name": "FlowMatchEulerDiscreteScheduler",
+        "shift": 3.0,
+        "use_dynamic_shifting": True,
+        "base_shift": 0.5,
+        "max_shift": 1.15,
+        "base_image_seq_len": 256,
+        "max_image_seq_len": 4096,
+    },
+}
 
 # CPU-test sizes: the same classes and block layouts, a few thousand weights.
 _TINY_TEXT = {"hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2}
@@ -198,6 +216,7 @@ TINY: dict[str, dict[str, Any]] = {
         "text_encoder_2": {"d_model": 16, "d_ff": 32, "d_kv": 4, "num_heads": 2, "num_layers": 1},
     },
 }
+TINY["flux-dev"] = {**TINY["flux-schnell"], "defaults": {**TINY["flux-schnell"]["defaults"], "steps": 4}}
 
 _LIBRARY = {"scheduler": "diffusers", "tokenizer": "transformers", "tokenizer_2": "transformers"}
 _TOKENIZERS = {"clip": "CLIPTokenizer", "t5": "T5Tokenizer"}
@@ -263,9 +282,10 @@ def is_random_architecture(folder: Path) -> bool:
     return bool(read_json(Path(folder) / "genbatch.json").get(MARKER))
 
 
-def build_pipeline(folder: Path, device: str, dtype: str) -> Any:
+def build_pipeline(folder: Path, device: str, dtype: str, quantize: str | None = None) -> Any:
     """The pipeline of a folder written by :func:`write_architecture`: each component built
-    from its config on ``device`` in ``dtype`` (``meta``: shapes only), seeded with 0."""
+    from its config on ``device`` in ``dtype`` (``meta``: shapes only), seeded with 0;
+    ``quantize="nf4"``: its denoiser's linear layers then made bitsandbytes NF4 layers."""
     import diffusers
     import torch
 
@@ -291,6 +311,8 @@ def build_pipeline(folder: Path, device: str, dtype: str) -> Any:
         torch.set_default_dtype(previous)
     scheduler = read_json(folder / "scheduler" / "scheduler_config.json")
     parts["scheduler"] = getattr(diffusers, scheduler["_class_name"]).from_config(scheduler)
+    if quantize == "nf4":
+        nf4_linear_layers(parts.get("transformer") or parts["unet"], torch_dtype(dtype))
     cls = getattr(diffusers, index["_class_name"])
     if index["_class_name"] == "StableDiffusionPipeline":
         parts.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
@@ -319,3 +341,38 @@ def _model(library: str, config: dict[str, Any], tokenizer: Any) -> Any:
             ids = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
     config_class = transformers.T5Config if name == "T5EncoderModel" else transformers.CLIPTextConfig
     return getattr(transformers, name)(config_class(**config, **ids))
+
+
+def nf4_linear_layers(model: Any, compute_dtype: Any) -> None:
+    """Replace each ``nn.Linear`` of ``model`` by a bitsandbytes ``Linear4bit`` holding its
+    weights as 4-bit NF4 (blocks of 64, no double quantization, computing in ``compute_dtype``):
+    the layers diffusers' ``BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")``
+    makes as a folder loads. Each layer is quantized where its weights are (bitsandbytes
+    quantizes on its way to a CUDA device), one at a time."""
+    import importlib
+
+    import torch
+
+    bnb = importlib.import_module("bitsandbytes")  # an optional package (--quantize nf4): imported by name
+
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is not torch.nn.Linear:
+                continue
+            device = child.weight.device
+            layer = bnb.nn.Linear4bit(
+                child.in_features,
+                child.out_features,
+                bias=child.bias is not None,
+                compute_dtype=compute_dtype,
+                compress_statistics=False,
+                quant_type="nf4",
+                device="meta",
+            )
+            layer.weight = bnb.nn.Params4bit(
+                child.weight.data, requires_grad=False, compress_statistics=False, quant_type="nf4", module=layer
+            ).to(device)
+            if child.bias is not None:
+                layer.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
+            setattr(parent, name, layer)
+            del child

@@ -193,11 +193,9 @@ def quantize_problem(quantize: str | None, device: str, dtype: str) -> str | Non
 
 
 def nf4_problem(model: Any) -> str | None:
-    """nf4 is applied as a diffusers folder loads (bitsandbytes); a single file or a released
-    architecture with random weights is not loaded that way."""
-    from genbatch.pipelines.architectures import is_random_architecture
-
-    if model.checkpoint is not None or is_random_architecture(model.path):
+    """nf4 is applied as a diffusers folder loads (bitsandbytes), or to a released architecture
+    with random weights as it is built; a single file is not loaded that way."""
+    if model.checkpoint is not None:
         return f"--quantize nf4 quantizes a diffusers model folder as it loads; {model.name} is not one"
     return None
 
