@@ -9,7 +9,10 @@ workers are included). The start-up is timed apart: ``ray.init()`` on a fresh lo
 until N workers have imported genbatch and torch and answered. Medians of the repeats.
 
 Ray runs its workers at nice 15; on a machine shared with other work that starves them, so
-this script runs them at nice 0 (``RAY_worker_niceness=0``), as the local engine runs.
+this script runs them at nice 0 (``RAY_worker_niceness=0``), as the local engine runs. Every Ray
+instance here is on 127.0.0.1 only: genbatch starts its own so, and the start-up measurement's
+``ray.init()`` with Ray's switch for machines that are no cluster nodes
+(``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``), without which it listens on the network.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = dict(os.environ, RAY_worker_niceness="0")
+ENV = dict(os.environ, RAY_worker_niceness="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
 
 
 def manifest(folder: Path, images: int) -> Path:

@@ -1,6 +1,7 @@
 """--engine ray on a local Ray instance with 2 CPU workers: the same images as the local
 engine, one ledger whoever wrote the images, resume across engines, a lost worker, a signal,
-workers that cannot be placed and a node that is gone (--worker-wait)."""
+workers that cannot be placed and a node that is gone (--worker-wait). Every instance is on
+127.0.0.1 only, as the one genbatch starts itself (tests/ray_nodes.py says how)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import FAST, genbatch, genbatch_process, images, ledger, pixels
+from ray_nodes import listening, not_on_loopback, with_descendants
 
 ray = pytest.importorskip("ray")
 
@@ -33,8 +35,11 @@ NICE = {"RAY_worker_niceness": "0"}
 def ray_address(genbatch_home):
     """One Ray instance for the module (it takes seconds to start); runs in this process join it,
     subprocesses get its address. Its workers see the tests' GENBATCH_HOME."""
+    from genbatch.engine.ray import _loopback_as_given
+
     os.environ.update(NICE, GENBATCH_HOME=str(genbatch_home))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning")
+    with _loopback_as_given():  # as genbatch starts one: on 127.0.0.1 only
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning")
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
@@ -166,10 +171,14 @@ def test_sigterm_on_the_driver_stops_flushes_and_resumes(tmp_path, ray_address):
     stderr: list[str] = []
     reader = read_lines(driver.stderr, stderr)
     wait_until(lambda: ledger_lines(out) >= 2)
+    ray_processes = with_descendants([driver.pid])  # the instance's GCS, raylet and workers, and the driver
+    listeners = listening(ray_processes)
     driver.send_signal(signal.SIGTERM)
     assert driver.wait(timeout=120) == 143, "".join(stderr)
     reader.join(5)
-    assert any("started a local Ray instance" in line for line in stderr), "".join(stderr)
+    assert any("started a local Ray instance at 127.0.0.1:" in line for line in stderr), "".join(stderr)
+    assert not not_on_loopback(ray_processes), listeners
+    assert {"gcs_server", "raylet"} <= {Path(ray_processes[pid][0]).name for pid in listeners}
     records = ledger(out)
     assert 2 <= len(records) < 48
     assert len({r["key"] for r in records}) == len(records)
@@ -264,9 +273,16 @@ def children_of(pid: int) -> list[int]:
 @pytest.fixture
 def own_ray_instance():
     """A Ray instance of this test's own (``ray start --head`` on 127.0.0.1, in a temp dir of its
-    own), to kill parts of; its address and temp dir. Its processes are ended at the end."""
+    own), to kill parts of; its address and temp dir. Its processes are ended at the end.
+    ``--node-ip-address 127.0.0.1`` alone is rewritten to the machine's address: Ray's switch for
+    machines that are no cluster nodes keeps it."""
     folder = Path(tempfile.mkdtemp(prefix="gbray", dir="/tmp"))  # short: Ray's socket paths have a limit
-    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, **NICE, "RAY_AUTH_MODE": "disabled"}
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+        **NICE,
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    }
     try:
         subprocess.run(
             [Path(sys.executable).parent / "ray", "start", "--head", "--node-ip-address", "127.0.0.1",

@@ -16,6 +16,15 @@ worker, and the dead worker is replaced; a batch lost twice is split into single
 a job that kills its worker fails alone, recorded as failed with its reason once it has
 been lost more than ``max_retries`` times.
 
+The pool follows the cluster: with no ``--ray-workers``, a node that joins mid-run (an autoscaler's,
+a preempted one replaced) gets workers for the room it adds while there are batches for them; a
+worker whose node is gone is replaced at once, and Ray places the new one as soon as a node has
+room for it (``--ray-workers N``: N workers, whatever joins).
+
+A local instance the driver starts itself listens on 127.0.0.1 only, and an address on 127.0.0.1
+is joined as given (``_loopback_as_given``): Ray would otherwise advertise this machine's network
+address for both.
+
 The driver never waits silently. While no worker is ready (none can be placed, its node is gone,
 it is still starting) or the cluster does not answer, it says every ``SAY_EVERY`` seconds what it
 waits for, from a look at the cluster taken on a thread of its own (a GCS that is gone makes Ray's
@@ -25,13 +34,15 @@ and flushed, the exit code is 1, and the same command resumes it.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +144,8 @@ class _Run:
     recorded: set[str] = field(default_factory=set)  # the keys of jobs with a ledger line
     no_worker_since: float | None = None  # since when no worker has been ready
     said_at: float = 0.0  # when the last line about waiting was said
+    grow: bool = False  # no --ray-workers: more workers when the cluster has room for more
+    looked: int = 0  # the look the pool was last sized against
 
 
 class _Look:
@@ -148,6 +161,7 @@ class _Look:
         self.free: dict[str, float] = {}
         self.placed: dict[Any, str] = {}  # starting actor -> the node it was placed on
         self.states_known = False
+        self.count = 0  # looks answered so far
         self._asked_at = -LOOK_EVERY
         self._unanswered_since: float | None = None
         self._busy = False
@@ -187,6 +201,7 @@ class _Look:
         with self._lock:
             self.nodes, self.free, self.placed, self.states_known = nodes, free, placed, known
             self._busy, self._unanswered_since = False, None
+            self.count += 1
             self._lock.notify_all()
 
     def _placed(self, starting: list[Any]) -> tuple[dict[Any, str], bool]:
@@ -244,7 +259,10 @@ class RayEngine:
         handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         began = time.monotonic()
         try:
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+            with _loopback_as_given():
+                ray.init(
+                    address=self.address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING
+                )
         except (ConnectionError, RuntimeError, ValueError) as err:
             where = self.address or os.environ.get("RAY_ADDRESS") or "a local instance"
             raise GenbatchError(f"--ray-address {where}: cannot start or reach Ray: {err}") from None
@@ -254,7 +272,7 @@ class RayEngine:
                     signal.signal(sig, handler)
         resources = ray.cluster_resources()
         where = (
-            "started a local Ray instance"
+            f"started a local Ray instance at {ray.get_runtime_context().gcs_address}"
             if not (self.address or os.environ.get("RAY_ADDRESS"))
             else f"joined the Ray cluster at {self.address or os.environ['RAY_ADDRESS']}"
         )
@@ -280,7 +298,7 @@ class RayEngine:
             raise GenbatchError(
                 f"--gpus-per-worker {per_worker:g} with --device cpu: pass --device cuda, or --gpus-per-worker 0"
             )
-        count = self.workers or max(1, int(gpus // per_worker) if per_worker else int(resources.get("CPU", 1)))
+        count = self.workers or max(1, _room(resources, per_worker))
         return max(1, min(count, batches)), per_worker
 
     @staticmethod
@@ -333,6 +351,7 @@ class RayEngine:
         need = {"CPU": 1.0, **({"GPU": per_worker} if per_worker else {})}
         total = sum(len(unit.jobs) for unit in queue)
         run = _Run(work, sink, report, say, start, slots, queue, several_models, _Look(self.ray), need, total)
+        run.grow = self.workers is None
         try:
             self._loop(run, stop_requested)
         finally:
@@ -380,6 +399,8 @@ class RayEngine:
                 return
             if self._gave_up(run, time.monotonic()):
                 return
+            if not stopping:
+                self._grow(run)
             waiting = list(run.running) + [s.ready_ref for s in run.slots if s.ready_ref is not None]
             if not waiting:
                 time.sleep(0.25)
@@ -433,6 +454,31 @@ class RayEngine:
             run.say(f"ray: waiting for {what}: {why} ({waited:.0f} s of {of})")
             run.said_at = now
         return False
+
+    @staticmethod
+    def _grow(run: _Run) -> None:
+        """With no ``--ray-workers``, one worker per GPU (or CPU) of the cluster as it is now: when
+        the last look finds room for more workers than the run has (nodes joined), more are
+        started, as long as there are batches waiting for them."""
+        look = run.look
+        if not run.grow or look.nodes is None or look.count == run.looked:
+            return
+        run.looked = look.count
+        per_worker = run.need.get("GPU", 0.0)
+        room = _room({k: sum(n.get("Resources", {}).get(k, 0) for n in look.nodes) for k in ("CPU", "GPU")}, per_worker)
+        active = [s for s in run.slots if not s.retired]
+        starting = sum(s.ready_ref is not None for s in active)
+        more = min(room - len(active), len(run.queue) - starting)
+        if more <= 0:
+            return
+        for _ in range(more):
+            slot = _Slot(len(run.slots) + 1, run.start(len(run.slots) + 1))
+            slot.ready_ref = slot.actor.ready.remote()
+            run.slots.append(slot)
+        run.say(
+            f"ray: the cluster has room for {room} workers ({_nodes_text(look.nodes)}): "
+            f"{more} more starting, {len(active) + more} in all"
+        )
 
     @staticmethod
     def _why_no_worker(run: _Run, starting: list[_Slot]) -> str:
@@ -572,6 +618,43 @@ class RayEngine:
         else:
             run.sink.failed(job, batch, error or "no image")
         return True
+
+
+def _room(resources: dict[str, float], per_worker: float) -> int:
+    """How many workers these resources hold: one per ``per_worker`` GPUs, or per CPU for CPU workers."""
+    if per_worker:
+        return int(resources.get("GPU", 0) // per_worker)
+    return int(resources.get("CPU", 0))
+
+
+@contextmanager
+def _loopback_as_given() -> Iterator[None]:
+    """While Ray starts or joins: 127.0.0.1 stays 127.0.0.1. Ray replaces it with this machine's
+    network address (for ``--ray-address 127.0.0.1:PORT`` and for a local instance's own address),
+    so a local instance would listen on the network and a cluster kept on 127.0.0.1 could not be
+    joined. Its switch for machines that are no cluster nodes, ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``,
+    turns that off; Ray reads it when imported, so its value is set where Ray keeps it as well.
+    Any other address is used as before, and a driver joining a cluster takes its node's address
+    from the raylet it connects to."""
+    variable = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+    before = os.environ.get(variable)
+    os.environ[variable] = "0"
+    try:
+        constants: Any = importlib.import_module("ray._private.ray_constants")
+    except ImportError:  # another layout: the variable alone, as read by a Ray imported later
+        constants = None
+    kept = getattr(constants, "ENABLE_RAY_CLUSTER", None)
+    if kept is not None:
+        constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if kept is not None:
+            constants.ENABLE_RAY_CLUSTER = kept
+        if before is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = before
 
 
 def _nodes_text(nodes: list[dict[str, Any]]) -> str:
