@@ -11,10 +11,6 @@ import pytest
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# The suite's models are tiny: one thread per process runs their small tensors faster than
-# several (measured: 0.75x the time on the family tests, far less when processes share cores),
-# and the subprocesses a test starts inherit it.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ so a family test can assert its build is not too flat to fail."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -76,10 +77,8 @@ def check_family_contract(
     assert np.abs(in_batch[11] - in_batch[12]).max() > 10
 
     # the five lines of docs/models-and-families.md: plain diffusers from a ledger line
-    from diffusers import DiffusionPipeline
-
     r = records[1]
-    pipe = DiffusionPipeline.from_pretrained(r["model_path"])
+    pipe = plain_pipeline(Path(r["model_path"]))
     image = pipe(**r["call"], generator=torch.Generator("cpu").manual_seed(r["seed"])).images[0]
     assert np.abs(np.asarray(image, dtype=np.int16) - in_batch[r["seed"]]).max() <= 2
 
@@ -90,12 +89,19 @@ def check_family_contract(
     return {"batch": batch_delta, "plain": plain_delta}
 
 
-def moves(folder: Path, call: dict[str, Any], change: dict[str, Any], seed: int = 11) -> int:
-    """How far (max |d|, 0-255 levels) ``change`` moves plain diffusers' image of ``call``."""
+@functools.cache
+def plain_pipeline(folder: Path) -> Any:
+    """``DiffusionPipeline.from_pretrained(folder)``, loaded once per session and folder."""
     from diffusers import DiffusionPipeline
 
     pipe = DiffusionPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def moves(folder: Path, call: dict[str, Any], change: dict[str, Any], seed: int = 11) -> int:
+    """How far (max |d|, 0-255 levels) ``change`` moves plain diffusers' image of ``call``."""
+    pipe = plain_pipeline(Path(folder))
 
     def image(kwargs: dict[str, Any]) -> np.ndarray:
         out = pipe(**kwargs, generator=torch.Generator("cpu").manual_seed(seed), output_type="np")

@@ -149,8 +149,10 @@ def test_two_sets_load_each_adapter_once_never_share_a_batch_and_resume(tmp_path
     again_rows = tmp_path / "again.csv"
     again_rows.write_text(f"prompt,seed,lora\nsix,6,\nfour,4,{ink}:0.5\n", encoding="utf-8")
     assert genbatch("run", again_rows, "--out", fresh, *FAST).exit_code == 0
+    # ("four" was made in a batch of 2, here alone: within 1 level, the family contract's bound for
+    # a batch on the CPU, where oneDNN's kernels for two shapes may round apart)
     for record in ledger(fresh):
-        assert np.array_equal(pixels(fresh / record["file"]), pixels(out / records[record["prompt"]]["file"]))
+        assert np.abs(pixels(fresh / record["file"]) - pixels(out / records[record["prompt"]]["file"])).max() <= 1
     # Resume: a rerun finds everything done and loads nothing.
     load_counts.clear()
     again = genbatch("run", manifest, "--out", out, *FAST, "--lora", f"{glow.name}:0.3", "--json")
