@@ -143,7 +143,12 @@ RayAddress = Annotated[
 ]
 RayWorkers = Annotated[
     int | None,
-    typer.Option("--ray-workers", min=1, help="Ray workers (default: one per GPU, or per CPU where there is none)."),
+    typer.Option(
+        "--ray-workers",
+        min=1,
+        help="Ray workers (default: one per GPU of the cluster, or per CPU where there is none, growing as "
+        "nodes join while batches wait).",
+    ),
 ]
 GpusPerWorker = Annotated[
     float | None,
