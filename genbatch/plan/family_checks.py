@@ -5,13 +5,14 @@ one at its manifest row."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from genbatch.errors import ModelError, Problem
 from genbatch.pipelines import speed
-from genbatch.pipelines.families import FAMILIES, FLUX, Family, detect, folder_family, ignored_fields
+from genbatch.pipelines.families import BY_NAME, FAMILIES, FLUX, Family, detect, folder_family, ignored_fields
 
 
 def check_model(path: Path, defaults: dict[str, Any]) -> Family:
@@ -102,15 +103,29 @@ def _value_problems(family: Family, job: Any) -> list[tuple[str, str]]:
     for name in FAMILY_FIELDS:
         if job.values.get(name) is not None and name not in family.takes:
             found.append((name, f"{family.title} takes no {name} ({_taking(name)} does); remove it here"))
-    steps_problem = family.hook("steps_problem")
-    steps = steps_problem(job.model.path, job.steps) if steps_problem is not None else None
+    steps = _family_check(family, "steps_problem", job.model.path, job.steps)
     if steps:
         found.append(("steps" if "steps" in job.row.values else "--steps", str(steps)))
-    size_problem = family.hook("size_problem")
-    size = size_problem(job.model.path, job.width, job.height) if size_problem is not None else None
+    size = _family_check(family, "size_problem", job.model.path, job.width, job.height)
     if size:
         found.append(("width" if "width" in job.row.values else "--width", str(size)))
     return found
+
+
+def _family_check(family: Family, hook: str, path: Path, *values: Any) -> str | None:
+    """A family's ``size_problem`` or ``steps_problem`` for a model and values, or None where it has
+    none; asked once per family, model and values (they read the model's configs, and a manifest
+    has a million rows of a few sizes)."""
+    if not getattr(family, hook):
+        return None
+    return _checked(family.name, hook, str(path), values)
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked(family: str, hook: str, path: str, values: tuple[Any, ...]) -> str | None:
+    check = BY_NAME[family].hook(hook)
+    why = check(Path(path), *values) if check is not None else None
+    return str(why) if why else None
 
 
 def _taking(name: str) -> str:

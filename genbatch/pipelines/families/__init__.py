@@ -49,6 +49,7 @@ SDXL = Family(
     timesteps=True,
     onnx=True,
     notes="no negative prompt: a zeroed unconditional embedding (force_zeros_for_empty_prompt)",
+    zeroed_empty_negative=True,
     negative_meaning="what to steer away from; none is a zeroed embedding (other pixels than an empty prompt)",
 )
 SD3 = Family(
@@ -368,8 +369,8 @@ def job_negative(path: Path, negative_prompt: str | None) -> str | None:
 
 def empty_negative_matters(path: Path, family: Family) -> bool:
     """Whether no negative prompt gives other pixels than ``""`` (SDXL's zeroed embedding)."""
-    if family is SDXL or family.name == "kolors":  # a zeroed embedding for no negative prompt, where configured
-        return bool(model_index(path).get("force_zeros_for_empty_prompt", family is SDXL))
+    if family.zeroed_empty_negative is not None:  # a zeroed embedding for no negative prompt, where configured
+        return bool(model_index(path).get("force_zeros_for_empty_prompt", family.zeroed_empty_negative))
     return family.none_negative_differs
 
 

@@ -7,6 +7,7 @@ read from the model folder), it names a function here, imported only when that f
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,9 @@ class Family:
     # None passed as the negative prompt gives other pixels than "" (true CFG on or off, a
     # zeroed embedding): a job without one keeps None, and the call leaves it out.
     none_negative_differs: bool = False
+    # Where the pipeline reads force_zeros_for_empty_prompt (SDXL, Kolors): its default there; no
+    # negative prompt is then a zeroed embedding when the model's model_index.json says so.
+    zeroed_empty_negative: bool | None = None
     sample_size: int | None = None  # the pipeline's default_sample_size where its denoiser config has none
     guidance_off_at: float = 1.0  # a guidance_scale at or below this turns guidance (and the negative prompt) off
     # Code a family needs, "module:function" under genbatch.pipelines (imported when used):
@@ -66,12 +70,7 @@ class Family:
     def hook(self, name: str) -> Callable[..., Any] | None:
         """The function a family names for ``name`` (``ignores``, ``size_problem``, ``encode``), or None."""
         where = getattr(self, name)
-        if not where:
-            return None
-        import importlib
-
-        module, function = where.split(":")
-        return getattr(importlib.import_module(f"genbatch.pipelines.{module}"), function)
+        return _function(where) if where else None
 
     def ignored(self, path: Path) -> frozenset[str]:
         """The generation fields a model of this family ignores (its call leaves them out)."""
@@ -79,3 +78,12 @@ class Family:
             return frozenset({"guidance_scale"})
         ignores = self.hook("ignores")
         return ignores(Path(path)) if ignores is not None else frozenset()
+
+
+@functools.cache
+def _function(where: str) -> Callable[..., Any]:
+    """The function "module:function" under genbatch.pipelines names (looked up once)."""
+    import importlib
+
+    module, function = where.split(":")
+    return getattr(importlib.import_module(f"genbatch.pipelines.{module}"), function)

@@ -22,7 +22,7 @@ KOLORS = Family(
     longest_sequence=256,  # KolorsPipeline.check_inputs refuses more
     timesteps=True,
     # force_zeros_for_empty_prompt is false in KolorsPipeline and in Kwai-Kolors/Kolors-diffusers:
-    # no negative prompt is encoded as "" (a model folder that sets it true would zero it instead).
-    none_negative_differs=False,
+    # no negative prompt is encoded as "" (a model folder that sets it true zeroes it instead).
+    zeroed_empty_negative=False,
     notes="ChatGLM3 text encoder (English and Chinese prompts; needs sentencepiece); SDXL-like UNet",
 )
