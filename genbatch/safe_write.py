@@ -55,8 +55,14 @@ FATAL_WRITE_ERRNOS = {
 }
 
 
-def unwritable(err: BaseException, out: Path) -> OutputUnwritableError | None:
-    """The run-stopping form of a write error, or None for an error of one image only."""
+def unwritable(err: BaseException, out: Path | str) -> OutputUnwritableError | None:
+    """The run-stopping form of a write error, or None for an error of one image only (``out``
+    a str: an object store's URL, where access denied stops the run too)."""
+    if isinstance(out, str) and isinstance(err, PermissionError):
+        return OutputUnwritableError(
+            f"cannot write to {out}: access denied ({err}); the images written so far are kept and recorded: "
+            "give these credentials write access to the prefix and run the same command again to finish"
+        )
     if isinstance(err, OSError) and err.errno in FATAL_WRITE_ERRNOS:
         return OutputUnwritableError(
             f"cannot write to {out}: {FATAL_WRITE_ERRNOS[err.errno]} ({err.strerror}); "

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# The S3 API server of the object-storage tests (``s3_server``, ``s3``): tests/s3_server.py.
+pytest_plugins = ["s3_server"]
+
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

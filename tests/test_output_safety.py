@@ -12,8 +12,8 @@ import time
 import pytest
 from helpers import FAST, genbatch, genbatch_process, images, ledger
 
-import genbatch.engine.sink as sink_module
 import genbatch.engine.writer as writer_module
+from genbatch.store.ledger import Ledger
 
 
 @pytest.fixture
@@ -145,7 +145,7 @@ def test_an_unwritable_folder_stops_the_run_cleanly_and_a_rerun_finishes(tmp_pat
 
 def test_a_full_disk_while_appending_to_the_ledger_stops_cleanly(tmp_path, manifest, monkeypatch):
     out = tmp_path / "out"
-    real = sink_module.Ledger.append
+    real = Ledger.append
     appended = []
 
     def full_after_three(self, record):
@@ -154,12 +154,12 @@ def test_a_full_disk_while_appending_to_the_ledger_stops_cleanly(tmp_path, manif
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real(self, record)
 
-    monkeypatch.setattr(sink_module.Ledger, "append", full_after_three)
+    monkeypatch.setattr(Ledger, "append", full_after_three)
     result = genbatch("run", manifest, "--out", out, "--batch-size", "2", *FAST)
     assert result.exit_code == 1 and "disk is full" in result.stderr and "Traceback" not in result.output
     assert len(ledger(out)) == 3
     assert_consistent(out)
-    monkeypatch.setattr(sink_module.Ledger, "append", real)
+    monkeypatch.setattr(Ledger, "append", real)
     assert genbatch("run", manifest, "--out", out, *FAST).exit_code == 0
     assert len({r["key"] for r in ledger(out) if r["status"] == "done"}) == 6
 

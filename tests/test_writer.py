@@ -16,7 +16,7 @@ from PIL import Image
 
 from genbatch.backends import base
 from genbatch.backends.base import GeneratedImage
-from genbatch.engine import sink, writer
+from genbatch.engine import writer
 from genbatch.engine.writer import Encoding, ImageWriter, WrittenImage, sha256_bytes
 from genbatch.plan.planner import PlanOptions
 from genbatch.report import thumbnails
@@ -24,6 +24,7 @@ from genbatch.report.thumbnails import THUMB_SIZE, THUMBS_DIR, thumb_name, thumb
 from genbatch.runner.options import InputOptions, OutputOptions, RunOptions
 from genbatch.runner.run import run_manifest
 from genbatch.safe_write import write_atomic
+from genbatch.store import ledger as ledger_module
 
 PIXELS = np.zeros((64, 64, 3), np.uint8)
 
@@ -189,7 +190,7 @@ def test_the_crash_safety_flush_never_holds_up_the_model(tmp_path, monkeypatch):
         time.sleep(0.5)
         flushes.append((threading.get_ident(), lines))
 
-    monkeypatch.setattr(sink, "sync_filesystem", slow_disk)
+    monkeypatch.setattr(ledger_module, "sync_filesystem", slow_disk)
     manifest = tmp_path / "p.txt"
     manifest.write_text("".join(f"prompt {i}\n" for i in range(12)))
     result = genbatch("run", manifest, "--out", out, "--backend", "slow", "--model", "shapes", "-b", "1", "--quiet")

@@ -5,7 +5,6 @@ is in cli_output."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -33,6 +32,7 @@ from genbatch.errors import EXIT_SIGINT, EXIT_USAGE, GenbatchError, ManifestErro
 from genbatch.manifest.read import MAX_IMAGES_PER_ROW, parse_assignments, read_manifest
 from genbatch.pipelines.torch_runtime import quiet_import_noise
 from genbatch.plan.planner import DEFAULT_NAME_TEMPLATE
+from genbatch.store.ledger import require_ledger
 from genbatch.version import __version__
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def main_callback(
 @user_errors
 def run(
     manifest: opt.Manifest,
-    out: opt.Out = Path("genbatch-out"),
+    out: opt.Out = "genbatch-out",
     model: opt.Model = None,
     backend: opt.Backend = "torch",
     device: opt.Device = "auto",
@@ -388,17 +388,18 @@ def report(
     from genbatch.report.contact_sheet import write_contact_sheets
     from genbatch.report.html import write_html_report
     from genbatch.report.summaries import write_metadata, write_tables
-    from genbatch.store.ledger import ledger_path
+    from genbatch.store.bucket_view import readable
 
-    if not ledger_path(out).exists():
-        raise GenbatchError(f"{out}: no genbatch.jsonl here; is this the --out folder of a genbatch run?")
-    if tables:
-        write_tables(out)
-        write_metadata(out)
-    print(write_html_report(out))
-    if contact_sheet:
-        for sheet in write_contact_sheets(out, cols=cols, rows=rows):
-            print(sheet)
+    with readable(out, thumbs=True, stand_ins=not contact_sheet, images=contact_sheet) as (folder, view):
+        require_ledger(folder, out)
+        if tables:
+            write_tables(folder)
+            write_metadata(folder)
+        written = [write_html_report(folder)]
+        if contact_sheet:
+            written += write_contact_sheets(folder, cols=cols, rows=rows)
+    for path in written:
+        print(view.shown(path) if view else path)
 
 
 @app.command()
@@ -417,15 +418,19 @@ def merge(outs: opt.RunFolders, into: opt.Into, html: opt.Html = True, json_: op
       genbatch merge shard1 shard2 --into images
     """
     from genbatch.report.summaries import write_metadata, write_tables
+    from genbatch.store.bucket_view import mergeable
     from genbatch.store.merge import merge_outputs
 
-    result = merge_outputs(outs, into)
-    write_tables(result.into)
-    write_metadata(result.into)
-    if html:
-        from genbatch.report.html import write_html_report
+    with mergeable(outs, into) as (sources, target, view):
+        result = merge_outputs(sources, target)
+        write_tables(result.into)
+        write_metadata(result.into)
+        if html:
+            from genbatch.report.html import write_html_report
 
-        write_html_report(result.into)
+            write_html_report(result.into)
+    if view:
+        result.into = view.bucket.url  # type: ignore[assignment]
     print_merge(result, len(outs), json_)
 
 
@@ -447,16 +452,17 @@ def grid(
       genbatch grid cmp --rows prompt --cols lora --pages steps
     """
     from genbatch.report.grid import write_grids
-    from genbatch.store.ledger import ledger_path
+    from genbatch.store.bucket_view import readable
 
-    if not ledger_path(out).exists():
-        raise GenbatchError(f"{out}: no genbatch.jsonl here; is this the --out folder of a genbatch run?")
-    for path in write_grids(out, rows, cols, pages, cell_size=cell_size):
-        print(path)
-    if (out / "report.html").exists():
-        from genbatch.report.html import write_html_report
+    with readable(out, images=True, thumbs=True, folders=[".genbatch-grids"]) as (folder, view):
+        require_ledger(folder, out)
+        written = write_grids(folder, rows, cols, pages, cell_size=cell_size)
+        if (folder / "report.html").exists() or (view and "report.html" in view.sizes):
+            from genbatch.report.html import write_html_report
 
-        write_html_report(out)
+            write_html_report(folder)
+    for path in written:
+        print(view.shown(path) if view else path)
 
 
 @app.command()
@@ -521,12 +527,15 @@ def eval_(
         batch_size=batch_size,
         progress=None if quiet else progress,
     )
-    try:
-        result = evaluate_run(out, options)
-    except KeyboardInterrupt:
-        say("interrupted: what was computed is cached, and a rerun goes on from there")
-        raise typer.Exit(EXIT_SIGINT) from None
-    write_html_report(out)  # with the evaluation section
+    from genbatch.store.bucket_view import readable
+
+    with readable(out, images=True, thumbs=True, folders=[".genbatch-eval"]) as (folder, _):
+        try:
+            result = evaluate_run(folder, options)
+        except KeyboardInterrupt:
+            say("interrupted: what was computed is cached, and a rerun goes on from there")
+            raise typer.Exit(EXIT_SIGINT) from None
+        write_html_report(folder)  # with the evaluation section
     print_eval(result, json_, quiet)
 
 

@@ -12,7 +12,9 @@ import typer
 from genbatch.manifest.read import FORMATS
 
 # Options more than one command takes.
-RunFolder = Annotated[Path, typer.Argument(help="An output folder of genbatch run.")]
+RunFolder = Annotated[
+    str, typer.Argument(help="An output folder of genbatch run, or its prefix in object storage (s3://…).")
+]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 Column = Annotated[list[str], typer.Option(help="Read a field from another column: --column seed=evaluation_seed.")]
@@ -26,7 +28,14 @@ MaxImagesPerRow = Annotated[
 Manifest = Annotated[
     str, typer.Argument(help="Manifest file (.csv .tsv .jsonl .ndjson .txt .parquet), or - for stdin.")
 ]
-Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder: images, ledger, reports.")]
+Out = Annotated[
+    str,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Output folder: images, ledger, reports; or a prefix in object storage (s3://bucket/prefix, gs://, az://).",
+    ),
+]
 Model = Annotated[
     str | None,
     typer.Option(
@@ -243,8 +252,12 @@ SheetRows = Annotated[int, typer.Option(min=1, help="Contact sheet rows.")]
 Tables = Annotated[bool, typer.Option(help="Also rewrite report.csv, report.parquet and metadata.jsonl.")]
 
 # genbatch merge
-RunFolders = Annotated[list[Path], typer.Argument(help="Output folders of genbatch run (e.g. one per --shard).")]
-Into = Annotated[Path, typer.Option("--into", help="The folder to merge them into (may be one of them).")]
+RunFolders = Annotated[
+    list[str], typer.Argument(help="Output folders of genbatch run (e.g. one per --shard), or prefixes (s3://…).")
+]
+Into = Annotated[
+    str, typer.Option("--into", help="The folder (or prefix, s3://…) to merge them into (may be one of them).")
+]
 Html = Annotated[bool, typer.Option("--html/--no-html", help="Rebuild report.html (and its thumbnails).")]
 
 # genbatch grid

@@ -22,7 +22,7 @@ from genbatch.pipelines.model_lookup import ModelRef
 class EngineWork:
     """Everything an engine needs to run a plan's pending batches."""
 
-    out: Path
+    out: Path | str  # a str: the URL of a prefix in object storage
     groups: list[list[Job]]  # jobs that can share a batch, in run order (genbatch.plan.planner.ordered_groups)
     backend: str
     options: BackendOptions

@@ -365,7 +365,7 @@ class RayEngine:
         actor_class = self.ray.remote(RayWorker).options(
             num_cpus=1, num_gpus=per_worker, max_restarts=0, max_task_retries=0, max_concurrency=WINDOW
         )
-        out = str(Path(work.out).resolve())
+        out = work.out if isinstance(work.out, str) else str(Path(work.out).resolve())
         writers = max(1, min(work.writers, 2))
         cpu_threads = self._cpu_threads(work)
 
@@ -580,7 +580,7 @@ class RayEngine:
         run.report.generation_seconds += result.seconds
         run.report.facts.update(result.facts)
         slot.seconds += result.seconds + result.write_seconds
-        run.sink.checkpoint(at_most_every=1.0)  # what is recorded so far survives a crash
+        run.sink.checkpoint(at_most_every=run.sink.ledger.checkpoint_every)  # what is recorded so far survives a crash
         by_key = {job.key: job for job in unit.jobs}
         for image in result.images:
             failure = image.failure

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from genbatch.backends import BackendOptions, LoadedModel, get_backend
+from genbatch.bucket import is_url
 from genbatch.engine.base import batch_size_key, generate_batch, sized_batches
 from genbatch.engine.batch_size import BatchSizer
 from genbatch.engine.sink import BatchFacts, image_metadata, job_record
@@ -49,7 +50,8 @@ class RayWorker:
             import torch
 
             torch.set_num_threads(cpu_threads)
-        self.backend, self.options, self.out, self.encoding = backend, options, Path(out), encoding
+        self.backend, self.options, self.encoding = backend, options, encoding
+        self.out: Path | str = out if is_url(out) else Path(out)
         self.run_id, self.manifest, self.dtype = run_id, manifest, dtype
         self._writers = writer_pool(max(1, writers))
         self._generate = threading.Lock()

@@ -21,8 +21,8 @@ from genbatch.errors import GenbatchError
 from genbatch.jobs import Job
 from genbatch.manifest.read import Manifest, SkippedRow
 from genbatch.progress import Progress
-from genbatch.safe_write import sync_filesystem, unwritable
-from genbatch.store.ledger import SCHEMA_VERSION, Ledger
+from genbatch.safe_write import unwritable
+from genbatch.store.ledger import SCHEMA_VERSION, LedgerWriter
 
 
 def now() -> str:
@@ -116,7 +116,7 @@ class CheckpointThread:
 
 
 class ResultSink:
-    def __init__(self, ledger: Ledger, progress: Progress, *, run_id: str, manifest: str, dtype: str):
+    def __init__(self, ledger: LedgerWriter, progress: Progress, *, run_id: str, manifest: str, dtype: str):
         self.ledger, self.progress = ledger, progress
         self.run_id, self.manifest, self.dtype = run_id, manifest, dtype
         self.done_count = 0
@@ -135,7 +135,7 @@ class ResultSink:
         thread of the sink's own makes at most one a second, so the thread that feeds the model
         never waits for the disk (a flush took ~11 ms while the image writers were busy)."""
         if self._soon is None:
-            self._soon = CheckpointThread(self._checkpoint_now)
+            self._soon = CheckpointThread(self._checkpoint_now, self.ledger.checkpoint_every)
         self._soon.ask()
 
     def checkpoint(self, *, at_most_every: float = 0.0) -> None:
@@ -155,8 +155,7 @@ class ResultSink:
                 return
             self._last_checkpoint = time.monotonic()
             try:
-                self.ledger.flush()
-                sync_filesystem(self.ledger.out)
+                self.ledger.sync()
             except OSError as err:
                 self.stop(unwritable(err, self.ledger.out) or GenbatchError(f"cannot sync {self.ledger.out}: {err}"))
 

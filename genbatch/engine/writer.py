@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from genbatch.bucket import open_bucket
 from genbatch.manifest.a1111 import parameters_text
 from genbatch.report.thumbnails import write_report_thumbnail
 from genbatch.safe_write import OutputUnwritableError, unwritable, write_atomic
@@ -48,8 +49,11 @@ class WrittenImage:
     sha256: str
 
 
-def write_image(out: Path, relpath: str, pixels: np.ndarray, meta: dict[str, Any], encoding: Encoding) -> WrittenImage:
-    """Encode ``pixels`` with ``meta`` embedded and write them to ``out/relpath`` atomically."""
+def write_image(
+    out: Path | str, relpath: str, pixels: np.ndarray, meta: dict[str, Any], encoding: Encoding
+) -> WrittenImage:
+    """Encode ``pixels`` with ``meta`` embedded and write them to ``out/relpath`` atomically
+    (``out`` a str: the URL of a prefix in object storage, one PUT)."""
     data = encode(
         pixels,
         encoding.fmt,
@@ -58,7 +62,10 @@ def write_image(out: Path, relpath: str, pixels: np.ndarray, meta: dict[str, Any
         quality=encoding.quality,
         compress_level=encoding.compress_level,
     )
-    write_atomic(Path(out) / relpath, data, root=out)
+    if isinstance(out, str):
+        open_bucket(out).put(relpath, data)
+    else:
+        write_atomic(Path(out) / relpath, data, root=out)
     return WrittenImage(relpath, len(data), sha256_bytes(data))
 
 
@@ -72,14 +79,14 @@ class WriteFailure:
 
 
 def write_classified(
-    out: Path, relpath: str, pixels: np.ndarray, meta: dict[str, Any], encoding: Encoding
+    out: Path | str, relpath: str, pixels: np.ndarray, meta: dict[str, Any], encoding: Encoding
 ) -> WrittenImage | WriteFailure:
     """:func:`write_image`, its error classified: a bad name fails one image, a full disk the run.
     The local engine's writer threads and each Ray worker write through here."""
     try:
         return write_image(out, relpath, pixels, meta, encoding)
     except Exception as err:
-        fatal = unwritable(err, Path(out))
+        fatal = unwritable(err, out)
         return WriteFailure(str(fatal) if fatal else f"writing the image failed: {type(err).__name__}: {err}", fatal)
 
 
@@ -97,7 +104,7 @@ class ImageWriter:
 
     def __init__(
         self,
-        out: Path,
+        out: Path | str,
         encoding: Encoding,
         *,
         workers: int,
@@ -105,7 +112,7 @@ class ImageWriter:
         on_error: Callable[[Any, WriteFailure], None],
         max_pending_bytes: int = MAX_PENDING_BYTES,
     ):
-        self.out, self.encoding = Path(out), encoding
+        self.out, self.encoding = out, encoding
         self.on_written, self.on_error = on_written, on_error
         self._pool = writer_pool(workers)
         self._room = threading.Condition()

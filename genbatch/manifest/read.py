@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from genbatch.bucket import is_url, read_object
 from genbatch.bulk import paused_gc
 from genbatch.echo import shown, shown_bare
 from genbatch.errors import GenbatchError, Problem
@@ -163,6 +164,8 @@ def _read_raw(path: str, fmt: str | None, max_images_per_row: int) -> tuple[str,
     name = display_name(path)
     if path == "-":
         data = sys.stdin.buffer.read()
+    elif is_url(path):
+        data = read_object(path)
     else:
         file = Path(path)
         if not file.is_file():

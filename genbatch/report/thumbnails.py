@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import re
 import stat
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from genbatch.bucket import open_bucket
 from genbatch.report.folder import file_mtime_ns
 from genbatch.safe_write import UnsafePathError, folder_descriptor, write_atomic
 
@@ -232,27 +234,39 @@ def thumbnail_of(pixels: np.ndarray) -> Image.Image:
     return picture
 
 
-def write_report_thumbnail(out: Path, key: str, file: str, pixels: np.ndarray) -> bool:
+def write_report_thumbnail(out: Path | str, key: str, file: str, pixels: np.ndarray) -> bool:
     """The report's thumbnail of an image just written, made from its pixels (no file read back),
     so the end-of-run report finds it fresh and makes none; False when it could not be written
     (the report then makes it from the file). The folder is made with the run's first one."""
-    return _save(thumbnail_of(pixels), Path(out), thumb_name({"key": key, "file": file}))
+    name = thumb_name({"key": key, "file": file})
+    if isinstance(out, str):  # a prefix in object storage: one PUT
+        data = io.BytesIO()
+        _save_webp(thumbnail_of(pixels), data, name)
+        try:
+            open_bucket(out).put(f"{THUMBS_DIR}/{name}", data.getvalue())
+        except OSError:
+            return False
+        return True
+    return _save(thumbnail_of(pixels), Path(out), name)
 
 
 def _save(picture: Image.Image, out: Path, name: str) -> bool:
     """Write ``picture`` as ``OUT/.genbatch-thumbs/name``, into the folder genbatch made only."""
-    xmp = _xmp(name)
     try:
         thumbs_folder(out, contents=False)
         write_atomic(
             Path(out) / THUMBS_DIR / name,
-            lambda tmp: picture.save(tmp, "WEBP", quality=80, method=4, xmp=xmp),
+            lambda tmp: _save_webp(picture, tmp, name),
             root=out,
             links=False,
         )
     except (OSError, ValueError, UnsafePathError):
         return False
     return True
+
+
+def _save_webp(picture: Image.Image, target: Path | io.BytesIO, name: str) -> None:
+    picture.save(target, "WEBP", quality=80, method=4, xmp=_xmp(name))
 
 
 def thumb_name(card: dict) -> str:

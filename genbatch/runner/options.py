@@ -46,7 +46,7 @@ class OutputOptions:
     ``force`` (generate done jobs again), ``verify`` (hash done images; a changed one is not done)
     and ``wait`` (for another run on the folder to end)."""
 
-    out: Path
+    out: Path | str  # a str may be the URL of a prefix in object storage
     quality: int = 95
     compress_level: int = 6
     workers: int | None = None

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from genbatch.backends import get_backend
+from genbatch.bucket import Bucket, open_bucket, output_location
 from genbatch.bulk import paused_gc
 from genbatch.echo import shown_bare
 from genbatch.engine import ENGINES
@@ -36,10 +37,13 @@ from genbatch.report.thumbnails import THUMBS_DIR, thumbs_folder
 from genbatch.runner.options import RunOptions
 from genbatch.runner.stop_signals import StopSignals
 from genbatch.runner.summary import Counts, RunSummary
-from genbatch.safe_write import contained, remove_stale_temp_files, unwritable
-from genbatch.store.ledger import CurrentRecords, Ledger
+from genbatch.safe_write import UnsafePathError, contained, remove_stale_temp_files, unwritable
+from genbatch.store.bucket_lock import BucketLock
+from genbatch.store.bucket_view import BucketView, safe_name
+from genbatch.store.ledger import CurrentRecords, Ledger, LedgerWriter
 from genbatch.store.output_lock import LOCK_NAME, OutputFolderLock
 from genbatch.store.resume_scan import DoneIndex, done_index_soon
+from genbatch.store.segments import SegmentLedger
 
 
 @dataclass
@@ -87,7 +91,10 @@ def run_manifest(options: RunOptions) -> RunResult:
     """Run (or with ``dry_run`` only plan) a manifest into ``options.output.out``. Raises
     :class:`GenbatchError` for bad input, before anything is written."""
     quiet_import_noise()  # before planning imports diffusers
-    out = Path(options.output.out)
+    where = output_location(options.output.out)
+    if isinstance(where, str):
+        return _run_into_bucket(options, open_bucket(where))
+    out = where
     if options.dry_run:
         # 1. Read and check the manifest  2. Plan (no cyclic GC while millions of rows and jobs are made),
         # while the resume scan of a large ledger runs beside them (genbatch.store.resume_scan)
@@ -105,6 +112,34 @@ def run_manifest(options: RunOptions) -> RunResult:
             plan = plan_run(manifest, options)
             plan.warnings.extend(left_off)
         return _run_locked(options, manifest, plan, scan)
+
+
+def _run_into_bucket(options: RunOptions, bucket: Bucket) -> RunResult:
+    """:func:`run_manifest` into a prefix in object storage: the prefix is taken with a lock object,
+    its ledger read through a local view (genbatch.store.bucket_view), the images put by the
+    engine's writers and the ledger written as segments (genbatch.store.segments)."""
+    if options.dry_run:
+        with BucketView(bucket) as view, paused_gc():
+            manifest = load_manifest(options)
+            options, left_off = with_speed(options, manifest)
+            plan = plan_run(manifest, options)
+            plan.warnings.extend(left_off)
+            return _dry_run(options, manifest, plan, view.done_index)
+    with BucketLock(bucket, wait=options.output.wait) as lock, BucketView(bucket) as view:
+        with paused_gc():
+            manifest = load_manifest(options)
+            options, left_off = with_speed(options, manifest)
+            plan = plan_run(manifest, options)
+            plan.warnings.extend(left_off)
+        return _run_locked(options, manifest, plan, view.done_index, BucketRun(view, lock))
+
+
+@dataclass
+class BucketRun:
+    """What a run into object storage holds: the prefix's local view and its lock."""
+
+    view: BucketView
+    lock: BucketLock
 
 
 def with_speed(options: RunOptions, manifest: Manifest) -> tuple[RunOptions, list[str]]:
@@ -133,8 +168,9 @@ def with_speed(options: RunOptions, manifest: Manifest) -> tuple[RunOptions, lis
 
 
 def _dry_run(options: RunOptions, manifest: Manifest, plan: Plan, scan: Callable[[], DoneIndex]) -> RunResult:
-    out = Path(options.output.out)
-    pending, renamed = _pending(out, options, plan, lambda message: None, scan if out.exists() else dict)
+    out = output_location(options.output.out)
+    there = isinstance(out, str) or out.exists()
+    pending, renamed = _pending(out, options, plan, lambda message: None, scan if there else dict)
     summary = _summary(options, manifest, plan, pending, dry_run=True)
     warnings = manifest.warnings + plan.warnings + ([_renamed_note(renamed, dry_run=True)] if renamed else [])
     return RunResult(EXIT_OK, summary, plan, pending, warnings)
@@ -150,7 +186,7 @@ def model_defaults(model: Any) -> dict[str, Any]:
 
 
 def _pending(
-    out: Path, options: RunOptions, plan: Plan, mismatched: Callable[[str], None], scan: Callable[[], DoneIndex]
+    out: Path | str, options: RunOptions, plan: Plan, mismatched: Callable[[str], None], scan: Callable[[], DoneIndex]
 ) -> tuple[list[Job], list[tuple[str, str]]]:
     """The jobs left to do, with the files they will write (``scan``: the resume scan of ``out``),
     and (name, name given) of each pending job whose name is another job's done image: every
@@ -162,7 +198,7 @@ def _pending(
     return pending, keep_done_files(pending, index)
 
 
-def _done(out: Path, options: RunOptions, mismatched: Callable[[str], None], done: DoneIndex) -> DoneIndex:
+def _done(out: Path | str, options: RunOptions, mismatched: Callable[[str], None], done: DoneIndex) -> DoneIndex:
     """The done records of ``out`` (``done``: its resume scan); with ``--verify`` only those
     whose image still has its recorded sha256 (the others are passed to ``mismatched``)."""
     if options.output.verify and not options.output.force:
@@ -236,18 +272,29 @@ def _summary(options: RunOptions, manifest: Manifest, plan: Plan, pending: list[
     )
 
 
-def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan, scan: Callable[[], DoneIndex]) -> RunResult:
-    out = Path(options.output.out)
+def _run_locked(
+    options: RunOptions,
+    manifest: Manifest,
+    plan: Plan,
+    scan: Callable[[], DoneIndex],
+    bucket_run: BucketRun | None = None,
+) -> RunResult:
+    out = bucket_run.view.bucket.url if bucket_run else output_location(options.output.out)
     started_at, started = now(), time.monotonic()
+    run_id = uuid.uuid4().hex[:12]
     engine = ENGINES[options.engine.engine](options.engine.ray)  # a missing engine package fails before any write
-    # 4. What is left to do: the ledger says what is done, the disk confirms it
-    remove_stale_temp_files(out)
-    ledger = Ledger(out)
+    # 4. What is left to do: the ledger says what is done, the disk (or the store's listing) confirms it
+    ledger: LedgerWriter
+    if bucket_run:
+        ledger = SegmentLedger(bucket_run.view.bucket, run_id, bucket_run.view.sizes)
+    else:
+        remove_stale_temp_files(Path(out))
+        ledger = Ledger(Path(out))
     mismatched: list[str] = []
     pending, renamed = _pending(out, options, plan, mismatched.append, scan)
     check_output_paths(out, pending)
     summary = _summary(options, manifest, plan, pending, dry_run=False)
-    summary.run_id, summary.started_at = uuid.uuid4().hex[:12], started_at
+    summary.run_id, summary.started_at = run_id, started_at
     progress = Progress(len(pending), quiet=options.quiet)
     sink = ResultSink(ledger, progress, run_id=summary.run_id, manifest=manifest.path, dtype=plan.dtype)
     # 5. Say what is known before generating: warnings, repairs, skipped rows, what is done
@@ -256,14 +303,18 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan, scan: Calla
         progress.log(f"note: {_renamed_note(renamed, dry_run=False)}")
     # 6. Run the batches on the engine; the sink records every image as it lands
     sizer = BatchSizer(options.engine.fixed_batch_size(plan.device))
-    work = _engine_work(options, plan, pending, sizer)
+    work = _engine_work(out, options, plan, pending, sizer)
     stop = StopSignals()
     stop.install()
+    stop_requested = stop.requested
+    if bucket_run:  # another driver took the prefix over (this one was cut off for a lease): stop
+        lock = bucket_run.lock
+        stop_requested = lambda: stop.requested() or lock.lost  # noqa: E731
     if plan.device != "cpu":  # on the CPU the cores are busy generating: the imports wait for the end
         prepare_reports(options.output.html_report)
     report, interrupted_hard = None, False
     try:
-        report = engine.run(work, sink, stop.requested, progress.log)
+        report = engine.run(work, sink, stop_requested, progress.log)
     except KeyboardInterrupt:
         interrupted_hard = True
     finally:
@@ -274,7 +325,10 @@ def _run_locked(options: RunOptions, manifest: Manifest, plan: Plan, scan: Calla
     summary.interrupted = stop.signal is not None or interrupted_hard
     _settle(summary, sink, report, stop.exit_code, len(pending), time.monotonic() - started)
     summary.batch_sizes = sizer.describe()
-    _write_reports(out, options, summary, progress.log)
+    if bucket_run:
+        _write_bucket_reports(bucket_run.view, options, summary, progress.log)
+    else:
+        _write_reports(Path(out), options, summary, progress.log)
     return RunResult(summary.exit_code, summary, plan, pending, manifest.warnings + plan.warnings)
 
 
@@ -282,7 +336,7 @@ def _announce(
     manifest: Manifest,
     plan: Plan,
     summary: RunSummary,
-    ledger: Ledger,
+    ledger: LedgerWriter,
     sink: ResultSink,
     mismatched: list[str],
     say: Callable[[str], None],
@@ -306,9 +360,9 @@ def _announce(
         )
 
 
-def _engine_work(options: RunOptions, plan: Plan, pending: list[Job], sizer: BatchSizer) -> EngineWork:
+def _engine_work(out: Path | str, options: RunOptions, plan: Plan, pending: list[Job], sizer: BatchSizer) -> EngineWork:
     return EngineWork(
-        out=Path(options.output.out),
+        out=out,
         groups=ordered_groups(pending),
         backend=options.plan.backend,
         options=options.backend_options(plan.device, plan.dtype),
@@ -388,15 +442,39 @@ OWN_FILES = (
 )
 
 
-def check_output_paths(out: Path, jobs: list[Job]) -> None:
+def check_output_paths(out: Path | str, jobs: list[Job]) -> None:
     """Before any image: every file this run may write stays inside ``out`` (a symlink planted
-    for a file, a sub-folder, the ledger or the thumbnails that points elsewhere is refused)."""
+    for a file, a sub-folder, the ledger or the thumbnails that points elsewhere is refused; in
+    object storage, a name that would leave the prefix)."""
+    if isinstance(out, str):
+        for job in jobs:
+            if safe_name(job.file) is None:
+                raise UnsafePathError(
+                    f"{job.file}: a name that leaves the prefix {out}; genbatch never writes outside it"
+                )
+        return
     for name in OWN_FILES:
         contained(out, name)
     if os.path.lexists(Path(out) / THUMBS_DIR):  # made with the first image; one already there must be genbatch's
         thumbs_folder(out, contents=False)
     for folder in sorted({str(Path(job.file).parent) for job in jobs}):
         contained(out, Path(folder) / "x")
+
+
+def _write_bucket_reports(
+    view: BucketView, options: RunOptions, summary: RunSummary, say: Callable[[str], None]
+) -> None:
+    """:func:`_write_reports` into the run's view of its prefix, then put into the prefix."""
+    bucket = view.bucket
+    try:  # a view of the prefix as it is now, with this run's ledger lines (compacted)
+        with BucketView(bucket, thumbs=options.output.html_report, stand_ins=options.output.html_report) as now:
+            _write_reports(now.folder, options, summary, say)
+            now.publish()
+    except OSError as err:
+        fatal = unwritable(err, bucket.url)
+        if fatal is None:
+            raise
+        summary.exit_code, summary.error = fatal.exit_code, {"message": str(fatal), "type": type(fatal).__name__}
 
 
 def _write_html(out: Path, say: Callable[[str], None]) -> None:

@@ -15,23 +15,31 @@ import threading
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Protocol, TypeVar
 
 import numpy as np
 
 from genbatch.bulk import paused_gc
 from genbatch.errors import GenbatchError
-from genbatch.safe_write import open_no_follow
+from genbatch.safe_write import open_no_follow, sync_filesystem
 from genbatch.store.ledger_checks import REPORTED, record_problem, warn_once
 
 LEDGER_NAME = "genbatch.jsonl"
 # The shape of ledger records and run.json. Version 1 (no "schema" field) is read the same way.
 SCHEMA_VERSION = 2
 T = TypeVar("T")
+# A local copy of a ledger -> the name its messages give it (a prefix's, in object storage).
+SHOWN_AS: dict[str, str] = {}
 
 
 def ledger_path(out: Path) -> Path:
     return Path(out) / LEDGER_NAME
+
+
+def require_ledger(out: Path, shown: object = None) -> None:
+    """Fail with a message when ``out`` has no ledger (``shown``: how the user named it)."""
+    if not ledger_path(out).is_file():
+        raise GenbatchError(f"{shown or out}: no genbatch.jsonl here; is this the --out folder of a genbatch run?")
 
 
 def repair(out: Path) -> bool:
@@ -155,6 +163,7 @@ def _records_with_offsets(
     if not path.exists():
         return
     report = warn or warn_once
+    shown = SHOWN_AS.get(os.fspath(path), path)
     bad = offset = 0
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
@@ -176,9 +185,9 @@ def _records_with_offsets(
                     continue
             bad += 1
             if bad <= REPORTED:
-                report(f"{path}:{number}: skipped: {why}")
+                report(f"{shown}:{number}: skipped: {why}")
     if bad > REPORTED:
-        report(f"{path}: skipped {bad - REPORTED} more bad lines ({bad} in all)")
+        report(f"{shown}: skipped {bad - REPORTED} more bad lines ({bad} in all)")
 
 
 def _identity(record: dict[str, Any]) -> object:
@@ -247,14 +256,45 @@ def done_index(out: Path) -> dict[str, dict[str, Any]]:
     """:func:`done_records` in one streaming pass that keeps, per job, only what a resume
     needs (``key``, ``file``, ``bytes``, ``sha256``), never whole records: the resume scan of
     a large folder holds a few hundred bytes per image."""
-    with paused_gc():
-        facts = current((r for _, r in _records_with_offsets(ledger_path(out))), _resume_facts)
     folder = str(out)
+    return done_index_of(ledger_path(out), lambda file, size: _on_disk(folder, file, size))
+
+
+def done_index_of(ledger: Path, present: Callable[[str, Any], bool]) -> dict[str, dict[str, Any]]:
+    """:func:`done_index` of the ledger file ``ledger``, ``present(file, size)`` saying whether
+    a done record's image is where it was written with the recorded size (None: any size)."""
+    with paused_gc():
+        facts = current((r for _, r in _records_with_offsets(ledger)), _resume_facts)
     return {
         str(key): {"key": key, "file": file, "bytes": size, "sha256": sha256}
         for key, status, file, size, sha256 in facts
-        if status == "done" and file and _on_disk(folder, file, size)
+        if status == "done" and file and present(file, size)
     }
+
+
+class LedgerWriter(Protocol):
+    """What a run records its jobs through: :class:`Ledger` in a local folder, or
+    genbatch.store.segments.SegmentLedger in object storage."""
+
+    @property
+    def out(self) -> Path | str: ...
+
+    @property
+    def path(self) -> Path | str: ...
+
+    @property
+    def repaired(self) -> bool: ...
+
+    @property
+    def checkpoint_every(self) -> float: ...  # seconds between checkpoints, at least
+
+    def append(self, record: dict[str, Any]) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def sync(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Ledger:
@@ -269,11 +309,12 @@ class Ledger:
                 f"{self.path} is a folder; genbatch keeps its ledger in a file of that name: move the folder away"
             )
         self.repaired = repair(self.out)
+        self.checkpoint_every = 1.0
         self._lock = threading.Lock()
         self._handle: IO[bytes] | None = None
 
     def append(self, record: dict[str, Any]) -> None:
-        line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode()
+        line = encode_record(record)
         with self._lock:
             if self._handle is None:
                 self._handle = open_no_follow(self.out, LEDGER_NAME, "ab")
@@ -285,7 +326,18 @@ class Ledger:
             if self._handle is not None:
                 self._handle.flush()
 
+    def sync(self) -> None:
+        """Make the lines appended so far survive a machine crash: one flush of the folder's
+        file system (the images written so far and their renames with them)."""
+        self.flush()
+        sync_filesystem(self.out)
+
     def close(self) -> None:
         with self._lock:
             if self._handle is not None:
                 self._handle.close()
+
+
+def encode_record(record: dict[str, Any]) -> bytes:
+    """A record as its ledger line."""
+    return (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode()

@@ -19,20 +19,24 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genbatch.bucket import Bucket, open_bucket, output_location
 from genbatch.errors import GenbatchError
-from genbatch.store.ledger import current, iter_records, ledger_path
+from genbatch.store.ledger import LEDGER_NAME, current, iter_records, ledger_path
+from genbatch.store.segments import segment_names
 
 CHUNK = 1 << 20
 
 
 @dataclass
 class Verification:
-    out: Path
+    out: Path | str
     checked: int = 0  # done files compared with the ledger
     missing: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
@@ -68,9 +72,13 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify_folder(out: Path, warn: Callable[[str], None] | None = None) -> Verification:
-    """Compare every current done file of ``out`` with its ledger record; find unrecorded images."""
-    out = Path(out)
+def verify_folder(out: Path | str, warn: Callable[[str], None] | None = None) -> Verification:
+    """Compare every current done file of ``out`` with its ledger record; find unrecorded images.
+    ``out`` may be the URL of a prefix in object storage (:func:`verify_prefix`)."""
+    where = output_location(out)
+    if isinstance(where, str):
+        return verify_prefix(open_bucket(where), warn)
+    out = where
     if not ledger_path(out).is_file():
         raise GenbatchError(f"{out}: no genbatch.jsonl here; is this the --out folder of a genbatch run?")
     expected = expected_files(out, warn)
@@ -92,15 +100,65 @@ def verify_folder(out: Path, warn: Callable[[str], None] | None = None) -> Verif
     return result
 
 
-def still_done(out: Path, done: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+def verify_prefix(bucket: Bucket, warn: Callable[[str], None] | None = None) -> Verification:
+    """:func:`verify_folder` of a prefix in object storage: one listing for what is there and
+    its sizes, then every done object read and hashed (a few at a time, as they are requests)."""
+    from genbatch.store.bucket_view import safe_name
+    from genbatch.store.image_formats import CONTACT_SHEET_RE, IMAGE_EXTENSIONS
+    from genbatch.store.segments import copy_ledger
+
+    sizes = bucket.sizes()
+    if LEDGER_NAME not in sizes and not segment_names(sizes):
+        raise GenbatchError(f"{bucket.url}: no genbatch.jsonl here; is this the --out of a genbatch run?")
+    with tempfile.TemporaryDirectory(prefix="genbatch-verify-") as folder:
+        copy_ledger(bucket, Path(folder), sizes)
+        expected = expected_files(Path(folder), warn)
+    result = Verification(bucket.url)
+    present = sorted(name for name in expected if name in sizes and safe_name(name))
+    result.missing = sorted(name for name in expected if name not in present)
+    result.checked = len(expected)
+    wrong_size = {n for n in present if expected[n][1] is not None and sizes[n] != expected[n][1]}
+    to_hash = [n for n in present if n not in wrong_size and expected[n][0] is not None]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        hashes = dict(zip(to_hash, pool.map(lambda n: _hash_object(bucket, n), to_hash)))
+    result.changed = sorted(wrong_size | {n for n, sha in hashes.items() if sha != expected[n][0]})
+
+    def image(name: str) -> bool:
+        parts = name.split("/")
+        if any(p.startswith(".") for p in parts) or os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+            return False
+        return not (len(parts) == 1 and CONTACT_SHEET_RE.match(name))
+
+    result.unrecorded = sorted(n for n in sizes if image(n) and n not in expected)
+    return result
+
+
+def _hash_object(bucket: Bucket, name: str) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with bucket.fs.open(bucket.key(name), "rb", block_size=CHUNK) as handle:
+            while chunk := handle.read(CHUNK):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def still_done(out: Path | str, done: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """``run --verify``: of the done records (ledger.done_records: on disk at the recorded
     size), those whose file still has its recorded sha256, and the files that do not (their
     jobs run again)."""
     kept: dict[str, dict[str, Any]] = {}
     mismatched: list[str] = []
+    where = output_location(out)
+    if isinstance(where, str):
+        bucket = open_bucket(where)
+        digest: Callable[[str], str | None] = lambda file: _hash_object(bucket, file)  # noqa: E731
+    else:
+        digest = lambda file: _hash(Path(where) / file)  # noqa: E731
     for key, record in done.items():
         sha = record.get("sha256")
-        if sha is None or _hash(Path(out) / record["file"]) == sha:
+        if sha is None or digest(record["file"]) == sha:
             kept[key] = record
         else:
             mismatched.append(record["file"])
