@@ -49,6 +49,9 @@ class S3Server:
 
         return boto3.client("s3", endpoint_url=self.endpoint, **_credentials())
 
+    def buckets(self) -> list[str]:
+        return [b["Name"] for b in self.client().list_buckets().get("Buckets", [])]
+
     def keys(self, bucket: str, prefix: str = "") -> dict[str, int]:
         """key -> size under ``prefix`` (relative to it)."""
         found: dict[str, int] = {}

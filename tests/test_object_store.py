@@ -176,6 +176,14 @@ def test_report_and_grid_read_from_the_bucket(s3, tmp_path):
     with Image.open(io.BytesIO(s3.read(bucket, f"cmp/{made[0]}"))) as picture:
         assert picture.width > 64 and picture.height > 64
 
+    scored = genbatch("eval", out, "--metrics", "diversity", "--device", "cpu", "--quiet")
+    assert scored.exit_code == 0, scored.output
+    evaluation = json.loads(s3.read(bucket, "cmp/eval.json"))
+    assert "diversity" in json.dumps(evaluation) and "evaluation" in s3.read(bucket, "cmp/report.html").decode().lower()
+    again = genbatch("eval", out, "--metrics", "diversity", "--device", "cpu", "--quiet")
+    assert again.exit_code == 0  # with the feature cache it put back into the prefix
+    assert any(k.startswith(".genbatch-eval/") for k in s3.keys(bucket, "cmp"))
+
 
 def test_a_second_driver_is_refused_while_the_lock_is_held_and_a_dead_ones_lock_is_taken_over(s3, tmp_path):
     bucket = s3.new_bucket()
@@ -243,3 +251,64 @@ def test_the_ray_engine_writes_into_the_bucket_from_its_workers(s3, tmp_path, ge
     for record in done:
         assert np.array_equal(object_pixels(s3, bucket, f"ray/{record['file']}"), pixels(local / record["file"]))
     assert genbatch("verify", f"s3://{bucket}/ray").exit_code == 0
+
+
+def test_two_drivers_started_at_once_on_one_prefix_one_runs_and_the_other_says_why(s3, tmp_path):
+    bucket = s3.new_bucket()
+    out = f"s3://{bucket}/run"
+    manifest = prompts(tmp_path, 4)
+    drivers = [genbatch_process("run", manifest, "--out", out, *FAST) for _ in range(2)]
+    results = [(d.wait(timeout=300), d.stderr.read()) for d in drivers]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    refused = next(err for code, err in results if code == 2)
+    assert f"another genbatch run is writing to {out}" in refused
+    done = [r for r in records(s3, bucket, "run") if r["status"] == "done"]
+    assert len(done) == 4 and len({r["key"] for r in done}) == 4
+
+
+def test_a_driver_whose_lock_was_taken_over_knows_it(s3):
+    """A driver cut off for longer than its lease (another one took the lock over) sees it at its
+    next renewal, so its run stops instead of writing beside the new one."""
+    from genbatch.bucket import open_bucket
+    from genbatch.store.bucket_lock import BucketLock
+
+    bucket = open_bucket(f"s3://{s3.new_bucket()}/run")
+    with BucketLock(bucket, wait=False, lease=0.8) as lock:
+        assert not lock.lost
+        other = {"token": "another", "host": "elsewhere", "pid": 1, "renewed_at": time.time(), "lease_seconds": 60}
+        bucket.put(".genbatch.lock", json.dumps(other).encode())
+        deadline = time.monotonic() + 10
+        while not lock.lost and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert lock.lost
+    assert json.loads(bucket.get(".genbatch.lock"))["token"] == "another"  # the new holder's lock is left alone
+
+
+def test_a_run_whose_lock_is_taken_over_stops_and_leaves_the_ledger_to_the_new_holder(s3, tmp_path, monkeypatch):
+    import threading
+
+    from genbatch.store import bucket_lock
+
+    monkeypatch.setattr(bucket_lock, "LEASE", 1.0)  # renewed every 0.25 s
+    bucket = s3.new_bucket()
+    out = f"s3://{bucket}/run"
+    other = {"token": "another", "host": "elsewhere", "pid": 1, "renewed_at": time.time() + 600}
+
+    def take_over_once_a_segment_is_written():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if any(k.startswith("genbatch.ledger/") for k in s3.keys(bucket, "run")):
+                s3.client().put_object(Bucket=bucket, Key="run/.genbatch.lock", Body=json.dumps(other).encode())
+                return
+            time.sleep(0.05)
+
+    thief = threading.Thread(target=take_over_once_a_segment_is_written)
+    thief.start()
+    result = genbatch("run", prompts(tmp_path, 400), "--out", out, *FAST, "-b", "1")
+    thief.join()
+    assert result.exit_code == 1
+    assert f"another genbatch run took {out} over" in result.output
+    keys = s3.keys(bucket, "run")
+    assert "genbatch.jsonl" not in keys and any(k.startswith("genbatch.ledger/") for k in keys)  # not compacted
+    assert json.loads(s3.read(bucket, "run/.genbatch.lock"))["token"] == "another"

@@ -23,6 +23,7 @@ PAGE = ROOT / "docs" / "scale-out.md"
 # What the Slurm script's variables hold on a made-up allocation of 4 nodes.
 SLURM = {
     "SHARED": "/shared/genbatch",
+    "BUCKET": "my-bucket",
     "head": "node1",
     "head_ip": "10.0.0.1",
     "RAY_ADDRESS": "10.0.0.1:6379",
@@ -75,23 +76,31 @@ def test_the_page_has_both_recipes():
     recipes = [c for c in commands if "--ray-address" in c and c[c.index("--ray-address") + 1] == "auto"]
     assert len(recipes) >= 3  # the page's console line, the Slurm script's, the RayJob's
     assert all(c[c.index("--engine") + 1] == "ray" for c in recipes)
-    assert all(c[c.index("--out") + 1].startswith("/shared/") for c in recipes), "--out on the shared filesystem"
+    assert all(c[c.index("--out") + 1].startswith("s3://my-bucket/") for c in recipes[-2:]), "--out in a bucket"
 
 
 @pytest.mark.parametrize("words", genbatch_commands(), ids=" ".join)
-def test_each_genbatch_command_plans(words, tmp_path, monkeypatch):
-    """The command as written, its absolute paths moved under tmp_path, plans with --dry-run
-    (which starts no Ray and loads no model) and writes nothing."""
+def test_each_genbatch_command_plans(words, tmp_path, monkeypatch, request):
+    """The command as written, its absolute paths moved under tmp_path and its bucket made on the
+    tests' S3 server, plans with --dry-run (which starts no Ray and loads no model) and writes nothing."""
     monkeypatch.chdir(tmp_path)
     args = [str(tmp_path / w.lstrip("/")) if w.startswith("/") else w for w in words[2:]]
     manifest = Path(args[0])
     manifest.parent.mkdir(parents=True, exist_ok=True)
     manifest.write_text("prompt\na red circle\na blue square\n")
+    out = args[args.index("--out") + 1]
+    if out.startswith("s3://"):
+        s3 = request.getfixturevalue("s3")
+        bucket = out[len("s3://") :].split("/")[0]
+        if bucket not in s3.buckets():
+            s3.client().create_bucket(Bucket=bucket)
     result = genbatch("run", *args, "--dry-run")
     assert result.exit_code == 0, result.output
     assert "plan: 2 images" in result.output
-    out = Path(args[args.index("--out") + 1])
-    assert not out.exists()
+    if out.startswith("s3://"):
+        assert not s3.keys(bucket, out.split("/", 3)[3])
+    else:
+        assert not Path(out).exists()
 
 
 def test_the_slurm_script_is_valid_bash():
@@ -134,7 +143,7 @@ def test_every_pod_of_the_ray_job_mounts_the_shared_volume_alike():
     shared = next(iter(mounts[0].values()))
     assert all(value.startswith(shared) for value in env[0].values())
     entrypoint = shlex.split(spec["entrypoint"])
-    assert entrypoint[2].startswith(shared) and entrypoint[entrypoint.index("--out") + 1].startswith(shared)
+    assert entrypoint[2].startswith(shared) and entrypoint[entrypoint.index("--out") + 1].startswith("s3://")
     assert all(c["resources"]["limits"].get("nvidia.com/gpu") for c in containers), (
         "the head too: the plan is made there"
     )

@@ -286,7 +286,8 @@ def _run_locked(
     # 4. What is left to do: the ledger says what is done, the disk (or the store's listing) confirms it
     ledger: LedgerWriter
     if bucket_run:
-        ledger = SegmentLedger(bucket_run.view.bucket, run_id, bucket_run.view.sizes)
+        lock = bucket_run.lock
+        ledger = SegmentLedger(bucket_run.view.bucket, run_id, bucket_run.view.sizes, holds=lambda: not lock.lost)
     else:
         remove_stale_temp_files(Path(out))
         ledger = Ledger(Path(out))
@@ -308,7 +309,6 @@ def _run_locked(
     stop.install()
     stop_requested = stop.requested
     if bucket_run:  # another driver took the prefix over (this one was cut off for a lease): stop
-        lock = bucket_run.lock
         stop_requested = lambda: stop.requested() or lock.lost  # noqa: E731
     if plan.device != "cpu":  # on the CPU the cores are busy generating: the imports wait for the end
         prepare_reports(options.output.html_report)
@@ -325,6 +325,13 @@ def _run_locked(
     summary.interrupted = stop.signal is not None or interrupted_hard
     _settle(summary, sink, report, stop.exit_code, len(pending), time.monotonic() - started)
     summary.batch_sizes = sizer.describe()
+    if bucket_run and bucket_run.lock.lost and summary.error is None:
+        lost = GenbatchError(
+            f"another genbatch run took {out} over (this one's lock went unrenewed for "
+            f"{bucket_run.lock.lease:.0f} s); this run stopped, with what it made recorded"
+        )
+        summary.exit_code, summary.error = 1, {"message": str(lost), "type": type(lost).__name__}
+        return RunResult(summary.exit_code, summary, plan, pending, manifest.warnings + plan.warnings)
     if bucket_run:
         _write_bucket_reports(bucket_run.view, options, summary, progress.log)
     else:

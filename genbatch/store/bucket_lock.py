@@ -34,8 +34,8 @@ class BucketLock:
     (``wait``: polls until it is free). ``lost`` is set when a renewal finds another driver took
     the lock over (this one was not renewed for a lease: the run should stop)."""
 
-    def __init__(self, bucket: Bucket, *, wait: bool, lease: float = LEASE):
-        self.bucket, self.wait, self.lease = bucket, wait, lease
+    def __init__(self, bucket: Bucket, *, wait: bool, lease: float | None = None):
+        self.bucket, self.wait, self.lease = bucket, wait, LEASE if lease is None else lease
         self.token = uuid.uuid4().hex
         self.tag: str | None = None
         self.lost = False

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +78,8 @@ class SegmentLedger:
     # lines of the last few seconds at most, whose images a rerun makes again, the same bytes).
     checkpoint_every = 5.0
 
-    def __init__(self, bucket: Bucket, run_id: str, sizes: dict[str, int]):
-        self.bucket, self.run_id = bucket, run_id
+    def __init__(self, bucket: Bucket, run_id: str, sizes: dict[str, int], holds: Callable[[], bool] = lambda: True):
+        self.bucket, self.run_id, self.holds = bucket, run_id, holds
         self.out = bucket.url
         self.path = bucket.where(LEDGER_NAME)
         existing = segment_names(sizes)
@@ -118,8 +119,11 @@ class SegmentLedger:
             self.segments_written += 1
 
     def close(self) -> None:
+        """The last segment, then the compaction, by the driver that holds the prefix only
+        (``holds``: one whose lock was taken over leaves it to the new holder)."""
         self.sync()
-        compact(self.bucket)
+        if self.holds():
+            compact(self.bucket)
 
 
 def compact(bucket: Bucket) -> None:
