@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from genbatch.manifest.fields import GROUP_FIELDS, JOB_FIELDS, Values, record_values
 from genbatch.pipelines import families
+from genbatch.pipelines.image_inputs import input_kind
 
 if TYPE_CHECKING:
     from genbatch.manifest.read import Row
@@ -90,7 +91,14 @@ class Job(Values):
         if self.shape_group is not None:
             return self.shape_group
         get = self.values.get
-        return (self.model.fingerprint, str(self.model.path), *map(get, GROUP_FIELDS), get("negative_prompt") is None)
+        inputs = (input_kind(self.values), get("control_image") is not None)  # one call takes one kind of inputs
+        return (
+            self.model.fingerprint,
+            str(self.model.path),
+            *map(get, GROUP_FIELDS),
+            get("negative_prompt") is None,
+            *inputs,
+        )
 
     @property
     def call(self) -> dict[str, Any]:

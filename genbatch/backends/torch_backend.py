@@ -6,6 +6,7 @@ in :mod:`genbatch.pipelines.families`; this module loads, places and calls the p
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -26,9 +27,19 @@ from genbatch.backends.prompt_embeds import EmbeddingCache
 from genbatch.backends.torch_options import TorchOptions
 from genbatch.errors import GenbatchError, ModelError
 from genbatch.manifest.a1111 import clip_skip_kwargs
+from genbatch.manifest.inputs import opened
 from genbatch.pipelines.checkpoints import load_pipeline
 from genbatch.pipelines.families import call_groups, call_kwargs, detect
+from genbatch.pipelines.image_inputs import (
+    controlnet_folder,
+    controlnet_of,
+    input_arguments,
+    input_kind,
+    input_mode,
+    pipeline_class_for,
+)
 from genbatch.pipelines.lora import apply_set as apply_lora_set
+from genbatch.pipelines.model_files import read_json
 from genbatch.pipelines.model_lookup import ModelRef
 from genbatch.pipelines.prompt_weighting import weighted_call
 from genbatch.pipelines.samplers import SchedulerCache, check_own_timesteps, swap_scheduler
@@ -75,6 +86,8 @@ class TorchGenerator:
         check_own_timesteps(pipe.scheduler, options.scheduler, model.defaults, model.path)
         pipe.scheduler = swap_scheduler(pipe.scheduler, options.scheduler)
         self.schedulers = SchedulerCache(pipe.scheduler)  # a batch's own sampler (a manifest column)
+        self.variants: dict[tuple[str, str | None], Any] = {}  # image-to-image, inpainting, ControlNet pipelines
+        self.controlnets: dict[str, Any] = {}
         pipe.set_progress_bar_config(disable=True)
         place(pipe, options.device, offload)
         if self.options["vae_tiling"]:
@@ -168,6 +181,7 @@ class TorchGenerator:
         batch = self._batch(jobs)
         self.caches.use(first.values.get("cache"), first.values.get("cache_threshold"), first.steps)
         self.pipe.scheduler = self.schedulers.get(first.scheduler, first.scheduler_options)
+        pipe = self._pipeline_for(first)  # the model's own, or its image-to-image, inpainting, ControlNet one
         # One CPU generator per image: the pipeline draws each image's initial noise (and an
         # ancestral scheduler its per-step noise) from the image's own seed, so an image is
         # the same alone or in a batch, and the same as plain diffusers gives for its seed.
@@ -177,17 +191,18 @@ class TorchGenerator:
         apply_lora_set(
             self.pipe, first.values.get("lora"), allow_pickle=self.allow_pickle
         )  # genbatch.pipelines.lora: the batch's LoRA set, or none
-        call = call_kwargs(self.family, self.pipe, batch, generators)
+        call = call_kwargs(self.family, pipe, batch, generators)
+        call.update(input_images(pipe, batch))  # each job's own images, read and fitted (genbatch.manifest.inputs)
         if steps is not None and "timesteps" not in call and "sigmas" not in call:
             call["num_inference_steps"] = min(steps, call.get("num_inference_steps") or steps)
-        skip = clip_skip_kwargs(self.pipe, first.clip_skip)
+        skip = clip_skip_kwargs(pipe, first.clip_skip)
         with torch.inference_mode():
             if self.embeddings is not None:  # genbatch.backends.prompt_embeds: each distinct input encoded once
-                call = self.embeddings.call(self.pipe, self.family.name, batch, call, skip.get("clip_skip"))
+                call = self.embeddings.call(pipe, self.family.name, batch, call, skip.get("clip_skip"))
             else:
                 texts: dict[str, Any] = {n: call.pop(n) for n in ("prompt", "negative_prompt") if n in call}
-                call.update(weighted_call(self.pipe, batch, texts))  # genbatch.pipelines.prompt_weighting
-            out = self.pipe(**call, **skip)
+                call.update(weighted_call(pipe, batch, texts))  # genbatch.pipelines.prompt_weighting
+            out = pipe(**call, **skip)
         pixels, errors = pixels_of(out.images[: len(jobs)])
         flagged = getattr(out, "nsfw_content_detected", None) or [False] * len(jobs)
         results = []
@@ -196,6 +211,48 @@ class TorchGenerator:
                 image, error = None, "the model's safety checker flagged this image"
             results.append(GeneratedImage(job, image, error))
         return results
+
+    def _pipeline_for(self, job: Any) -> Any:
+        """The pipeline that makes ``job``: the model's own for a text row (and an edit model's
+        image), else the image-to-image, inpainting or ControlNet pipeline diffusers' auto
+        pipelines map it to, made once with ``from_pipe`` (the same weights, nothing loaded again)
+        and sharing the model's scheduler."""
+        kind, controlnet = input_kind(job.values), controlnet_of(job.values)
+        base = type(self.pipe).__name__
+        if pipeline_class_for(base, kind, controlnet is not None) == base:
+            return self.pipe
+        key = (kind, controlnet)
+        if key not in self.variants:
+            from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, AutoPipelineForText2Image
+
+            auto = {"text": AutoPipelineForText2Image, "img2img": AutoPipelineForImage2Image}.get(
+                kind, AutoPipelineForInpainting
+            )
+            extra = {"controlnet": self._controlnet(controlnet)} if controlnet else {}
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", FutureWarning)
+                    variant = auto.from_pipe(self.pipe, **extra)
+            except Exception as err:
+                raise ModelError(f"{self.model.name}: cannot make its {kind} pipeline: {err}") from err
+            variant.set_progress_bar_config(disable=True)
+            self.variants[key] = variant
+        variant = self.variants[key]
+        variant.scheduler = self.pipe.scheduler  # the batch's sampler, set on the model's pipeline
+        return variant
+
+    def _controlnet(self, given: str) -> Any:
+        """A ControlNet model, loaded once (its class from its config), on the model's device and dtype."""
+        if given not in self.controlnets:
+            import diffusers
+
+            folder = controlnet_folder(given)
+            if folder is None:
+                raise ModelError(f"controlnet {given}: no such folder, and no such model in the local cache")
+            name = read_json(folder / "config.json").get("_class_name", "ControlNetModel")
+            model = getattr(diffusers, name).from_pretrained(folder, torch_dtype=torch_dtype(self.dtype))
+            self.controlnets[given] = model.to(self.device) if self.options["offload"] == "none" else model
+        return self.controlnets[given]
 
     def release_memory(self) -> None:
         """Give cached accelerator memory back (after a batch failed, or at close)."""
@@ -214,6 +271,20 @@ class TorchGenerator:
 # Steps of a compiled denoiser's warm-up call: the first call compiles, the next records CUDA
 # graphs (reduce-overhead, max-autotune), the third replays them.
 WARM_UP_STEPS = 3
+
+
+def input_images(pipe: Any, jobs: Sequence[Any]) -> dict[str, list[Any]]:
+    """The call's image arguments for a batch: each job's own files, read again (and checked
+    against the sha256 in its key), fitted to its size as its ``resize`` says, one per job."""
+    takes = frozenset(inspect.signature(pipe.__call__).parameters)
+    arguments = input_arguments(takes, jobs[0].values)
+    return {
+        argument: [
+            opened(job.values[field], job.width, job.height, job.values.get("resize"), input_mode(field))
+            for job in jobs
+        ]
+        for argument, field in arguments.items()
+    }
 
 
 def gpu_memory_after_load(device: str) -> dict[str, int]:

@@ -28,6 +28,26 @@ MAX_SEQUENCE_LENGTH = 4096  # T5/Gemma tokens; diffusers' pipelines take at most
 MAX_NUM_IMAGES = 10**9  # the hard ceiling of --max-images-per-row (default 10,000 per row)
 
 
+MAX_CONTROL_SCALE = 10  # diffusers' ControlNets are trained at 1; past ~2 images fall apart
+RESIZE_MODES = ("none", "fit", "fill")
+
+
+def _input_key(value: Any) -> Any:
+    """An input image's part of the job key: its sha256 (a ledger record's form carries it too)."""
+    return value["sha256"] if isinstance(value, dict) else value.sha256
+
+
+def _input_record(value: Any) -> Any:
+    return value if isinstance(value, dict) else value.record()
+
+
+def _input_text(value: Any) -> str:
+    return str(value.get("path")) if isinstance(value, dict) else value.path
+
+
+_INPUT: dict[str, Any] = {"to_key": _input_key, "to_record": _input_record, "to_text": _input_text}
+
+
 def _number(value: float) -> str:
     return str(value) if isinstance(value, int) else f"{value:g}"
 
@@ -36,7 +56,7 @@ def _number(value: float) -> str:
 class Field:
     name: str
     kind: str  # how values parse: "prompt", "text", "int", "float", "name" (id, model), "lora", "choice",
-    #   "scheduler", "list"
+    #   "scheduler", "list", "image" (a file's path)
     aliases: tuple[str, ...] = ()  # manifest column names; () = not read from a manifest
     # Kinds "int" and "float": the accepted range, lo <= value <= hi, checked wherever a value is
     # read (manifest cells, run options, --set, --vary, A1111 lines, the ledger: genbatch.store.ledger_checks).
@@ -72,6 +92,8 @@ class Field:
             return accepted()
         if self.kind == "choice":
             return " or ".join(self.choices)
+        if self.kind == "image":
+            return "the path of an image file (PNG, JPEG, WebP...), relative to the manifest's folder, or a URL"
         if self.kind == "lora":
             return "LoRA files or ids with optional weights, e.g. style.safetensors:0.8; other:0.5 (or none)"
         return "text"
@@ -219,6 +241,39 @@ FIELDS: tuple[Field, ...] = (
     Field(
         "quantize", "choice", option="--quantize", choices=(*QUANTIZATIONS, "none"), key=True, group=True, off="none"
     ),
+    # Rows with images (genbatch.manifest.inputs): a path relative to the manifest's folder (or absolute,
+    # or a URL) in the manifest; in a job, the file read and checked (InputImage), whose sha256 alone is
+    # in the key (a changed file is a new job, a renamed identical one is not).
+    Field("image", "image", ("image", "init_image", "input_image"), key=True, **_INPUT),
+    Field("mask_image", "image", ("mask_image", "mask"), key=True, **_INPUT),
+    Field("control_image", "image", ("control_image", "control"), key=True, **_INPUT),
+    # A ControlNet model (a folder or a hub id in the local cache) for control_image: a row's, else --controlnet.
+    Field("controlnet", "name", ("controlnet",), option="--controlnet", key=True, group=True),
+    Field(
+        "controlnet_conditioning_scale",
+        "float",
+        ("controlnet_conditioning_scale", "control_scale"),
+        hi=MAX_CONTROL_SCALE,
+        option="--control-scale",
+        key=True,
+        group=True,
+    ),
+    # How much of an input image is redrawn (img2img, inpainting): 0 keeps it, 1 redraws it all.
+    Field(
+        "strength",
+        "float",
+        ("strength", "denoising_strength"),
+        hi=1,
+        option="--strength",
+        key=True,
+        group=True,
+        template=("strength",),
+        a1111=(8, "Denoising strength", lambda p: f"{p['strength']:g}"),
+    ),
+    # How an input image meets a width x height of its own (genbatch.manifest.inputs.fitted): none (its
+    # own size is the output size), fit (scaled to fit inside, the rest padded) or fill (scaled to cover,
+    # then cropped).
+    Field("resize", "choice", ("resize",), option="--resize", choices=RESIZE_MODES, key=True, group=True, off="none"),
     # The model's diffusers family (genbatch.pipelines.families); its fingerprint is already in the key.
     Field("family", "name"),
     # Also bounded per row by --max-images-per-row (genbatch.manifest.values.check_images_per_row).
@@ -237,6 +292,8 @@ GROUP_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.group)
 # fast image is another job than the exact one (they are in its key), and `genbatch compare`
 # pairs the images of two runs by the key's fields less these (:func:`pairing_values`).
 SPEED_FIELDS: tuple[str, ...] = ("cache", "cache_threshold", "quantize")
+# The fields that name an image a row starts from (genbatch.manifest.inputs).
+INPUT_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.kind == "image")
 ALIASES: dict[str, tuple[str, ...]] = {f.name: f.aliases for f in FIELDS if f.aliases}
 
 

@@ -28,6 +28,7 @@ from genbatch.manifest.columns import normalise_column as normalise_column
 from genbatch.manifest.csv_fast import read_quote_free
 from genbatch.manifest.csv_reader import read_delimited
 from genbatch.manifest.fields import ROW_FIELDS, Values
+from genbatch.manifest.inputs import check_inputs
 from genbatch.manifest.jsonl_parquet_text import read_jsonl, read_parquet, read_txt
 from genbatch.manifest.raw import Raw, decode
 from genbatch.manifest.values import MAX_IMAGES_PER_ROW as MAX_IMAGES_PER_ROW
@@ -228,7 +229,19 @@ def read_manifest(
             SkippedRow(p.line, None, [str(p)], {}) for p in raw.problems if not p.fatal and p.line is not None
         ]
         rows = _valid_rows(_Table.of(raw), name, mapping, forced, max_images_per_row, problems, skipped)
+        bad = check_inputs(rows, name, path, mapping, problems)  # the files rows start from (genbatch.manifest.inputs)
+        if bad:
+            skipped.extend(_skipped(row, mapping, [p for p in problems if p.line == row.line]) for row in bad)
+            skipped.sort(key=lambda s: s.line if s.line is not None else 0)
+            dropped = {id(row) for row in bad}
+            rows = [row for row in rows if id(row) not in dropped]
     return Manifest(name, fmt, rows, problems, skipped, warnings, mapping)
+
+
+def _skipped(row: Row, mapping: dict[str, str], found: list[Problem]) -> SkippedRow:
+    record = dict(zip(row.columns, row.cells))
+    prompt = record.get(mapping["prompt"])
+    return SkippedRow(row.line, prompt if isinstance(prompt, str) else None, [str(p) for p in found], record)
 
 
 @dataclass

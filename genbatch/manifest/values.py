@@ -86,6 +86,8 @@ _PARSE_KIND: dict[str, Callable[[Any, str], Any]] = {
     "scheduler": parse_scheduler,
     "text": _as_text,
     "name": lambda v, what: _as_text(v, what) or None,
+    # a file's path (or URL) as the row gives it; genbatch.manifest.inputs reads and checks the file
+    "image": lambda v, what: _as_text(v, what).strip() or None,
 }
 
 

@@ -169,6 +169,23 @@ def _signature(row: Row) -> Any:
     return signature
 
 
+# Settings that mean something only with an input: (setting, the input it needs).
+_NEEDS_INPUT = (
+    ("strength", "image"),
+    ("controlnet", "control_image"),
+    ("controlnet_conditioning_scale", "control_image"),
+)
+
+
+def _input_size(values: dict[str, Any], source: Any, own: dict[str, Any], defaults: Defaults, model: ModelRef) -> None:
+    """A job's width and height from its input image where neither its row nor a run option
+    gives them: the input's, rounded down to the multiple the model's pipelines make."""
+    multiple = families.input_size_multiple(model.path)
+    for name, size in (("width", source.width), ("height", source.height)):
+        if own.get(name) is None and defaults.get(name) is None:
+            values[name] = size // multiple * multiple
+
+
 @dataclass
 class _Shape:
     """What rows that differ only in prompt and seed share: their model, their resolved values,
@@ -207,6 +224,14 @@ class _Shape:
         # A model's own timesteps go with its own scheduler; --scheduler picks another's spacing too.
         if own_steps:
             values["timesteps"] = model.defaults.get("timesteps", {}).get(values["steps"])
+        source = values.get("image") or values.get("control_image")
+        if source is not None:  # an input's size is the output size where no width and height are given
+            _input_size(values, source, own, defaults, model)
+        for name, needs in _NEEDS_INPUT:  # a setting of an input the job has not: not in its key either
+            if values.get(needs) is None:
+                values[name] = None
+        if values.get("image") is None and values.get("control_image") is None:
+            values["resize"] = None
         count = own.get("num_images")
         key = {"model": model.fingerprint, "dtype": target.dtype, "backend": target.backend}
         key.update(key_values(values) if keys else {})

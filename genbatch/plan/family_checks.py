@@ -12,7 +12,18 @@ from typing import Any
 
 from genbatch.errors import ModelError, Problem
 from genbatch.pipelines import speed
-from genbatch.pipelines.families import BY_NAME, FAMILIES, FLUX, Family, detect, folder_family, ignored_fields
+from genbatch.pipelines.families import (
+    BY_NAME,
+    FAMILIES,
+    FLUX,
+    Family,
+    detect,
+    folder_family,
+    ignored_fields,
+    input_size_multiple,
+    pipeline_class,
+)
+from genbatch.pipelines.image_inputs import controlnet_problem, input_kind, pipeline_class_for
 
 
 def check_model(path: Path, defaults: dict[str, Any]) -> Family:
@@ -109,6 +120,47 @@ def _value_problems(family: Family, job: Any) -> list[tuple[str, str]]:
     size = _family_check(family, "size_problem", job.model.path, job.width, job.height)
     if size:
         found.append(("width" if "width" in job.row.values else "--width", str(size)))
+    found += _input_problems(family, job)
+    return found
+
+
+def _input_problems(family: Family, job: Any) -> list[tuple[str, str]]:
+    """(field, why) for a row's images its model cannot take (no image-to-image, inpainting or
+    ControlNet pipeline of its family), a control image without a ControlNet, and an input whose
+    size is not the job's where --resize does not say how to make it so."""
+    values = job.values
+    kind, control = input_kind(values), values.get("control_image") is not None
+    if kind == "text" and not control:
+        return []
+    found = []
+    field = "mask_image" if kind == "inpaint" else "image" if kind == "img2img" else "control_image"
+    base = pipeline_class(job.model.path)
+    if control and not values.get("controlnet"):
+        found.append(("control_image", "a control image needs a ControlNet: a controlnet column, or --controlnet"))
+    elif pipeline_class_for(base, kind, control) is None:
+        task = {"img2img": "image-to-image", "inpaint": "inpainting", "text": "text-to-image"}[kind]
+        what = f"{task} pipeline with a ControlNet" if control else f"{task} pipeline"
+        found.append((field, f"{job.model.name} ({family.title}, {base}) has no {what} in diffusers; remove it here"))
+    elif control:
+        why = controlnet_problem(values["controlnet"])
+        if why:
+            found.append(("controlnet", why))
+    resize = values.get("resize")
+    for name in ("image", "control_image"):
+        given = values.get(name)
+        if given is None or resize not in (None, "none"):
+            continue
+        multiple = input_size_multiple(job.model.path)
+        made = (given.width // multiple * multiple, given.height // multiple * multiple)
+        if made != (job.width, job.height):
+            found.append(
+                (
+                    name,
+                    f"{given.path} is {given.width}x{given.height} and the job asks for {job.width}x{job.height}: "
+                    "pass --resize fit (scale to fit, pad) or --resize fill (scale to cover, crop), "
+                    "or leave width and height out to keep the input's size",
+                )
+            )
     return found
 
 

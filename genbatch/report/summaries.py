@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from genbatch.echo import shown_bare
-from genbatch.manifest.fields import BY_NAME, report_columns, text_value
+from genbatch.manifest.fields import BY_NAME, INPUT_FIELDS, report_columns, text_value
 from genbatch.report.folder import extra_fields
 from genbatch.safe_write import write_atomic
 from genbatch.store.ledger import CurrentRecords, iter_current_records
@@ -139,7 +139,9 @@ METADATA_COLUMNS = ["key", *report_columns(), "model", "model_fingerprint", "id"
 
 
 def write_metadata(out: Path, *, records: Iterable[dict[str, Any]] | None = None) -> Path:
-    """OUT/metadata.jsonl, one line per image on disk (``file_name`` relative to OUT)."""
+    """OUT/metadata.jsonl, one line per image on disk (``file_name`` relative to OUT), as Hugging
+    Face ``datasets``' imagefolder reads it: its ``image`` is the generated image, so a row's input
+    image is ``input_image`` (its path as the row gave it) and ``input_image_sha256``."""
 
     def write(path: Path) -> None:
         with open(path, "w", encoding="utf-8") as handle:
@@ -147,6 +149,10 @@ def write_metadata(out: Path, *, records: Iterable[dict[str, Any]] | None = None
                 if record.get("status") != "done" or not isinstance(record.get("file"), str):
                     continue
                 line = {"file_name": record["file"], **{c: record.get(c) for c in METADATA_COLUMNS}}
+                for name in INPUT_FIELDS:  # a row's input files: their paths and sha256, apart from the image
+                    given = line.pop(name)
+                    if isinstance(given, dict):
+                        line[f"input_{name}"], line[f"input_{name}_sha256"] = given.get("path"), given.get("sha256")
                 if line["timesteps"] is not None:
                     line["timesteps"] = " ".join(map(str, line["timesteps"]))
                 handle.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")

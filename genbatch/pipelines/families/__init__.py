@@ -25,6 +25,13 @@ from typing import Any
 
 from genbatch.errors import ModelError
 from genbatch.pipelines.families.base import Family
+from genbatch.pipelines.image_inputs import (
+    controlnet_of,
+    input_arguments,
+    input_kind,
+    pipeline_class_for,
+    size_multiple,
+)
 from genbatch.pipelines.model_files import read_json, read_timesteps
 
 SD = Family(
@@ -354,9 +361,19 @@ def recorded_call(job: Any) -> dict[str, Any]:
     """A job's pipeline call as the ledger records it (:func:`job_call`); ``{}`` for a model
     of no family genbatch runs on torch (an ONNX export)."""
     family = folder_family(job.model.path)
-    if family is None or pipeline_class(job.model.path) in ONNX_EXPORTS:
+    base = pipeline_class(job.model.path)
+    if family is None or base in ONNX_EXPORTS:
         return {}
-    return job_call(family, pipeline_parameters(pipeline_class(job.model.path)), job)
+    made_by = pipeline_class_for(base, input_kind(job.values), controlnet_of(job.values) is not None)
+    return job_call(family, pipeline_parameters(made_by or base), job)
+
+
+@functools.cache
+def input_size_multiple(path: Path) -> int:
+    """The multiple an input image's size is rounded down to when it gives a job's size
+    (genbatch.pipelines.image_inputs.size_multiple of the model's VAE and denoiser)."""
+    blocks = read_json(Path(path) / "vae" / "config.json").get("block_out_channels") or [0, 0, 0, 0]
+    return size_multiple(len(blocks), (Path(path) / "transformer").is_dir())
 
 
 def job_negative(path: Path, negative_prompt: str | None) -> str | None:
@@ -397,9 +414,16 @@ def job_call(family: Family, takes: frozenset[str] | set[str], job: Any) -> dict
         and "negative_prompt" not in ignored
     ):
         call["negative_prompt"] = negative
-    call.update(num_inference_steps=job.steps, height=job.height, width=job.width)
+    call["num_inference_steps"] = job.steps
+    call.update({k: v for k, v in (("height", job.height), ("width", job.width)) if k in takes})  # img2img: none
     if "guidance_scale" in takes and "guidance_scale" not in ignored:
         call["guidance_scale"] = job.guidance_scale
+    # a row's images (their files: the ledger's record of each), and how the pipeline uses them
+    for argument, field in input_arguments(takes, job.values).items():
+        call[argument] = job.values[field].record()
+    for name in ("strength", "controlnet_conditioning_scale"):
+        if job.values.get(name) is not None and name in takes:
+            call[name] = job.values[name]
     for name in family.takes:  # the family's own fields (true_cfg_scale...), where set
         value = job.values.get(name)
         if value is not None and name in takes and name not in ignored:

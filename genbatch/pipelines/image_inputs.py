@@ -1,0 +1,120 @@
+"""Which diffusers pipeline makes a row with images, and which of its arguments take them.
+
+A row with an ``image`` is image-to-image, one with a ``mask_image`` too is inpainting, and a
+``control_image`` adds a ControlNet: the pipeline is the one diffusers' ``AutoPipelineForImage2Image``,
+``AutoPipelineForInpainting`` and ``AutoPipelineForText2Image`` (with ``controlnet=``) map the
+model's own pipeline to, made with ``from_pipe`` so the weights load once. A model whose own
+pipeline takes an ``image`` (an instruction-edit model: Flux Kontext, Qwen-Image-Edit) gets the
+row's image itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from pathlib import Path
+from typing import Any
+
+from genbatch.pipelines.model_files import read_json
+
+# A job's input fields, the order a call's arguments are filled in.
+INPUTS = ("image", "mask_image", "control_image")
+
+
+def input_kind(values: Any) -> str:
+    """ "inpaint", "img2img" or "text" (no input image), from a job's (or row's) values."""
+    if values.get("mask_image") is not None:
+        return "inpaint"
+    return "img2img" if values.get("image") is not None else "text"
+
+
+def controlnet_of(values: Any) -> str | None:
+    """The ControlNet a job runs with: its own (or --controlnet) where it has a control image."""
+    return values.get("controlnet") if values.get("control_image") is not None else None
+
+
+@functools.cache
+def takes_image(class_name: str) -> bool:
+    """Whether a pipeline class's own call takes an ``image`` (an edit model, or a task pipeline)."""
+    return "image" in parameters(class_name)
+
+
+@functools.cache
+def parameters(class_name: str) -> frozenset[str]:
+    import diffusers
+
+    cls = getattr(diffusers, class_name, None)
+    return frozenset(inspect.signature(cls.__call__).parameters) if cls is not None else frozenset()
+
+
+def pipeline_class_for(base: str, kind: str, controlnet: bool) -> str | None:
+    """The diffusers pipeline class that makes a job of ``kind`` (with a ControlNet) from a model
+    whose own pipeline is ``base``, as diffusers' auto pipelines map it; None where none does."""
+    if kind == "text" and not controlnet:
+        return base
+    if kind == "img2img" and not controlnet and takes_image(base):
+        return base  # an edit model takes the image itself
+    from diffusers.pipelines import auto_pipeline as auto
+
+    mapping = {
+        "text": auto.AUTO_TEXT2IMAGE_PIPELINES_MAPPING,
+        "img2img": auto.AUTO_IMAGE2IMAGE_PIPELINES_MAPPING,
+        "inpaint": auto.AUTO_INPAINT_PIPELINES_MAPPING,
+    }[kind]
+    task = auto._get_task_class(mapping, base, throw_error_if_not_exist=False)
+    if task is None:
+        return None
+    if controlnet:
+        ending = {"text": "Pipeline", "img2img": "Img2ImgPipeline", "inpaint": "InpaintPipeline"}[kind]
+        name = task.__name__.replace("ControlNet", "")
+        task = auto._get_task_class(
+            mapping, name.replace(ending, "ControlNet" + ending), throw_error_if_not_exist=False
+        )
+    return task.__name__ if task is not None else None
+
+
+def input_arguments(takes: frozenset[str] | set[str], values: Any) -> dict[str, str]:
+    """call argument -> the job's input field it takes: ``image``, ``mask_image``, and the control
+    image as ``control_image``, or as ``image`` in a ControlNet pipeline that takes no other image."""
+    found: dict[str, str] = {}
+    for name in INPUTS:
+        if values.get(name) is None:
+            continue
+        if name == "control_image" and "control_image" not in takes:
+            if "image" in takes and "image" not in found:
+                found["image"] = name
+        elif name in takes:
+            found[name] = name
+    return found
+
+
+def input_mode(field: str) -> str:
+    """The Pillow mode a pipeline gets an input in: a mask in grey levels, the others in RGB."""
+    return "L" if field == "mask_image" else "RGB"
+
+
+def size_multiple(vae_blocks: int, transformer: bool) -> int:
+    """The multiple an input's size is rounded down to when it is the output size, as the
+    pipelines round it: the VAE's downsampling, times the 2x2 patches of a transformer denoiser."""
+    return 2 ** max(0, vae_blocks - 1) * (2 if transformer else 1)
+
+
+def controlnet_folder(given: str) -> Path | None:
+    """The folder of a ControlNet: a folder as given, or a hub id's snapshot in the local cache."""
+    from genbatch.pipelines.hub_cache import cached_snapshot
+
+    path = Path(given).expanduser()
+    if path.is_dir():
+        return path
+    return cached_snapshot(given) if given.count("/") == 1 and not given.startswith((".", "/")) else None
+
+
+def controlnet_problem(given: str) -> str | None:
+    """Why ``given`` is not a ControlNet genbatch can load (nothing is downloaded), or None."""
+    folder = controlnet_folder(given)
+    if folder is None:
+        return f"controlnet {given}: no such folder, and no such model in the local Hugging Face cache"
+    name = read_json(folder / "config.json").get("_class_name", "")
+    if "ControlNet" not in str(name):
+        return f"controlnet {given}: {folder / 'config.json'} is not a ControlNet's (its _class_name is {name!r})"
+    return None
