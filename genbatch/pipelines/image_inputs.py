@@ -118,3 +118,15 @@ def controlnet_problem(given: str) -> str | None:
     if "ControlNet" not in str(name):
         return f"controlnet {given}: {folder / 'config.json'} is not a ControlNet's (its _class_name is {name!r})"
     return None
+
+
+def inpaint_problem(model: Path) -> str | None:
+    """Why a model's UNet cannot inpaint in diffusers (which takes a text-to-image UNet of 4 input
+    channels, or an inpainting one of 9), or None."""
+    channels = read_json(Path(model) / "unet" / "config.json").get("in_channels")
+    if channels is None or channels in (4, 9):
+        return None
+    return (
+        f"its UNet takes {channels} input channels; diffusers' inpainting takes a UNet of 4 (a text-to-image "
+        "model's) or 9 (an inpainting model's)"
+    )

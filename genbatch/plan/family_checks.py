@@ -23,7 +23,7 @@ from genbatch.pipelines.families import (
     input_size_multiple,
     pipeline_class,
 )
-from genbatch.pipelines.image_inputs import controlnet_problem, input_kind, pipeline_class_for
+from genbatch.pipelines.image_inputs import controlnet_problem, inpaint_problem, input_kind, pipeline_class_for
 
 
 def check_model(path: Path, defaults: dict[str, Any]) -> Family:
@@ -145,6 +145,8 @@ def _input_problems(family: Family, job: Any) -> list[tuple[str, str]]:
         why = controlnet_problem(values["controlnet"])
         if why:
             found.append(("controlnet", why))
+    if kind == "inpaint" and (why := inpaint_problem(job.model.path)):
+        found.append(("mask_image", f"{job.model.name} cannot inpaint: {why}"))
     resize = values.get("resize")
     for name in ("image", "control_image"):
         given = values.get(name)
