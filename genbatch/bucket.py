@@ -52,10 +52,10 @@ class Bucket:
             import fsspec
 
             self.fs, self.root = fsspec.core.url_to_fs(self.url)
-        except ImportError as err:
+        except ImportError:
             extra = EXTRAS.get(scheme, "")
             hint = f"pip install 'genbatch[{extra}]'" if extra else f"install the fsspec package for {scheme}://"
-            raise GenbatchError(f"{self.url}: {scheme}:// needs a package that is not installed ({err.name}): {hint}")
+            raise GenbatchError(f"{self.url}: {scheme}:// needs a package that is not installed: {hint}") from None
         except ValueError as err:
             raise GenbatchError(f"{self.url}: not a URL genbatch can write to: {err}") from None
         self.root = self.root.rstrip("/")

@@ -7,6 +7,8 @@ import io
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -312,3 +314,16 @@ def test_a_run_whose_lock_is_taken_over_stops_and_leaves_the_ledger_to_the_new_h
     keys = s3.keys(bucket, "run")
     assert "genbatch.jsonl" not in keys and any(k.startswith("genbatch.ledger/") for k in keys)  # not compacted
     assert json.loads(s3.read(bucket, "run/.genbatch.lock"))["token"] == "another"
+
+
+def test_without_the_protocols_package_the_message_says_what_to_install(tmp_path):
+    code = "import sys; sys.modules['s3fs'] = None; from genbatch.cli.app import main; main()"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "run", str(prompts(tmp_path, 1)), "--out", "s3://bucket/prefix"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    needs = "s3://bucket/prefix: s3:// needs a package that is not installed: pip install 'genbatch[s3]'"
+    assert needs in result.stderr
+    assert "Traceback" not in result.stderr
