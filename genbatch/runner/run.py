@@ -99,19 +99,22 @@ def run_manifest(options: RunOptions) -> RunResult:
         # 1. Read and check the manifest  2. Plan (no cyclic GC while millions of rows and jobs are made),
         # while the resume scan of a large ledger runs beside them (genbatch.store.resume_scan)
         with done_index_soon(out) as scan, paused_gc():
-            manifest = load_manifest(options)
-            options, left_off = with_speed(options, manifest)
-            plan = plan_run(manifest, options)
-            plan.warnings.extend(left_off)
+            options, manifest, plan = read_and_plan(options)
             return _dry_run(options, manifest, plan, scan)
     # 3. Take the output folder first: a second run on it says so at once, before any heavy import
     with OutputFolderLock(out, wait=options.output.wait), done_index_soon(out) as scan:
         with paused_gc():
-            manifest = load_manifest(options)
-            options, left_off = with_speed(options, manifest)
-            plan = plan_run(manifest, options)
-            plan.warnings.extend(left_off)
+            options, manifest, plan = read_and_plan(options)
         return _run_locked(options, manifest, plan, scan)
+
+
+def read_and_plan(options: RunOptions) -> tuple[RunOptions, Manifest, Plan]:
+    """Steps 1 and 2: the manifest read and checked, the options ``--speed fast`` completes, the plan."""
+    manifest = load_manifest(options)
+    options, left_off = with_speed(options, manifest)
+    plan = plan_run(manifest, options)
+    plan.warnings.extend(left_off)
+    return options, manifest, plan
 
 
 def _run_into_bucket(options: RunOptions, bucket: Bucket) -> RunResult:
@@ -120,17 +123,11 @@ def _run_into_bucket(options: RunOptions, bucket: Bucket) -> RunResult:
     engine's writers and the ledger written as segments (genbatch.store.segments)."""
     if options.dry_run:
         with BucketView(bucket) as view, paused_gc():
-            manifest = load_manifest(options)
-            options, left_off = with_speed(options, manifest)
-            plan = plan_run(manifest, options)
-            plan.warnings.extend(left_off)
+            options, manifest, plan = read_and_plan(options)
             return _dry_run(options, manifest, plan, view.done_index)
     with BucketLock(bucket, wait=options.output.wait) as lock, BucketView(bucket) as view:
         with paused_gc():
-            manifest = load_manifest(options)
-            options, left_off = with_speed(options, manifest)
-            plan = plan_run(manifest, options)
-            plan.warnings.extend(left_off)
+            options, manifest, plan = read_and_plan(options)
         return _run_locked(options, manifest, plan, view.done_index, BucketRun(view, lock))
 
 
