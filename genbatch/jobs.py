@@ -38,6 +38,11 @@ class Defaults:
     cache: str | None = None  # --cache (None: off)
     cache_threshold: float | None = None  # --cache-threshold (None: the cache's own)
     quantize: str | None = None  # --quantize (None: off); one value per run, applied as each model loads
+    # Rows with images (genbatch.manifest.inputs): each applies only to the jobs with the input it needs.
+    strength: float | None = None  # --strength (None: the pipeline's default)
+    resize: str | None = None  # --resize: "fit", "fill" (None or "none": the input's own size)
+    controlnet: str | None = None  # --controlnet: for rows with a control_image
+    controlnet_conditioning_scale: float | None = None  # --control-scale
 
     def get(self, name: str) -> Any:
         return getattr(self, name, None)

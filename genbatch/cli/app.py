@@ -64,7 +64,7 @@ def main_callback(
 @app.command()
 @user_errors
 def run(
-    manifest: opt.Manifest,
+    manifest: opt.Manifest = None,
     out: opt.Out = "genbatch-out",
     model: opt.Model = None,
     backend: opt.Backend = "torch",
@@ -74,6 +74,13 @@ def run(
     vae: opt.Vae = None,
     scheduler: opt.Scheduler = None,
     clip_skip: opt.ClipSkip = None,
+    input_dir: opt.InputDir = None,
+    mask_dir: opt.MaskDir = None,
+    prompt: opt.Prompt = None,
+    strength: opt.Strength = None,
+    resize: opt.Resize = None,
+    controlnet: opt.ControlNet = None,
+    control_scale: opt.ControlScale = None,
     providers: opt.Providers = None,
     batch_size: opt.BatchSize = None,
     steps: opt.Steps = None,
@@ -125,12 +132,16 @@ def run(
 ) -> None:
     """Generate an image for every row (x num_images) of MANIFEST into --out.
 
+    A row with an image column starts from that image (image-to-image; with a mask, inpainting;
+    with a control image, ControlNet); --input-dir makes such a row of each image in a folder.
     Reruns generate only what is missing. Exit codes: 0 all done, 1 some jobs failed,
     2 bad input, 130/143 interrupted.
 
     \b
     Examples:
       genbatch run prompts.csv --out images
+      genbatch run edits.csv --out edits --strength 0.6 --width 768 --height 512 --resize fill
+      genbatch run --input-dir photos --prompt "an oil painting" --out painted --strength 0.5
       genbatch run parti.tsv --out parti --steps 30 --batch-size 16 --shard 1/4
       genbatch run coco.jsonl --out coco --set width=512 --set height=512 --name-template "{file_name}"
       genbatch run prompts.csv --out /shared/images --engine ray --ray-address auto
@@ -178,6 +189,8 @@ def _run_options(**given: Any) -> RunOptions:
         seed=given["seed"],
         clip_skip=given["clip_skip"],
         cache_threshold=given["cache_threshold"],
+        strength=given["strength"],
+        controlnet_conditioning_scale=given["control_scale"],
     )
     ro.check_num_images(given["num_images"], given["max_images_per_row"])
     manifest_format, image_format = ro.split_formats(given["format_"])
@@ -192,6 +205,9 @@ def _run_options(**given: Any) -> RunOptions:
             axes=parse_axes(given["vary"], overrides, max_combinations=given["max_images_per_row"]),
             skip_invalid=given["skip_invalid"],
             max_images_per_row=given["max_images_per_row"],
+            input_dir=given["input_dir"],
+            mask_dir=given["mask_dir"],
+            prompt=given["prompt"],
         ),
         output=OutputOptions(
             out=given["out"],
@@ -222,6 +238,10 @@ def _run_options(**given: Any) -> RunOptions:
                 cache=given["cache"],
                 cache_threshold=given["cache_threshold"],
                 quantize=given["quantize"],
+                strength=given["strength"],
+                resize=given["resize"],
+                controlnet=given["controlnet"],
+                control_scale=given["control_scale"],
             ),
             name_template=given["name_template"],
             image_format=image_format,
@@ -262,36 +282,54 @@ def _run_options(**given: Any) -> RunOptions:
 @app.command()
 @user_errors
 def validate(
-    manifest: opt.ManifestToCheck,
+    manifest: opt.ManifestToCheck = None,
     format_: opt.ManifestFormat = None,
     column: opt.Column = [],
     prompt_column: opt.PromptColumn = None,
     set_: opt.Set = [],
     model: opt.RowsModel = None,
+    input_dir: opt.InputDir = None,
+    mask_dir: opt.MaskDir = None,
+    prompt: opt.Prompt = None,
     json_: opt.ProblemsJson = False,
     max_images_per_row: opt.MaxImagesPerRow = MAX_IMAGES_PER_ROW,
     allow_pickle: opt.AllowPickle = False,
 ) -> None:
-    """Check a manifest and report every problem as FILE:LINE:COLUMN: message, including
-    models that cannot run on the torch backend and values their family does not take.
+    """Check a manifest (or the rows --input-dir makes of a folder of images) and report every
+    problem as FILE:LINE:COLUMN: message, including input images that cannot be read, models
+    that cannot run on the torch backend and values their family does not take.
     Loads no model.
 
     Exit code 0 if the manifest is valid, 2 if not.
 
     \b
-    Example:
+    Examples:
       genbatch validate prompts.csv
+      genbatch validate --input-dir photos --mask-dir masks --prompt "a red door"
     """
+    from genbatch.manifest.image_folder import check_source, read_image_folder
+
+    column_map = ro.column_map(column, prompt_column)
+    check_source(manifest, input_dir, mask_dir, prompt, format_, column_map)
     try:
-        manifest_ = read_manifest(
-            manifest,
-            format=format_,
-            column_map=ro.column_map(column, prompt_column),
-            overrides=parse_assignments(set_, "--set"),
-            max_images_per_row=max_images_per_row,
-        )
+        if input_dir is not None:
+            manifest_ = read_image_folder(
+                input_dir,
+                prompt,
+                mask_dir=mask_dir,
+                overrides=parse_assignments(set_, "--set"),
+                max_images_per_row=max_images_per_row,
+            )
+        else:
+            manifest_ = read_manifest(
+                str(manifest),
+                format=format_,
+                column_map=column_map,
+                overrides=parse_assignments(set_, "--set"),
+                max_images_per_row=max_images_per_row,
+            )
     except ManifestError as err:
-        found = Validation(manifest, format_, err.problems)
+        found = Validation(str(manifest if manifest is not None else input_dir), format_, err.problems)
     else:
         problems, notes = manifest_.problems, list[str]()
         if not manifest_.fatal_problems:

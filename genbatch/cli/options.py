@@ -26,7 +26,12 @@ MaxImagesPerRow = Annotated[
 
 # genbatch run
 Manifest = Annotated[
-    str, typer.Argument(help="Manifest file (.csv .tsv .jsonl .ndjson .txt .parquet), or - for stdin.")
+    str | None,
+    typer.Argument(
+        metavar="MANIFEST",
+        help="Manifest file (.csv .tsv .jsonl .ndjson .txt .parquet), or - for stdin; or none with --input-dir.",
+        show_default=False,
+    ),
 ]
 Out = Annotated[
     str,
@@ -73,6 +78,60 @@ ClipSkip = Annotated[
         min=1,
         max=12,
         help="A1111's clip skip for rows without one: 1 = the text encoder's last layer, 2 = the one before.",
+    ),
+]
+# Rows with images (docs/rows-with-images.md)
+InputDir = Annotated[
+    str | None,
+    typer.Option(
+        "--input-dir",
+        metavar="DIR",
+        help="Instead of a MANIFEST: one row per image file in DIR (PNG, JPEG, WebP, BMP, TIFF by extension), "
+        "sorted by name, each with --prompt; hidden files are skipped and subfolders are not read. "
+        "Image-to-image, or inpainting with --mask-dir.",
+    ),
+]
+MaskDir = Annotated[
+    str | None,
+    typer.Option(
+        "--mask-dir",
+        metavar="DIR",
+        help="With --input-dir: each image's mask is the file in DIR with the same name stem and any image "
+        "extension (photo.jpg takes photo.png); an image without one is an error.",
+    ),
+]
+Prompt = Annotated[str | None, typer.Option("--prompt", help="With --input-dir: the prompt of every image.")]
+Strength = Annotated[
+    float | None,
+    typer.Option(
+        "--strength",
+        help="For rows with an image and no strength: how much of it is redrawn, 0 (kept) to 1 (all) "
+        "(default: the pipeline's, 0.8 for image-to-image, 1 for inpainting).",
+    ),
+]
+Resize = Annotated[
+    str | None,
+    typer.Option(
+        "--resize",
+        help="For rows with an input image and no resize: how it meets a width x height of another size: fit "
+        "(scaled to fit inside, the rest padded black), fill (scaled to cover, the middle cropped) or none "
+        "(such a size is refused). Without a width and height the input's size is the output's.",
+    ),
+]
+ControlNet = Annotated[
+    str | None,
+    typer.Option(
+        "--controlnet",
+        help="For rows with a control_image and no controlnet: a diffusers ControlNet folder, or a hub id in "
+        "the local cache.",
+    ),
+]
+ControlScale = Annotated[
+    float | None,
+    typer.Option(
+        "--control-scale",
+        help="For rows with a control_image and no control_scale: the ControlNet's conditioning scale, 0 to 10 "
+        "(default: the pipeline's, 1).",
     ),
 ]
 Providers = Annotated[
@@ -202,7 +261,12 @@ AllowPickle = Annotated[
 ]
 
 # genbatch validate
-ManifestToCheck = Annotated[str, typer.Argument(help="Manifest file, or - for stdin.")]
+ManifestToCheck = Annotated[
+    str | None,
+    typer.Argument(
+        metavar="MANIFEST", help="Manifest file, or - for stdin; or none with --input-dir.", show_default=False
+    ),
+]
 ManifestFormat = Annotated[str | None, typer.Option("--format", "-f", help=f"Manifest format: {', '.join(FORMATS)}.")]
 RowsModel = Annotated[
     str | None,

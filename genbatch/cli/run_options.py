@@ -9,6 +9,7 @@ from typing import TypeVar
 
 from genbatch.engine import RayOptions
 from genbatch.errors import GenbatchError
+from genbatch.manifest.fields import BY_NAME
 from genbatch.manifest.read import FORMATS, parse_assignments, parse_value
 from genbatch.pipelines.samplers import parse_scheduler
 from genbatch.plan.planner import Defaults
@@ -22,7 +23,7 @@ def check_numbers(**given: int | float | None) -> None:
     ``width``...) by their fields' rules and ranges (genbatch.manifest.fields), each named by its option."""
     for name, value in given.items():
         if value is not None:
-            option = "--guidance" if name == "guidance_scale" else f"--{name.replace('_', '-')}"
+            option = BY_NAME[name].option or f"--{name.replace('_', '-')}"
             _parsed(option, lambda: parse_value(name, value))
 
 
@@ -97,13 +98,20 @@ def run_defaults(
     cache: str = "none",
     cache_threshold: float | None = None,
     quantize: str = "none",
+    strength: float | None = None,
+    resize: str | None = None,
+    controlnet: str | None = None,
+    control_scale: float | None = None,
 ) -> Defaults:
-    """The values of rows without their own: --steps, --guidance, --lora, --cache...; and
-    --quantize, which has no column (one value per run)."""
+    """The values of rows without their own: --steps, --guidance, --lora, --cache, --strength,
+    --resize...; and --quantize, which has no column (one value per run)."""
     loras = _parsed("--lora", lambda: parse_value("lora", "; ".join(lora))) if lora else None
     weighting = _parsed("--prompt-weighting", lambda: parse_value("prompt_weighting", prompt_weighting))
     cache_name = _parsed("--cache", lambda: parse_value("cache", cache))
     quantized = _parsed("--quantize", lambda: parse_value("quantize", quantize))
+    check_numbers(strength=strength, controlnet_conditioning_scale=control_scale)
+    resize_mode = None if resize is None else _parsed("--resize", lambda: parse_value("resize", resize))
+    named = None if controlnet is None else _parsed("--controlnet", lambda: parse_value("controlnet", controlnet))
     return Defaults(
         steps=steps,
         guidance_scale=guidance_scale,
@@ -118,6 +126,10 @@ def run_defaults(
         cache=None if cache_name == "none" else cache_name,
         cache_threshold=cache_threshold,
         quantize=None if quantized == "none" else quantized,
+        strength=strength,
+        resize=resize_mode,
+        controlnet=named,
+        controlnet_conditioning_scale=control_scale,
     )
 
 

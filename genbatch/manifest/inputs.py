@@ -51,17 +51,21 @@ class InputProblem(ValueError):
     """Why an input file cannot be used (the message says what would be accepted)."""
 
 
-def location_of(given: str, manifest: str) -> str:
+def location_of(given: str, manifest: str, folder: str | None = None) -> str:
     """Where the file a row names is: ``given`` relative to the manifest's folder (which it may
-    not leave), or as given when it is absolute or a URL."""
+    not leave), or as given when it is absolute or a URL. ``folder``: the folder relative paths
+    are read from when the rows are not a file's (``--input-dir``)."""
     if is_url(given) or os.path.isabs(given):
         return given
-    if is_url(manifest):
+    if folder is None and is_url(manifest):
         normal = posixpath.normpath(given)
         if normal.startswith("../") or normal == "..":
             raise InputProblem(f"{given} leaves the manifest's folder; give a URL or an absolute path instead")
         return f"{manifest.rpartition('/')[0]}/{normal}"
-    base = Path(os.getcwd() if manifest == "-" else os.path.dirname(os.path.abspath(manifest)))
+    if folder is not None:
+        base = Path(os.path.abspath(folder))
+    else:
+        base = Path(os.getcwd() if manifest == "-" else os.path.dirname(os.path.abspath(manifest)))
     normal = os.path.normpath(given)
     if normal == os.pardir or normal.startswith(os.pardir + os.sep):
         raise InputProblem(
@@ -122,12 +126,12 @@ def decoded(data: bytes, location: str) -> Image.Image:
 class InputReader:
     """Reads and checks the input files of a manifest, each file once however many rows name it."""
 
-    def __init__(self, manifest: str):
-        self.manifest = manifest
+    def __init__(self, manifest: str, folder: str | None = None):
+        self.manifest, self.folder = manifest, folder
         self._seen: dict[str, InputImage | InputProblem] = {}
 
     def read(self, given: str) -> InputImage:
-        location = location_of(given, self.manifest)
+        location = location_of(given, self.manifest, self.folder)
         found = self._seen.get(location)
         if found is None:
             try:
@@ -147,13 +151,21 @@ def _facts(found: InputImage) -> tuple[str, str, int, int]:
     return found.location, found.sha256, found.width, found.height
 
 
-def check_inputs(rows: list[Any], name: str, path: str, mapping: dict[str, str], problems: list[Problem]) -> list[Any]:
+def check_inputs(
+    rows: list[Any],
+    name: str,
+    path: str,
+    mapping: dict[str, str],
+    problems: list[Problem],
+    folder: str | None = None,
+) -> list[Any]:
     """Replace each row's input paths with the files read (:class:`InputImage`); the rows whose
-    inputs cannot be used are returned, each with its problems added to ``problems``."""
+    inputs cannot be used are returned, each with its problems added to ``problems``. Relative
+    paths are read from the folder of the manifest at ``path``, or from ``folder`` when given."""
     wanted = [field for field in INPUT_FIELDS if any(row.values.get(field) is not None for row in rows)]
     if not wanted:
         return []
-    reader = InputReader(path)
+    reader = InputReader(path, folder)
     bad = []
     for row in rows:
         found: list[Problem] = []

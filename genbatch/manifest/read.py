@@ -211,7 +211,31 @@ def read_manifest(
     path = str(path)
     with paused_gc():
         fmt, raw = _read_raw(path, format, max_images_per_row)
-        name = display_name(path)
+        return manifest_of(
+            raw,
+            fmt,
+            display_name(path),
+            path,
+            column_map=column_map,
+            overrides=overrides,
+            max_images_per_row=max_images_per_row,
+        )
+
+
+def manifest_of(
+    raw: Raw,
+    fmt: str,
+    name: str,
+    path: str,
+    *,
+    column_map: dict[str, str] | None = None,
+    overrides: dict[str, str] | None = None,
+    max_images_per_row: int = MAX_IMAGES_PER_ROW,
+    folder: str | None = None,
+) -> Manifest:
+    """The validated manifest of a reader's records (``raw``), named ``name`` in its problems;
+    its input files are read from the folder of the manifest at ``path``, or from ``folder``."""
+    with paused_gc():
         mapping, problems, warnings = map_columns(raw.header or [], column_map or {}, name)
         # a file none of whose lines could be read has no columns: say why, not "no prompt column"
         problems = raw.problems + ([] if raw.problems and not raw.header else problems)
@@ -229,7 +253,8 @@ def read_manifest(
             SkippedRow(p.line, None, [str(p)], {}) for p in raw.problems if not p.fatal and p.line is not None
         ]
         rows = _valid_rows(_Table.of(raw), name, mapping, forced, max_images_per_row, problems, skipped)
-        bad = check_inputs(rows, name, path, mapping, problems)  # the files rows start from (genbatch.manifest.inputs)
+        # the files rows start from (genbatch.manifest.inputs)
+        bad = check_inputs(rows, name, path, mapping, problems, folder)
         if bad:
             skipped.extend(_skipped(row, mapping, [p for p in problems if p.line == row.line]) for row in bad)
             skipped.sort(key=lambda s: s.line if s.line is not None else 0)

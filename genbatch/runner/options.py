@@ -16,6 +16,7 @@ from genbatch.backends.torch_options import TorchOptions
 from genbatch.engine import ENGINE_NAMES, RayOptions
 from genbatch.engine.writer import Encoding
 from genbatch.errors import GenbatchError
+from genbatch.manifest.image_folder import check_source
 from genbatch.manifest.read import MAX_IMAGES_PER_ROW
 from genbatch.plan.axes import Axis
 from genbatch.plan.planner import PlanOptions
@@ -28,15 +29,28 @@ DEFAULT_CPU_BATCH_SIZE = 8
 class InputOptions:
     """Where the rows come from: the manifest (a path, or ``-`` for stdin) and its ``format``
     (None: from the extension), ``column_map`` (field -> column), ``overrides`` (--set),
-    ``axes`` (--vary), whether rows with problems are skipped, and the images-per-row limit."""
+    ``axes`` (--vary), whether rows with problems are skipped, and the images-per-row limit.
+    Or, instead of a manifest, a folder of images (``input_dir``: a row per image, each with
+    ``prompt``; ``mask_dir``: their masks, paired by name; genbatch.manifest.image_folder)."""
 
-    manifest: str
+    manifest: str | None = None
     format: str | None = None
     column_map: dict[str, str] = field(default_factory=dict)
     overrides: dict[str, str] = field(default_factory=dict)
     axes: list[Axis] = field(default_factory=list)
     skip_invalid: bool = False
     max_images_per_row: int = MAX_IMAGES_PER_ROW
+    input_dir: str | None = None
+    mask_dir: str | None = None
+    prompt: str | None = None
+
+    def __post_init__(self) -> None:
+        check_source(self.manifest, self.input_dir, self.mask_dir, self.prompt, self.format, self.column_map)
+
+    @property
+    def source(self) -> str:
+        """The manifest, or the folder of images, as the ledger and run.json name it."""
+        return self.manifest if self.manifest is not None else str(self.input_dir)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,198 @@
+"""Rows with images from the command line: --strength, --resize, --controlnet and --control-scale
+for rows without their own, --input-dir and --mask-dir as a source of rows, and what a run of
+them leaves to read: the report's inputs beside each output, report.csv's input columns, the
+PNG's metadata, genbatch grid --inputs, and the example manifest (manifests/edits.csv)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import genbatch, ledger, pixels
+from PIL import Image, ImageDraw
+
+from genbatch.manifest.image_folder import read_image_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPES = ("--model", "shapes", "--steps", "2", "--quiet")
+
+
+def picture(path: Path, variant: int, size: tuple[int, int] = (64, 64)) -> Path:
+    """A small input: a shape of the variant's colour on a background (flat colours are no use:
+    an input must differ from another where the model looks)."""
+    width, height = size
+    colours = [(200, 40, 40), (40, 60, 200), (30, 170, 60), (230, 200, 40)]
+    image = Image.new("RGB", size, (90 + 40 * (variant % 3), 110, 100))
+    draw = ImageDraw.Draw(image)
+    if variant % 2:
+        draw.ellipse([width // 8, height // 6, width * 5 // 8, height * 4 // 6], fill=colours[variant % 4])
+    else:
+        draw.rectangle([width // 3, height // 5, width * 7 // 8, height * 3 // 4], fill=colours[variant % 4])
+    image.save(path)
+    return path
+
+
+def mask(path: Path, size: tuple[int, int] = (64, 64)) -> Path:
+    image = Image.new("L", size, 0)
+    ImageDraw.Draw(image).rectangle([size[0] // 4, size[1] // 4, size[0] * 3 // 4, size[1] * 3 // 4], fill=255)
+    image.save(path)
+    return path
+
+
+def differ(a: np.ndarray, b: np.ndarray) -> int:
+    return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
+
+
+# --- options for rows without their own ------------------------------------------------------
+
+
+def test_resize_none_with_another_width_is_refused_naming_the_row_and_the_options(tmp_path):
+    picture(tmp_path / "in0.png", 0)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("prompt,image\na red circle,in0.png\n")
+    out = tmp_path / "out"
+    for resize in ((), ("--resize", "none")):
+        result = genbatch("run", manifest, "--out", out, *SHAPES, "--width", "96", *resize)
+        assert result.exit_code == 2
+        assert "m.csv:2:image: in0.png is 64x64 and the job asks for 96x64: pass --resize fit" in result.output
+        assert "Traceback" not in result.output and "loading" not in result.output
+        assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--strength", "1.5", "--strength: strength 1.5 is out of range; expected a number from 0 to 1"),
+        ("--resize", "stretch", "--resize: resize 'stretch' is not accepted; expected none or fit or fill"),
+        ("--control-scale", "11", "--control-scale: controlnet_conditioning_scale 11 is out of range"),
+    ],
+)
+def test_a_bad_option_value_is_named_with_what_is_accepted(tmp_path, option, value, message):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("prompt\na red circle\n")
+    result = genbatch("run", manifest, "--out", tmp_path / "out", *SHAPES, option, value)
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+
+
+def test_strength_fills_rows_without_one_and_resize_makes_the_size_asked(tmp_path):
+    for n in range(2):
+        picture(tmp_path / f"in{n}.png", n)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("prompt,image,strength,seed\na red circle,in0.png,0.9,1\na blue circle,in1.png,,2\n")
+    out = tmp_path / "out"
+    result = genbatch(
+        "run", manifest, "--out", out, *SHAPES, "--strength", "0.6", "--width", "96", "--height", "64",
+        "--vary", "resize=fit,fill",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    records = ledger(out)
+    assert sorted((r["seed"], r["strength"], r["resize"]) for r in records) == [
+        (1, 0.9, "fill"), (1, 0.9, "fit"), (2, 0.6, "fill"), (2, 0.6, "fit"),
+    ]  # fmt: skip
+    assert all(r["call"]["strength"] == r["strength"] for r in records)
+    made = {(r["seed"], r["resize"]): pixels(out / r["file"]) for r in records}
+    assert {m.shape for m in made.values()} == {(64, 96, 3)}
+    assert all(differ(made[(seed, "fit")], made[(seed, "fill")]) > 8 for seed in (1, 2))
+
+
+# --- --input-dir and --mask-dir ------------------------------------------------------------------
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for n, (name, kind) in enumerate([("b.png", "PNG"), ("a.JPG", "JPEG"), ("c.webp", "WEBP")]):
+        with Image.open(picture(tmp_path / f"source{n}.png", n)) as image:
+            image.save(folder / name, kind)
+    (folder / ".hidden.png").write_bytes((folder / "b.png").read_bytes())
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "sub.png").mkdir()  # a subfolder, even with an image's name, is not read
+    picture(folder / "sub.png" / "deep.png", 3)
+    return folder
+
+
+def test_input_dir_makes_a_row_per_image_in_name_order_and_pairs_masks_by_stem(photos, tmp_path):
+    found = read_image_folder(str(photos), "a red circle")
+    assert [r.values["image"].path for r in found.rows] == ["a.JPG", "b.png", "c.webp"]
+    assert [r.values["id"] for r in found.rows] == ["a.JPG", "b.png", "c.webp"]
+    assert {r.values["prompt"] for r in found.rows} == {"a red circle"}
+    assert found.rows[1].values["image"].location == str(photos / "b.png")
+
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    mask(masks / "a.png")
+    mask(masks / "b.png")
+    with Image.open(mask(tmp_path / "m.png")) as image:
+        image.save(masks / "c.bmp")
+    paired = read_image_folder(str(photos), "a red circle", mask_dir=str(masks))
+    assert not paired.problems
+    assert [Path(r.values["mask_image"].path).name for r in paired.rows] == ["a.png", "b.png", "c.bmp"]
+    for row in paired.rows:
+        assert row.values["mask_image"].location == str(masks / Path(row.values["mask_image"].path).name)
+
+
+def test_a_missing_mask_is_named_with_its_image_and_what_was_looked_for(photos, tmp_path):
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    mask(masks / "a.png")
+    mask(masks / "c.png")
+    result = genbatch("validate", "--input-dir", photos, "--mask-dir", masks, "--prompt", "a red circle")
+    assert result.exit_code == 2
+    assert (
+        f"{photos / 'b.png'}:mask: no mask in --mask-dir {masks}: expected {masks / 'b'}.png "
+        "or another PNG, JPEG, WebP, BMP or TIFF file with the name stem b"
+    ) in result.output
+    assert "a.JPG" not in result.output and "c.webp" not in result.output
+    run = genbatch("run", "--input-dir", photos, "--mask-dir", masks, "--prompt", "x", "--out", tmp_path / "o", *SHAPES)
+    assert run.exit_code == 2 and "b.png:mask: no mask" in run.output and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--input-dir", "{photos}"), "--input-dir needs --prompt TEXT"),
+        (("{manifest}", "--input-dir", "{photos}", "--prompt", "x"), "give a MANIFEST or --input-dir, not both"),
+        (("{manifest}", "--prompt", "x"), "--prompt goes with --input-dir"),
+        (("{manifest}", "--mask-dir", "{photos}"), "--mask-dir goes with --input-dir"),
+        ((), "give a MANIFEST (a file of prompts, or - for stdin), or --input-dir DIR and --prompt TEXT"),
+        (("--input-dir", "{photos}/nothing", "--prompt", "x"), "/nothing: no such folder"),
+        (("--input-dir", "{empty}", "--prompt", "x"), ": no image files in it (PNG, JPEG, WebP, BMP or TIFF"),
+        (("--input-dir", "{photos}", "--prompt", " "), "--prompt: the prompt is empty"),
+        (("--input-dir", "{photos}", "--prompt", "x", "--column", "seed=s"), "--column or --prompt-column is an"),
+    ],
+)
+def test_input_dir_usage_errors(photos, tmp_path, args, message):
+    (tmp_path / "empty").mkdir()
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("prompt\nx\n")
+    given = [a.format(photos=photos, manifest=manifest, empty=tmp_path / "empty") for a in args]
+    for command in ("validate", "run"):
+        result = genbatch(command, *given, *(("--out", tmp_path / "o", *SHAPES) if command == "run" else ()))
+        assert result.exit_code == 2, result.output
+        assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_input_dir_runs_each_image_with_paths_relative_to_the_folder(photos, tmp_path):
+    out = tmp_path / "out"
+    result = genbatch(
+        "run", "--input-dir", photos, "--prompt", "a red circle", "--strength", "0.7", "--out", out, *SHAPES
+    )
+    assert result.exit_code == 0, result.output
+    records = sorted(ledger(out), key=lambda r: r["index"])
+    assert [r["image"]["path"] for r in records] == ["a.JPG", "b.png", "c.webp"]
+    assert [r["id"] for r in records] == ["a.JPG", "b.png", "c.webp"]
+    assert {r["manifest"] for r in records} == {str(photos)}
+    assert {r["strength"] for r in records} == {0.7}
+    outputs = [pixels(out / r["file"]) for r in records]
+    assert differ(outputs[0], outputs[1]) > 8 and differ(outputs[1], outputs[2]) > 8
+    # A new image in the folder leaves the others' seeds (from their ids) and so their images done.
+    picture(photos / "0-first.png", 3)
+    again = genbatch("run", "--input-dir", photos, "--prompt", "a red circle", "--strength", "0.7", "--out", out,
+                     *SHAPES, "--json")  # fmt: skip
+    counts = json.loads(again.stdout)["counts"]
+    assert (counts["already_done"], counts["done"]) == (3, 1)
