@@ -5,7 +5,11 @@ PNG's metadata, genbatch grid --inputs, and the example manifest (manifests/edit
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -196,3 +200,144 @@ def test_input_dir_runs_each_image_with_paths_relative_to_the_folder(photos, tmp
                      *SHAPES, "--json")  # fmt: skip
     counts = json.loads(again.stdout)["counts"]
     assert (counts["already_done"], counts["done"]) == (3, 1)
+
+
+# --- what a run of rows with images leaves to read ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def edits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two inputs x strength 0.5 and 1 on the shapes model: four images, one run."""
+    folder = tmp_path_factory.mktemp("edits")
+    for n in range(2):
+        picture(folder / f"in{n}.png", n)
+    manifest = folder / "m.csv"
+    manifest.write_text("prompt,image,seed\na red circle,in0.png,1\na blue square,in1.png,2\n")
+    out = folder / "out"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GENBATCH_HOME", str(tmp_path_factory.mktemp("home")))
+        result = genbatch("run", manifest, "--out", out, *SHAPES, "--vary", "strength=0.5,1")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def report_cards(out: Path) -> list[dict]:
+    """The report's cards as the page's script reads them: the JSON blob in report.html."""
+    return cards_of((out / "report.html").read_text(encoding="utf-8"))
+
+
+def cards_of(page: str) -> list[dict]:
+    blob = re.search(r'<script type="application/json" id="gb-data">(.*?)</script>', page, re.S)
+    assert blob is not None
+    data = json.loads(blob.group(1))
+    return [dict(zip(data["card_cols"], row)) for row in data["cards"]]
+
+
+def test_the_report_shows_each_output_beside_its_input(edits):
+    cards = report_cards(edits)
+    records = {r["file"]: r for r in ledger(edits)}
+    assert len(cards) == 4
+    for card in cards:
+        given = records[card["src"]]["image"]
+        assert card["inputs"] == [["input", given["path"], f".genbatch-thumbs/input-{given['sha256'][:20]}.webp",
+                                   given["sha256"]]]  # fmt: skip
+        with Image.open(edits / card["inputs"][0][2]) as thumb:  # a thumbnail of the input file itself
+            shown = np.asarray(thumb.convert("RGB"))
+        assert shown.shape == (64, 64, 3)
+        assert np.abs(shown.astype(int) - pixels(edits.parent / given["path"])).mean() < 6
+    # one thumbnail per input file, whatever the number of images made from it; a report made
+    # again keeps them (its cleanup removes only thumbnails of records no longer shown)
+    assert len(list((edits / ".genbatch-thumbs").glob("input-*.webp"))) == 2
+    assert genbatch("report", edits).exit_code == 0
+    assert len(list((edits / ".genbatch-thumbs").glob("input-*.webp"))) == 2
+
+
+def test_the_report_makes_a_missing_input_thumbnail_from_its_file_or_shows_its_path(edits, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(edits, out)
+    for thumb in (out / ".genbatch-thumbs").glob("input-*.webp"):
+        thumb.unlink()
+    assert genbatch("report", out).exit_code == 0  # the ledger names the manifest: its files are still there
+    assert all(card["inputs"][0][2] for card in report_cards(out))
+    assert len(list((out / ".genbatch-thumbs").glob("input-*.webp"))) == 2
+    for thumb in (out / ".genbatch-thumbs").glob("input-*.webp"):
+        thumb.unlink()
+    moved = edits.parent / "in0.png"
+    moved.rename(tmp_path / "in0.png")
+    try:
+        assert genbatch("report", out).exit_code == 0
+    finally:
+        (tmp_path / "in0.png").rename(moved)
+    shown = {card["inputs"][0][1]: card["inputs"][0][2] for card in report_cards(out)}
+    kept = next(r["image"]["sha256"] for r in ledger(out) if r["image"]["path"] == "in1.png")
+    assert shown == {"in0.png": None, "in1.png": f".genbatch-thumbs/input-{kept[:20]}.webp"}  # gone: its path
+
+
+def test_report_csv_and_parquet_name_each_input_and_its_sha256(edits):
+    records = {r["file"]: r for r in ledger(edits)}
+    with open(edits / "report.csv", encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4
+    for row in rows:
+        given = records[row["file"]]["image"]
+        assert (row["image"], row["image_sha256"]) == (given["path"], given["sha256"])
+        assert row["mask_image"] == "" and row["mask_image_sha256"] == "" and row["strength"] in ("0.5", "1.0")
+    import pandas as pd
+
+    table = pd.read_parquet(edits / "report.parquet")
+    assert {"image", "image_sha256", "mask_image_sha256", "control_image_sha256"} <= set(table.columns)
+    assert sorted(table["image_sha256"]) == sorted(r["image"]["sha256"] for r in records.values())
+
+
+def test_each_png_carries_its_input_path_and_sha256(edits):
+    for record in ledger(edits):
+        with Image.open(edits / record["file"]) as image:
+            meta = json.loads(image.text["genbatch"])
+            parameters = image.text["parameters"]
+        assert meta["image"] == record["image"] and meta["call"]["image"] == record["image"]
+        assert meta["image"]["path"] in ("in0.png", "in1.png") and len(meta["image"]["sha256"]) == 64
+        assert f"Denoising strength: {record['strength']:g}" in parameters
+
+
+def test_grid_inputs_puts_each_rows_input_first(edits):
+    result = genbatch("grid", edits, "--rows", "image", "--cols", "strength", "--inputs")
+    assert result.exit_code == 0, result.output
+    png = edits / ".genbatch-grids" / "image-by-strength.png"
+    layout = json.loads(png.with_suffix(".json").read_text())
+    assert layout["rows"] == ["in0.png", "in1.png"] and layout["cols"] == ["input", "0.5", "1"]
+    assert layout["input_cols"] == 1
+    with Image.open(png) as image:
+        grid = np.asarray(image.convert("RGB"), dtype=np.int16)
+    records = {(r["image"]["path"], r["strength"]): r for r in ledger(edits)}
+    for r, path in enumerate(layout["rows"]):
+        cell = layout["cells"][r][0]
+        assert (cell["input"], cell["path"], cell["shown"]) == ("image", path, True)
+        crop = grid[cell["y"] : cell["y"] + cell["height"], cell["x"] : cell["x"] + cell["width"]]
+        assert np.array_equal(crop, pixels(edits.parent / path))  # the input file, at its size
+        for c, strength in enumerate((0.5, 1.0), start=1):
+            assert layout["cells"][r][c]["file"] == records[(path, strength)]["file"]
+    mixed = genbatch("grid", edits, "--rows", "strength", "--cols", "seed", "--inputs")
+    assert mixed.exit_code == 2
+    assert "--inputs: the row strength '0.5' holds images made from different inputs (in0.png, in1.png)" in (
+        mixed.output
+    )
+
+
+def test_a_run_into_a_bucket_puts_each_input_thumbnail_and_its_report_shows_it(s3, tmp_path):
+    picture(tmp_path / "in0.png", 0)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("prompt,image,seed\na red circle,in0.png,1\na blue square,in0.png,2\n")
+    bucket = s3.new_bucket()
+    result = genbatch("run", manifest, "--out", f"s3://{bucket}/run", *SHAPES)
+    assert result.exit_code == 0, result.output
+    sha = json.loads(s3.read(bucket, "run/genbatch.jsonl").decode().splitlines()[0])["image"]["sha256"]
+    thumb = f".genbatch-thumbs/input-{sha[:20]}.webp"
+    assert thumb in s3.keys(bucket, "run")
+    with Image.open(io.BytesIO(s3.read(bucket, f"run/{thumb}"))) as image:
+        assert image.size == (64, 64)
+    assert [c["inputs"] for c in cards_of(s3.read(bucket, "run/report.html").decode())] == [
+        [["input", "in0.png", thumb, sha]]
+    ] * 2
+    (tmp_path / "in0.png").unlink()  # the report of a bucket needs no input file
+    assert genbatch("report", f"s3://{bucket}/run").exit_code == 0
+    assert {c["inputs"][0][2] for c in cards_of(s3.read(bucket, "run/report.html").decode())} == {thumb}

@@ -480,21 +480,25 @@ def grid(
     cols: opt.GridCols,
     pages: opt.GridPages = None,
     cell_size: opt.CellSize = None,
+    inputs: opt.GridInputs = False,
 ) -> None:
     """Lay OUT's images out by two parameters, with labelled rows and columns (A1111's X/Y/Z
     plot), into OUT/.genbatch-grids/NAME.png, with its layout in NAME.json; report.html lists them.
+    With --inputs, each row's input images come first.
 
     \b
     Examples:
       genbatch run prompts.csv --out cmp --vary steps=20,30 --vary lora=none,style.safetensors:0.8
       genbatch grid cmp --rows prompt --cols lora --pages steps
+      genbatch run edits.csv --out edits --vary strength=0.4,0.6,0.8
+      genbatch grid edits --rows image --cols strength --inputs
     """
     from genbatch.report.grid import write_grids
     from genbatch.store.bucket_view import readable
 
     with readable(out, images=True, thumbs=True, folders=[".genbatch-grids"]) as (folder, view):
         require_ledger(folder, out)
-        written = write_grids(folder, rows, cols, pages, cell_size=cell_size)
+        written = write_grids(folder, rows, cols, pages, cell_size=cell_size, inputs=inputs)
         if (folder / "report.html").exists() or (view and "report.html" in view.sizes):
             from genbatch.report.html import write_html_report
 

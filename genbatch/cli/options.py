@@ -329,11 +329,20 @@ GridRows = Annotated[
     str,
     typer.Option(
         "--rows",
-        help="The axis down the side: prompt, seed, model, lora, steps, guidance, sampler, width, height, or a manifest column.",
+        help="The axis down the side: prompt, seed, model, lora, steps, guidance, sampler, width, height, image, "
+        "strength, or a manifest column.",
     ),
 ]
 GridCols = Annotated[str, typer.Option("--cols", help="The axis across the top (the same choices).")]
 GridPages = Annotated[str | None, typer.Option("--pages", help="A third axis: one grid per value.")]
+GridInputs = Annotated[
+    bool,
+    typer.Option(
+        "--inputs",
+        help="Put each row's input images (the image, mask and control image its images were made from) in "
+        "columns of their own first; a row must have one of each (e.g. --rows image).",
+    ),
+]
 CellSize = Annotated[
     int | None,
     typer.Option("--cell-size", min=16, help="Fit each image into N x N pixels (default: the images' own size)."),

@@ -28,6 +28,7 @@ from genbatch.engine.sink import BatchFacts, ResultSink, image_metadata
 from genbatch.engine.writer import ImageWriter, WriteFailure, WrittenImage
 from genbatch.errors import ModelError
 from genbatch.jobs import Job
+from genbatch.report.input_thumbnails import job_inputs
 
 
 class LocalEngine:
@@ -109,9 +110,10 @@ def _generate(
                 if result.pixels is None:
                     sink.failed(result.job, batch_facts, result.error or "no image")
                 else:
-                    record = sink.record(result.job, batch_facts)
-                    item = (result.job, batch_facts, record)
-                    writer.submit(item, result.pixels, result.job.file, image_metadata(record), result.job.key)
+                    job = result.job
+                    record = sink.record(job, batch_facts)
+                    meta, inputs = image_metadata(record), job_inputs(job.values)
+                    writer.submit((job, batch_facts, record), result.pixels, job.file, meta, job.key, inputs)
             report.generation_seconds += time.monotonic() - began
             if device == "cpu":
                 # The model and the writers take turns: torch's threads wait for each other at

@@ -21,6 +21,7 @@ from genbatch.engine.writer import Encoding, WriteFailure, WrittenImage, write_c
 from genbatch.errors import ModelError
 from genbatch.jobs import Job
 from genbatch.pipelines.model_lookup import ModelRef
+from genbatch.report.input_thumbnails import InputThumbnailWriter, job_inputs
 from genbatch.report.thumbnails import write_report_thumbnail
 
 
@@ -54,6 +55,7 @@ class RayWorker:
         self.out: Path | str = out if is_url(out) else Path(out)
         self.run_id, self.manifest, self.dtype = run_id, manifest, dtype
         self._writers = writer_pool(max(1, writers))
+        self._inputs = InputThumbnailWriter(self.out)  # the report's thumbnails of the rows' input images
         self._generate = threading.Lock()
         self._sizer = BatchSizer(batch_size)  # this device's own fits and auto sizes
         self._model: str | None = None
@@ -107,6 +109,7 @@ class RayWorker:
             return ImageOutcome(job.key, batch, None, written)
         if self.encoding.thumbnails:
             write_report_thumbnail(self.out, job.key, job.file, result.pixels)
+            self._inputs.write(job_inputs(job.values))
         return ImageOutcome(job.key, batch, written)
 
 

@@ -13,7 +13,7 @@ import hashlib
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +23,7 @@ import numpy as np
 
 from genbatch.bucket import open_bucket
 from genbatch.manifest.a1111 import parameters_text
+from genbatch.report.input_thumbnails import InputThumbnailWriter
 from genbatch.report.thumbnails import write_report_thumbnail
 from genbatch.safe_write import OutputUnwritableError, unwritable, write_atomic
 from genbatch.store.image_formats import encode
@@ -115,6 +116,7 @@ class ImageWriter:
         self.out, self.encoding = out, encoding
         self.on_written, self.on_error = on_written, on_error
         self._pool = writer_pool(workers)
+        self._inputs = InputThumbnailWriter(out)  # the report's thumbnails of the rows' input images
         self._room = threading.Condition()
         self._pending, self._max_pending = 0, max_pending_bytes
         self._error: BaseException | None = None  # from on_written/on_error: raised by close()
@@ -123,13 +125,16 @@ class ImageWriter:
     def pending_bytes(self) -> int:
         return self._pending
 
-    def submit(self, item: Any, pixels: np.ndarray, relpath: str, meta: dict[str, Any], key: str) -> None:
-        """Write ``pixels`` to ``out/relpath`` (``key``: the job's, which names its thumbnail)."""
+    def submit(
+        self, item: Any, pixels: np.ndarray, relpath: str, meta: dict[str, Any], key: str, inputs: Sequence[Any] = ()
+    ) -> None:
+        """Write ``pixels`` to ``out/relpath`` (``key``: the job's, which names its thumbnail;
+        ``inputs``: the files the job started from, whose thumbnails the report shows beside it)."""
         size = pixels.nbytes
         with self._room:
             self._room.wait_for(lambda: self._pending == 0 or self._pending + size <= self._max_pending)
             self._pending += size
-        future = self._pool.submit(self._write, item, pixels, relpath, meta, key)
+        future = self._pool.submit(self._write, item, pixels, relpath, meta, key, inputs)
         future.add_done_callback(lambda done: self._finished(done, size))
 
     def wait_idle(self) -> None:
@@ -144,7 +149,9 @@ class ImageWriter:
             self._pending -= size
             self._room.notify_all()
 
-    def _write(self, item: Any, pixels: np.ndarray, relpath: str, meta: dict[str, Any], key: str) -> None:
+    def _write(
+        self, item: Any, pixels: np.ndarray, relpath: str, meta: dict[str, Any], key: str, inputs: Sequence[Any]
+    ) -> None:
         written = write_classified(self.out, relpath, pixels, meta, self.encoding)
         if isinstance(written, WriteFailure):
             self.on_error(item, written)
@@ -152,6 +159,7 @@ class ImageWriter:
         self.on_written(item, written)
         if self.encoding.thumbnails:  # after the ledger line: a thumbnail never delays a record
             write_report_thumbnail(self.out, key, relpath, pixels)
+            self._inputs.write(inputs)  # each input file's once
 
     def close(self) -> None:
         """Wait for every submitted image to be written (and its ledger line appended)."""

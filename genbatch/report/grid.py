@@ -5,13 +5,16 @@ X/Y/Z plot lays them out.
 and writes one PNG per page into ``OUT/.genbatch-grids/``: a column label above each column,
 a row label left of each row (long prompts wrapped, and cut with "…" where a row is too
 short for them), the images at their own size (or fitted into ``--cell-size``). A third axis
-(``--pages seed``) makes one grid per value. Beside each PNG a JSON file records the layout:
-the axes, the labels, and for each cell the image's file, key and box in the grid. The grids
+(``--pages seed``) makes one grid per value; ``--inputs`` puts each row's input images (the
+image, mask and control image its images were made from) in columns of their own first. Beside
+each PNG a JSON file records the layout: the axes, the labels, and for each cell the image's
+file, key and box in the grid (an input's: its field, path and sha256). The grids
 sit in a hidden folder, like the report's thumbnails, so a data-set layout in OUT is left as
 it is; the HTML report lists them.
 
 An axis is a generation field (prompt, negative_prompt, seed, steps, guidance, width,
-height, sampler/scheduler, lora, prompt_weighting), ``model``, or a column of the manifest.
+height, sampler/scheduler, lora, prompt_weighting, image, strength...), ``model``, or a column
+of the manifest.
 """
 
 from __future__ import annotations
@@ -19,15 +22,16 @@ from __future__ import annotations
 import io
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from genbatch.errors import GenbatchError
-from genbatch.manifest.fields import ALIASES, BY_NAME, text_value
+from genbatch.manifest.fields import ALIASES, BY_NAME, INPUT_FIELDS, text_value
 from genbatch.report.folder import as_int, load_folder
+from genbatch.report.input_thumbnails import LABELS, input_picture, recorded_inputs
 from genbatch.report.thumbnails import thumbnail
 from genbatch.safe_write import contained, remove, write_atomic
 from genbatch.store.ledger import iter_records
@@ -61,6 +65,13 @@ FIELD_AXES = (
     "prompt_weighting",
     "model",
     "size",
+    "image",
+    "mask_image",
+    "control_image",
+    "strength",
+    "resize",
+    "controlnet",
+    "controlnet_conditioning_scale",
 )
 
 
@@ -78,6 +89,10 @@ class Page:
     rows: list[str]
     cols: list[str]
     cells: list[list[dict[str, Any] | None]]
+    # With --inputs: the input columns' fields (image, mask_image, control_image), and each row's
+    # input of each (a record of the row and its input's: path, sha256...; None where it has none)
+    input_fields: list[str] = field(default_factory=list)
+    inputs: list[list[tuple[dict[str, Any], dict[str, Any]] | None]] = field(default_factory=list)
 
 
 def ledger_order(ledger: list[dict[str, Any]], cards: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -112,8 +127,8 @@ def axis_name(name: str, records: list[dict[str, Any]]) -> str:
     columns = sorted({c for r in records if isinstance(r.get("fields"), dict) for c in r["fields"]})
     raise GridError(
         f"no axis {name!r}: expected one of prompt, seed, model, lora, steps, guidance, sampler, width, "
-        f"height, negative_prompt, prompt_weighting, size, or a manifest column"
-        + (f" ({', '.join(columns)})" if columns else "")
+        f"height, negative_prompt, prompt_weighting, size, image, mask, control_image, strength, resize, "
+        f"controlnet, control_scale, or a manifest column" + (f" ({', '.join(columns)})" if columns else "")
     )
 
 
@@ -185,18 +200,56 @@ def _axis_title(axis: str) -> str:
     return axis[len("fields.") :] if axis.startswith("fields.") else {"guidance_scale": "guidance"}.get(axis, axis)
 
 
+def with_inputs(page: Page) -> Page:
+    """``page`` with its input columns first (``--inputs``): a column for each kind of input its
+    images were made from (image, mask, control image), holding each row's. A row whose images
+    were made from different inputs of a kind has no one input to show: GridError, naming them."""
+    held = [[r for r in row if r is not None] for row in page.cells]
+    fields = [name for name in INPUT_FIELDS if any(isinstance(r.get(name), dict) for row in held for r in row)]
+    inputs: list[list[tuple[dict[str, Any], dict[str, Any]] | None]] = []
+    for label_text, row in zip(page.rows, held):
+        found: list[tuple[dict[str, Any], dict[str, Any]] | None] = []
+        for name in fields:
+            given = {_input_identity(r.get(name)): r.get(name) for r in row}
+            if len(given) > 1:
+                paths = ", ".join(sorted(text_value(name, v) for v in given.values()))
+                raise GridError(
+                    f"--inputs: the row {page.row_axis} {label_text!r} holds images made from different "
+                    f"{LABELS[name]}s ({paths}): put them on the rows (--rows {name}), or leave --inputs out"
+                )
+            record = next((r for r in row if isinstance(r.get(name), dict)), None)
+            found.append((record, record[name]) if record is not None else None)
+        inputs.append(found)
+    return replace(page, input_fields=fields, inputs=inputs)
+
+
+def _input_identity(value: Any) -> Any:
+    return (value.get("sha256"), value.get("path")) if isinstance(value, dict) else None
+
+
 def write_grids(
-    out: Path, rows: str, cols: str, pages: str | None = None, *, cell_size: int | None = None
+    out: Path,
+    rows: str,
+    cols: str,
+    pages: str | None = None,
+    *,
+    cell_size: int | None = None,
+    inputs: bool = False,
 ) -> list[Path]:
-    """Write the grids of ``out`` (PNG plus layout JSON each) and return the PNGs' paths."""
+    """Write the grids of ``out`` (PNG plus layout JSON each) and return the PNGs' paths; with
+    ``inputs``, each row's input images in columns of their own first (:func:`with_inputs`)."""
     out = Path(out)
     ledger = list(iter_records(out))
     records = ledger_order(ledger, load_folder(out, ledger).cards)
     if not records:
         raise GridError(f"{out}: no images on disk to lay out (the ledger records none as done)")
+    if inputs and not any(recorded_inputs(r) for r in records):
+        raise GridError(f"--inputs: no image in {out} was made from an input image (an image, mask or control column)")
     rows_axis, cols_axis = axis_name(rows, records), axis_name(cols, records)
     pages_axis = axis_name(pages, records) if pages else None
     found = plan_pages(records, rows_axis, cols_axis, pages_axis)
+    if inputs:
+        found = [with_inputs(page) for page in found]
     base = "-by-".join(_slug(_axis_title(a)) for a in (rows_axis, cols_axis)) + (
         f"-per-{_slug(_axis_title(pages_axis))}" if pages_axis else ""
     )
@@ -269,28 +322,36 @@ class _Frame:
 
 
 def render(out: Path, page: Page, cell_size: int | None) -> tuple[Image.Image, dict[str, Any]]:
-    """The grid image of a page, and its layout (labels, and each cell's box and image)."""
+    """The grid image of a page, and its layout (labels, and each cell's box and image); with
+    input columns (``--inputs``), each row's inputs first, fitted into the images' cell size."""
     pictures = [[_picture(out, record, cell_size) for record in row] for row in page.cells]
     sizes = [p.size for row in pictures for p in row if p is not None]
     cell_w = max((w for w, _ in sizes), default=64)
     cell_h = max((h for _, h in sizes), default=64)
+    cols = [LABELS[name] for name in page.input_fields] + page.cols
+    entries = [
+        [_input_entry(out, name, given, cell_w, cell_h) for name, given in zip(page.input_fields, inputs)]
+        + [_entry(record, picture) for record, picture in zip(records, row_pictures)]
+        for records, row_pictures, inputs in zip(page.cells, pictures, page.inputs or [[]] * len(page.cells))
+    ]
     font_size = max(11, min(24, cell_w // 14))
     font, line_h = _font(font_size), font_size + 4
     col_w = max(cell_w, 96)  # a column is at least wide enough for a short label
-    col_lines = [fitted_lines(text, font, col_w - PAD, MAX_HEADER_LINES) for text in page.cols]
+    col_lines = [fitted_lines(text, font, col_w - PAD, MAX_HEADER_LINES) for text in cols]
     header_h = max((len(lines) for lines in col_lines), default=1) * line_h + 2 * PAD
     title_h = line_h + 2 * PAD if page.title else 0
     f = _Frame(font, line_h, cell_w, cell_h, col_w, max(cell_w, 160), title_h, header_h)
-    width = f.left + len(page.cols) * (col_w + PAD)
+    width = f.left + len(cols) * (col_w + PAD)
     height = f.top + len(page.rows) * (cell_h + PAD)
     grid = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(grid)
     _draw_headers(draw, page, f, col_lines)
-    cells = [_draw_row(grid, draw, f, r, text, page.cells[r], pictures[r]) for r, text in enumerate(page.rows)]
+    cells = [_draw_row(grid, draw, f, r, text, entries[r]) for r, text in enumerate(page.rows)]
     layout = {
         "title": page.title,
         "rows": page.rows,
-        "cols": page.cols,
+        "cols": cols,
+        "input_cols": len(page.input_fields),
         "cell_width": cell_w,
         "col_width": col_w,
         "cell_height": cell_h,
@@ -303,10 +364,33 @@ def render(out: Path, page: Page, cell_size: int | None) -> tuple[Image.Image, d
     return grid, layout
 
 
+# A cell to draw: what the layout records of it (None: nothing), its picture, and the text shown
+# where it has none.
+_Entry = tuple[dict[str, Any] | None, Image.Image | None, str]
+
+
+def _entry(record: dict[str, Any] | None, picture: Image.Image | None) -> _Entry:
+    if record is None:
+        return None, None, "—"
+    return ({"file": record["file"], "key": record.get("key")} if picture is not None else None), picture, "unreadable"
+
+
+def _input_entry(out: Path, name: str, given: tuple[dict[str, Any], dict[str, Any]] | None, w: int, h: int) -> _Entry:
+    """An input's cell: its picture fitted into ``w`` x ``h`` (its file, else its thumbnail), or its path."""
+    if given is None:
+        return None, None, "—"
+    record, value = given
+    picture = input_picture(out, record, value)
+    if picture is not None:
+        picture = ImageOps.contain(picture, (w, h), method=Image.Resampling.LANCZOS)
+    path = str(value.get("path"))
+    return {"input": name, "path": path, "sha256": value.get("sha256"), "shown": picture is not None}, picture, path
+
+
 def _draw_headers(draw: ImageDraw.ImageDraw, page: Page, f: _Frame, col_lines: list[list[str]]) -> None:
     """The page's title, the axes' names in the corner, and each column's label."""
     if page.title:
-        width = f.left + len(page.cols) * (f.col_w + PAD)
+        width = f.left + len(col_lines) * (f.col_w + PAD)
         draw.text((PAD, PAD), _ellipsis(page.title, f.font, width - 2 * PAD), font=f.font, fill=TEXT)
     corner = _ellipsis(f"{page.row_axis} \\ {page.col_axis}", f.font, f.label_w - 2 * PAD)
     draw.text((PAD, f.top - f.line_h - PAD), corner, font=f.font, fill=MUTED)
@@ -318,31 +402,27 @@ def _draw_headers(draw: ImageDraw.ImageDraw, page: Page, f: _Frame, col_lines: l
 
 
 def _draw_row(
-    grid: Image.Image,
-    draw: ImageDraw.ImageDraw,
-    f: _Frame,
-    r: int,
-    text: str,
-    records: list[dict[str, Any] | None],
-    pictures: list[Image.Image | None],
+    grid: Image.Image, draw: ImageDraw.ImageDraw, f: _Frame, r: int, text: str, entries: list[_Entry]
 ) -> list[dict[str, Any] | None]:
     """Row ``r``: its label (wrapped, and cut with "…" where the row is too short), then its
-    cells; each cell's box and image for the layout (None where it has no image)."""
+    cells; each cell's box and what it shows, for the layout (None where it shows nothing)."""
     y = f.top + r * (f.cell_h + PAD)
     lines = fitted_lines(text, f.font, f.label_w - 2 * PAD, f.cell_h // f.line_h)
     for i, line in enumerate(lines):
         draw.text((PAD, y + i * f.line_h), line, font=f.font, fill=TEXT)
     row_cells: list[dict[str, Any] | None] = []
-    for c, (record, picture) in enumerate(zip(records, pictures)):
+    for c, (shown, picture, missing) in enumerate(entries):
         x = f.left + c * (f.col_w + PAD) + (f.col_w - f.cell_w) // 2
         draw.rectangle([x, y, x + f.cell_w - 1, y + f.cell_h - 1], fill=CELL_BACKGROUND)
-        if record is None or picture is None:
-            draw.text((x + PAD, y + PAD), "—" if record is None else "unreadable", font=f.font, fill=MUTED)
-            row_cells.append(None)
+        if picture is None:
+            room = max(1, (f.cell_h - PAD) // f.line_h)
+            for i, line in enumerate(fitted_lines(missing, f.font, f.cell_w - 2 * PAD, room)):
+                draw.text((x + PAD, y + PAD + i * f.line_h), line, font=f.font, fill=MUTED)
+            box = {"x": x, "y": y, "width": f.cell_w, "height": f.cell_h}
+            row_cells.append(None if shown is None else {**box, **shown})
             continue
         grid.paste(picture, (x, y))
-        box = {"x": x, "y": y, "width": picture.width, "height": picture.height}
-        row_cells.append({**box, "file": record["file"], "key": record.get("key")})
+        row_cells.append({"x": x, "y": y, "width": picture.width, "height": picture.height, **(shown or {})})
     return row_cells
 
 

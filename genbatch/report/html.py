@@ -6,7 +6,8 @@ there), so it can be written at the end of any run, after an interrupt, or later
 
 The page is ``templates/report.html`` (with its ``report.css`` and ``report.js`` inlined),
 rendered by Jinja2 with autoescape on. It works offline from ``file://``; images are shown
-through small WebP thumbnails in ``OUT/.genbatch-thumbs/``. The summary and the first
+through small WebP thumbnails in ``OUT/.genbatch-thumbs/``, and so are the images a row
+started from, beside its output (genbatch.report.input_thumbnails). The summary and the first
 chunk of each list go in as one JSON blob (``|tojson``); the rest of the records are paged
 data files in ``OUT/.genbatch-report/`` (``report_pages``) that the page loads as it needs
 them, and its filter and sort read them all, a chunk at a time. The script puts user text
@@ -40,6 +41,7 @@ from genbatch.manifest.fields import text_value
 from genbatch.pipelines.samplers import a1111_name
 from genbatch.report.folder import extra_fields
 from genbatch.report.grid import list_grids
+from genbatch.report.input_thumbnails import ReportInputs
 from genbatch.report.pages import CHUNK_ROWS, PAGES_DIR, PageWriter, dumps_finite
 from genbatch.report.scan import SECTIONS, Scan, scan_folder
 from genbatch.report.throughput import Run, chart, fmt_duration, wall_and_rate
@@ -66,7 +68,7 @@ MAX_KEPT = 20_000  # rows a filter or sort over paged data keeps to show (it cou
 # Column order of the rows in the JSON blob; the page looks columns up by these names.
 CARD_COLS = (
     "src", "thumb", "prompt", "negative_prompt", "seed", "steps", "guidance_scale",
-    "width", "height", "scheduler", "id", "model", "seconds", "index", "k", "lora", "extra",
+    "width", "height", "scheduler", "id", "model", "seconds", "index", "k", "lora", "extra", "inputs",
 )  # fmt: skip
 FAILED_COLS = ("index", "line", "id", "prompt", "seed", "model", "error", "finished_at")
 SKIPPED_COLS = ("line", "manifest", "id", "prompt", "error")
@@ -89,7 +91,8 @@ def write_html_report(out: Path, *, thumbs: bool = True) -> Path:
         #    (only when missing or older than the image), rows written as paged data.
         pages = PageWriter(out, report_id)
         with ReportThumbnails(out, make=thumbs) as thumbnails:
-            lists = {name: pages.section(name, _rows(scan, name, thumbnails)) for name in SECTIONS}
+            inputs = ReportInputs(out, thumbnails, make=thumbs)  # rows' input images, beside their outputs
+            lists = {name: pages.section(name, _rows(scan, name, thumbnails, inputs)) for name in SECTIONS}
             if thumbs:  # those of images no current record shows any more go
                 thumbnails.remove_stale(older_than_ns=started_ns)
         # 3. Summary, charts and the first chunk of each list, then the page.
@@ -157,8 +160,9 @@ def page_context(out: Path, scan: Scan, lists: dict[str, tuple[list[list], int]]
     }
 
 
-def _rows(scan: Scan, section: str, thumbnails: ReportThumbnails) -> Iterator[list]:
-    """The section's rows in report order; cards with their thumbnails, a chunk at a time."""
+def _rows(scan: Scan, section: str, thumbnails: ReportThumbnails, inputs: ReportInputs) -> Iterator[list]:
+    """The section's rows in report order; cards with their thumbnails (and their inputs'), a
+    chunk at a time."""
     records = scan.records(section)
     if section != "cards":
         make = {"missing": lambda r: _row(r, MISSING_COLS), "failed": _failed_row}.get(
@@ -166,7 +170,7 @@ def _rows(scan: Scan, section: str, thumbnails: ReportThumbnails) -> Iterator[li
         )
         return (make(record) for record, _ in records)
     return (
-        _card_row(card, thumb)
+        _card_row(card, thumb, inputs.of(card))
         for chunk in _batched(records, CHUNK_ROWS)
         for (card, _), thumb in zip(chunk, thumbnails.shown(chunk))
     )
@@ -269,10 +273,12 @@ def _last_run_text(run: dict) -> str:
 # --- The data blob -----------------------------------------------------------------------
 
 
-def _card_row(card: dict, thumb: str | None) -> list:
+def _card_row(card: dict, thumb: str | None, inputs: list[list[Any]] | None = None) -> list:
     row = _row(card, CARD_COLS)
     row[0] = _url(card["file"])  # the image, opened by a click
     row[1] = _url(thumb) if thumb is not None else row[0]  # the picture on the card
+    # [label, path, thumbnail or None (the path shown instead), sha256] of each input image
+    row[CARD_COLS.index("inputs")] = [[*i[:2], _url(i[2]) if i[2] else None, i[3]] for i in inputs] if inputs else None
     row[CARD_COLS.index("lora")] = text_value("lora", card["lora"]) if card.get("lora") else None
     row[CARD_COLS.index("extra")] = [
         [name, value] for name, value in extra_fields(card).items()

@@ -31,6 +31,7 @@ TABLE_COLUMNS = [
     "k",
     "id",
     *report_columns(),
+    *(f"{name}_sha256" for name in INPUT_FIELDS),  # an input's path is its field's column
     "model",
     "model_fingerprint",
     "model_hash",
@@ -220,6 +221,9 @@ def _frames(records: Iterable[dict[str, Any]], chunk_rows: int, extras: dict[str
 def _table_row(record: dict[str, Any], extras: dict[str, str]) -> dict[str, Any]:
     row = {column: record.get(column) for column in TABLE_COLUMNS}
     row["fields"] = json.dumps(record.get("fields") or {}, ensure_ascii=False, default=str)
+    for name in INPUT_FIELDS:  # a row's input file: its path (the text column) and its sha256
+        given = row[name]
+        row[f"{name}_sha256"] = given.get("sha256") if isinstance(given, dict) else None
     for name, value in extra_fields(record).items():
         column = EXTRA_PREFIX + name
         row[column] = (

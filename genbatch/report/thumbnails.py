@@ -6,7 +6,8 @@ where the format allows it (JPEG draft mode), converted to RGB or RGBA, fitted i
 ``OUT/.genbatch-thumbs/``: a run's image writers make each one from the pixels they have
 just written (``write_report_thumbnail``); ``ReportThumbnails`` makes, a chunk of cards at
 a time, those missing or older than their image. The contact sheets paste them straight
-into a grid.
+into a grid. The input images of rows with images have theirs there too, named by their
+sha256 (genbatch.report.input_thumbnails).
 
 That folder is a real folder (never a symlink) holding only what genbatch keeps there.
 Each thumbnail names itself in its XMP (``genbatch:thumbnail="KEY.webp"``), and cleanup
@@ -25,6 +26,7 @@ import stat
 from array import array
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image
@@ -37,14 +39,17 @@ THUMBS_DIR = ".genbatch-thumbs"
 THUMB_SIZE = 256
 MAX_THUMB_BYTES = 1 << 20  # a larger file is not a thumbnail genbatch wrote
 
+INPUT_PREFIX = "input-"  # a row's input image's thumbnail: input-<its sha256[:20]>.webp
+
 _KEY_RE = re.compile(r"^[0-9A-Za-z]{8,64}$")
-_THUMB_FILE_RE = re.compile(r"^[0-9A-Za-z]{8,64}\.webp$")
-_TEMP_FILE_RE = re.compile(r"^\.?[0-9A-Za-z]{8,64}\.webp\.tmp-[0-9A-Za-z_-]+$")
+_THUMB_FILE_RE = re.compile(r"^(?:input-)?[0-9A-Za-z]{8,64}\.webp$")
+_TEMP_FILE_RE = re.compile(r"^\.?(?:input-)?[0-9A-Za-z]{8,64}\.webp\.tmp-[0-9A-Za-z_-]+$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
-def thumbnail(path: Path, size: int) -> Image.Image | None:
-    """The image at ``path`` scaled to fit ``size`` × ``size`` (RGB, or RGBA when it has
-    transparency), or None when it cannot be read."""
+def thumbnail(path: Path | IO[bytes], size: int) -> Image.Image | None:
+    """The image at ``path`` (or in a file object) scaled to fit ``size`` × ``size`` (RGB, or RGBA
+    when it has transparency), or None when it cannot be read."""
     try:
         with Image.open(path) as im:
             im.draft("RGB", (size, size))
@@ -104,6 +109,12 @@ class ReportThumbnails:
                 if ok:
                     shown[position] = f"{THUMBS_DIR}/{thumb.name}"
         return shown
+
+    def keep(self, name: str) -> bool:
+        """Keep the thumbnail ``name`` (an input image's, genbatch.report.input_thumbnails) from
+        :meth:`remove_stale`; whether it is there."""
+        self._kept.append(hash(name))
+        return self._look and file_mtime_ns(os.path.join(self._root, name)) is not None
 
     def remove_stale(self, *, older_than_ns: int) -> None:
         """Delete the thumbnails of records that are no longer current (a rerun with other
@@ -238,16 +249,21 @@ def write_report_thumbnail(out: Path | str, key: str, file: str, pixels: np.ndar
     """The report's thumbnail of an image just written, made from its pixels (no file read back),
     so the end-of-run report finds it fresh and makes none; False when it could not be written
     (the report then makes it from the file). The folder is made with the run's first one."""
-    name = thumb_name({"key": key, "file": file})
-    if isinstance(out, str):  # a prefix in object storage: one PUT
+    return save_thumbnail(thumbnail_of(pixels), out, thumb_name({"key": key, "file": file}))
+
+
+def save_thumbnail(picture: Image.Image, out: Path | str, name: str) -> bool:
+    """Write ``picture`` as the thumbnail ``name`` of ``out`` (a str: the URL of a prefix in object
+    storage, one PUT); False when it could not be written."""
+    if isinstance(out, str):
         data = io.BytesIO()
-        _save_webp(thumbnail_of(pixels), data, name)
+        _save_webp(picture, data, name)
         try:
             open_bucket(out).put(f"{THUMBS_DIR}/{name}", data.getvalue())
         except OSError:
             return False
         return True
-    return _save(thumbnail_of(pixels), Path(out), name)
+    return _save(picture, Path(out), name)
 
 
 def _save(picture: Image.Image, out: Path, name: str) -> bool:

@@ -160,11 +160,29 @@
   // filter as "name:value", and a menu per column with few values.
   function extras(r) { return r[C.extra] || []; }
   function extraTerm(name, value) { return "\n" + (name + ":" + str(value)).toLowerCase() + "\n"; }
+  // A row's input images ([label, path, thumbnail or null, sha256]: the image, mask and control
+  // image it started from), shown beside its output; the path stands in for a thumbnail not made.
+  function inputs(r) { return r[C.inputs] || []; }
+  function inputFigure(i, r) {
+    var f = el("figure", "input");
+    f.title = i[0] + ": " + str(i[1]) + "\nsha256 " + str(i[3]);
+    if (i[2]) {
+      var img = el("img"); img.loading = "lazy"; img.decoding = "async"; img.alt = i[0] + " " + str(i[1]).slice(0, 200);
+      if (r[C.width] > 0 && r[C.width] < SMALL && r[C.height] < SMALL) img.className = "pixelated";
+      img.src = i[2];
+      f.appendChild(img);
+    } else {
+      f.appendChild(el("div", "gone", i[1]));
+    }
+    f.appendChild(el("figcaption", "", i[0]));
+    return f;
+  }
   var images = Section("images", "cards", function (r) {
     return "\n" + [r[C.prompt], r[C.negative_prompt], "seed:" + r[C.seed], "id:" + str(r[C.id]), "#" + r[C.index],
       params(r), "steps:" + r[C.steps], "cfg:" + r[C.guidance_scale], r[C.width] + "x" + r[C.height],
       r[C.model], r[C.src], r[C.lora] ? "lora:" + r[C.lora] : ""]
-      .concat(extras(r).map(function (e) { return e[0] + ":" + str(e[1]); })).map(str).join("\n") + "\n";
+      .concat(extras(r).map(function (e) { return e[0] + ":" + str(e[1]); }))
+      .concat(inputs(r).map(function (i) { return i[0] + ":" + str(i[1]); })).map(str).join("\n") + "\n";
   }, function (r) {
     var card = el("figure", "card");
     var a = el("a", "pic"); a.href = r[C.src]; a.target = "_blank"; a.rel = "noopener";
@@ -173,7 +191,17 @@
     // Small images (64 px) scaled up with nearest neighbour: crisp pixels, not blur.
     if (r[C.width] > 0 && r[C.width] < SMALL && r[C.height] < SMALL) img.className = "pixelated";
     img.src = r[C.thumb];
-    a.appendChild(img); card.appendChild(a);
+    a.appendChild(img);
+    if (inputs(r).length) {  // inputs, then the output, side by side; the card spans two columns
+      card.className += " with-inputs";
+      var io = el("div", "io");
+      inputs(r).forEach(function (i) { io.appendChild(inputFigure(i, r)); });
+      var out = el("figure", "input output"); out.appendChild(a); out.appendChild(el("figcaption", "", "output"));
+      io.appendChild(out);
+      card.appendChild(io);
+    } else {
+      card.appendChild(a);
+    }
     var cap = el("figcaption");
     var prompt = el("p", "prompt", r[C.prompt]); prompt.title = str(r[C.prompt]); cap.appendChild(prompt);
     if (r[C.negative_prompt]) cap.appendChild(el("p", "neg", "− " + r[C.negative_prompt]));
