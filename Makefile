@@ -20,10 +20,13 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 install: $(VENV)/.installed
 
+# Text to image, then image to image (manifests/edits.csv: rows that start from manifests/images/).
 demo: install
 	$(BIN)/genbatch run manifests/example.csv --out $(DEMO_OUT)
 	$(BIN)/genbatch report $(DEMO_OUT) --contact-sheet
-	@echo "Open $(DEMO_OUT)/report.html, or look at $(DEMO_OUT)/contact-sheet-001.png"
+	$(BIN)/genbatch run manifests/edits.csv --out $(DEMO_OUT)/edits
+	@echo "Open $(DEMO_OUT)/report.html, or look at $(DEMO_OUT)/contact-sheet-001.png;"
+	@echo "$(DEMO_OUT)/edits/report.html shows each edit beside the image it started from"
 
 # Debian's chromium for the report's browser test (playwright drives it; it downloads nothing).
 browser:

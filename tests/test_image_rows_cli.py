@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import genbatch, ledger, pixels
+from helpers import FAST, genbatch, ledger, pixels
 from PIL import Image, ImageDraw
 
 from genbatch.manifest.image_folder import read_image_folder
@@ -341,3 +341,36 @@ def test_a_run_into_a_bucket_puts_each_input_thumbnail_and_its_report_shows_it(s
     (tmp_path / "in0.png").unlink()  # the report of a bucket needs no input file
     assert genbatch("report", f"s3://{bucket}/run").exit_code == 0
     assert {c["inputs"][0][2] for c in cards_of(s3.read(bucket, "run/report.html").decode())} == {thumb}
+
+
+def test_the_example_manifest_edits_its_images_into_a_folder_inside_another_run(tmp_path):
+    """`make demo` runs manifests/edits.csv into demo-out/edits: each output follows its own input
+    (the rows that keep their background come out closest to it), and the outer run's verify
+    does not count the inner run's images as its own."""
+    outer = tmp_path / "demo-out"
+    (tmp_path / "p.txt").write_text("a red circle\n")
+    assert genbatch("run", tmp_path / "p.txt", "--out", outer, *FAST).exit_code == 0
+    out = outer / "edits"
+    result = genbatch("run", ROOT / "manifests" / "edits.csv", "--out", out, "--steps", "4", "--quiet")
+    assert result.exit_code == 0, result.output
+    records = sorted(ledger(out), key=lambda r: r["index"])
+    assert [r["id"] for r in records] == ["recolour", "reshape", "new-background", "light-touch"]
+    assert all(r["status"] == "done" and r["image"]["path"].startswith("images/") for r in records)
+    made = [pixels(out / r["file"]) for r in records]
+    given = [pixels(ROOT / "manifests" / r["image"]["path"]) for r in records]
+    assert all(differ(made[i], made[j]) > 100 for i in range(4) for j in range(i))
+    for i in (0, 1, 3):  # new-background (2) paints its background black, as its prompt asks
+        distances = [np.abs(made[i] - other).mean() for other in given]
+        assert int(np.argmin(distances)) == i, (records[i]["id"], distances)
+    assert len(list((out / ".genbatch-thumbs").glob("input-*.webp"))) == 4
+    checked = genbatch("verify", outer)
+    assert checked.exit_code == 0 and "0 unrecorded" in checked.output, checked.output
+
+
+def test_verify_of_a_prefix_leaves_out_a_run_inside_it(s3, tmp_path):
+    (tmp_path / "p.txt").write_text("a red circle\n")
+    bucket = s3.new_bucket()
+    for out in (f"s3://{bucket}/demo", f"s3://{bucket}/demo/edits"):
+        assert genbatch("run", tmp_path / "p.txt", "--out", out, *FAST).exit_code == 0
+    checked = genbatch("verify", f"s3://{bucket}/demo")
+    assert checked.exit_code == 0 and "0 unrecorded" in checked.output, checked.output

@@ -9,7 +9,8 @@ image was written. Three kinds of finding:
 - unrecorded: an image file under OUT that no current done record names.
 
 genbatch's own files are not images of the run: hidden names (``.genbatch-thumbs/``, temp
-files ``.NAME.tmp-XXXX``, the lock) and the contact sheets at the top of OUT are ignored.
+files ``.NAME.tmp-XXXX``, the lock) and the contact sheets at the top of OUT are ignored, and so
+is a sub-folder with a ledger of its own: another run's output (``make demo``'s ``edits/``).
 The ledger is read as a stream and files are hashed in 1 MiB chunks. ``genbatch run
 --verify`` uses :func:`still_done` to regenerate the images that no longer match.
 """
@@ -29,7 +30,7 @@ from typing import Any
 from genbatch.bucket import Bucket, open_bucket, output_location
 from genbatch.errors import GenbatchError
 from genbatch.store.ledger import LEDGER_NAME, current, iter_records, ledger_path
-from genbatch.store.segments import segment_names
+from genbatch.store.segments import SEGMENTS_DIR, segment_names
 
 CHUNK = 1 << 20
 
@@ -129,7 +130,10 @@ def verify_prefix(bucket: Bucket, warn: Callable[[str], None] | None = None) -> 
             return False
         return not (len(parts) == 1 and CONTACT_SHEET_RE.match(name))
 
-    result.unrecorded = sorted(n for n in sizes if image(n) and n not in expected)
+    # another run's output under this prefix (a ledger of its own) holds none of its images
+    runs = {n[: -len(LEDGER_NAME)] for n in sizes if n.endswith("/" + LEDGER_NAME)}
+    runs |= {n.split(f"{SEGMENTS_DIR}/")[0] for n in sizes if f"/{SEGMENTS_DIR}/" in n}
+    result.unrecorded = sorted(n for n in sizes if image(n) and n not in expected and not n.startswith(tuple(runs)))
     return result
 
 
@@ -178,7 +182,8 @@ def _images(out: Path) -> Iterator[str]:
     from genbatch.store.image_formats import CONTACT_SHEET_RE, IMAGE_EXTENSIONS
 
     for folder, dirs, files in os.walk(out):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        # another run's output folder inside this one (a ledger of its own) holds none of its images
+        dirs[:] = [d for d in dirs if not d.startswith(".") and not _is_run(os.path.join(folder, d))]
         relative = Path(folder).relative_to(out)
         for name in files:
             if name.startswith(".") or os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
@@ -186,3 +191,8 @@ def _images(out: Path) -> Iterator[str]:
             if relative == Path(".") and CONTACT_SHEET_RE.match(name):
                 continue
             yield (relative / name).as_posix()
+
+
+def _is_run(folder: str) -> bool:
+    """Whether ``folder`` is the output folder of a run: it has a ledger (or ledger segments)."""
+    return os.path.isfile(os.path.join(folder, LEDGER_NAME)) or os.path.isdir(os.path.join(folder, SEGMENTS_DIR))
