@@ -65,6 +65,19 @@ def test_resize_none_with_another_width_is_refused_naming_the_row_and_the_option
         assert not out.exists()
 
 
+def test_a_strength_that_leaves_no_denoising_step_is_refused_before_the_model_loads(tmp_path):
+    picture(tmp_path / "in0.png", 0)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("prompt,image,strength\na red circle,in0.png,\na blue circle,in0.png,0\n")
+    result = genbatch("run", manifest, "--out", tmp_path / "out", *SHAPES, "--strength", "0.4", "--dry-run")
+    assert result.exit_code == 2 and "loading" not in result.output
+    assert (
+        "m.csv:2:--steps: strength 0.4 of 2 steps is no denoising step (diffusers runs int(steps x strength) = 0 "
+        "of them): give 3 steps or more, or a strength of at least 0.5"
+    ) in result.output
+    assert "m.csv:3:strength: strength 0 redraws nothing" in result.output
+
+
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [

@@ -24,6 +24,7 @@ from genbatch.pipelines.families import (
     pipeline_class,
 )
 from genbatch.pipelines.image_inputs import controlnet_problem, inpaint_problem, input_kind, pipeline_class_for
+from genbatch.plan.input_checks import denoising_problem
 
 
 def check_model(path: Path, defaults: dict[str, Any]) -> Family:
@@ -147,6 +148,11 @@ def _input_problems(family: Family, job: Any) -> list[tuple[str, str]]:
             found.append(("controlnet", why))
     if kind == "inpaint" and (why := inpaint_problem(job.model.path)):
         found.append(("mask_image", f"{job.model.name} cannot inpaint: {why}"))
+    made_by = pipeline_class_for(base, kind, control)
+    if made_by and (why := denoising_problem(made_by, values.get("strength"), job.steps)):
+        found.append(
+            ("strength" if "strength" in job.row.values else "steps" if "steps" in job.row.values else "--steps", why)
+        )
     resize = values.get("resize")
     for name in ("image", "control_image"):
         given = values.get(name)
