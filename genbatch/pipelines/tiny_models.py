@@ -70,14 +70,10 @@ def _vae(latent_channels: int = 4, **extra: Any) -> Any:
     )
 
 
-def build_sdxl(folder: Path) -> None:
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
-
-    tokenizer = clip_tokenizer(folder / "tokenizer")
-    tokenizer_2 = clip_tokenizer(folder / "tokenizer_2")
+def sdxl_unet() -> Any:
+    """The tiny SDXL's UNet (what a tiny SDXL ControlNet is made from)."""
     # Time ids (6 values, 8 dims each) plus the second encoder's pooled projection (8).
-    unet = tiny_unet(
+    return tiny_unet(
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
@@ -86,9 +82,17 @@ def build_sdxl(folder: Path) -> None:
         projection_class_embeddings_input_dim=56,
         cross_attention_dim=16,
     )
+
+
+def build_sdxl(folder: Path) -> None:
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    tokenizer = clip_tokenizer(folder / "tokenizer")
+    tokenizer_2 = clip_tokenizer(folder / "tokenizer_2")
     pipe = StableDiffusionXLPipeline(
         vae=_vae(),
-        unet=unet,
+        unet=sdxl_unet(),
         text_encoder=_seeded(lambda: CLIPTextModel(_clip_config(tokenizer))),
         text_encoder_2=_seeded(lambda: CLIPTextModelWithProjection(_clip_config(tokenizer_2))),
         tokenizer=tokenizer,
@@ -104,7 +108,8 @@ def build_sdxl(folder: Path) -> None:
     save_tiny(pipe, folder, "sdxl", width=64, height=64, guidance_scale=5.0)
 
 
-def build_sd3(folder: Path) -> None:
+def build_sd3(folder: Path, *, latent_channels: int = 16) -> None:
+    """SD3 with SD3's 16 latent channels (its inpainting pipeline takes no other)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
     from transformers import CLIPTextModelWithProjection
 
@@ -116,8 +121,8 @@ def build_sd3(folder: Path) -> None:
         lambda: SD3Transformer2DModel(
             sample_size=16,
             patch_size=1,
-            in_channels=4,
-            out_channels=4,
+            in_channels=latent_channels,
+            out_channels=latent_channels,
             num_layers=1,
             attention_head_dim=8,
             num_attention_heads=2,
@@ -129,7 +134,13 @@ def build_sd3(folder: Path) -> None:
     pipe = StableDiffusion3Pipeline(
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-        vae=_vae(use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035),
+        vae=_vae(
+            latent_channels=latent_channels,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+            shift_factor=0.0609,
+            scaling_factor=1.5035,
+        ),
         text_encoder=_seeded(lambda: CLIPTextModelWithProjection(_clip_config(tokenizer))),
         tokenizer=tokenizer,
         text_encoder_2=_seeded(lambda: CLIPTextModelWithProjection(_clip_config(tokenizer_2))),
@@ -140,15 +151,12 @@ def build_sd3(folder: Path) -> None:
     save_tiny(pipe, folder, "sd3", width=32, height=32, guidance_scale=5.0, max_sequence_length=32)
 
 
-def build_flux(folder: Path, *, guidance_embeds: bool = True) -> None:
-    """Flux.1 dev-like (guidance-distilled) by default; ``guidance_embeds=False`` is schnell-like."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-    from transformers import CLIPTextModel
+def flux_transformer(*, guidance_embeds: bool = True) -> Any:
+    """The tiny Flux.1's transformer (what a tiny Flux ControlNet is made from)."""
+    from diffusers import FluxTransformer2DModel
 
-    tokenizer = clip_tokenizer(folder / "tokenizer")
-    tokenizer_2 = t5_tokenizer()
     # Latents of one channel packed 2x2 into tokens of 4; pooled CLIP output (8); T5 width (16).
-    transformer = _seeded(
+    return _seeded(
         lambda: FluxTransformer2DModel(
             patch_size=1,
             in_channels=4,
@@ -162,21 +170,37 @@ def build_flux(folder: Path, *, guidance_embeds: bool = True) -> None:
             guidance_embeds=guidance_embeds,
         )
     )
-    pipe = FluxPipeline(
-        transformer=transformer,
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-        vae=_vae(
+
+
+def flux_components(folder: Path, *, guidance_embeds: bool = True) -> dict[str, Any]:
+    """The tiny Flux.1's components (Flux.1 Kontext has the same), tokenizers written into ``folder``."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from transformers import CLIPTextModel
+
+    tokenizer = clip_tokenizer(folder / "tokenizer")
+    tokenizer_2 = t5_tokenizer()
+    return {
+        "transformer": flux_transformer(guidance_embeds=guidance_embeds),
+        "scheduler": FlowMatchEulerDiscreteScheduler(shift=3.0),
+        "vae": _vae(
             latent_channels=1,
             use_quant_conv=False,
             use_post_quant_conv=False,
             shift_factor=0.0609,
             scaling_factor=1.5035,
         ),
-        text_encoder=_seeded(lambda: CLIPTextModel(_clip_config(tokenizer))),
-        tokenizer=tokenizer,
-        text_encoder_2=_t5_encoder(tokenizer_2),
-        tokenizer_2=tokenizer_2,
-    )
+        "text_encoder": _seeded(lambda: CLIPTextModel(_clip_config(tokenizer))),
+        "tokenizer": tokenizer,
+        "text_encoder_2": _t5_encoder(tokenizer_2),
+        "tokenizer_2": tokenizer_2,
+    }
+
+
+def build_flux(folder: Path, *, guidance_embeds: bool = True) -> None:
+    """Flux.1 dev-like (guidance-distilled) by default; ``guidance_embeds=False`` is schnell-like."""
+    from diffusers import FluxPipeline
+
+    pipe = FluxPipeline(**flux_components(folder, guidance_embeds=guidance_embeds))
     save_tiny(
         pipe,
         folder,
@@ -343,10 +367,37 @@ def save_tiny(pipe: Any, folder: Path, name: str, **defaults: Any) -> None:
     (folder / "genbatch.json").write_text(json.dumps(own, indent=2), encoding="utf-8")
 
 
+def fit_encoder(vae: Any, gain: float, logvar: float = -12.0) -> Any:
+    """``vae`` with an encoder fit for image inputs: its latents' means times ``gain`` and their
+    log-variance ``logvar`` (a sample is then its mean), the decoder untouched.
+
+    A random VAE's encoder gives means far smaller than the latents a denoiser hands its
+    decoder, drowned in its own sampling noise (a log-variance near 0). Inpainting with a
+    4-channel UNet decodes such image latents beside the denoised ones: the decoder's group
+    norms then see the image's part of the latents as next to nothing, and the image is gone
+    from the kept part of the output. Text-to-image runs no encoder: its images are unchanged."""
+    import torch
+
+    layer = vae.quant_conv if vae.quant_conv is not None else vae.encoder.conv_out
+    channels = vae.config.get("latent_channels") or vae.config.z_dim  # AutoencoderKL's, Qwen-Image's
+    with torch.no_grad():
+        layer.weight[:channels] *= gain
+        layer.bias[:channels] *= gain
+        layer.weight[channels:] = 0.0
+        layer.bias[channels:] = logvar
+    return vae
+
+
+SD_ENCODER_GAIN = 30.0  # tiny-random's VAE: image latents of about unit variance once scaled (0.18215)
+
+
 def _build_sd(folder: Path) -> None:
-    from genbatch.pipelines.builtin import build_tiny_random
+    """tiny-random (genbatch.pipelines.builtin), its VAE's encoder fit for image inputs
+    (:func:`fit_encoder`): its text-to-image images are tiny-random's."""
+    from genbatch.pipelines.builtin import _tiny_vae, build_tiny_random
 
     build_tiny_random(folder)
+    fit_encoder(_tiny_vae(), SD_ENCODER_GAIN).save_pretrained(folder / "vae", safe_serialization=True)
 
 
 BUILDERS: dict[str, Callable[[Path], None]] = {

@@ -25,6 +25,13 @@ BUILDERS: dict[str, str] = {
     "hidream": "hidream:build_hidream",
     "kolors": "kolors:build_kolors",
     "hunyuan-image": "hunyuan_image:build_hunyuan_image",
+    # ControlNet model folders (not pipelines) that fit the tiny sd, sdxl and flux
+    "sd-controlnet": "controlnet:build_sd_controlnet",
+    "sdxl-controlnet": "controlnet:build_sdxl_controlnet",
+    "flux-controlnet": "controlnet:build_flux_controlnet",
+    # pipelines that edit an input image
+    "flux-kontext": "flux_kontext:build_flux_kontext",
+    "qwen-image-edit": "qwen_image_edit:build_qwen_image_edit",
 }
 
 
