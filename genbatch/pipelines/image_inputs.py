@@ -67,6 +67,8 @@ def pipeline_class_for(base: str, kind: str, controlnet: bool) -> str | None:
     if controlnet:
         ending = {"text": "Pipeline", "img2img": "Img2ImgPipeline", "inpaint": "InpaintPipeline"}[kind]
         name = task.__name__.replace("ControlNet", "")
+        if not name.endswith(ending):
+            return None  # an edit model's own pipeline (Flux2Pipeline) has no ControlNet one
         task = auto._get_task_class(
             mapping, name.replace(ending, "ControlNet" + ending), throw_error_if_not_exist=False
         )
