@@ -378,6 +378,16 @@ def test_the_example_manifest_edits_its_images_into_a_folder_inside_another_run(
     assert len(list((out / ".genbatch-thumbs").glob("input-*.webp"))) == 4
     checked = genbatch("verify", outer)
     assert checked.exit_code == 0 and "0 unrecorded" in checked.output, checked.output
+    # docs/rows-with-images.md's replay in plain diffusers gives the image of the ledger's first line
+    page = (ROOT / "docs" / "rows-with-images.md").read_text(encoding="utf-8")
+    replay = page.split("## Replaying an image in plain diffusers")[1].split("```python\n")[1].split("```")[0]
+    replay = replay.replace('"edits/genbatch.jsonl"', repr(str(out / "genbatch.jsonl")))
+    replay = replay.replace('Path("manifests")', repr(ROOT / "manifests").replace("PosixPath", "Path"))
+    found: dict = {}
+    exec(replay, found)  # noqa: S102 - the documentation's own code
+    first = ledger(out)[0]
+    replayed = np.asarray(found["image"].convert("RGB"), dtype=np.int16)
+    assert differ(replayed, pixels(out / first["file"])) <= 2
 
 
 def test_verify_of_a_prefix_leaves_out_a_run_inside_it(s3, tmp_path):

@@ -106,7 +106,7 @@ Strength = Annotated[
     typer.Option(
         "--strength",
         help="For rows with an image and no strength: how much of it is redrawn, 0 (kept) to 1 (all) "
-        "(default: the pipeline's, 0.8 for image-to-image, 1 for inpainting).",
+        "(default: the pipeline's own, e.g. 0.8 for SD image-to-image, 1 for SD inpainting, 0.6 for Flux).",
     ),
 ]
 Resize = Annotated[
