@@ -286,6 +286,23 @@ def test_the_report_makes_a_missing_input_thumbnail_from_its_file_or_shows_its_p
     assert shown == {"in0.png": None, "in1.png": f".genbatch-thumbs/input-{kept[:20]}.webp"}  # gone: its path
 
 
+def test_merge_brings_the_input_thumbnails_along(edits, tmp_path):
+    source = tmp_path / "shard"
+    shutil.copytree(edits, source)
+    away = tmp_path / "away"
+    away.mkdir()
+    for n in range(2):  # the input files are not where the ledger says: only the thumbnails show them
+        (edits.parent / f"in{n}.png").rename(away / f"in{n}.png")
+    try:
+        merged = genbatch("merge", source, "--into", tmp_path / "merged")
+    finally:
+        for n in range(2):
+            (away / f"in{n}.png").rename(edits.parent / f"in{n}.png")
+    assert merged.exit_code == 0, merged.output
+    shown = {tuple(card["inputs"][0][1:3]) for card in report_cards(tmp_path / "merged")}
+    assert len(shown) == 2 and all(thumb and (tmp_path / "merged" / thumb).is_file() for _, thumb in shown)
+
+
 def test_report_csv_and_parquet_name_each_input_and_its_sha256(edits):
     records = {r["file"]: r for r in ledger(edits)}
     with open(edits / "report.csv", encoding="utf-8", newline="") as handle:

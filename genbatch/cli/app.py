@@ -455,12 +455,14 @@ def merge(outs: opt.RunFolders, into: opt.Into, html: opt.Html = True, json_: op
       genbatch run prompts.csv --out shard2 --shard 2/2   # on host 2
       genbatch merge shard1 shard2 --into images
     """
+    from genbatch.report.input_thumbnails import copy_input_thumbnails
     from genbatch.report.summaries import write_metadata, write_tables
     from genbatch.store.bucket_view import mergeable
     from genbatch.store.merge import merge_outputs
 
     with mergeable(outs, into) as (sources, target, view):
         result = merge_outputs(sources, target)
+        copy_input_thumbnails(sources, result.into)  # the report shows the rows' inputs
         write_tables(result.into)
         write_metadata(result.into)
         if html:

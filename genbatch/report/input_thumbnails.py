@@ -6,7 +6,7 @@ names it.
 A run's image writers make each one from the input file when the first image made from it is
 written (:class:`InputThumbnailWriter`; into a prefix in object storage, one PUT), so the report
 reads no input file and works as well on a bucket's local view (genbatch.store.bucket_view). Where
-one is missing (a folder made by ``genbatch merge``, a run without the report), the report makes it
+one is missing (a run without the report; ``genbatch merge`` copies the sources' own), the report makes it
 from the file the ledger line names when that file is still there with the recorded sha256 (found
 as the run found it: relative to the manifest's folder, or the ``--input-dir``, as the ledger line
 names them, from the working folder; a URL is not fetched); else the card shows the input's path.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import stat
 import threading
 from collections.abc import Iterable
@@ -28,11 +29,22 @@ from PIL import Image
 from genbatch.bucket import is_url
 from genbatch.manifest.fields import INPUT_FIELDS
 from genbatch.manifest.inputs import MAX_INPUT_BYTES, InputImage, InputProblem, decoded, location_of, read_input
-from genbatch.report.thumbnails import INPUT_PREFIX, THUMB_SIZE, THUMBS_DIR, ReportThumbnails, save_thumbnail, thumbnail
+from genbatch.report.thumbnails import (
+    INPUT_PREFIX,
+    THUMB_SIZE,
+    THUMBS_DIR,
+    ReportThumbnails,
+    genbatch_thumbnail,
+    save_thumbnail,
+    thumbnail,
+    thumbs_folder,
+)
+from genbatch.safe_write import UnsafePathError, folder_descriptor, write_atomic
 
 # How the report and the grids label each input.
 LABELS = {"image": "input", "mask_image": "mask", "control_image": "control"}
 _HEX = frozenset("0123456789abcdef")
+_NAME = re.compile(f"^{INPUT_PREFIX}[0-9a-f]{{20}}\\.webp$")
 
 
 def input_thumb_name(sha256: object) -> str | None:
@@ -147,3 +159,26 @@ def input_picture(out: Path, record: dict[str, Any], given: dict[str, Any]) -> I
     name = input_thumb_name(given.get("sha256"))
     picture = thumbnail(Path(out) / THUMBS_DIR / name, THUMB_SIZE) if name else None
     return picture.convert("RGB") if picture is not None else None
+
+
+def copy_input_thumbnails(sources: Iterable[Path], into: Path) -> None:
+    """Give ``into`` the input thumbnails of ``sources`` (local run folders) it has not
+    (``genbatch merge``): only files genbatch wrote there (each names itself in its XMP), read
+    without following a link, written as the report writes its own."""
+    target = Path(into)
+    for source in sources:
+        if Path(source).resolve() == target.resolve() or not os.path.isdir(Path(source) / THUMBS_DIR):
+            continue
+        try:
+            with folder_descriptor(Path(source), THUMBS_DIR, links=False) as folder:
+                for name in sorted(os.listdir(folder)):
+                    if not _NAME.match(name):
+                        continue
+                    if os.path.lexists(target / THUMBS_DIR / name):
+                        continue
+                    data = genbatch_thumbnail(folder, name)
+                    if data is not None:
+                        thumbs_folder(target, contents=False)
+                        write_atomic(target / THUMBS_DIR / name, data, root=target, links=False)
+        except (OSError, UnsafePathError):  # a thumbnail is a convenience: the report shows the path
+            continue

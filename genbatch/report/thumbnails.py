@@ -210,24 +210,30 @@ def _xmp(name: str) -> bytes:
 def written_by_genbatch(folder: int, name: str) -> bool:
     """Whether ``name`` in the folder open as ``folder`` is a thumbnail genbatch wrote: a
     regular file (not followed if a symlink), small, naming itself in its XMP."""
+    return genbatch_thumbnail(folder, name) is not None
+
+
+def genbatch_thumbnail(folder: int, name: str) -> bytes | None:
+    """The bytes of ``name`` in the folder open as ``folder`` when it is a thumbnail genbatch wrote
+    (:func:`written_by_genbatch`), else None."""
     try:
         fd = os.open(name, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC, dir_fd=folder)
     except OSError:
-        return False
+        return None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_THUMB_BYTES:
-            return False
+            return None
         data = b""
         while chunk := os.read(fd, MAX_THUMB_BYTES + 1 - len(data)):
             data += chunk
             if len(data) > MAX_THUMB_BYTES:
-                return False
+                return None
     except OSError:
-        return False
+        return None
     finally:
         os.close(fd)
-    return f'genbatch:thumbnail="{name}"'.encode() in data
+    return data if f'genbatch:thumbnail="{name}"'.encode() in data else None
 
 
 def write_thumbnail(image: Path, thumb: Path, out: Path) -> bool:
