@@ -168,6 +168,27 @@ def test_a_missing_mask_is_named_with_its_image_and_what_was_looked_for(photos, 
     assert run.exit_code == 2 and "b.png:mask: no mask" in run.output and not (tmp_path / "o").exists()
 
 
+def test_a_bad_file_in_the_input_dir_is_named_by_its_path(photos, tmp_path):
+    (photos / "d.png").write_bytes((photos / "b.png").read_bytes()[:100])
+    picture(tmp_path / "elsewhere.png", 1)
+    (photos / "e.png").symlink_to(tmp_path / "elsewhere.png")
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for name in ("a", "b", "c", "d", "e"):
+        mask(masks / f"{name}.png", (32, 32) if name == "b" else (64, 64))
+    result = genbatch("validate", "--input-dir", photos, "--mask-dir", masks, "--prompt", "a red circle")
+    assert result.exit_code == 2
+    lines = result.output.splitlines()
+    assert f"{photos / 'b.png'}:mask: the mask is 32x32 but its image is 64x64; a mask must be its image's size" in (
+        lines
+    )
+    assert f"{photos / 'd.png'}:image: {photos / 'd.png'} cannot be decoded (truncated or damaged?)" in result.output
+    assert (
+        f"{photos / 'e.png'}:image: e.png is a symlink to {tmp_path / 'elsewhere.png'}, outside --input-dir {photos}"
+    ) in result.output
+    assert not any("a.JPG" in line or "c.webp" in line for line in lines)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -74,9 +74,10 @@ def location_of(given: str, manifest: str, folder: str | None = None) -> str:
     full = base / normal
     real, real_base = os.path.realpath(full), os.path.realpath(base)
     if real != real_base and not real.startswith(real_base.rstrip(os.sep) + os.sep):
+        where = f"the manifest's folder {base}" if folder is None else f"--input-dir {base}"
         raise InputProblem(
-            f"{given} is a symlink to {real}, outside the manifest's folder {base}; "
-            "give an absolute path to read a file elsewhere"
+            f"{given} is a symlink to {real}, outside {where}; give an absolute path "
+            f"{'' if folder is None else 'in a manifest '}to read a file elsewhere"
         )
     return str(full)
 
