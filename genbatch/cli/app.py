@@ -155,7 +155,7 @@ def run(
         result = run_manifest(options)
     except GenbatchError as err:
         if json_:  # a script reading --json gets an object on failure too
-            summary = RunSummary.from_error(err, str(out), manifest)
+            summary = RunSummary.from_error(err, str(out), manifest if manifest is not None else input_dir)
             print_json(summary.to_dict(), ensure_ascii=False, default=str)
         raise
     if dry_run:
