@@ -38,8 +38,11 @@ def object_pixels(s3, bucket: str, key: str) -> np.ndarray:
 def test_a_run_into_a_bucket_puts_images_ledger_and_reports_and_a_rerun_does_nothing(s3, tmp_path):
     bucket = s3.new_bucket()
     manifest = prompts(tmp_path, 4)
+    before = s3.requests.copy()
     result = genbatch("run", manifest, "--out", f"s3://{bucket}/run", *FAST)
     assert result.exit_code == 0, result.output
+    made = s3.requests - before
+    assert made["PUT"] >= 8 and made["GET"] < 4  # an image and a thumbnail each; the report reads none back
     keys = s3.keys(bucket, "run")
     done = [r for r in records(s3, bucket, "run") if r["status"] == "done"]
     assert len(done) == 4 and len({r["key"] for r in done}) == 4
@@ -51,6 +54,8 @@ def test_a_run_into_a_bucket_puts_images_ledger_and_reports_and_a_rerun_does_not
     assert {"run.json", "report.html", "report.csv", "report.parquet", "metadata.jsonl"} <= set(keys)
     assert len([k for k in keys if k.startswith(".genbatch-thumbs/")]) == 4
     assert json.loads(s3.read(bucket, "run/run.json"))["counts"]["done"] == 4
+    html = s3.read(bucket, "run/report.html").decode()
+    assert all(f".genbatch-thumbs/{r['key']}.webp" in html for r in done)  # the cards show the thumbnails
 
     # the same pixels as a run into a local folder
     local = tmp_path / "local"

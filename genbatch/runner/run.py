@@ -483,7 +483,8 @@ def _write_bucket_reports(
     """:func:`_write_reports` into the run's view of its prefix, then put into the prefix."""
     bucket = view.bucket
     try:  # a view of the prefix as it is now, with this run's ledger lines (compacted)
-        with BucketView(bucket, thumbs=options.output.html_report, stand_ins=options.output.html_report) as now:
+        html = options.output.html_report
+        with BucketView(bucket, thumbs="stand-in" if html else False, stand_ins=html) as now:
             _write_reports(now.folder, options, summary, say)
             now.publish()
     except OSError as err:

@@ -51,9 +51,11 @@ class BucketView:
         *,
         images: bool = False,
         stand_ins: bool = False,
-        thumbs: bool = False,
+        thumbs: bool | str = False,
         folders: Iterable[str] = (),
     ):
+        """``thumbs``: fetch the report's thumbnails; "stand-in": an empty file for each, newer than
+        its image's stand-in, for a report that only links to them (no contact sheet)."""
         self.bucket = bucket
         self.images, self.stand_ins, self.thumbs, self.folders = images, stand_ins, thumbs, tuple(folders)
         self.folder = Path()
@@ -68,7 +70,14 @@ class BucketView:
         if LEDGER_NAME in self.sizes or any(n.startswith(SEGMENTS_DIR + "/") for n in self.sizes):
             copy_ledger(self.bucket, self.folder, self.sizes)
         wanted = [n for n in OWN_SMALL_FILES if n in self.sizes]
-        for top in ((THUMBS,) if self.thumbs else ()) + self.folders:
+        thumbs = [n for n in self.sizes if n.startswith(THUMBS + "/") and safe_name(n)]
+        if self.thumbs == "stand-in":  # the report links to them and reads none: no request each
+            for name in thumbs:
+                (self.folder / name).parent.mkdir(parents=True, exist_ok=True)
+                (self.folder / name).touch()
+        elif self.thumbs:
+            wanted += thumbs
+        for top in self.folders:
             wanted += [n for n in self.sizes if n.startswith(top + "/")]
         if self.images:
             wanted += self.image_names()
