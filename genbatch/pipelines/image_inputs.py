@@ -95,10 +95,10 @@ def input_mode(field: str) -> str:
     return "L" if field == "mask_image" else "RGB"
 
 
-def size_multiple(vae_blocks: int, transformer: bool) -> int:
+def size_multiple(vae_factor: int, transformer: bool) -> int:
     """The multiple an input's size is rounded down to when it is the output size, as the
     pipelines round it: the VAE's downsampling, times the 2x2 patches of a transformer denoiser."""
-    return 2 ** max(0, vae_blocks - 1) * (2 if transformer else 1)
+    return vae_factor * (2 if transformer else 1)
 
 
 def controlnet_folder(given: str) -> Path | None:

@@ -371,9 +371,9 @@ def recorded_call(job: Any) -> dict[str, Any]:
 @functools.cache
 def input_size_multiple(path: Path) -> int:
     """The multiple an input image's size is rounded down to when it gives a job's size
-    (genbatch.pipelines.image_inputs.size_multiple of the model's VAE and denoiser)."""
-    blocks = read_json(Path(path) / "vae" / "config.json").get("block_out_channels") or [0, 0, 0, 0]
-    return size_multiple(len(blocks), (Path(path) / "transformer").is_dir())
+    (genbatch.pipelines.image_inputs.size_multiple of the model's VAE and denoiser; a
+    Qwen-Image VAE's downsampling from its ``temperal_downsample``, as its pipelines compute it)."""
+    return size_multiple(_vae_factor(Path(path)), (Path(path) / "transformer").is_dir())
 
 
 def job_negative(path: Path, negative_prompt: str | None) -> str | None:
