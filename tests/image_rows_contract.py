@@ -110,7 +110,7 @@ def check_image_rows(
     figures["vs plain diffusers"] = max(int(np.abs(batched[s] - plain[s]).max()) for s in batched)
     assert figures["vs plain diffusers"] <= 2, figures
 
-    first = records[0]
+    first = min(records, key=lambda r: r["index"])  # the first row (the ledger is in the order images were written)
     for field, other in (swaps or {}).items():
         call = plain_call(first["call"], tmp_path)
         if isinstance(first[field], dict):  # a file: the call's argument that took it gets another

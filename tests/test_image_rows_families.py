@@ -1,0 +1,179 @@
+"""Rows with images on every pipeline kind genbatch claims, on the tiny builds of each family
+(genbatch.pipelines.tiny_builds): img2img and inpainting on SDXL, SD3 and Flux.1, ControlNet on
+SD, SDXL and Flux.1 (with img2img and inpainting on SD), and a manifest of inputs of two sizes.
+Each holds the contract of rows with images (image_rows_contract.check_image_rows): the same
+image alone or in a batch of 3, plain diffusers' image for the ledger line's call, and a build
+that moves by each input swapped.
+With ``-s``, the figures are printed as a table at the end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import ledger
+from image_inputs import edge_image, mask_image, shapes_image
+from image_rows_contract import check_image_rows
+
+FIGURES: dict[str, dict[str, int]] = {}
+STEPS = ("--steps", "3")
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Input files for the rows, by size: image-64-0.png, mask-32-1.png, edges-64-2.png..."""
+    folder = tmp_path_factory.mktemp("inputs")
+    for size in (32, 64):
+        for n in range(3):
+            shapes_image(size, n).save(folder / f"image-{size}-{n}.png")
+            mask_image(size, n).save(folder / f"mask-{size}-{n}.png")
+            edge_image(size, n).save(folder / f"edges-{size}-{n}.png")
+    for width, height in ((48, 32), (48, 64)):
+        for n in range(3):
+            shapes_image((width, height), n).save(folder / f"image-{width}x{height}-{n}.png")
+    return folder
+
+
+def auto(kind: str, folder: Path, controlnet: Any = None) -> Any:
+    """Plain diffusers' pipeline of ``kind`` for a model folder, as the auto pipelines make it."""
+    import diffusers
+
+    extra = {"controlnet": controlnet} if controlnet is not None else {}
+    return getattr(diffusers, f"AutoPipelineFor{kind}").from_pretrained(folder, **extra)
+
+
+def controlnet_model(folder: Path) -> Any:
+    import diffusers
+
+    from genbatch.pipelines.model_files import read_json
+
+    return getattr(diffusers, read_json(folder / "config.json")["_class_name"]).from_pretrained(folder)
+
+
+def made_in_batches_of(inputs: Path, name: str) -> list[int]:
+    """The batch size each image of a check's batch-3 run was made in, in row order."""
+    return [r["batch_size"] for r in sorted(ledger(inputs / f"{name}-b3"), key=lambda r: r["index"])]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def figures_table():
+    """After the module's tests: each pipeline kind's figures (max |d|, 0-255 levels), a table."""
+    yield
+    inputs = sorted({name for figures in FIGURES.values() for name in figures if name.endswith(" moves it")})
+    lines = ["| pipeline kind | batch 3 vs 1 | vs plain diffusers | " + " | ".join(inputs) + " |"]
+    lines.append("|---" * (3 + len(inputs)) + "|")
+    for kind, figures in FIGURES.items():
+        cells = [str(figures.get(name, "")) for name in ("batch 3 vs 1", "vs plain diffusers", *inputs)]
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    print("\n" + "\n".join(lines))
+
+
+SIZES = {"sdxl": 64, "sd3": 32, "flux": 32}
+
+
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux"])
+def test_img2img_rows(inputs, tiny_family, family):
+    folder, size = tiny_family(family), SIZES[family]
+    FIGURES[f"img2img ({family})"] = check_image_rows(
+        lambda: auto("Image2Image", folder),
+        folder,
+        inputs,
+        "prompt,image,strength,seed",
+        [f"a red circle,image-{size}-{n}.png,0.5,{n + 1}" for n in range(3)],
+        run_args=STEPS,  # strength 0.5 of 3 steps runs 1 (0.7 runs 2, from a noise that drowns the image); 1.0 runs 3
+        swaps={"image": f"image-{size}-1.png", "strength": 1.0},
+        name=f"i2i-{family}",
+    )
+    assert made_in_batches_of(inputs, f"i2i-{family}") == [3, 3, 3]
+
+
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux"])
+def test_inpainting_rows(inputs, tiny_family, family):
+    folder, size = tiny_family(family), SIZES[family]
+    FIGURES[f"inpainting ({family})"] = check_image_rows(
+        lambda: auto("Inpainting", folder),
+        folder,
+        inputs,
+        "prompt,image,mask,seed",
+        [f"a red circle,image-{size}-{n}.png,mask-{size}-{n}.png,{n + 1}" for n in range(3)],
+        run_args=STEPS,  # each pipeline's default strength (SD3's and Flux's 0.6: 1 step of 3)
+        swaps={"image": f"image-{size}-1.png", "mask_image": f"mask-{size}-1.png"},
+        name=f"inpaint-{family}",
+    )
+    assert made_in_batches_of(inputs, f"inpaint-{family}") == [3, 3, 3]
+
+
+CONTROLNETS = {"sd": 64, "sdxl": 64, "flux": 32}
+
+
+@pytest.mark.parametrize("family", ["sd", "sdxl", "flux"])
+def test_controlnet_rows(inputs, tiny_family, family):
+    """A control image per row, the ControlNet a column (SD, Flux) or --controlnet (SDXL)."""
+    folder, controlnet, size = tiny_family(family), tiny_family(f"{family}-controlnet"), CONTROLNETS[family]
+    if family == "sdxl":  # the ControlNet and its scale from the run's options
+        header = "prompt,control_image,seed"
+        rows = [f"a red circle,edges-{size}-{n}.png,{n + 1}" for n in range(3)]
+        run_args = (*STEPS, "--controlnet", str(controlnet), "--control-scale", "1.0")
+    else:  # from the rows' columns
+        header = "prompt,control_image,controlnet,controlnet_conditioning_scale,seed"
+        rows = [f"a red circle,edges-{size}-{n}.png,{controlnet},1.0,{n + 1}" for n in range(3)]
+        run_args = STEPS
+    FIGURES[f"ControlNet ({family})"] = check_image_rows(
+        lambda: auto("Text2Image", folder, controlnet_model(controlnet)),
+        folder,
+        inputs,
+        header,
+        rows,
+        run_args=run_args,
+        swaps={"control_image": f"edges-{size}-1.png", "controlnet_conditioning_scale": 0.0},
+        name=f"controlnet-{family}",
+    )
+    assert made_in_batches_of(inputs, f"controlnet-{family}") == [3, 3, 3]
+
+
+def test_controlnet_with_img2img_and_inpainting_rows_on_sd(inputs, tiny_family):
+    folder, controlnet = tiny_family("sd"), tiny_family("sd-controlnet")
+    run_args = (*STEPS, "--controlnet", str(controlnet))
+    FIGURES["ControlNet img2img (sd)"] = check_image_rows(
+        lambda: auto("Image2Image", folder, controlnet_model(controlnet)),
+        folder,
+        inputs,
+        "prompt,image,control_image,strength,seed",
+        [f"a red circle,image-64-{n}.png,edges-64-{n}.png,0.7,{n + 1}" for n in range(3)],
+        run_args=run_args,
+        swaps={"image": "image-64-1.png", "control_image": "edges-64-1.png", "strength": 1.0},
+        name="controlnet-i2i-sd",
+    )
+    assert made_in_batches_of(inputs, "controlnet-i2i-sd") == [3, 3, 3]
+    FIGURES["ControlNet inpainting (sd)"] = check_image_rows(
+        lambda: auto("Inpainting", folder, controlnet_model(controlnet)),
+        folder,
+        inputs,
+        "prompt,image,mask,control_image,seed",
+        [f"a red circle,image-64-{n}.png,mask-64-{n}.png,edges-64-{n}.png,{n + 1}" for n in range(3)],
+        run_args=run_args,
+        swaps={"image": "image-64-1.png", "mask_image": "mask-64-1.png", "control_image": "edges-64-1.png"},
+        name="controlnet-inpaint-sd",
+    )
+    assert made_in_batches_of(inputs, "controlnet-inpaint-sd") == [3, 3, 3]
+
+
+def test_inputs_of_two_sizes_batch_apart_and_equal_batch_1(inputs, tiny_family):
+    from diffusers import AutoPipelineForImage2Image
+
+    folder = tiny_family("sd")
+    sizes = ["64", "48x64", "64", "48x64"]
+    FIGURES["img2img, inputs of two sizes (sd)"] = check_image_rows(
+        lambda: AutoPipelineForImage2Image.from_pretrained(folder),
+        folder,
+        inputs,
+        "prompt,image,strength,seed",
+        [f"a red circle,image-{size}-{n % 3}.png,0.7,{n + 1}" for n, size in enumerate(sizes)],
+        run_args=STEPS,
+        swaps={"image": "image-64-1.png"},
+        name="two-sizes",
+    )
+    assert made_in_batches_of(inputs, "two-sizes") == [2, 2, 2, 2]  # not the first three rows together
+    for record in ledger(inputs / "two-sizes-b3"):
+        assert (record["width"], record["height"]) == (record["image"]["width"], record["image"]["height"])
