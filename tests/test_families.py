@@ -70,7 +70,7 @@ def test_family_defaults_when_the_model_folder_says_nothing(tiny_family, tmp_pat
     "cls, words",
     [
         ("StableDiffusionXLControlNetPipeline", "input image"),
-        ("FluxKontextPipeline", "input image"),
+        ("FluxKontextInpaintPipeline", "input image"),
         ("IFPipeline", "super-resolution"),
         ("KandinskyV22CombinedPipeline", "prior"),
         ("StableCascadeCombinedPipeline", "prior"),
@@ -87,6 +87,11 @@ def test_pipelines_that_need_more_than_a_prompt_are_refused_by_name(cls, words):
     with pytest.raises(ModelError) as caught:
         family_of(cls)
     assert cls in str(caught.value) and words in str(caught.value)
+
+
+def test_instruction_edit_pipelines_have_families_of_their_own():
+    # the edit models genbatch runs (tests/test_image_rows_families.py): the row's image is theirs
+    assert family_of("FluxKontextPipeline").name == "flux-kontext"
 
 
 def test_other_text_only_pipelines_take_the_generic_path():

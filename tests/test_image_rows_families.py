@@ -1,9 +1,9 @@
 """Rows with images on every pipeline kind genbatch claims, on the tiny builds of each family
 (genbatch.pipelines.tiny_builds): img2img and inpainting on SDXL, SD3 and Flux.1, ControlNet on
-SD, SDXL and Flux.1 (with img2img and inpainting on SD), and a manifest of inputs of two sizes.
-Each holds the contract of rows with images (image_rows_contract.check_image_rows): the same
-image alone or in a batch of 3, plain diffusers' image for the ledger line's call, and a build
-that moves by each input swapped.
+SD, SDXL and Flux.1 (with img2img and inpainting on SD), a manifest of inputs of two sizes, and
+instruction edits on Flux.1 Kontext. Each holds the contract of rows with images
+(image_rows_contract.check_image_rows): the same image alone or in a batch of 3, plain
+diffusers' image for the ledger line's call, and a build that moves by each input swapped.
 With ``-s``, the figures are printed as a table at the end."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import pytest
 from helpers import ledger
 from image_inputs import edge_image, mask_image, shapes_image
 from image_rows_contract import check_image_rows
+from PIL import Image
 
 FIGURES: dict[str, dict[str, int]] = {}
 STEPS = ("--steps", "3")
@@ -177,3 +178,29 @@ def test_inputs_of_two_sizes_batch_apart_and_equal_batch_1(inputs, tiny_family):
     assert made_in_batches_of(inputs, "two-sizes") == [2, 2, 2, 2]  # not the first three rows together
     for record in ledger(inputs / "two-sizes-b3"):
         assert (record["width"], record["height"]) == (record["image"]["width"], record["image"]["height"])
+
+
+def test_flux_kontext_rows_keep_their_size(inputs, tiny_family):
+    """An edit at the input's size, a square one and a wide one (FluxKontextPipeline alone makes
+    about a megapixel of either), equal to plain diffusers called with the ledger's call."""
+    from diffusers import DiffusionPipeline
+
+    folder = tiny_family("flux-kontext")
+    sizes = ["32", "48x32", "32"]
+    FIGURES["instruction edit (flux-kontext)"] = check_image_rows(
+        lambda: DiffusionPipeline.from_pretrained(folder),
+        folder,
+        inputs,
+        "prompt,image,seed",
+        [f"make it blue,image-{size}-{n}.png,{n + 1}" for n, size in enumerate(sizes)],
+        run_args=STEPS,
+        swaps={"image": "image-32-1.png", "prompt": "two red squares"},
+        name="kontext",
+    )
+    assert made_in_batches_of(inputs, "kontext") == [2, 1, 2]  # the two sizes in batches of their own
+    for record in ledger(inputs / "kontext-b3"):
+        width, height = record["image"]["width"], record["image"]["height"]
+        assert (record["width"], record["height"]) == (width, height)
+        assert record["call"]["max_area"] == width * height and record["call"]["_auto_resize"] is False
+        with Image.open(inputs / "kontext-b3" / record["file"]) as made:
+            assert made.size == (width, height)

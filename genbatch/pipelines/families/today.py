@@ -6,6 +6,7 @@ from genbatch.pipelines.families.base import Family
 from genbatch.pipelines.families.chroma import CHROMA
 from genbatch.pipelines.families.cogview4 import COGVIEW4
 from genbatch.pipelines.families.flux2 import FLUX2
+from genbatch.pipelines.families.flux_kontext import FLUX_KONTEXT
 from genbatch.pipelines.families.hidream import HIDREAM
 from genbatch.pipelines.families.hunyuan_image import HUNYUAN_IMAGE
 from genbatch.pipelines.families.kolors import KOLORS
@@ -16,6 +17,7 @@ from genbatch.pipelines.families.z_image import Z_IMAGE
 
 TODAY: tuple[Family, ...] = (
     QWEN_IMAGE,
+    FLUX_KONTEXT,
     FLUX2,
     Z_IMAGE,
     CHROMA,
