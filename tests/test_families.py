@@ -75,7 +75,7 @@ def test_family_defaults_when_the_model_folder_says_nothing(tiny_family, tmp_pat
         ("KandinskyV22CombinedPipeline", "prior"),
         ("StableCascadeCombinedPipeline", "prior"),
         ("StableVideoDiffusionPipeline", "input image"),
-        ("QwenImageEditPipeline", "input image"),  # an instruction edit: its call takes an image
+        ("QwenImageEditPlusPipeline", "input image"),  # an instruction edit of several images per prompt
         ("FluxFillPipeline", "input image"),
         ("HunyuanVideoPipeline", "not a text-to-image pipeline"),
         ("NoSuchPipeline", "not a pipeline class of the installed diffusers"),
@@ -92,6 +92,7 @@ def test_pipelines_that_need_more_than_a_prompt_are_refused_by_name(cls, words):
 def test_instruction_edit_pipelines_have_families_of_their_own():
     # the edit models genbatch runs (tests/test_image_rows_families.py): the row's image is theirs
     assert family_of("FluxKontextPipeline").name == "flux-kontext"
+    assert family_of("QwenImageEditPipeline").name == "qwen-image-edit"
 
 
 def test_other_text_only_pipelines_take_the_generic_path():

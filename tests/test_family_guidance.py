@@ -51,8 +51,9 @@ def test_a_field_only_other_families_take_is_refused_at_its_row(tiny_family, tmp
     manifest.write_text("prompt,true_cfg_scale\na red circle,4\n", encoding="utf-8")
     checked = genbatch("validate", manifest, "--model", tiny_family("sd"))
     assert checked.exit_code == 2
-    assert f"{manifest}:2:true_cfg_scale: SD 1.x/2.x takes no true_cfg_scale (Qwen-Image does); remove it here" in (
-        checked.stdout + checked.stderr
+    assert (
+        f"{manifest}:2:true_cfg_scale: SD 1.x/2.x takes no true_cfg_scale (Qwen-Image, Qwen-Image-Edit do); "
+        "remove it here" in (checked.stdout + checked.stderr)
     )
 
 

@@ -1,24 +1,26 @@
 """Rows with images on every pipeline kind genbatch claims, on the tiny builds of each family
 (genbatch.pipelines.tiny_builds): img2img and inpainting on SDXL, SD3 and Flux.1, ControlNet on
 SD, SDXL and Flux.1 (with img2img and inpainting on SD), a manifest of inputs of two sizes, and
-instruction edits on Flux.1 Kontext. Each holds the contract of rows with images
-(image_rows_contract.check_image_rows): the same image alone or in a batch of 3, plain
+instruction edits on Flux.1 Kontext and Qwen-Image-Edit. Each holds the contract of rows with
+images (image_rows_contract.check_image_rows): the same image alone or in a batch of 3, plain
 diffusers' image for the ledger line's call, and a build that moves by each input swapped.
 With ``-s``, the figures are printed as a table at the end."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ledger
+from helpers import genbatch, ledger
 from image_inputs import edge_image, mask_image, shapes_image
 from image_rows_contract import check_image_rows
 from PIL import Image
 
 FIGURES: dict[str, dict[str, int]] = {}
 STEPS = ("--steps", "3")
+HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +206,78 @@ def test_flux_kontext_rows_keep_their_size(inputs, tiny_family):
         assert record["call"]["max_area"] == width * height and record["call"]["_auto_resize"] is False
         with Image.open(inputs / "kontext-b3" / record["file"]) as made:
             assert made.size == (width, height)
+
+
+@pytest.fixture
+def processor_from_its_files(monkeypatch):
+    """Qwen-Image-Edit's processor (Qwen2VLProcessor) made from its folder's files, as
+    ``Qwen2VLProcessor.from_pretrained`` makes it where torchvision is installed (less the video
+    part an edit does not use), and genbatch's check told torchvision is there: the stand-in for
+    torchvision, which cannot be installed here, in genbatch's run and in plain diffusers."""
+    from transformers import Qwen2VLProcessor
+
+    from genbatch.pipelines import families
+    from genbatch.pipelines.tiny_builds.qwen_image_edit import processor_without_video
+
+    if not families.torchvision_installed():
+        monkeypatch.setattr(families, "torchvision_installed", lambda: True)
+        made = classmethod(lambda cls, folder, *args, **kwargs: processor_without_video(Path(folder)))
+        monkeypatch.setattr(Qwen2VLProcessor, "from_pretrained", made)
+
+
+@pytest.mark.slow  # each call encodes its image at 1024x1024 (~1 s on a quiet CPU): 11 of them
+def test_qwen_image_edit_rows(inputs, tiny_family, processor_from_its_files):
+    from diffusers import DiffusionPipeline
+
+    from genbatch.pipelines.tiny_builds.qwen_image_edit import processor_without_video
+
+    folder = tiny_family("qwen-image-edit")
+    own = {} if HAS_TORCHVISION else {"processor": processor_without_video(folder)}  # as tests/test_tiny_image_inputs
+    FIGURES["instruction edit (qwen-image-edit)"] = check_image_rows(
+        lambda: DiffusionPipeline.from_pretrained(folder, **own),
+        folder,
+        inputs,
+        "prompt,image,seed",
+        [f"make it blue,image-64-{n}.png,{n + 1}" for n in range(3)],
+        run_args=("--steps", "2"),
+        swaps={"image": "image-64-1.png"},
+        name="qwen-edit",
+    )
+    assert made_in_batches_of(inputs, "qwen-edit") == [3, 3, 3]
+
+
+@pytest.mark.skipif(HAS_TORCHVISION, reason="torchvision is installed here")
+def test_without_torchvision_qwen_image_edit_is_refused_before_it_loads(inputs, tiny_family, tmp_path):
+    folder = tiny_family("qwen-image-edit")
+    manifest = tmp_path / "edit.csv"
+    manifest.write_text(f"prompt,image\nmake it blue,{inputs / 'image-64-0.png'}\n", encoding="utf-8")
+    why = (
+        "QwenImageEditPipeline's processor (Qwen2VLProcessor) needs torchvision, which is not installed here "
+        "(transformers makes a processor with a video part only with torchvision, even to read images): "
+        "pip install torchvision (the build matching your torch)"
+    )
+    checked = genbatch("validate", manifest, "--model", folder)
+    assert checked.exit_code == 2 and why in checked.output, checked.output
+    run = genbatch("run", manifest, "--model", folder, "--out", tmp_path / "out", "--steps", "2")
+    assert run.exit_code == 2 and why in run.output and "loading" not in run.output, run.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_qwen_image_edit_refuses_a_row_without_an_image_and_one_with_a_mask(
+    inputs, tiny_family, tmp_path, processor_from_its_files
+):
+    image, mask = inputs / "image-64-0.png", inputs / "mask-64-0.png"
+    manifest = tmp_path / "edit.csv"
+    manifest.write_text(f"prompt,image,mask\nmake it blue,{image},\nno image,,\na mask,{image},{mask}\n")
+    checked = genbatch("validate", manifest, "--model", tiny_family("qwen-image-edit"))
+    assert checked.exit_code == 2
+    assert (
+        "edit.csv:3:image: qwen-image-edit (Qwen-Image-Edit) edits an input image and makes none without one; "
+        "give this row an image"
+    ) in checked.output, checked.output
+    # diffusers' QwenImageEditInpaintPipeline makes ~1024x1024 whatever height and width it is given
+    assert (
+        "edit.csv:4:mask: qwen-image-edit (Qwen-Image-Edit): its inpainting pipeline, QwenImageEditInpaintPipeline, "
+        "makes about a megapixel whatever size is asked, not the row's size; genbatch does not run it; remove it here"
+    ) in checked.output, checked.output
+    assert "edit.csv:2" not in checked.output

@@ -193,6 +193,9 @@ class TorchGenerator:
         )  # genbatch.pipelines.lora: the batch's LoRA set, or none
         call = call_kwargs(self.family, pipe, batch, generators)
         call.update(input_images(pipe, batch))  # each job's own images, read and fitted (genbatch.manifest.inputs)
+        own = self.family.hook("images")  # as the pipeline makes one image of them, where a list differs
+        if own is not None:
+            call = own(pipe, call)
         if steps is not None and "timesteps" not in call and "sigmas" not in call:
             call["num_inference_steps"] = min(steps, call.get("num_inference_steps") or steps)
         skip = clip_skip_kwargs(pipe, first.clip_skip)

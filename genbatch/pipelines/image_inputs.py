@@ -47,9 +47,23 @@ def parameters(class_name: str) -> frozenset[str]:
     return frozenset(inspect.signature(cls.__call__).parameters) if cls is not None else frozenset()
 
 
+# Task pipelines diffusers' auto pipelines map to that genbatch does not run, and why.
+NOT_RUN = {
+    "QwenImageEditInpaintPipeline": "makes about a megapixel whatever size is asked, not the row's size",
+}
+
+
 def pipeline_class_for(base: str, kind: str, controlnet: bool) -> str | None:
     """The diffusers pipeline class that makes a job of ``kind`` (with a ControlNet) from a model
-    whose own pipeline is ``base``, as diffusers' auto pipelines map it; None where none does."""
+    whose own pipeline is ``base``, as diffusers' auto pipelines map it; None where none does
+    (or where genbatch does not run the one it maps to: :data:`NOT_RUN`)."""
+    mapped = mapped_class(base, kind, controlnet)
+    return None if mapped in NOT_RUN else mapped
+
+
+def mapped_class(base: str, kind: str, controlnet: bool) -> str | None:
+    """The pipeline class diffusers' auto pipelines map a model's ``base`` to for ``kind`` (with a
+    ControlNet), or None (:func:`pipeline_class_for`, less what genbatch does not run)."""
     if kind == "text" and not controlnet:
         return base
     if kind == "img2img" and not controlnet and takes_image(base):

@@ -23,7 +23,14 @@ from genbatch.pipelines.families import (
     input_size_multiple,
     pipeline_class,
 )
-from genbatch.pipelines.image_inputs import controlnet_problem, inpaint_problem, input_kind, pipeline_class_for
+from genbatch.pipelines.image_inputs import (
+    NOT_RUN,
+    controlnet_problem,
+    inpaint_problem,
+    input_kind,
+    mapped_class,
+    pipeline_class_for,
+)
 from genbatch.plan.input_checks import denoising_problem
 
 
@@ -114,7 +121,7 @@ def _value_problems(family: Family, job: Any) -> list[tuple[str, str]]:
         )
     for name in FAMILY_FIELDS:
         if job.values.get(name) is not None and name not in family.takes:
-            found.append((name, f"{family.title} takes no {name} ({_taking(name)} does); remove it here"))
+            found.append((name, f"{family.title} takes no {name} ({_taking(name)}); remove it here"))
     steps = _family_check(family, "steps_problem", job.model.path, job.steps)
     if steps:
         found.append(("steps" if "steps" in job.row.values else "--steps", str(steps)))
@@ -127,11 +134,15 @@ def _value_problems(family: Family, job: Any) -> list[tuple[str, str]]:
 
 def _input_problems(family: Family, job: Any) -> list[tuple[str, str]]:
     """(field, why) for a row's images its model cannot take (no image-to-image, inpainting or
-    ControlNet pipeline of its family), a control image without a ControlNet, and an input whose
-    size is not the job's where --resize does not say how to make it so."""
+    ControlNet pipeline of its family that genbatch runs), a row without the image an edit model
+    needs, a control image without a ControlNet, and an input whose size is not the job's where
+    --resize does not say how to make it so."""
     values = job.values
     kind, control = input_kind(values), values.get("control_image") is not None
     if kind == "text" and not control:
+        if family.needs_image:
+            edits = f"{job.model.name} ({family.title}) edits an input image and makes none without one"
+            return [("image", f"{edits}; give this row an image")]
         return []
     found = []
     field = "mask_image" if kind == "inpaint" else "image" if kind == "img2img" else "control_image"
@@ -141,7 +152,14 @@ def _input_problems(family: Family, job: Any) -> list[tuple[str, str]]:
     elif pipeline_class_for(base, kind, control) is None:
         task = {"img2img": "image-to-image", "inpaint": "inpainting", "text": "text-to-image"}[kind]
         what = f"{task} pipeline with a ControlNet" if control else f"{task} pipeline"
-        found.append((field, f"{job.model.name} ({family.title}, {base}) has no {what} in diffusers; remove it here"))
+        mapped = mapped_class(base, kind, control)
+        if mapped in NOT_RUN:
+            refused = (
+                f"{job.model.name} ({family.title}): its {what}, {mapped}, {NOT_RUN[mapped]}; genbatch does not run it"
+            )
+        else:
+            refused = f"{job.model.name} ({family.title}, {base}) has no {what} in diffusers"
+        found.append((field, f"{refused}; remove it here"))
     elif control:
         why = controlnet_problem(values["controlnet"])
         if why:
@@ -189,8 +207,9 @@ def _checked(family: str, hook: str, path: str, values: tuple[Any, ...]) -> str 
 
 
 def _taking(name: str) -> str:
-    """The families that take a field, for messages: "Qwen-Image"."""
-    return ", ".join(f.title for f in FAMILIES if name in f.takes)
+    """The families that take a field, for messages: "Qwen-Image does", "Qwen-Image, Qwen-Image-Edit do"."""
+    titles = [f.title for f in FAMILIES if name in f.takes]
+    return f"{', '.join(titles)} {'does' if len(titles) == 1 else 'do'}"
 
 
 # Generation fields that only some families take (Family.takes).

@@ -284,8 +284,38 @@ def _check_component_packages(class_name: str, index: dict[str, Any]) -> None:
         if missing:
             raise ModelError(
                 f"{class_name}'s {component} ({name}) needs the Python package {', '.join(missing)}, which is not "
-                f"installed here: pip install {' '.join(missing)}"
+                f"installed here: {install_hint(missing)}"
             )
+        if library == "transformers" and _has_video_part(cls) and not torchvision_installed():
+            raise ModelError(
+                f"{class_name}'s {component} ({name}) needs torchvision, which is not installed here (transformers "
+                f"makes a processor with a video part only with torchvision, even to read images): "
+                f"{install_hint(['torchvision'])}"
+            )
+
+
+def install_hint(packages: list[str]) -> str:
+    """How to install ``packages``: torchvision's wheel must be the one built for the torch installed."""
+    hint = f"pip install {' '.join(packages)}"
+    return f"{hint} (the build matching your torch)" if "torchvision" in packages else hint
+
+
+def torchvision_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torchvision") is not None
+
+
+def _has_video_part(cls: Any) -> bool:
+    """Whether a transformers processor class has a video processor among its parts (Qwen2VLProcessor,
+    Qwen-Image-Edit's): transformers 5 makes one only with torchvision, and cannot make the
+    processor without it."""
+    parts = getattr(cls, "get_attributes", None)
+    try:
+        names = parts() if callable(parts) else getattr(cls, "attributes", [])
+    except Exception:  # not a processor class
+        return False
+    return isinstance(names, (list, tuple)) and "video_processor" in names
 
 
 def folder_family(path: Path) -> Family | None:

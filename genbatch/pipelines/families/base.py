@@ -52,13 +52,16 @@ class Family:
     zeroed_empty_negative: bool | None = None
     sample_size: int | None = None  # the pipeline's default_sample_size where its denoiser config has none
     guidance_off_at: float = 1.0  # a guidance_scale at or below this turns guidance (and the negative prompt) off
+    needs_image: bool = False  # its pipeline edits an input image and makes none without: a row needs an image
     # Code a family needs, "module:function" under genbatch.pipelines (imported when used):
     #   ignores(path) -> frozenset of field names this model ignores (the call leaves them out);
     #   size_problem(path, width, height) / steps_problem(path, steps) -> why a job cannot run so, or None;
     #   call_args(path, job) -> what one job's call needs besides the fields (recorded in the ledger);
     #   model_defaults(path) -> steps, guidance_scale... that a model's configs imply (a step-distilled variant);
     #   batch_parts(pipe, jobs) -> the jobs cut into parts that one call can take without changing an image;
-    #   encode(pipe, jobs, call) -> the call, its prompts encoded so a batch equals single images.
+    #   encode(pipe, jobs, call) -> the call, its prompts encoded so a batch equals single images;
+    #   images(pipe, call) -> the call, its input images as the pipeline makes one image of them (where
+    #     it treats a list of images otherwise than one: Qwen-Image-Edit resizes one, not a list).
     ignores: str | None = None
     size_problem: str | None = None
     steps_problem: str | None = None
@@ -66,6 +69,7 @@ class Family:
     model_defaults: str | None = None
     batch_parts: str | None = None
     encode: str | None = None
+    images: str | None = None
 
     def hook(self, name: str) -> Callable[..., Any] | None:
         """The function a family names for ``name`` (``ignores``, ``size_problem``, ``encode``), or None."""

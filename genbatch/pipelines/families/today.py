@@ -12,11 +12,13 @@ from genbatch.pipelines.families.hunyuan_image import HUNYUAN_IMAGE
 from genbatch.pipelines.families.kolors import KOLORS
 from genbatch.pipelines.families.lumina2 import LUMINA2
 from genbatch.pipelines.families.qwen_image import QWEN_IMAGE
+from genbatch.pipelines.families.qwen_image_edit import QWEN_IMAGE_EDIT
 from genbatch.pipelines.families.sana_sprint import SANA_SPRINT
 from genbatch.pipelines.families.z_image import Z_IMAGE
 
 TODAY: tuple[Family, ...] = (
     QWEN_IMAGE,
+    QWEN_IMAGE_EDIT,
     FLUX_KONTEXT,
     FLUX2,
     Z_IMAGE,
