@@ -63,7 +63,7 @@ def test_img2img_and_inpainting_rows_on_tiny_stable_diffusion(inputs, tiny_famil
         "prompt,image,mask,seed",
         [f"a red circle,in{n}.png,mask{n}.png,{n + 1}" for n in range(3)],
         run_args=("--steps", "3"),
-        swaps={"image": "in3.png"},  # the mask's sensitivity: tests/test_tiny_image_inputs.py
+        swaps={"image": "in3.png", "mask_image": "mask1.png"},
         name="inpaint",
     )
 
