@@ -293,31 +293,36 @@ def test_a_driver_whose_lock_was_taken_over_knows_it(s3):
 
 
 def test_a_run_whose_lock_is_taken_over_stops_and_leaves_the_ledger_to_the_new_holder(s3, tmp_path, monkeypatch):
-    import threading
-
-    from genbatch.store import bucket_lock
+    from genbatch.store import bucket_lock, segments
 
     monkeypatch.setattr(bucket_lock, "LEASE", 1.0)  # renewed every 0.25 s
+    monkeypatch.setattr(segments.SegmentLedger, "checkpoint_every", 0.1)
     bucket = s3.new_bucket()
     out = f"s3://{bucket}/run"
     other = {"token": "another", "host": "elsewhere", "pid": 1, "renewed_at": time.time() + 600}
+    locks: list[bucket_lock.BucketLock] = []
+    enter, put_lines = bucket_lock.BucketLock.__enter__, segments.SegmentLedger.put_lines
 
-    def take_over_once_a_segment_is_written():
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if any(k.startswith("genbatch.ledger/") for k in s3.keys(bucket, "run")):
-                s3.client().put_object(Bucket=bucket, Key="run/.genbatch.lock", Body=json.dumps(other).encode())
-                return
-            time.sleep(0.05)
+    def held(lock):
+        locks.append(lock)
+        return enter(lock)
 
-    thief = threading.Thread(target=take_over_once_a_segment_is_written)
-    thief.start()
+    def taken_over_after_the_first_segment(ledger, data):
+        put_lines(ledger, data)
+        if ledger.segments_written == 1:  # mid-run, however fast the machine: another driver takes the prefix
+            s3.client().put_object(Bucket=bucket, Key="run/.genbatch.lock", Body=json.dumps(other).encode())
+            deadline = time.monotonic() + 30
+            while not locks[0].lost and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+    monkeypatch.setattr(bucket_lock.BucketLock, "__enter__", held)
+    monkeypatch.setattr(segments.SegmentLedger, "put_lines", taken_over_after_the_first_segment)
     result = genbatch("run", prompts(tmp_path, 400), "--out", out, *FAST, "-b", "1")
-    thief.join()
     assert result.exit_code == 1
     assert f"another genbatch run took {out} over" in result.output
     keys = s3.keys(bucket, "run")
     assert "genbatch.jsonl" not in keys and any(k.startswith("genbatch.ledger/") for k in keys)  # not compacted
+    assert 0 < len([k for k in keys if k.endswith(".png")]) < 400, keys  # it stopped early
     assert json.loads(s3.read(bucket, "run/.genbatch.lock"))["token"] == "another"
 
 
