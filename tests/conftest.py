@@ -14,6 +14,12 @@ pytest_plugins = ["s3_server"]
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# torch's OpenMP threads sleep when idle instead of spinning. The suite runs several torch
+# processes at once (subprocess CLIs, Ray workers, pytest-xdist workers) on a few cores, where
+# spinning threads take the CPU from the ones with work: the same tests took ~4x the wall time.
+# The thread count, and with it every pixel, stays as it is. Set before anything imports torch
+# (libgomp reads it when it loads); subprocesses and Ray workers inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture(scope="session")

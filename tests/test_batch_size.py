@@ -1,6 +1,7 @@
 """Batches that do not fit are halved, the size that fit is remembered, and --batch-size auto
 finds the largest batch that is still faster per image. A stand-in backend plays the GPU:
-it runs out of memory above a batch size and takes time that falls per image with size."""
+it runs out of memory above a batch size and takes time that falls per image with size (on the
+engine's clock, which only the stand-in moves: a busy machine cannot change what auto sees)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,31 @@ import pytest
 from helpers import genbatch, images, ledger, pixels
 
 from genbatch.backends import base
+from genbatch.engine import base as engine_base
 from genbatch.engine.batch_size import is_out_of_memory
 
 CALLS: list[int] = []  # the size of every generate() call, in order
 LIMIT = {"fits": 3}
 FAILED_CALLS: list[weakref.ref] = []  # what each failed call held, as long as something keeps it
 HELD_AT_CALL: list[int] = []  # how much of it was still held at each call
+
+
+class EngineClock:
+    """The clock the engine times each batch with (``time.monotonic`` in genbatch.engine.base);
+    it moves only when the stand-in model works, by the time the model says a batch takes.
+    Real sleeps were timed with the machine's load in them: a batch of 4 delayed 30 ms by a
+    busy CPU looked slower per image than one of 2, and auto stopped at 2."""
+
+    now = 1000.0
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+CLOCK = EngineClock()
 
 
 class Activations:
@@ -42,7 +62,7 @@ class FakeGpuModel:
             activations = Activations()
             FAILED_CALLS.append(weakref.ref(activations))
             raise OutOfMemoryError(f"CUDA out of memory. Tried to allocate {len(jobs)} GiB")
-        time.sleep(0.03 + 0.001 * len(jobs))  # per image: falls steeply with the batch size
+        CLOCK.now += 0.03 + 0.001 * len(jobs)  # per image: falls steeply with the batch size
         results = []
         for job in jobs:  # pixels from the seed alone, as the seed contract makes them
             value = np.random.default_rng(job.seed % 2**32).integers(0, 256, (job.height, job.width, 3), np.uint8)
@@ -66,6 +86,7 @@ class FakeGpuBackend:
 @pytest.fixture
 def fake_gpu(monkeypatch, tmp_path):
     monkeypatch.setitem(base._REGISTERED, "fakegpu", f"{__name__}:FakeGpuBackend")
+    monkeypatch.setattr(engine_base, "time", CLOCK)
     monkeypatch.setenv("GENBATCH_HOME", str(tmp_path / "home"))  # its own remembered sizes
     CALLS.clear()
     FAILED_CALLS.clear()

@@ -16,12 +16,18 @@ from PIL import Image
 SLOW = ["--model", "tiny-random", "--steps", "2", "--batch-size", "2"]
 
 
-def wait_for_ledger(out, lines: int, timeout: float = 120) -> None:
+def wait_for_ledger(out, lines: int, process, timeout: float = 120) -> None:
+    """Until the ledger has ``lines`` lines; a ``process`` that ends before fails at once, with its stderr."""
     deadline = time.monotonic() + timeout
     path = out / "genbatch.jsonl"
     while time.monotonic() < deadline:
         if path.exists() and path.read_text(encoding="utf-8").count("\n") >= lines:
             return
+        if process.poll() is not None:
+            raise AssertionError(
+                f"the run ended ({process.returncode}) before {path} had {lines} lines:\n"
+                f"{process.stderr.read()[-3000:]}"
+            )
         time.sleep(0.05)
     raise AssertionError(f"{path} did not reach {lines} lines")
 
@@ -38,7 +44,7 @@ def test_kill_9_at_random_moments_then_rerun_gives_the_planned_set(tmp_path, man
     rng = random.Random(1234)
     for attempt in range(3):
         process = genbatch_process("run", manifest, "--out", out, *SLOW, "--quiet")
-        wait_for_ledger(out, 1 + attempt * 2) if attempt else time.sleep(rng.uniform(3.0, 6.0))
+        wait_for_ledger(out, 1 + attempt * 2, process) if attempt else time.sleep(rng.uniform(3.0, 6.0))
         time.sleep(rng.uniform(0.0, 0.5))
         process.kill()
         process.wait()
@@ -68,7 +74,7 @@ def test_kill_9_at_random_moments_then_rerun_gives_the_planned_set(tmp_path, man
 def test_signal_finishes_the_batch_flushes_and_exits(tmp_path, manifest, sig, code):
     out = tmp_path / "out"
     process = genbatch_process("run", manifest, "--out", out, *SLOW, "--quiet", "--json")
-    wait_for_ledger(out, 1)
+    wait_for_ledger(out, 1, process)
     process.send_signal(sig)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == code, stderr
@@ -86,7 +92,7 @@ def test_second_run_on_the_same_out_exits_at_once(tmp_path):
     out = tmp_path / "out"
     first = genbatch_process("run", manifest, "--out", out, *SLOW, "--quiet")
     try:
-        wait_for_ledger(out, 1)
+        wait_for_ledger(out, 1, first)
         began = time.monotonic()
         second = genbatch_process("run", manifest, "--out", out, *SLOW, "--quiet")
         _, stderr = second.communicate(timeout=60)
@@ -106,7 +112,7 @@ def test_second_run_on_the_same_out_exits_at_once(tmp_path):
 def test_wait_queues_behind_the_running_one(tmp_path, manifest):
     out = tmp_path / "out"
     first = genbatch_process("run", manifest, "--out", out, *SLOW, "--quiet")
-    wait_for_ledger(out, 1)
+    wait_for_ledger(out, 1, first)
     second = genbatch_process("run", manifest, "--out", out, *SLOW, "--quiet", "--wait", "--json")
     stdout, stderr = second.communicate(timeout=300)
     assert first.wait(timeout=60) == 0

@@ -103,9 +103,13 @@ def read_lines(stream, lines: list[str]) -> threading.Thread:
     return thread
 
 
-def wait_until(condition, timeout: float = 120.0) -> None:
+def wait_until(condition, timeout: float = 120.0, driver: subprocess.Popen | None = None, stderr=()) -> None:
+    """Until ``condition()``; a ``driver`` that ends before fails at once, with its ``stderr`` lines."""
     deadline = time.monotonic() + timeout
     while not condition():
+        if driver is not None and driver.poll() is not None:
+            time.sleep(0.5)  # the reader thread takes the last lines
+            pytest.fail(f"the driver ended ({driver.returncode}) before it was expected to:\n{''.join(stderr)[-3000:]}")
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
 
@@ -129,7 +133,9 @@ def kill_a_worker_mid_run(tmp_path, ray_address, count: int, *options: str):
     )
     stderr: list[str] = []
     reader = read_lines(driver.stderr, stderr)
-    wait_until(lambda: sum("ready: pid" in line for line in stderr) == 2 and ledger_lines(out) >= 2)
+    wait_until(
+        lambda: sum("ready: pid" in line for line in stderr) == 2 and ledger_lines(out) >= 2, 120, driver, stderr
+    )
     assert ledger_lines(out) < count - 4, "the run must still have work in flight"
     pid = int(next(line for line in stderr if "worker 1 ready: pid" in line).split("pid ")[1].split()[0])
     os.kill(pid, signal.SIGKILL)
@@ -170,7 +176,7 @@ def test_sigterm_on_the_driver_stops_flushes_and_resumes(tmp_path, ray_address):
     driver = genbatch_process("run", manifest, "--out", out, *SLOWER, "--engine", "ray", env=env)
     stderr: list[str] = []
     reader = read_lines(driver.stderr, stderr)
-    wait_until(lambda: ledger_lines(out) >= 2)
+    wait_until(lambda: ledger_lines(out) >= 2, 120, driver, stderr)
     ray_processes = with_descendants([driver.pid])  # the instance's GCS, raylet and workers, and the driver
     listeners = listening(ray_processes)
     driver.send_signal(signal.SIGTERM)
