@@ -74,18 +74,19 @@ class Bucket:
         """The object's URL, for messages."""
         return f"{self.url}/{name}"
 
-    def put(self, name: str, data: bytes, **conditions: str) -> None:
-        """One PUT of ``data`` (S3's conditions, ``IfMatch``, where given)."""
-        self.fs.pipe_file(self.key(name), data, **conditions)
+    def put(self, name: str, data: bytes, **conditions: str) -> str | None:
+        """One PUT of ``data`` (S3's conditions, ``IfMatch``, where given): the ETag of the object
+        it wrote where the store's answer gives it (S3's), else None (:meth:`tag` asks then; the
+        object may have been written again meanwhile)."""
+        return _etag(self.fs.pipe_file(self.key(name), data, **conditions))
 
-    def create(self, name: str, data: bytes) -> bool:
+    def create(self, name: str, data: bytes) -> str | None | bool:
         """PUT ``data`` only where no object has the name (S3 ``If-None-Match: *``, GCS's
-        generation precondition): False when one has it."""
+        generation precondition): False when one has it; else its ETag, as :meth:`put` gives it."""
         try:
-            self.fs.pipe_file(self.key(name), data, mode="create")
+            return _etag(self.fs.pipe_file(self.key(name), data, mode="create"))
         except FileExistsError:
             return False
-        return True
 
     def get(self, name: str) -> bytes:
         return bytes(self.fs.cat_file(self.key(name)))
@@ -153,3 +154,9 @@ def read_object(url: str) -> bytes:
 def open_bucket(url: str) -> Bucket:
     """The :class:`Bucket` of ``url``, one per URL in a process."""
     return Bucket(url)
+
+
+def _etag(answer: Any) -> str | None:
+    """The ETag in a store's answer to a PUT (s3fs returns S3's PutObject response), or None."""
+    tag = answer.get("ETag") if isinstance(answer, dict) else None
+    return str(tag) if tag else None

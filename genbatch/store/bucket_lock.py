@@ -56,8 +56,9 @@ class BucketLock:
     def __enter__(self) -> BucketLock:
         self.bucket.check_reachable()
         while True:
-            if self.bucket.create(LOCK_NAME, self._body()):
-                self.tag = self.bucket.tag(LOCK_NAME)
+            created = self.bucket.create(LOCK_NAME, self._body())
+            if created is not False:
+                self.tag = created if isinstance(created, str) else self.bucket.tag(LOCK_NAME)
                 break
             tag, holder = self._holder()
             if tag is None:
@@ -103,20 +104,20 @@ class BucketLock:
             self.bucket.delete(LOCK_NAME)  # and create it again, as any run may
             return False
         try:  # of two runs taking over at once, the write of one fails its If-Match
-            self.bucket.put(LOCK_NAME, self._body(), IfMatch=tag)
+            written = self.bucket.put(LOCK_NAME, self._body(), IfMatch=tag)
         except OSError:
             return False
-        self.tag = self.bucket.tag(LOCK_NAME)
+        self.tag = written or self.bucket.tag(LOCK_NAME)
         return True
 
     def _renew(self) -> None:
         while not self._stop.wait(self.lease / 4):
-            try:
+            try:  # the ETag of this PUT's own object: a HEAD after it could see a takeover's
                 if self.bucket.s3:
-                    self.bucket.put(LOCK_NAME, self._body(), IfMatch=self.tag or "")
+                    written = self.bucket.put(LOCK_NAME, self._body(), IfMatch=self.tag or "")
                 else:
-                    self.bucket.put(LOCK_NAME, self._body())
-                self.tag = self.bucket.tag(LOCK_NAME)
+                    written = self.bucket.put(LOCK_NAME, self._body())
+                self.tag = written or self.bucket.tag(LOCK_NAME)
             except OSError:
                 _, holder = self._holder()
                 if holder.get("token") != self.token:
