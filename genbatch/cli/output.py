@@ -149,16 +149,17 @@ def print_models(found: list[dict[str, Any]]) -> None:
 
 
 def print_families(rows: list[dict[str, Any]]) -> None:
+    width = max((len(row["family"]) for row in rows), default=0) + 1  # the longest name, then a space
     for row in rows:
         pipelines = ", ".join(row["pipelines"]) or "other text-only pipelines AutoPipelineForText2Image maps"
-        print(f"{row['family']:<14} {row['title']}: {pipelines}")
-        print(f"  {'':<12} defaults: {row['steps']} steps, guidance_scale {row['guidance_scale']:g}")
-        print(f"  {'':<12} guidance_scale: {row['guidance_meaning']}")
-        print(f"  {'':<12} negative_prompt: {row['negative_prompt']}")
+        print(f"{row['family']:<{width}} {row['title']}: {pipelines}")
+        print(f"{'':<{width}} defaults: {row['steps']} steps, guidance_scale {row['guidance_scale']:g}")
+        print(f"{'':<{width}} guidance_scale: {row['guidance_meaning']}")
+        print(f"{'':<{width}} negative_prompt: {row['negative_prompt']}")
         if row["takes"]:
-            print(f"  {'':<12} also takes: {', '.join(row['takes'])}")
+            print(f"{'':<{width}} also takes: {', '.join(row['takes'])}")
         if row["notes"]:
-            print(f"  {'':<12} {row['notes']}")
+            print(f"{'':<{width}} {row['notes']}")
 
 
 def print_export(result: Any, as_json: bool) -> None:
