@@ -235,9 +235,12 @@ def test_nodes_lost_and_joining_the_driver_killed_and_every_node_gone_lose_nothi
         again.process.send_signal(signal.SIGCONT)
     assert again.finish(timeout=60) == 1, again.stderr
     stopped = time.monotonic() - gone
-    waiting = r"ray: waiting for a worker: no node offers 1 CPU \(alive: 1 node, 0 CPU, 0 GPU\); 0 of 1 workers ready"
-    assert again.said(waiting), again.stderr
-    assert again.said(r"error: --engine ray gave up waiting for a worker after \d+ s \(--worker-wait 6 s\)")
+    # what the driver waits for: the nodes gone, or (until Ray has noticed their deaths, which takes
+    # it a few seconds on a busy machine) a node that is still counted alive but holds no free CPU
+    gone_or_busy = r"offers 1 CPU \(alive: 1 node, 0 CPU, 0 GPU\)|has 1 CPU free \(1 alive node offers it\)"
+    why = rf"no node ({gone_or_busy}); 0 of 1 workers ready"
+    assert again.said(rf"ray: waiting for a worker: {why}"), again.stderr
+    assert again.said(rf"error: --engine ray gave up waiting for a worker after \d+ s \(--worker-wait 6 s\): {why}")
     records = assert_recorded_images_intact(out)
     assert at_kill + 2 <= len(records) < 32
     summary = run_json(out)
