@@ -43,6 +43,8 @@ class Defaults:
     resize: str | None = None  # --resize: "fit", "fill" (None or "none": the input's own size)
     controlnet: str | None = None  # --controlnet: for rows with a control_image
     controlnet_conditioning_scale: float | None = None  # --control-scale
+    ip_adapter: str | None = None  # --ip-adapter: for rows with an ip_adapter_image
+    ip_adapter_scale: float | None = None  # --ip-adapter-scale
 
     def get(self, name: str) -> Any:
         return getattr(self, name, None)

@@ -61,7 +61,7 @@ def loaded(record: dict[str, Any], manifest_folder: Path, mode: str) -> Image.Im
 def plain_call(call: dict[str, Any], folder: Path) -> dict[str, Any]:
     """A ledger line's ``call`` with its image files opened, as a user would replay it."""
     opened = dict(call)
-    for name, mode in (("image", "RGB"), ("mask_image", "L"), ("control_image", "RGB")):
+    for name, mode in (("image", "RGB"), ("mask_image", "L"), ("control_image", "RGB"), ("ip_adapter_image", "RGB")):
         if isinstance(opened.get(name), dict):
             opened[name] = loaded(opened[name], folder, mode)
     return opened

@@ -281,3 +281,17 @@ def test_qwen_image_edit_refuses_a_row_without_an_image_and_one_with_a_mask(
         "makes about a megapixel whatever size is asked, not the row's size; genbatch does not run it; remove it here"
     ) in checked.output, checked.output
     assert "edit.csv:2" not in checked.output
+
+
+def test_a_strength_on_an_edit_model_is_refused_at_its_row(inputs, tiny_family):
+    """Flux Kontext edits the whole image as the prompt says: it takes no strength, and a row or
+    --strength that gives one would be recorded in the key and ignored."""
+    manifest = inputs / "kontext-strength.csv"
+    manifest.write_text("prompt,image,strength\nmake it blue,image-32-0.png,0.5\n", encoding="utf-8")
+    model = tiny_family("flux-kontext")
+    result = genbatch("validate", manifest, "--model", model)
+    assert result.exit_code == 2
+    assert f"{manifest}:2:strength: flux-kontext (FluxKontextPipeline) takes no strength" in result.output
+    assert "(FluxKontextPipeline) takes no strength: it edits the image as the prompt says" in result.output
+    manifest.write_text("prompt,image\nmake it blue,image-32-0.png\n", encoding="utf-8")
+    assert genbatch("validate", manifest, "--model", model).exit_code == 0

@@ -143,7 +143,16 @@ def test_controlnet_responds_to_the_control_image_and_to_its_scale(tiny_family, 
 
 
 @pytest.mark.parametrize(
-    "name", ["sd-controlnet", "sdxl-controlnet", "flux-controlnet", "flux-kontext", "qwen-image-edit"]
+    "name",
+    [
+        "sd-controlnet",
+        "sdxl-controlnet",
+        "flux-controlnet",
+        "sd-ip-adapter",
+        "sdxl-ip-adapter",
+        "flux-kontext",
+        "qwen-image-edit",
+    ],
 )
 def test_the_image_input_builds_are_small(tiny_family, name):
     folder = tiny_family(name)

@@ -6,6 +6,7 @@ in :mod:`genbatch.pipelines.families`; this module loads, places and calls the p
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import warnings
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from genbatch.backends.fast_paths import (
     set_attention,
     set_channels_last,
 )
+from genbatch.backends.ip_adapter import IpAdapters, batch_embeds, ip_adapter_embeds
 from genbatch.backends.prompt_embeds import EmbeddingCache
 from genbatch.backends.torch_options import TorchOptions
 from genbatch.errors import GenbatchError, ModelError
@@ -88,6 +90,7 @@ class TorchGenerator:
         self.schedulers = SchedulerCache(pipe.scheduler)  # a batch's own sampler (a manifest column)
         self.variants: dict[tuple[str, str | None], Any] = {}  # image-to-image, inpainting, ControlNet pipelines
         self.controlnets: dict[str, Any] = {}
+        self.ip_adapters = IpAdapters(options.device, torch_dtype(options.dtype))  # genbatch.backends.ip_adapter
         pipe.set_progress_bar_config(disable=True)
         place(pipe, options.device, offload)
         if self.options["vae_tiling"]:
@@ -193,6 +196,8 @@ class TorchGenerator:
         )  # genbatch.pipelines.lora: the batch's LoRA set, or none
         call = call_kwargs(self.family, pipe, batch, generators)
         call.update(input_images(pipe, batch))  # each job's own images, read and fitted (genbatch.manifest.inputs)
+        adapter = first.values.get("ip_adapter")  # the batch's IP-Adapter (set only with an ip_adapter_image)
+        self.ip_adapters.use([self.pipe, *self.variants.values()], adapter, first.values.get("ip_adapter_scale"))
         own = self.family.hook("images")  # as the pipeline makes one image of them, where a list differs
         if own is not None:
             call = own(pipe, call)
@@ -205,7 +210,10 @@ class TorchGenerator:
             else:
                 texts: dict[str, Any] = {n: call.pop(n) for n in ("prompt", "negative_prompt") if n in call}
                 call.update(weighted_call(pipe, batch, texts))  # genbatch.pipelines.prompt_weighting
-            out = pipe(**call, **skip)
+            call.pop("ip_adapter_image", None)  # its record: each job's own image is encoded alone
+            embeds = ip_adapter_embeds(pipe, batch, call) if adapter is not None else None
+            with batch_embeds(pipe, embeds) if embeds is not None else contextlib.nullcontext():
+                out = pipe(**call, ip_adapter_image_embeds=embeds, **skip) if embeds else pipe(**call, **skip)
         pixels, errors = pixels_of(out.images[: len(jobs)])
         flagged = getattr(out, "nsfw_content_detected", None) or [False] * len(jobs)
         results = []

@@ -81,6 +81,8 @@ def run(
     resize: opt.Resize = None,
     controlnet: opt.ControlNet = None,
     control_scale: opt.ControlScale = None,
+    ip_adapter: opt.IpAdapter = None,
+    ip_adapter_scale: opt.IpAdapterScale = None,
     providers: opt.Providers = None,
     batch_size: opt.BatchSize = None,
     steps: opt.Steps = None,
@@ -191,6 +193,7 @@ def _run_options(**given: Any) -> RunOptions:
         cache_threshold=given["cache_threshold"],
         strength=given["strength"],
         controlnet_conditioning_scale=given["control_scale"],
+        ip_adapter_scale=given["ip_adapter_scale"],
     )
     ro.check_num_images(given["num_images"], given["max_images_per_row"])
     manifest_format, image_format = ro.split_formats(given["format_"])
@@ -242,6 +245,8 @@ def _run_options(**given: Any) -> RunOptions:
                 resize=given["resize"],
                 controlnet=given["controlnet"],
                 control_scale=given["control_scale"],
+                ip_adapter=given["ip_adapter"],
+                ip_adapter_scale=given["ip_adapter_scale"],
             ),
             name_template=given["name_template"],
             image_format=image_format,

@@ -134,6 +134,24 @@ ControlScale = Annotated[
         "(default: the pipeline's, 1).",
     ),
 ]
+IpAdapter = Annotated[
+    str | None,
+    typer.Option(
+        "--ip-adapter",
+        help="For rows with an ip_adapter_image and no ip_adapter: an IP-Adapter's weight file "
+        "(ip-adapter_sd15.safetensors, with the image encoder in image_encoder/ beside it), or a hub id and "
+        "the file's path in it, in the local cache (h94/IP-Adapter/models/ip-adapter_sd15.safetensors). "
+        "SD and SDXL models take one.",
+    ),
+]
+IpAdapterScale = Annotated[
+    float | None,
+    typer.Option(
+        "--ip-adapter-scale",
+        help="For rows with an ip_adapter_image and no ip_adapter_scale: how strongly the image conditions "
+        "the output, 0 to 10 (default: 1).",
+    ),
+]
 Providers = Annotated[
     str | None, typer.Option(help="ONNX Runtime execution providers, comma-separated (default: best available).")
 ]

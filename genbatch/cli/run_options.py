@@ -102,6 +102,8 @@ def run_defaults(
     resize: str | None = None,
     controlnet: str | None = None,
     control_scale: float | None = None,
+    ip_adapter: str | None = None,
+    ip_adapter_scale: float | None = None,
 ) -> Defaults:
     """The values of rows without their own: --steps, --guidance, --lora, --cache, --strength,
     --resize...; and --quantize, which has no column (one value per run)."""
@@ -109,9 +111,10 @@ def run_defaults(
     weighting = _parsed("--prompt-weighting", lambda: parse_value("prompt_weighting", prompt_weighting))
     cache_name = _parsed("--cache", lambda: parse_value("cache", cache))
     quantized = _parsed("--quantize", lambda: parse_value("quantize", quantize))
-    check_numbers(strength=strength, controlnet_conditioning_scale=control_scale)
+    check_numbers(strength=strength, controlnet_conditioning_scale=control_scale, ip_adapter_scale=ip_adapter_scale)
     resize_mode = None if resize is None else _parsed("--resize", lambda: parse_value("resize", resize))
     named = None if controlnet is None else _parsed("--controlnet", lambda: parse_value("controlnet", controlnet))
+    adapter = None if ip_adapter is None else _parsed("--ip-adapter", lambda: parse_value("ip_adapter", ip_adapter))
     return Defaults(
         steps=steps,
         guidance_scale=guidance_scale,
@@ -130,6 +133,8 @@ def run_defaults(
         resize=resize_mode,
         controlnet=named,
         controlnet_conditioning_scale=control_scale,
+        ip_adapter=adapter,
+        ip_adapter_scale=ip_adapter_scale,
     )
 
 

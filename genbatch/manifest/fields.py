@@ -29,6 +29,7 @@ MAX_NUM_IMAGES = 10**9  # the hard ceiling of --max-images-per-row (default 10,0
 
 
 MAX_CONTROL_SCALE = 10  # diffusers' ControlNets are trained at 1; past ~2 images fall apart
+MAX_IP_ADAPTER_SCALE = 10  # IP-Adapters are trained at 1; diffusers' docs use 0.3 to 1
 RESIZE_MODES = ("none", "fit", "fill")
 
 
@@ -255,6 +256,20 @@ FIELDS: tuple[Field, ...] = (
         ("controlnet_conditioning_scale", "control_scale"),
         hi=MAX_CONTROL_SCALE,
         option="--control-scale",
+        key=True,
+        group=True,
+    ),
+    # An IP-Adapter (its weight file: a path, or a hub id's file in the local cache) that conditions
+    # the image on ip_adapter_image, a row's own (a row's ip_adapter, else --ip-adapter), at
+    # ip_adapter_scale (the adapter's attention scale; 1 when not given).
+    Field("ip_adapter_image", "image", ("ip_adapter_image", "ip_image"), key=True, **_INPUT),
+    Field("ip_adapter", "name", ("ip_adapter",), option="--ip-adapter", key=True, group=True),
+    Field(
+        "ip_adapter_scale",
+        "float",
+        ("ip_adapter_scale", "ip_scale"),
+        hi=MAX_IP_ADAPTER_SCALE,
+        option="--ip-adapter-scale",
         key=True,
         group=True,
     ),

@@ -146,3 +146,56 @@ def inpaint_problem(model: Path) -> str | None:
         f"its UNet takes {channels} input channels; diffusers' inpainting takes a UNet of 4 (a text-to-image "
         "model's) or 9 (an inpainting model's)"
     )
+
+
+@functools.cache
+def takes_ip_adapter(class_name: str) -> bool:
+    """Whether a pipeline class loads an IP-Adapter as genbatch runs it: diffusers'
+    ``IPAdapterMixin``, the UNet pipelines' (SD, SDXL and their image-to-image, inpainting and
+    ControlNet pipelines). Flux's and SD3's adapters load and call otherwise, and are not run."""
+    import diffusers
+    from diffusers.loaders import IPAdapterMixin
+
+    cls = getattr(diffusers, class_name, None)
+    return isinstance(cls, type) and issubclass(cls, IPAdapterMixin)
+
+
+def ip_adapter_file(given: str) -> Path | None:
+    """An IP-Adapter's weight file: a file as given, or ``owner/name/path/in/it`` in the local
+    Hugging Face cache; None where neither is there."""
+    from genbatch.pipelines.hub_cache import cached_snapshot
+
+    path = Path(given).expanduser()
+    if path.is_file():
+        return path
+    parts = given.split("/")
+    if len(parts) < 3 or given.startswith((".", "/", "~")):
+        return None
+    snapshot = cached_snapshot("/".join(parts[:2]))
+    found = snapshot.joinpath(*parts[2:]) if snapshot else None
+    return found if found is not None and found.is_file() else None
+
+
+def ip_adapter_encoder(weights: Path) -> Path | None:
+    """The image encoder folder of an IP-Adapter: ``image_encoder/`` beside its weight file, as
+    diffusers' ``load_ip_adapter`` looks for it, or h94/IP-Adapter's ``models/image_encoder``
+    (the ViT-H encoder that its ``sdxl_models/*vit-h*`` adapters take); None where neither is."""
+    for folder in (weights.parent / "image_encoder", weights.parent.parent / "models" / "image_encoder"):
+        if (folder / "config.json").is_file():
+            return folder
+    return None
+
+
+def ip_adapter_problem(given: str) -> str | None:
+    """Why ``given`` is not an IP-Adapter genbatch can load (nothing is downloaded), or None."""
+    weights = ip_adapter_file(given)
+    if weights is None:
+        return f"ip_adapter {given}: no such file, and no such file in the local Hugging Face cache"
+    if weights.suffix != ".safetensors":  # a .bin is a pickle, which runs code as it loads
+        return f"ip_adapter {given}: genbatch loads an IP-Adapter's .safetensors file (h94/IP-Adapter has both)"
+    if ip_adapter_encoder(weights) is None:
+        return (
+            f"ip_adapter {given}: its image encoder is not there: {weights.parent / 'image_encoder'} "
+            "(a CLIP vision model's folder, as h94/IP-Adapter ships it beside the weights)"
+        )
+    return None

@@ -174,6 +174,8 @@ _NEEDS_INPUT = (
     ("strength", "image"),
     ("controlnet", "control_image"),
     ("controlnet_conditioning_scale", "control_image"),
+    ("ip_adapter", "ip_adapter_image"),
+    ("ip_adapter_scale", "ip_adapter_image"),
 )
 
 

@@ -28,8 +28,11 @@ from genbatch.pipelines.image_inputs import (
     controlnet_problem,
     inpaint_problem,
     input_kind,
+    ip_adapter_problem,
     mapped_class,
+    parameters,
     pipeline_class_for,
+    takes_ip_adapter,
 )
 from genbatch.plan.input_checks import denoising_problem
 
@@ -139,12 +142,12 @@ def _input_problems(family: Family, job: Any) -> list[tuple[str, str]]:
     --resize does not say how to make it so."""
     values = job.values
     kind, control = input_kind(values), values.get("control_image") is not None
+    found = _ip_adapter_problems(family, job)
     if kind == "text" and not control:
         if family.needs_image:
             edits = f"{job.model.name} ({family.title}) edits an input image and makes none without one"
-            return [("image", f"{edits}; give this row an image")]
-        return []
-    found = []
+            found.append(("image", f"{edits}; give this row an image"))
+        return found
     field = "mask_image" if kind == "inpaint" else "image" if kind == "img2img" else "control_image"
     base = pipeline_class(job.model.path)
     if control and not values.get("controlnet"):
@@ -167,7 +170,15 @@ def _input_problems(family: Family, job: Any) -> list[tuple[str, str]]:
     if kind == "inpaint" and (why := inpaint_problem(job.model.path)):
         found.append(("mask_image", f"{job.model.name} cannot inpaint: {why}"))
     made_by = pipeline_class_for(base, kind, control)
-    if made_by and (why := denoising_problem(made_by, values.get("strength"), job.steps)):
+    if made_by and values.get("strength") is not None and "strength" not in parameters(made_by):
+        found.append(
+            (
+                "strength" if "strength" in job.row.values else "--strength",
+                f"{job.model.name} ({made_by}) takes no strength: it edits the image as the prompt says; "
+                "remove it here",
+            )
+        )
+    elif made_by and (why := denoising_problem(made_by, values.get("strength"), job.steps)):
         found.append(
             ("strength" if "strength" in job.row.values else "steps" if "steps" in job.row.values else "--steps", why)
         )
@@ -188,6 +199,28 @@ def _input_problems(family: Family, job: Any) -> list[tuple[str, str]]:
                 )
             )
     return found
+
+
+def _ip_adapter_problems(family: Family, job: Any) -> list[tuple[str, str]]:
+    """(field, why) for a row's IP-Adapter image: one without an adapter, one whose model's
+    pipelines load none (genbatch.pipelines.image_inputs.takes_ip_adapter), an adapter that is
+    not there."""
+    values = job.values
+    if values.get("ip_adapter_image") is None:
+        return []
+    base = pipeline_class(job.model.path)
+    if not takes_ip_adapter(base):
+        return [
+            (
+                "ip_adapter_image",
+                f"{job.model.name} ({family.title}, {base}) takes no IP-Adapter in genbatch (SD and SDXL models "
+                "do); remove it here",
+            )
+        ]
+    if not values.get("ip_adapter"):
+        return [("ip_adapter_image", "an IP-Adapter image needs an IP-Adapter: an ip_adapter column, or --ip-adapter")]
+    why = ip_adapter_problem(values["ip_adapter"])
+    return [("ip_adapter" if "ip_adapter" in job.row.values else "--ip-adapter", why)] if why else []
 
 
 def _family_check(family: Family, hook: str, path: Path, *values: Any) -> str | None:

@@ -87,7 +87,14 @@ def check_torch_only(jobs: list[Job], backend: str) -> None:
     from genbatch.pipelines import lora, prompt_weighting
 
     checks = (("lora", lora.check_model), ("prompt_weighting", prompt_weighting.check_model))
-    for name, check in (*checks, ("cache", None), ("quantize", None), ("image", None), ("control_image", None)):
+    for name, check in (
+        *checks,
+        ("cache", None),
+        ("quantize", None),
+        ("image", None),
+        ("control_image", None),
+        ("ip_adapter_image", None),
+    ):
         using = [j for j in jobs if j.values.get(name)]
         if using and backend != "torch":
             raise GenbatchError(

@@ -72,6 +72,9 @@ FIELD_AXES = (
     "resize",
     "controlnet",
     "controlnet_conditioning_scale",
+    "ip_adapter_image",
+    "ip_adapter",
+    "ip_adapter_scale",
 )
 
 

@@ -42,7 +42,7 @@ from genbatch.report.thumbnails import (
 from genbatch.safe_write import UnsafePathError, folder_descriptor, write_atomic
 
 # How the report and the grids label each input.
-LABELS = {"image": "input", "mask_image": "mask", "control_image": "control"}
+LABELS = {"image": "input", "mask_image": "mask", "control_image": "control", "ip_adapter_image": "IP-Adapter"}
 _HEX = frozenset("0123456789abcdef")
 _NAME = re.compile(f"^{INPUT_PREFIX}[0-9a-f]{{20}}\\.webp$")
 

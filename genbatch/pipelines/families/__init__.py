@@ -451,6 +451,8 @@ def job_call(family: Family, takes: frozenset[str] | set[str], job: Any) -> dict
     # a row's images (their files: the ledger's record of each), and how the pipeline uses them
     for argument, field in input_arguments(takes, job.values).items():
         call[argument] = job.values[field].record()
+    if job.values.get("ip_adapter_image") is not None and "ip_adapter_image" in takes:  # the backend encodes it
+        call["ip_adapter_image"] = job.values["ip_adapter_image"].record()
     for name in ("strength", "controlnet_conditioning_scale"):
         if job.values.get(name) is not None and name in takes:
             call[name] = job.values[name]

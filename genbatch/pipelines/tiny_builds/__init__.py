@@ -29,6 +29,9 @@ BUILDERS: dict[str, str] = {
     "sd-controlnet": "controlnet:build_sd_controlnet",
     "sdxl-controlnet": "controlnet:build_sdxl_controlnet",
     "flux-controlnet": "controlnet:build_flux_controlnet",
+    # IP-Adapters (weights and image encoder, as released) that fit the tiny sd and sdxl
+    "sd-ip-adapter": "ip_adapter:build_sd_ip_adapter",
+    "sdxl-ip-adapter": "ip_adapter:build_sdxl_ip_adapter",
     # pipelines that edit an input image
     "flux-kontext": "flux_kontext:build_flux_kontext",
     "qwen-image-edit": "qwen_image_edit:build_qwen_image_edit",
