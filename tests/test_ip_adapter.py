@@ -107,6 +107,10 @@ def test_ip_adapter_problems_are_found_before_any_model_loads(tiny_family, refer
     no_encoder = validate(tiny_family("sd"), alone)
     assert no_encoder.exit_code == 2 and "its image encoder is not there" in no_encoder.output
 
+    sdxl = validate(tiny_family("sd"), tiny_family("sdxl-ip-adapter") / WEIGHTS)
+    assert sdxl.exit_code == 2
+    assert "is made for a UNet of cross_attention_dim 16, and this model's is 8" in sdxl.output
+
     onnx = genbatch("run", manifest, "--out", tmp_path / "onnx", "--backend", "onnx", "--ip-adapter", adapter / WEIGHTS)
     assert onnx.exit_code == 2 and "ip adapter image needs --backend torch" in onnx.output
 

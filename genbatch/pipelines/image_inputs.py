@@ -189,6 +189,11 @@ def ip_adapter_encoder(weights: Path) -> Path | None:
 def ip_adapter_problem(given: str) -> str | None:
     """Why ``given`` is not an IP-Adapter genbatch can load (nothing is downloaded), or None."""
     weights = ip_adapter_file(given)
+    folder = Path(given).expanduser()
+    if weights is None and folder.is_dir():
+        found = sorted(p.name for p in folder.glob("*.safetensors"))[:5]
+        names = ", ".join(found) or "it has no .safetensors"
+        return f"ip_adapter {given} is a folder: name the weight file in it ({names})"
     if weights is None:
         return f"ip_adapter {given}: no such file, and no such file in the local Hugging Face cache"
     if weights.suffix != ".safetensors":  # a .bin is a pickle, which runs code as it loads
@@ -199,3 +204,31 @@ def ip_adapter_problem(given: str) -> str | None:
             "(a CLIP vision model's folder, as h94/IP-Adapter ships it beside the weights)"
         )
     return None
+
+
+@functools.cache
+def ip_adapter_width(weights: Path) -> int | None:
+    """The text width an IP-Adapter's image tokens are made for (its first ``to_k_ip``'s input:
+    the UNet's ``cross_attention_dim``), read from the file's header; None where it has none."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), framework="numpy") as found:
+            names = [n for n in found.keys() if n.endswith(".to_k_ip.weight")]
+            return int(found.get_slice(names[0]).get_shape()[1]) if names else None
+    except Exception:  # not a safetensors file: its load says why
+        return None
+
+
+def ip_adapter_fit_problem(given: str, model: Path) -> str | None:
+    """Why the IP-Adapter ``given`` cannot load into ``model``'s UNet (made for another width of
+    text, as an SDXL adapter on an SD 1.5 model), or None."""
+    weights = ip_adapter_file(given)
+    width = ip_adapter_width(weights) if weights else None
+    takes = read_json(Path(model) / "unet" / "config.json").get("cross_attention_dim")
+    if width is None or not isinstance(takes, int) or width == takes:
+        return None
+    return (
+        f"ip_adapter {given} is made for a UNet of cross_attention_dim {width}, and this model's is {takes} "
+        "(an SD 1.5 adapter takes 768, an SDXL one 2048): use the adapter made for the model's family"
+    )

@@ -28,6 +28,7 @@ from genbatch.pipelines.image_inputs import (
     controlnet_problem,
     inpaint_problem,
     input_kind,
+    ip_adapter_fit_problem,
     ip_adapter_problem,
     mapped_class,
     parameters,
@@ -219,7 +220,7 @@ def _ip_adapter_problems(family: Family, job: Any) -> list[tuple[str, str]]:
         ]
     if not values.get("ip_adapter"):
         return [("ip_adapter_image", "an IP-Adapter image needs an IP-Adapter: an ip_adapter column, or --ip-adapter")]
-    why = ip_adapter_problem(values["ip_adapter"])
+    why = ip_adapter_problem(values["ip_adapter"]) or ip_adapter_fit_problem(values["ip_adapter"], job.model.path)
     return [("ip_adapter" if "ip_adapter" in job.row.values else "--ip-adapter", why)] if why else []
 
 
