@@ -26,6 +26,8 @@ from ray_nodes import listening, not_on_loopback, with_descendants
 
 ray = pytest.importorskip("ray")
 
+REPO = Path(__file__).resolve().parents[1]
+
 # Ray runs workers at nice 15; where the tests share the CPU with other work that starves
 # them, so the tests run them at the driver's priority.
 NICE = {"RAY_worker_niceness": "0"}
@@ -83,6 +85,25 @@ def test_same_images_as_the_local_engine(tmp_path, manifest, ray_address):
     assert len(workers) == 2 and sum(w["images"] for w in workers) == 10
     assert all(w["device"] == "cpu" and w["seconds"] > 0 and w["pids"] for w in workers)
     assert (remote / "report.html").is_file()
+
+
+def test_rows_with_images_make_the_local_engines_images(tmp_path, ray_address):
+    """Image-to-image rows on Ray workers: each worker reads the row's input again (checked
+    against its sha256) and makes the local engine's pixels; the report shows each input."""
+    manifest = tmp_path / "edits.csv"
+    shutil.copytree(REPO / "manifests" / "images", tmp_path / "images")
+    manifest.write_text((REPO / "manifests" / "edits.csv").read_text(encoding="utf-8"), encoding="utf-8")
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    assert genbatch("run", manifest, "--out", local, "--steps", "4", "--quiet").exit_code == 0
+    result = genbatch("run", manifest, "--out", remote, "--steps", "4", "--quiet", "--engine", "ray")
+    assert result.exit_code == 0, result.output
+    made = {r["key"]: r for r in ledger(remote)}
+    assert made.keys() == {r["key"] for r in ledger(local)} and len(made) >= 3
+    for record in ledger(local):
+        assert record["image"] == made[record["key"]]["image"]  # path, sha256 and size of the input
+        assert np.array_equal(pixels(local / record["file"]), pixels(remote / made[record["key"]]["file"]))
+    inputs = {r["image"]["sha256"][:20] for r in made.values()}
+    assert {f"input-{sha}.webp" for sha in inputs} <= {p.name for p in (remote / ".genbatch-thumbs").iterdir()}
 
 
 def test_resume_across_engines_both_ways(tmp_path, manifest, ray_address):
