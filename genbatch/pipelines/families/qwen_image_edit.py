@@ -21,32 +21,21 @@ transformers 5 (its video processor needs it, even for images):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from genbatch.pipelines.families.base import Family
+from genbatch.pipelines.families.qwen_image import QWEN_IMAGE
 
-QWEN_IMAGE_EDIT = Family(
-    "qwen-image-edit",
-    "Qwen-Image-Edit",
-    ("QwenImageEditPipeline",),
-    ("transformer", "vae", "text_encoder", "tokenizer", "processor", "scheduler"),
-    steps=50,
-    guidance_scale=1.0,
-    size=1024,
-    max_sequence_length=True,
-    longest_sequence=1024,
-    guidance="true-cfg",
-    takes=("true_cfg_scale",),
-    none_negative_differs=True,  # any negative prompt that is not None turns true CFG on
-    sample_size=128,
+QWEN_IMAGE_EDIT = dataclasses.replace(  # Qwen-Image's guidance, sizes and text, and an image to edit
+    QWEN_IMAGE,
+    name="qwen-image-edit",
+    title="Qwen-Image-Edit",
+    pipelines=("QwenImageEditPipeline",),
+    components=("transformer", "vae", "text_encoder", "tokenizer", "processor", "scheduler"),
     needs_image=True,
-    ignores="families.qwen_image:ignores",
-    size_problem="families.qwen_image:size_problem",
     batch_parts="families.qwen_image_edit:batch_parts",
     images="families.qwen_image_edit:images",
-    guidance_meaning="ignored unless the model is guidance-distilled; true_cfg_scale (default 4) guides",
-    negative_meaning="turns true CFG on at true_cfg_scale (default 4); none: one pass per step, no CFG",
     notes="edits the row's image by its prompt (a row needs an image); true CFG only with a negative prompt",
 )
 

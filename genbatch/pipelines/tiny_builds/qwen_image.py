@@ -76,21 +76,32 @@ def _qwen2_5_vl_encoder(tokenizer: Any) -> Any:
 
 def build_qwen_image(folder: Path) -> None:
     """Qwen-Image (QwenImagePipeline), not guidance-distilled: true CFG with a negative prompt."""
-    from diffusers import (
-        AutoencoderKLQwenImage,
-        FlowMatchEulerDiscreteScheduler,
-        QwenImagePipeline,
-        QwenImageTransformer2DModel,
-    )
+    from diffusers import QwenImagePipeline
 
     tokenizer = qwen_tokenizer(folder / "tokenizer")
-    z_dim = 4
-    # Latents of 4 channels packed 2x2 into tokens of 16; the encoder's width (16) is the text's.
-    transformer = _seeded(
+    pipe = QwenImagePipeline(
+        scheduler=qwen_scheduler(),
+        vae=qwen_vae(),
+        text_encoder=_qwen2_5_vl_encoder(tokenizer),
+        tokenizer=tokenizer,
+        transformer=_sharpened(qwen_transformer()),
+    )
+    save_tiny(pipe, folder, "qwen-image", width=64, height=64)
+
+
+Z_DIM = 4  # the tiny Qwen-Image VAE's latent channels
+
+
+def qwen_transformer() -> Any:
+    """The tiny Qwen-Image transformer (seed 0): latents of 4 channels packed 2x2 into tokens of
+    16; the encoder's width (16) is the text's."""
+    from diffusers import QwenImageTransformer2DModel
+
+    return _seeded(
         lambda: QwenImageTransformer2DModel(
             patch_size=2,
-            in_channels=z_dim * 4,
-            out_channels=z_dim,
+            in_channels=Z_DIM * 4,
+            out_channels=Z_DIM,
             num_layers=2,
             attention_head_dim=16,
             num_attention_heads=3,
@@ -99,31 +110,38 @@ def build_qwen_image(folder: Path) -> None:
             axes_dims_rope=(8, 4, 4),
         )
     )
-    vae = _seeded(
+
+
+def qwen_vae(
+    base_dim: int = 8, dim_mult: tuple[int, ...] = (1, 2, 2, 2), downsamplings: tuple[bool, ...] = (False, True, True)
+) -> Any:
+    """A tiny Qwen-Image VAE (seed 0) of 4 latent channels, neither shifted nor scaled."""
+    from diffusers import AutoencoderKLQwenImage
+
+    return _seeded(
         lambda: AutoencoderKLQwenImage(
-            base_dim=8,
-            z_dim=z_dim,
-            dim_mult=[1, 2, 2, 2],
+            base_dim=base_dim,
+            z_dim=Z_DIM,
+            dim_mult=list(dim_mult),
             num_res_blocks=1,
-            temperal_downsample=[False, True, True],
-            latents_mean=[0.0] * z_dim,
-            latents_std=[1.0] * z_dim,
+            temperal_downsample=list(downsamplings),
+            latents_mean=[0.0] * Z_DIM,
+            latents_std=[1.0] * Z_DIM,
         )
     )
-    pipe = QwenImagePipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(
-            base_image_seq_len=256,
-            base_shift=0.5,
-            max_image_seq_len=8192,
-            max_shift=0.9,
-            shift=1.0,
-            shift_terminal=0.02,
-            use_dynamic_shifting=True,
-            time_shift_type="exponential",
-        ),
-        vae=vae,
-        text_encoder=_qwen2_5_vl_encoder(tokenizer),
-        tokenizer=tokenizer,
-        transformer=_sharpened(transformer),
+
+
+def qwen_scheduler() -> Any:
+    """Qwen-Image's released scheduler config."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(
+        base_image_seq_len=256,
+        base_shift=0.5,
+        max_image_seq_len=8192,
+        max_shift=0.9,
+        shift=1.0,
+        shift_terminal=0.02,
+        use_dynamic_shifting=True,
+        time_shift_type="exponential",
     )
-    save_tiny(pipe, folder, "qwen-image", width=64, height=64)

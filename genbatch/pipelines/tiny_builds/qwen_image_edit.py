@@ -43,9 +43,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from genbatch.pipelines.tiny_builds.qwen_image import _qwen2_5_vl_encoder, _scaled, _sharpened
+from genbatch.pipelines.tiny_builds.qwen_image import (
+    _qwen2_5_vl_encoder,
+    _scaled,
+    _sharpened,
+    qwen_scheduler,
+    qwen_transformer,
+    qwen_vae,
+)
 from genbatch.pipelines.tiny_builds.qwen_tokenizer import qwen_tokenizer
-from genbatch.pipelines.tiny_models import _seeded, fit_encoder, save_tiny
+from genbatch.pipelines.tiny_models import fit_encoder, save_tiny
 
 VAE_BASE_DIM = 4  # the VAE's channels at full size
 VAE_DIM_MULT = (1, 2, 4, 4, 4)
@@ -111,52 +118,14 @@ def processor_without_video(folder: Path) -> Any:
 
 def build_qwen_image_edit(folder: Path) -> None:
     """Qwen-Image-Edit (QwenImageEditPipeline): true CFG with a negative prompt, as Qwen-Image."""
-    from diffusers import (
-        AutoencoderKLQwenImage,
-        FlowMatchEulerDiscreteScheduler,
-        QwenImageEditPipeline,
-        QwenImageTransformer2DModel,
-    )
+    from diffusers import QwenImageEditPipeline
 
     tokenizer = qwen_tokenizer(folder / "tokenizer")
-    z_dim = 4
-    # Latents of 4 channels packed 2x2 into tokens of 16; the encoder's width (16) is the text's.
-    transformer = _seeded(
-        lambda: QwenImageTransformer2DModel(
-            patch_size=2,
-            in_channels=z_dim * 4,
-            out_channels=z_dim,
-            num_layers=2,
-            attention_head_dim=16,
-            num_attention_heads=3,
-            joint_attention_dim=16,
-            guidance_embeds=False,
-            axes_dims_rope=(8, 4, 4),
-        )
-    )
+    transformer = qwen_transformer()
     _scaled(_sharpened(transformer), ("norm_q", "norm_k", "norm_added_q", "norm_added_k"), EDIT_SHARPEN)
-    vae = _seeded(
-        lambda: AutoencoderKLQwenImage(
-            base_dim=VAE_BASE_DIM,
-            z_dim=z_dim,
-            dim_mult=list(VAE_DIM_MULT),
-            num_res_blocks=1,
-            temperal_downsample=list(VAE_DOWNSAMPLINGS),
-            latents_mean=[0.0] * z_dim,
-            latents_std=[1.0] * z_dim,
-        )
-    )
+    vae = qwen_vae(VAE_BASE_DIM, VAE_DIM_MULT, VAE_DOWNSAMPLINGS)
     pipe = QwenImageEditPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(
-            base_image_seq_len=256,
-            base_shift=0.5,
-            max_image_seq_len=8192,
-            max_shift=0.9,
-            shift=1.0,
-            shift_terminal=0.02,
-            use_dynamic_shifting=True,
-            time_shift_type="exponential",
-        ),
+        scheduler=qwen_scheduler(),
         vae=fit_encoder(vae, ENCODER_GAIN),
         text_encoder=_qwen2_5_vl_encoder(tokenizer),
         tokenizer=tokenizer,
