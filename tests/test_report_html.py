@@ -346,6 +346,39 @@ def test_browser_shows_cards_failures_and_filters(browser, out: Path):
     page.close()
 
 
+def test_browser_shows_each_edit_beside_its_inputs(browser, tmp_path: Path):
+    """A real run of rows with images (the example edits on the embedded model): each card shows
+    the row's input, loaded from its thumbnail, captioned, beside the output; the filter finds a
+    row by its input's file name."""
+    from helpers import genbatch
+
+    repo = Path(__file__).resolve().parents[1]
+    shutil.copytree(repo / "manifests" / "images", tmp_path / "images")
+    manifest = tmp_path / "edits.csv"
+    manifest.write_text((repo / "manifests" / "edits.csv").read_text(encoding="utf-8"), encoding="utf-8")
+    out = tmp_path / "out"
+    assert genbatch("run", manifest, "--out", out, "--steps", "4", "--quiet").exit_code == 0
+    rows = len(manifest.read_text(encoding="utf-8").splitlines()) - 1
+
+    browser, expect = browser
+    page, problems = _open(browser, out / "report.html")
+    cards = page.locator("#images .card.with-inputs")
+    assert cards.count() == _visible_cards(page) == rows
+    assert page.locator("#images .card .io figcaption").all_inner_texts() == ["input", "output"] * rows
+    loaded = page.evaluate(
+        "Promise.all([...document.querySelectorAll('#images figure.input img')]"
+        ".map(i => i.decode().then(() => [i.naturalWidth, i.getAttribute('src')])))"
+    )
+    assert len(loaded) == 2 * rows and all(width > 0 for width, _ in loaded)
+    assert sum(src.startswith(f"{THUMBS_DIR}/input-") for _, src in loaded) == rows
+    page.fill("#filter", "green-square-on-white")
+    expect(page.locator("#images .card")).to_have_count(1)
+    shown = page.locator("#images").inner_text()
+    assert "a large green circle on a white background" in shown and "strength 0.7" in shown  # its row's
+    assert problems == []
+    page.close()
+
+
 def test_browser_pages_through_many_images(browser, tmp_path: Path):
     n = 2 * PAGE_SIZE + 37
     Image.new("RGB", (8, 8), (200, 40, 40)).save(tmp_path / "one.png")

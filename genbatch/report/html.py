@@ -68,8 +68,15 @@ MAX_KEPT = 20_000  # rows a filter or sort over paged data keeps to show (it cou
 # Column order of the rows in the JSON blob; the page looks columns up by these names.
 CARD_COLS = (
     "src", "thumb", "prompt", "negative_prompt", "seed", "steps", "guidance_scale",
-    "width", "height", "scheduler", "id", "model", "seconds", "index", "k", "lora", "extra", "inputs",
+    "width", "height", "scheduler", "id", "model", "seconds", "index", "k", "lora", "extra", "inputs", "settings",
 )  # fmt: skip
+# How a row used its input images, on its card: (field, what the card calls it).
+INPUT_SETTINGS = (
+    ("strength", "strength"),
+    ("resize", "resize"),
+    ("controlnet_conditioning_scale", "control scale"),
+    ("ip_adapter_scale", "ip-adapter scale"),
+)
 FAILED_COLS = ("index", "line", "id", "prompt", "seed", "model", "error", "finished_at")
 SKIPPED_COLS = ("line", "manifest", "id", "prompt", "error")
 MISSING_COLS = ("index", "file", "prompt", "seed")
@@ -280,6 +287,9 @@ def _card_row(card: dict, thumb: str | None, inputs: list[list[Any]] | None = No
     # [label, path, thumbnail or None (the path shown instead), sha256] of each input image
     row[CARD_COLS.index("inputs")] = [[*i[:2], _url(i[2]) if i[2] else None, i[3]] for i in inputs] if inputs else None
     row[CARD_COLS.index("lora")] = text_value("lora", card["lora"]) if card.get("lora") else None
+    row[CARD_COLS.index("settings")] = [
+        [label, card[name]] for name, label in INPUT_SETTINGS if card.get(name) is not None
+    ] or None  # strength, control scale...
     row[CARD_COLS.index("extra")] = [
         [name, value] for name, value in extra_fields(card).items()
     ] or None  # DrawBench's Category...

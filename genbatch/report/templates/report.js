@@ -153,6 +153,7 @@
     if (r[C.width] !== null && r[C.height] !== null) p.push(r[C.width] + "×" + r[C.height]);
     if (r[C.scheduler]) p.push(r[C.scheduler]);
     if (r[C.lora]) p.push("lora " + r[C.lora]);
+    (r[C.settings] || []).forEach(function (v) { p.push(v[0] + " " + str(v[1])); });
     if (r[C.seconds] !== null) p.push(Number(r[C.seconds]).toFixed(2) + " s");
     return p.join(" · ");
   }
