@@ -115,6 +115,48 @@ def test_strength_fills_rows_without_one_and_resize_makes_the_size_asked(tmp_pat
     assert all(differ(made[(seed, "fit")], made[(seed, "fill")]) > 8 for seed in (1, 2))
 
 
+def test_an_input_swapped_for_a_symlink_mid_run_fails_its_row_alone_and_a_rerun_makes_it(tmp_path, monkeypatch):
+    """After the planning read every input's sha256, the last row's file is replaced by a link to
+    another picture outside the manifest's folder: the generator reads it again, finds other
+    bytes, and that row fails (naming the file); the other rows are made, nothing is written
+    beside the link's target, and with the file put back a rerun makes that row alone."""
+    import genbatch.engine.writer as writer_module
+
+    folder, elsewhere = tmp_path / "rows", tmp_path / "elsewhere"
+    folder.mkdir()
+    elsewhere.mkdir()
+    for n in range(3):
+        picture(folder / f"in{n}.png", n)
+    picture(elsewhere / "other.png", 3)
+    manifest = folder / "m.csv"
+    manifest.write_text("prompt,image,seed\n" + "".join(f"a shape,in{n}.png,{n + 1}\n" for n in range(3)))
+    out = tmp_path / "out"
+    real, written = writer_module.write_image, []
+
+    def swap_after_the_first(*args):
+        if not written:
+            (folder / "in2.png").rename(tmp_path / "in2-kept.png")
+            (folder / "in2.png").symlink_to(elsewhere / "other.png")
+        written.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(writer_module, "write_image", swap_after_the_first)
+    result = genbatch("run", manifest, "--out", out, *SHAPES, "--strength", "0.6", "--steps", "4", "-b", "1")
+    assert result.exit_code == 1, result.output
+    statuses = {r["seed"]: (r["status"], r.get("error") or "") for r in ledger(out)}
+    assert statuses[1][0] == statuses[2][0] == "done"
+    assert statuses[3][0] == "failed" and "in2.png changed since the run was planned" in statuses[3][1]
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["other.png"]
+
+    monkeypatch.setattr(writer_module, "write_image", real)
+    (folder / "in2.png").unlink()
+    (tmp_path / "in2-kept.png").rename(folder / "in2.png")
+    again = genbatch("run", manifest, "--out", out, *SHAPES, "--strength", "0.6", "--steps", "4", "--json")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["counts"]["done"] == 1
+    assert sorted(r["seed"] for r in ledger(out) if r["status"] == "done") == [1, 2, 3]
+
+
 # --- --input-dir and --mask-dir ------------------------------------------------------------------
 
 
