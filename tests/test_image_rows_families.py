@@ -135,31 +135,39 @@ def test_controlnet_rows(inputs, tiny_family, family):
     assert made_in_batches_of(inputs, f"controlnet-{family}") == [3, 3, 3]
 
 
-def test_controlnet_with_img2img_and_inpainting_rows_on_sd(inputs, tiny_family):
-    folder, controlnet = tiny_family("sd"), tiny_family("sd-controlnet")
+@pytest.mark.parametrize("family", ["sd", "flux"])
+def test_controlnet_with_img2img_and_inpainting_rows(inputs, tiny_family, family):
+    folder, controlnet, size = tiny_family(family), tiny_family(f"{family}-controlnet"), CONTROLNETS[family]
     run_args = (*STEPS, "--controlnet", str(controlnet))
-    FIGURES["ControlNet img2img (sd)"] = check_image_rows(
+    # Flux's flow-matching img2img at 3 steps: a strength of 0.7 starts at sigma 1 (int(3 - 2.1) = 0
+    # steps skipped), pure noise, where the image is not seen; 0.6 skips one
+    strength = {"sd": 0.7, "flux": 0.6}[family]
+    FIGURES[f"ControlNet img2img ({family})"] = check_image_rows(
         lambda: auto("Image2Image", folder, controlnet_model(controlnet)),
         folder,
         inputs,
         "prompt,image,control_image,strength,seed",
-        [f"a red circle,image-64-{n}.png,edges-64-{n}.png,0.7,{n + 1}" for n in range(3)],
+        [f"a red circle,image-{size}-{n}.png,edges-{size}-{n}.png,{strength},{n + 1}" for n in range(3)],
         run_args=run_args,
-        swaps={"image": "image-64-1.png", "control_image": "edges-64-1.png", "strength": 1.0},
-        name="controlnet-i2i-sd",
+        swaps={"image": f"image-{size}-1.png", "control_image": f"edges-{size}-1.png", "strength": 1.0},
+        name=f"controlnet-i2i-{family}",
     )
-    assert made_in_batches_of(inputs, "controlnet-i2i-sd") == [3, 3, 3]
-    FIGURES["ControlNet inpainting (sd)"] = check_image_rows(
+    assert made_in_batches_of(inputs, f"controlnet-i2i-{family}") == [3, 3, 3]
+    FIGURES[f"ControlNet inpainting ({family})"] = check_image_rows(
         lambda: auto("Inpainting", folder, controlnet_model(controlnet)),
         folder,
         inputs,
         "prompt,image,mask,control_image,seed",
-        [f"a red circle,image-64-{n}.png,mask-64-{n}.png,edges-64-{n}.png,{n + 1}" for n in range(3)],
+        [f"a red circle,image-{size}-{n}.png,mask-{size}-{n}.png,edges-{size}-{n}.png,{n + 1}" for n in range(3)],
         run_args=run_args,
-        swaps={"image": "image-64-1.png", "mask_image": "mask-64-1.png", "control_image": "edges-64-1.png"},
-        name="controlnet-inpaint-sd",
+        swaps={
+            "image": f"image-{size}-1.png",
+            "mask_image": f"mask-{size}-1.png",
+            "control_image": f"edges-{size}-1.png",
+        },
+        name=f"controlnet-inpaint-{family}",
     )
-    assert made_in_batches_of(inputs, "controlnet-inpaint-sd") == [3, 3, 3]
+    assert made_in_batches_of(inputs, f"controlnet-inpaint-{family}") == [3, 3, 3]
 
 
 def test_inputs_of_two_sizes_batch_apart_and_equal_batch_1(inputs, tiny_family):
@@ -295,3 +303,16 @@ def test_a_strength_on_an_edit_model_is_refused_at_its_row(inputs, tiny_family):
     assert "(FluxKontextPipeline) takes no strength: it edits the image as the prompt says" in result.output
     manifest.write_text("prompt,image\nmake it blue,image-32-0.png\n", encoding="utf-8")
     assert genbatch("validate", manifest, "--model", model).exit_code == 0
+
+
+def test_a_strength_that_skips_no_step_on_flux_is_said_before_the_run(inputs, tiny_family):
+    """Flux's image-to-image skips int(steps - steps x strength) steps: at 3 steps, 0.7 skips none
+    and starts from pure noise (the image unused), which validate and run say; SD's skips
+    steps - int(steps x strength), one at 0.7, and nothing is said."""
+    manifest = inputs / "flux-strength.csv"
+    manifest.write_text("prompt,image,strength\na red circle,image-32-0.png,0.7\n", encoding="utf-8")
+    said = genbatch("validate", manifest, "--model", tiny_family("flux"), "--set", "steps=3")
+    assert said.exit_code == 0
+    assert "strength 0.7 of 3 steps skips no step" in said.output and "give 4 steps or more" in said.output
+    quiet = genbatch("validate", manifest, "--model", tiny_family("sd"), "--set", "steps=3")
+    assert quiet.exit_code == 0 and "skips no step" not in quiet.output

@@ -35,7 +35,7 @@ from genbatch.pipelines.image_inputs import (
     pipeline_class_for,
     takes_ip_adapter,
 )
-from genbatch.plan.input_checks import denoising_problem
+from genbatch.plan.input_checks import denoising_problem, redraws_all_note
 
 
 def check_model(path: Path, defaults: dict[str, Any]) -> Family:
@@ -295,6 +295,13 @@ def _ignored(family: Family, job: Any, given: Any) -> list[tuple[str, str]]:
                 f"({family.guidance_off_at:g} or less turns guidance off)",
             )
         )
+    if input_kind(job.values) == "img2img":
+        made_by = pipeline_class_for(
+            pipeline_class(job.model.path), "img2img", job.values.get("control_image") is not None
+        )
+        note = redraws_all_note(made_by, job.values.get("strength"), job.steps) if made_by else None
+        if note:
+            found.append(("strength", note))
     if "true_cfg_scale" in family.takes:
         true_cfg = job.values.get("true_cfg_scale")
         if negative is not None and true_cfg is not None and true_cfg <= 1:
