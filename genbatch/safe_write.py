@@ -63,6 +63,11 @@ def unwritable(err: BaseException, out: Path | str) -> OutputUnwritableError | N
             f"cannot write to {out}: access denied ({err}); the images written so far are kept and recorded: "
             "give these credentials write access to the prefix and run the same command again to finish"
         )
+    if isinstance(out, str) and isinstance(err, OSError):  # the store is gone or unreachable (after s3fs's retries)
+        return OutputUnwritableError(
+            f"cannot write to {out}: {type(err).__name__}: {err}; the images written so far are kept and recorded: "
+            "run the same command again to finish when the store takes writes again"
+        )
     if isinstance(err, OSError) and err.errno in FATAL_WRITE_ERRNOS:
         return OutputUnwritableError(
             f"cannot write to {out}: {FATAL_WRITE_ERRNOS[err.errno]} ({err.strerror}); "

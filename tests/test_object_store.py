@@ -326,6 +326,56 @@ def test_a_run_whose_lock_is_taken_over_stops_and_leaves_the_ledger_to_the_new_h
     assert json.loads(s3.read(bucket, "run/.genbatch.lock"))["token"] == "another"
 
 
+# A driver whose store becomes unreachable after eleven PUTs (every request then fails, as after
+# s3fs's retries): genbatch's CLI in a process of its own, with s3fs's request call wrapped.
+GOES_DOWN = """
+import s3fs
+from genbatch.cli.app import main
+
+real, puts = s3fs.S3FileSystem._call_s3, []
+
+async def down_after_eleven_puts(self, method, *args, **kwargs):
+    if len(puts) >= 11:
+        raise OSError("Could not connect to the endpoint URL")
+    puts.extend([method] if method == "put_object" else [])
+    return await real(self, method, *args, **kwargs)
+
+s3fs.S3FileSystem._call_s3 = down_after_eleven_puts
+main()
+"""
+
+
+def test_a_store_that_goes_down_mid_run_stops_it_with_what_was_made_recorded(s3, tmp_path):
+    """The store goes down mid-run: the run stops at once with exit 1 and says so, no traceback,
+    and says that the lock it could not release is left; the next run takes it over at once (its
+    holder has ended, on this machine) and makes what was not recorded."""
+    from genbatch.bucket import open_bucket
+    from genbatch.store.segments import ledger_bytes
+
+    bucket = s3.new_bucket()
+    out = f"s3://{bucket}/run"
+    manifest = prompts(tmp_path, 30)
+    first = subprocess.run(
+        [sys.executable, "-c", GOES_DOWN, "run", str(manifest), "--out", out, *FAST, "-b", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert first.returncode == 1, first.stderr
+    assert (
+        f"error: cannot write to {out}: OSError: Could not connect to the endpoint URL; the images written so far "
+        "are kept and recorded: run the same command again to finish when the store takes writes again"
+    ) in first.stderr
+    assert f"warning: {out}/.genbatch.lock was left behind" in first.stderr and "Traceback" not in first.stderr
+    recorded = [json.loads(line) for line in ledger_bytes(open_bucket(out)).decode().splitlines()]  # the segments
+    assert recorded and all(r["status"] == "done" for r in recorded) and len(recorded) < 30
+
+    again = genbatch("run", manifest, "--out", out, *FAST, "-b", "2", "--json")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["counts"]["already_done"] == len(recorded)
+    assert sorted(r["index"] for r in records(s3, bucket, "run") if r["status"] == "done") == list(range(30))
+
+
 def test_without_the_protocols_package_the_message_says_what_to_install(tmp_path):
     code = "import sys; sys.modules['s3fs'] = None; from genbatch.cli.app import main; main()"
     result = subprocess.run(

@@ -165,6 +165,8 @@ def run(
         return
     if not quiet:
         say(result.summary.format())
+    for note in result.notes:
+        say(f"warning: {note}")
     if result.summary.error:
         say(f"error: {result.summary.error['message']}")
     if json_:

@@ -54,6 +54,7 @@ class RunResult:
     plan: Plan | None = None
     pending: list[Job] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # said after the run's summary (a lock left behind)
 
 
 def load_manifest(options: RunOptions) -> Manifest:
@@ -140,7 +141,10 @@ def _run_into_bucket(options: RunOptions, bucket: Bucket) -> RunResult:
     with BucketLock(bucket, wait=options.output.wait) as lock, BucketView(bucket) as view:
         with paused_gc():
             options, manifest, plan = read_and_plan(options)
-        return _run_locked(options, manifest, plan, view.done_index, BucketRun(view, lock))
+        result = _run_locked(options, manifest, plan, view.done_index, BucketRun(view, lock))
+    if lock.left:
+        result.notes.append(lock.left)
+    return result
 
 
 @dataclass
@@ -327,7 +331,13 @@ def _run_locked(
     except KeyboardInterrupt:
         interrupted_hard = True
     finally:
-        ledger.close()
+        try:
+            ledger.close()  # a bucket's: the last segment and the compaction
+        except OSError as err:
+            sink.stop(
+                unwritable(err, ledger.out)
+                or GenbatchError(f"cannot write the ledger of {ledger.out}: {err}; a rerun makes its last images again")
+            )
         stop.restore()
         progress.stop()
     # 7. The summary (run.json) and the reports, rebuilt from the ledger
@@ -491,7 +501,8 @@ def _write_bucket_reports(
         fatal = unwritable(err, bucket.url)
         if fatal is None:
             raise
-        summary.exit_code, summary.error = fatal.exit_code, {"message": str(fatal), "type": type(fatal).__name__}
+        if summary.error is None:  # else the run's own error (the store failed during the run) stands
+            summary.exit_code, summary.error = fatal.exit_code, {"message": str(fatal), "type": type(fatal).__name__}
 
 
 def _write_html(out: Path, say: Callable[[str], None]) -> None:

@@ -22,7 +22,7 @@ import uuid
 from typing import Any
 
 from genbatch.bucket import Bucket
-from genbatch.errors import GenbatchError, LockedError
+from genbatch.errors import LockedError
 from genbatch.store.output_lock import LOCK_NAME
 
 LEASE = 60.0  # seconds a lock stays held without being renewed
@@ -39,6 +39,7 @@ class BucketLock:
         self.token = uuid.uuid4().hex
         self.tag: str | None = None
         self.lost = False
+        self.left: str | None = None  # why the lock was left behind at the end, where it was
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -134,8 +135,11 @@ class BucketLock:
             _, holder = self._holder()
             if holder.get("token") == self.token:
                 self.bucket.delete(LOCK_NAME)
-        except OSError as err:
-            raise GenbatchError(f"{self.bucket.where(LOCK_NAME)}: cannot release the lock: {err}") from None
+        except OSError as err:  # left behind, as a kill leaves it: the next run takes it over
+            self.left = (
+                f"{self.bucket.where(LOCK_NAME)} was left behind ({type(err).__name__}: {err}); the next run takes "
+                f"it over, at once on this machine and after {self.lease:.0f} s on another"
+            )
 
 
 def _running(pid: object) -> bool:
