@@ -91,6 +91,14 @@ class Bucket:
     def get(self, name: str) -> bytes:
         return bytes(self.fs.cat_file(self.key(name)))
 
+    def download(self, name: str, path: Path) -> None:
+        """The object into the file ``path``, streamed (a million-line ledger is a GiB)."""
+        self.fs.get_file(self.key(name), str(path))
+
+    def upload(self, name: str, path: Path) -> None:
+        """The file ``path`` as the object, streamed (in parts past 100 MiB: s3fs's multipart upload)."""
+        self.fs.put_file(str(path), self.key(name))
+
     def tag(self, name: str) -> str | None:
         """The object's ETag (or generation), or None when it is not there."""
         try:

@@ -20,6 +20,7 @@ import pytest
 class S3Server:
     endpoint: str
     requests: Counter = field(default_factory=Counter)
+    reads: Counter = field(default_factory=Counter)  # object GETs by path: /bucket/key
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def environment(self) -> dict[str, str]:
@@ -31,10 +32,12 @@ class S3Server:
             "AWS_ENDPOINT_URL": self.endpoint,
         }
 
-    def count(self, method: str, query: str) -> None:
+    def count(self, method: str, query: str, path: str = "") -> None:
         kind = "LIST" if method == "GET" and ("list-type" in query or query.startswith("prefix")) else method
         with self._lock:
             self.requests[kind] += 1
+            if kind == "GET":
+                self.reads[path] += 1
 
     def new_bucket(self) -> str:
         """A fresh, empty bucket's name."""
@@ -81,7 +84,7 @@ def running_s3_server() -> Iterator[S3Server]:
     app = server._server.app  # count every request the WSGI app serves
 
     def counting(environ, start_response):
-        s3.count(environ.get("REQUEST_METHOD", ""), environ.get("QUERY_STRING", ""))
+        s3.count(environ.get("REQUEST_METHOD", ""), environ.get("QUERY_STRING", ""), environ.get("PATH_INFO", ""))
         return app(environ, start_response)
 
     server._server.app = counting

@@ -326,6 +326,25 @@ def test_a_run_whose_lock_is_taken_over_stops_and_leaves_the_ledger_to_the_new_h
     assert json.loads(s3.read(bucket, "run/.genbatch.lock"))["token"] == "another"
 
 
+def test_a_rerun_reads_the_prefixs_ledger_once_and_compacts_it_from_what_it_read(s3, tmp_path):
+    """A rerun that adds images reads genbatch.jsonl once, when it starts: the compaction puts the
+    ledger it read with its own lines after them, and the report's view uses that file, so a
+    prefix of a million images (a GiB of ledger) is not downloaded three times a run."""
+    bucket = s3.new_bucket()
+    out = f"s3://{bucket}/run"
+    manifest = prompts(tmp_path, 40)
+    assert genbatch("run", manifest, "--out", out, *FAST, "-b", "4", "--limit", "30").exit_code == 0
+    first = records(s3, bucket, "run")
+    s3.reads.clear()
+    result = genbatch("run", manifest, "--out", out, *FAST, "-b", "4", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["counts"]["done"] == 10
+    assert s3.reads[f"/{bucket}/run/genbatch.jsonl"] == 1
+    assert not [k for k in s3.keys(bucket, "run") if k.startswith("genbatch.ledger/")]  # compacted
+    ledger = records(s3, bucket, "run")
+    assert ledger[:30] == first and sorted(r["index"] for r in ledger) == list(range(40))
+
+
 # A driver whose store becomes unreachable after eleven PUTs (every request then fails, as after
 # s3fs's retries): genbatch's CLI in a process of its own, with s3fs's request call wrapped.
 GOES_DOWN = """

@@ -41,7 +41,7 @@ from genbatch.runner.summary import Counts, RunSummary
 from genbatch.safe_write import UnsafePathError, contained, remove_stale_temp_files, unwritable
 from genbatch.store.bucket_lock import BucketLock
 from genbatch.store.bucket_view import BucketView, safe_name
-from genbatch.store.ledger import CurrentRecords, Ledger, LedgerWriter
+from genbatch.store.ledger import LEDGER_NAME, CurrentRecords, Ledger, LedgerWriter
 from genbatch.store.output_lock import LOCK_NAME, OutputFolderLock
 from genbatch.store.resume_scan import DoneIndex, done_index_soon
 from genbatch.store.segments import SegmentLedger
@@ -300,7 +300,14 @@ def _run_locked(
     ledger: LedgerWriter
     if bucket_run:
         lock = bucket_run.lock
-        ledger = SegmentLedger(bucket_run.view.bucket, run_id, bucket_run.view.sizes, holds=lambda: not lock.lost)
+        view = bucket_run.view
+        ledger = SegmentLedger(
+            view.bucket,
+            run_id,
+            view.sizes,
+            holds=lambda: not lock.lost,
+            local=(view.folder / LEDGER_NAME, view.ledger_parts),
+        )
     else:
         remove_stale_temp_files(Path(out))
         ledger = Ledger(Path(out))
@@ -352,7 +359,8 @@ def _run_locked(
         summary.exit_code, summary.error = 1, {"message": str(lost), "type": type(lost).__name__}
         return RunResult(summary.exit_code, summary, plan, pending, manifest.warnings + plan.warnings)
     if bucket_run:
-        _write_bucket_reports(bucket_run.view, options, summary, progress.log)
+        compacted = ledger.compacted if isinstance(ledger, SegmentLedger) else None
+        _write_bucket_reports(bucket_run.view, options, summary, progress.log, compacted)
     else:
         _write_reports(Path(out), options, summary, progress.log)
     return RunResult(summary.exit_code, summary, plan, pending, manifest.warnings + plan.warnings)
@@ -488,13 +496,18 @@ def check_output_paths(out: Path | str, jobs: list[Job]) -> None:
 
 
 def _write_bucket_reports(
-    view: BucketView, options: RunOptions, summary: RunSummary, say: Callable[[str], None]
+    view: BucketView,
+    options: RunOptions,
+    summary: RunSummary,
+    say: Callable[[str], None],
+    compacted: Path | None = None,
 ) -> None:
-    """:func:`_write_reports` into the run's view of its prefix, then put into the prefix."""
+    """:func:`_write_reports` into the run's view of its prefix, then put into the prefix
+    (``compacted``: the ledger this run compacted and put, a local file, not read back)."""
     bucket = view.bucket
     try:  # a view of the prefix as it is now, with this run's ledger lines (compacted)
         html = options.output.html_report
-        with BucketView(bucket, thumbs="stand-in" if html else False, stand_ins=html) as now:
+        with BucketView(bucket, thumbs="stand-in" if html else False, stand_ins=html, ledger=compacted) as now:
             _write_reports(now.folder, options, summary, say)
             now.publish()
     except OSError as err:

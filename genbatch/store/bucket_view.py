@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -22,9 +23,9 @@ from typing import Any
 
 from genbatch.bucket import Bucket, open_bucket, output_location
 from genbatch.errors import GenbatchError
-from genbatch.store.ledger import LEDGER_NAME, current, done_index_of, iter_records
+from genbatch.store.ledger import LEDGER_NAME, SHOWN_AS, current, done_index_of, iter_records
 from genbatch.store.output_lock import LOCK_NAME
-from genbatch.store.segments import SEGMENTS_DIR, copy_ledger, segment_names
+from genbatch.store.segments import copy_ledger, segment_names
 
 OWN_SMALL_FILES = ("run.json",)
 THUMBS = ".genbatch-thumbs"
@@ -53,13 +54,18 @@ class BucketView:
         stand_ins: bool = False,
         thumbs: bool | str = False,
         folders: Iterable[str] = (),
+        ledger: Path | None = None,
     ):
         """``thumbs``: fetch the report's thumbnails; "stand-in": an empty file for each, newer than
-        its image's stand-in, for a report that only links to them (no contact sheet)."""
+        its image's stand-in, for a report that only links to them (no contact sheet). ``ledger``:
+        a local copy of the prefix's ``genbatch.jsonl`` (a run's, just compacted), used where the
+        prefix holds that file alone, of its size, rather than reading it back."""
         self.bucket = bucket
         self.images, self.stand_ins, self.thumbs, self.folders = images, stand_ins, thumbs, tuple(folders)
         self.folder = Path()
         self.sizes: dict[str, int] = {}
+        self.given_ledger = ledger
+        self.ledger_parts: list[str] = []  # the objects the view's genbatch.jsonl was made of
         self._temp: tempfile.TemporaryDirectory[str] | None = None
         self._before: dict[str, tuple[int, int]] = {}
 
@@ -67,8 +73,19 @@ class BucketView:
         self._temp = tempfile.TemporaryDirectory(prefix="genbatch-view-")
         self.folder = Path(self._temp.name)
         self.sizes = self.bucket.sizes()
-        if LEDGER_NAME in self.sizes or any(n.startswith(SEGMENTS_DIR + "/") for n in self.sizes):
-            copy_ledger(self.bucket, self.folder, self.sizes)
+        segments = segment_names(self.sizes)
+        given = self.given_ledger
+        if (
+            given is not None
+            and not segments
+            and given.exists()
+            and self.sizes.get(LEDGER_NAME) == given.stat().st_size
+        ):
+            shutil.copyfile(given, self.folder / LEDGER_NAME)
+            SHOWN_AS[os.fspath(self.folder / LEDGER_NAME)] = self.bucket.where(LEDGER_NAME)
+            self.ledger_parts = [LEDGER_NAME]
+        elif LEDGER_NAME in self.sizes or segments:
+            self.ledger_parts = copy_ledger(self.bucket, self.folder, self.sizes)
         wanted = [n for n in OWN_SMALL_FILES if n in self.sizes]
         thumbs = [n for n in self.sizes if n.startswith(THUMBS + "/") and safe_name(n)]
         if self.thumbs == "stand-in":  # the report links to them and reads none: no request each
