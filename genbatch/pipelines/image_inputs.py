@@ -53,6 +53,7 @@ NOT_RUN = {
 }
 
 
+@functools.cache  # asked for every row of a manifest, of a few kinds
 def pipeline_class_for(base: str, kind: str, controlnet: bool) -> str | None:
     """The diffusers pipeline class that makes a job of ``kind`` (with a ControlNet) from a model
     whose own pipeline is ``base``, as diffusers' auto pipelines map it; None where none does

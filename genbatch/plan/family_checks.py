@@ -21,6 +21,7 @@ from genbatch.pipelines.families import (
     folder_family,
     ignored_fields,
     input_size_multiple,
+    job_pipeline_class,
     pipeline_class,
 )
 from genbatch.pipelines.image_inputs import (
@@ -32,7 +33,6 @@ from genbatch.pipelines.image_inputs import (
     ip_adapter_problem,
     mapped_class,
     parameters,
-    pipeline_class_for,
     takes_ip_adapter,
 )
 from genbatch.plan.input_checks import denoising_problem, redraws_all_note
@@ -150,10 +150,10 @@ def _input_problems(family: Family, job: Any) -> list[tuple[str, str]]:
             found.append(("image", f"{edits}; give this row an image"))
         return found
     field = "mask_image" if kind == "inpaint" else "image" if kind == "img2img" else "control_image"
-    base = pipeline_class(job.model.path)
+    base, made_by = pipeline_class(job.model.path), job_pipeline_class(job.model.path, values)
     if control and not values.get("controlnet"):
         found.append(("control_image", "a control image needs a ControlNet: a controlnet column, or --controlnet"))
-    elif pipeline_class_for(base, kind, control) is None:
+    elif made_by is None:
         task = {"img2img": "image-to-image", "inpaint": "inpainting", "text": "text-to-image"}[kind]
         what = f"{task} pipeline with a ControlNet" if control else f"{task} pipeline"
         mapped = mapped_class(base, kind, control)
@@ -170,7 +170,6 @@ def _input_problems(family: Family, job: Any) -> list[tuple[str, str]]:
             found.append(("controlnet", why))
     if kind == "inpaint" and (why := inpaint_problem(job.model.path)):
         found.append(("mask_image", f"{job.model.name} cannot inpaint: {why}"))
-    made_by = pipeline_class_for(base, kind, control)
     if made_by and values.get("strength") is not None and "strength" not in parameters(made_by):
         found.append(
             (
@@ -296,9 +295,7 @@ def _ignored(family: Family, job: Any, given: Any) -> list[tuple[str, str]]:
             )
         )
     if input_kind(job.values) == "img2img":
-        made_by = pipeline_class_for(
-            pipeline_class(job.model.path), "img2img", job.values.get("control_image") is not None
-        )
+        made_by = job_pipeline_class(job.model.path, job.values)
         note = redraws_all_note(made_by, job.values.get("strength"), job.steps) if made_by else None
         if note:
             found.append(("strength", note))

@@ -26,7 +26,6 @@ from typing import Any
 from genbatch.errors import ModelError
 from genbatch.pipelines.families.base import Family
 from genbatch.pipelines.image_inputs import (
-    controlnet_of,
     input_arguments,
     input_kind,
     pipeline_class_for,
@@ -186,8 +185,14 @@ def _auto_text2image() -> set[str]:
 
 def model_index(path: Path) -> dict[str, Any]:
     """A model folder's model_index.json (read once per process and folder: planning asks for
-    every row's family). Do not change the dict."""
-    return _read_index(str(Path(path).resolve()))
+    every row's family and pipeline). Do not change the dict."""
+    return _index_at(str(path))
+
+
+@functools.lru_cache(maxsize=256)
+def _index_at(given: str) -> dict[str, Any]:
+    """:func:`_read_index` of a path as given: resolved once, not once a row (a syscall per part)."""
+    return _read_index(str(Path(given).resolve()))
 
 
 @functools.lru_cache(maxsize=64)
@@ -394,8 +399,14 @@ def recorded_call(job: Any) -> dict[str, Any]:
     base = pipeline_class(job.model.path)
     if family is None or base in ONNX_EXPORTS:
         return {}
-    made_by = pipeline_class_for(base, input_kind(job.values), controlnet_of(job.values) is not None)
-    return job_call(family, pipeline_parameters(made_by or base), job)
+    return job_call(family, pipeline_parameters(job_pipeline_class(job.model.path, job.values) or base), job)
+
+
+def job_pipeline_class(path: Path, values: Any) -> str | None:
+    """The diffusers pipeline class a job of the model at ``path`` runs on: the model's own, or
+    the image-to-image, inpainting or ControlNet one its inputs ask for (None where genbatch runs
+    none: genbatch.pipelines.image_inputs.pipeline_class_for)."""
+    return pipeline_class_for(pipeline_class(path), input_kind(values), values.get("control_image") is not None)
 
 
 @functools.cache
