@@ -7,7 +7,7 @@ prompt of the batch; either way each image of the batch sees every row's image. 
 image is encoded alone, by the pipeline's own ``prepare_ip_adapter_image_embeds`` (what a call
 with ``ip_adapter_image=`` does), the batch's embeddings are stacked one row per image, and for
 the call the pipeline's ``prepare_ip_adapter_image_embeds`` returns that stack as it is
-(:func:`batch_embeds`): each image is the one plain diffusers makes of its own IP-Adapter image
+(:func:`ip_adapter_call`): each image is the one plain diffusers makes of its own IP-Adapter image
 alone. diffusers has no argument for a per-image embedding, hence the method swapped for the call.
 """
 
@@ -65,21 +65,39 @@ class IpAdapters:
                 pipe.register_modules(feature_extractor=pipes[0].feature_extractor)
 
 
+@contextlib.contextmanager
+def ip_adapter_call(pipe: Any, jobs: Sequence[Any], call: dict[str, Any], adapter: str | None) -> Iterator[dict]:
+    """The call's IP-Adapter argument for a batch (none without ``adapter``): each job's
+    embedding of its own image (:func:`ip_adapter_embeds`), which ``pipe``'s
+    ``prepare_ip_adapter_image_embeds`` gives as it is during the call, instead of repeating an
+    embedding for each prompt of the batch."""
+    if adapter is None:
+        yield {}
+        return
+    stacked = ip_adapter_embeds(pipe, jobs, call)
+    pipe.prepare_ip_adapter_image_embeds = lambda *args, **kwargs: stacked
+    try:
+        yield {"ip_adapter_image_embeds": stacked}
+    finally:
+        del pipe.prepare_ip_adapter_image_embeds  # the class's own again
+
+
 def ip_adapter_embeds(pipe: Any, jobs: Sequence[Any], call: dict[str, Any]) -> list[Any]:
-    """``ip_adapter_image_embeds`` for a batch: per adapter, each job's embedding of its own image,
-    stacked in the jobs' order (the unconditional ones first where the call guides, as the
-    pipeline splits them)."""
+    """``ip_adapter_image_embeds`` for a batch: per adapter, each job's embedding of its own image
+    (each distinct image encoded once), stacked in the jobs' order (the unconditional ones first
+    where the call guides, as the pipeline splits them)."""
     import torch
 
     guidance = call.get("guidance_scale", inspect.signature(pipe.__call__).parameters["guidance_scale"].default)
     guided = guidance > 1 and getattr(pipe.unet.config, "time_cond_proj_dim", None) is None
     device = pipe._execution_device
-    per_job = [
-        pipe.prepare_ip_adapter_image_embeds(
-            opened(job.values["ip_adapter_image"], None, None, None, "RGB"), None, device, 1, guided
-        )
-        for job in jobs
-    ]
+    encoded: dict[str, list[Any]] = {}
+    for job in jobs:
+        given = job.values["ip_adapter_image"]
+        if given.sha256 not in encoded:
+            image = opened(given, None, None, None, "RGB")
+            encoded[given.sha256] = pipe.prepare_ip_adapter_image_embeds(image, None, device, 1, guided)
+    per_job = [encoded[job.values["ip_adapter_image"].sha256] for job in jobs]
     stacked = []
     for adapter in range(len(per_job[0])):
         embeds = [found[adapter] for found in per_job]
@@ -89,16 +107,3 @@ def ip_adapter_embeds(pipe: Any, jobs: Sequence[Any], call: dict[str, Any]) -> l
         else:
             stacked.append(torch.cat(embeds))
     return stacked
-
-
-@contextlib.contextmanager
-def batch_embeds(pipe: Any, stacked: list[Any]) -> Iterator[None]:
-    """During a call of ``pipe``: its ``prepare_ip_adapter_image_embeds`` gives ``stacked`` (one
-    row per image, :func:`ip_adapter_embeds`) as it is, instead of repeating an embedding for
-    each prompt of the batch."""
-    device = pipe._execution_device
-    pipe.prepare_ip_adapter_image_embeds = lambda *args, **kwargs: [e.to(device) for e in stacked]
-    try:
-        yield
-    finally:
-        del pipe.prepare_ip_adapter_image_embeds  # the class's own again

@@ -6,7 +6,6 @@ in :mod:`genbatch.pipelines.families`; this module loads, places and calls the p
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import warnings
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from genbatch.backends.fast_paths import (
     set_attention,
     set_channels_last,
 )
-from genbatch.backends.ip_adapter import IpAdapters, batch_embeds, ip_adapter_embeds
+from genbatch.backends.ip_adapter import IpAdapters, ip_adapter_call
 from genbatch.backends.prompt_embeds import EmbeddingCache
 from genbatch.backends.torch_options import TorchOptions
 from genbatch.errors import GenbatchError, ModelError
@@ -211,9 +210,8 @@ class TorchGenerator:
                 texts: dict[str, Any] = {n: call.pop(n) for n in ("prompt", "negative_prompt") if n in call}
                 call.update(weighted_call(pipe, batch, texts))  # genbatch.pipelines.prompt_weighting
             call.pop("ip_adapter_image", None)  # its record: each job's own image is encoded alone
-            embeds = ip_adapter_embeds(pipe, batch, call) if adapter is not None else None
-            with batch_embeds(pipe, embeds) if embeds is not None else contextlib.nullcontext():
-                out = pipe(**call, ip_adapter_image_embeds=embeds, **skip) if embeds else pipe(**call, **skip)
+            with ip_adapter_call(pipe, batch, call, adapter) as embeds:  # genbatch.backends.ip_adapter
+                out = pipe(**call, **embeds, **skip)
         pixels, errors = pixels_of(out.images[: len(jobs)])
         flagged = getattr(out, "nsfw_content_detected", None) or [False] * len(jobs)
         results = []
