@@ -80,13 +80,10 @@ class Bucket:
         object may have been written again meanwhile)."""
         return _etag(self.fs.pipe_file(self.key(name), data, **conditions))
 
-    def create(self, name: str, data: bytes) -> str | None | bool:
+    def create(self, name: str, data: bytes) -> str | None:
         """PUT ``data`` only where no object has the name (S3 ``If-None-Match: *``, GCS's
-        generation precondition): False when one has it; else its ETag, as :meth:`put` gives it."""
-        try:
-            return _etag(self.fs.pipe_file(self.key(name), data, mode="create"))
-        except FileExistsError:
-            return False
+        generation precondition; FileExistsError when one has it): its ETag, as :meth:`put` gives it."""
+        return _etag(self.fs.pipe_file(self.key(name), data, mode="create"))
 
     def get(self, name: str) -> bytes:
         return bytes(self.fs.cat_file(self.key(name)))

@@ -57,10 +57,11 @@ class BucketLock:
     def __enter__(self) -> BucketLock:
         self.bucket.check_reachable()
         while True:
-            created = self.bucket.create(LOCK_NAME, self._body())
-            if created is not False:
-                self.tag = created if isinstance(created, str) else self.bucket.tag(LOCK_NAME)
+            try:
+                self.tag = self.bucket.create(LOCK_NAME, self._body()) or self.bucket.tag(LOCK_NAME)
                 break
+            except FileExistsError:  # held, or left behind: by whom
+                pass
             tag, holder = self._holder()
             if tag is None:
                 continue  # released meanwhile

@@ -181,7 +181,7 @@ class SegmentLedger:
         names = segment_names(self.bucket.sizes(SEGMENTS_DIR))
         path, parts = self.local or (None, [])
         if path is None or not names or set(names) != {n for n in parts if n != LEDGER_NAME} | set(self.own):
-            compact(self.bucket)  # segments this run did not read or write: the prefix's ledger read back
+            compact(self.bucket, names)  # segments this run did not read or write: the prefix's ledger read back
             return
         if not path.exists():  # nothing was there when the run began
             path.write_bytes(b"")
@@ -197,10 +197,11 @@ class SegmentLedger:
         self.compacted = path
 
 
-def compact(bucket: Bucket) -> None:
-    """``genbatch.jsonl`` rewritten as itself followed by every segment, then the segments
-    deleted oldest first (so any left by a kill are the newest, read again harmlessly)."""
-    names = segment_names(bucket.sizes(SEGMENTS_DIR))
+def compact(bucket: Bucket, names: list[str] | None = None) -> None:
+    """``genbatch.jsonl`` rewritten as itself followed by every segment (``names``, oldest first,
+    where the caller listed them), then the segments deleted oldest first (so any left by a kill
+    are the newest, read again harmlessly)."""
+    names = segment_names(bucket.sizes(SEGMENTS_DIR)) if names is None else names
     if not names:
         return
     listing = {name: 0 for name in names}
