@@ -128,11 +128,21 @@ def axis_name(name: str, records: list[dict[str, Any]]) -> str:
     if any(isinstance(r.get("fields"), dict) and name in r["fields"] for r in records):
         return f"fields.{name}"
     columns = sorted({c for r in records if isinstance(r.get("fields"), dict) for c in r["fields"]})
+    axes = ", ".join(_SHOWN_AXES.get(axis, axis) for axis in FIELD_AXES)
     raise GridError(
-        f"no axis {name!r}: expected one of prompt, seed, model, lora, steps, guidance, sampler, width, "
-        f"height, negative_prompt, prompt_weighting, size, image, mask, control_image, strength, resize, "
-        f"controlnet, control_scale, or a manifest column" + (f" ({', '.join(columns)})" if columns else "")
+        f"no axis {name!r}: expected one of {axes}, or a manifest column"
+        + (f" ({', '.join(columns)})" if columns else "")
     )
+
+
+# How an axis is named in messages, where a shorter name means it too (_SYNONYMS, the fields' aliases).
+_SHOWN_AXES = {
+    "guidance_scale": "guidance",
+    "scheduler": "sampler",
+    "mask_image": "mask",
+    "controlnet_conditioning_scale": "control_scale",
+    "ip_adapter_scale": "ip_scale",
+}
 
 
 def label(record: dict[str, Any], axis: str) -> str:
