@@ -29,7 +29,7 @@ from genbatch.cli.output import (
     user_errors,
 )
 from genbatch.errors import EXIT_SIGINT, EXIT_USAGE, GenbatchError, ManifestError
-from genbatch.manifest.read import MAX_IMAGES_PER_ROW, parse_assignments, read_manifest
+from genbatch.manifest.read import MAX_IMAGES_PER_ROW, parse_assignments
 from genbatch.pipelines.torch_runtime import quiet_import_noise
 from genbatch.plan.planner import DEFAULT_NAME_TEMPLATE
 from genbatch.store.ledger import require_ledger
@@ -314,27 +314,21 @@ def validate(
       genbatch validate prompts.csv
       genbatch validate --input-dir photos --mask-dir masks --prompt "a red door"
     """
-    from genbatch.manifest.image_folder import check_source, read_image_folder
+    from genbatch.manifest.image_folder import check_source, read_rows
 
     column_map = ro.column_map(column, prompt_column)
     check_source(manifest, input_dir, mask_dir, prompt, format_, column_map)
     try:
-        if input_dir is not None:
-            manifest_ = read_image_folder(
-                input_dir,
-                prompt,
-                mask_dir=mask_dir,
-                overrides=parse_assignments(set_, "--set"),
-                max_images_per_row=max_images_per_row,
-            )
-        else:
-            manifest_ = read_manifest(
-                str(manifest),
-                format=format_,
-                column_map=column_map,
-                overrides=parse_assignments(set_, "--set"),
-                max_images_per_row=max_images_per_row,
-            )
+        manifest_ = read_rows(
+            manifest,
+            input_dir=input_dir,
+            mask_dir=mask_dir,
+            prompt=prompt,
+            format=format_,
+            column_map=column_map,
+            overrides=parse_assignments(set_, "--set"),
+            max_images_per_row=max_images_per_row,
+        )
     except ManifestError as err:
         found = Validation(str(manifest if manifest is not None else input_dir), format_, err.problems)
     else:

@@ -22,7 +22,7 @@ from typing import Any
 from genbatch.echo import shown_bare
 from genbatch.errors import GenbatchError, Problem
 from genbatch.manifest.raw import Raw
-from genbatch.manifest.read import MAX_IMAGES_PER_ROW, Manifest, SkippedRow, manifest_of, parse_value
+from genbatch.manifest.read import MAX_IMAGES_PER_ROW, Manifest, SkippedRow, manifest_of, parse_value, read_manifest
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 KINDS = "PNG, JPEG, WebP, BMP or TIFF"
@@ -115,6 +115,32 @@ def _mask_path(input_dir: Path, mask_dir: Path, name: str) -> str:
         return mask.relative_to(os.path.abspath(input_dir)).as_posix()
     except ValueError:
         return str(mask)
+
+
+def read_rows(
+    manifest: str | None,
+    *,
+    input_dir: str | None = None,
+    mask_dir: str | None = None,
+    prompt: str | None = None,
+    format: str | None = None,
+    column_map: dict[str, str] | None = None,
+    overrides: dict[str, str] | None = None,
+    max_images_per_row: int = MAX_IMAGES_PER_ROW,
+) -> Manifest:
+    """The rows of ``manifest``, or of the folder of images ``input_dir`` (:func:`read_image_folder`),
+    read and checked: what ``genbatch run`` and ``genbatch validate`` read."""
+    if input_dir is not None:
+        return read_image_folder(
+            input_dir, prompt, mask_dir=mask_dir, overrides=overrides, max_images_per_row=max_images_per_row
+        )
+    return read_manifest(
+        str(manifest),
+        format=format,
+        column_map=column_map,
+        overrides=overrides,
+        max_images_per_row=max_images_per_row,
+    )
 
 
 def read_image_folder(

@@ -23,8 +23,8 @@ from genbatch.engine.base import EngineReport, EngineWork
 from genbatch.engine.batch_size import BatchSizer
 from genbatch.engine.sink import ResultSink, now
 from genbatch.errors import EXIT_FAILED_JOBS, EXIT_OK, EXIT_SIGINT, GenbatchError, ManifestError
-from genbatch.manifest.image_folder import read_image_folder
-from genbatch.manifest.read import Manifest, read_manifest
+from genbatch.manifest.image_folder import read_rows
+from genbatch.manifest.read import Manifest
 from genbatch.pipelines.speed import run_problem
 from genbatch.pipelines.torch_runtime import quiet_import_noise
 from genbatch.plan.axes import apply_axes
@@ -60,22 +60,16 @@ class RunResult:
 def load_manifest(options: RunOptions) -> Manifest:
     """The rows of the manifest, or of the folder of images (``--input-dir``), checked."""
     given = options.input
-    if given.input_dir is not None:
-        manifest = read_image_folder(
-            given.input_dir,
-            given.prompt,
-            mask_dir=given.mask_dir,
-            overrides=given.overrides,
-            max_images_per_row=given.max_images_per_row,
-        )
-    else:
-        manifest = read_manifest(
-            given.source,
-            format=given.format,
-            column_map=given.column_map,
-            overrides=given.overrides,
-            max_images_per_row=given.max_images_per_row,
-        )
+    manifest = read_rows(
+        given.manifest,
+        input_dir=given.input_dir,
+        mask_dir=given.mask_dir,
+        prompt=given.prompt,
+        format=given.format,
+        column_map=given.column_map,
+        overrides=given.overrides,
+        max_images_per_row=given.max_images_per_row,
+    )
     if manifest.fatal_problems or (manifest.problems and not options.input.skip_invalid):
         raise ManifestError(manifest.problems)
     manifest.rows = apply_axes(manifest.rows, options.input.axes, max_combinations=options.input.max_images_per_row)
