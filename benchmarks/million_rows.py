@@ -1,7 +1,7 @@
 """Million-row manifests: `genbatch validate` and `genbatch run --dry-run` (plan and resume
 scan) of a large CSV into an output folder that already holds finished images.
 
-    python benchmarks/million_rows.py [--rows 1000000] [--done 100000] [--repeats 3] [--quoted]
+    python benchmarks/million_rows.py [--rows 1000000] [--done 100000] [--repeats 3] [--quoted] [--images N]
 
 Generates ``manifest.csv`` (prompt, seed and a few optional columns; ``--quoted``: one row in
 ten holds a quoted prompt with a comma, which takes the exact reader) and an output folder
@@ -9,6 +9,11 @@ whose first ``--done`` jobs are finished: a small image each, recorded in the le
 real ResultSink from the real plan, so the keys and file names are the ones a run gives.
 Then times each command as a subprocess (wall time, and peak RSS from ``wait4``), the median
 of ``--repeats`` alternating runs, and writes benchmarks/results/million-rows.json.
+
+``--images N``: the same rows again as rows with images (an ``image`` column naming one of N
+small input pictures, and a strength), validated and planned (into an empty folder) alternating
+with the text rows: what reading, hashing and checking inputs adds per row
+(results/million-image-rows.json).
 """
 
 from __future__ import annotations
@@ -46,6 +51,23 @@ def write_manifest(path: Path, rows: int, quoted: bool) -> None:
                 handle.write("".join(lines))
                 lines.clear()
         handle.write("".join(lines))
+
+
+def write_image_manifest(manifest: Path, path: Path, images: int) -> None:
+    """``manifest``'s rows with an image (one of ``images`` 64x64 pictures beside it, in turn)
+    and a strength, for the embedded model's image-to-image."""
+    from PIL import Image, ImageDraw
+
+    folder = path.parent / "inputs"
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in range(images):
+        picture = Image.new("RGB", (64, 64), (40 + 13 * n % 200, 90, 160))
+        ImageDraw.Draw(picture).ellipse([8 + n % 16, 8, 40 + n % 16, 48], fill=(230, 200 - 7 * n % 150, 40))
+        picture.save(folder / f"in{n}.png")
+    with open(manifest, encoding="utf-8", newline="") as source, open(path, "w", encoding="utf-8", newline="") as dest:
+        dest.write(source.readline().rstrip("\n") + ",image,strength\n")
+        for number, line in enumerate(source):
+            dest.write(f"{line.rstrip(chr(10))},inputs/in{number % images}.png,0.6\n")
 
 
 def write_done_folder(manifest: Path, out: Path, done: int, work: Path) -> None:
@@ -119,9 +141,12 @@ def main() -> None:
     parser.add_argument("--done", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quoted", action="store_true", help="one row in ten with a quoted prompt (exact reader)")
+    parser.add_argument("--images", type=int, default=0, help="also the rows with images, N input pictures")
     parser.add_argument("--work", type=Path, help="keep the generated files here (reused if present)")
-    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "million-rows.json")
+    parser.add_argument("--output", type=Path)
     args = parser.parse_args()
+    results = ROOT / "benchmarks" / "results"
+    args.output = args.output or results / ("million-image-rows.json" if args.images else "million-rows.json")
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -131,12 +156,25 @@ def main() -> None:
             write_manifest(manifest, args.rows, args.quoted)
         if not out.exists():
             write_done_folder(manifest, out, args.done, work)
+        with_images = work / "manifest-images.csv"
+        if args.images and not with_images.exists():
+            write_image_manifest(manifest, with_images, args.images)
         generated = time.monotonic() - began
         python = [sys.executable, "-m", "genbatch"]
         commands = {
             "validate": [*python, "validate", str(manifest)],
             "dry_run": [*python, "run", str(manifest), "--out", str(out), "--dry-run"],
         }
+        if args.images:  # into a folder of their own: their keys hold each input's sha256
+            commands["validate_images"] = [*python, "validate", str(with_images)]
+            commands["dry_run_images"] = [
+                *python,
+                "run",
+                str(with_images),
+                "--out",
+                str(work / "out-images"),
+                "--dry-run",
+            ]
         runs: dict[str, list[dict[str, float | int]]] = {name: [] for name in commands}
         for _ in range(args.repeats):  # alternating, so load on the machine hits both alike
             for name, command in commands.items():
@@ -146,6 +184,7 @@ def main() -> None:
             "rows": args.rows,
             "done": args.done,
             "quoted": args.quoted,
+            "images": args.images,
             "manifest_mib": round(manifest.stat().st_size / 2**20, 1),
             "ledger_mib": round((out / "genbatch.jsonl").stat().st_size / 2**20, 1),
             "generate_seconds": round(generated, 1),

@@ -130,9 +130,18 @@ class InputReader:
     def __init__(self, manifest: str, folder: str | None = None):
         self.manifest, self.folder = manifest, folder
         self._seen: dict[str, InputImage | InputProblem] = {}
+        self._located: dict[str, str | InputProblem] = {}  # a path as rows give it: where it is
 
     def read(self, given: str) -> InputImage:
-        location = location_of(given, self.manifest, self.folder)
+        location = self._located.get(given)
+        if location is None:  # once a path, not once a row (resolving it is a syscall per part)
+            try:
+                location = location_of(given, self.manifest, self.folder)
+            except InputProblem as err:
+                location = err
+            self._located[given] = location
+        if isinstance(location, InputProblem):
+            raise location
         found = self._seen.get(location)
         if found is None:
             try:

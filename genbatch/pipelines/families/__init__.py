@@ -146,7 +146,14 @@ def schnell_defaults(path: Path) -> dict[str, Any]:
 
 def ignored_fields(family: Family, path: Path) -> frozenset[str]:
     """The generation fields a model ignores (read once per process, family and folder)."""
-    return _ignored(family.name, str(Path(path).resolve()))
+    return _ignored(family.name, _resolved(str(path)))
+
+
+@functools.lru_cache(maxsize=256)
+def _resolved(given: str) -> str:
+    """A model folder's path resolved, once per process and path as given (the per-row lookups
+    of planning would otherwise resolve it, a syscall per part, once a row)."""
+    return str(Path(given).resolve())
 
 
 @functools.lru_cache(maxsize=64)
@@ -186,13 +193,7 @@ def _auto_text2image() -> set[str]:
 def model_index(path: Path) -> dict[str, Any]:
     """A model folder's model_index.json (read once per process and folder: planning asks for
     every row's family and pipeline). Do not change the dict."""
-    return _index_at(str(path))
-
-
-@functools.lru_cache(maxsize=256)
-def _index_at(given: str) -> dict[str, Any]:
-    """:func:`_read_index` of a path as given: resolved once, not once a row (a syscall per part)."""
-    return _read_index(str(Path(given).resolve()))
+    return _read_index(_resolved(str(path)))
 
 
 @functools.lru_cache(maxsize=64)
