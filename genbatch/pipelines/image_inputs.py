@@ -17,8 +17,9 @@ from typing import Any
 
 from genbatch.pipelines.model_files import read_json
 
-# A job's input fields, the order a call's arguments are filled in.
-INPUTS = ("image", "mask_image", "control_image")
+# The input fields a call takes as images, in the order its arguments are filled in (an
+# ip_adapter_image goes in as its embedding: genbatch.backends.ip_adapter).
+CALL_INPUTS = ("image", "mask_image", "control_image")
 
 
 def input_kind(values: Any) -> str:
@@ -94,7 +95,7 @@ def input_arguments(takes: frozenset[str] | set[str], values: Any) -> dict[str, 
     """call argument -> the job's input field it takes: ``image``, ``mask_image``, and the control
     image as ``control_image``, or as ``image`` in a ControlNet pipeline that takes no other image."""
     found: dict[str, str] = {}
-    for name in INPUTS:
+    for name in CALL_INPUTS:
         if values.get(name) is None:
             continue
         if name == "control_image" and "control_image" not in takes:
